@@ -1,0 +1,41 @@
+-- Every accepted message, its state in the queue and its record for the log history.
+CREATE TABLE messages (
+    seq             INTEGER PRIMARY KEY AUTOINCREMENT,  -- acceptance order
+    id              TEXT    NOT NULL UNIQUE,            -- UUIDv7
+    tenant          TEXT    NOT NULL,
+    trigger         TEXT    NOT NULL,
+    lane            TEXT,                               -- NULL: unordered
+    mode            TEXT    NOT NULL,                   -- sync | async
+    status          TEXT    NOT NULL,
+    received_at     INTEGER NOT NULL,                   -- microseconds since the epoch
+    run_at          INTEGER NOT NULL,                   -- not before (retry schedule)
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    finished_at     INTEGER,
+    idempotency_key TEXT,
+    blocking        INTEGER NOT NULL DEFAULT 0,         -- 1: a finished message holding its ordered lane
+    input           TEXT    NOT NULL,
+    response        TEXT,
+    trace           TEXT,
+    error           TEXT
+);
+
+-- Idempotency-Key is unique per trigger while the message is retained.
+CREATE UNIQUE INDEX messages_idempotency
+    ON messages (tenant, trigger, idempotency_key) WHERE idempotency_key IS NOT NULL;
+
+-- Recovery reads the unfinished messages in acceptance order.
+CREATE INDEX messages_pending
+    ON messages (seq) WHERE status IN ('queued', 'running', 'retrying') OR blocking = 1;
+
+-- Retention deletes by age.
+CREATE INDEX messages_received ON messages (received_at);
+
+CREATE TABLE attempts (
+    message_id  TEXT    NOT NULL,
+    number      INTEGER NOT NULL,
+    started_at  INTEGER NOT NULL,
+    finished_at INTEGER,
+    outcome     TEXT,
+    error       TEXT,
+    PRIMARY KEY (message_id, number)
+) WITHOUT ROWID;

@@ -1,0 +1,263 @@
+//! Runs one flow over one input document: steps in order, variables, branches,
+//! loops, the response and a trace of what happened. Knows nothing of HTTP,
+//! queues or stores; a test of a step needs none of them.
+
+mod trace;
+
+use std::time::Instant;
+
+use jaq_json::Val;
+use serde_json::Value;
+use tokio::sync::oneshot;
+
+use crate::domain::StoredResponse;
+use crate::flow::value::{from_json, string, to_json, truthy};
+use crate::flow::{Step, StepKind, Trigger};
+
+pub use trace::TraceEntry;
+
+/// Upper bound on `for_each` iterations, against runaway input.
+pub const MAX_ITERATIONS: usize = 100_000;
+
+/// Why an execution failed.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ExecError {
+    /// A `fail` step: the flow decided. Statuses below 500 are not retried.
+    #[error("{message}")]
+    Fail {
+        step: String,
+        status: u16,
+        message: String,
+    },
+    /// An expression failed at run time.
+    #[error("step `{step}`: {message}")]
+    Step { step: String, message: String },
+}
+
+impl ExecError {
+    /// Whether running the message again could give another result.
+    pub fn retryable(&self) -> bool {
+        match self {
+            Self::Fail { status, .. } => *status >= 500,
+            Self::Step { .. } => true,
+        }
+    }
+
+    pub fn step(&self) -> &str {
+        match self {
+            Self::Fail { step, .. } | Self::Step { step, .. } => step,
+        }
+    }
+}
+
+/// The result of one execution.
+#[derive(Debug)]
+pub struct Execution {
+    pub result: Result<(), ExecError>,
+    /// The first `respond` of the flow, if any.
+    pub response: Option<StoredResponse>,
+    pub trace: Vec<TraceEntry>,
+    pub vars: Value,
+}
+
+impl Execution {
+    pub fn trace_json(&self) -> Value {
+        Value::Array(self.trace.iter().map(TraceEntry::to_json).collect())
+    }
+}
+
+/// Where a `respond` step sends the answer while the flow goes on.
+pub type Responder = oneshot::Sender<StoredResponse>;
+
+struct Run<'a> {
+    base: jaq_json::Map<Val, Val>,
+    vars: jaq_json::Map<Val, Val>,
+    trace: Vec<TraceEntry>,
+    response: Option<StoredResponse>,
+    responder: Option<Responder>,
+    _trigger: &'a Trigger,
+}
+
+/// Runs `trigger`'s steps over `input` (the input document object).
+pub async fn execute(trigger: &Trigger, input: &Value, responder: Option<Responder>) -> Execution {
+    execute_now(trigger, input, responder)
+}
+
+/// The same, for callers outside an async context (`flowgate run`, tests).
+pub fn execute_now(trigger: &Trigger, input: &Value, responder: Option<Responder>) -> Execution {
+    let base = match from_json(input) {
+        Val::Obj(m) => (*m).clone(),
+        _ => jaq_json::Map::default(),
+    };
+    let mut run = Run {
+        base,
+        vars: jaq_json::Map::default(),
+        trace: Vec::new(),
+        response: None,
+        responder,
+        _trigger: trigger,
+    };
+    let result = run.steps(&trigger.steps);
+    let vars = to_json(&Val::obj(run.vars.clone()));
+    Execution {
+        result,
+        response: run.response,
+        trace: run.trace,
+        vars,
+    }
+}
+
+impl Run<'_> {
+    fn context(&self) -> Val {
+        let mut m = self.base.clone();
+        m.insert(string("vars"), Val::obj(self.vars.clone()));
+        Val::obj(m)
+    }
+
+    fn steps(&mut self, steps: &[Step]) -> Result<(), ExecError> {
+        for step in steps {
+            let started = Instant::now();
+            let at = crate::domain::now_micros();
+            let outcome = self.step(step);
+            let entry = TraceEntry::new(step, at, started.elapsed());
+            match outcome {
+                Ok(detail) => self.trace.push(entry.ok(detail)),
+                Err(e) => {
+                    self.trace.push(entry.failed(e.to_string()));
+                    return Err(e);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn eval(&self, step: &Step, expr: &crate::flow::Expr) -> Result<Val, ExecError> {
+        expr.eval(&self.context()).map_err(|e| ExecError::Step {
+            step: step.label().to_owned(),
+            message: e.0,
+        })
+    }
+
+    /// Runs one step; the `Ok` value is a note for the trace.
+    fn step(&mut self, step: &Step) -> Result<Option<String>, ExecError> {
+        match &step.kind {
+            StepKind::Set(pairs) => {
+                for (name, expr) in pairs {
+                    let v = self.eval(step, expr)?;
+                    self.vars.insert(string(name), v);
+                }
+                Ok(None)
+            }
+            StepKind::If {
+                cond,
+                then,
+                otherwise,
+            } => {
+                let taken = truthy(&self.eval(step, cond)?);
+                self.steps(if taken { then } else { otherwise })?;
+                Ok(Some(if taken { "then" } else { "else" }.to_owned()))
+            }
+            StepKind::ForEach {
+                items,
+                var,
+                body,
+                collect,
+                into,
+            } => {
+                let outputs = items
+                    .eval_all(&self.context())
+                    .map_err(|e| ExecError::Step {
+                        step: step.label().to_owned(),
+                        message: e.0,
+                    })?;
+                let items: Vec<Val> = match outputs.as_slice() {
+                    [Val::Arr(a)] => a.iter().cloned().collect(),
+                    [Val::Null] => Vec::new(),
+                    _ => outputs,
+                };
+                if items.len() > MAX_ITERATIONS {
+                    return Err(ExecError::Step {
+                        step: step.label().to_owned(),
+                        message: format!(
+                            "{} items exceed the limit of {MAX_ITERATIONS}",
+                            items.len()
+                        ),
+                    });
+                }
+                let mut collected = Vec::with_capacity(items.len());
+                let count = items.len();
+                for item in items {
+                    self.vars.insert(string(var), item);
+                    self.steps(body)?;
+                    if into.is_some() {
+                        let v = match collect {
+                            Some(c) => self.eval(step, c)?,
+                            None => self.vars.get(&string(var)).cloned().unwrap_or(Val::Null),
+                        };
+                        collected.push(v);
+                    }
+                }
+                if let Some(into) = into {
+                    self.vars
+                        .insert(string(into), collected.into_iter().collect());
+                }
+                Ok(Some(format!("{count} items")))
+            }
+            StepKind::Respond {
+                status,
+                headers,
+                body,
+            } => {
+                let ctx = self.context();
+                let mut rendered = Vec::with_capacity(headers.len());
+                for (name, tpl) in headers {
+                    let value = tpl.render(&ctx).map_err(|e| ExecError::Step {
+                        step: step.label().to_owned(),
+                        message: format!("header {name}: {}", e.0),
+                    })?;
+                    rendered.push((name.clone(), value));
+                }
+                let body = match body {
+                    Some(b) => to_json(&self.eval(step, b)?),
+                    None => Value::Null,
+                };
+                let response = StoredResponse {
+                    status: *status,
+                    headers: rendered,
+                    body,
+                };
+                if self.response.is_some() {
+                    return Ok(Some(
+                        "a response was already sent; this one is ignored".to_owned(),
+                    ));
+                }
+                if let Some(tx) = self.responder.take() {
+                    let _ = tx.send(response.clone());
+                }
+                self.response = Some(response);
+                Ok(Some(format!("status {status}")))
+            }
+            StepKind::Fail { status, message } => {
+                let message = match self.eval(step, message)? {
+                    Val::TStr(b) | Val::BStr(b) => String::from_utf8_lossy(&b).into_owned(),
+                    other => to_json(&other).to_string(),
+                };
+                Err(ExecError::Fail {
+                    step: step.label().to_owned(),
+                    status: *status,
+                    message,
+                })
+            }
+            StepKind::Log(expr) => {
+                let line = match self.eval(step, expr)? {
+                    Val::TStr(b) | Val::BStr(b) => String::from_utf8_lossy(&b).into_owned(),
+                    other => to_json(&other).to_string(),
+                };
+                Ok(Some(line))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,115 @@
+use std::path::Path;
+
+use serde_json::json;
+
+use super::*;
+use crate::domain::{TenantName, TriggerName};
+use crate::flow::Tenant;
+use crate::flow::loader::compile_trigger_source;
+
+fn trigger(yaml: &str) -> Trigger {
+    let tenant = Tenant::empty(TenantName::parse("t").unwrap());
+    let src = format!("auth: {{ none: true }}\n{yaml}");
+    compile_trigger_source(
+        &tenant,
+        TriggerName::parse("x").unwrap(),
+        Path::new("x.yaml"),
+        &src,
+    )
+    .unwrap_or_else(|d| panic!("{d:?}"))
+}
+
+#[test]
+fn set_if_and_respond() {
+    let t = trigger(
+        r#"
+steps:
+  - set: { n: '.params.qty * 2' }
+  - if: .vars.n > 5
+    then: [ { set: { size: '"big"' } } ]
+    else: [ { set: { size: '"small"' } } ]
+  - respond: { status: 201, headers: { x-size: '{{ .vars.size }}' }, body: '{n: .vars.n, size: .vars.size}' }
+"#,
+    );
+    let ex = execute_now(&t, &json!({"params": {"qty": 3}}), None);
+    assert!(ex.result.is_ok());
+    let r = ex.response.unwrap();
+    assert_eq!(r.status, 201);
+    assert_eq!(r.body, json!({"n": 6, "size": "big"}));
+    assert_eq!(r.headers, vec![("x-size".to_owned(), "big".to_owned())]);
+    assert_eq!(ex.trace.len(), 4, "if, its then-step, set, respond");
+}
+
+#[test]
+fn for_each_collects() {
+    let t = trigger(
+        r#"
+steps:
+  - for_each: .body.lines
+    as: line
+    do: [ { set: { amount: '.vars.line.qty * .vars.line.price' } } ]
+    collect: .vars.amount
+    into: amounts
+  - set: { total: '.vars.amounts | add' }
+"#,
+    );
+    let ex = execute_now(
+        &t,
+        &json!({"body": {"lines": [{"qty": 2, "price": 5}, {"qty": 1, "price": 3}]}}),
+        None,
+    );
+    assert!(ex.result.is_ok());
+    assert_eq!(ex.vars["amounts"], json!([10, 3]));
+    assert_eq!(ex.vars["total"], json!(13));
+}
+
+#[test]
+fn fail_ends_the_execution_and_names_the_step() {
+    let t = trigger(
+        r#"
+steps:
+  - name: check
+    fail: { status: 422, message: '"no \(.params.x)"' }
+  - set: { never: 1 }
+"#,
+    );
+    let ex = execute_now(&t, &json!({"params": {"x": "A"}}), None);
+    let err = ex.result.unwrap_err();
+    assert_eq!(
+        err,
+        ExecError::Fail {
+            step: "check".into(),
+            status: 422,
+            message: "no A".into()
+        }
+    );
+    assert!(!err.retryable());
+    assert_eq!(ex.vars, json!({}));
+}
+
+#[test]
+fn expression_errors_are_retryable_failures() {
+    let t = trigger("steps:\n  - set: { x: '.body + 1' }\n");
+    let ex = execute_now(&t, &json!({"body": "text"}), None);
+    let err = ex.result.unwrap_err();
+    assert!(err.retryable());
+    assert_eq!(err.step(), "steps[0]");
+    assert!(!ex.trace[0].ok);
+}
+
+#[test]
+fn respond_reaches_the_caller_before_the_flow_ends() {
+    let t = trigger(
+        r#"
+steps:
+  - respond: { body: '"early"' }
+  - log: '"after"'
+  - fail: { message: '"later failure"' }
+"#,
+    );
+    let (tx, mut rx) = tokio::sync::oneshot::channel();
+    let ex = execute_now(&t, &json!({}), Some(tx));
+    assert_eq!(rx.try_recv().unwrap().body, json!("early"));
+    assert!(ex.result.is_err());
+    assert_eq!(ex.trace[1].detail.as_deref(), Some("after"));
+}

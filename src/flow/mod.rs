@@ -1,0 +1,19 @@
+//! Flow files -> validated model. `raw` mirrors the YAML, `compile` checks it and
+//! collects every error with its position, `loader` walks `flows/` and keeps the
+//! last good version of each file for hot reload.
+
+pub mod catalog;
+pub mod compile;
+pub mod diagnostic;
+pub mod expr;
+pub mod loader;
+pub mod model;
+pub mod params;
+pub mod raw;
+pub mod value;
+
+pub use catalog::{Catalog, SharedCatalog};
+pub use diagnostic::Diagnostic;
+pub use expr::{EvalError, Expr, Template};
+pub use loader::{LoadReport, Loader, check_dir};
+pub use model::{Auth, Method, OnExhausted, Step, StepKind, Tenant, Trigger};

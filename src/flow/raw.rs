@@ -1,0 +1,194 @@
+//! The flow files exactly as written: serde structs that mirror the YAML, reject
+//! unknown keys and keep each value's position for error messages. Nothing here is
+//! validated beyond its YAML shape; `compile` does the rest.
+
+use std::fmt;
+
+use indexmap::IndexMap;
+use serde::Deserialize;
+use serde::de::{self, Deserializer, Visitor};
+use serde_saphyr::Spanned;
+
+/// `_tenant.yaml`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTenant {
+    #[serde(default)]
+    pub api_keys: IndexMap<String, Spanned<String>>,
+    #[serde(default)]
+    pub connections: Option<Spanned<serde_json::Value>>,
+    #[serde(default)]
+    pub subscriptions: Option<Spanned<serde_json::Value>>,
+}
+
+/// `<Trigger>.yaml`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTrigger {
+    #[serde(default)]
+    pub description: Option<String>,
+    #[serde(default)]
+    pub methods: Option<Vec<Spanned<String>>>,
+    #[serde(default)]
+    pub enabled: Option<bool>,
+    #[serde(default)]
+    pub auth: Option<Spanned<RawAuth>>,
+    #[serde(default)]
+    pub params: IndexMap<String, Spanned<RawParam>>,
+    #[serde(default)]
+    pub delivery: Option<RawDelivery>,
+    #[serde(default)]
+    pub response: Option<RawResponse>,
+    pub steps: Spanned<Vec<Spanned<RawStep>>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAuth {
+    #[serde(default)]
+    pub api_keys: Option<Vec<Spanned<String>>>,
+    #[serde(default)]
+    pub none: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawParam {
+    #[serde(rename = "type")]
+    pub ty: Spanned<String>,
+    #[serde(default)]
+    pub required: bool,
+    #[serde(default)]
+    pub default: Option<Spanned<serde_json::Value>>,
+    #[serde(default, rename = "enum")]
+    pub allowed: Option<Spanned<Vec<serde_json::Value>>>,
+    #[serde(default)]
+    pub min: Option<Spanned<f64>>,
+    #[serde(default)]
+    pub max: Option<Spanned<f64>>,
+    #[serde(default)]
+    pub description: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDelivery {
+    #[serde(default)]
+    pub ordered: bool,
+    #[serde(default)]
+    pub ordering_key: Option<Spanned<ExprText>>,
+    #[serde(default)]
+    pub concurrency: Option<Spanned<i64>>,
+    #[serde(default)]
+    pub retry: Option<Vec<Spanned<String>>>,
+    #[serde(default)]
+    pub on_exhausted: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawResponse {
+    #[serde(default)]
+    pub mode: Option<Spanned<String>>,
+    #[serde(default)]
+    pub timeout: Option<Spanned<String>>,
+}
+
+/// One step: exactly one of the step keys, plus the keys that go with it.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawStep {
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub set: Option<Spanned<IndexMap<String, Spanned<ExprText>>>>,
+    #[serde(default, rename = "if")]
+    pub if_: Option<Spanned<ExprText>>,
+    #[serde(default)]
+    pub then: Option<Spanned<Vec<Spanned<RawStep>>>>,
+    #[serde(default, rename = "else")]
+    pub else_: Option<Spanned<Vec<Spanned<RawStep>>>>,
+    #[serde(default)]
+    pub for_each: Option<Spanned<ExprText>>,
+    #[serde(default, rename = "as")]
+    pub as_: Option<Spanned<String>>,
+    #[serde(default, rename = "do")]
+    pub do_: Option<Spanned<Vec<Spanned<RawStep>>>>,
+    #[serde(default)]
+    pub collect: Option<Spanned<ExprText>>,
+    #[serde(default)]
+    pub into: Option<Spanned<String>>,
+    #[serde(default)]
+    pub respond: Option<Spanned<RawRespond>>,
+    #[serde(default)]
+    pub fail: Option<Spanned<RawFail>>,
+    #[serde(default)]
+    pub log: Option<Spanned<ExprText>>,
+    #[serde(default)]
+    pub http: Option<Spanned<serde_json::Value>>,
+    #[serde(default)]
+    pub sql: Option<Spanned<serde_json::Value>>,
+    #[serde(default)]
+    pub retry: Option<Spanned<serde_json::Value>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRespond {
+    #[serde(default)]
+    pub status: Option<Spanned<i64>>,
+    #[serde(default)]
+    pub headers: IndexMap<String, Spanned<String>>,
+    #[serde(default)]
+    pub body: Option<Spanned<ExprText>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFail {
+    #[serde(default)]
+    pub status: Option<Spanned<i64>>,
+    pub message: Spanned<ExprText>,
+}
+
+/// The text of a jq expression. YAML turns `0`, `true` or `null` into scalars of
+/// their own; each is also a valid jq program, so they are accepted as text.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExprText(pub String);
+
+impl<'de> Deserialize<'de> for ExprText {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = ExprText;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a jq expression")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<ExprText, E> {
+                Ok(ExprText(v.to_owned()))
+            }
+            fn visit_string<E: de::Error>(self, v: String) -> Result<ExprText, E> {
+                Ok(ExprText(v))
+            }
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<ExprText, E> {
+                Ok(ExprText(v.to_string()))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<ExprText, E> {
+                Ok(ExprText(v.to_string()))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<ExprText, E> {
+                Ok(ExprText(v.to_string()))
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<ExprText, E> {
+                Ok(ExprText(v.to_string()))
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<ExprText, E> {
+                Ok(ExprText("null".to_owned()))
+            }
+            fn visit_none<E: de::Error>(self) -> Result<ExprText, E> {
+                Ok(ExprText("null".to_owned()))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}

@@ -1,0 +1,140 @@
+//! Every error a caller can see, and the one place that picks status codes.
+//! Bodies are `{"errors": [{"code", "message"}]}`; 500s carry no internals.
+
+use actix_web::http::StatusCode;
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::{HttpResponse, ResponseError};
+use serde_json::json;
+
+use crate::domain::MessageId;
+use crate::input::InputError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("not found")]
+    NotFound(String),
+    #[error("method not allowed")]
+    MethodNotAllowed { allow: String },
+    #[error("unauthorized")]
+    Unauthorized(String),
+    #[error("payload too large")]
+    PayloadTooLarge(usize),
+    #[error("bad request")]
+    BadRequest(Vec<InputError>),
+    #[error("backlog full")]
+    BacklogFull,
+    #[error("store unavailable")]
+    StoreUnavailable(String),
+    /// The flow failed; callers learn the message id and the step, no more.
+    #[error("flow failed")]
+    FlowFailed { id: MessageId, step: String },
+    /// A `fail` step with its own status and message.
+    #[error("rejected")]
+    Rejected {
+        id: MessageId,
+        status: u16,
+        message: String,
+    },
+    #[error("internal error")]
+    Internal(String),
+}
+
+fn body(code: &str, message: impl Into<String>) -> serde_json::Value {
+    json!({"errors": [{"code": code, "message": message.into()}]})
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::BacklogFull => StatusCode::TOO_MANY_REQUESTS,
+            Self::StoreUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::FlowFailed { .. } | Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::Rejected { status, .. } => {
+                StatusCode::from_u16(*status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+            }
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let mut res = HttpResponse::build(self.status_code());
+        let payload = match self {
+            Self::NotFound(what) => body("not_found", what.clone()),
+            Self::MethodNotAllowed { allow } => {
+                if let Ok(v) = HeaderValue::from_str(allow) {
+                    res.insert_header((header::ALLOW, v));
+                }
+                body(
+                    "method_not_allowed",
+                    format!("this trigger accepts {allow}"),
+                )
+            }
+            Self::Unauthorized(why) => {
+                res.insert_header((header::WWW_AUTHENTICATE, "Bearer realm=\"flowgate\""));
+                body("unauthorized", why.clone())
+            }
+            Self::PayloadTooLarge(limit) => body(
+                "payload_too_large",
+                format!("the body is larger than the limit of {limit} bytes"),
+            ),
+            Self::BadRequest(errors) => json!({"errors": errors
+                .iter()
+                .map(|e| json!({"code": e.code, "message": e.message}))
+                .collect::<Vec<_>>()}),
+            Self::BacklogFull => {
+                res.insert_header((header::RETRY_AFTER, "1"));
+                body("backlog_full", "this trigger's queue is full; retry later")
+            }
+            Self::StoreUnavailable(why) => {
+                tracing::error!(error = %why, "store unavailable");
+                res.insert_header((header::RETRY_AFTER, "5"));
+                body(
+                    "store_unavailable",
+                    "messages cannot be stored right now; retry later",
+                )
+            }
+            Self::FlowFailed { id, step } => {
+                res.insert_header(("x-message-id", id.to_string()));
+                let mut b = body(
+                    "flow_failed",
+                    format!("the flow failed at step `{step}`; see message {id}"),
+                );
+                b["message_id"] = json!(id.to_string());
+                b
+            }
+            Self::Rejected { id, message, .. } => {
+                res.insert_header(("x-message-id", id.to_string()));
+                let mut b = body("rejected", message.clone());
+                b["message_id"] = json!(id.to_string());
+                b
+            }
+            Self::Internal(why) => {
+                tracing::error!(error = %why, "internal error");
+                body("internal", "internal error")
+            }
+        };
+        res.json(payload)
+    }
+}
+
+impl From<crate::store::StoreError> for ApiError {
+    fn from(e: crate::store::StoreError) -> Self {
+        match e {
+            crate::store::StoreError::Unavailable(why) => Self::StoreUnavailable(why),
+            other => Self::Internal(other.to_string()),
+        }
+    }
+}
+
+impl From<crate::queue::AcceptError> for ApiError {
+    fn from(e: crate::queue::AcceptError) -> Self {
+        match e {
+            crate::queue::AcceptError::BacklogFull => Self::BacklogFull,
+            crate::queue::AcceptError::Store(s) => s.into(),
+        }
+    }
+}

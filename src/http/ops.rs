@@ -1,0 +1,87 @@
+//! Health, readiness, metrics and the 404 for everything else.
+
+use std::fmt::Write;
+use std::sync::atomic::Ordering;
+
+use actix_web::{HttpResponse, web};
+use serde_json::json;
+
+use super::{ApiError, AppState};
+
+pub async fn health() -> HttpResponse {
+    HttpResponse::Ok().json(json!({"status": "ok"}))
+}
+
+/// Ready when the flows are loaded and the store answers.
+pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
+    match state.queue.store().ping().await {
+        Ok(()) => HttpResponse::Ok().json(json!({
+            "status": "ready",
+            "triggers": state.catalog.get().trigger_count(),
+        })),
+        Err(e) => HttpResponse::ServiceUnavailable()
+            .insert_header(("retry-after", "5"))
+            .json(json!({"errors": [{"code": "store_unavailable", "message": e.to_string()}]})),
+    }
+}
+
+/// Prometheus text format.
+pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    let mut out = String::new();
+    let k = &state.keys.stats;
+    let counters = [
+        (
+            "flowgate_key_verifications_total",
+            "argon2 verifications run",
+            k.verifications.load(Ordering::Relaxed),
+        ),
+        (
+            "flowgate_key_cache_hits_total",
+            "API key checks answered from the cache",
+            k.cache_hits.load(Ordering::Relaxed),
+        ),
+        (
+            "flowgate_key_cache_misses_total",
+            "API key checks that needed a verification",
+            k.cache_misses.load(Ordering::Relaxed),
+        ),
+    ];
+    for (name, help, v) in counters {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
+        );
+    }
+    let catalog = state.catalog.get();
+    let _ = writeln!(
+        out,
+        "# HELP flowgate_triggers_loaded Triggers currently loaded\n# TYPE flowgate_triggers_loaded gauge\nflowgate_triggers_loaded {}",
+        catalog.trigger_count()
+    );
+    let _ = writeln!(
+        out,
+        "# HELP flowgate_flow_load_errors Problems in the flow files at the last load\n# TYPE flowgate_flow_load_errors gauge\nflowgate_flow_load_errors {}",
+        state.reload_errors.load(Ordering::Relaxed)
+    );
+    let _ = writeln!(
+        out,
+        "# HELP flowgate_backlog Messages queued or running per trigger on this node\n# TYPE flowgate_backlog gauge"
+    );
+    let mut triggers: Vec<_> = catalog.triggers().collect();
+    triggers.sort_by(|a, b| a.key.cmp(&b.key));
+    for t in triggers {
+        let backlog = state.queue.dispatcher().state(&t.key).backlog();
+        let _ = writeln!(
+            out,
+            "flowgate_backlog{{tenant=\"{}\",trigger=\"{}\"}} {backlog}",
+            t.key.tenant, t.key.trigger
+        );
+    }
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4")
+        .body(out)
+}
+
+pub async fn not_found() -> Result<HttpResponse, ApiError> {
+    Err(ApiError::NotFound("no such tenant or trigger".into()))
+}

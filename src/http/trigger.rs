@@ -1,0 +1,360 @@
+//! `GET|POST /<tenant>/<trigger>` and its status URL.
+
+use std::sync::Arc;
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpRequest, HttpResponse, web};
+use bytes::BytesMut;
+use futures_util::StreamExt;
+use serde_json::{Value, json};
+
+use crate::domain::{
+    MessageId, MessageStatus, MessageView, Mode, NewMessage, StoredResponse, now_micros,
+};
+use crate::engine::ExecError;
+use crate::flow::value::{from_json, to_json};
+use crate::flow::{Auth, Method, Tenant, Trigger};
+use crate::input::{self, InputError};
+use crate::queue::{SyncResult, WaitOutcome};
+use crate::store::EnqueueOutcome;
+
+use super::{ApiError, AppState};
+
+const IDEMPOTENCY_KEY: &str = "idempotency-key";
+const MAX_IDEMPOTENCY_KEY: usize = 255;
+
+fn find(
+    state: &AppState,
+    tenant: &str,
+    trigger: &str,
+) -> Result<(Arc<Tenant>, Arc<Trigger>), ApiError> {
+    let catalog = state.catalog.get();
+    let entry = catalog
+        .tenant(tenant)
+        .ok_or_else(|| ApiError::NotFound(format!("no tenant `{tenant}`")))?;
+    let t = entry
+        .triggers
+        .get(trigger)
+        .filter(|t| t.enabled)
+        .ok_or_else(|| ApiError::NotFound(format!("no trigger `{tenant}/{trigger}`")))?;
+    Ok((entry.tenant.clone(), t.clone()))
+}
+
+fn presented_key(req: &HttpRequest) -> Option<&str> {
+    if let Some(k) = req.headers().get("x-api-key").and_then(|v| v.to_str().ok()) {
+        return Some(k.trim()).filter(|k| !k.is_empty());
+    }
+    let auth = req.headers().get("authorization")?.to_str().ok()?;
+    let (scheme, key) = auth.trim().split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| key.trim())
+        .filter(|k| !k.is_empty())
+}
+
+/// Checks the caller against the trigger's `auth`; returns the document's `.auth`.
+async fn authenticate(
+    req: &HttpRequest,
+    state: &AppState,
+    tenant: &Tenant,
+    trigger: &Trigger,
+) -> Result<Value, ApiError> {
+    let labels = match &trigger.auth {
+        Auth::None => return Ok(json!({"method": "none"})),
+        Auth::ApiKeys(labels) => labels,
+    };
+    let key = presented_key(req).ok_or_else(|| {
+        ApiError::Unauthorized(
+            "missing API key: send it in the X-Api-Key header or as Authorization: Bearer <key>"
+                .into(),
+        )
+    })?;
+    match state.keys.identify(tenant, key).await {
+        Some(label) if labels.contains(&label) => Ok(json!({"method": "api_key", "label": label})),
+        Some(_) => Err(ApiError::Unauthorized(
+            "this API key may not call this trigger".into(),
+        )),
+        None => Err(ApiError::Unauthorized("invalid API key".into())),
+    }
+}
+
+async fn read_body(
+    req: &HttpRequest,
+    mut payload: web::Payload,
+    limit: usize,
+) -> Result<BytesMut, ApiError> {
+    let declared = req
+        .headers()
+        .get("content-length")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(ApiError::PayloadTooLarge(limit));
+    }
+    let mut body = BytesMut::with_capacity(declared.unwrap_or(0));
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|e| {
+            ApiError::BadRequest(vec![InputError {
+                code: "invalid_body",
+                message: format!("the body could not be read: {e}"),
+            }])
+        })?;
+        if body.len() + chunk.len() > limit {
+            return Err(ApiError::PayloadTooLarge(limit));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+fn location(trigger: &Trigger, id: MessageId) -> String {
+    format!(
+        "/{}/{}/messages/{id}",
+        trigger.key.tenant, trigger.key.trigger
+    )
+}
+
+fn accepted(trigger: &Trigger, id: MessageId, status: MessageStatus) -> HttpResponse {
+    HttpResponse::Accepted()
+        .insert_header(("x-message-id", id.to_string()))
+        .insert_header(("location", location(trigger, id)))
+        .json(json!({"message_id": id.to_string(), "status": status.as_str()}))
+}
+
+/// A flow's `respond` as an HTTP answer. Strings are sent as they are when the
+/// flow set a content type; everything else as JSON.
+fn responded(id: MessageId, r: StoredResponse) -> HttpResponse {
+    let status = StatusCode::from_u16(r.status).unwrap_or(StatusCode::OK);
+    let mut res = HttpResponse::build(status);
+    res.insert_header(("x-message-id", id.to_string()));
+    let mut has_type = false;
+    for (name, value) in &r.headers {
+        if matches!(
+            name.as_str(),
+            "content-length" | "transfer-encoding" | "connection" | "x-message-id"
+        ) {
+            continue;
+        }
+        has_type |= name == "content-type";
+        res.append_header((name.as_str(), value.as_str()));
+    }
+    match r.body {
+        Value::Null => res.finish(),
+        Value::String(s) if has_type => res.body(s),
+        other => {
+            if !has_type {
+                res.content_type("application/json");
+            }
+            res.body(serde_json::to_vec(&other).unwrap_or_default())
+        }
+    }
+}
+
+fn succeeded(id: MessageId) -> HttpResponse {
+    HttpResponse::Ok()
+        .insert_header(("x-message-id", id.to_string()))
+        .json(json!({"message_id": id.to_string(), "status": "succeeded"}))
+}
+
+fn failed(id: MessageId, e: ExecError) -> ApiError {
+    match e {
+        ExecError::Fail {
+            status, message, ..
+        } => ApiError::Rejected {
+            id,
+            status,
+            message,
+        },
+        ExecError::Step { step, .. } => ApiError::FlowFailed { id, step },
+    }
+}
+
+/// The answer to a repeated Idempotency-Key: the first message's.
+fn repeat(trigger: &Trigger, view: MessageView) -> Result<HttpResponse, ApiError> {
+    let id = view.id;
+    if trigger.response.mode == Mode::Async || !view.status.is_final() {
+        return Ok(accepted(trigger, id, view.status));
+    }
+    match (view.response, view.status) {
+        (Some(r), _) => Ok(responded(id, r)),
+        (None, MessageStatus::Succeeded) => Ok(succeeded(id)),
+        (None, _) => Err(ApiError::FlowFailed {
+            id,
+            step: view
+                .trace
+                .as_array()
+                .and_then(|t| t.last())
+                .and_then(|s| s["name"].as_str().or(s["step"].as_str()))
+                .unwrap_or("-")
+                .to_owned(),
+        }),
+    }
+}
+
+/// The lane of an ordered trigger: the ordering key's value, or one lane.
+fn lane(trigger: &Trigger, input: &Value) -> Result<Option<String>, ApiError> {
+    if !trigger.delivery.ordered {
+        return Ok(None);
+    }
+    let Some(expr) = &trigger.delivery.ordering_key else {
+        return Ok(Some(String::new()));
+    };
+    match expr.eval(&from_json(input)) {
+        Ok(v) => Ok(Some(match to_json(&v) {
+            Value::String(s) => s,
+            other => other.to_string(),
+        })),
+        Err(e) => Err(ApiError::BadRequest(vec![InputError {
+            code: "invalid_body",
+            message: format!(
+                "the ordering key cannot be computed from this request: {}",
+                e.0
+            ),
+        }])),
+    }
+}
+
+pub async fn call(
+    req: HttpRequest,
+    path: web::Path<(String, String)>,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let received_at = now_micros();
+    let (tenant_name, trigger_name) = path.into_inner();
+    let (tenant, trigger) = find(&state, &tenant_name, &trigger_name)?;
+    let method = match req.method().as_str() {
+        "GET" => Some(Method::Get),
+        "POST" => Some(Method::Post),
+        _ => None,
+    };
+    let method =
+        method
+            .filter(|m| trigger.allows(*m))
+            .ok_or_else(|| ApiError::MethodNotAllowed {
+                allow: trigger.allow_header(),
+            })?;
+    let auth = authenticate(&req, &state, &tenant, &trigger).await?;
+    let body = read_body(&req, payload, state.settings.body_limit).await?;
+    let idempotency_key = match req.headers().get(IDEMPOTENCY_KEY).map(|v| v.to_str()) {
+        None => None,
+        Some(Ok(k)) if !k.trim().is_empty() && k.len() <= MAX_IDEMPOTENCY_KEY => {
+            Some(k.trim().to_owned())
+        }
+        Some(_) => {
+            return Err(ApiError::BadRequest(vec![InputError {
+                code: "invalid_header",
+                message: format!(
+                    "Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} visible ASCII characters"
+                ),
+            }]));
+        }
+    };
+    let id = MessageId::new();
+    let headers = req
+        .headers()
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.as_str().to_owned(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
+        .collect();
+    let document = input::document(
+        &trigger,
+        input::Request {
+            id,
+            received_at,
+            method,
+            query: req.query_string(),
+            headers,
+            content_type: req
+                .headers()
+                .get("content-type")
+                .and_then(|v| v.to_str().ok()),
+            body: &body,
+            auth,
+        },
+    )
+    .map_err(ApiError::BadRequest)?;
+    let lane = lane(&trigger, &document)?;
+    let message = NewMessage {
+        id,
+        tenant: trigger.key.tenant.clone(),
+        trigger: trigger.key.trigger.clone(),
+        lane,
+        mode: trigger.response.mode,
+        received_at,
+        idempotency_key,
+        input: document,
+    };
+
+    if trigger.response.mode == Mode::Async {
+        let (id, outcome, _) = state.queue.accept(message, false).await?;
+        return match outcome {
+            EnqueueOutcome::Inserted => Ok(accepted(&trigger, id, MessageStatus::Queued)),
+            EnqueueOutcome::Duplicate(view) => repeat(&trigger, *view),
+        };
+    }
+    if !trigger.delivery.ordered && message.idempotency_key.is_none() {
+        return match state.queue.execute_sync(trigger.clone(), message).await? {
+            SyncResult::Responded(r)
+            | SyncResult::Finished {
+                response: Some(r), ..
+            } => Ok(responded(id, r)),
+            SyncResult::Finished {
+                result: Ok(()),
+                response: None,
+            } => Ok(succeeded(id)),
+            SyncResult::Finished {
+                result: Err(e),
+                response: None,
+            } => Err(failed(id, e)),
+            SyncResult::TimedOut => Ok(accepted(&trigger, id, MessageStatus::Running)),
+        };
+    }
+    // Sync through the queue: ordered lanes, or an Idempotency-Key to honour.
+    let (id, outcome, waiter) = state.queue.accept(message, true).await?;
+    let (EnqueueOutcome::Inserted, Some(waiter)) = (outcome.clone(), waiter) else {
+        return match outcome {
+            EnqueueOutcome::Duplicate(view) => repeat(&trigger, *view),
+            EnqueueOutcome::Inserted => Ok(accepted(&trigger, id, MessageStatus::Queued)),
+        };
+    };
+    match tokio::time::timeout(trigger.response.timeout, waiter).await {
+        Ok(Ok(WaitOutcome::Responded(r))) => Ok(responded(id, r)),
+        Ok(Ok(WaitOutcome::Finished { error: Some(e), .. })) => Err(failed(id, e)),
+        Ok(Ok(WaitOutcome::Finished {
+            status: MessageStatus::Succeeded,
+            ..
+        })) => Ok(succeeded(id)),
+        Ok(Ok(WaitOutcome::Finished { .. })) | Ok(Err(_)) => {
+            Ok(accepted(&trigger, id, MessageStatus::Running))
+        }
+        Err(_) => {
+            state.queue.dispatcher().waiters().forget(id);
+            Ok(accepted(&trigger, id, MessageStatus::Running))
+        }
+    }
+}
+
+/// `GET /<tenant>/<trigger>/messages/<id>` with the trigger's key.
+pub async fn message_status(
+    req: HttpRequest,
+    path: web::Path<(String, String, String)>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let (tenant_name, trigger_name, id) = path.into_inner();
+    let (tenant, trigger) = find(&state, &tenant_name, &trigger_name)?;
+    authenticate(&req, &state, &tenant, &trigger).await?;
+    let not_found = || ApiError::NotFound(format!("no message `{id}` for this trigger"));
+    let parsed: MessageId = id.parse().map_err(|_| not_found())?;
+    let view = state.queue.message(parsed).await?.ok_or_else(not_found)?;
+    if view.tenant != trigger.key.tenant || view.trigger != trigger.key.trigger {
+        return Err(not_found());
+    }
+    Ok(HttpResponse::Ok()
+        .insert_header(("x-message-id", view.id.to_string()))
+        .json(view.status_document()))
+}

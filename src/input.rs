@@ -1,0 +1,185 @@
+//! Request -> input document: typed params, raw query, redacted headers, decoded
+//! body. Shared by the HTTP layer and `flowgate run`, so both see the same document.
+
+use base64::Engine;
+use serde_json::{Map, Value, json};
+
+use crate::domain::{MessageId, Micros, format_rfc3339};
+use crate::flow::params::{parse_params, query_object};
+use crate::flow::{Method, Trigger};
+
+/// Headers whose values never reach a flow, a trace or the store.
+pub const SECRET_HEADERS: &[&str] = &[
+    "authorization",
+    "proxy-authorization",
+    "x-api-key",
+    "cookie",
+    "set-cookie",
+];
+pub const REDACTED: &str = "[redacted]";
+
+/// What the caller got wrong, one entry per problem.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InputError {
+    pub code: &'static str,
+    pub message: String,
+}
+
+/// Everything taken from one request.
+pub struct Request<'a> {
+    pub id: MessageId,
+    pub received_at: Micros,
+    pub method: Method,
+    pub query: &'a str,
+    pub headers: Vec<(String, String)>,
+    pub content_type: Option<&'a str>,
+    pub body: &'a [u8],
+    /// `{"method": "api_key", "label": ...}` or `{"method": "none"}`
+    pub auth: Value,
+}
+
+/// Builds the input document for `trigger`, or every error found.
+pub fn document(trigger: &Trigger, req: Request<'_>) -> Result<Value, Vec<InputError>> {
+    let mut errors = Vec::new();
+    let pairs: Vec<(String, String)> = match serde_urlencoded::from_str(req.query) {
+        Ok(p) => p,
+        Err(e) => {
+            errors.push(InputError {
+                code: "invalid_query",
+                message: format!("the query string cannot be decoded: {e}"),
+            });
+            Vec::new()
+        }
+    };
+    let params = match parse_params(&trigger.params, &pairs) {
+        Ok(p) => p,
+        Err(errs) => {
+            errors.extend(errs.into_iter().map(|e| InputError {
+                code: "invalid_parameter",
+                message: e.message,
+            }));
+            Map::new()
+        }
+    };
+    let body = match decode_body(req.content_type, req.body) {
+        Ok(b) => b,
+        Err(message) => {
+            errors.push(InputError {
+                code: "invalid_body",
+                message,
+            });
+            Value::Null
+        }
+    };
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    let mut headers = Map::new();
+    for (name, value) in req.headers {
+        let name = name.to_ascii_lowercase();
+        let value = if SECRET_HEADERS.contains(&name.as_str()) {
+            REDACTED.to_owned()
+        } else {
+            value
+        };
+        headers.insert(name, Value::String(value));
+    }
+    Ok(json!({
+        "message_id": req.id.to_string(),
+        "tenant": trigger.key.tenant.as_str(),
+        "trigger": trigger.key.trigger.as_str(),
+        "received_at": format_rfc3339(req.received_at),
+        "method": req.method.as_str(),
+        "params": params,
+        "query": query_object(&pairs),
+        "headers": headers,
+        "body": body,
+        "auth": req.auth,
+    }))
+}
+
+/// JSON -> value; form -> object; text and XML -> string; anything else ->
+/// `{"base64": ...}`; an empty body -> null.
+pub fn decode_body(content_type: Option<&str>, body: &[u8]) -> Result<Value, String> {
+    if body.is_empty() {
+        return Ok(Value::Null);
+    }
+    let essence = content_type
+        .map(|c| {
+            c.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase()
+        })
+        .unwrap_or_default();
+    let text = || {
+        std::str::from_utf8(body)
+            .map(|s| Value::String(s.to_owned()))
+            .map_err(|_| format!("the body is declared as {essence} but is not valid UTF-8"))
+    };
+    match essence.as_str() {
+        "application/json" => json_body(body),
+        e if e.ends_with("+json") => json_body(body),
+        "application/x-www-form-urlencoded" => {
+            serde_urlencoded::from_bytes::<Vec<(String, String)>>(body)
+                .map(|pairs| Value::Object(query_object(&pairs)))
+                .map_err(|e| format!("the body is not valid form data: {e}"))
+        }
+        e if e.starts_with("text/") || e == "application/xml" || e.ends_with("+xml") => text(),
+        "" => Ok(serde_json::from_slice(body)
+            .ok()
+            .or_else(|| {
+                std::str::from_utf8(body)
+                    .ok()
+                    .map(|s| Value::String(s.to_owned()))
+            })
+            .unwrap_or_else(|| base64_body(body))),
+        _ => Ok(base64_body(body)),
+    }
+}
+
+fn json_body(body: &[u8]) -> Result<Value, String> {
+    serde_json::from_slice(body).map_err(|e| format!("the body is not valid JSON: {e}"))
+}
+
+fn base64_body(body: &[u8]) -> Value {
+    json!({"base64": base64::engine::general_purpose::STANDARD.encode(body)})
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bodies_by_content_type() {
+        assert_eq!(
+            decode_body(Some("application/json"), b"{\"a\":1}").unwrap(),
+            json!({"a": 1})
+        );
+        assert_eq!(
+            decode_body(Some("application/vnd.x+json; charset=utf-8"), b"[1]").unwrap(),
+            json!([1])
+        );
+        assert!(
+            decode_body(Some("application/json"), b"{oops")
+                .unwrap_err()
+                .contains("not valid JSON")
+        );
+        assert_eq!(
+            decode_body(Some("application/x-www-form-urlencoded"), b"a=1&b=x+y").unwrap(),
+            json!({"a": "1", "b": "x y"})
+        );
+        assert_eq!(decode_body(Some("text/plain"), b"hi").unwrap(), json!("hi"));
+        assert_eq!(
+            decode_body(Some("application/xml"), b"<a/>").unwrap(),
+            json!("<a/>")
+        );
+        assert_eq!(
+            decode_body(Some("application/octet-stream"), &[0, 255]).unwrap(),
+            json!({"base64": "AP8="})
+        );
+        assert_eq!(decode_body(None, b"").unwrap(), Value::Null);
+        assert_eq!(decode_body(None, b"{\"a\":1}").unwrap(), json!({"a": 1}));
+    }
+}

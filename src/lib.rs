@@ -1,0 +1,27 @@
+//! flowgate: a webhook trigger runtime.
+//!
+//! Map of the crate (dependencies point one way: http -> queue -> engine, store -> flow -> domain):
+//! - [`domain`]: plain types — names, message ids, statuses, times.
+//! - [`flow`]: flow files -> validated model (raw serde structs, compile, loader, jq expressions).
+//! - [`engine`]: runs one flow over one input document; knows nothing of HTTP or queues.
+//! - [`store`]: the only place with SQL; the durable record of every message.
+//! - [`queue`]: group commit of accepted messages, lanes, concurrency, retries, recovery.
+//! - [`auth`]: API key verification with a bounded cache (argon2 off the request threads).
+//! - [`input`]: request -> input document (shared by HTTP and `flowgate run`).
+//! - [`keys`]: generating and hashing API keys.
+//! - [`http`]: actix routes, request -> input document, errors -> responses.
+//! - [`config`]: settings from defaults, `flowgate.toml` and `FLOWGATE_*`.
+//! - [`startup`]: builds the application from settings; the one place that picks backends.
+
+pub mod auth;
+pub mod config;
+pub mod domain;
+pub mod engine;
+pub mod flow;
+pub mod http;
+pub mod input;
+pub mod keys;
+pub mod queue;
+pub mod startup;
+pub mod store;
+pub mod telemetry;

@@ -1,0 +1,298 @@
+//! The `flowgate` command: a thin layer over the library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Parser, Subcommand};
+use serde_json::json;
+
+use flowgate::config::Settings;
+use flowgate::domain::{MessageId, now_micros};
+use flowgate::flow::{Method, check_dir};
+use flowgate::startup::{Application, StartupError};
+
+#[derive(Parser)]
+#[command(
+    name = "flowgate",
+    version,
+    about = "Webhook trigger runtime: flows as files, durable ordered queues"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the trigger endpoints.
+    Serve(ServeArgs),
+    /// Check every flow file and report every problem.
+    Check {
+        /// The flows directory.
+        #[arg(default_value = "./flows")]
+        dir: PathBuf,
+    },
+    /// API keys.
+    Key {
+        #[command(subcommand)]
+        command: KeyCommand,
+    },
+    /// Run a flow in this process, without HTTP or a store, and print the result and trace.
+    Run(RunArgs),
+    /// Create or update the store's tables.
+    Migrate {
+        #[arg(long, env = "FLOWGATE_STORE", default_value = "sqlite://flowgate.db")]
+        store: String,
+    },
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// Address to listen on [default: 0.0.0.0:8080]
+    #[arg(long, env = "FLOWGATE_LISTEN")]
+    listen: Option<String>,
+    /// Flows directory [default: ./flows]
+    #[arg(long, env = "FLOWGATE_FLOWS")]
+    flows: Option<PathBuf>,
+    /// Store URL: sqlite://PATH [default: sqlite://flowgate.db]
+    #[arg(long, env = "FLOWGATE_STORE")]
+    store: Option<String>,
+    /// Settings file [default: ./flowgate.toml when it exists]
+    #[arg(long, env = "FLOWGATE_CONFIG")]
+    config: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum KeyCommand {
+    /// Generate a key (or hash one given with --key) and print the _tenant.yaml line.
+    New {
+        #[arg(long)]
+        label: String,
+        /// Hash this key instead of generating one.
+        #[arg(long)]
+        key: Option<String>,
+        /// Print {"label","key","hash"}.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// TENANT/TRIGGER
+    target: String,
+    /// Query parameter, repeatable.
+    #[arg(long = "param", value_name = "K=V")]
+    params: Vec<String>,
+    /// File with the request body.
+    #[arg(long)]
+    body: Option<PathBuf>,
+    /// Content type of the body [default: application/json]
+    #[arg(long, default_value = "application/json")]
+    content_type: String,
+    /// HTTP method [default: the trigger's first method]
+    #[arg(long)]
+    method: Option<String>,
+    /// Flows directory.
+    #[arg(long, env = "FLOWGATE_FLOWS", default_value = "./flows")]
+    flows: PathBuf,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve(args) => serve(args),
+        Command::Check { dir } => check(&dir),
+        Command::Key {
+            command: KeyCommand::New { label, key, json },
+        } => key_new(&label, key, json),
+        Command::Run(args) => run(args),
+        Command::Migrate { store } => migrate(&store),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn serve(args: ServeArgs) -> Result<ExitCode> {
+    flowgate::telemetry::init();
+    let mut settings = match Settings::load(args.config.as_deref()) {
+        Ok(s) => s,
+        Err(errors) => {
+            for e in errors {
+                eprintln!("settings: {e}");
+            }
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    if let Some(l) = args.listen {
+        settings.listen = l;
+    }
+    if let Some(f) = args.flows {
+        settings.flows = f;
+    }
+    if let Some(s) = args.store {
+        settings.store = s;
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("flowgate")
+        .build()
+        .context("cannot start the runtime")?;
+    runtime.block_on(async {
+        match Application::build(settings).await {
+            Ok(app) => {
+                app.run_until_stopped()
+                    .await
+                    .context("server stopped with an error")?;
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(StartupError::Flows(diagnostics)) => {
+                for d in &diagnostics {
+                    eprintln!("{d}");
+                }
+                eprintln!(
+                    "flowgate: not starting: {} problem(s) in the flow files",
+                    diagnostics.len()
+                );
+                Ok(ExitCode::FAILURE)
+            }
+            Err(e) => Err(e.into()),
+        }
+    })
+}
+
+fn check(dir: &std::path::Path) -> Result<ExitCode> {
+    let report = check_dir(dir);
+    for d in &report.diagnostics {
+        println!("{d}");
+    }
+    if report.diagnostics.is_empty() {
+        println!(
+            "ok: {} trigger(s) in {}",
+            report.catalog.trigger_count(),
+            dir.display()
+        );
+        Ok(ExitCode::SUCCESS)
+    } else {
+        eprintln!("{} problem(s)", report.diagnostics.len());
+        Ok(ExitCode::FAILURE)
+    }
+}
+
+fn key_new(label: &str, key: Option<String>, as_json: bool) -> Result<ExitCode> {
+    if label.is_empty()
+        || !label
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    {
+        bail!("--label may only contain letters, digits, `_` and `-`");
+    }
+    let key = match key {
+        Some(k) if k.trim().is_empty() => bail!("--key is empty"),
+        Some(k) => k,
+        None => flowgate::keys::generate(),
+    };
+    let hash = flowgate::keys::hash(&key).map_err(anyhow::Error::msg)?;
+    if as_json {
+        println!("{}", json!({"label": label, "key": key, "hash": hash}));
+    } else {
+        println!("key: {key}");
+        println!("(shown once: only its hash is kept)");
+        println!();
+        println!("add to _tenant.yaml under api_keys:");
+        println!("  {label}: \"{hash}\"");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn run(args: RunArgs) -> Result<ExitCode> {
+    let (tenant, trigger) = args
+        .target
+        .split_once('/')
+        .context("the target is TENANT/TRIGGER")?;
+    let report = check_dir(&args.flows);
+    for d in &report.diagnostics {
+        eprintln!("{d}");
+    }
+    let t = report
+        .catalog
+        .trigger(tenant, trigger)
+        .with_context(|| format!("no trigger {tenant}/{trigger} in {}", args.flows.display()))?
+        .clone();
+    let method = match args
+        .method
+        .as_deref()
+        .map(str::to_ascii_uppercase)
+        .as_deref()
+    {
+        None => t.methods[0],
+        Some("GET") => Method::Get,
+        Some("POST") => Method::Post,
+        Some(other) => bail!("--method {other}: use GET or POST"),
+    };
+    let mut query = String::new();
+    for p in &args.params {
+        let (k, v) = p
+            .split_once('=')
+            .with_context(|| format!("--param {p}: expected K=V"))?;
+        let pair = serde_urlencoded::to_string([(k, v)]).context("cannot encode a parameter")?;
+        if !query.is_empty() {
+            query.push('&');
+        }
+        query.push_str(&pair);
+    }
+    let body = match &args.body {
+        Some(path) => {
+            std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?
+        }
+        None => Vec::new(),
+    };
+    let document = flowgate::input::document(
+        &t,
+        flowgate::input::Request {
+            id: MessageId::new(),
+            received_at: now_micros(),
+            method,
+            query: &query,
+            headers: vec![("content-type".into(), args.content_type.clone())],
+            content_type: Some(&args.content_type),
+            body: &body,
+            auth: json!({"method": "local"}),
+        },
+    );
+    let document = match document {
+        Ok(d) => d,
+        Err(errors) => {
+            for e in errors {
+                eprintln!("{}: {}", e.code, e.message);
+            }
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    let ex = flowgate::engine::execute_now(&t, &document, None);
+    let out = json!({
+        "status": if ex.result.is_ok() { "succeeded" } else { "failed" },
+        "error": ex.result.as_ref().err().map(ToString::to_string),
+        "response": ex.response,
+        "vars": ex.vars,
+        "trace": ex.trace_json(),
+    });
+    println!("{}", serde_json::to_string_pretty(&out)?);
+    Ok(if ex.result.is_ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+fn migrate(store: &str) -> Result<ExitCode> {
+    flowgate::store::Store::open(store).with_context(|| format!("cannot migrate {store}"))?;
+    println!("ok: {store} is up to date");
+    Ok(ExitCode::SUCCESS)
+}

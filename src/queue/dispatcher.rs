@@ -1,0 +1,408 @@
+//! Runs stored messages: lanes for ordered triggers (one message at a time, in
+//! acceptance order, holding the lane through retries), a concurrency limit per
+//! trigger, the retry schedule, and the per-trigger backlog used for admission.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use crate::domain::{
+    AttemptRecord, MessageId, MessageStatus, Micros, Mode, NewMessage, Outcome, TriggerKey,
+    now_micros,
+};
+use crate::engine::{self, ExecError};
+use crate::flow::{OnExhausted, SharedCatalog, Trigger};
+use crate::store::{Completion, PendingMessage, Store};
+
+use super::waiters::{WaitOutcome, Waiters};
+
+/// A message the dispatcher holds until it is finished.
+#[derive(Debug, Clone)]
+pub struct Job {
+    pub id: MessageId,
+    pub key: TriggerKey,
+    pub lane: Option<String>,
+    pub mode: Mode,
+    pub attempts: u32,
+    pub run_at: Micros,
+    pub input: Arc<Value>,
+}
+
+impl Job {
+    pub fn new(m: &NewMessage) -> Self {
+        Self {
+            id: m.id,
+            key: TriggerKey {
+                tenant: m.tenant.clone(),
+                trigger: m.trigger.clone(),
+            },
+            lane: m.lane.clone(),
+            mode: m.mode,
+            attempts: 0,
+            run_at: m.received_at,
+            input: Arc::new(m.input.clone()),
+        }
+    }
+
+    fn recovered(p: PendingMessage) -> Self {
+        Self {
+            id: p.id,
+            key: TriggerKey {
+                tenant: p.tenant,
+                trigger: p.trigger,
+            },
+            lane: p.lane,
+            mode: p.mode,
+            attempts: p.attempts,
+            run_at: p.run_at,
+            input: Arc::new(p.input),
+        }
+    }
+}
+
+#[derive(Default)]
+struct Lane {
+    queue: VecDeque<Job>,
+    active: bool,
+    /// A finished message that failed and holds the lane (`on_exhausted: block`).
+    blocked_by: Option<MessageId>,
+}
+
+/// Per-trigger state on this node.
+pub struct TriggerState {
+    backlog: AtomicUsize,
+    limit: Mutex<(usize, Arc<Semaphore>)>,
+    lanes: Mutex<HashMap<String, Lane>>,
+}
+
+impl TriggerState {
+    fn new() -> Self {
+        Self {
+            backlog: AtomicUsize::new(0),
+            limit: Mutex::new((0, Arc::new(Semaphore::new(0)))),
+            lanes: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn backlog(&self) -> usize {
+        self.backlog.load(Ordering::Relaxed)
+    }
+}
+
+/// How an attempt ended for the dispatcher.
+enum AttemptEnd {
+    Done { blocking: bool },
+    RetryAt(Micros),
+}
+
+pub struct Dispatcher {
+    store: Store,
+    catalog: SharedCatalog,
+    triggers: Mutex<HashMap<TriggerKey, Arc<TriggerState>>>,
+    waiters: Waiters,
+    max_backlog: usize,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Dispatcher {
+    pub fn new(store: Store, catalog: SharedCatalog, max_backlog: usize) -> Self {
+        Self {
+            store,
+            catalog,
+            triggers: Mutex::new(HashMap::new()),
+            waiters: Waiters::default(),
+            max_backlog,
+        }
+    }
+
+    pub fn waiters(&self) -> &Waiters {
+        &self.waiters
+    }
+
+    pub fn state(&self, key: &TriggerKey) -> Arc<TriggerState> {
+        let mut t = lock(&self.triggers);
+        if let Some(s) = t.get(key) {
+            return s.clone();
+        }
+        let s = Arc::new(TriggerState::new());
+        t.insert(key.clone(), s.clone());
+        s
+    }
+
+    /// Takes a place in the trigger's backlog, or refuses when it is full.
+    pub fn reserve(&self, key: &TriggerKey) -> bool {
+        let s = self.state(key);
+        let mut current = s.backlog.load(Ordering::Relaxed);
+        loop {
+            if current >= self.max_backlog {
+                return false;
+            }
+            match s.backlog.compare_exchange_weak(
+                current,
+                current + 1,
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return true,
+                Err(now) => current = now,
+            }
+        }
+    }
+
+    pub fn release(&self, key: &TriggerKey) {
+        let s = self.state(key);
+        let _ = s
+            .backlog
+            .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |n| n.checked_sub(1));
+    }
+
+    /// A permit to execute one message of `trigger` (its `concurrency`).
+    pub async fn permit(
+        &self,
+        key: &TriggerKey,
+        concurrency: usize,
+    ) -> Option<OwnedSemaphorePermit> {
+        let sem = {
+            let s = self.state(key);
+            let mut limit = lock(&s.limit);
+            if limit.0 != concurrency {
+                // A reload changed the limit: new executions use a new semaphore.
+                *limit = (concurrency, Arc::new(Semaphore::new(concurrency)));
+            }
+            limit.1.clone()
+        };
+        sem.acquire_owned().await.ok()
+    }
+
+    /// Hands a stored message over for execution. Its backlog place is already taken.
+    pub fn push(self: &Arc<Self>, job: Job) {
+        match job.lane.clone() {
+            None => {
+                let this = self.clone();
+                tokio::spawn(async move { this.run_unordered(job).await });
+            }
+            Some(lane) => {
+                let s = self.state(&job.key);
+                let start = {
+                    let mut lanes = lock(&s.lanes);
+                    let l = lanes.entry(lane.clone()).or_default();
+                    l.queue.push_back(job.clone());
+                    let start = !l.active && l.blocked_by.is_none();
+                    if start {
+                        l.active = true;
+                    }
+                    start
+                };
+                if start {
+                    let this = self.clone();
+                    tokio::spawn(async move { this.run_lane(job.key, lane).await });
+                }
+            }
+        }
+    }
+
+    /// After a restart: every unfinished message, in acceptance order.
+    pub fn recover(self: &Arc<Self>, pending: Vec<PendingMessage>) {
+        for p in pending {
+            let key = TriggerKey {
+                tenant: p.tenant.clone(),
+                trigger: p.trigger.clone(),
+            };
+            if p.blocking {
+                if let Some(lane) = &p.lane {
+                    let s = self.state(&key);
+                    lock(&s.lanes).entry(lane.clone()).or_default().blocked_by = Some(p.id);
+                }
+                continue;
+            }
+            self.state(&key).backlog.fetch_add(1, Ordering::AcqRel);
+            self.push(Job::recovered(p));
+        }
+    }
+
+    /// Whether the lane of an ordered trigger is held by a failed message.
+    pub fn blocked_by(&self, key: &TriggerKey, lane: &str) -> Option<MessageId> {
+        let s = self.state(key);
+        let lanes = lock(&s.lanes);
+        lanes.get(lane).and_then(|l| l.blocked_by)
+    }
+
+    async fn run_unordered(self: Arc<Self>, mut job: Job) {
+        loop {
+            sleep_until(job.run_at).await;
+            let concurrency = self.trigger(&job.key).map_or(1, |t| t.delivery.concurrency);
+            let permit = self.permit(&job.key, concurrency).await;
+            let end = self.attempt(&mut job).await;
+            drop(permit);
+            match end {
+                AttemptEnd::Done { .. } => break,
+                AttemptEnd::RetryAt(at) => job.run_at = at,
+            }
+        }
+        self.release(&job.key);
+    }
+
+    async fn run_lane(self: Arc<Self>, key: TriggerKey, lane: String) {
+        let state = self.state(&key);
+        loop {
+            let next = {
+                let mut lanes = lock(&state.lanes);
+                let Some(l) = lanes.get_mut(&lane) else {
+                    return;
+                };
+                match l.queue.pop_front() {
+                    Some(job) => job,
+                    None => {
+                        l.active = false;
+                        if l.blocked_by.is_none() {
+                            lanes.remove(&lane);
+                        }
+                        return;
+                    }
+                }
+            };
+            let mut job = next;
+            let blocking = loop {
+                sleep_until(job.run_at).await;
+                let concurrency = self.trigger(&key).map_or(1, |t| t.delivery.concurrency);
+                let permit = self.permit(&key, concurrency).await;
+                let end = self.attempt(&mut job).await;
+                drop(permit);
+                match end {
+                    AttemptEnd::Done { blocking } => break blocking,
+                    AttemptEnd::RetryAt(at) => job.run_at = at,
+                }
+            };
+            self.release(&key);
+            if blocking {
+                let mut lanes = lock(&state.lanes);
+                if let Some(l) = lanes.get_mut(&lane) {
+                    l.blocked_by = Some(job.id);
+                    l.active = false;
+                }
+                tracing::warn!(trigger = %key, lane, message = %job.id, "ordered lane blocked by a failed message");
+                return;
+            }
+        }
+    }
+
+    fn trigger(&self, key: &TriggerKey) -> Option<Arc<Trigger>> {
+        self.catalog
+            .get()
+            .trigger(key.tenant.as_str(), key.trigger.as_str())
+            .cloned()
+    }
+
+    /// One attempt: run the flow, record it, decide what comes next.
+    async fn attempt(&self, job: &mut Job) -> AttemptEnd {
+        let trigger = self.trigger(&job.key);
+        job.attempts += 1;
+        let number = job.attempts;
+        let started_at = now_micros();
+        self.store
+            .started(
+                job.id,
+                AttemptRecord {
+                    number,
+                    started_at,
+                    finished_at: None,
+                    outcome: None,
+                    error: None,
+                },
+            )
+            .await;
+        let waiting = self.waiters.has(job.id);
+        let (result, response, trace) = match &trigger {
+            Some(t) => {
+                let ex = engine::execute(t, &job.input, None).await;
+                let trace = ex.trace_json();
+                (ex.result, ex.response, trace)
+            }
+            None => (
+                Err(ExecError::Step {
+                    step: "-".into(),
+                    message: format!("trigger {} is not loaded", job.key),
+                }),
+                None,
+                Value::Array(Vec::new()),
+            ),
+        };
+        if waiting && let Some(r) = &response {
+            self.waiters
+                .notify(job.id, WaitOutcome::Responded(r.clone()));
+        }
+        let finished_at = now_micros();
+        let retry: Vec<Duration> = trigger
+            .as_ref()
+            .map(|t| t.delivery.retry.clone())
+            .unwrap_or_else(|| crate::flow::compile::DEFAULT_RETRY.to_vec());
+        let on_exhausted = trigger
+            .as_ref()
+            .map_or(OnExhausted::Block, |t| t.delivery.on_exhausted);
+        let (status, run_at) = match &result {
+            Ok(()) => (MessageStatus::Succeeded, finished_at),
+            Err(e) if job.mode == Mode::Sync || !e.retryable() => {
+                (MessageStatus::Failed, finished_at)
+            }
+            Err(_) => match retry.get(number as usize - 1) {
+                Some(delay) => (
+                    MessageStatus::Retrying,
+                    finished_at + delay.as_micros() as i64,
+                ),
+                None => (MessageStatus::Dead, finished_at),
+            },
+        };
+        let blocking = job.lane.is_some()
+            && status.is_final()
+            && status != MessageStatus::Succeeded
+            && on_exhausted == OnExhausted::Block;
+        if let Err(e) = &result {
+            tracing::info!(trigger = %job.key, message = %job.id, attempt = number, status = status.as_str(), error = %e, "execution failed");
+        }
+        self.store
+            .finished(Completion {
+                id: job.id,
+                attempt: number,
+                started_at,
+                finished_at,
+                outcome: if result.is_ok() {
+                    Outcome::Succeeded
+                } else {
+                    Outcome::Failed
+                },
+                status,
+                run_at,
+                blocking,
+                response,
+                trace,
+                error: result.as_ref().err().map(ToString::to_string),
+            })
+            .await;
+        if status.is_final() {
+            self.waiters.notify(
+                job.id,
+                WaitOutcome::Finished {
+                    status,
+                    error: result.err(),
+                },
+            );
+            AttemptEnd::Done { blocking }
+        } else {
+            AttemptEnd::RetryAt(run_at)
+        }
+    }
+}
+
+async fn sleep_until(at: Micros) {
+    let wait = at - now_micros();
+    if wait > 0 {
+        tokio::time::sleep(Duration::from_micros(wait as u64)).await;
+    }
+}

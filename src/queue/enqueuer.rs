@@ -1,0 +1,64 @@
+//! Group commit: accepted messages from many requests are stored together in one
+//! transaction, then handed to the dispatcher in acceptance order, then answered.
+//! Message ids (UUIDv7) are assigned here, so their order is the acceptance order.
+
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, oneshot};
+
+use crate::domain::{MessageId, NewMessage};
+use crate::store::{EnqueueOutcome, Store, StoreError};
+
+use super::dispatcher::{Dispatcher, Job};
+use super::waiters::WaitOutcome;
+
+pub const MAX_BATCH: usize = 1024;
+
+pub struct Submission {
+    pub message: NewMessage,
+    pub waiter: Option<oneshot::Sender<WaitOutcome>>,
+    pub reply: oneshot::Sender<Result<(MessageId, EnqueueOutcome), StoreError>>,
+}
+
+pub async fn run(mut rx: mpsc::Receiver<Submission>, store: Store, dispatcher: Arc<Dispatcher>) {
+    while let Some(first) = rx.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(s) => batch.push(s),
+                Err(_) => break,
+            }
+        }
+        for s in &mut batch {
+            let id = MessageId::new();
+            s.message.id = id;
+            if let Some(obj) = s.message.input.as_object_mut() {
+                obj.insert(
+                    "message_id".into(),
+                    serde_json::Value::String(id.to_string()),
+                );
+            }
+        }
+        let messages: Vec<NewMessage> = batch.iter().map(|s| s.message.clone()).collect();
+        match store.enqueue(messages).await {
+            Ok(outcomes) => {
+                for (s, outcome) in batch.into_iter().zip(outcomes) {
+                    let id = s.message.id;
+                    if let EnqueueOutcome::Inserted = &outcome {
+                        if let Some(w) = s.waiter {
+                            dispatcher.waiters().register(id, w);
+                        }
+                        dispatcher.push(Job::new(&s.message));
+                    }
+                    let _ = s.reply.send(Ok((id, outcome)));
+                }
+            }
+            Err(e) => {
+                let why = e.to_string();
+                for s in batch {
+                    let _ = s.reply.send(Err(StoreError::Unavailable(why.clone())));
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,136 @@
+//! Between the HTTP layer and the engine: accepting messages durably (group
+//! commit), running them (lanes, concurrency, retries), answering sync callers,
+//! recovery after a restart and retention.
+
+pub mod dispatcher;
+pub mod enqueuer;
+mod sync_exec;
+pub mod waiters;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+
+use crate::domain::{MessageId, MessageView, NewMessage, TriggerKey, now_micros};
+use crate::flow::SharedCatalog;
+use crate::store::{EnqueueOutcome, Store, StoreError};
+
+pub use dispatcher::Dispatcher;
+pub use sync_exec::SyncResult;
+pub use waiters::{WaitOutcome, WaitReceiver};
+
+/// Why a message was not accepted.
+#[derive(Debug, thiserror::Error)]
+pub enum AcceptError {
+    #[error("the trigger's backlog is full")]
+    BacklogFull,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+#[derive(Clone)]
+pub struct Queue {
+    store: Store,
+    dispatcher: Arc<Dispatcher>,
+    submit: mpsc::Sender<enqueuer::Submission>,
+}
+
+impl Queue {
+    /// Starts the enqueuer on the current tokio runtime.
+    pub fn start(store: Store, catalog: SharedCatalog, max_backlog: usize) -> Self {
+        let dispatcher = Arc::new(Dispatcher::new(store.clone(), catalog, max_backlog));
+        let (tx, rx) = mpsc::channel(enqueuer::MAX_BATCH * 8);
+        tokio::spawn(enqueuer::run(rx, store.clone(), dispatcher.clone()));
+        Self {
+            store,
+            dispatcher,
+            submit: tx,
+        }
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn dispatcher(&self) -> &Arc<Dispatcher> {
+        &self.dispatcher
+    }
+
+    /// Re-queues every unfinished message after a restart. Call before serving.
+    pub async fn recover(&self) -> Result<usize, StoreError> {
+        let pending = self.store.recover(now_micros()).await?;
+        let n = pending.len();
+        self.dispatcher.recover(pending);
+        Ok(n)
+    }
+
+    /// Stores a message durably and queues it. Returns once it is committed: the
+    /// id assigned (acceptance order) and whether it was new or a repeat of an
+    /// Idempotency-Key. With `wait`, the caller is told how the execution went.
+    pub async fn accept(
+        &self,
+        message: NewMessage,
+        wait: bool,
+    ) -> Result<(MessageId, EnqueueOutcome, Option<WaitReceiver>), AcceptError> {
+        let key = TriggerKey {
+            tenant: message.tenant.clone(),
+            trigger: message.trigger.clone(),
+        };
+        if !self.dispatcher.reserve(&key) {
+            return Err(AcceptError::BacklogFull);
+        }
+        let (wtx, wrx) = if wait {
+            let (t, r) = oneshot::channel();
+            (Some(t), Some(r))
+        } else {
+            (None, None)
+        };
+        let (reply, answer) = oneshot::channel();
+        let sent = self
+            .submit
+            .send(enqueuer::Submission {
+                message,
+                waiter: wtx,
+                reply,
+            })
+            .await;
+        let result = match sent {
+            Ok(()) => answer.await.unwrap_or_else(|_| {
+                Err(StoreError::Unavailable("the enqueuer has stopped".into()))
+            }),
+            Err(_) => Err(StoreError::Unavailable("the enqueuer has stopped".into())),
+        };
+        match result {
+            Ok((id, EnqueueOutcome::Inserted)) => Ok((id, EnqueueOutcome::Inserted, wrx)),
+            Ok((id, dup)) => {
+                self.dispatcher.release(&key);
+                Ok((id, dup, None))
+            }
+            Err(e) => {
+                self.dispatcher.release(&key);
+                Err(e.into())
+            }
+        }
+    }
+
+    pub async fn message(&self, id: MessageId) -> Result<Option<MessageView>, StoreError> {
+        self.store.get(id).await
+    }
+
+    /// Deletes finished messages older than `retention`, now and then every `every`.
+    pub fn start_retention(&self, retention: Duration, every: Duration) {
+        let store = self.store.clone();
+        tokio::spawn(async move {
+            loop {
+                let before = now_micros() - retention.as_micros() as i64;
+                match store.purge(before).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(purged = n, "retention: deleted old messages"),
+                    Err(e) => tracing::warn!(error = %e, "retention: purge failed"),
+                }
+                tokio::time::sleep(every).await;
+            }
+        });
+    }
+}

@@ -1,0 +1,130 @@
+//! The fast path for sync triggers that are neither ordered nor idempotent: the
+//! flow runs right away on the request's thread; the message is recorded behind.
+//! Past the trigger's timeout the message is stored durably as running (so a crash
+//! re-runs it), the caller gets 202, and the execution goes on in the background.
+
+use std::sync::Arc;
+
+use tokio::sync::oneshot;
+
+use crate::domain::{
+    AttemptRecord, MessageId, MessageStatus, NewMessage, Outcome, TriggerKey, now_micros,
+};
+use crate::engine::{self, ExecError, Execution};
+use crate::flow::Trigger;
+use crate::store::{Completion, Store};
+
+use super::{AcceptError, Queue};
+
+/// How a sync request ended for its caller.
+#[derive(Debug)]
+pub enum SyncResult {
+    /// The flow finished (with or without a `respond`).
+    Finished {
+        result: Result<(), ExecError>,
+        response: Option<crate::domain::StoredResponse>,
+    },
+    /// `respond` answered; the rest of the flow goes on in the background.
+    Responded(crate::domain::StoredResponse),
+    /// The timeout passed: the message is stored and keeps running.
+    TimedOut,
+}
+
+fn completion(id: MessageId, started_at: i64, ex: &Execution) -> Completion {
+    let finished_at = now_micros();
+    let status = if ex.result.is_ok() {
+        MessageStatus::Succeeded
+    } else {
+        MessageStatus::Failed
+    };
+    Completion {
+        id,
+        attempt: 1,
+        started_at,
+        finished_at,
+        outcome: if ex.result.is_ok() {
+            Outcome::Succeeded
+        } else {
+            Outcome::Failed
+        },
+        status,
+        run_at: finished_at,
+        blocking: false,
+        response: ex.response.clone(),
+        trace: ex.trace_json(),
+        error: ex.result.as_ref().err().map(ToString::to_string),
+    }
+}
+
+impl Queue {
+    /// Runs `message` now. Its id is the one the caller sees in `X-Message-Id`.
+    pub async fn execute_sync(
+        &self,
+        trigger: Arc<Trigger>,
+        message: NewMessage,
+    ) -> Result<SyncResult, AcceptError> {
+        let key = TriggerKey {
+            tenant: message.tenant.clone(),
+            trigger: message.trigger.clone(),
+        };
+        let dispatcher = self.dispatcher().clone();
+        if !dispatcher.reserve(&key) {
+            return Err(AcceptError::BacklogFull);
+        }
+        let permit = dispatcher.permit(&key, trigger.delivery.concurrency).await;
+        let started_at = now_micros();
+        let (rtx, mut rrx) = oneshot::channel();
+        let timeout = trigger.response.timeout;
+        let t = trigger.clone();
+        let run_input = Arc::new(message.input.clone());
+        let mut exec = Box::pin(async move { engine::execute(&t, &run_input, Some(rtx)).await });
+        let store = self.store().clone();
+        let id = message.id;
+
+        let finish_later =
+            |exec: std::pin::Pin<Box<dyn std::future::Future<Output = Execution> + Send>>,
+             store: Store,
+             message: NewMessage,
+             durable: bool| {
+                let dispatcher = dispatcher.clone();
+                let key = key.clone();
+                tokio::spawn(async move {
+                    let ex = exec.await;
+                    let c = completion(message.id, started_at, &ex);
+                    if durable {
+                        store.finished(c).await;
+                    } else {
+                        store.record_executed(message, c).await;
+                    }
+                    dispatcher.release(&key);
+                });
+            };
+
+        tokio::select! {
+            biased;
+            ex = &mut exec => {
+                drop(permit);
+                let c = completion(id, started_at, &ex);
+                store.record_executed(message, c).await;
+                dispatcher.release(&key);
+                Ok(SyncResult::Finished { result: ex.result, response: ex.response })
+            }
+            Ok(r) = &mut rrx => {
+                drop(permit);
+                finish_later(exec, store, message, false);
+                Ok(SyncResult::Responded(r))
+            }
+            _ = tokio::time::sleep(timeout) => {
+                drop(permit);
+                // Hand over: durable as running before the caller hears 202.
+                let stored = store.enqueue(vec![message.clone()]).await;
+                if let Err(e) = stored {
+                    tracing::error!(message = %id, error = %e, "could not store a timed-out sync message");
+                }
+                store.started(id, AttemptRecord { number: 1, started_at, finished_at: None, outcome: None, error: None }).await;
+                finish_later(exec, store, message, true);
+                Ok(SyncResult::TimedOut)
+            }
+        }
+    }
+}

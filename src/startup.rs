@@ -1,0 +1,168 @@
+//! Builds the application from settings: loads the flows, opens the store,
+//! recovers unfinished messages, starts the workers, the reload watcher, retention
+//! and the HTTP server. The only place that picks backends and spawns tasks.
+
+use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use actix_web::{App, HttpServer, web};
+
+use crate::auth::KeyVerifier;
+use crate::config::Settings;
+use crate::flow::{Diagnostic, Loader, SharedCatalog};
+use crate::http::{self, AppState};
+use crate::queue::Queue;
+use crate::store::{Store, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error("settings: {}", .0.join("; "))]
+    Settings(Vec<String>),
+    #[error("the flow files have {} problem(s)", .0.len())]
+    Flows(Vec<Diagnostic>),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: String,
+        source: std::io::Error,
+    },
+}
+
+pub struct Application {
+    server: actix_web::dev::Server,
+    addr: SocketAddr,
+    queue: Queue,
+    stop_reload: Arc<AtomicBool>,
+}
+
+impl Application {
+    pub async fn build(settings: Settings) -> Result<Self, StartupError> {
+        settings.validate().map_err(StartupError::Settings)?;
+        let mut loader = Loader::new(settings.flows.clone());
+        let report = loader.load();
+        if !report.diagnostics.is_empty() {
+            return Err(StartupError::Flows(report.diagnostics));
+        }
+        tracing::info!(triggers = report.catalog.trigger_count(), dir = %settings.flows.display(), "flows loaded");
+        let catalog = SharedCatalog::new(report.catalog);
+
+        let store = Store::open(&settings.store)?;
+        let queue = Queue::start(store, catalog.clone(), settings.max_backlog);
+        let recovered = queue.recover().await?;
+        if recovered > 0 {
+            tracing::info!(messages = recovered, "re-queued unfinished messages");
+        }
+        queue.start_retention(settings.retention, Duration::from_secs(3600));
+
+        let reload_errors = Arc::new(AtomicUsize::new(0));
+        let stop_reload = Arc::new(AtomicBool::new(false));
+        spawn_reload(
+            loader,
+            catalog.clone(),
+            settings.reload_interval,
+            reload_errors.clone(),
+            stop_reload.clone(),
+        );
+
+        let listener =
+            TcpListener::bind(&settings.listen).map_err(|source| StartupError::Listen {
+                addr: settings.listen.clone(),
+                source,
+            })?;
+        let addr = listener
+            .local_addr()
+            .map_err(|source| StartupError::Listen {
+                addr: settings.listen.clone(),
+                source,
+            })?;
+        let workers = if settings.workers == 0 {
+            std::thread::available_parallelism().map_or(2, |n| n.get())
+        } else {
+            settings.workers
+        };
+        let state = web::Data::new(AppState {
+            keys: Arc::new(KeyVerifier::new(
+                settings.key_cache_size,
+                settings.key_verify_parallel,
+            )),
+            settings: Arc::new(settings),
+            catalog,
+            queue: queue.clone(),
+            reload_errors,
+        });
+        let server =
+            HttpServer::new(move || App::new().app_data(state.clone()).configure(http::routes))
+                .workers(workers)
+                .backlog(4096)
+                .shutdown_timeout(30)
+                .listen(listener)
+                .map_err(|source| StartupError::Listen {
+                    addr: addr.to_string(),
+                    source,
+                })?
+                .run();
+        tracing::info!(%addr, "listening");
+        Ok(Self {
+            server,
+            addr,
+            queue,
+            stop_reload,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    /// Serves until a signal (SIGINT/SIGTERM) stops the server, then waits for the
+    /// store to commit what it holds.
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        let result = self.server.await;
+        self.stop_reload.store(true, Ordering::Relaxed);
+        if let Err(e) = self.queue.store().flush().await {
+            tracing::error!(error = %e, "final store flush failed");
+        }
+        result
+    }
+}
+
+/// Polls the flows directory; a change reloads every file, keeping the last good
+/// version of broken ones.
+fn spawn_reload(
+    mut loader: Loader,
+    catalog: SharedCatalog,
+    every: Duration,
+    errors: Arc<AtomicUsize>,
+    stop: Arc<AtomicBool>,
+) {
+    let mut seen = loader.fingerprint();
+    let spawned = std::thread::Builder::new()
+        .name("flowgate-reload".into())
+        .spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                std::thread::sleep(every);
+                let now = loader.fingerprint();
+                if now == seen {
+                    continue;
+                }
+                seen = now;
+                let report = loader.load();
+                errors.store(report.diagnostics.len(), Ordering::Relaxed);
+                for d in &report.diagnostics {
+                    tracing::warn!(problem = %d, "flow file problem; keeping the last good version");
+                }
+                tracing::info!(triggers = report.catalog.trigger_count(), "flows reloaded");
+                catalog.set(report.catalog);
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::error!(error = %e, "cannot start the flow reload thread; hot reload is off");
+    }
+}

@@ -1,0 +1,604 @@
+//! The embedded store: one SQLite file in WAL mode, written by one thread.
+//!
+//! Every write goes through a channel to the writer thread, which takes whatever
+//! has queued up (up to `MAX_BATCH` operations) and applies it in one transaction
+//! with one fsync (`synchronous=FULL`): group commit. Reads go through the same
+//! channel so they see every write sent before them.
+
+use std::path::Path;
+use std::thread;
+
+use rusqlite::{Connection, OptionalExtension, Transaction, params};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::domain::{
+    AttemptRecord, MessageId, MessageStatus, MessageView, Micros, Mode, NewMessage, Outcome,
+    TenantName, TriggerName,
+};
+
+use super::types::{Completion, EnqueueOutcome, PendingMessage, StoreError};
+
+const MAX_BATCH: usize = 2048;
+const CHANNEL: usize = 65_536;
+const PURGE_CHUNK: usize = 5_000;
+
+const MIGRATIONS: &[(i64, &str, &str)] = &[(
+    1,
+    "messages",
+    include_str!("../../migrations/sqlite/0001_messages.sql"),
+)];
+
+type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
+type EnqueueResult = Result<Vec<EnqueueOutcome>, StoreError>;
+
+enum Op {
+    Enqueue(Vec<NewMessage>, Reply<Vec<EnqueueOutcome>>),
+    Started(MessageId, AttemptRecord),
+    Finished(Completion),
+    RecordExecuted(Box<(NewMessage, Completion)>),
+    Get(MessageId, Reply<Option<MessageView>>),
+    Recover(Micros, Reply<Vec<PendingMessage>>),
+    Purge(Micros, Reply<u64>),
+    Flush(Reply<()>),
+}
+
+#[derive(Clone)]
+pub struct SqliteStore {
+    tx: mpsc::Sender<Op>,
+}
+
+fn unavailable(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Unavailable(e.to_string())
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database file and runs the migrations.
+    pub fn open(path: &str) -> Result<Self, StoreError> {
+        let path = Path::new(path);
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(|e| {
+                StoreError::Config(format!("cannot create {}: {e}", parent.display()))
+            })?;
+        }
+        let mut conn = Connection::open(path)
+            .map_err(|e| StoreError::Config(format!("cannot open {}: {e}", path.display())))?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(unavailable)?;
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(unavailable)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(unavailable)?;
+        migrate(&mut conn)?;
+        let (tx, rx) = mpsc::channel(CHANNEL);
+        thread::Builder::new()
+            .name("flowgate-sqlite".into())
+            .spawn(move || writer(conn, rx))
+            .map_err(|e| StoreError::Config(format!("cannot start the store thread: {e}")))?;
+        Ok(Self { tx })
+    }
+
+    async fn call<T>(&self, op: impl FnOnce(Reply<T>) -> Op) -> Result<T, StoreError> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send(op(tx))
+            .await
+            .map_err(|_| unavailable("the store thread has stopped"))?;
+        rx.await
+            .map_err(|_| unavailable("the store thread has stopped"))?
+    }
+
+    async fn send(&self, op: Op) {
+        if self.tx.send(op).await.is_err() {
+            tracing::error!("store thread has stopped; an execution record was not written");
+        }
+    }
+
+    pub async fn enqueue(&self, batch: Vec<NewMessage>) -> Result<Vec<EnqueueOutcome>, StoreError> {
+        self.call(|r| Op::Enqueue(batch, r)).await
+    }
+    pub async fn started(&self, id: MessageId, attempt: AttemptRecord) {
+        self.send(Op::Started(id, attempt)).await
+    }
+    pub async fn finished(&self, c: Completion) {
+        self.send(Op::Finished(c)).await
+    }
+    pub async fn record_executed(&self, m: NewMessage, c: Completion) {
+        self.send(Op::RecordExecuted(Box::new((m, c)))).await
+    }
+    pub async fn get(&self, id: MessageId) -> Result<Option<MessageView>, StoreError> {
+        self.call(|r| Op::Get(id, r)).await
+    }
+    pub async fn recover(&self, now: Micros) -> Result<Vec<PendingMessage>, StoreError> {
+        self.call(|r| Op::Recover(now, r)).await
+    }
+    pub async fn purge(&self, before: Micros) -> Result<u64, StoreError> {
+        self.call(|r| Op::Purge(before, r)).await
+    }
+    pub async fn flush(&self) -> Result<(), StoreError> {
+        self.call(Op::Flush).await
+    }
+}
+
+fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    let tx = conn
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+        .map_err(unavailable)?;
+    tx.execute_batch(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (
+            version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL)",
+    )
+    .map_err(unavailable)?;
+    for (version, name, sql) in MIGRATIONS {
+        let done: Option<i64> = tx
+            .query_row(
+                "SELECT version FROM schema_migrations WHERE version = ?1",
+                [version],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(unavailable)?;
+        if done.is_none() {
+            tx.execute_batch(sql)
+                .map_err(|e| StoreError::Config(format!("migration {version} ({name}): {e}")))?;
+            tx.execute(
+                "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?1, ?2, ?3)",
+                params![version, name, crate::domain::now_micros()],
+            )
+            .map_err(unavailable)?;
+        }
+    }
+    tx.commit().map_err(unavailable)
+}
+
+/// The writer thread: batches of operations, one transaction each.
+fn writer(mut conn: Connection, mut rx: mpsc::Receiver<Op>) {
+    while let Some(first) = rx.blocking_recv() {
+        let mut ops = vec![first];
+        while ops.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(op) => ops.push(op),
+                Err(_) => break,
+            }
+        }
+        apply_batch(&mut conn, ops);
+    }
+}
+
+fn apply_batch(conn: &mut Connection, ops: Vec<Op>) {
+    let mut reads = Vec::new();
+    let mut waiting: Vec<(Reply<Vec<EnqueueOutcome>>, EnqueueResult)> = Vec::new();
+    let mut flushes = Vec::new();
+    let mut tx = match conn.transaction() {
+        Ok(tx) => tx,
+        Err(e) => {
+            fail_all(ops, &e.to_string());
+            return;
+        }
+    };
+    for op in ops {
+        match op {
+            Op::Enqueue(batch, reply) => {
+                // All of a batch or none of it: a savepoint per batch.
+                let r = tx.savepoint().map_err(unavailable).and_then(|sp| {
+                    let out = batch
+                        .iter()
+                        .map(|m| insert_new(&sp, m))
+                        .collect::<Result<Vec<_>, _>>()?;
+                    sp.commit().map_err(unavailable)?;
+                    Ok(out)
+                });
+                waiting.push((reply, r));
+            }
+            Op::Started(id, a) => log_err(started(&tx, id, &a), "record attempt start"),
+            Op::Finished(c) => log_err(finished(&tx, &c), "record attempt end"),
+            Op::RecordExecuted(b) => log_err(record_executed(&tx, &b.0, &b.1), "record execution"),
+            Op::Flush(reply) => flushes.push(reply),
+            read => reads.push(read),
+        }
+    }
+    match tx.commit() {
+        Ok(()) => {
+            for (reply, r) in waiting {
+                let _ = reply.send(r);
+            }
+            for reply in flushes {
+                let _ = reply.send(Ok(()));
+            }
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "store commit failed");
+            for (reply, _) in waiting {
+                let _ = reply.send(Err(unavailable(&e)));
+            }
+            for reply in flushes {
+                let _ = reply.send(Err(unavailable(&e)));
+            }
+        }
+    }
+    for op in reads {
+        match op {
+            Op::Get(id, reply) => {
+                let _ = reply.send(get(conn, id));
+            }
+            Op::Recover(now, reply) => {
+                let _ = reply.send(recover(conn, now));
+            }
+            Op::Purge(before, reply) => {
+                let _ = reply.send(purge(conn, before));
+            }
+            _ => {}
+        }
+    }
+}
+
+fn fail_all(ops: Vec<Op>, why: &str) {
+    tracing::error!(error = why, "store transaction could not start");
+    for op in ops {
+        match op {
+            Op::Enqueue(_, r) => drop(r.send(Err(unavailable(why)))),
+            Op::Get(_, r) => drop(r.send(Err(unavailable(why)))),
+            Op::Recover(_, r) => drop(r.send(Err(unavailable(why)))),
+            Op::Purge(_, r) => drop(r.send(Err(unavailable(why)))),
+            Op::Flush(r) => drop(r.send(Err(unavailable(why)))),
+            _ => {}
+        }
+    }
+}
+
+fn log_err(r: Result<(), StoreError>, what: &str) {
+    if let Err(e) = r {
+        tracing::error!(error = %e, "{what}");
+    }
+}
+
+fn insert_new(tx: &Connection, m: &NewMessage) -> Result<EnqueueOutcome, StoreError> {
+    // Served by the primary key; the partial unique index rejects a repeated Idempotency-Key.
+    let mut stmt = tx
+        .prepare_cached(
+            "INSERT INTO messages (id, tenant, trigger, lane, mode, status, received_at, run_at, idempotency_key, input)
+             VALUES (?1, ?2, ?3, ?4, ?5, 'queued', ?6, ?6, ?7, ?8) ON CONFLICT DO NOTHING",
+        )
+        .map_err(unavailable)?;
+    let n = stmt
+        .execute(params![
+            m.id.to_string(),
+            m.tenant.as_str(),
+            m.trigger.as_str(),
+            m.lane,
+            m.mode.as_str(),
+            m.received_at,
+            m.idempotency_key,
+            m.input.to_string(),
+        ])
+        .map_err(unavailable)?;
+    if n == 1 {
+        return Ok(EnqueueOutcome::Inserted);
+    }
+    // Served by messages_idempotency.
+    let existing: Option<String> = tx
+        .query_row(
+            "SELECT id FROM messages WHERE tenant = ?1 AND trigger = ?2 AND idempotency_key = ?3",
+            params![m.tenant.as_str(), m.trigger.as_str(), m.idempotency_key],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(unavailable)?;
+    let Some(id) = existing.and_then(|s| s.parse::<MessageId>().ok()) else {
+        return Err(StoreError::Corrupt(format!(
+            "message {} conflicts but has no twin",
+            m.id
+        )));
+    };
+    match get(tx, id)? {
+        Some(view) => Ok(EnqueueOutcome::Duplicate(Box::new(view))),
+        None => Err(StoreError::Corrupt(format!("message {id} vanished"))),
+    }
+}
+
+fn started(tx: &Transaction<'_>, id: MessageId, a: &AttemptRecord) -> Result<(), StoreError> {
+    let id = id.to_string();
+    tx.prepare_cached(
+        "UPDATE messages SET status = 'running', attempts = ?2
+         WHERE id = ?1 AND status IN ('queued', 'retrying', 'running')",
+    )
+    .and_then(|mut s| s.execute(params![id, a.number]))
+    .map_err(unavailable)?;
+    tx.prepare_cached(
+        "INSERT OR REPLACE INTO attempts (message_id, number, started_at) VALUES (?1, ?2, ?3)",
+    )
+    .and_then(|mut s| s.execute(params![id, a.number, a.started_at]))
+    .map_err(unavailable)?;
+    Ok(())
+}
+
+fn json_text<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_string(v).unwrap_or_else(|_| "null".into())
+}
+
+fn finished(tx: &Transaction<'_>, c: &Completion) -> Result<(), StoreError> {
+    let id = c.id.to_string();
+    let finished_at = c.status.is_final().then_some(c.finished_at);
+    tx.prepare_cached(
+        "UPDATE messages SET status = ?2, attempts = ?3, run_at = ?4, finished_at = ?5, blocking = ?6,
+                response = COALESCE(?7, response), trace = ?8, error = ?9
+         WHERE id = ?1",
+    )
+    .and_then(|mut s| {
+        s.execute(params![
+            id,
+            c.status.as_str(),
+            c.attempt,
+            c.run_at,
+            finished_at,
+            c.blocking,
+            c.response.as_ref().map(json_text),
+            c.trace.to_string(),
+            c.error,
+        ])
+    })
+    .map_err(unavailable)?;
+    tx.prepare_cached(
+        "INSERT OR REPLACE INTO attempts (message_id, number, started_at, finished_at, outcome, error)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )
+    .and_then(|mut s| {
+        s.execute(params![
+            id,
+            c.attempt,
+            c.started_at,
+            c.finished_at,
+            c.outcome.as_str(),
+            c.error
+        ])
+    })
+    .map_err(unavailable)?;
+    Ok(())
+}
+
+fn record_executed(tx: &Transaction<'_>, m: &NewMessage, c: &Completion) -> Result<(), StoreError> {
+    tx.prepare_cached(
+        "INSERT INTO messages (id, tenant, trigger, lane, mode, status, received_at, run_at, attempts,
+                               finished_at, idempotency_key, input, response, trace, error)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14) ON CONFLICT DO NOTHING",
+    )
+    .and_then(|mut s| {
+        s.execute(params![
+            m.id.to_string(),
+            m.tenant.as_str(),
+            m.trigger.as_str(),
+            m.lane,
+            m.mode.as_str(),
+            c.status.as_str(),
+            m.received_at,
+            c.attempt,
+            c.status.is_final().then_some(c.finished_at),
+            m.idempotency_key,
+            m.input.to_string(),
+            c.response.as_ref().map(json_text),
+            c.trace.to_string(),
+            c.error,
+        ])
+    })
+    .map_err(unavailable)?;
+    tx.prepare_cached(
+        "INSERT OR REPLACE INTO attempts (message_id, number, started_at, finished_at, outcome, error)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )
+    .and_then(|mut s| {
+        s.execute(params![
+            m.id.to_string(),
+            c.attempt,
+            c.started_at,
+            c.finished_at,
+            c.outcome.as_str(),
+            c.error
+        ])
+    })
+    .map_err(unavailable)?;
+    Ok(())
+}
+
+fn parse_json(s: Option<String>) -> serde_json::Value {
+    s.and_then(|s| serde_json::from_str(&s).ok())
+        .unwrap_or(serde_json::Value::Null)
+}
+
+fn corrupt(what: &str, v: &str) -> StoreError {
+    StoreError::Corrupt(format!("{what} `{v}`"))
+}
+
+fn get(conn: &Connection, id: MessageId) -> Result<Option<MessageView>, StoreError> {
+    let key = id.to_string();
+    // Served by the unique index on id.
+    let row = conn
+        .prepare_cached(
+            "SELECT tenant, trigger, lane, mode, status, received_at, finished_at, response, error, input, trace
+             FROM messages WHERE id = ?1",
+        )
+        .and_then(|mut s| {
+            s.query_row([&key], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, Option<String>>(2)?,
+                    r.get::<_, String>(3)?,
+                    r.get::<_, String>(4)?,
+                    r.get::<_, i64>(5)?,
+                    r.get::<_, Option<i64>>(6)?,
+                    r.get::<_, Option<String>>(7)?,
+                    r.get::<_, Option<String>>(8)?,
+                    r.get::<_, String>(9)?,
+                    r.get::<_, Option<String>>(10)?,
+                ))
+            })
+            .optional()
+        })
+        .map_err(unavailable)?;
+    let Some((
+        tenant,
+        trigger,
+        lane,
+        mode,
+        status,
+        received_at,
+        finished_at,
+        response,
+        error,
+        input,
+        trace,
+    )) = row
+    else {
+        return Ok(None);
+    };
+    // Served by the attempts primary key.
+    let attempts = conn
+        .prepare_cached(
+            "SELECT number, started_at, finished_at, outcome, error FROM attempts
+             WHERE message_id = ?1 ORDER BY number",
+        )
+        .and_then(|mut s| {
+            s.query_map([&key], |r| {
+                Ok(AttemptRecord {
+                    number: r.get(0)?,
+                    started_at: r.get(1)?,
+                    finished_at: r.get(2)?,
+                    outcome: r
+                        .get::<_, Option<String>>(3)?
+                        .as_deref()
+                        .and_then(Outcome::parse),
+                    error: r.get(4)?,
+                })
+            })?
+            .collect::<Result<Vec<_>, _>>()
+        })
+        .map_err(unavailable)?;
+    Ok(Some(MessageView {
+        id,
+        tenant: TenantName::parse(&tenant).map_err(|_| corrupt("tenant", &tenant))?,
+        trigger: TriggerName::parse(&trigger).map_err(|_| corrupt("trigger", &trigger))?,
+        lane,
+        mode: parse_mode(&mode)?,
+        status: MessageStatus::parse(&status).ok_or_else(|| corrupt("status", &status))?,
+        received_at,
+        finished_at,
+        attempts,
+        response: response.and_then(|r| serde_json::from_str(&r).ok()),
+        error,
+        input: parse_json(Some(input)),
+        trace: parse_json(trace),
+    }))
+}
+
+fn parse_mode(s: &str) -> Result<Mode, StoreError> {
+    match s {
+        "sync" => Ok(Mode::Sync),
+        "async" => Ok(Mode::Async),
+        other => Err(corrupt("mode", other)),
+    }
+}
+
+fn recover(conn: &mut Connection, now: Micros) -> Result<Vec<PendingMessage>, StoreError> {
+    let tx = conn.transaction().map_err(unavailable)?;
+    tx.execute(
+        "UPDATE attempts SET finished_at = ?1, outcome = 'interrupted',
+                error = 'flowgate stopped while this attempt ran'
+         WHERE finished_at IS NULL",
+        [now],
+    )
+    .map_err(unavailable)?;
+    tx.execute(
+        "UPDATE messages SET status = 'queued' WHERE status = 'running'",
+        [],
+    )
+    .map_err(unavailable)?;
+    // Served by the partial index messages_pending (same predicate).
+    let rows = tx
+        .prepare(
+            "SELECT id, tenant, trigger, lane, mode, status, received_at, run_at, attempts, blocking, input
+             FROM messages WHERE status IN ('queued', 'running', 'retrying') OR blocking = 1
+             ORDER BY seq",
+        )
+        .and_then(|mut s| {
+            s.query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, Option<String>>(3)?,
+                    r.get::<_, String>(4)?,
+                    r.get::<_, String>(5)?,
+                    r.get::<_, i64>(6)?,
+                    r.get::<_, i64>(7)?,
+                    r.get::<_, u32>(8)?,
+                    r.get::<_, bool>(9)?,
+                    r.get::<_, String>(10)?,
+                ))
+            })?
+            .collect::<Result<Vec<_>, _>>()
+        })
+        .map_err(unavailable)?;
+    tx.commit().map_err(unavailable)?;
+    rows.into_iter()
+        .map(
+            |(
+                id,
+                tenant,
+                trigger,
+                lane,
+                mode,
+                status,
+                received_at,
+                run_at,
+                attempts,
+                blocking,
+                input,
+            )| {
+                Ok(PendingMessage {
+                    id: id.parse().map_err(|_| corrupt("id", &id))?,
+                    tenant: TenantName::parse(&tenant).map_err(|_| corrupt("tenant", &tenant))?,
+                    trigger: TriggerName::parse(&trigger)
+                        .map_err(|_| corrupt("trigger", &trigger))?,
+                    lane,
+                    mode: parse_mode(&mode)?,
+                    status: MessageStatus::parse(&status)
+                        .ok_or_else(|| corrupt("status", &status))?,
+                    received_at,
+                    run_at,
+                    attempts,
+                    blocking,
+                    input: parse_json(Some(input)),
+                })
+            },
+        )
+        .collect()
+}
+
+fn purge(conn: &mut Connection, before: Micros) -> Result<u64, StoreError> {
+    let mut total = 0u64;
+    loop {
+        let tx = conn.transaction().map_err(unavailable)?;
+        // Served by messages_received.
+        let ids: Vec<String> = tx
+            .prepare_cached(
+                "SELECT id FROM messages WHERE received_at < ?1
+                   AND status IN ('succeeded', 'failed', 'dead', 'skipped') AND blocking = 0
+                 LIMIT ?2",
+            )
+            .and_then(|mut s| {
+                s.query_map(params![before, PURGE_CHUNK as i64], |r| r.get(0))?
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .map_err(unavailable)?;
+        for id in &ids {
+            tx.execute("DELETE FROM attempts WHERE message_id = ?1", [id])
+                .map_err(unavailable)?;
+            tx.execute("DELETE FROM messages WHERE id = ?1", [id])
+                .map_err(unavailable)?;
+        }
+        tx.commit().map_err(unavailable)?;
+        total += ids.len() as u64;
+        if ids.len() < PURGE_CHUNK {
+            return Ok(total);
+        }
+    }
+}

@@ -1,0 +1,61 @@
+//! What goes in and out of a store.
+
+use serde_json::Value;
+
+use crate::domain::{
+    MessageId, MessageStatus, MessageView, Micros, Mode, Outcome, StoredResponse, TenantName,
+    TriggerName,
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The store cannot take writes right now (disk, database away): callers get 503.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    #[error("store configuration: {0}")]
+    Config(String),
+    #[error("corrupt record: {0}")]
+    Corrupt(String),
+}
+
+/// The answer to storing one accepted message.
+#[derive(Debug, Clone)]
+pub enum EnqueueOutcome {
+    Inserted,
+    /// Its Idempotency-Key was seen before: the first message.
+    Duplicate(Box<MessageView>),
+}
+
+/// The end of one attempt and the message's state after it.
+#[derive(Debug, Clone)]
+pub struct Completion {
+    pub id: MessageId,
+    pub attempt: u32,
+    pub started_at: Micros,
+    pub finished_at: Micros,
+    pub outcome: Outcome,
+    pub status: MessageStatus,
+    /// When the next attempt may start (status retrying).
+    pub run_at: Micros,
+    /// A finished message that holds its ordered lane (`on_exhausted: block`).
+    pub blocking: bool,
+    pub response: Option<StoredResponse>,
+    pub trace: Value,
+    pub error: Option<String>,
+}
+
+/// An unfinished message, as recovery hands it to the dispatcher.
+#[derive(Debug, Clone)]
+pub struct PendingMessage {
+    pub id: MessageId,
+    pub tenant: TenantName,
+    pub trigger: TriggerName,
+    pub lane: Option<String>,
+    pub mode: Mode,
+    pub status: MessageStatus,
+    pub received_at: Micros,
+    pub run_at: Micros,
+    pub attempts: u32,
+    pub blocking: bool,
+    pub input: Value,
+}
