@@ -117,6 +117,11 @@ impl Application {
         self.addr
     }
 
+    /// The queue (and through it the store) this application runs on.
+    pub fn queue(&self) -> Queue {
+        self.queue.clone()
+    }
+
     pub fn port(&self) -> u16 {
         self.addr.port()
     }

@@ -75,16 +75,16 @@ struct Run<'a> {
     trace: Vec<TraceEntry>,
     response: Option<StoredResponse>,
     responder: Option<Responder>,
+    last_yield: Instant,
     _trigger: &'a Trigger,
 }
 
+/// How long an execution may hold its thread before it yields between steps, so
+/// that timeouts and other requests get their turn.
+const YIELD_AFTER: std::time::Duration = std::time::Duration::from_millis(2);
+
 /// Runs `trigger`'s steps over `input` (the input document object).
 pub async fn execute(trigger: &Trigger, input: &Value, responder: Option<Responder>) -> Execution {
-    execute_now(trigger, input, responder)
-}
-
-/// The same, for callers outside an async context (`flowgate run`, tests).
-pub fn execute_now(trigger: &Trigger, input: &Value, responder: Option<Responder>) -> Execution {
     let base = match from_json(input) {
         Val::Obj(m) => (*m).clone(),
         _ => jaq_json::Map::default(),
@@ -95,9 +95,10 @@ pub fn execute_now(trigger: &Trigger, input: &Value, responder: Option<Responder
         trace: Vec::new(),
         response: None,
         responder,
+        last_yield: Instant::now(),
         _trigger: trigger,
     };
-    let result = run.steps(&trigger.steps);
+    let result = run.steps(&trigger.steps).await;
     let vars = to_json(&Val::obj(run.vars.clone()));
     Execution {
         result,
@@ -114,11 +115,15 @@ impl Run<'_> {
         Val::obj(m)
     }
 
-    fn steps(&mut self, steps: &[Step]) -> Result<(), ExecError> {
+    async fn steps(&mut self, steps: &[Step]) -> Result<(), ExecError> {
         for step in steps {
+            if self.last_yield.elapsed() > YIELD_AFTER {
+                tokio::task::yield_now().await;
+                self.last_yield = Instant::now();
+            }
             let started = Instant::now();
             let at = crate::domain::now_micros();
-            let outcome = self.step(step);
+            let outcome = self.step(step).await;
             let entry = TraceEntry::new(step, at, started.elapsed());
             match outcome {
                 Ok(detail) => self.trace.push(entry.ok(detail)),
@@ -139,7 +144,7 @@ impl Run<'_> {
     }
 
     /// Runs one step; the `Ok` value is a note for the trace.
-    fn step(&mut self, step: &Step) -> Result<Option<String>, ExecError> {
+    async fn step(&mut self, step: &Step) -> Result<Option<String>, ExecError> {
         match &step.kind {
             StepKind::Set(pairs) => {
                 for (name, expr) in pairs {
@@ -154,7 +159,7 @@ impl Run<'_> {
                 otherwise,
             } => {
                 let taken = truthy(&self.eval(step, cond)?);
-                self.steps(if taken { then } else { otherwise })?;
+                Box::pin(self.steps(if taken { then } else { otherwise })).await?;
                 Ok(Some(if taken { "then" } else { "else" }.to_owned()))
             }
             StepKind::ForEach {
@@ -188,7 +193,7 @@ impl Run<'_> {
                 let count = items.len();
                 for item in items {
                     self.vars.insert(string(var), item);
-                    self.steps(body)?;
+                    Box::pin(self.steps(body)).await?;
                     if into.is_some() {
                         let v = match collect {
                             Some(c) => self.eval(step, c)?,

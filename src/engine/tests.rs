@@ -19,8 +19,8 @@ fn trigger(yaml: &str) -> Trigger {
     .unwrap_or_else(|d| panic!("{d:?}"))
 }
 
-#[test]
-fn set_if_and_respond() {
+#[tokio::test]
+async fn set_if_and_respond() {
     let t = trigger(
         r#"
 steps:
@@ -31,7 +31,7 @@ steps:
   - respond: { status: 201, headers: { x-size: '{{ .vars.size }}' }, body: '{n: .vars.n, size: .vars.size}' }
 "#,
     );
-    let ex = execute_now(&t, &json!({"params": {"qty": 3}}), None);
+    let ex = execute(&t, &json!({"params": {"qty": 3}}), None).await;
     assert!(ex.result.is_ok());
     let r = ex.response.unwrap();
     assert_eq!(r.status, 201);
@@ -40,8 +40,8 @@ steps:
     assert_eq!(ex.trace.len(), 4, "if, its then-step, set, respond");
 }
 
-#[test]
-fn for_each_collects() {
+#[tokio::test]
+async fn for_each_collects() {
     let t = trigger(
         r#"
 steps:
@@ -53,18 +53,19 @@ steps:
   - set: { total: '.vars.amounts | add' }
 "#,
     );
-    let ex = execute_now(
+    let ex = execute(
         &t,
         &json!({"body": {"lines": [{"qty": 2, "price": 5}, {"qty": 1, "price": 3}]}}),
         None,
-    );
+    )
+    .await;
     assert!(ex.result.is_ok());
     assert_eq!(ex.vars["amounts"], json!([10, 3]));
     assert_eq!(ex.vars["total"], json!(13));
 }
 
-#[test]
-fn fail_ends_the_execution_and_names_the_step() {
+#[tokio::test]
+async fn fail_ends_the_execution_and_names_the_step() {
     let t = trigger(
         r#"
 steps:
@@ -73,7 +74,7 @@ steps:
   - set: { never: 1 }
 "#,
     );
-    let ex = execute_now(&t, &json!({"params": {"x": "A"}}), None);
+    let ex = execute(&t, &json!({"params": {"x": "A"}}), None).await;
     let err = ex.result.unwrap_err();
     assert_eq!(
         err,
@@ -87,18 +88,18 @@ steps:
     assert_eq!(ex.vars, json!({}));
 }
 
-#[test]
-fn expression_errors_are_retryable_failures() {
+#[tokio::test]
+async fn expression_errors_are_retryable_failures() {
     let t = trigger("steps:\n  - set: { x: '.body + 1' }\n");
-    let ex = execute_now(&t, &json!({"body": "text"}), None);
+    let ex = execute(&t, &json!({"body": "text"}), None).await;
     let err = ex.result.unwrap_err();
     assert!(err.retryable());
     assert_eq!(err.step(), "steps[0]");
     assert!(!ex.trace[0].ok);
 }
 
-#[test]
-fn respond_reaches_the_caller_before_the_flow_ends() {
+#[tokio::test]
+async fn respond_reaches_the_caller_before_the_flow_ends() {
     let t = trigger(
         r#"
 steps:
@@ -108,7 +109,7 @@ steps:
 "#,
     );
     let (tx, mut rx) = tokio::sync::oneshot::channel();
-    let ex = execute_now(&t, &json!({}), Some(tx));
+    let ex = execute(&t, &json!({}), Some(tx)).await;
     assert_eq!(rx.try_recv().unwrap().body, json!("early"));
     assert!(ex.result.is_err());
     assert_eq!(ex.trace[1].detail.as_deref(), Some("after"));

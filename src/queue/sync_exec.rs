@@ -3,7 +3,9 @@
 //! Past the trigger's timeout the message is stored durably as running (so a crash
 //! re-runs it), the caller gets 202, and the execution goes on in the background.
 
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
 
 use tokio::sync::oneshot;
 
@@ -27,6 +29,12 @@ pub enum SyncResult {
     /// `respond` answered; the rest of the flow goes on in the background.
     Responded(crate::domain::StoredResponse),
     /// The timeout passed: the message is stored and keeps running.
+    TimedOut,
+}
+
+enum Step {
+    Done(Box<Execution>),
+    Responded(crate::domain::StoredResponse),
     TimedOut,
 }
 
@@ -100,28 +108,55 @@ impl Queue {
                 });
             };
 
-        tokio::select! {
-            biased;
-            ex = &mut exec => {
-                drop(permit);
+        // The flow yields between steps; the deadline is read from the clock as
+        // well as the timer, which a busy thread may not have fired yet.
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut timer = std::pin::pin!(tokio::time::sleep_until(deadline));
+        let mut respond_open = true;
+        let step = std::future::poll_fn(|cx| {
+            if let Poll::Ready(ex) = exec.as_mut().poll(cx) {
+                return Poll::Ready(Step::Done(Box::new(ex)));
+            }
+            if respond_open && let Poll::Ready(r) = Pin::new(&mut rrx).poll(cx) {
+                match r {
+                    Ok(r) => return Poll::Ready(Step::Responded(r)),
+                    Err(_) => respond_open = false,
+                }
+            }
+            if tokio::time::Instant::now() >= deadline || timer.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Step::TimedOut);
+            }
+            Poll::Pending
+        })
+        .await;
+        drop(permit);
+        match step {
+            Step::Done(ex) => {
                 let c = completion(id, started_at, &ex);
                 store.record_executed(message, c).await;
                 dispatcher.release(&key);
-                Ok(SyncResult::Finished { result: ex.result, response: ex.response })
+                Ok(SyncResult::Finished {
+                    result: ex.result,
+                    response: ex.response,
+                })
             }
-            Ok(r) = &mut rrx => {
-                drop(permit);
+            Step::Responded(r) => {
                 finish_later(exec, store, message, false);
                 Ok(SyncResult::Responded(r))
             }
-            _ = tokio::time::sleep(timeout) => {
-                drop(permit);
+            Step::TimedOut => {
                 // Hand over: durable as running before the caller hears 202.
-                let stored = store.enqueue(vec![message.clone()]).await;
-                if let Err(e) = stored {
+                if let Err(e) = store.enqueue(vec![message.clone()]).await {
                     tracing::error!(message = %id, error = %e, "could not store a timed-out sync message");
                 }
-                store.started(id, AttemptRecord { number: 1, started_at, finished_at: None, outcome: None, error: None }).await;
+                let attempt = AttemptRecord {
+                    number: 1,
+                    started_at,
+                    finished_at: None,
+                    outcome: None,
+                    error: None,
+                };
+                store.started(id, attempt).await;
                 finish_later(exec, store, message, true);
                 Ok(SyncResult::TimedOut)
             }

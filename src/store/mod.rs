@@ -92,6 +92,13 @@ impl Store {
         }
     }
 
+    /// Commits what is pending and closes the store; later calls fail as unavailable.
+    pub async fn close(&self) -> Result<(), StoreError> {
+        match self {
+            Self::Sqlite(s) => s.close().await,
+        }
+    }
+
     /// Whether the store answers.
     pub async fn ping(&self) -> Result<(), StoreError> {
         self.flush().await

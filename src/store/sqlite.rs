@@ -40,6 +40,8 @@ enum Op {
     Recover(Micros, Reply<Vec<PendingMessage>>),
     Purge(Micros, Reply<u64>),
     Flush(Reply<()>),
+    /// Stops the writer thread after committing what came before.
+    Close(Reply<()>),
 }
 
 #[derive(Clone)]
@@ -117,6 +119,9 @@ impl SqliteStore {
     pub async fn flush(&self) -> Result<(), StoreError> {
         self.call(Op::Flush).await
     }
+    pub async fn close(&self) -> Result<(), StoreError> {
+        self.call(Op::Close).await
+    }
 }
 
 fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
@@ -153,14 +158,26 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
 /// The writer thread: batches of operations, one transaction each.
 fn writer(mut conn: Connection, mut rx: mpsc::Receiver<Op>) {
     while let Some(first) = rx.blocking_recv() {
-        let mut ops = vec![first];
-        while ops.len() < MAX_BATCH {
+        let (mut ops, mut close) = (Vec::new(), None);
+        match first {
+            Op::Close(reply) => close = Some(reply),
+            op => ops.push(op),
+        }
+        while close.is_none() && ops.len() < MAX_BATCH {
             match rx.try_recv() {
+                Ok(Op::Close(reply)) => close = Some(reply),
                 Ok(op) => ops.push(op),
                 Err(_) => break,
             }
         }
-        apply_batch(&mut conn, ops);
+        if !ops.is_empty() {
+            apply_batch(&mut conn, ops);
+        }
+        if let Some(reply) = close {
+            rx.close();
+            let _ = reply.send(Ok(()));
+            return;
+        }
     }
 }
 
@@ -192,7 +209,7 @@ fn apply_batch(conn: &mut Connection, ops: Vec<Op>) {
             Op::Started(id, a) => log_err(started(&tx, id, &a), "record attempt start"),
             Op::Finished(c) => log_err(finished(&tx, &c), "record attempt end"),
             Op::RecordExecuted(b) => log_err(record_executed(&tx, &b.0, &b.1), "record execution"),
-            Op::Flush(reply) => flushes.push(reply),
+            Op::Flush(reply) | Op::Close(reply) => flushes.push(reply),
             read => reads.push(read),
         }
     }
@@ -239,7 +256,7 @@ fn fail_all(ops: Vec<Op>, why: &str) {
             Op::Get(_, r) => drop(r.send(Err(unavailable(why)))),
             Op::Recover(_, r) => drop(r.send(Err(unavailable(why)))),
             Op::Purge(_, r) => drop(r.send(Err(unavailable(why)))),
-            Op::Flush(r) => drop(r.send(Err(unavailable(why)))),
+            Op::Flush(r) | Op::Close(r) => drop(r.send(Err(unavailable(why)))),
             _ => {}
         }
     }

@@ -1,0 +1,148 @@
+//! A flowgate server on port 0 with its own copy of the flows and its own database.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use flowgate::config::Settings;
+use flowgate::startup::Application;
+use serde_json::Value;
+use tempfile::TempDir;
+
+pub const WEBSHOP_KEY: &str = "fg_acme_webshop_example";
+pub const ERP_KEY: &str = "fg_acme_erp_example";
+
+pub struct TestApp {
+    pub base: String,
+    pub client: reqwest::Client,
+    pub dir: TempDir,
+    pub queue: flowgate::queue::Queue,
+}
+
+/// Copies a directory tree.
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.path().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+pub fn repo_flows() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("flows")
+}
+
+impl TestApp {
+    /// The shipped example flows.
+    pub async fn spawn() -> Self {
+        Self::spawn_with(|_| {}, |_| {}).await
+    }
+
+    /// `flows` may add or change files in the copied flows dir; `settings` may
+    /// change settings before start.
+    pub async fn spawn_with(
+        flows: impl FnOnce(&Path),
+        settings: impl FnOnce(&mut Settings),
+    ) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let flows_dir = dir.path().join("flows");
+        copy_dir(&repo_flows(), &flows_dir);
+        flows(&flows_dir);
+        let mut s = Settings {
+            listen: "127.0.0.1:0".into(),
+            flows: flows_dir,
+            store: format!("sqlite://{}", dir.path().join("flowgate.db").display()),
+            workers: 2,
+            reload_interval: Duration::from_millis(100),
+            ..Settings::default()
+        };
+        settings(&mut s);
+        let app = Application::build(s).await.expect("server starts");
+        let base = format!("http://{}", app.local_addr());
+        let queue = app.queue();
+        tokio::spawn(app.run_until_stopped());
+        Self {
+            base,
+            client: reqwest::Client::new(),
+            dir,
+            queue,
+        }
+    }
+
+    pub fn flows_dir(&self) -> PathBuf {
+        self.dir.path().join("flows")
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    pub async fn get(&self, path: &str, key: Option<&str>) -> reqwest::Response {
+        let mut r = self.client.get(self.url(path));
+        if let Some(k) = key {
+            r = r.header("x-api-key", k);
+        }
+        r.send().await.unwrap()
+    }
+
+    pub async fn post_json(
+        &self,
+        path: &str,
+        key: Option<&str>,
+        body: &Value,
+    ) -> reqwest::Response {
+        let mut r = self.client.post(self.url(path)).json(body);
+        if let Some(k) = key {
+            r = r.header("x-api-key", k);
+        }
+        r.send().await.unwrap()
+    }
+
+    /// Polls the status URL until the message reaches a final status (or `limit` passes).
+    pub async fn wait_final(
+        &self,
+        tenant_trigger: &str,
+        id: &str,
+        key: &str,
+        limit: Duration,
+    ) -> Value {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let res = self
+                .get(&format!("/{tenant_trigger}/messages/{id}"), Some(key))
+                .await;
+            if res.status() == 200 {
+                let doc: Value = res.json().await.unwrap();
+                let status = doc["status"].as_str().unwrap_or_default().to_owned();
+                if ["succeeded", "failed", "dead", "skipped"].contains(&status.as_str()) {
+                    return doc;
+                }
+                if tokio::time::Instant::now() > deadline {
+                    return doc;
+                }
+            } else if tokio::time::Instant::now() > deadline {
+                panic!("message {id} not found: {}", res.status());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// A counter from `/_metrics`.
+    pub async fn metric(&self, name: &str) -> f64 {
+        let text = self.get("/_metrics", None).await.text().await.unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
+            .unwrap_or_else(|| panic!("no metric {name} in:\n{text}"))
+    }
+}
+
+/// Writes a file under the flows dir (creating folders).
+pub fn write_flow(flows: &Path, rel: &str, text: &str) {
+    let path = flows.join(rel);
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, text).unwrap();
+}

@@ -1,0 +1,7 @@
+//! Integration tests over real HTTP against servers on port 0; one module per area.
+
+mod contract;
+mod helpers;
+mod queue;
+mod reload;
+mod store_contract;
