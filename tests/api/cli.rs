@@ -1,0 +1,134 @@
+//! The `flowgate` command: key generation, local runs, and `serve` refusing broken flows.
+
+use std::process::Command;
+
+use serde_json::Value;
+
+use crate::helpers::{repo_flows, write_flow};
+
+fn flowgate() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_flowgate"))
+}
+
+#[test]
+fn key_new_prints_the_key_once_and_its_argon2id_hash() {
+    let out = flowgate()
+        .args(["key", "new", "--label", "partner", "--json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["label"], "partner");
+    let (key, hash) = (v["key"].as_str().unwrap(), v["hash"].as_str().unwrap());
+    assert!(hash.starts_with("$argon2id$"));
+    assert!(flowgate::keys::verify(key, hash));
+
+    let out = flowgate()
+        .args(["key", "new", "--label", "erp", "--key", "pasted-key"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("key: pasted-key"), "{text}");
+    let line = text
+        .lines()
+        .find(|l| l.trim_start().starts_with("erp: \"$argon2id$"))
+        .unwrap();
+    let hash = line.trim().trim_start_matches("erp: ").trim_matches('"');
+    assert!(flowgate::keys::verify("pasted-key", hash));
+
+    let out = flowgate()
+        .args(["key", "new", "--label", "bad label"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+}
+
+#[test]
+fn run_executes_a_flow_locally_and_prints_result_and_trace() {
+    let flows = repo_flows();
+    let out = flowgate()
+        .args([
+            "run",
+            "acme/ItemPrice",
+            "--param",
+            "itemId=C-300",
+            "--param",
+            "currency=USD",
+            "--flows",
+        ])
+        .arg(&flows)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["status"], "succeeded");
+    assert_eq!(v["response"]["body"]["unit_price"], 212.0);
+    let steps: Vec<&str> = v["trace"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(steps, ["set", "if", "respond"]);
+
+    let dir = tempfile::tempdir().unwrap();
+    let body = dir.path().join("order.json");
+    std::fs::write(
+        &body,
+        r#"{"customer": "c1", "order": "o1", "lines": [{"qty": 2, "price": 3.5}]}"#,
+    )
+    .unwrap();
+    let out = flowgate()
+        .args(["run", "acme/WorkOrder", "--body"])
+        .arg(&body)
+        .arg("--flows")
+        .arg(&flows)
+        .output()
+        .unwrap();
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["response"]["body"]["total"], 7.0);
+
+    // A failing flow exits non-zero and names the error.
+    let out = flowgate()
+        .args(["run", "acme/ItemPrice", "--param", "itemId=none", "--flows"])
+        .arg(&flows)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["error"], "unknown item none");
+    // A bad parameter is reported like the HTTP 400.
+    let out = flowgate()
+        .args(["run", "acme/ItemPrice", "--flows"])
+        .arg(&flows)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("parameter `itemId` is required"));
+}
+
+#[test]
+fn serve_refuses_to_start_on_broken_flows() {
+    let dir = tempfile::tempdir().unwrap();
+    write_flow(
+        dir.path(),
+        "t/Bad.yaml",
+        "auth: { none: true }\nstepz: []\n",
+    );
+    let out = flowgate()
+        .args(["serve", "--listen", "127.0.0.1:0", "--store"])
+        .arg(format!("sqlite://{}", dir.path().join("x.db").display()))
+        .arg("--flows")
+        .arg(dir.path())
+        .env("FLOWGATE_LOG", "error")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("Bad.yaml:2:1: unknown field `stepz`"), "{err}");
+    assert!(err.contains("not starting"), "{err}");
+}
