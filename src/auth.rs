@@ -36,17 +36,6 @@ pub struct KeyVerifier {
     pub stats: KeyStats,
 }
 
-fn keys_fingerprint(tenant: &Tenant) -> [u8; 32] {
-    let mut h = Sha256::new();
-    for (label, phc) in &tenant.api_keys {
-        h.update(label.as_bytes());
-        h.update([0]);
-        h.update(phc.as_bytes());
-        h.update([0]);
-    }
-    h.finalize().into()
-}
-
 fn cache_key(tenant: &Tenant, key: &str) -> [u8; 32] {
     let mut h = Sha256::new();
     h.update(tenant.name.as_str().as_bytes());
@@ -67,7 +56,7 @@ impl KeyVerifier {
     /// The label of `tenant`'s key that `key` is, if any.
     pub async fn identify(&self, tenant: &Tenant, key: &str) -> Option<String> {
         let ck = cache_key(tenant, key);
-        let fp = keys_fingerprint(tenant);
+        let fp = tenant.keys_fingerprint;
         loop {
             match self.cache.get_value_or_guard_async(&ck).await {
                 Ok(entry) if entry.keys == fp => {
@@ -126,13 +115,12 @@ mod tests {
     use crate::domain::TenantName;
 
     fn tenant(keys: &[(&str, &str)]) -> Tenant {
-        Tenant {
-            name: TenantName::parse("t").unwrap(),
-            api_keys: keys
-                .iter()
+        Tenant::new(
+            TenantName::parse("t").unwrap(),
+            keys.iter()
                 .map(|(l, k)| (l.to_string(), crate::keys::hash(k).unwrap()))
                 .collect(),
-        }
+        )
     }
 
     #[tokio::test]
@@ -152,10 +140,7 @@ mod tests {
         );
         assert_eq!(v.stats.verifications.load(Ordering::Relaxed), after_wrong);
         // The key is removed from the tenant: the cached match no longer counts.
-        let t2 = Tenant {
-            api_keys: t.api_keys[..1].to_vec(),
-            ..t.clone()
-        };
+        let t2 = Tenant::new(t.name.clone(), t.api_keys[..1].to_vec());
         assert_eq!(v.identify(&t2, "key-b").await, None);
     }
 

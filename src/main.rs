@@ -12,6 +12,11 @@ use flowgate::domain::{MessageId, now_micros};
 use flowgate::flow::{Method, check_dir};
 use flowgate::startup::{Application, StartupError};
 
+/// Requests allocate on the HTTP workers and are freed on the store's writer
+/// thread; glibc's arenas serialise that on a lock, mimalloc does not.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "flowgate",
@@ -284,7 +289,7 @@ fn run(args: RunArgs) -> Result<ExitCode> {
         "status": if ex.result.is_ok() { "succeeded" } else { "failed" },
         "error": ex.result.as_ref().err().map(ToString::to_string),
         "response": ex.response,
-        "vars": ex.vars,
+        "vars": ex.vars(),
         "trace": ex.trace_json(),
     });
     println!("{}", serde_json::to_string_pretty(&out)?);

@@ -1,7 +1,9 @@
--- Every accepted message, its state in the queue and its record for the log history.
+-- Every accepted message: its state in the queue and its record for the log history.
+-- One row per message; its attempts are a JSON array in the row, so recording an
+-- execution is a single row write.
 CREATE TABLE messages (
-    seq             INTEGER PRIMARY KEY AUTOINCREMENT,  -- acceptance order
-    id              TEXT    NOT NULL UNIQUE,            -- UUIDv7
+    seq             INTEGER PRIMARY KEY,                -- acceptance order (rowid)
+    id              TEXT    NOT NULL UNIQUE,            -- UUIDv7: sorts by creation time
     tenant          TEXT    NOT NULL,
     trigger         TEXT    NOT NULL,
     lane            TEXT,                               -- NULL: unordered
@@ -10,6 +12,7 @@ CREATE TABLE messages (
     received_at     INTEGER NOT NULL,                   -- microseconds since the epoch
     run_at          INTEGER NOT NULL,                   -- not before (retry schedule)
     attempts        INTEGER NOT NULL DEFAULT 0,
+    attempt_log     TEXT    NOT NULL DEFAULT '[]',      -- [{number, started_at, finished_at, outcome, error}]
     finished_at     INTEGER,
     idempotency_key TEXT,
     blocking        INTEGER NOT NULL DEFAULT 0,         -- 1: a finished message holding its ordered lane
@@ -27,15 +30,4 @@ CREATE UNIQUE INDEX messages_idempotency
 CREATE INDEX messages_pending
     ON messages (seq) WHERE status IN ('queued', 'running', 'retrying') OR blocking = 1;
 
--- Retention deletes by age.
-CREATE INDEX messages_received ON messages (received_at);
-
-CREATE TABLE attempts (
-    message_id  TEXT    NOT NULL,
-    number      INTEGER NOT NULL,
-    started_at  INTEGER NOT NULL,
-    finished_at INTEGER,
-    outcome     TEXT,
-    error       TEXT,
-    PRIMARY KEY (message_id, number)
-) WITHOUT ROWID;
+-- Time ranges and retention use the UNIQUE index on id (UUIDv7 ids sort by time).

@@ -17,6 +17,17 @@ impl MessageId {
     pub fn new() -> Self {
         Self(uuid::Uuid::now_v7())
     }
+    /// An id for a message created at `us` (tests, imports): UUIDv7 with that time.
+    pub fn at(us: super::Micros) -> Self {
+        let us = us.max(0) as u64;
+        let ts = uuid::Timestamp::from_unix(
+            uuid::NoContext,
+            us / 1_000_000,
+            ((us % 1_000_000) * 1000) as u32,
+        );
+        Self(uuid::Uuid::new_v7(ts))
+    }
+
     pub fn as_uuid(&self) -> uuid::Uuid {
         self.0
     }

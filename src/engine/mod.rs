@@ -11,6 +11,7 @@ use serde_json::Value;
 use tokio::sync::oneshot;
 
 use crate::domain::StoredResponse;
+use crate::flow::model::SetValue;
 use crate::flow::value::{from_json, string, to_json, truthy};
 use crate::flow::{Step, StepKind, Trigger};
 
@@ -57,12 +58,32 @@ pub struct Execution {
     /// The first `respond` of the flow, if any.
     pub response: Option<StoredResponse>,
     pub trace: Vec<TraceEntry>,
-    pub vars: Value,
+    vars: jaq_json::Map<Val, Val>,
 }
 
 impl Execution {
     pub fn trace_json(&self) -> Value {
         Value::Array(self.trace.iter().map(TraceEntry::to_json).collect())
+    }
+
+    /// The trace as JSON text, written directly (the hot path stores it).
+    pub fn trace_text(&self) -> String {
+        let mut out = String::with_capacity(64 + self.trace.len() * 96);
+        out.push('[');
+        for (i, entry) in self.trace.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            entry.write_json(&mut out);
+        }
+        out.push(']');
+        out
+    }
+
+    /// The variables at the end of the execution (converted on demand: they may
+    /// hold large lookup tables).
+    pub fn vars(&self) -> Value {
+        to_json(&Val::obj(self.vars.clone()))
     }
 }
 
@@ -72,10 +93,13 @@ pub type Responder = oneshot::Sender<StoredResponse>;
 struct Run<'a> {
     base: jaq_json::Map<Val, Val>,
     vars: jaq_json::Map<Val, Val>,
+    /// `base` with `vars`, rebuilt only after `vars` changed.
+    context: Option<Val>,
     trace: Vec<TraceEntry>,
     response: Option<StoredResponse>,
     responder: Option<Responder>,
     last_yield: Instant,
+    started: Instant,
     _trigger: &'a Trigger,
 }
 
@@ -92,27 +116,38 @@ pub async fn execute(trigger: &Trigger, input: &Value, responder: Option<Respond
     let mut run = Run {
         base,
         vars: jaq_json::Map::default(),
+        context: None,
         trace: Vec::new(),
         response: None,
         responder,
         last_yield: Instant::now(),
+        started: Instant::now(),
         _trigger: trigger,
     };
     let result = run.steps(&trigger.steps).await;
-    let vars = to_json(&Val::obj(run.vars.clone()));
     Execution {
         result,
         response: run.response,
         trace: run.trace,
-        vars,
+        vars: run.vars,
     }
 }
 
 impl Run<'_> {
-    fn context(&self) -> Val {
+    fn context(&mut self) -> Val {
+        if let Some(c) = &self.context {
+            return c.clone();
+        }
         let mut m = self.base.clone();
         m.insert(string("vars"), Val::obj(self.vars.clone()));
-        Val::obj(m)
+        let c = Val::obj(m);
+        self.context = Some(c.clone());
+        c
+    }
+
+    fn set_var(&mut self, name: &str, v: Val) {
+        self.vars.insert(string(name), v);
+        self.context = None;
     }
 
     async fn steps(&mut self, steps: &[Step]) -> Result<(), ExecError> {
@@ -122,9 +157,8 @@ impl Run<'_> {
                 self.last_yield = Instant::now();
             }
             let started = Instant::now();
-            let at = crate::domain::now_micros();
             let outcome = self.step(step).await;
-            let entry = TraceEntry::new(step, at, started.elapsed());
+            let entry = TraceEntry::new(step, started - self.started, started.elapsed());
             match outcome {
                 Ok(detail) => self.trace.push(entry.ok(detail)),
                 Err(e) => {
@@ -136,7 +170,7 @@ impl Run<'_> {
         Ok(())
     }
 
-    fn eval(&self, step: &Step, expr: &crate::flow::Expr) -> Result<Val, ExecError> {
+    fn eval(&mut self, step: &Step, expr: &crate::flow::Expr) -> Result<Val, ExecError> {
         expr.eval(&self.context()).map_err(|e| ExecError::Step {
             step: step.label().to_owned(),
             message: e.0,
@@ -147,9 +181,12 @@ impl Run<'_> {
     async fn step(&mut self, step: &Step) -> Result<Option<String>, ExecError> {
         match &step.kind {
             StepKind::Set(pairs) => {
-                for (name, expr) in pairs {
-                    let v = self.eval(step, expr)?;
-                    self.vars.insert(string(name), v);
+                for (name, value) in pairs {
+                    let v = match value {
+                        SetValue::Expr(expr) => self.eval(step, expr)?,
+                        SetValue::Data(data) => data.clone(),
+                    };
+                    self.set_var(name, v);
                 }
                 Ok(None)
             }
@@ -192,7 +229,7 @@ impl Run<'_> {
                 let mut collected = Vec::with_capacity(items.len());
                 let count = items.len();
                 for item in items {
-                    self.vars.insert(string(var), item);
+                    self.set_var(var, item);
                     Box::pin(self.steps(body)).await?;
                     if into.is_some() {
                         let v = match collect {
@@ -203,8 +240,7 @@ impl Run<'_> {
                     }
                 }
                 if let Some(into) = into {
-                    self.vars
-                        .insert(string(into), collected.into_iter().collect());
+                    self.set_var(into, collected.into_iter().collect());
                 }
                 Ok(Some(format!("{count} items")))
             }

@@ -60,8 +60,8 @@ steps:
     )
     .await;
     assert!(ex.result.is_ok());
-    assert_eq!(ex.vars["amounts"], json!([10, 3]));
-    assert_eq!(ex.vars["total"], json!(13));
+    assert_eq!(ex.vars()["amounts"], json!([10, 3]));
+    assert_eq!(ex.vars()["total"], json!(13));
 }
 
 #[tokio::test]
@@ -75,7 +75,7 @@ steps:
 "#,
     );
     let ex = execute(&t, &json!({"params": {"x": "A"}}), None).await;
-    let err = ex.result.unwrap_err();
+    let err = ex.result.clone().unwrap_err();
     assert_eq!(
         err,
         ExecError::Fail {
@@ -85,7 +85,7 @@ steps:
         }
     );
     assert!(!err.retryable());
-    assert_eq!(ex.vars, json!({}));
+    assert_eq!(ex.vars(), json!({}));
 }
 
 #[tokio::test]
@@ -113,4 +113,22 @@ steps:
     assert_eq!(rx.try_recv().unwrap().body, json!("early"));
     assert!(ex.result.is_err());
     assert_eq!(ex.trace[1].detail.as_deref(), Some("after"));
+}
+
+#[tokio::test]
+async fn set_takes_yaml_mappings_and_lists_as_data() {
+    let t = trigger(
+        r#"
+steps:
+  - set:
+      table: { A: { price: 2 }, B: { price: 3 } }
+      codes: [x, y]
+      n: 1
+  - set: { price: '.vars.table[.params.id].price * .vars.n' }
+"#,
+    );
+    let ex = execute(&t, &json!({"params": {"id": "B"}}), None).await;
+    assert!(ex.result.is_ok());
+    assert_eq!(ex.vars()["price"], json!(3));
+    assert_eq!(ex.vars()["codes"], json!(["x", "y"]));
 }

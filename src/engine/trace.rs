@@ -1,30 +1,32 @@
 //! The step trace kept with every message: which step ran, how long, and what it said.
 
+use std::fmt::Write;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::domain::{Micros, format_rfc3339};
 use crate::flow::Step;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct TraceEntry {
-    pub step: String,
-    pub name: Option<String>,
+    pub step: Arc<str>,
+    pub name: Option<Arc<str>>,
     pub kind: &'static str,
-    pub started_at: Micros,
+    /// Microseconds from the start of the execution to the start of the step.
+    pub offset_us: u64,
     pub duration_us: u64,
     pub ok: bool,
     pub detail: Option<String>,
 }
 
 impl TraceEntry {
-    pub fn new(step: &Step, started_at: Micros, took: Duration) -> Self {
+    pub fn new(step: &Step, offset: Duration, took: Duration) -> Self {
         Self {
             step: step.path.clone(),
             name: step.name.clone(),
             kind: step.kind.kind_name(),
-            started_at,
+            offset_us: offset.as_micros() as u64,
             duration_us: took.as_micros() as u64,
             ok: true,
             detail: None,
@@ -44,18 +46,39 @@ impl TraceEntry {
 
     pub fn to_json(&self) -> Value {
         let mut v = json!({
-            "step": self.step,
+            "step": &*self.step,
             "kind": self.kind,
-            "started_at": format_rfc3339(self.started_at),
+            "offset_us": self.offset_us,
             "duration_us": self.duration_us,
             "outcome": if self.ok { "ok" } else { "error" },
         });
         if let Some(name) = &self.name {
-            v["name"] = json!(name);
+            v["name"] = json!(&**name);
         }
         if let Some(detail) = &self.detail {
             v[if self.ok { "detail" } else { "error" }] = json!(detail);
         }
         v
+    }
+
+    /// Appends this entry as a JSON object (the same document as `to_json`).
+    pub fn write_json(&self, out: &mut String) {
+        let _ = write!(
+            out,
+            "{{\"step\":{},\"kind\":\"{}\",\"offset_us\":{},\"duration_us\":{},\"outcome\":\"{}\"",
+            json!(&*self.step),
+            self.kind,
+            self.offset_us,
+            self.duration_us,
+            if self.ok { "ok" } else { "error" }
+        );
+        if let Some(name) = &self.name {
+            let _ = write!(out, ",\"name\":{}", json!(&**name));
+        }
+        if let Some(detail) = &self.detail {
+            let key = if self.ok { "detail" } else { "error" };
+            let _ = write!(out, ",\"{key}\":{}", json!(detail));
+        }
+        out.push('}');
     }
 }

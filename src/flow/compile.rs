@@ -11,10 +11,13 @@ use crate::domain::{Mode, TenantName, TriggerKey, TriggerName};
 use super::diagnostic::Diagnostic;
 use super::expr::{Expr, ExprError, Template};
 use super::model::{
-    Auth, Delivery, Method, OnExhausted, Param, ParamType, ResponseSettings, Step, StepKind,
-    Tenant, Trigger,
+    Auth, Delivery, Method, OnExhausted, Param, ParamType, ResponseSettings, SetValue, Step,
+    StepKind, Tenant, Trigger,
 };
-use super::raw::{ExprText, RawDelivery, RawParam, RawResponse, RawStep, RawTenant, RawTrigger};
+use super::raw::{
+    ExprText, RawDelivery, RawParam, RawResponse, RawStep, RawTenant, RawTrigger,
+    SetValue as RawSetValue,
+};
 
 pub const DEFAULT_RETRY: [Duration; 4] = [
     Duration::from_secs(5),
@@ -180,7 +183,7 @@ pub fn compile_tenant(cx: &mut FileCx<'_>, name: TenantName, raw: RawTenant) -> 
             "subscriptions are not yet supported in this version",
         );
     }
-    (cx.diagnostics.len() == before).then_some(Tenant { name, api_keys })
+    (cx.diagnostics.len() == before).then(|| Tenant::new(name, api_keys))
 }
 
 fn is_empty(v: &serde_json::Value) -> bool {
@@ -569,8 +572,16 @@ fn compile_step(cx: &mut FileCx<'_>, raw: Spanned<RawStep>, path: String) -> Opt
                 if !is_identifier(&name) {
                     cx.error(e.referenced, format!("`set`: `{name}` is not a variable name (letters, digits and `_`, not starting with a digit)"));
                 }
-                if let Some(expr) = cx.expr(&e, &format!("set {name}")) {
-                    pairs.push((name, expr));
+                match e.value {
+                    RawSetValue::Data(v) => {
+                        pairs.push((name, SetValue::Data(super::value::from_json(&v))))
+                    }
+                    RawSetValue::Expr(text) => {
+                        let spanned = Spanned::new(text, e.referenced, e.defined);
+                        if let Some(expr) = cx.expr(&spanned, &format!("set {name}")) {
+                            pairs.push((name, SetValue::Expr(expr)));
+                        }
+                    }
                 }
             }
             StepKind::Set(pairs)
@@ -698,8 +709,8 @@ fn compile_step(cx: &mut FileCx<'_>, raw: Spanned<RawStep>, path: String) -> Opt
         _ => return None,
     };
     (cx.diagnostics.len() == before).then_some(Step {
-        name: s.name,
-        path,
+        name: s.name.map(Into::into),
+        path: path.into(),
         kind: step_kind,
     })
 }

@@ -14,14 +14,30 @@ pub struct Tenant {
     pub name: TenantName,
     /// label -> argon2id PHC string
     pub api_keys: Vec<(String, String)>,
+    /// SHA-256 over the key list: cached verifications are only trusted while
+    /// it is unchanged.
+    pub keys_fingerprint: [u8; 32],
 }
 
 impl Tenant {
-    pub fn empty(name: TenantName) -> Self {
+    pub fn new(name: TenantName, api_keys: Vec<(String, String)>) -> Self {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        for (label, phc) in &api_keys {
+            h.update(label.as_bytes());
+            h.update([0]);
+            h.update(phc.as_bytes());
+            h.update([0]);
+        }
         Self {
             name,
-            api_keys: Vec::new(),
+            api_keys,
+            keys_fingerprint: h.finalize().into(),
         }
+    }
+
+    pub fn empty(name: TenantName) -> Self {
+        Self::new(name, Vec::new())
     }
 
     pub fn key_hash(&self, label: &str) -> Option<&str> {
@@ -139,9 +155,9 @@ impl Trigger {
 /// A step with what every step may carry.
 #[derive(Debug, Clone)]
 pub struct Step {
-    pub name: Option<String>,
+    pub name: Option<std::sync::Arc<str>>,
     /// Where the step sits in the file, e.g. `steps[2].then[0]`.
-    pub path: String,
+    pub path: std::sync::Arc<str>,
     pub kind: StepKind,
 }
 
@@ -152,9 +168,16 @@ impl Step {
     }
 }
 
+/// What a `set` assigns: an expression's value, or data from the file.
+#[derive(Debug, Clone)]
+pub enum SetValue {
+    Expr(Expr),
+    Data(jaq_json::Val),
+}
+
 #[derive(Debug, Clone)]
 pub enum StepKind {
-    Set(Vec<(String, Expr)>),
+    Set(Vec<(String, SetValue)>),
     If {
         cond: Expr,
         then: Vec<Step>,

@@ -101,7 +101,7 @@ pub struct RawStep {
     #[serde(default)]
     pub name: Option<String>,
     #[serde(default)]
-    pub set: Option<Spanned<IndexMap<String, Spanned<ExprText>>>>,
+    pub set: Option<Spanned<IndexMap<String, Spanned<SetValue>>>>,
     #[serde(default, rename = "if")]
     pub if_: Option<Spanned<ExprText>>,
     #[serde(default)]
@@ -187,6 +187,59 @@ impl<'de> Deserialize<'de> for ExprText {
             }
             fn visit_none<E: de::Error>(self) -> Result<ExprText, E> {
                 Ok(ExprText("null".to_owned()))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// A `set` value: a jq expression (a YAML string or scalar), or literal data (a
+/// YAML mapping or list), taken as it is — lookup tables cost nothing per request.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SetValue {
+    Expr(ExprText),
+    Data(serde_json::Value),
+}
+
+impl<'de> Deserialize<'de> for SetValue {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = SetValue;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a jq expression, or a mapping or list of literal data")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<SetValue, E> {
+                Ok(SetValue::Expr(ExprText(v.to_owned())))
+            }
+            fn visit_string<E: de::Error>(self, v: String) -> Result<SetValue, E> {
+                Ok(SetValue::Expr(ExprText(v)))
+            }
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<SetValue, E> {
+                Ok(SetValue::Expr(ExprText(v.to_string())))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<SetValue, E> {
+                Ok(SetValue::Expr(ExprText(v.to_string())))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<SetValue, E> {
+                Ok(SetValue::Expr(ExprText(v.to_string())))
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<SetValue, E> {
+                Ok(SetValue::Expr(ExprText(v.to_string())))
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<SetValue, E> {
+                Ok(SetValue::Expr(ExprText("null".to_owned())))
+            }
+            fn visit_none<E: de::Error>(self) -> Result<SetValue, E> {
+                Ok(SetValue::Expr(ExprText("null".to_owned())))
+            }
+            fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<SetValue, A::Error> {
+                serde_json::Value::deserialize(de::value::MapAccessDeserializer::new(map))
+                    .map(SetValue::Data)
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(self, seq: A) -> Result<SetValue, A::Error> {
+                serde_json::Value::deserialize(de::value::SeqAccessDeserializer::new(seq))
+                    .map(SetValue::Data)
             }
         }
         d.deserialize_any(V)

@@ -322,7 +322,7 @@ impl Dispatcher {
         let (result, response, trace) = match &trigger {
             Some(t) => {
                 let ex = engine::execute(t, &job.input, None).await;
-                let trace = ex.trace_json();
+                let trace = ex.trace_text();
                 (ex.result, ex.response, trace)
             }
             None => (
@@ -331,7 +331,7 @@ impl Dispatcher {
                     message: format!("trigger {} is not loaded", job.key),
                 }),
                 None,
-                Value::Array(Vec::new()),
+                "[]".to_owned(),
             ),
         };
         if waiting && let Some(r) = &response {

@@ -38,6 +38,11 @@ enum Step {
     TimedOut,
 }
 
+/// The document back from the execution's shared handle (a copy only if still shared).
+fn unwrap_input(input: Arc<serde_json::Value>) -> serde_json::Value {
+    Arc::try_unwrap(input).unwrap_or_else(|shared| (*shared).clone())
+}
+
 fn completion(id: MessageId, started_at: i64, ex: &Execution) -> Completion {
     let finished_at = now_micros();
     let status = if ex.result.is_ok() {
@@ -59,7 +64,7 @@ fn completion(id: MessageId, started_at: i64, ex: &Execution) -> Completion {
         run_at: finished_at,
         blocking: false,
         response: ex.response.clone(),
-        trace: ex.trace_json(),
+        trace: ex.trace_text(),
         error: ex.result.as_ref().err().map(ToString::to_string),
     }
 }
@@ -69,7 +74,7 @@ impl Queue {
     pub async fn execute_sync(
         &self,
         trigger: Arc<Trigger>,
-        message: NewMessage,
+        mut message: NewMessage,
     ) -> Result<SyncResult, AcceptError> {
         let key = TriggerKey {
             tenant: message.tenant.clone(),
@@ -84,7 +89,9 @@ impl Queue {
         let (rtx, mut rrx) = oneshot::channel();
         let timeout = trigger.response.timeout;
         let t = trigger.clone();
-        let run_input = Arc::new(message.input.clone());
+        // The flow reads the document while it runs; the record gets it back after.
+        let run_input = Arc::new(std::mem::take(&mut message.input));
+        let input = run_input.clone();
         let mut exec = Box::pin(async move { engine::execute(&t, &run_input, Some(rtx)).await });
         let store = self.store().clone();
         let id = message.id;
@@ -92,12 +99,14 @@ impl Queue {
         let finish_later =
             |exec: std::pin::Pin<Box<dyn std::future::Future<Output = Execution> + Send>>,
              store: Store,
-             message: NewMessage,
+             mut message: NewMessage,
+             input: Arc<serde_json::Value>,
              durable: bool| {
                 let dispatcher = dispatcher.clone();
                 let key = key.clone();
                 tokio::spawn(async move {
                     let ex = exec.await;
+                    message.input = unwrap_input(input);
                     let c = completion(message.id, started_at, &ex);
                     if durable {
                         store.finished(c).await;
@@ -132,6 +141,8 @@ impl Queue {
         drop(permit);
         match step {
             Step::Done(ex) => {
+                drop(exec);
+                message.input = unwrap_input(input);
                 let c = completion(id, started_at, &ex);
                 store.record_executed(message, c).await;
                 dispatcher.release(&key);
@@ -141,12 +152,14 @@ impl Queue {
                 })
             }
             Step::Responded(r) => {
-                finish_later(exec, store, message, false);
+                finish_later(exec, store, message, input, false);
                 Ok(SyncResult::Responded(r))
             }
             Step::TimedOut => {
                 // Hand over: durable as running before the caller hears 202.
-                if let Err(e) = store.enqueue(vec![message.clone()]).await {
+                let mut stored = message.clone();
+                stored.input = (*input).clone();
+                if let Err(e) = store.enqueue(vec![stored]).await {
                     tracing::error!(message = %id, error = %e, "could not store a timed-out sync message");
                 }
                 let attempt = AttemptRecord {
@@ -157,7 +170,7 @@ impl Queue {
                     error: None,
                 };
                 store.started(id, attempt).await;
-                finish_later(exec, store, message, true);
+                finish_later(exec, store, message, input, true);
                 Ok(SyncResult::TimedOut)
             }
         }

@@ -22,6 +22,102 @@ const MAX_BATCH: usize = 2048;
 const CHANNEL: usize = 65_536;
 const PURGE_CHUNK: usize = 5_000;
 
+/// A message about to be inserted, as text.
+struct NewRow {
+    id: String,
+    tenant: String,
+    trigger: String,
+    lane: Option<String>,
+    mode: &'static str,
+    received_at: Micros,
+    idempotency_key: Option<String>,
+    input: String,
+}
+
+impl From<&NewMessage> for NewRow {
+    fn from(m: &NewMessage) -> Self {
+        Self {
+            id: m.id.to_string(),
+            tenant: m.tenant.as_str().to_owned(),
+            trigger: m.trigger.as_str().to_owned(),
+            lane: m.lane.clone(),
+            mode: m.mode.as_str(),
+            received_at: m.received_at,
+            idempotency_key: m.idempotency_key.clone(),
+            input: m.input.to_string(),
+        }
+    }
+}
+
+struct StartRow {
+    id: String,
+    number: u32,
+    attempt: String,
+}
+
+/// The end of an attempt, as text.
+struct FinishRow {
+    id: String,
+    number: u32,
+    status: &'static str,
+    run_at: Micros,
+    finished_at: Option<Micros>,
+    blocking: bool,
+    response: Option<String>,
+    trace: String,
+    error: Option<String>,
+    attempt: String,
+}
+
+impl From<&Completion> for FinishRow {
+    fn from(c: &Completion) -> Self {
+        let attempt = AttemptRecord {
+            number: c.attempt,
+            started_at: c.started_at,
+            finished_at: Some(c.finished_at),
+            outcome: Some(c.outcome),
+            error: c.error.clone(),
+        };
+        Self {
+            id: c.id.to_string(),
+            number: c.attempt,
+            status: c.status.as_str(),
+            run_at: c.run_at,
+            finished_at: c.status.is_final().then_some(c.finished_at),
+            blocking: c.blocking,
+            response: c.response.as_ref().map(json_text),
+            trace: c.trace.clone(),
+            error: c.error.clone(),
+            attempt: attempt_json(&attempt),
+        }
+    }
+}
+
+fn attempt_json(a: &AttemptRecord) -> String {
+    serde_json::json!({
+        "number": a.number,
+        "started_at": a.started_at,
+        "finished_at": a.finished_at,
+        "outcome": a.outcome.map(Outcome::as_str),
+        "error": a.error,
+    })
+    .to_string()
+}
+
+fn parse_attempts(log: &str) -> Vec<AttemptRecord> {
+    let items: Vec<serde_json::Value> = serde_json::from_str(log).unwrap_or_default();
+    items
+        .iter()
+        .map(|a| AttemptRecord {
+            number: a["number"].as_u64().unwrap_or(0) as u32,
+            started_at: a["started_at"].as_i64().unwrap_or(0),
+            finished_at: a["finished_at"].as_i64(),
+            outcome: a["outcome"].as_str().and_then(Outcome::parse),
+            error: a["error"].as_str().map(str::to_owned),
+        })
+        .collect()
+}
+
 const MIGRATIONS: &[(i64, &str, &str)] = &[(
     1,
     "messages",
@@ -32,10 +128,10 @@ type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
 type EnqueueResult = Result<Vec<EnqueueOutcome>, StoreError>;
 
 enum Op {
-    Enqueue(Vec<NewMessage>, Reply<Vec<EnqueueOutcome>>),
-    Started(MessageId, AttemptRecord),
-    Finished(Completion),
-    RecordExecuted(Box<(NewMessage, Completion)>),
+    Enqueue(Vec<NewRow>, Reply<Vec<EnqueueOutcome>>),
+    Started(StartRow),
+    Finished(Box<FinishRow>),
+    RecordExecuted(Box<(NewRow, FinishRow)>),
     Get(MessageId, Reply<Option<MessageView>>),
     Recover(Micros, Reply<Vec<PendingMessage>>),
     Purge(Micros, Reply<u64>),
@@ -95,17 +191,26 @@ impl SqliteStore {
         }
     }
 
+    // Rows are serialized here, on the caller's thread: the writer thread is the
+    // one serial resource and only binds text.
     pub async fn enqueue(&self, batch: Vec<NewMessage>) -> Result<Vec<EnqueueOutcome>, StoreError> {
-        self.call(|r| Op::Enqueue(batch, r)).await
+        let rows = batch.iter().map(NewRow::from).collect();
+        self.call(|r| Op::Enqueue(rows, r)).await
     }
     pub async fn started(&self, id: MessageId, attempt: AttemptRecord) {
-        self.send(Op::Started(id, attempt)).await
+        self.send(Op::Started(StartRow {
+            id: id.to_string(),
+            number: attempt.number,
+            attempt: attempt_json(&attempt),
+        }))
+        .await
     }
     pub async fn finished(&self, c: Completion) {
-        self.send(Op::Finished(c)).await
+        self.send(Op::Finished(Box::new(FinishRow::from(&c)))).await
     }
     pub async fn record_executed(&self, m: NewMessage, c: Completion) {
-        self.send(Op::RecordExecuted(Box::new((m, c)))).await
+        let row = (NewRow::from(&m), FinishRow::from(&c));
+        self.send(Op::RecordExecuted(Box::new(row))).await
     }
     pub async fn get(&self, id: MessageId) -> Result<Option<MessageView>, StoreError> {
         self.call(|r| Op::Get(id, r)).await
@@ -157,6 +262,7 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
 
 /// The writer thread: batches of operations, one transaction each.
 fn writer(mut conn: Connection, mut rx: mpsc::Receiver<Op>) {
+    let mut full_sync = true;
     while let Some(first) = rx.blocking_recv() {
         let (mut ops, mut close) = (Vec::new(), None);
         match first {
@@ -171,6 +277,17 @@ fn writer(mut conn: Connection, mut rx: mpsc::Receiver<Op>) {
             }
         }
         if !ops.is_empty() {
+            // Accepted messages must survive power loss: their commit fsyncs the
+            // WAL (and with it every earlier commit). Execution records only
+            // need to survive the process, which WAL without fsync gives.
+            let accepting = ops.iter().any(|op| matches!(op, Op::Enqueue(..)));
+            if accepting != full_sync {
+                let level = if accepting { "FULL" } else { "NORMAL" };
+                match conn.pragma_update(None, "synchronous", level) {
+                    Ok(()) => full_sync = accepting,
+                    Err(e) => tracing::error!(error = %e, "cannot set synchronous={level}"),
+                }
+            }
             apply_batch(&mut conn, ops);
         }
         if let Some(reply) = close {
@@ -206,8 +323,8 @@ fn apply_batch(conn: &mut Connection, ops: Vec<Op>) {
                 });
                 waiting.push((reply, r));
             }
-            Op::Started(id, a) => log_err(started(&tx, id, &a), "record attempt start"),
-            Op::Finished(c) => log_err(finished(&tx, &c), "record attempt end"),
+            Op::Started(r) => log_err(started(&tx, &r), "record attempt start"),
+            Op::Finished(r) => log_err(finished(&tx, &r), "record attempt end"),
             Op::RecordExecuted(b) => log_err(record_executed(&tx, &b.0, &b.1), "record execution"),
             Op::Flush(reply) | Op::Close(reply) => flushes.push(reply),
             read => reads.push(read),
@@ -268,25 +385,18 @@ fn log_err(r: Result<(), StoreError>, what: &str) {
     }
 }
 
-fn insert_new(tx: &Connection, m: &NewMessage) -> Result<EnqueueOutcome, StoreError> {
+fn insert_new(tx: &Connection, m: &NewRow) -> Result<EnqueueOutcome, StoreError> {
     // Served by the primary key; the partial unique index rejects a repeated Idempotency-Key.
-    let mut stmt = tx
+    let n = tx
         .prepare_cached(
             "INSERT INTO messages (id, tenant, trigger, lane, mode, status, received_at, run_at, idempotency_key, input)
              VALUES (?1, ?2, ?3, ?4, ?5, 'queued', ?6, ?6, ?7, ?8) ON CONFLICT DO NOTHING",
         )
-        .map_err(unavailable)?;
-    let n = stmt
-        .execute(params![
-            m.id.to_string(),
-            m.tenant.as_str(),
-            m.trigger.as_str(),
-            m.lane,
-            m.mode.as_str(),
-            m.received_at,
-            m.idempotency_key,
-            m.input.to_string(),
-        ])
+        .and_then(|mut s| {
+            s.execute(params![
+                m.id, m.tenant, m.trigger, m.lane, m.mode, m.received_at, m.idempotency_key, m.input,
+            ])
+        })
         .map_err(unavailable)?;
     if n == 1 {
         return Ok(EnqueueOutcome::Inserted);
@@ -295,7 +405,7 @@ fn insert_new(tx: &Connection, m: &NewMessage) -> Result<EnqueueOutcome, StoreEr
     let existing: Option<String> = tx
         .query_row(
             "SELECT id FROM messages WHERE tenant = ?1 AND trigger = ?2 AND idempotency_key = ?3",
-            params![m.tenant.as_str(), m.trigger.as_str(), m.idempotency_key],
+            params![m.tenant, m.trigger, m.idempotency_key],
             |r| r.get(0),
         )
         .optional()
@@ -312,107 +422,58 @@ fn insert_new(tx: &Connection, m: &NewMessage) -> Result<EnqueueOutcome, StoreEr
     }
 }
 
-fn started(tx: &Transaction<'_>, id: MessageId, a: &AttemptRecord) -> Result<(), StoreError> {
-    let id = id.to_string();
+fn started(tx: &Transaction<'_>, r: &StartRow) -> Result<(), StoreError> {
+    // Served by the UNIQUE index on id.
     tx.prepare_cached(
-        "UPDATE messages SET status = 'running', attempts = ?2
-         WHERE id = ?1 AND status IN ('queued', 'retrying', 'running')",
+        "UPDATE messages SET status = 'running', attempts = ?2,
+                attempt_log = json_insert(attempt_log, '$[#]', json(?3))
+         WHERE id = ?1 AND status IN ('queued', 'retrying', 'running') AND attempts < ?2",
     )
-    .and_then(|mut s| s.execute(params![id, a.number]))
+    .and_then(|mut s| s.execute(params![r.id, r.number, r.attempt]))
     .map_err(unavailable)?;
+    Ok(())
+}
+
+fn finished(tx: &Transaction<'_>, r: &FinishRow) -> Result<(), StoreError> {
+    // Served by the UNIQUE index on id. The attempt replaces its start entry (or is
+    // appended when the start was never recorded).
     tx.prepare_cached(
-        "INSERT OR REPLACE INTO attempts (message_id, number, started_at) VALUES (?1, ?2, ?3)",
+        "UPDATE messages SET status = ?2, attempts = ?3, run_at = ?4, finished_at = ?5, blocking = ?6,
+                response = COALESCE(?7, response), trace = ?8, error = ?9,
+                attempt_log = CASE WHEN json_array_length(attempt_log) >= ?3
+                    THEN json_set(attempt_log, '$[' || (?3 - 1) || ']', json(?10))
+                    ELSE json_insert(attempt_log, '$[#]', json(?10)) END
+         WHERE id = ?1",
     )
-    .and_then(|mut s| s.execute(params![id, a.number, a.started_at]))
+    .and_then(|mut s| {
+        s.execute(params![
+            r.id, r.status, r.number, r.run_at, r.finished_at, r.blocking, r.response, r.trace, r.error,
+            r.attempt,
+        ])
+    })
+    .map_err(unavailable)?;
+    Ok(())
+}
+
+fn record_executed(tx: &Transaction<'_>, m: &NewRow, r: &FinishRow) -> Result<(), StoreError> {
+    tx.prepare_cached(
+        "INSERT INTO messages (id, tenant, trigger, lane, mode, status, received_at, run_at, attempts,
+                               attempt_log, finished_at, idempotency_key, input, response, trace, error)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?8, '[' || ?9 || ']', ?10, ?11, ?12, ?13, ?14, ?15)
+         ON CONFLICT DO NOTHING",
+    )
+    .and_then(|mut s| {
+        s.execute(params![
+            m.id, m.tenant, m.trigger, m.lane, m.mode, r.status, m.received_at, r.number, r.attempt,
+            r.finished_at, m.idempotency_key, m.input, r.response, r.trace, r.error,
+        ])
+    })
     .map_err(unavailable)?;
     Ok(())
 }
 
 fn json_text<T: serde::Serialize>(v: &T) -> String {
     serde_json::to_string(v).unwrap_or_else(|_| "null".into())
-}
-
-fn finished(tx: &Transaction<'_>, c: &Completion) -> Result<(), StoreError> {
-    let id = c.id.to_string();
-    let finished_at = c.status.is_final().then_some(c.finished_at);
-    tx.prepare_cached(
-        "UPDATE messages SET status = ?2, attempts = ?3, run_at = ?4, finished_at = ?5, blocking = ?6,
-                response = COALESCE(?7, response), trace = ?8, error = ?9
-         WHERE id = ?1",
-    )
-    .and_then(|mut s| {
-        s.execute(params![
-            id,
-            c.status.as_str(),
-            c.attempt,
-            c.run_at,
-            finished_at,
-            c.blocking,
-            c.response.as_ref().map(json_text),
-            c.trace.to_string(),
-            c.error,
-        ])
-    })
-    .map_err(unavailable)?;
-    tx.prepare_cached(
-        "INSERT OR REPLACE INTO attempts (message_id, number, started_at, finished_at, outcome, error)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-    )
-    .and_then(|mut s| {
-        s.execute(params![
-            id,
-            c.attempt,
-            c.started_at,
-            c.finished_at,
-            c.outcome.as_str(),
-            c.error
-        ])
-    })
-    .map_err(unavailable)?;
-    Ok(())
-}
-
-fn record_executed(tx: &Transaction<'_>, m: &NewMessage, c: &Completion) -> Result<(), StoreError> {
-    tx.prepare_cached(
-        "INSERT INTO messages (id, tenant, trigger, lane, mode, status, received_at, run_at, attempts,
-                               finished_at, idempotency_key, input, response, trace, error)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14) ON CONFLICT DO NOTHING",
-    )
-    .and_then(|mut s| {
-        s.execute(params![
-            m.id.to_string(),
-            m.tenant.as_str(),
-            m.trigger.as_str(),
-            m.lane,
-            m.mode.as_str(),
-            c.status.as_str(),
-            m.received_at,
-            c.attempt,
-            c.status.is_final().then_some(c.finished_at),
-            m.idempotency_key,
-            m.input.to_string(),
-            c.response.as_ref().map(json_text),
-            c.trace.to_string(),
-            c.error,
-        ])
-    })
-    .map_err(unavailable)?;
-    tx.prepare_cached(
-        "INSERT OR REPLACE INTO attempts (message_id, number, started_at, finished_at, outcome, error)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-    )
-    .and_then(|mut s| {
-        s.execute(params![
-            m.id.to_string(),
-            c.attempt,
-            c.started_at,
-            c.finished_at,
-            c.outcome.as_str(),
-            c.error
-        ])
-    })
-    .map_err(unavailable)?;
-    Ok(())
 }
 
 fn parse_json(s: Option<String>) -> serde_json::Value {
@@ -425,70 +486,36 @@ fn corrupt(what: &str, v: &str) -> StoreError {
 }
 
 fn get(conn: &Connection, id: MessageId) -> Result<Option<MessageView>, StoreError> {
-    let key = id.to_string();
-    // Served by the unique index on id.
+    // Served by the UNIQUE index on id.
     let row = conn
         .prepare_cached(
-            "SELECT tenant, trigger, lane, mode, status, received_at, finished_at, response, error, input, trace
+            "SELECT tenant, trigger, lane, mode, status, received_at, finished_at, response, error, input,
+                    trace, attempt_log
              FROM messages WHERE id = ?1",
         )
         .and_then(|mut s| {
-            s.query_row([&key], |r| {
+            s.query_row([id.to_string()], |r| {
                 Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, Option<String>>(2)?,
-                    r.get::<_, String>(3)?,
-                    r.get::<_, String>(4)?,
-                    r.get::<_, i64>(5)?,
-                    r.get::<_, Option<i64>>(6)?,
-                    r.get::<_, Option<String>>(7)?,
-                    r.get::<_, Option<String>>(8)?,
-                    r.get::<_, String>(9)?,
-                    r.get::<_, Option<String>>(10)?,
+                    (r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, Option<String>>(2)?),
+                    (r.get::<_, String>(3)?, r.get::<_, String>(4)?),
+                    (r.get::<_, i64>(5)?, r.get::<_, Option<i64>>(6)?),
+                    (r.get::<_, Option<String>>(7)?, r.get::<_, Option<String>>(8)?),
+                    (r.get::<_, String>(9)?, r.get::<_, Option<String>>(10)?, r.get::<_, String>(11)?),
                 ))
             })
             .optional()
         })
         .map_err(unavailable)?;
     let Some((
-        tenant,
-        trigger,
-        lane,
-        mode,
-        status,
-        received_at,
-        finished_at,
-        response,
-        error,
-        input,
-        trace,
+        (tenant, trigger, lane),
+        (mode, status),
+        (received_at, finished_at),
+        (response, error),
+        (input, trace, log),
     )) = row
     else {
         return Ok(None);
     };
-    // Served by the attempts primary key.
-    let attempts = conn
-        .prepare_cached(
-            "SELECT number, started_at, finished_at, outcome, error FROM attempts
-             WHERE message_id = ?1 ORDER BY number",
-        )
-        .and_then(|mut s| {
-            s.query_map([&key], |r| {
-                Ok(AttemptRecord {
-                    number: r.get(0)?,
-                    started_at: r.get(1)?,
-                    finished_at: r.get(2)?,
-                    outcome: r
-                        .get::<_, Option<String>>(3)?
-                        .as_deref()
-                        .and_then(Outcome::parse),
-                    error: r.get(4)?,
-                })
-            })?
-            .collect::<Result<Vec<_>, _>>()
-        })
-        .map_err(unavailable)?;
     Ok(Some(MessageView {
         id,
         tenant: TenantName::parse(&tenant).map_err(|_| corrupt("tenant", &tenant))?,
@@ -498,7 +525,7 @@ fn get(conn: &Connection, id: MessageId) -> Result<Option<MessageView>, StoreErr
         status: MessageStatus::parse(&status).ok_or_else(|| corrupt("status", &status))?,
         received_at,
         finished_at,
-        attempts,
+        attempts: parse_attempts(&log),
         response: response.and_then(|r| serde_json::from_str(&r).ok()),
         error,
         input: parse_json(Some(input)),
@@ -514,22 +541,50 @@ fn parse_mode(s: &str) -> Result<Mode, StoreError> {
     }
 }
 
+type PendingRow = (
+    String,
+    String,
+    String,
+    Option<String>,
+    String,
+    String,
+    i64,
+    i64,
+    u32,
+    bool,
+    String,
+);
+
 fn recover(conn: &mut Connection, now: Micros) -> Result<Vec<PendingMessage>, StoreError> {
     let tx = conn.transaction().map_err(unavailable)?;
-    tx.execute(
-        "UPDATE attempts SET finished_at = ?1, outcome = 'interrupted',
-                error = 'flowgate stopped while this attempt ran'
-         WHERE finished_at IS NULL",
-        [now],
-    )
-    .map_err(unavailable)?;
-    tx.execute(
-        "UPDATE messages SET status = 'queued' WHERE status = 'running'",
-        [],
-    )
-    .map_err(unavailable)?;
+    // Attempts that were running when the process stopped end as interrupted.
+    let running: Vec<(i64, String)> = tx
+        .prepare("SELECT seq, attempt_log FROM messages WHERE status = 'running'")
+        .and_then(|mut s| s.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect())
+        .map_err(unavailable)?;
+    for (seq, log) in running {
+        let mut attempts = parse_attempts(&log);
+        for a in attempts.iter_mut().filter(|a| a.finished_at.is_none()) {
+            a.finished_at = Some(now);
+            a.outcome = Some(Outcome::Interrupted);
+            a.error = Some("flowgate stopped while this attempt ran".into());
+        }
+        let log = format!(
+            "[{}]",
+            attempts
+                .iter()
+                .map(attempt_json)
+                .collect::<Vec<_>>()
+                .join(",")
+        );
+        tx.execute(
+            "UPDATE messages SET status = 'queued', attempt_log = ?2 WHERE seq = ?1",
+            params![seq, log],
+        )
+        .map_err(unavailable)?;
+    }
     // Served by the partial index messages_pending (same predicate).
-    let rows = tx
+    let rows: Vec<PendingRow> = tx
         .prepare(
             "SELECT id, tenant, trigger, lane, mode, status, received_at, run_at, attempts, blocking, input
              FROM messages WHERE status IN ('queued', 'running', 'retrying') OR blocking = 1
@@ -538,17 +593,8 @@ fn recover(conn: &mut Connection, now: Micros) -> Result<Vec<PendingMessage>, St
         .and_then(|mut s| {
             s.query_map([], |r| {
                 Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, String>(2)?,
-                    r.get::<_, Option<String>>(3)?,
-                    r.get::<_, String>(4)?,
-                    r.get::<_, String>(5)?,
-                    r.get::<_, i64>(6)?,
-                    r.get::<_, i64>(7)?,
-                    r.get::<_, u32>(8)?,
-                    r.get::<_, bool>(9)?,
-                    r.get::<_, String>(10)?,
+                    r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?,
+                    r.get(7)?, r.get(8)?, r.get(9)?, r.get(10)?,
                 ))
             })?
             .collect::<Result<Vec<_>, _>>()
@@ -590,31 +636,36 @@ fn recover(conn: &mut Connection, now: Micros) -> Result<Vec<PendingMessage>, St
         .collect()
 }
 
+/// The smallest UUIDv7 text of the millisecond `us` falls in: ids below it are older.
+fn id_floor(us: Micros) -> String {
+    let ms = (us.max(0) / 1000) as u128;
+    uuid::Uuid::from_u128(ms << 80).hyphenated().to_string()
+}
+
 fn purge(conn: &mut Connection, before: Micros) -> Result<u64, StoreError> {
+    let floor = id_floor(before);
     let mut total = 0u64;
     loop {
         let tx = conn.transaction().map_err(unavailable)?;
-        // Served by messages_received.
-        let ids: Vec<String> = tx
+        // Served by the UNIQUE index on id: ids sort by creation time.
+        let seqs: Vec<i64> = tx
             .prepare_cached(
-                "SELECT id FROM messages WHERE received_at < ?1
+                "SELECT seq FROM messages WHERE id < ?1 AND received_at < ?2
                    AND status IN ('succeeded', 'failed', 'dead', 'skipped') AND blocking = 0
-                 LIMIT ?2",
+                 LIMIT ?3",
             )
             .and_then(|mut s| {
-                s.query_map(params![before, PURGE_CHUNK as i64], |r| r.get(0))?
+                s.query_map(params![floor, before, PURGE_CHUNK as i64], |r| r.get(0))?
                     .collect::<Result<Vec<_>, _>>()
             })
             .map_err(unavailable)?;
-        for id in &ids {
-            tx.execute("DELETE FROM attempts WHERE message_id = ?1", [id])
-                .map_err(unavailable)?;
-            tx.execute("DELETE FROM messages WHERE id = ?1", [id])
+        for seq in &seqs {
+            tx.execute("DELETE FROM messages WHERE seq = ?1", [seq])
                 .map_err(unavailable)?;
         }
         tx.commit().map_err(unavailable)?;
-        total += ids.len() as u64;
-        if ids.len() < PURGE_CHUNK {
+        total += seqs.len() as u64;
+        if seqs.len() < PURGE_CHUNK {
             return Ok(total);
         }
     }

@@ -40,7 +40,8 @@ pub struct Completion {
     /// A finished message that holds its ordered lane (`on_exhausted: block`).
     pub blocking: bool,
     pub response: Option<StoredResponse>,
-    pub trace: Value,
+    /// The step trace as JSON text.
+    pub trace: String,
     pub error: Option<String>,
 }
 

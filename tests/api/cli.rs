@@ -73,7 +73,7 @@ fn run_executes_a_flow_locally_and_prints_result_and_trace() {
         .iter()
         .map(|s| s["kind"].as_str().unwrap())
         .collect();
-    assert_eq!(steps, ["set", "if", "respond"]);
+    assert_eq!(steps, ["set", "set", "if", "respond"]);
 
     let dir = tempfile::tempdir().unwrap();
     let body = dir.path().join("order.json");

@@ -28,7 +28,7 @@ fn stores() -> Vec<(&'static str, Fresh)> {
 
 fn message(lane: Option<&str>, key: Option<&str>, received_at: i64) -> NewMessage {
     NewMessage {
-        id: MessageId::new(),
+        id: MessageId::at(received_at),
         tenant: TenantName::parse("t").unwrap(),
         trigger: TriggerName::parse("x").unwrap(),
         lane: lane.map(str::to_owned),
@@ -55,7 +55,7 @@ fn done(id: MessageId, attempt: u32, status: MessageStatus, blocking: bool) -> C
         run_at: now,
         blocking,
         response: None,
-        trace: json!([]),
+        trace: "[]".into(),
         error: (status != MessageStatus::Succeeded).then(|| "boom".to_owned()),
     }
 }
