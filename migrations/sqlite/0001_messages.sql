@@ -16,6 +16,7 @@ CREATE TABLE messages (
     finished_at     INTEGER,
     idempotency_key TEXT,
     blocking        INTEGER NOT NULL DEFAULT 0,         -- 1: a finished message holding its ordered lane
+    open            INTEGER NOT NULL DEFAULT 1,         -- 1: unfinished, or blocking its lane
     input           TEXT    NOT NULL,
     response        TEXT,
     trace           TEXT,
@@ -26,8 +27,9 @@ CREATE TABLE messages (
 CREATE UNIQUE INDEX messages_idempotency
     ON messages (tenant, trigger, idempotency_key) WHERE idempotency_key IS NOT NULL;
 
--- Recovery reads the unfinished messages in acceptance order.
-CREATE INDEX messages_pending
-    ON messages (seq) WHERE status IN ('queued', 'running', 'retrying') OR blocking = 1;
+-- Recovery reads the open messages in acceptance order. (A flag rather than a
+-- predicate on status: SQLite evaluates an IN list with a temporary table, on
+-- every write of a row.)
+CREATE INDEX messages_open ON messages (seq) WHERE open = 1;
 
 -- Time ranges and retention use the UNIQUE index on id (UUIDv7 ids sort by time).

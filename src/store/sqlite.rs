@@ -427,7 +427,7 @@ fn started(tx: &Transaction<'_>, r: &StartRow) -> Result<(), StoreError> {
     tx.prepare_cached(
         "UPDATE messages SET status = 'running', attempts = ?2,
                 attempt_log = json_insert(attempt_log, '$[#]', json(?3))
-         WHERE id = ?1 AND status IN ('queued', 'retrying', 'running') AND attempts < ?2",
+         WHERE id = ?1 AND finished_at IS NULL AND attempts < ?2",
     )
     .and_then(|mut s| s.execute(params![r.id, r.number, r.attempt]))
     .map_err(unavailable)?;
@@ -439,7 +439,7 @@ fn finished(tx: &Transaction<'_>, r: &FinishRow) -> Result<(), StoreError> {
     // appended when the start was never recorded).
     tx.prepare_cached(
         "UPDATE messages SET status = ?2, attempts = ?3, run_at = ?4, finished_at = ?5, blocking = ?6,
-                response = COALESCE(?7, response), trace = ?8, error = ?9,
+                open = (?5 IS NULL OR ?6), response = COALESCE(?7, response), trace = ?8, error = ?9,
                 attempt_log = CASE WHEN json_array_length(attempt_log) >= ?3
                     THEN json_set(attempt_log, '$[' || (?3 - 1) || ']', json(?10))
                     ELSE json_insert(attempt_log, '$[#]', json(?10)) END
@@ -458,8 +458,8 @@ fn finished(tx: &Transaction<'_>, r: &FinishRow) -> Result<(), StoreError> {
 fn record_executed(tx: &Transaction<'_>, m: &NewRow, r: &FinishRow) -> Result<(), StoreError> {
     tx.prepare_cached(
         "INSERT INTO messages (id, tenant, trigger, lane, mode, status, received_at, run_at, attempts,
-                               attempt_log, finished_at, idempotency_key, input, response, trace, error)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?8, '[' || ?9 || ']', ?10, ?11, ?12, ?13, ?14, ?15)
+                               attempt_log, finished_at, idempotency_key, input, response, trace, error, open)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?8, '[' || ?9 || ']', ?10, ?11, ?12, ?13, ?14, ?15, ?10 IS NULL)
          ON CONFLICT DO NOTHING",
     )
     .and_then(|mut s| {
@@ -559,7 +559,8 @@ fn recover(conn: &mut Connection, now: Micros) -> Result<Vec<PendingMessage>, St
     let tx = conn.transaction().map_err(unavailable)?;
     // Attempts that were running when the process stopped end as interrupted.
     let running: Vec<(i64, String)> = tx
-        .prepare("SELECT seq, attempt_log FROM messages WHERE status = 'running'")
+        // Served by messages_open.
+        .prepare("SELECT seq, attempt_log FROM messages WHERE open = 1 AND status = 'running'")
         .and_then(|mut s| s.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect())
         .map_err(unavailable)?;
     for (seq, log) in running {
@@ -583,12 +584,11 @@ fn recover(conn: &mut Connection, now: Micros) -> Result<Vec<PendingMessage>, St
         )
         .map_err(unavailable)?;
     }
-    // Served by the partial index messages_pending (same predicate).
+    // Served by the partial index messages_open (same predicate).
     let rows: Vec<PendingRow> = tx
         .prepare(
             "SELECT id, tenant, trigger, lane, mode, status, received_at, run_at, attempts, blocking, input
-             FROM messages WHERE status IN ('queued', 'running', 'retrying') OR blocking = 1
-             ORDER BY seq",
+             FROM messages WHERE open = 1 ORDER BY seq",
         )
         .and_then(|mut s| {
             s.query_map([], |r| {
@@ -650,9 +650,7 @@ fn purge(conn: &mut Connection, before: Micros) -> Result<u64, StoreError> {
         // Served by the UNIQUE index on id: ids sort by creation time.
         let seqs: Vec<i64> = tx
             .prepare_cached(
-                "SELECT seq FROM messages WHERE id < ?1 AND received_at < ?2
-                   AND status IN ('succeeded', 'failed', 'dead', 'skipped') AND blocking = 0
-                 LIMIT ?3",
+                "SELECT seq FROM messages WHERE id < ?1 AND received_at < ?2 AND open = 0 LIMIT ?3",
             )
             .and_then(|mut s| {
                 s.query_map(params![floor, before, PURGE_CHUNK as i64], |r| r.get(0))?

@@ -1,0 +1,345 @@
+//! Load generator: starts flowgate in this process on loopback (SQLite store in a
+//! temporary directory, the repository's `flows/`) and drives it with many
+//! keep-alive HTTP/1.1 connections from a hand-written client, then prints
+//! requests/s, p50/p99/max latency and each scenario's ratio to `/_health`.
+//!
+//! ```sh
+//! cargo run --release --example loadgen
+//! cargo run --release --example loadgen -- --scenario itemprice --duration 10 --connections 64
+//! ```
+//!
+//! Scenarios: `health` (the in-run ceiling), `itemprice` (sync GET with an API key),
+//! `accept` (durable async accept of a 1 KB JSON body). The server and the client
+//! run on separate runtimes; on a 2-core machine they share the cores.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use clap::Parser;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+#[derive(Parser, Debug)]
+#[command(about = "flowgate load generator")]
+struct Args {
+    /// Seconds measured per scenario (after a 1 s warm-up).
+    #[arg(long, default_value_t = 5)]
+    duration: u64,
+    /// Concurrent keep-alive connections.
+    #[arg(long, default_value_t = 32)]
+    connections: usize,
+    /// Scenarios to run, comma separated: health, itemprice, accept.
+    #[arg(long, default_value = "health,itemprice,accept")]
+    scenario: String,
+    /// Client runtime threads.
+    #[arg(long, default_value_t = 1)]
+    client_threads: usize,
+    /// Per-trigger backlog (high, so accept measures storage, not admission control).
+    #[arg(long, default_value_t = 1_000_000)]
+    max_backlog: usize,
+    /// Print one JSON object per scenario.
+    #[arg(long)]
+    json: bool,
+}
+
+struct Scenario {
+    name: &'static str,
+    request: Vec<u8>,
+    expect: u16,
+}
+
+fn scenario(name: &str, addr: SocketAddr) -> Result<Scenario> {
+    let host = addr.to_string();
+    Ok(match name {
+        "health" => Scenario {
+            name: "health",
+            request: format!("GET /_health HTTP/1.1\r\nHost: {host}\r\n\r\n").into_bytes(),
+            expect: 200,
+        },
+        "itemprice" => Scenario {
+            name: "itemprice",
+            request: format!(
+                "GET /acme/ItemPrice?itemId=A-100&currency=SEK&qty=3 HTTP/1.1\r\nHost: {host}\r\nX-Api-Key: fg_acme_webshop_example\r\n\r\n"
+            )
+            .into_bytes(),
+            expect: 200,
+        },
+        "accept" => {
+            let body = one_kb_body();
+            let mut request = format!(
+                "POST /acme/CreateCustomerRecord HTTP/1.1\r\nHost: {host}\r\nX-Api-Key: fg_acme_erp_example\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+                body.len()
+            )
+            .into_bytes();
+            request.extend_from_slice(body.as_bytes());
+            Scenario {
+                name: "accept",
+                request,
+                expect: 202,
+            }
+        }
+        other => bail!("unknown scenario `{other}` (health, itemprice, accept)"),
+    })
+}
+
+/// A customer record padded to about 1 KB.
+fn one_kb_body() -> String {
+    let mut v = serde_json::json!({
+        "name": "Ada Lovelace",
+        "email": "ada@example.com",
+        "address": {"street": "1 Analytical Way", "city": "London", "zip": "N1 9GU"},
+        "notes": "",
+    });
+    let len = v.to_string().len();
+    v["notes"] = serde_json::Value::String("x".repeat(1024usize.saturating_sub(len)));
+    v.to_string()
+}
+
+#[derive(Default)]
+struct Tally {
+    latencies_us: Vec<u32>,
+    ok: u64,
+    too_many: u64,
+    other: u64,
+    io_errors: u64,
+}
+
+/// Reads one response; returns its status code.
+async fn read_response(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Result<u16> {
+    buf.clear();
+    let mut chunk = [0u8; 8192];
+    let head_end = loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        let n = stream.read(&mut chunk).await?;
+        if n == 0 {
+            bail!("connection closed");
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    let head = std::str::from_utf8(&buf[..head_end]).context("response head is not UTF-8")?;
+    let status: u16 = head
+        .get(9..12)
+        .and_then(|s| s.parse().ok())
+        .context("no status code")?;
+    let mut length = None;
+    for line in head.split("\r\n") {
+        if let Some((k, v)) = line.split_once(':') {
+            if k.eq_ignore_ascii_case("content-length") {
+                length = v.trim().parse::<usize>().ok();
+            } else if k.eq_ignore_ascii_case("transfer-encoding") {
+                bail!("chunked responses are not expected");
+            }
+        }
+    }
+    let total = head_end + length.context("no Content-Length")?;
+    while buf.len() < total {
+        let n = stream.read(&mut chunk).await?;
+        if n == 0 {
+            bail!("connection closed mid-body");
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    Ok(status)
+}
+
+async fn connection(
+    addr: SocketAddr,
+    request: Arc<Vec<u8>>,
+    expect: u16,
+    record: Arc<AtomicBool>,
+    stop: Arc<AtomicBool>,
+) -> Tally {
+    let mut tally = Tally::default();
+    let mut buf = Vec::with_capacity(16 * 1024);
+    let mut stream = None;
+    while !stop.load(Ordering::Relaxed) {
+        if stream.is_none() {
+            match TcpStream::connect(addr).await {
+                Ok(s) => {
+                    let _ = s.set_nodelay(true);
+                    stream = Some(s);
+                }
+                Err(_) => {
+                    tally.io_errors += 1;
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
+            }
+        }
+        let Some(s) = stream.as_mut() else { continue };
+        let started = Instant::now();
+        let result = match s.write_all(&request).await {
+            Ok(()) => read_response(s, &mut buf).await,
+            Err(e) => Err(e.into()),
+        };
+        let took = started.elapsed().as_micros().min(u32::MAX as u128) as u32;
+        let counting = record.load(Ordering::Relaxed);
+        match result {
+            Ok(status) if counting => {
+                tally.latencies_us.push(took);
+                match status {
+                    s if s == expect => tally.ok += 1,
+                    429 => tally.too_many += 1,
+                    _ => tally.other += 1,
+                }
+            }
+            Ok(_) => {}
+            Err(_) => {
+                stream = None;
+                if counting {
+                    tally.io_errors += 1;
+                }
+            }
+        }
+    }
+    tally
+}
+
+struct Figures {
+    name: &'static str,
+    requests: u64,
+    rps: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    max_ms: f64,
+    too_many: u64,
+    errors: u64,
+}
+
+fn percentile(sorted: &[u32], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i] as f64 / 1000.0
+}
+
+async fn run(addr: SocketAddr, s: &Scenario, args: &Args) -> Figures {
+    let request = Arc::new(s.request.clone());
+    let record = Arc::new(AtomicBool::new(false));
+    let stop = Arc::new(AtomicBool::new(false));
+    let tasks: Vec<_> = (0..args.connections)
+        .map(|_| {
+            tokio::spawn(connection(
+                addr,
+                request.clone(),
+                s.expect,
+                record.clone(),
+                stop.clone(),
+            ))
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    record.store(true, Ordering::Relaxed);
+    let started = Instant::now();
+    tokio::time::sleep(Duration::from_secs(args.duration)).await;
+    record.store(false, Ordering::Relaxed);
+    let elapsed = started.elapsed().as_secs_f64();
+    stop.store(true, Ordering::Relaxed);
+    let mut all = Tally::default();
+    for t in tasks {
+        if let Ok(t) = t.await {
+            all.latencies_us.extend(t.latencies_us);
+            all.ok += t.ok;
+            all.too_many += t.too_many;
+            all.other += t.other;
+            all.io_errors += t.io_errors;
+        }
+    }
+    all.latencies_us.sort_unstable();
+    Figures {
+        name: s.name,
+        requests: all.ok,
+        rps: all.ok as f64 / elapsed,
+        p50_ms: percentile(&all.latencies_us, 0.50),
+        p99_ms: percentile(&all.latencies_us, 0.99),
+        max_ms: percentile(&all.latencies_us, 1.0),
+        too_many: all.too_many,
+        errors: all.other + all.io_errors,
+    }
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    let dir = tempfile::tempdir().context("temporary directory")?;
+    let flows = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("flows");
+    let store = format!("sqlite://{}", dir.path().join("loadgen.db").display());
+
+    let server_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
+    let settings = flowgate::config::Settings {
+        listen: "127.0.0.1:0".into(),
+        flows,
+        store: store.clone(),
+        max_backlog: args.max_backlog,
+        ..Default::default()
+    };
+    let addr = server_rt.block_on(async {
+        let app = flowgate::startup::Application::build(settings).await?;
+        let addr = app.local_addr();
+        tokio::spawn(app.run_until_stopped());
+        Ok::<_, anyhow::Error>(addr)
+    })?;
+
+    let client_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(args.client_threads.max(1))
+        .enable_all()
+        .build()?;
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    if !args.json {
+        println!(
+            "flowgate loadgen: {cores} cores, store sqlite (temporary file), {} connections, {} s per scenario",
+            args.connections, args.duration
+        );
+    }
+    let mut health_rps = None;
+    for name in args
+        .scenario
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+    {
+        let s = scenario(name, addr)?;
+        let f = client_rt.block_on(run(addr, &s, &args));
+        if f.name == "health" {
+            health_rps = Some(f.rps);
+        }
+        let ratio = health_rps.filter(|_| f.name != "health").map(|h| f.rps / h);
+        if args.json {
+            println!(
+                "{}",
+                serde_json::json!({
+                    "scenario": f.name, "connections": args.connections, "requests": f.requests,
+                    "rps": f.rps, "p50_ms": f.p50_ms, "p99_ms": f.p99_ms, "max_ms": f.max_ms,
+                    "status_429": f.too_many, "errors": f.errors, "ratio_to_health": ratio,
+                })
+            );
+        } else {
+            println!(
+                "{:<10} conns={} requests={} rps={:.1} p50={:.2}ms p99={:.2}ms max={:.1}ms 429s={} errors={}{}",
+                f.name,
+                args.connections,
+                f.requests,
+                f.rps,
+                f.p50_ms,
+                f.p99_ms,
+                f.max_ms,
+                f.too_many,
+                f.errors,
+                ratio.map_or(String::new(), |r| format!(" ratio_to_health={r:.2}"))
+            );
+        }
+    }
+    Ok(())
+}
