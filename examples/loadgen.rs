@@ -274,8 +274,10 @@ fn main() -> Result<()> {
     let flows = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("flows");
     let store = format!("sqlite://{}", dir.path().join("loadgen.db").display());
 
+    // As `flowgate serve` sizes it: half the cores (HTTP workers are actix's own).
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
     let server_rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
+        .worker_threads((cores / 2).max(1))
         .enable_all()
         .build()?;
     let settings = flowgate::config::Settings {
@@ -296,7 +298,6 @@ fn main() -> Result<()> {
         .worker_threads(args.client_threads.max(1))
         .enable_all()
         .build()?;
-    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     if !args.json {
         println!(
             "flowgate loadgen: {cores} cores, store sqlite (temporary file), {} connections, {} s per scenario",

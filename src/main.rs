@@ -144,7 +144,12 @@ fn serve(args: ServeArgs) -> Result<ExitCode> {
     if let Some(s) = args.store {
         settings.store = s;
     }
+    // HTTP has its own worker per core; queued executions and the enqueuer get
+    // half the cores, so the two pools do not oversubscribe the machine (measured:
+    // a second queue thread on 2 cores halved throughput).
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
     let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads((cores / 2).max(1))
         .enable_all()
         .thread_name("flowgate")
         .build()

@@ -309,8 +309,17 @@ fn apply_batch(conn: &mut Connection, ops: Vec<Op>) {
             return;
         }
     };
+    // An attempt that started and finished within this batch is written once.
+    let finishing: std::collections::HashSet<(String, u32)> = ops
+        .iter()
+        .filter_map(|op| match op {
+            Op::Finished(r) => Some((r.id.clone(), r.number)),
+            _ => None,
+        })
+        .collect();
     for op in ops {
         match op {
+            Op::Started(r) if finishing.contains(&(r.id.clone(), r.number)) => {}
             Op::Enqueue(batch, reply) => {
                 // All of a batch or none of it: a savepoint per batch.
                 let r = tx.savepoint().map_err(unavailable).and_then(|sp| {
