@@ -2,6 +2,7 @@
 
 mod cli;
 mod contract;
+mod crash;
 mod helpers;
 mod queue;
 mod reload;
