@@ -10,7 +10,7 @@ use std::time::SystemTime;
 use crate::domain::{TenantName, TriggerName};
 
 use super::catalog::Catalog;
-use super::compile::{FileCx, compile_tenant, compile_trigger, yaml_error, yaml_options};
+use super::compile::{FileCx, compile_tenant, compile_trigger, parse_recovering};
 use super::diagnostic::Diagnostic;
 use super::model::{Tenant, Trigger};
 use super::raw::{RawTenant, RawTrigger};
@@ -30,6 +30,15 @@ pub struct Loader {
     dir: PathBuf,
     good_tenants: HashMap<PathBuf, Arc<Tenant>>,
     good_triggers: HashMap<PathBuf, Arc<Trigger>>,
+}
+
+/// A tenant file's outcome.
+enum Loaded {
+    Good(Arc<Tenant>),
+    /// Broken now; its last good version keeps serving.
+    LastGood(Arc<Tenant>),
+    /// Broken and never good: its valid keys, for checking its triggers only.
+    CheckOnly(Arc<Tenant>),
 }
 
 /// A cheap summary of the directory: a reload happens when it changes.
@@ -128,15 +137,20 @@ impl Loader {
             };
             let tenant_file = dir.join(TENANT_FILE);
             seen.push(tenant_file.clone());
-            let tenant = if tenant_file.is_file() {
+            // A broken tenant file without a last good version: its triggers are
+            // still checked (against its valid keys) but nothing of it is served.
+            let (tenant, serve) = if tenant_file.is_file() {
                 match self.load_tenant(&tenant_file, tenant_name.clone(), &mut diagnostics) {
-                    Some(t) => t,
-                    None => continue,
+                    Loaded::Good(t) => (t, true),
+                    Loaded::LastGood(t) => (t, true),
+                    Loaded::CheckOnly(t) => (t, false),
                 }
             } else {
-                Arc::new(Tenant::empty(tenant_name.clone()))
+                (Arc::new(Tenant::empty(tenant_name.clone())), true)
             };
-            catalog.insert_tenant(tenant.clone());
+            if serve {
+                catalog.insert_tenant(tenant.clone());
+            }
             for (path, name) in files {
                 if name == TENANT_FILE
                     || name.ends_with(".test.yaml")
@@ -146,7 +160,9 @@ impl Loader {
                 }
                 seen.push(path.clone());
                 let stem = name.trim_end_matches(".yaml").trim_end_matches(".yml");
-                if let Some(t) = self.load_trigger(&path, &tenant, stem, &mut diagnostics) {
+                if let Some(t) = self.load_trigger(&path, &tenant, stem, &mut diagnostics)
+                    && serve
+                {
                     catalog.insert_trigger(t);
                 }
             }
@@ -165,25 +181,28 @@ impl Loader {
         path: &Path,
         name: TenantName,
         diagnostics: &mut Vec<Diagnostic>,
-    ) -> Option<Arc<Tenant>> {
-        let source = read(path, diagnostics)?;
-        let mut cx = FileCx::new(path, &source);
-        let compiled =
-            match serde_saphyr::from_str_with_options::<RawTenant>(&source, yaml_options()) {
-                Ok(raw) => compile_tenant(&mut cx, name, raw),
-                Err(e) => {
-                    yaml_error(&mut cx, &e);
-                    None
-                }
+    ) -> Loaded {
+        let Some(source) = read(path, diagnostics) else {
+            return match self.good_tenants.get(path) {
+                Some(t) => Loaded::LastGood(t.clone()),
+                None => Loaded::CheckOnly(Arc::new(Tenant::empty(name))),
             };
+        };
+        let mut cx = FileCx::new(path, &source);
+        let tenant = match parse_recovering::<RawTenant>(&mut cx, &source) {
+            Some(raw) => compile_tenant(&mut cx, name, raw),
+            None => Tenant::empty(name),
+        };
+        let clean = cx.diagnostics.is_empty();
         diagnostics.append(&mut cx.diagnostics);
-        match compiled {
-            Some(t) => {
-                let t = Arc::new(t);
-                self.good_tenants.insert(path.to_path_buf(), t.clone());
-                Some(t)
-            }
-            None => self.good_tenants.get(path).cloned(),
+        if clean {
+            let t = Arc::new(tenant);
+            self.good_tenants.insert(path.to_path_buf(), t.clone());
+            return Loaded::Good(t);
+        }
+        match self.good_tenants.get(path) {
+            Some(t) => Loaded::LastGood(t.clone()),
+            None => Loaded::CheckOnly(Arc::new(tenant)),
         }
     }
 
@@ -208,14 +227,9 @@ impl Loader {
         };
         let source = read(path, diagnostics)?;
         let mut cx = FileCx::new(path, &source);
-        let compiled =
-            match serde_saphyr::from_str_with_options::<RawTrigger>(&source, yaml_options()) {
-                Ok(raw) => compile_trigger(&mut cx, tenant, name, raw),
-                Err(e) => {
-                    yaml_error(&mut cx, &e);
-                    None
-                }
-            };
+        let compiled = parse_recovering::<RawTrigger>(&mut cx, &source)
+            .and_then(|raw| compile_trigger(&mut cx, tenant, name, raw))
+            .filter(|_| cx.diagnostics.is_empty());
         diagnostics.append(&mut cx.diagnostics);
         match compiled {
             Some(t) => {
@@ -256,12 +270,8 @@ pub fn compile_trigger_source(
     source: &str,
 ) -> Result<Trigger, Vec<Diagnostic>> {
     let mut cx = FileCx::new(path, source);
-    let compiled = match serde_saphyr::from_str_with_options::<RawTrigger>(source, yaml_options()) {
-        Ok(raw) => compile_trigger(&mut cx, tenant, name, raw),
-        Err(e) => {
-            yaml_error(&mut cx, &e);
-            None
-        }
-    };
+    let compiled = parse_recovering::<RawTrigger>(&mut cx, source)
+        .and_then(|raw| compile_trigger(&mut cx, tenant, name, raw))
+        .filter(|_| cx.diagnostics.is_empty());
     compiled.ok_or(cx.diagnostics)
 }

@@ -1,5 +1,6 @@
 //! Integration tests over real HTTP against servers on port 0; one module per area.
 
+mod check;
 mod cli;
 mod contract;
 mod crash;
