@@ -33,18 +33,18 @@ pub struct Job {
 }
 
 impl Job {
-    pub fn new(m: &NewMessage) -> Self {
+    pub fn new(m: NewMessage) -> Self {
         Self {
             id: m.id,
             key: TriggerKey {
-                tenant: m.tenant.clone(),
-                trigger: m.trigger.clone(),
+                tenant: m.tenant,
+                trigger: m.trigger,
             },
-            lane: m.lane.clone(),
+            lane: m.lane,
             mode: m.mode,
             attempts: 0,
             run_at: m.received_at,
-            input: Arc::new(m.input.clone()),
+            input: Arc::new(m.input),
         }
     }
 

@@ -39,24 +39,29 @@ pub async fn run(mut rx: mpsc::Receiver<Submission>, store: Store, dispatcher: A
                 );
             }
         }
-        let messages: Vec<NewMessage> = batch.iter().map(|s| s.message.clone()).collect();
-        match store.enqueue(messages).await {
+        let (messages, rest): (Vec<NewMessage>, Vec<_>) = batch
+            .into_iter()
+            .map(|s| (s.message, (s.waiter, s.reply)))
+            .unzip();
+        match store.enqueue(&messages).await {
             Ok(outcomes) => {
-                for (s, outcome) in batch.into_iter().zip(outcomes) {
-                    let id = s.message.id;
+                for ((message, (waiter, reply)), outcome) in
+                    messages.into_iter().zip(rest).zip(outcomes)
+                {
+                    let id = message.id;
                     if let EnqueueOutcome::Inserted = &outcome {
-                        if let Some(w) = s.waiter {
+                        if let Some(w) = waiter {
                             dispatcher.waiters().register(id, w);
                         }
-                        dispatcher.push(Job::new(&s.message));
+                        dispatcher.push(Job::new(message));
                     }
-                    let _ = s.reply.send(Ok((id, outcome)));
+                    let _ = reply.send(Ok((id, outcome)));
                 }
             }
             Err(e) => {
                 let why = e.to_string();
-                for s in batch {
-                    let _ = s.reply.send(Err(StoreError::Unavailable(why.clone())));
+                for (_, reply) in rest {
+                    let _ = reply.send(Err(StoreError::Unavailable(why.clone())));
                 }
             }
         }

@@ -159,7 +159,7 @@ impl Queue {
                 // Hand over: durable as running before the caller hears 202.
                 let mut stored = message.clone();
                 stored.input = (*input).clone();
-                if let Err(e) = store.enqueue(vec![stored]).await {
+                if let Err(e) = store.enqueue(&[stored]).await {
                     tracing::error!(message = %id, error = %e, "could not store a timed-out sync message");
                 }
                 let attempt = AttemptRecord {

@@ -36,7 +36,7 @@ impl Store {
     }
 
     /// Stores accepted messages in one transaction; returns once they are durable.
-    pub async fn enqueue(&self, batch: Vec<NewMessage>) -> Result<Vec<EnqueueOutcome>, StoreError> {
+    pub async fn enqueue(&self, batch: &[NewMessage]) -> Result<Vec<EnqueueOutcome>, StoreError> {
         match self {
             Self::Sqlite(s) => s.enqueue(batch).await,
         }

@@ -193,7 +193,7 @@ impl SqliteStore {
 
     // Rows are serialized here, on the caller's thread: the writer thread is the
     // one serial resource and only binds text.
-    pub async fn enqueue(&self, batch: Vec<NewMessage>) -> Result<Vec<EnqueueOutcome>, StoreError> {
+    pub async fn enqueue(&self, batch: &[NewMessage]) -> Result<Vec<EnqueueOutcome>, StoreError> {
         let rows = batch.iter().map(NewRow::from).collect();
         self.call(|r| Op::Enqueue(rows, r)).await
     }

@@ -68,7 +68,7 @@ async fn enqueue_get_and_idempotency() {
         let b = message(None, Some("k1"), now_micros());
         let c = message(None, None, now_micros());
         let out = store
-            .enqueue(vec![a.clone(), b.clone(), c.clone()])
+            .enqueue(&[a.clone(), b.clone(), c.clone()])
             .await
             .unwrap();
         assert!(matches!(out[0], EnqueueOutcome::Inserted), "{name}");
@@ -79,7 +79,7 @@ async fn enqueue_get_and_idempotency() {
         assert!(matches!(out[2], EnqueueOutcome::Inserted), "{name}");
         // A repeat in a later batch is a duplicate too.
         let again = store
-            .enqueue(vec![message(None, Some("k1"), now_micros())])
+            .enqueue(&[message(None, Some("k1"), now_micros())])
             .await
             .unwrap();
         assert!(
@@ -109,7 +109,7 @@ async fn attempts_are_recorded_and_recovery_requeues_running_messages() {
         let m2 = message(Some("lane"), None, now_micros());
         let m3 = message(None, None, now_micros());
         store
-            .enqueue(vec![m1.clone(), m2.clone(), m3.clone()])
+            .enqueue(&[m1.clone(), m2.clone(), m3.clone()])
             .await
             .unwrap();
         let attempt = |n| AttemptRecord {
@@ -151,7 +151,7 @@ async fn a_blocking_message_is_recovered_as_such() {
         let store = s.store;
         let m1 = message(Some("l"), None, now_micros());
         let m2 = message(Some("l"), None, now_micros());
-        store.enqueue(vec![m1.clone(), m2.clone()]).await.unwrap();
+        store.enqueue(&[m1.clone(), m2.clone()]).await.unwrap();
         store
             .finished(done(m1.id, 3, MessageStatus::Dead, true))
             .await;
@@ -175,7 +175,7 @@ async fn retention_deletes_old_finished_messages_only() {
         let old_blocking = message(Some("l"), None, now_micros() - 10 * day);
         let new_done = message(None, None, now_micros());
         store
-            .enqueue(vec![
+            .enqueue(&[
                 old_done.clone(),
                 old_pending.clone(),
                 old_blocking.clone(),
@@ -200,7 +200,7 @@ async fn retention_deletes_old_finished_messages_only() {
         }
         // Its Idempotency-Key is free again.
         let out = store
-            .enqueue(vec![message(None, Some("old"), now_micros())])
+            .enqueue(&[message(None, Some("old"), now_micros())])
             .await
             .unwrap();
         assert!(matches!(out[0], EnqueueOutcome::Inserted), "{name}");
@@ -213,7 +213,7 @@ async fn a_closed_store_reports_unavailable() {
         let store = s.store;
         store.close().await.unwrap();
         let err = store
-            .enqueue(vec![message(None, None, now_micros())])
+            .enqueue(&[message(None, None, now_micros())])
             .await
             .unwrap_err();
         assert!(
