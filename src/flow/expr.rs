@@ -21,6 +21,8 @@ const FORBIDDEN: &[&str] = &["env", "input_filename", "get_search_list"];
 pub struct Expr {
     source: String,
     filter: Arc<jaq_core::Filter<Data>>,
+    /// The same program, evaluated natively when it is simple enough.
+    fast: Option<super::fast::Fast>,
 }
 
 #[allow(dead_code)]
@@ -126,6 +128,7 @@ impl Expr {
         Ok(Self {
             source: source.to_owned(),
             filter: Arc::new(filter),
+            fast: super::fast::Fast::compile(source),
         })
     }
 
@@ -135,6 +138,9 @@ impl Expr {
 
     /// The first output of the program, or `null` when it produces none.
     pub fn eval(&self, input: &Val) -> Result<Val, EvalError> {
+        if let Some(v) = self.fast.as_ref().and_then(|f| f.eval(input)) {
+            return Ok(v);
+        }
         let ctx = Ctx::<Data>::new(&self.filter.lut, Vars::new([]));
         match self.filter.id.run((ctx, input.clone())).next() {
             None => Ok(Val::Null),
@@ -145,6 +151,9 @@ impl Expr {
 
     /// Every output of the program.
     pub fn eval_all(&self, input: &Val) -> Result<Vec<Val>, EvalError> {
+        if let Some(v) = self.fast.as_ref().and_then(|f| f.eval(input)) {
+            return Ok(vec![v]);
+        }
         let ctx = Ctx::<Data>::new(&self.filter.lut, Vars::new([]));
         self.filter
             .id

@@ -6,6 +6,7 @@ pub mod catalog;
 pub mod compile;
 pub mod diagnostic;
 pub mod expr;
+pub mod fast;
 pub mod loader;
 pub mod model;
 pub mod params;

@@ -1,0 +1,562 @@
+//! A native evaluator for the simplest jq forms flows use most: paths
+//! (`.vars.prices[.params.itemId]`), literals, comparisons, `and`/`or`/`//`,
+//! arithmetic and object/array construction. A jaq evaluation costs ~5 µs even for
+//! `.a.b`, which dominated the request path of lookup flows.
+//!
+//! It composes jaq's own value operations (indexing, arithmetic, ordering,
+//! truthiness), so values are identical; and it answers only when it is sure: any
+//! error, or any source outside the subset, is left to jaq (`None`).
+
+use std::sync::Arc;
+
+use jaq_core::ValT;
+use jaq_json::Val;
+
+/// A compiled program of the subset.
+#[derive(Debug, Clone)]
+pub struct Fast(Arc<Node>);
+
+#[derive(Debug)]
+enum Node {
+    Identity,
+    Lit(Val),
+    /// `base[index]`, the index evaluated against the same input as the base.
+    Index(Box<Node>, Box<Node>),
+    Bin(Box<Node>, Op, Box<Node>),
+    Object(Vec<(Val, Node)>),
+    Array(Vec<Node>),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Op {
+    Alt,
+    Or,
+    And,
+    Eq,
+    Ne,
+    Lt,
+    Le,
+    Gt,
+    Ge,
+    Add,
+    Sub,
+    Mul,
+    Div,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Tok {
+    Dot,
+    Ident(String),
+    Str(String),
+    Num(String),
+    Op(&'static str),
+    Open(char),
+    Close(char),
+    Comma,
+    Colon,
+}
+
+fn lex(src: &str) -> Option<Vec<Tok>> {
+    let b = src.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        let c = b[i] as char;
+        match c {
+            ' ' | '\t' | '\n' | '\r' => i += 1,
+            '.' => {
+                out.push(Tok::Dot);
+                i += 1;
+            }
+            '"' => {
+                let end = src[i + 1..].find('"')? + i + 1;
+                let s = &src[i + 1..end];
+                if s.contains('\\') {
+                    return None;
+                }
+                out.push(Tok::Str(s.to_owned()));
+                i = end + 1;
+            }
+            '0'..='9' => {
+                let end = src[i..]
+                    .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+                    .map_or(b.len(), |e| e + i);
+                out.push(Tok::Num(src[i..end].to_owned()));
+                i = end;
+            }
+            c if c.is_ascii_alphabetic() || c == '_' => {
+                let end = src[i..]
+                    .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                    .map_or(b.len(), |e| e + i);
+                out.push(Tok::Ident(src[i..end].to_owned()));
+                i = end;
+            }
+            '(' | '[' | '{' => {
+                out.push(Tok::Open(c));
+                i += 1;
+            }
+            ')' | ']' | '}' => {
+                out.push(Tok::Close(c));
+                i += 1;
+            }
+            ',' => {
+                out.push(Tok::Comma);
+                i += 1;
+            }
+            ':' => {
+                out.push(Tok::Colon);
+                i += 1;
+            }
+            _ => {
+                let two = src.get(i..i + 2).unwrap_or("");
+                let op = ["//", "==", "!=", "<=", ">="]
+                    .into_iter()
+                    .find(|o| *o == two);
+                let (op, len) = match op {
+                    Some(o) => (o, 2),
+                    None => (
+                        ["<", ">", "+", "-", "*", "/"]
+                            .into_iter()
+                            .find(|o| o.starts_with(c))?,
+                        1,
+                    ),
+                };
+                out.push(Tok::Op(op));
+                i += len;
+            }
+        }
+    }
+    Some(out)
+}
+
+struct Parser {
+    toks: Vec<Tok>,
+    pos: usize,
+}
+
+impl Parser {
+    fn peek(&self) -> Option<&Tok> {
+        self.toks.get(self.pos)
+    }
+    fn next(&mut self) -> Option<Tok> {
+        let t = self.toks.get(self.pos).cloned();
+        self.pos += 1;
+        t
+    }
+    fn eat(&mut self, t: &Tok) -> bool {
+        if self.peek() == Some(t) {
+            self.pos += 1;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// `a // b` binds loosest and to the right.
+    fn alt(&mut self) -> Option<Node> {
+        let left = self.or()?;
+        if self.eat(&Tok::Op("//")) {
+            let right = self.alt()?;
+            return Some(Node::Bin(Box::new(left), Op::Alt, Box::new(right)));
+        }
+        Some(left)
+    }
+
+    fn or(&mut self) -> Option<Node> {
+        let mut left = self.and()?;
+        while self.eat(&Tok::Ident("or".into())) {
+            left = Node::Bin(Box::new(left), Op::Or, Box::new(self.and()?));
+        }
+        Some(left)
+    }
+
+    fn and(&mut self) -> Option<Node> {
+        let mut left = self.cmp()?;
+        while self.eat(&Tok::Ident("and".into())) {
+            left = Node::Bin(Box::new(left), Op::And, Box::new(self.cmp()?));
+        }
+        Some(left)
+    }
+
+    /// Comparisons do not chain.
+    fn cmp(&mut self) -> Option<Node> {
+        let left = self.sum()?;
+        let op = match self.peek() {
+            Some(Tok::Op("==")) => Op::Eq,
+            Some(Tok::Op("!=")) => Op::Ne,
+            Some(Tok::Op("<")) => Op::Lt,
+            Some(Tok::Op("<=")) => Op::Le,
+            Some(Tok::Op(">")) => Op::Gt,
+            Some(Tok::Op(">=")) => Op::Ge,
+            _ => return Some(left),
+        };
+        self.pos += 1;
+        Some(Node::Bin(Box::new(left), op, Box::new(self.sum()?)))
+    }
+
+    fn sum(&mut self) -> Option<Node> {
+        let mut left = self.product()?;
+        loop {
+            let op = match self.peek() {
+                Some(Tok::Op("+")) => Op::Add,
+                Some(Tok::Op("-")) => Op::Sub,
+                _ => return Some(left),
+            };
+            self.pos += 1;
+            left = Node::Bin(Box::new(left), op, Box::new(self.product()?));
+        }
+    }
+
+    fn product(&mut self) -> Option<Node> {
+        let mut left = self.term()?;
+        loop {
+            let op = match self.peek() {
+                Some(Tok::Op("*")) => Op::Mul,
+                Some(Tok::Op("/")) => Op::Div,
+                _ => return Some(left),
+            };
+            self.pos += 1;
+            left = Node::Bin(Box::new(left), op, Box::new(self.term()?));
+        }
+    }
+
+    fn term(&mut self) -> Option<Node> {
+        match self.next()? {
+            Tok::Dot => self.path(),
+            Tok::Num(n) => Some(Node::Lit(Val::from_num(&n).ok()?)),
+            Tok::Str(s) => Some(Node::Lit(Val::utf8_str(s.into_bytes()))),
+            Tok::Ident(w) => match w.as_str() {
+                "null" => Some(Node::Lit(Val::Null)),
+                "true" => Some(Node::Lit(Val::Bool(true))),
+                "false" => Some(Node::Lit(Val::Bool(false))),
+                _ => None,
+            },
+            Tok::Open('(') => {
+                let inner = self.alt()?;
+                self.eat(&Tok::Close(')')).then_some(inner)
+            }
+            Tok::Open('[') => {
+                let mut items = Vec::new();
+                if !self.eat(&Tok::Close(']')) {
+                    loop {
+                        items.push(self.alt()?);
+                        if self.eat(&Tok::Close(']')) {
+                            break;
+                        }
+                        if !self.eat(&Tok::Comma) {
+                            return None;
+                        }
+                    }
+                }
+                Some(Node::Array(items))
+            }
+            Tok::Open('{') => self.object(),
+            _ => None,
+        }
+    }
+
+    /// After the leading `.`: `.`, `.a`, `."a"`, `.[e]`, `.a.b[e]...`
+    fn path(&mut self) -> Option<Node> {
+        let mut node = Node::Identity;
+        let mut want_key = true;
+        loop {
+            match self.peek() {
+                Some(Tok::Ident(name)) if want_key && !matches!(name.as_str(), "and" | "or") => {
+                    let key = Val::utf8_str(name.clone().into_bytes());
+                    self.pos += 1;
+                    node = Node::Index(Box::new(node), Box::new(Node::Lit(key)));
+                }
+                Some(Tok::Str(name)) if want_key => {
+                    let key = Val::utf8_str(name.clone().into_bytes());
+                    self.pos += 1;
+                    node = Node::Index(Box::new(node), Box::new(Node::Lit(key)));
+                }
+                Some(Tok::Open('[')) => {
+                    self.pos += 1;
+                    if self.eat(&Tok::Close(']')) {
+                        return None; // `.[]` iterates
+                    }
+                    let index = self.alt()?;
+                    if !self.eat(&Tok::Close(']')) {
+                        return None; // slices and the like
+                    }
+                    node = Node::Index(Box::new(node), Box::new(index));
+                }
+                Some(Tok::Dot) if !want_key => {}
+                _ => return Some(node),
+            }
+            want_key = false;
+            if self.peek() == Some(&Tok::Dot) {
+                self.pos += 1;
+                want_key = true;
+                if !matches!(
+                    self.peek(),
+                    Some(Tok::Ident(_) | Tok::Str(_) | Tok::Open('['))
+                ) {
+                    return None; // `..` or a dangling dot
+                }
+            }
+        }
+    }
+
+    /// `{a: term, "b": term, c}`; values are single terms, as jq requires.
+    fn object(&mut self) -> Option<Node> {
+        let mut fields = Vec::new();
+        if self.eat(&Tok::Close('}')) {
+            return Some(Node::Object(fields));
+        }
+        loop {
+            let key = match self.next()? {
+                Tok::Ident(k) | Tok::Str(k) => k,
+                _ => return None,
+            };
+            let key_val = Val::utf8_str(key.clone().into_bytes());
+            let value = if self.eat(&Tok::Colon) {
+                self.term()?
+            } else {
+                Node::Index(
+                    Box::new(Node::Identity),
+                    Box::new(Node::Lit(key_val.clone())),
+                )
+            };
+            fields.push((key_val, value));
+            if self.eat(&Tok::Close('}')) {
+                return Some(Node::Object(fields));
+            }
+            if !self.eat(&Tok::Comma) {
+                return None;
+            }
+        }
+    }
+}
+
+impl Fast {
+    /// `None` when `source` is not entirely within the subset.
+    pub fn compile(source: &str) -> Option<Self> {
+        let mut p = Parser {
+            toks: lex(source)?,
+            pos: 0,
+        };
+        let node = p.alt()?;
+        (p.pos == p.toks.len()).then(|| Self(Arc::new(node)))
+    }
+
+    /// The value jaq would give, or `None` to let jaq answer (errors included).
+    pub fn eval(&self, input: &Val) -> Option<Val> {
+        eval(&self.0, input)
+    }
+}
+
+fn eval(node: &Node, input: &Val) -> Option<Val> {
+    Some(match node {
+        Node::Identity => input.clone(),
+        Node::Lit(v) => v.clone(),
+        Node::Index(base, index) => {
+            let b = eval(base, input)?;
+            let i = eval(index, input)?;
+            // Integer indices may be negative or fractional in jq; leave those to jaq.
+            if matches!(i, Val::Num(_)) && !matches!(b, Val::Null) {
+                return None;
+            }
+            b.index(&i).ok()?
+        }
+        Node::Bin(l, op, r) => {
+            let left = eval(l, input)?;
+            match op {
+                Op::Alt if left.as_bool() => left,
+                Op::Alt => eval(r, input)?,
+                Op::And if !left.as_bool() => Val::Bool(false),
+                Op::And => Val::Bool(eval(r, input)?.as_bool()),
+                Op::Or if left.as_bool() => Val::Bool(true),
+                Op::Or => Val::Bool(eval(r, input)?.as_bool()),
+                _ => {
+                    let right = eval(r, input)?;
+                    match op {
+                        Op::Eq => Val::Bool(left == right),
+                        Op::Ne => Val::Bool(left != right),
+                        Op::Lt => Val::Bool(left < right),
+                        Op::Le => Val::Bool(left <= right),
+                        Op::Gt => Val::Bool(left > right),
+                        Op::Ge => Val::Bool(left >= right),
+                        Op::Add => (left + right).ok()?,
+                        Op::Sub => (left - right).ok()?,
+                        Op::Mul => (left * right).ok()?,
+                        Op::Div => (left / right).ok()?,
+                        Op::Alt | Op::And | Op::Or => return None,
+                    }
+                }
+            }
+        }
+        Node::Object(fields) => {
+            let mut map = jaq_json::Map::default();
+            for (k, v) in fields {
+                map.insert(k.clone(), eval(v, input)?);
+            }
+            Val::obj(map)
+        }
+        Node::Array(items) => items
+            .iter()
+            .map(|i| eval(i, input))
+            .collect::<Option<Vec<Val>>>()?
+            .into_iter()
+            .collect(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::flow::expr::Expr;
+    use crate::flow::value::{from_json, to_json};
+    use serde_json::json;
+
+    const IN_SUBSET: &[&str] = &[
+        ".",
+        ".a",
+        ".a.b",
+        ".\"a\"",
+        ".a[\"b\"]",
+        ".[\"a\"]",
+        ".a[.k]",
+        ".a[.k][.j]",
+        ".vars.prices[.params.itemId][.params.currency]",
+        ".missing.deeper",
+        "null",
+        "true",
+        "false",
+        "1",
+        "12.5",
+        "0.1",
+        "\"text\"",
+        ".n == 1",
+        ".n != 1",
+        ".n == 1.0",
+        ".f == 2.5",
+        ".s == \"x\"",
+        ".a == null",
+        ".missing == null",
+        ".n < 2",
+        ".n <= 1",
+        ".n > .f",
+        ".n >= 3",
+        ".s < .n",
+        "null < false",
+        ".arr < .a",
+        ".n + 1",
+        ".n + .f",
+        ".n * 3",
+        ".n * .f",
+        ".f * 2",
+        ".n / 2",
+        ".n - 5",
+        ".f - .n",
+        ".s + \"y\"",
+        "null + .n",
+        ".arr + .arr",
+        ".a + .a",
+        ".missing // 5",
+        ".n // 5",
+        ".no // .s // 1",
+        "false // 2",
+        ".t and .n",
+        ".t and .missing",
+        ".missing or .n",
+        ".t or false",
+        "(.n + 1) * 2",
+        ".n + 1 * 2",
+        "{a: .n, b: .s}",
+        "{a: (.n * 2), \"b c\": .s, n}",
+        "{}",
+        "[.n, .s, 1]",
+        "[]",
+        "{item: .params.itemId, total: (.vars.price * .params.qty)}",
+        ".a.b == 1 and .n == 1",
+        ".arr[0]",
+        ".arr[5]",
+        ".n[0]",
+    ];
+
+    const OUT_OF_SUBSET: &[&str] = &[
+        ".a | .b",
+        ".a[]",
+        "\"\\(.x)\"",
+        "length",
+        ".a?",
+        "if . then 1 else 2 end",
+        ".a as $x | $x",
+        "-1",
+        ".[-1]",
+        ".a[1:2]",
+        "..",
+        "$x",
+        ".a, .b",
+        "not",
+        "{(.k): 1}",
+        "{a: .n + 1}",
+        ".s | ascii_downcase",
+        "[.arr[]]",
+        "\"a\\\"b\"",
+        ".a.",
+        "reduce .[] as $x (0; . + $x)",
+    ];
+
+    fn inputs() -> Vec<serde_json::Value> {
+        vec![
+            json!(null),
+            json!({"a": {"b": 1}, "k": "b", "j": "x", "n": 1, "f": 2.5, "s": "x", "t": true, "arr": [1, 2]}),
+            json!({"a": {"b": {"x": 7}}, "k": "b", "j": "x", "n": 3, "f": -1.0, "s": "", "t": false, "arr": []}),
+            json!({"a": [1, 2], "k": 0, "n": "str", "s": 5}),
+            json!({"a": "text", "n": null, "f": 0, "s": [1], "arr": {"x": 1}}),
+            json!({"vars": {"prices": {"A": {"EUR": 12.5}}, "price": 12.5}, "params": {"itemId": "A", "currency": "EUR", "qty": 3}}),
+            json!({"vars": {"prices": {}}, "params": {"itemId": "Z", "currency": "SEK", "qty": 0}}),
+            json!({"n": 9223372036854775807i64, "f": 1e300}),
+            json!({"n": 0, "f": 0.0}),
+            json!([1, 2, 3]),
+            json!("string"),
+            json!(42),
+            json!({"a": {"b": null}, "missing": false, "no": null}),
+            json!({"a": {"a": 1}, "n": 1.0, "s": "x", "t": 1}),
+            json!({"arr": [[1], {"a": 1}], "a": [[1]]}),
+        ]
+    }
+
+    #[test]
+    fn agrees_with_jaq_on_every_input() {
+        let mut answered = 0;
+        for src in IN_SUBSET {
+            let fast =
+                Fast::compile(src).unwrap_or_else(|| panic!("`{src}` should be in the subset"));
+            let jaq = Expr::compile(src).unwrap_or_else(|e| panic!("jaq rejects `{src}`: {e:?}"));
+            for input in inputs() {
+                let v = from_json(&input);
+                if let Some(f) = fast.eval(&v) {
+                    answered += 1;
+                    let j = jaq.eval(&v).unwrap_or_else(|e| {
+                        panic!("`{src}` on {input}: fast gave {f:?}, jaq failed: {e}")
+                    });
+                    assert_eq!(to_json(&f), to_json(&j), "`{src}` on {input}");
+                    assert_eq!(
+                        format!("{f}"),
+                        format!("{j}"),
+                        "`{src}` on {input}: same representation"
+                    );
+                }
+            }
+        }
+        assert!(
+            answered > 400,
+            "the fast path answered only {answered} times"
+        );
+    }
+
+    #[test]
+    fn everything_else_is_left_to_jaq() {
+        for src in OUT_OF_SUBSET {
+            assert!(
+                Fast::compile(src).is_none(),
+                "`{src}` must not be in the subset"
+            );
+        }
+    }
+}
