@@ -204,8 +204,40 @@ async fn connection(
     tally
 }
 
+/// CPU time (microseconds, user + system) of this process's threads, split into
+/// the load generator's own client threads and everything else (the server).
+fn cpu_split() -> (u64, u64) {
+    let tick_us = 1_000_000 / 100; // USER_HZ is 100 on Linux
+    let (mut client, mut server) = (0, 0);
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return (0, 0);
+    };
+    for task in tasks.flatten() {
+        let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
+            continue;
+        };
+        // The command name is in parentheses and may hold spaces.
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+            continue;
+        };
+        let comm = &stat[open + 1..close];
+        let fields: Vec<&str> = stat[close + 2..].split(' ').collect();
+        let ticks: u64 = fields
+            .get(11..13)
+            .map_or(0, |f| f.iter().filter_map(|v| v.parse::<u64>().ok()).sum());
+        if comm.starts_with("loadgen-client") {
+            client += ticks * tick_us;
+        } else {
+            server += ticks * tick_us;
+        }
+    }
+    (client, server)
+}
+
 struct Figures {
     name: &'static str,
+    server_cpu_us: f64,
+    client_cpu_us: f64,
     requests: u64,
     rps: f64,
     p50_ms: f64,
@@ -241,8 +273,10 @@ async fn run(addr: SocketAddr, s: &Scenario, args: &Args) -> Figures {
     tokio::time::sleep(Duration::from_secs(1)).await;
     record.store(true, Ordering::Relaxed);
     let started = Instant::now();
+    let cpu_before = cpu_split();
     tokio::time::sleep(Duration::from_secs(args.duration)).await;
     record.store(false, Ordering::Relaxed);
+    let cpu_after = cpu_split();
     let elapsed = started.elapsed().as_secs_f64();
     stop.store(true, Ordering::Relaxed);
     let mut all = Tally::default();
@@ -256,8 +290,14 @@ async fn run(addr: SocketAddr, s: &Scenario, args: &Args) -> Figures {
         }
     }
     all.latencies_us.sort_unstable();
+    let per_request = |before: u64, after: u64| {
+        let n = all.latencies_us.len().max(1) as f64;
+        after.saturating_sub(before) as f64 / n
+    };
     Figures {
         name: s.name,
+        client_cpu_us: per_request(cpu_before.0, cpu_after.0),
+        server_cpu_us: per_request(cpu_before.1, cpu_after.1),
         requests: all.ok,
         rps: all.ok as f64 / elapsed,
         p50_ms: percentile(&all.latencies_us, 0.50),
@@ -296,6 +336,7 @@ fn main() -> Result<()> {
 
     let client_rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(args.client_threads.max(1))
+        .thread_name("loadgen-client")
         .enable_all()
         .build()?;
     if !args.json {
@@ -324,11 +365,13 @@ fn main() -> Result<()> {
                     "scenario": f.name, "connections": args.connections, "requests": f.requests,
                     "rps": f.rps, "p50_ms": f.p50_ms, "p99_ms": f.p99_ms, "max_ms": f.max_ms,
                     "status_429": f.too_many, "errors": f.errors, "ratio_to_health": ratio,
+                    "server_cpu_us_per_request": f.server_cpu_us,
+                    "client_cpu_us_per_request": f.client_cpu_us,
                 })
             );
         } else {
             println!(
-                "{:<10} conns={} requests={} rps={:.1} p50={:.2}ms p99={:.2}ms max={:.1}ms 429s={} errors={}{}",
+                "{:<10} conns={} requests={} rps={:.1} p50={:.2}ms p99={:.2}ms max={:.1}ms 429s={} errors={} cpu/req: server={:.1}us client={:.1}us{}",
                 f.name,
                 args.connections,
                 f.requests,
@@ -338,6 +381,8 @@ fn main() -> Result<()> {
                 f.max_ms,
                 f.too_many,
                 f.errors,
+                f.server_cpu_us,
+                f.client_cpu_us,
                 ratio.map_or(String::new(), |r| format!(" ratio_to_health={r:.2}"))
             );
         }
