@@ -50,7 +50,7 @@ impl Application {
         let catalog = SharedCatalog::new(report.catalog);
 
         let store = Store::open(&settings.store)?;
-        let queue = Queue::start(store, catalog.clone(), settings.max_backlog);
+        let queue = Queue::start(store, catalog.clone(), settings.max_backlog)?;
         let recovered = queue.recover().await?;
         if recovered > 0 {
             tracing::info!(messages = recovered, "re-queued unfinished messages");

@@ -105,6 +105,8 @@ pub struct Dispatcher {
     triggers: Mutex<HashMap<TriggerKey, Arc<TriggerState>>>,
     waiters: Waiters,
     max_backlog: usize,
+    /// Where executions run (pushes come from the enqueuer's own thread).
+    runtime: tokio::runtime::Handle,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -112,13 +114,19 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Dispatcher {
-    pub fn new(store: Store, catalog: SharedCatalog, max_backlog: usize) -> Self {
+    pub fn new(
+        store: Store,
+        catalog: SharedCatalog,
+        max_backlog: usize,
+        runtime: tokio::runtime::Handle,
+    ) -> Self {
         Self {
             store,
             catalog,
             triggers: Mutex::new(HashMap::new()),
             waiters: Waiters::default(),
             max_backlog,
+            runtime,
         }
     }
 
@@ -186,7 +194,8 @@ impl Dispatcher {
         match job.lane.clone() {
             None => {
                 let this = self.clone();
-                tokio::spawn(async move { this.run_unordered(job).await });
+                self.runtime
+                    .spawn(async move { this.run_unordered(job).await });
             }
             Some(lane) => {
                 let s = self.state(&job.key);
@@ -202,7 +211,8 @@ impl Dispatcher {
                 };
                 if start {
                     let this = self.clone();
-                    tokio::spawn(async move { this.run_lane(job.key, lane).await });
+                    self.runtime
+                        .spawn(async move { this.run_lane(job.key, lane).await });
                 }
             }
         }

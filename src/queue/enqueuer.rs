@@ -20,7 +20,24 @@ pub struct Submission {
     pub reply: oneshot::Sender<Result<(MessageId, EnqueueOutcome), StoreError>>,
 }
 
-pub async fn run(mut rx: mpsc::Receiver<Submission>, store: Store, dispatcher: Arc<Dispatcher>) {
+/// Runs the enqueuer on a thread of its own. On the runtime that executes flows
+/// it would wait behind executions for its turn, and every accepting caller with
+/// it (measured: p50 of a durable accept 1.9 ms with the shared runtime).
+pub fn start(
+    rx: mpsc::Receiver<Submission>,
+    store: Store,
+    dispatcher: Arc<Dispatcher>,
+) -> std::io::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    std::thread::Builder::new()
+        .name("flowgate-enqueue".into())
+        .spawn(move || runtime.block_on(run(rx, store, dispatcher)))?;
+    Ok(())
+}
+
+async fn run(mut rx: mpsc::Receiver<Submission>, store: Store, dispatcher: Arc<Dispatcher>) {
     while let Some(first) = rx.recv().await {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {

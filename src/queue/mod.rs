@@ -37,16 +37,27 @@ pub struct Queue {
 }
 
 impl Queue {
-    /// Starts the enqueuer on the current tokio runtime.
-    pub fn start(store: Store, catalog: SharedCatalog, max_backlog: usize) -> Self {
-        let dispatcher = Arc::new(Dispatcher::new(store.clone(), catalog, max_backlog));
+    /// Starts the enqueuer; executions run on the current tokio runtime.
+    pub fn start(
+        store: Store,
+        catalog: SharedCatalog,
+        max_backlog: usize,
+    ) -> Result<Self, StoreError> {
+        let runtime = tokio::runtime::Handle::current();
+        let dispatcher = Arc::new(Dispatcher::new(
+            store.clone(),
+            catalog,
+            max_backlog,
+            runtime,
+        ));
         let (tx, rx) = mpsc::channel(enqueuer::MAX_BATCH * 8);
-        tokio::spawn(enqueuer::run(rx, store.clone(), dispatcher.clone()));
-        Self {
+        enqueuer::start(rx, store.clone(), dispatcher.clone())
+            .map_err(|e| StoreError::Config(format!("cannot start the enqueuer thread: {e}")))?;
+        Ok(Self {
             store,
             dispatcher,
             submit: tx,
-        }
+        })
     }
 
     pub fn store(&self) -> &Store {
