@@ -118,11 +118,18 @@ fn parse_attempts(log: &str) -> Vec<AttemptRecord> {
         .collect()
 }
 
-const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "messages",
-    include_str!("../../migrations/sqlite/0001_messages.sql"),
-)];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "messages",
+        include_str!("../../migrations/sqlite/0001_messages.sql"),
+    ),
+    (
+        2,
+        "message_inputs",
+        include_str!("../../migrations/sqlite/0002_message_inputs.sql"),
+    ),
+];
 
 type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
 type EnqueueResult = Result<Vec<EnqueueOutcome>, StoreError>;
@@ -278,17 +285,25 @@ fn writer(mut conn: Connection, mut rx: mpsc::Receiver<Op>) {
         }
         if !ops.is_empty() {
             // Accepted messages must survive power loss: their commit fsyncs the
-            // WAL (and with it every earlier commit). Execution records only
-            // need to survive the process, which WAL without fsync gives.
-            let accepting = ops.iter().any(|op| matches!(op, Op::Enqueue(..)));
-            if accepting != full_sync {
-                let level = if accepting { "FULL" } else { "NORMAL" };
-                match conn.pragma_update(None, "synchronous", level) {
-                    Ok(()) => full_sync = accepting,
-                    Err(e) => tracing::error!(error = %e, "cannot set synchronous={level}"),
+            // WAL (and with it every earlier commit), and it comes first, so that
+            // callers waiting for a 202 do not also wait for execution records.
+            // Those only need to survive the process, which WAL without fsync gives.
+            let (accepts, records): (Vec<Op>, Vec<Op>) = ops
+                .into_iter()
+                .partition(|op| matches!(op, Op::Enqueue(..)));
+            for (ops, accepting) in [(accepts, true), (records, false)] {
+                if ops.is_empty() {
+                    continue;
                 }
+                if accepting != full_sync {
+                    let level = if accepting { "FULL" } else { "NORMAL" };
+                    match conn.pragma_update(None, "synchronous", level) {
+                        Ok(()) => full_sync = accepting,
+                        Err(e) => tracing::error!(error = %e, "cannot set synchronous={level}"),
+                    }
+                }
+                apply_batch(&mut conn, ops);
             }
-            apply_batch(&mut conn, ops);
         }
         if let Some(reply) = close {
             rx.close();
@@ -398,16 +413,17 @@ fn insert_new(tx: &Connection, m: &NewRow) -> Result<EnqueueOutcome, StoreError>
     // Served by the primary key; the partial unique index rejects a repeated Idempotency-Key.
     let n = tx
         .prepare_cached(
-            "INSERT INTO messages (id, tenant, trigger, lane, mode, status, received_at, run_at, idempotency_key, input)
-             VALUES (?1, ?2, ?3, ?4, ?5, 'queued', ?6, ?6, ?7, ?8) ON CONFLICT DO NOTHING",
+            "INSERT INTO messages (id, tenant, trigger, lane, mode, status, received_at, run_at, idempotency_key)
+             VALUES (?1, ?2, ?3, ?4, ?5, 'queued', ?6, ?6, ?7) ON CONFLICT DO NOTHING",
         )
         .and_then(|mut s| {
             s.execute(params![
-                m.id, m.tenant, m.trigger, m.lane, m.mode, m.received_at, m.idempotency_key, m.input,
+                m.id, m.tenant, m.trigger, m.lane, m.mode, m.received_at, m.idempotency_key,
             ])
         })
         .map_err(unavailable)?;
     if n == 1 {
+        insert_input(tx, &m.input)?;
         return Ok(EnqueueOutcome::Inserted);
     }
     // Served by messages_idempotency.
@@ -429,6 +445,15 @@ fn insert_new(tx: &Connection, m: &NewRow) -> Result<EnqueueOutcome, StoreError>
         Some(view) => Ok(EnqueueOutcome::Duplicate(Box::new(view))),
         None => Err(StoreError::Corrupt(format!("message {id} vanished"))),
     }
+}
+
+/// The input of the message just inserted on this connection (same seq).
+fn insert_input(conn: &Connection, input: &str) -> Result<(), StoreError> {
+    // Served by the rowid: appends.
+    conn.prepare_cached("INSERT INTO message_inputs (seq, input) VALUES (?1, ?2)")
+        .and_then(|mut s| s.execute(params![conn.last_insert_rowid(), input]))
+        .map_err(unavailable)?;
+    Ok(())
 }
 
 fn started(tx: &Transaction<'_>, r: &StartRow) -> Result<(), StoreError> {
@@ -465,19 +490,22 @@ fn finished(tx: &Transaction<'_>, r: &FinishRow) -> Result<(), StoreError> {
 }
 
 fn record_executed(tx: &Transaction<'_>, m: &NewRow, r: &FinishRow) -> Result<(), StoreError> {
-    tx.prepare_cached(
+    let n = tx.prepare_cached(
         "INSERT INTO messages (id, tenant, trigger, lane, mode, status, received_at, run_at, attempts,
-                               attempt_log, finished_at, idempotency_key, input, response, trace, error, open)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?8, '[' || ?9 || ']', ?10, ?11, ?12, ?13, ?14, ?15, ?10 IS NULL)
+                               attempt_log, finished_at, idempotency_key, response, trace, error, open)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?8, '[' || ?9 || ']', ?10, ?11, ?12, ?13, ?14, ?10 IS NULL)
          ON CONFLICT DO NOTHING",
     )
     .and_then(|mut s| {
         s.execute(params![
             m.id, m.tenant, m.trigger, m.lane, m.mode, r.status, m.received_at, r.number, r.attempt,
-            r.finished_at, m.idempotency_key, m.input, r.response, r.trace, r.error,
+            r.finished_at, m.idempotency_key, r.response, r.trace, r.error,
         ])
     })
     .map_err(unavailable)?;
+    if n == 1 {
+        insert_input(tx, &m.input)?;
+    }
     Ok(())
 }
 
@@ -498,18 +526,29 @@ fn get(conn: &Connection, id: MessageId) -> Result<Option<MessageView>, StoreErr
     // Served by the UNIQUE index on id.
     let row = conn
         .prepare_cached(
-            "SELECT tenant, trigger, lane, mode, status, received_at, finished_at, response, error, input,
-                    trace, attempt_log
-             FROM messages WHERE id = ?1",
+            "SELECT m.tenant, m.trigger, m.lane, m.mode, m.status, m.received_at, m.finished_at,
+                    m.response, m.error, i.input, m.trace, m.attempt_log
+             FROM messages m LEFT JOIN message_inputs i ON i.seq = m.seq WHERE m.id = ?1",
         )
         .and_then(|mut s| {
             s.query_row([id.to_string()], |r| {
                 Ok((
-                    (r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, Option<String>>(2)?),
+                    (
+                        r.get::<_, String>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, Option<String>>(2)?,
+                    ),
                     (r.get::<_, String>(3)?, r.get::<_, String>(4)?),
                     (r.get::<_, i64>(5)?, r.get::<_, Option<i64>>(6)?),
-                    (r.get::<_, Option<String>>(7)?, r.get::<_, Option<String>>(8)?),
-                    (r.get::<_, String>(9)?, r.get::<_, Option<String>>(10)?, r.get::<_, String>(11)?),
+                    (
+                        r.get::<_, Option<String>>(7)?,
+                        r.get::<_, Option<String>>(8)?,
+                    ),
+                    (
+                        r.get::<_, Option<String>>(9)?,
+                        r.get::<_, Option<String>>(10)?,
+                        r.get::<_, String>(11)?,
+                    ),
                 ))
             })
             .optional()
@@ -537,7 +576,7 @@ fn get(conn: &Connection, id: MessageId) -> Result<Option<MessageView>, StoreErr
         attempts: parse_attempts(&log),
         response: response.and_then(|r| serde_json::from_str(&r).ok()),
         error,
-        input: parse_json(Some(input)),
+        input: parse_json(input),
         trace: parse_json(trace),
     }))
 }
@@ -561,7 +600,7 @@ type PendingRow = (
     i64,
     u32,
     bool,
-    String,
+    Option<String>,
 );
 
 fn recover(conn: &mut Connection, now: Micros) -> Result<Vec<PendingMessage>, StoreError> {
@@ -596,8 +635,9 @@ fn recover(conn: &mut Connection, now: Micros) -> Result<Vec<PendingMessage>, St
     // Served by the partial index messages_open (same predicate).
     let rows: Vec<PendingRow> = tx
         .prepare(
-            "SELECT id, tenant, trigger, lane, mode, status, received_at, run_at, attempts, blocking, input
-             FROM messages WHERE open = 1 ORDER BY seq",
+            "SELECT m.id, m.tenant, m.trigger, m.lane, m.mode, m.status, m.received_at, m.run_at,
+                    m.attempts, m.blocking, i.input
+             FROM messages m LEFT JOIN message_inputs i ON i.seq = m.seq WHERE m.open = 1 ORDER BY m.seq",
         )
         .and_then(|mut s| {
             s.query_map([], |r| {
@@ -638,7 +678,7 @@ fn recover(conn: &mut Connection, now: Micros) -> Result<Vec<PendingMessage>, St
                     run_at,
                     attempts,
                     blocking,
-                    input: parse_json(Some(input)),
+                    input: parse_json(input),
                 })
             },
         )
@@ -667,7 +707,10 @@ fn purge(conn: &mut Connection, before: Micros) -> Result<u64, StoreError> {
             })
             .map_err(unavailable)?;
         for seq in &seqs {
+            // Both served by their rowid.
             tx.execute("DELETE FROM messages WHERE seq = ?1", [seq])
+                .map_err(unavailable)?;
+            tx.execute("DELETE FROM message_inputs WHERE seq = ?1", [seq])
                 .map_err(unavailable)?;
         }
         tx.commit().map_err(unavailable)?;
@@ -675,5 +718,49 @@ fn purge(conn: &mut Connection, before: Micros) -> Result<u64, StoreError> {
         if seqs.len() < PURGE_CHUNK {
             return Ok(total);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A database made before inputs had a table of their own keeps every input.
+    #[tokio::test]
+    async fn upgrading_moves_inputs_to_their_table() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v1.db");
+        let id = MessageId::new();
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(
+                "CREATE TABLE schema_migrations (
+                    version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL)",
+            )
+            .unwrap();
+            conn.execute_batch(MIGRATIONS[0].2).unwrap();
+            conn.execute(
+                "INSERT INTO schema_migrations VALUES (1, 'messages', 0)",
+                [],
+            )
+            .unwrap();
+            conn.execute(
+                "INSERT INTO messages (id, tenant, trigger, mode, status, received_at, run_at, input)
+                 VALUES (?1, 'acme', 'Orders', 'async', 'queued', 1, 1, '{\"order\":7}')",
+                [id.to_string()],
+            )
+            .unwrap();
+        }
+        let store = SqliteStore::open(path.to_str().unwrap()).unwrap();
+        let view = store
+            .get(id)
+            .await
+            .unwrap()
+            .expect("the message is still there");
+        assert_eq!(view.input, serde_json::json!({"order": 7}));
+        let pending = store.recover(2).await.unwrap();
+        assert_eq!(pending.len(), 1);
+        assert_eq!(pending[0].input, serde_json::json!({"order": 7}));
+        store.close().await.unwrap();
     }
 }
