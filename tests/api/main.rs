@@ -5,6 +5,7 @@ mod cli;
 mod contract;
 mod crash;
 mod helpers;
+mod pg;
 mod queue;
 mod reload;
 mod store_contract;
