@@ -5,6 +5,7 @@ mod cli;
 mod contract;
 mod crash;
 mod helpers;
+mod multinode;
 mod pg;
 mod queue;
 mod reload;

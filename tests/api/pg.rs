@@ -80,3 +80,15 @@ impl Drop for PgSchema {
         .join();
     }
 }
+
+/// Rows of one query, in `url`'s schema.
+pub async fn query(url: &str, sql: &str) -> Vec<tokio_postgres::Row> {
+    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .expect("connects");
+    let driver = tokio::spawn(conn);
+    let rows = client.query(sql, &[]).await.expect("query runs");
+    drop(client);
+    let _ = driver.await;
+    rows
+}
