@@ -7,6 +7,7 @@ mod crash;
 mod helpers;
 mod multinode;
 mod pg;
+mod pg_http;
 mod pg_outage;
 mod queue;
 mod reload;
