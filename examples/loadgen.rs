@@ -1,12 +1,18 @@
 //! Load generator: starts flowgate in this process on loopback (SQLite store in a
-//! temporary directory, the repository's `flows/`) and drives it with many
+//! temporary directory, or `--store postgres://...` in a schema of its own that is
+//! dropped afterwards; the repository's `flows/`) and drives it with many
 //! keep-alive HTTP/1.1 connections from a hand-written client, then prints
 //! requests/s, p50/p99/max latency and each scenario's ratio to `/_health`.
 //!
 //! ```sh
 //! cargo run --release --example loadgen
 //! cargo run --release --example loadgen -- --scenario itemprice --duration 10 --connections 64
+//! cargo run --release --example loadgen -- --store postgres://postgres@127.0.0.1/test \
+//!     --scenario accept --drain 10000
 //! ```
+//!
+//! `--drain N` first stores N messages for one ordered trigger with a trivial flow,
+//! then starts the server and times how long their execution takes (messages/s).
 //!
 //! Scenarios: `health` (the in-run ceiling), `itemprice` (sync GET with an API key),
 //! `accept` (durable async accept of a 1 KB JSON body). The server and the client
@@ -47,6 +53,81 @@ struct Args {
     /// Print one JSON object per scenario.
     #[arg(long)]
     json: bool,
+    /// Store: a temporary SQLite file, or postgres://... (a fresh schema in that database).
+    #[arg(long)]
+    store: Option<String>,
+    /// Messages drained through one ordered trigger before the scenarios (0: none).
+    #[arg(long, default_value_t = 0)]
+    drain: usize,
+}
+
+/// A flow that does almost nothing, for the drain rate.
+const DRAIN_FLOW: &str = "auth: { none: true }\ndelivery: { ordered: true }\nresponse: { mode: async }\nsteps:\n  - set: { n: .body.n }\n";
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) -> Result<()> {
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let target = to.join(entry.file_name());
+        if entry.path().is_dir() {
+            copy_dir(&entry.path(), &target)?;
+        } else {
+            std::fs::copy(entry.path(), target)?;
+        }
+    }
+    Ok(())
+}
+
+/// Runs SQL on a connection of its own.
+async fn sql(url: &str, text: &str) -> Result<()> {
+    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls).await?;
+    let driver = tokio::spawn(conn);
+    client.batch_execute(text).await?;
+    drop(client);
+    let _ = driver.await;
+    Ok(())
+}
+
+/// Stores `n` messages for the drain trigger, starts the server and waits until
+/// the last one (so, in lane order, all) finished. Returns messages/s.
+async fn drain(settings: &flowgate::config::Settings, n: usize) -> Result<f64> {
+    use flowgate::domain::{MessageId, Mode, NewMessage, TenantName, TriggerName, now_micros};
+    let store = flowgate::store::Store::connect(&settings.store, settings.pg_options()).await?;
+    let mut last = None;
+    for chunk in (0..n).collect::<Vec<_>>().chunks(1000) {
+        let batch: Vec<NewMessage> = chunk
+            .iter()
+            .map(|i| NewMessage {
+                id: MessageId::new(),
+                tenant: TenantName::parse("acme").expect("name"),
+                trigger: TriggerName::parse("Drain").expect("name"),
+                lane: Some(String::new()),
+                mode: Mode::Async,
+                received_at: now_micros(),
+                idempotency_key: None,
+                input: serde_json::json!({"body": {"n": i}}),
+            })
+            .collect();
+        last = batch.last().map(|m| m.id);
+        store.enqueue(&batch).await?;
+    }
+    store.close().await?;
+    let last = last.context("nothing to drain")?;
+    let started = Instant::now();
+    let mut s = settings.clone();
+    s.listen = "127.0.0.1:0".into();
+    let app = flowgate::startup::Application::build(s).await?;
+    let queue = app.queue();
+    tokio::spawn(app.run_until_stopped());
+    loop {
+        if let Some(v) = queue.message(last).await?
+            && v.status.is_final()
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    Ok(n as f64 / started.elapsed().as_secs_f64())
 }
 
 struct Scenario {
@@ -311,8 +392,27 @@ async fn run(addr: SocketAddr, s: &Scenario, args: &Args) -> Figures {
 fn main() -> Result<()> {
     let args = Args::parse();
     let dir = tempfile::tempdir().context("temporary directory")?;
-    let flows = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("flows");
-    let store = format!("sqlite://{}", dir.path().join("loadgen.db").display());
+    let flows = dir.path().join("flows");
+    copy_dir(
+        &PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("flows"),
+        &flows,
+    )?;
+    std::fs::write(flows.join("acme").join("Drain.yaml"), DRAIN_FLOW)?;
+    let schema = format!("flowgate_loadgen_{}", std::process::id());
+    let (store, kind) = match &args.store {
+        Some(url) if flowgate::store::is_postgres(url) => {
+            let sep = if url.contains('?') { '&' } else { '?' };
+            (
+                format!("{url}{sep}options=-csearch_path%3D{schema}"),
+                "postgres",
+            )
+        }
+        Some(url) => (url.clone(), "sqlite"),
+        None => (
+            format!("sqlite://{}", dir.path().join("loadgen.db").display()),
+            "sqlite (temporary file)",
+        ),
+    };
 
     // As `flowgate serve` sizes it: half the cores (HTTP workers are actix's own).
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
@@ -326,6 +426,15 @@ fn main() -> Result<()> {
         store: store.clone(),
         max_backlog: args.max_backlog,
         ..Default::default()
+    };
+    let base_url = args.store.clone().unwrap_or_default();
+    if kind == "postgres" {
+        server_rt.block_on(sql(&base_url, &format!("CREATE SCHEMA {schema}")))?;
+    }
+    let drained = if args.drain > 0 {
+        Some(server_rt.block_on(drain(&settings, args.drain))?)
+    } else {
+        None
     };
     let addr = server_rt.block_on(async {
         let app = flowgate::startup::Application::build(settings).await?;
@@ -341,9 +450,22 @@ fn main() -> Result<()> {
         .build()?;
     if !args.json {
         println!(
-            "flowgate loadgen: {cores} cores, store sqlite (temporary file), {} connections, {} s per scenario",
+            "flowgate loadgen: {cores} cores, store {kind}, {} connections, {} s per scenario",
             args.connections, args.duration
         );
+    }
+    if let Some(rate) = drained {
+        if args.json {
+            println!(
+                "{}",
+                serde_json::json!({"scenario": "drain", "messages": args.drain, "rps": rate})
+            );
+        } else {
+            println!(
+                "drain      messages={} through one ordered lane: {rate:.1} messages/s",
+                args.drain
+            );
+        }
     }
     let mut health_rps = None;
     for name in args
@@ -386,6 +508,9 @@ fn main() -> Result<()> {
                 ratio.map_or(String::new(), |r| format!(" ratio_to_health={r:.2}"))
             );
         }
+    }
+    if kind == "postgres" {
+        server_rt.block_on(sql(&base_url, &format!("DROP SCHEMA {schema} CASCADE")))?;
     }
     Ok(())
 }

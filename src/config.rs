@@ -13,8 +13,17 @@ pub struct Settings {
     pub listen: String,
     /// The flows directory.
     pub flows: PathBuf,
-    /// `sqlite://PATH`
+    /// `sqlite://PATH` or `postgres://USER@HOST:PORT/DB`
     pub store: String,
+    /// PostgreSQL: connections per node.
+    pub pool_size: usize,
+    /// PostgreSQL: how long to wait for a connection (then 503).
+    #[serde(deserialize_with = "duration")]
+    pub store_timeout: Duration,
+    /// PostgreSQL: a node's claim on a message or lane lapses this long after its
+    /// last heartbeat, and another node takes the work over.
+    #[serde(deserialize_with = "duration")]
+    pub lease: Duration,
     /// HTTP worker threads; 0 = one per core.
     pub workers: usize,
     /// Largest request body in bytes.
@@ -39,6 +48,9 @@ impl Default for Settings {
             listen: "0.0.0.0:8080".into(),
             flows: PathBuf::from("./flows"),
             store: "sqlite://flowgate.db".into(),
+            pool_size: 16,
+            store_timeout: Duration::from_secs(2),
+            lease: Duration::from_secs(15),
             workers: 0,
             body_limit: 10 * 1024 * 1024,
             max_backlog: 10_000,
@@ -56,6 +68,15 @@ fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
 }
 
 impl Settings {
+    /// How the PostgreSQL store is reached.
+    pub fn pg_options(&self) -> crate::store::PgOptions {
+        crate::store::PgOptions {
+            pool_size: self.pool_size,
+            connect_timeout: self.store_timeout,
+            lease: self.lease,
+        }
+    }
+
     /// Defaults, then the file (when given or when `flowgate.toml` exists), then
     /// the environment.
     pub fn load(file: Option<&Path>) -> Result<Self, Vec<String>> {
@@ -88,6 +109,18 @@ impl Settings {
                 "FLOWGATE_LISTEN" => self.listen = v.clone(),
                 "FLOWGATE_FLOWS" => self.flows = PathBuf::from(v),
                 "FLOWGATE_STORE" => self.store = v.clone(),
+                "FLOWGATE_POOL_SIZE" => match v.parse() {
+                    Ok(n) => self.pool_size = n,
+                    Err(_) => errors.push(bad("not a number")),
+                },
+                "FLOWGATE_STORE_TIMEOUT" => match humantime::parse_duration(v) {
+                    Ok(d) => self.store_timeout = d,
+                    Err(e) => errors.push(bad(&e.to_string())),
+                },
+                "FLOWGATE_LEASE" => match humantime::parse_duration(v) {
+                    Ok(d) => self.lease = d,
+                    Err(e) => errors.push(bad(&e.to_string())),
+                },
                 "FLOWGATE_WORKERS" => match v.parse() {
                     Ok(n) => self.workers = n,
                     Err(_) => errors.push(bad("not a number")),
@@ -133,8 +166,20 @@ impl Settings {
                 self.listen
             ));
         }
-        if !self.store.starts_with("sqlite://") && !self.store.starts_with("postgres") {
-            errors.push(format!("store: `{}` is not sqlite://PATH", self.store));
+        if !self.store.starts_with("sqlite://") && !crate::store::is_postgres(&self.store) {
+            errors.push(format!(
+                "store: `{}` is not sqlite://PATH or postgres://...",
+                self.store
+            ));
+        }
+        if self.pool_size < 2 {
+            errors.push("pool_size must be at least 2".into());
+        }
+        if self.lease < Duration::from_secs(1) {
+            errors.push("lease must be at least 1s".into());
+        }
+        if self.store_timeout.is_zero() {
+            errors.push("store_timeout must be greater than 0".into());
         }
         if self.body_limit == 0 {
             errors.push("body_limit must be greater than 0".into());

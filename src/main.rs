@@ -60,7 +60,7 @@ struct ServeArgs {
     /// Flows directory [default: ./flows]
     #[arg(long, env = "FLOWGATE_FLOWS")]
     flows: Option<PathBuf>,
-    /// Store URL: sqlite://PATH [default: sqlite://flowgate.db]
+    /// Store URL: sqlite://PATH or postgres://... [default: sqlite://flowgate.db]
     #[arg(long, env = "FLOWGATE_STORE")]
     store: Option<String>,
     /// Settings file [default: ./flowgate.toml when it exists]
@@ -306,7 +306,31 @@ fn run(args: RunArgs) -> Result<ExitCode> {
 }
 
 fn migrate(store: &str) -> Result<ExitCode> {
-    flowgate::store::Store::open(store).with_context(|| format!("cannot migrate {store}"))?;
-    println!("ok: {store} is up to date");
-    Ok(ExitCode::SUCCESS)
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the runtime")?;
+    runtime.block_on(async {
+        let options = Settings::default().pg_options();
+        let opened = flowgate::store::Store::connect(store, options)
+            .await
+            .with_context(|| format!("cannot migrate {}", redact(store)))?;
+        opened.close().await.ok();
+        println!("ok: {} is up to date", redact(store));
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// A store URL without its password.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let userinfo = &url[s + 3..at];
+            match userinfo.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..s + 3], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
 }

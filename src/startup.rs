@@ -49,7 +49,7 @@ impl Application {
         tracing::info!(triggers = report.catalog.trigger_count(), dir = %settings.flows.display(), "flows loaded");
         let catalog = SharedCatalog::new(report.catalog);
 
-        let store = Store::open(&settings.store)?;
+        let store = Store::connect(&settings.store, settings.pg_options()).await?;
         let queue = Queue::start(store, catalog.clone(), settings.max_backlog)?;
         let recovered = queue.recover().await?;
         if recovered > 0 {

@@ -28,6 +28,11 @@ impl MessageId {
         Self(uuid::Uuid::new_v7(ts))
     }
 
+    /// An id read back from a store.
+    pub fn from_uuid(u: uuid::Uuid) -> Self {
+        Self(u)
+    }
+
     pub fn as_uuid(&self) -> uuid::Uuid {
         self.0
     }

@@ -94,9 +94,18 @@ impl TriggerState {
 }
 
 /// How an attempt ended for the dispatcher.
-enum AttemptEnd {
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum AttemptEnd {
     Done { blocking: bool },
     RetryAt(Micros),
+}
+
+/// An attempt that ran: its record, what comes next, and what a waiting caller
+/// is told once the record is written.
+pub(crate) struct Attempted {
+    pub completion: Completion,
+    pub end: AttemptEnd,
+    pub wake: Option<WaitOutcome>,
 }
 
 pub struct Dispatcher {
@@ -107,6 +116,9 @@ pub struct Dispatcher {
     max_backlog: usize,
     /// Where executions run (pushes come from the enqueuer's own thread).
     runtime: tokio::runtime::Handle,
+    /// Set when executions are claimed from a shared store: a stored message is
+    /// not run here on push; the claimer is woken instead.
+    claimed: std::sync::OnceLock<Arc<super::claimer::Wake>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -127,6 +139,7 @@ impl Dispatcher {
             waiters: Waiters::default(),
             max_backlog,
             runtime,
+            claimed: std::sync::OnceLock::new(),
         }
     }
 
@@ -189,8 +202,19 @@ impl Dispatcher {
         sem.acquire_owned().await.ok()
     }
 
+    /// From now on executions are claimed from the store by a claimer woken by `wake`.
+    pub(crate) fn claim_from_store(&self, wake: Arc<super::claimer::Wake>) {
+        let _ = self.claimed.set(wake);
+    }
+
     /// Hands a stored message over for execution. Its backlog place is already taken.
     pub fn push(self: &Arc<Self>, job: Job) {
+        if let Some(wake) = self.claimed.get() {
+            // Any node may run it; this one's backlog counts only what it accepts.
+            self.release(&job.key);
+            wake.work(job.lane.is_some());
+            return;
+        }
         match job.lane.clone() {
             None => {
                 let this = self.clone();
@@ -303,7 +327,7 @@ impl Dispatcher {
         }
     }
 
-    fn trigger(&self, key: &TriggerKey) -> Option<Arc<Trigger>> {
+    pub(crate) fn trigger(&self, key: &TriggerKey) -> Option<Arc<Trigger>> {
         self.catalog
             .get()
             .trigger(key.tenant.as_str(), key.trigger.as_str())
@@ -312,15 +336,12 @@ impl Dispatcher {
 
     /// One attempt: run the flow, record it, decide what comes next.
     async fn attempt(&self, job: &mut Job) -> AttemptEnd {
-        let trigger = self.trigger(&job.key);
-        job.attempts += 1;
-        let number = job.attempts;
         let started_at = now_micros();
         self.store
             .started(
                 job.id,
                 AttemptRecord {
-                    number,
+                    number: job.attempts + 1,
                     started_at,
                     finished_at: None,
                     outcome: None,
@@ -328,6 +349,21 @@ impl Dispatcher {
                 },
             )
             .await;
+        let done = self.run_attempt(job, started_at).await;
+        self.store.finished(done.completion).await;
+        if let Some(w) = done.wake {
+            self.waiters.notify(job.id, w);
+        }
+        done.end
+    }
+
+    /// Runs the flow for the job's next attempt (counting it) and decides what
+    /// comes next; the caller records the completion, then wakes a waiting caller
+    /// with `wake`.
+    pub(crate) async fn run_attempt(&self, job: &mut Job, started_at: Micros) -> Attempted {
+        let trigger = self.trigger(&job.key);
+        job.attempts += 1;
+        let number = job.attempts;
         let waiting = self.waiters.has(job.id);
         let (result, response, trace) = match &trigger {
             Some(t) => {
@@ -376,36 +412,38 @@ impl Dispatcher {
         if let Err(e) = &result {
             tracing::info!(trigger = %job.key, message = %job.id, attempt = number, status = status.as_str(), error = %e, "execution failed");
         }
-        self.store
-            .finished(Completion {
-                id: job.id,
-                attempt: number,
-                started_at,
-                finished_at,
-                outcome: if result.is_ok() {
-                    Outcome::Succeeded
-                } else {
-                    Outcome::Failed
-                },
-                status,
-                run_at,
-                blocking,
-                response,
-                trace,
-                error: result.as_ref().err().map(ToString::to_string),
-            })
-            .await;
+        let completion = Completion {
+            id: job.id,
+            attempt: number,
+            started_at,
+            finished_at,
+            outcome: if result.is_ok() {
+                Outcome::Succeeded
+            } else {
+                Outcome::Failed
+            },
+            status,
+            run_at,
+            blocking,
+            response,
+            trace,
+            error: result.as_ref().err().map(ToString::to_string),
+        };
         if status.is_final() {
-            self.waiters.notify(
-                job.id,
-                WaitOutcome::Finished {
+            Attempted {
+                completion,
+                end: AttemptEnd::Done { blocking },
+                wake: Some(WaitOutcome::Finished {
                     status,
                     error: result.err(),
-                },
-            );
-            AttemptEnd::Done { blocking }
+                }),
+            }
         } else {
-            AttemptEnd::RetryAt(run_at)
+            Attempted {
+                completion,
+                end: AttemptEnd::RetryAt(run_at),
+                wake: None,
+            }
         }
     }
 }

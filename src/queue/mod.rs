@@ -2,6 +2,7 @@
 //! commit), running them (lanes, concurrency, retries), answering sync callers,
 //! recovery after a restart and retention.
 
+mod claimer;
 pub mod dispatcher;
 pub mod enqueuer;
 mod sync_exec;
@@ -53,6 +54,9 @@ impl Queue {
         let (tx, rx) = mpsc::channel(enqueuer::MAX_BATCH * 8);
         enqueuer::start(rx, store.clone(), dispatcher.clone())
             .map_err(|e| StoreError::Config(format!("cannot start the enqueuer thread: {e}")))?;
+        if let Some(shared) = store.shared() {
+            claimer::start(shared.clone(), dispatcher.clone());
+        }
         Ok(Self {
             store,
             dispatcher,
@@ -68,8 +72,13 @@ impl Queue {
         &self.dispatcher
     }
 
-    /// Re-queues every unfinished message after a restart. Call before serving.
+    /// Re-queues every unfinished message after a restart (on a shared store:
+    /// frees what nodes that stopped held). Call before serving.
     pub async fn recover(&self) -> Result<usize, StoreError> {
+        if let Some(shared) = self.store.shared() {
+            // Work is claimed from the store; free only what lapsed.
+            return Ok(shared.reclaim(now_micros()).await? as usize);
+        }
         let pending = self.store.recover(now_micros()).await?;
         let n = pending.len();
         self.dispatcher.recover(pending);

@@ -42,6 +42,14 @@ impl Waiters {
             .unwrap_or(false)
     }
 
+    /// Every message a caller is waiting for.
+    pub fn ids(&self) -> Vec<MessageId> {
+        self.map
+            .lock()
+            .map(|m| m.keys().copied().collect())
+            .unwrap_or_default()
+    }
+
     /// Wakes the caller waiting for `id`, if any (once).
     pub fn notify(&self, id: MessageId, outcome: WaitOutcome) {
         let tx = self.map.lock().ok().and_then(|mut m| m.remove(&id));

@@ -5,9 +5,11 @@
 //! execution (started, finished) is written behind, in batches: losing it in a crash
 //! only means the message runs again, which at-least-once allows.
 
+mod postgres;
 mod sqlite;
 mod types;
 
+pub use postgres::{ClaimedMessage, LaneClaim, LaneMessage, PgOptions, PgStore, Wakeup};
 pub use sqlite::SqliteStore;
 pub use types::{Completion, EnqueueOutcome, PendingMessage, StoreError};
 
@@ -17,90 +19,108 @@ use crate::domain::{AttemptRecord, MessageId, MessageView, Micros, NewMessage};
 #[derive(Clone)]
 pub enum Store {
     Sqlite(SqliteStore),
+    Postgres(PgStore),
+}
+
+/// Calls the same method on whichever backend.
+macro_rules! each {
+    ($self:ident, $s:ident => $e:expr) => {
+        match $self {
+            Self::Sqlite($s) => $e,
+            Self::Postgres($s) => $e,
+        }
+    };
 }
 
 impl Store {
-    /// Opens the store named by a URL: `sqlite://PATH`.
+    /// Opens the embedded store named by a URL: `sqlite://PATH`.
     pub fn open(url: &str) -> Result<Self, StoreError> {
         if let Some(path) = url.strip_prefix("sqlite://") {
             return Ok(Self::Sqlite(SqliteStore::open(path)?));
         }
-        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        if is_postgres(url) {
             return Err(StoreError::Config(
-                "the PostgreSQL store is not available in this version; use sqlite://PATH".into(),
+                "a PostgreSQL store is opened with Store::connect".into(),
             ));
         }
         Err(StoreError::Config(format!(
-            "unknown store URL `{url}`: expected sqlite://PATH"
+            "unknown store URL `{url}`: expected sqlite://PATH or postgres://..."
         )))
+    }
+
+    /// Opens the store named by a URL, `sqlite://PATH` or `postgres://...`, and
+    /// brings its tables up to date. Call inside the runtime that will run it.
+    pub async fn connect(url: &str, options: PgOptions) -> Result<Self, StoreError> {
+        if is_postgres(url) {
+            return Ok(Self::Postgres(PgStore::connect(url, options).await?));
+        }
+        Self::open(url)
+    }
+
+    /// The shared store, whose work is claimed from the database.
+    pub fn shared(&self) -> Option<&PgStore> {
+        match self {
+            Self::Postgres(p) => Some(p),
+            Self::Sqlite(_) => None,
+        }
     }
 
     /// Stores accepted messages in one transaction; returns once they are durable.
     pub async fn enqueue(&self, batch: &[NewMessage]) -> Result<Vec<EnqueueOutcome>, StoreError> {
-        match self {
-            Self::Sqlite(s) => s.enqueue(batch).await,
-        }
+        each!(self, s => s.enqueue(batch).await)
     }
 
     /// Records an attempt's start (written behind).
     pub async fn started(&self, id: MessageId, attempt: AttemptRecord) {
-        match self {
-            Self::Sqlite(s) => s.started(id, attempt).await,
-        }
+        each!(self, s => s.started(id, attempt).await)
     }
 
     /// Records an attempt's end and the message's new state (written behind).
     pub async fn finished(&self, completion: Completion) {
-        match self {
-            Self::Sqlite(s) => s.finished(completion).await,
-        }
+        each!(self, s => s.finished(completion).await)
     }
 
     /// Records a message that was executed before it was stored (sync requests
     /// answered in time): one insert with its only attempt (written behind).
     pub async fn record_executed(&self, message: NewMessage, completion: Completion) {
-        match self {
-            Self::Sqlite(s) => s.record_executed(message, completion).await,
-        }
+        each!(self, s => s.record_executed(message, completion).await)
     }
 
     pub async fn get(&self, id: MessageId) -> Result<Option<MessageView>, StoreError> {
-        match self {
-            Self::Sqlite(s) => s.get(id).await,
-        }
+        each!(self, s => s.get(id).await)
     }
 
     /// After a restart: attempts that were running are marked interrupted and their
     /// messages queued again; returns every unfinished message in acceptance order.
     pub async fn recover(&self, now: Micros) -> Result<Vec<PendingMessage>, StoreError> {
-        match self {
-            Self::Sqlite(s) => s.recover(now).await,
-        }
+        each!(self, s => s.recover(now).await)
     }
 
     /// Deletes finished messages received before `before`; returns how many.
     pub async fn purge(&self, before: Micros) -> Result<u64, StoreError> {
-        match self {
-            Self::Sqlite(s) => s.purge(before).await,
-        }
+        each!(self, s => s.purge(before).await)
     }
 
     /// Waits until every write sent before it is committed.
     pub async fn flush(&self) -> Result<(), StoreError> {
-        match self {
-            Self::Sqlite(s) => s.flush().await,
-        }
+        each!(self, s => s.flush().await)
     }
 
     /// Commits what is pending and closes the store; later calls fail as unavailable.
     pub async fn close(&self) -> Result<(), StoreError> {
-        match self {
-            Self::Sqlite(s) => s.close().await,
-        }
+        each!(self, s => s.close().await)
     }
 
     /// Whether the store answers.
     pub async fn ping(&self) -> Result<(), StoreError> {
-        self.flush().await
+        match self {
+            Self::Sqlite(s) => s.flush().await,
+            Self::Postgres(p) => p.ping().await,
+        }
     }
+}
+
+/// Whether a store URL names PostgreSQL.
+pub fn is_postgres(url: &str) -> bool {
+    url.starts_with("postgres://") || url.starts_with("postgresql://")
 }

@@ -132,3 +132,24 @@ fn serve_refuses_to_start_on_broken_flows() {
     assert!(err.contains("Bad.yaml:2:1: unknown field `stepz`"), "{err}");
     assert!(err.contains("not starting"), "{err}");
 }
+
+#[tokio::test]
+async fn migrate_creates_the_postgres_tables_and_is_repeatable() {
+    let Some(pg) = crate::pg::schema("cli_migrate").await else {
+        return;
+    };
+    for _ in 0..2 {
+        let out = flowgate()
+            .args(["migrate", "--store", &pg.url])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(String::from_utf8_lossy(&out.stdout).contains("up to date"));
+    }
+    let rows = crate::pg::query(&pg.url, "SELECT count(*) FROM schema_migrations").await;
+    assert_eq!(rows[0].get::<_, i64>(0), 1);
+}

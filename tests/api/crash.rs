@@ -15,9 +15,9 @@ use serde_json::{Value, json};
 use crate::helpers::write_flow;
 
 /// A server process, killed when dropped.
-struct Server {
-    child: Child,
-    base: String,
+pub struct Server {
+    pub child: Child,
+    pub base: String,
 }
 
 impl Drop for Server {
@@ -36,6 +36,12 @@ fn free_port() -> u16 {
 }
 
 async fn start(dir: &Path, log: &str) -> Server {
+    let store = format!("sqlite://{}", dir.join("flowgate.db").display());
+    spawn_server(dir, log, &store, &[]).await
+}
+
+/// `flowgate serve` on `dir/flows` and `store`, with extra environment; returns once ready.
+pub async fn spawn_server(dir: &Path, log: &str, store: &str, env: &[(&str, &str)]) -> Server {
     let port = free_port();
     let stderr = std::fs::File::create(dir.join(log)).unwrap();
     let child = Command::new(env!("CARGO_BIN_EXE_flowgate"))
@@ -44,8 +50,9 @@ async fn start(dir: &Path, log: &str) -> Server {
         .arg("--flows")
         .arg(dir.join("flows"))
         .arg("--store")
-        .arg(format!("sqlite://{}", dir.join("flowgate.db").display()))
+        .arg(store)
         .env("FLOWGATE_LOG", "warn")
+        .envs(env.iter().copied())
         .stdout(Stdio::null())
         .stderr(stderr)
         .spawn()

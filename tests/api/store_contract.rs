@@ -1,5 +1,7 @@
 //! The store contract: what every backend must do. Each test takes a fresh store
-//! from `stores()`; the PostgreSQL backend joins the list when it exists.
+//! of each kind from `stores()` (PostgreSQL in a schema of its own, when the test
+//! database is there). Claiming (leases, lanes, fencing) is the shared store's
+//! alone: those tests are at the end.
 
 use serde_json::json;
 
@@ -7,23 +9,46 @@ use flowgate::domain::{
     AttemptRecord, MessageId, MessageStatus, Mode, NewMessage, Outcome, TenantName, TriggerName,
     now_micros,
 };
-use flowgate::store::{Completion, EnqueueOutcome, Store};
+use flowgate::store::{Completion, EnqueueOutcome, PgOptions, PgStore, Store};
+
+use crate::pg::{PgSchema, schema};
 
 struct Fresh {
     store: Store,
-    _dir: tempfile::TempDir,
+    _dir: Option<tempfile::TempDir>,
+    _pg: Option<PgSchema>,
 }
 
-fn stores() -> Vec<(&'static str, Fresh)> {
+fn options() -> PgOptions {
+    PgOptions {
+        lease: std::time::Duration::from_secs(1),
+        ..PgOptions::default()
+    }
+}
+
+async fn stores(test: &str) -> Vec<(&'static str, Fresh)> {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("contract.db").display());
-    vec![(
+    let mut all = vec![(
         "sqlite",
         Fresh {
             store: Store::open(&url).unwrap(),
-            _dir: dir,
+            _dir: Some(dir),
+            _pg: None,
         },
-    )]
+    )];
+    if let Some(pg) = schema(test).await {
+        let store = Store::connect(&pg.url, options()).await.unwrap();
+        all.push((
+            "postgres",
+            Fresh {
+                store,
+                _dir: None,
+                _pg: Some(pg),
+            },
+        ));
+    }
+    all
 }
 
 fn message(lane: Option<&str>, key: Option<&str>, received_at: i64) -> NewMessage {
@@ -62,7 +87,7 @@ fn done(id: MessageId, attempt: u32, status: MessageStatus, blocking: bool) -> C
 
 #[tokio::test]
 async fn enqueue_get_and_idempotency() {
-    for (name, s) in stores() {
+    for (name, s) in stores("enqueue_get_and_idempotency").await {
         let store = s.store;
         let a = message(None, Some("k1"), now_micros());
         let b = message(None, Some("k1"), now_micros());
@@ -103,7 +128,7 @@ async fn enqueue_get_and_idempotency() {
 
 #[tokio::test]
 async fn attempts_are_recorded_and_recovery_requeues_running_messages() {
-    for (name, s) in stores() {
+    for (name, s) in stores("attempts_are_recorded_and_recovery_requeues_running_messages").await {
         let store = s.store;
         let m1 = message(Some("lane"), None, now_micros());
         let m2 = message(Some("lane"), None, now_micros());
@@ -147,7 +172,7 @@ async fn attempts_are_recorded_and_recovery_requeues_running_messages() {
 
 #[tokio::test]
 async fn a_blocking_message_is_recovered_as_such() {
-    for (name, s) in stores() {
+    for (name, s) in stores("a_blocking_message_is_recovered_as_such").await {
         let store = s.store;
         let m1 = message(Some("l"), None, now_micros());
         let m2 = message(Some("l"), None, now_micros());
@@ -167,7 +192,7 @@ async fn a_blocking_message_is_recovered_as_such() {
 
 #[tokio::test]
 async fn retention_deletes_old_finished_messages_only() {
-    for (name, s) in stores() {
+    for (name, s) in stores("retention_deletes_old_finished_messages_only").await {
         let store = s.store;
         let day = 86_400_000_000i64;
         let old_done = message(None, Some("old"), now_micros() - 10 * day);
@@ -209,7 +234,7 @@ async fn retention_deletes_old_finished_messages_only() {
 
 #[tokio::test]
 async fn a_closed_store_reports_unavailable() {
-    for (name, s) in stores() {
+    for (name, s) in stores("a_closed_store_reports_unavailable").await {
         let store = s.store;
         store.close().await.unwrap();
         let err = store
@@ -221,4 +246,157 @@ async fn a_closed_store_reports_unavailable() {
             "{name}: {err}"
         );
     }
+}
+
+// ---- Claiming from the shared store ----------------------------------------
+
+/// Two nodes on one fresh schema, or `None` when PostgreSQL is not here.
+async fn two_nodes(test: &str) -> Option<(PgStore, PgStore, PgSchema)> {
+    let pg = schema(test).await?;
+    let a = PgStore::connect(&pg.url, options()).await.unwrap();
+    let b = PgStore::connect(&pg.url, options()).await.unwrap();
+    Some((a, b, pg))
+}
+
+fn end(id: MessageId, attempt: u32, status: MessageStatus, run_at: i64) -> Completion {
+    Completion {
+        run_at,
+        ..done(id, attempt, status, false)
+    }
+}
+
+#[tokio::test]
+async fn pg_lanes_run_in_acceptance_order_and_late_results_are_fenced() {
+    let Some((a, b, _pg)) = two_nodes("pg_lanes_fenced").await else {
+        return;
+    };
+    let t0 = now_micros();
+    let lane_a: Vec<NewMessage> = (0..5).map(|i| message(Some("a"), None, t0 + i)).collect();
+    let lane_b: Vec<NewMessage> = (0..2).map(|i| message(Some("b"), None, t0 + i)).collect();
+    // Group commit: one batch, interleaved, answered per message.
+    let mut batch = lane_a.clone();
+    batch.extend(lane_b.clone());
+    batch.push(message(None, None, t0));
+    let out = a.enqueue(&batch).await.unwrap();
+    assert!(out.iter().all(|o| matches!(o, EnqueueOutcome::Inserted)));
+
+    let now = now_micros();
+    let claimed = a.claim_lanes(10, now).await.unwrap();
+    assert_eq!(claimed.len(), 2, "each lane once");
+    assert!(
+        b.claim_lanes(10, now).await.unwrap().is_empty(),
+        "a held lane is not claimed"
+    );
+    let la = claimed.iter().find(|l| l.lane == "a").unwrap().clone();
+    let msgs = a.lane_messages(&la, 0, 100).await.unwrap();
+    let ids: Vec<MessageId> = msgs.iter().map(|m| m.id).collect();
+    assert_eq!(ids, lane_a.iter().map(|m| m.id).collect::<Vec<_>>());
+    // A run of two results in one commit.
+    let ok = a
+        .commit_lane(
+            &la,
+            vec![
+                end(ids[0], 1, MessageStatus::Succeeded, now),
+                end(ids[1], 1, MessageStatus::Succeeded, now),
+            ],
+            None,
+            now_micros(),
+        )
+        .await
+        .unwrap();
+    assert!(ok);
+
+    // Node a stops renewing; its lease lapses and b takes the lane over.
+    tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+    let taken = b.claim_lanes(10, now_micros()).await.unwrap();
+    let lb = taken.iter().find(|l| l.lane == "a").expect("lapsed lane");
+    assert!(lb.epoch > la.epoch);
+    let head = b.lane_messages(lb, 0, 100).await.unwrap();
+    assert_eq!(head[0].id, ids[2], "the lowest unfinished message");
+    // a's late result for the head is discarded.
+    let late = a
+        .commit_lane(
+            &la,
+            vec![end(ids[2], 1, MessageStatus::Succeeded, now)],
+            None,
+            now_micros(),
+        )
+        .await
+        .unwrap();
+    assert!(!late);
+    assert_eq!(
+        a.get(ids[2]).await.unwrap().unwrap().status,
+        MessageStatus::Queued
+    );
+}
+
+#[tokio::test]
+async fn pg_unordered_claims_lapse_and_are_fenced() {
+    let Some((a, b, _pg)) = two_nodes("pg_unordered").await else {
+        return;
+    };
+    let m = message(None, None, now_micros());
+    a.enqueue(std::slice::from_ref(&m)).await.unwrap();
+    let got = a.claim_messages(10, now_micros()).await.unwrap();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].attempt, 1);
+    assert!(b.claim_messages(10, now_micros()).await.unwrap().is_empty());
+    tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+    let again = b.claim_messages(10, now_micros()).await.unwrap();
+    assert_eq!(again.len(), 1, "a lapsed lease is claimed again");
+    assert_eq!(again[0].attempt, 2);
+    // a's late result is dropped; b's is taken.
+    a.finished(end(m.id, 1, MessageStatus::Succeeded, now_micros()))
+        .await;
+    a.flush().await.unwrap();
+    let v = b.get(m.id).await.unwrap().unwrap();
+    assert_eq!(v.status, MessageStatus::Running);
+    assert_eq!(v.attempts[0].outcome, Some(Outcome::Interrupted));
+    b.finished(end(m.id, 2, MessageStatus::Succeeded, now_micros()))
+        .await;
+    let v = b.get(m.id).await.unwrap().unwrap();
+    assert_eq!(v.status, MessageStatus::Succeeded);
+    assert_eq!(v.attempts.len(), 2);
+}
+
+#[tokio::test]
+async fn pg_retry_holds_the_lane_until_due_and_exhaustion_blocks_it() {
+    let Some((a, _b, _pg)) = two_nodes("pg_retry_block").await else {
+        return;
+    };
+    let m1 = message(Some("k"), None, now_micros());
+    let m2 = message(Some("k"), None, now_micros() + 1);
+    a.enqueue(&[m1.clone(), m2.clone()]).await.unwrap();
+    let lane = a.claim_lanes(1, now_micros()).await.unwrap().remove(0);
+    let due = now_micros() + 400_000;
+    let retry = end(m1.id, 1, MessageStatus::Retrying, due);
+    assert!(
+        a.commit_lane(&lane, vec![retry], Some(due), now_micros())
+            .await
+            .unwrap()
+    );
+    assert!(
+        a.claim_lanes(1, now_micros()).await.unwrap().is_empty(),
+        "not before the retry is due"
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(450)).await;
+    let lane = a.claim_lanes(1, now_micros()).await.unwrap().remove(0);
+    let head = a.lane_messages(&lane, 0, 10).await.unwrap();
+    assert_eq!(head[0].id, m1.id, "the failed message holds its lane");
+    assert_eq!(head[0].attempts, 1);
+    let dead = Completion {
+        blocking: true,
+        ..end(m1.id, 2, MessageStatus::Dead, now_micros())
+    };
+    assert!(
+        a.commit_lane(&lane, vec![dead], Some(0), now_micros())
+            .await
+            .unwrap()
+    );
+    assert!(
+        a.claim_lanes(1, now_micros()).await.unwrap().is_empty(),
+        "a blocked lane is not claimed"
+    );
+    let v = a.get(m2.id).await.unwrap().unwrap();
+    assert_eq!(v.status, MessageStatus::Queued);
 }

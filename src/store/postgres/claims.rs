@@ -1,0 +1,438 @@
+//! Taking work from the shared queue.
+//!
+//! Unordered messages are claimed one row each (`FOR UPDATE SKIP LOCKED`): the
+//! claim marks the row running under this node's lease and counts the attempt.
+//! Ordered messages are claimed by lane: the node holding a lane's lease (its
+//! `epoch`) reads the lane's unfinished messages in `seq` order, runs them one by
+//! one and writes a run of results in one transaction, fenced by holder and epoch.
+//! Leases are renewed by `heartbeat`; a lapsed one can be claimed by any node.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::sync::mpsc;
+use tokio_postgres::{AsyncMessage, NoTls};
+
+use crate::domain::{MessageId, MessageStatus, Micros, Mode, TenantName, TriggerName};
+use crate::store::types::{Completion, StoreError};
+
+use super::rows::{message_id, mode, names, status};
+use super::writer::apply_completions;
+use super::{PgStore, db, unavailable};
+
+/// An unordered message this node now runs (its attempt `attempt` has started).
+#[derive(Debug, Clone)]
+pub struct ClaimedMessage {
+    pub id: MessageId,
+    pub tenant: TenantName,
+    pub trigger: TriggerName,
+    pub mode: Mode,
+    pub attempt: u32,
+    pub started_at: Micros,
+    pub input: Value,
+}
+
+/// This node's hold on an ordered lane.
+#[derive(Debug, Clone)]
+pub struct LaneClaim {
+    pub tenant: TenantName,
+    pub trigger: TriggerName,
+    pub lane: String,
+    pub epoch: i64,
+}
+
+/// A lane's unfinished message, as its holder reads it.
+#[derive(Debug, Clone)]
+pub struct LaneMessage {
+    pub seq: i64,
+    pub id: MessageId,
+    pub mode: Mode,
+    pub status: MessageStatus,
+    /// Attempts made before.
+    pub attempts: u32,
+    pub run_at: Micros,
+    pub input: Value,
+}
+
+/// What other nodes said.
+#[derive(Debug)]
+pub enum Wakeup {
+    /// Messages were enqueued (or the connection was re-made: there may be work).
+    Work,
+    /// Sync messages finished somewhere.
+    Done(Vec<MessageId>),
+}
+
+impl PgStore {
+    /// Claims up to `limit` runnable unordered messages, oldest first: queued or
+    /// due for retry, or running under a lapsed lease (that attempt is recorded as
+    /// interrupted).
+    pub async fn claim_messages(
+        &self,
+        limit: usize,
+        now: Micros,
+    ) -> Result<Vec<ClaimedMessage>, StoreError> {
+        self.with(move |store, client| async move {
+            // Served by messages_unordered (same predicate, in seq order).
+            let stmt = client
+                .prepare_cached(
+                    "WITH c AS (
+                        SELECT seq FROM messages
+                        WHERE lane IS NULL AND finished_at IS NULL
+                          AND ((status IN ('queued', 'retrying') AND run_at <= $1)
+                               OR (status = 'running' AND lease_until < $1))
+                        ORDER BY seq LIMIT $2 FOR UPDATE SKIP LOCKED)
+                     UPDATE messages m SET status = 'running', holder = $3, lease_until = $1 + $4,
+                            attempts = m.attempts + 1,
+                            attempt_log = (CASE WHEN m.status = 'running' AND jsonb_array_length(m.attempt_log) > 0
+                                THEN jsonb_set(m.attempt_log, ARRAY[(jsonb_array_length(m.attempt_log) - 1)::text],
+                                     (m.attempt_log -> -1) || jsonb_build_object('finished_at', $1::int8,
+                                        'outcome', 'interrupted',
+                                        'error', 'the node running this attempt stopped or lost its lease'))
+                                ELSE m.attempt_log END)
+                                || jsonb_build_array(jsonb_build_object('number', m.attempts + 1,
+                                     'started_at', $1::int8, 'finished_at', NULL, 'outcome', NULL, 'error', NULL))
+                     FROM c WHERE m.seq = c.seq
+                     RETURNING m.id, m.tenant, m.trigger, m.mode, m.attempts, m.input, m.seq",
+                )
+                .await
+                .map_err(db)?;
+            let mut rows = client
+                .query(&stmt, &[&now, &(limit as i64), &&*store.node, &store.lease_us()])
+                .await
+                .map_err(db)?;
+            rows.sort_by_key(|r| r.get::<_, i64>(6));
+            store
+                .held
+                .messages()
+                .extend(rows.iter().map(|r| r.get::<_, uuid::Uuid>(0)));
+            rows.iter()
+                .map(|r| {
+                    let (tenant, trigger) = names(r.get(1), r.get(2))?;
+                    Ok(ClaimedMessage {
+                        id: message_id(r.get(0)),
+                        tenant,
+                        trigger,
+                        mode: mode(r.get(3))?,
+                        attempt: r.get::<_, i32>(4) as u32,
+                        started_at: now,
+                        input: serde_json::from_str(r.get(5)).unwrap_or(Value::Null),
+                    })
+                })
+                .collect()
+        })
+        .await
+    }
+
+    /// Claims up to `limit` ordered lanes that have runnable work and no live holder.
+    pub async fn claim_lanes(
+        &self,
+        limit: usize,
+        now: Micros,
+    ) -> Result<Vec<LaneClaim>, StoreError> {
+        self.with(move |store, client| async move {
+            // Served by lanes_ready (same predicate).
+            let stmt = client
+                .prepare_cached(
+                    "WITH c AS (
+                        SELECT tenant, trigger, lane FROM lanes
+                        WHERE pending > 0 AND blocked_by IS NULL AND run_at <= $1
+                          AND (holder IS NULL OR lease_until < $1)
+                        ORDER BY run_at LIMIT $2 FOR UPDATE SKIP LOCKED)
+                     UPDATE lanes l SET holder = $3, epoch = l.epoch + 1, lease_until = $1 + $4
+                     FROM c WHERE l.tenant = c.tenant AND l.trigger = c.trigger AND l.lane = c.lane
+                     RETURNING l.tenant, l.trigger, l.lane, l.epoch",
+                )
+                .await
+                .map_err(db)?;
+            let rows = client
+                .query(
+                    &stmt,
+                    &[&now, &(limit as i64), &&*store.node, &store.lease_us()],
+                )
+                .await
+                .map_err(db)?;
+            let mut held = store.held.lanes();
+            for r in &rows {
+                held.insert((r.get(0), r.get(1), r.get(2)), r.get(3));
+            }
+            drop(held);
+            rows.iter()
+                .map(|r| {
+                    let (tenant, trigger) = names(r.get(0), r.get(1))?;
+                    Ok(LaneClaim {
+                        tenant,
+                        trigger,
+                        lane: r.get(2),
+                        epoch: r.get(3),
+                    })
+                })
+                .collect()
+        })
+        .await
+    }
+
+    /// The lane's next unfinished messages after `after_seq`, in acceptance order.
+    pub async fn lane_messages(
+        &self,
+        lane: &LaneClaim,
+        after_seq: i64,
+        limit: usize,
+    ) -> Result<Vec<LaneMessage>, StoreError> {
+        let lane = lane.clone();
+        self.with(move |_, client| async move {
+            // Served by messages_lane.
+            let stmt = client
+                .prepare_cached(
+                    "SELECT seq, id, mode, status, attempts, run_at, input FROM messages
+                     WHERE tenant = $1 AND trigger = $2 AND lane = $3 AND finished_at IS NULL AND seq > $4
+                     ORDER BY seq LIMIT $5",
+                )
+                .await
+                .map_err(db)?;
+            let rows = client
+                .query(
+                    &stmt,
+                    &[
+                        &lane.tenant.as_str(),
+                        &lane.trigger.as_str(),
+                        &lane.lane,
+                        &after_seq,
+                        &(limit as i64),
+                    ],
+                )
+                .await
+                .map_err(db)?;
+            rows.iter()
+                .map(|r| {
+                    Ok(LaneMessage {
+                        seq: r.get(0),
+                        id: message_id(r.get(1)),
+                        mode: mode(r.get(2))?,
+                        status: status(r.get(3))?,
+                        attempts: r.get::<_, i32>(4) as u32,
+                        run_at: r.get(5),
+                        input: serde_json::from_str(r.get(6)).unwrap_or(Value::Null),
+                    })
+                })
+                .collect()
+        })
+        .await
+    }
+
+    /// Writes a run of a lane's results in one transaction, only while this node
+    /// still holds the lane at `epoch`; renews the lease, or releases the lane
+    /// (`release`: not before that time). Returns false when the lane was lost:
+    /// nothing was written.
+    pub async fn commit_lane(
+        &self,
+        lane: &LaneClaim,
+        done: Vec<Completion>,
+        release: Option<Micros>,
+        now: Micros,
+    ) -> Result<bool, StoreError> {
+        let claim = lane.clone();
+        let result = self.commit_lane_inner(claim, done, release, now).await;
+        if !matches!(result, Ok(true)) || release.is_some() {
+            self.forget_lane(lane);
+        }
+        result
+    }
+
+    /// Stops renewing a lane's lease (its task ended): it lapses unless released.
+    pub fn forget_lane(&self, lane: &LaneClaim) {
+        let key = (
+            lane.tenant.as_str().to_owned(),
+            lane.trigger.as_str().to_owned(),
+            lane.lane.clone(),
+        );
+        let mut held = self.held.lanes();
+        if held.get(&key) == Some(&lane.epoch) {
+            held.remove(&key);
+        }
+    }
+
+    async fn commit_lane_inner(
+        &self,
+        lane: LaneClaim,
+        done: Vec<Completion>,
+        release: Option<Micros>,
+        now: Micros,
+    ) -> Result<bool, StoreError> {
+        self.with(move |store, mut client| async move {
+            let tx = client.transaction().await.map_err(db)?;
+            // Served by the lanes primary key.
+            let stmt = tx
+                .prepare_cached(
+                    "UPDATE lanes SET lease_until = $5,
+                            holder = CASE WHEN $6 THEN NULL ELSE holder END,
+                            run_at = CASE WHEN $6 THEN $7 ELSE run_at END
+                     WHERE tenant = $1 AND trigger = $2 AND lane = $3 AND holder = $4 AND epoch = $8",
+                )
+                .await
+                .map_err(db)?;
+            let held = tx
+                .execute(
+                    &stmt,
+                    &[
+                        &lane.tenant.as_str(),
+                        &lane.trigger.as_str(),
+                        &lane.lane,
+                        &&*store.node,
+                        &(now + store.lease_us()),
+                        &release.is_some(),
+                        &release.unwrap_or(0),
+                        &lane.epoch,
+                    ],
+                )
+                .await
+                .map_err(db)?;
+            if held == 0 {
+                tx.rollback().await.map_err(db)?;
+                return Ok(false);
+            }
+            if !done.is_empty() {
+                let refs: Vec<&Completion> = done.iter().collect();
+                apply_completions(&tx, &store.node, &refs).await?;
+            }
+            tx.commit().await.map_err(db)?;
+            Ok(true)
+        })
+        .await
+    }
+
+    /// Renews this node's leases on the messages and lanes it still works on.
+    pub async fn heartbeat(&self, now: Micros) -> Result<(), StoreError> {
+        let ids: Vec<uuid::Uuid> = self.held.messages().iter().copied().collect();
+        let mut lanes: (Vec<String>, Vec<String>, Vec<String>, Vec<i64>) = Default::default();
+        for ((t, g, l), e) in self.held.lanes().iter() {
+            lanes.0.push(t.clone());
+            lanes.1.push(g.clone());
+            lanes.2.push(l.clone());
+            lanes.3.push(*e);
+        }
+        self.with(move |store, client| async move {
+            let until = now + store.lease_us();
+            if !ids.is_empty() {
+                // Served by the UNIQUE index on id.
+                client
+                    .execute(
+                        "UPDATE messages SET lease_until = $2
+                         WHERE id = ANY($3) AND holder = $1 AND status = 'running'",
+                        &[&&*store.node, &until, &ids],
+                    )
+                    .await
+                    .map_err(db)?;
+            }
+            if !lanes.0.is_empty() {
+                // Served by the lanes primary key.
+                client
+                    .execute(
+                        "UPDATE lanes l SET lease_until = $2
+                         FROM unnest($3::text[], $4::text[], $5::text[], $6::int8[]) AS u(t, g, n, e)
+                         WHERE l.tenant = u.t AND l.trigger = u.g AND l.lane = u.n AND l.epoch = u.e
+                           AND l.holder = $1",
+                        &[&&*store.node, &until, &lanes.0, &lanes.1, &lanes.2, &lanes.3],
+                    )
+                    .await
+                    .map_err(db)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// Frees what this node (by name) or a lapsed lease held: those attempts end as
+    /// interrupted and their messages are queued again. Returns how many messages.
+    pub async fn reclaim(&self, now: Micros) -> Result<u64, StoreError> {
+        self.with(move |store, client| async move {
+            // Served by messages_held.
+            let n = client
+                .execute(
+                    "UPDATE messages m SET status = 'queued', holder = NULL, lease_until = NULL,
+                            attempt_log = CASE WHEN jsonb_array_length(m.attempt_log) > 0
+                                THEN jsonb_set(m.attempt_log, ARRAY[(jsonb_array_length(m.attempt_log) - 1)::text],
+                                     (m.attempt_log -> -1) || jsonb_build_object('finished_at', $2::int8,
+                                        'outcome', 'interrupted',
+                                        'error', 'the node running this attempt stopped or lost its lease'))
+                                ELSE m.attempt_log END
+                     WHERE status = 'running' AND (holder = $1 OR lease_until < $2)",
+                    &[&&*store.node, &now],
+                )
+                .await
+                .map_err(db)?;
+            client
+                .execute(
+                    "UPDATE lanes SET holder = NULL WHERE holder = $1 OR lease_until < $2",
+                    &[&&*store.node, &now],
+                )
+                .await
+                .map_err(db)?;
+            Ok(n)
+        })
+        .await
+    }
+
+    /// Listens for other nodes' news on a connection of its own, re-made when it
+    /// drops. Every (re)connect reports `Work`, since news may have been missed.
+    pub fn listen(&self) -> mpsc::Receiver<Wakeup> {
+        let (tx, rx) = mpsc::channel(1024);
+        let url = self.url.clone();
+        let closed = self.closed.clone();
+        self.rt.spawn(async move {
+            while !tx.is_closed() && !closed.load(std::sync::atomic::Ordering::Relaxed) {
+                if let Err(e) = listen_once(&url, &tx).await {
+                    tracing::debug!(error = %e, "store notifications interrupted");
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        });
+        rx
+    }
+}
+
+async fn listen_once(url: &str, tx: &mpsc::Sender<Wakeup>) -> Result<(), StoreError> {
+    let mut config = tokio_postgres::Config::from_str(url).map_err(unavailable)?;
+    config
+        .connect_timeout(Duration::from_secs(2))
+        .keepalives(true)
+        .keepalives_idle(Duration::from_secs(10))
+        .application_name("flowgate-listen");
+    let (client, mut conn) = config.connect(NoTls).await.map_err(db)?;
+    let (ntx, mut nrx) = mpsc::unbounded_channel();
+    let driver = tokio::spawn(async move {
+        loop {
+            match std::future::poll_fn(|cx| conn.poll_message(cx)).await {
+                Some(Ok(AsyncMessage::Notification(n))) => {
+                    if ntx.send(n).is_err() {
+                        return;
+                    }
+                }
+                Some(Ok(_)) => {}
+                Some(Err(_)) | None => return,
+            }
+        }
+    });
+    client
+        .batch_execute("LISTEN flowgate_work; LISTEN flowgate_done")
+        .await
+        .map_err(db)?;
+    let _ = tx.send(Wakeup::Work).await;
+    while let Some(n) = nrx.recv().await {
+        let news = match n.channel() {
+            "flowgate_done" => Wakeup::Done(
+                n.payload()
+                    .split(',')
+                    .filter_map(|s| MessageId::from_str(s).ok())
+                    .collect(),
+            ),
+            _ => Wakeup::Work,
+        };
+        if tx.send(news).await.is_err() {
+            break;
+        }
+    }
+    driver.abort();
+    Err(unavailable("the notification connection closed"))
+}

@@ -1,0 +1,426 @@
+//! The shared store: PostgreSQL, for many flowgate nodes on one queue.
+//!
+//! Accepting is group-committed by the enqueuer (one transaction per batch, rows
+//! sent as arrays through `unnest`). Execution is claimed from the database
+//! (`claims`): unordered messages one by one under a lease, ordered lanes as a
+//! whole under a lane lease, so at most one message of a lane runs at a time on
+//! all nodes. Records of executions are written behind, in batches (`writer`).
+//!
+//! Every query runs as a task on the runtime the store was opened on: the pool's
+//! connections live there, never on an HTTP worker thread.
+
+mod claims;
+mod rows;
+mod writer;
+
+use std::future::Future;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use tokio::sync::{mpsc, oneshot};
+use tokio_postgres::NoTls;
+
+use crate::domain::{AttemptRecord, MessageId, MessageView, Micros, NewMessage};
+
+use super::types::{Completion, EnqueueOutcome, PendingMessage, StoreError};
+
+pub use claims::{ClaimedMessage, LaneClaim, LaneMessage, Wakeup};
+
+const MIGRATIONS: &[(i64, &str, &str)] = &[(
+    1,
+    "messages",
+    include_str!("../../../migrations/postgres/0001_messages.sql"),
+)];
+
+/// Any key shared by every flowgate node: serialises migrations.
+const MIGRATION_LOCK: i64 = 0x666c_6f77_6761_7465;
+const PURGE_CHUNK: i64 = 5_000;
+
+/// How the store reaches PostgreSQL and how long a node's claims last.
+#[derive(Debug, Clone)]
+pub struct PgOptions {
+    pub pool_size: usize,
+    /// How long a request waits for a connection before 503.
+    pub connect_timeout: Duration,
+    /// A node's claim on a message or lane lapses this long after its last heartbeat.
+    pub lease: Duration,
+}
+
+impl Default for PgOptions {
+    fn default() -> Self {
+        Self {
+            pool_size: 16,
+            connect_timeout: Duration::from_secs(2),
+            lease: Duration::from_secs(15),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct PgStore {
+    pool: Pool,
+    url: Arc<str>,
+    rt: tokio::runtime::Handle,
+    node: Arc<str>,
+    lease: Duration,
+    timeout: Duration,
+    writer: mpsc::Sender<writer::Op>,
+    closed: Arc<AtomicBool>,
+    held: Arc<Held>,
+}
+
+/// What this node holds leases on: the heartbeat renews these and nothing else,
+/// so work whose task ended without a result is left to lapse.
+#[derive(Default)]
+struct Held {
+    messages: std::sync::Mutex<std::collections::HashSet<uuid::Uuid>>,
+    lanes: std::sync::Mutex<std::collections::HashMap<(String, String, String), i64>>,
+}
+
+impl Held {
+    fn messages(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<uuid::Uuid>> {
+        self.messages.lock().unwrap_or_else(|p| p.into_inner())
+    }
+    #[allow(clippy::type_complexity)]
+    fn lanes(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<(String, String, String), i64>> {
+        self.lanes.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+pub(crate) fn unavailable(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Unavailable(e.to_string())
+}
+
+fn db(e: tokio_postgres::Error) -> StoreError {
+    // A constraint or syntax error is a bug, not an outage; both fail the request.
+    match e.as_db_error() {
+        Some(d) => StoreError::Unavailable(format!("{}: {}", d.code().code(), d.message())),
+        None => StoreError::Unavailable(e.to_string()),
+    }
+}
+
+impl PgStore {
+    /// Connects, runs the migrations under an advisory lock and starts the writer.
+    /// Call from inside the runtime that will run the store's tasks.
+    pub async fn connect(url: &str, options: PgOptions) -> Result<Self, StoreError> {
+        let mut config = tokio_postgres::Config::from_str(url)
+            .map_err(|e| StoreError::Config(format!("store URL: {e}")))?;
+        config
+            .connect_timeout(options.connect_timeout)
+            .keepalives(true)
+            .keepalives_idle(Duration::from_secs(10))
+            .application_name("flowgate");
+        let manager = Manager::from_config(
+            config,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        // Without timeouts `get()` waits for ever while the database is away.
+        let pool = Pool::builder(manager)
+            .max_size(options.pool_size)
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(Some(options.connect_timeout))
+            .create_timeout(Some(options.connect_timeout))
+            .recycle_timeout(Some(options.connect_timeout))
+            .build()
+            .map_err(|e| StoreError::Config(format!("connection pool: {e}")))?;
+        let node: Arc<str> = format!("node-{}", uuid::Uuid::now_v7().simple()).into();
+        let (tx, rx) = mpsc::channel(writer::CHANNEL);
+        let store = Self {
+            pool,
+            url: url.into(),
+            rt: tokio::runtime::Handle::current(),
+            node,
+            lease: options.lease,
+            timeout: options.connect_timeout,
+            writer: tx,
+            closed: Arc::new(AtomicBool::new(false)),
+            held: Arc::default(),
+        };
+        store.migrate().await?;
+        tokio::spawn(writer::run(store.clone(), rx));
+        Ok(store)
+    }
+
+    /// This process's name in leases.
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    pub fn lease(&self) -> Duration {
+        self.lease
+    }
+
+    fn lease_us(&self) -> i64 {
+        self.lease.as_micros() as i64
+    }
+
+    /// Runs `f` with a pooled connection as a task on the store's runtime.
+    async fn with<T, F, Fut>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(Self, deadpool_postgres::Object) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<T, StoreError>> + Send + 'static,
+    {
+        if self.closed.load(Ordering::Relaxed) {
+            return Err(unavailable("the store is closed"));
+        }
+        let this = self.clone();
+        self.rt
+            .spawn(async move {
+                let client = this.pool.get().await.map_err(unavailable)?;
+                f(this, client).await
+            })
+            .await
+            .map_err(unavailable)?
+    }
+
+    async fn migrate(&self) -> Result<(), StoreError> {
+        self.with(|_, mut client| async move {
+            let tx = client.transaction().await.map_err(db)?;
+            tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+                .await
+                .map_err(db)?;
+            tx.batch_execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations (
+                    version BIGINT PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL)",
+            )
+            .await
+            .map_err(db)?;
+            for (version, name, sql) in MIGRATIONS {
+                let done = tx
+                    .query_opt(
+                        "SELECT 1 FROM schema_migrations WHERE version = $1",
+                        &[version],
+                    )
+                    .await
+                    .map_err(db)?;
+                if done.is_some() {
+                    continue;
+                }
+                tx.batch_execute(sql).await.map_err(|e| {
+                    StoreError::Config(format!("migration {version} ({name}): {e}"))
+                })?;
+                tx.execute(
+                    "INSERT INTO schema_migrations (version, name, applied_at) VALUES ($1, $2, $3)",
+                    &[version, name, &crate::domain::now_micros()],
+                )
+                .await
+                .map_err(db)?;
+            }
+            tx.commit().await.map_err(db)
+        })
+        .await
+    }
+
+    /// Stores a batch in one transaction. Each lane's row is locked first (in key
+    /// order, so batches from several nodes cannot deadlock): a lane's messages then
+    /// take `seq` values in commit order, which is what "the lowest unfinished
+    /// message" relies on across nodes.
+    pub async fn enqueue(&self, batch: &[NewMessage]) -> Result<Vec<EnqueueOutcome>, StoreError> {
+        let rows = rows::NewRows::from(batch);
+        self.with(move |_, mut client| async move {
+            let tx = client.transaction().await.map_err(db)?;
+            let lanes = rows.lanes();
+            if !lanes.0.is_empty() {
+                // Served by the lanes primary key.
+                let lock = tx
+                    .prepare_cached(
+                        "INSERT INTO lanes (tenant, trigger, lane)
+                         SELECT * FROM unnest($1::text[], $2::text[], $3::text[]) ORDER BY 1, 2, 3
+                         ON CONFLICT (tenant, trigger, lane) DO UPDATE SET pending = lanes.pending",
+                    )
+                    .await
+                    .map_err(db)?;
+                tx.execute(&lock, &[&lanes.0, &lanes.1, &lanes.2])
+                    .await
+                    .map_err(db)?;
+            }
+            // The partial unique index rejects a repeated Idempotency-Key; the
+            // lanes' counts grow by what was really inserted.
+            let insert = tx
+                .prepare_cached(
+                    "WITH ins AS (
+                        INSERT INTO messages (id, tenant, trigger, lane, mode, status, received_at, run_at,
+                                              idempotency_key, input)
+                        SELECT id, tenant, trigger, lane, mode, 'queued', received_at, received_at, ikey, input
+                        FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::int8[],
+                                    $7::text[], $8::text[])
+                             AS u(id, tenant, trigger, lane, mode, received_at, ikey, input)
+                        ON CONFLICT DO NOTHING
+                        RETURNING id, tenant, trigger, lane),
+                     counted AS (
+                        UPDATE lanes l SET pending = l.pending + c.n
+                        FROM (SELECT tenant, trigger, lane, count(*) AS n FROM ins
+                              WHERE lane IS NOT NULL GROUP BY 1, 2, 3) c
+                        WHERE l.tenant = c.tenant AND l.trigger = c.trigger AND l.lane = c.lane)
+                     SELECT id FROM ins",
+                )
+                .await
+                .map_err(db)?;
+            let inserted = tx
+                .query(
+                    &insert,
+                    &[
+                        &rows.id, &rows.tenant, &rows.trigger, &rows.lane, &rows.mode,
+                        &rows.received_at, &rows.ikey, &rows.input,
+                    ],
+                )
+                .await
+                .map_err(db)?;
+            let inserted: std::collections::HashSet<uuid::Uuid> =
+                inserted.iter().map(|r| r.get(0)).collect();
+            let mut out = Vec::with_capacity(rows.id.len());
+            for (i, id) in rows.id.iter().enumerate() {
+                if inserted.contains(id) {
+                    out.push(EnqueueOutcome::Inserted);
+                    continue;
+                }
+                // Served by messages_idempotency.
+                let first = tx
+                    .query_opt(
+                        "SELECT id FROM messages WHERE tenant = $1 AND trigger = $2 AND idempotency_key = $3",
+                        &[&rows.tenant[i], &rows.trigger[i], &rows.ikey[i]],
+                    )
+                    .await
+                    .map_err(db)?
+                    .map(|r| rows::message_id(r.get(0)));
+                let Some(first) = first else {
+                    return Err(StoreError::Corrupt(format!("message {id} conflicts but has no twin")));
+                };
+                match rows::get(&tx, first).await? {
+                    Some(view) => out.push(EnqueueOutcome::Duplicate(Box::new(view))),
+                    None => return Err(StoreError::Corrupt(format!("message {first} vanished"))),
+                }
+            }
+            if !inserted.is_empty() {
+                tx.execute("SELECT pg_notify('flowgate_work', '')", &[])
+                    .await
+                    .map_err(db)?;
+            }
+            tx.commit().await.map_err(db)?;
+            Ok(out)
+        })
+        .await
+    }
+
+    /// Records an attempt's start: the message runs here, under this node's lease.
+    pub async fn started(&self, id: MessageId, attempt: AttemptRecord) {
+        self.held.messages().insert(id.as_uuid());
+        self.send(writer::Op::Started(id, attempt)).await
+    }
+
+    pub async fn finished(&self, c: Completion) {
+        self.send(writer::Op::Finished(Box::new(c))).await
+    }
+
+    pub async fn record_executed(&self, m: NewMessage, c: Completion) {
+        self.send(writer::Op::Executed(Box::new((m, c)))).await
+    }
+
+    async fn send(&self, op: writer::Op) {
+        if self.writer.send(op).await.is_err() {
+            tracing::error!("store writer has stopped; an execution record was not written");
+        }
+    }
+
+    /// Reads a message, after the records this process sent before (bounded by the
+    /// connect timeout, so a database that is away cannot hold a status lookup).
+    pub async fn get(&self, id: MessageId) -> Result<Option<MessageView>, StoreError> {
+        let _ = tokio::time::timeout(self.timeout, self.flush()).await;
+        self.with(move |_, client| async move { rows::get(&client, id).await })
+            .await
+    }
+
+    /// At start: attempts this node (under an earlier name) or any node whose lease
+    /// lapsed was running end as interrupted and their messages are queued again;
+    /// returns every open message (unfinished or blocking) in acceptance order.
+    pub async fn recover(&self, now: Micros) -> Result<Vec<PendingMessage>, StoreError> {
+        let _ = tokio::time::timeout(self.timeout, self.flush()).await;
+        self.reclaim(now).await?;
+        self.with(move |_, client| async move {
+            // Served by messages_unordered / messages_lane for the unfinished part.
+            let rows = client
+                .query(
+                    "SELECT id, tenant, trigger, lane, mode, status, received_at, run_at, attempts,
+                            blocking, input
+                     FROM messages WHERE finished_at IS NULL OR blocking ORDER BY seq",
+                    &[],
+                )
+                .await
+                .map_err(db)?;
+            rows.iter().map(rows::pending).collect()
+        })
+        .await
+    }
+
+    /// Deletes finished messages received before `before` (in chunks), and lanes
+    /// with nothing left in them; returns how many messages.
+    pub async fn purge(&self, before: Micros) -> Result<u64, StoreError> {
+        let _ = tokio::time::timeout(self.timeout, self.flush()).await;
+        self.with(move |_, client| async move {
+            let mut total = 0u64;
+            loop {
+                // Served by messages_finished.
+                let n = client
+                    .execute(
+                        "DELETE FROM messages WHERE seq IN (
+                            SELECT seq FROM messages
+                            WHERE finished_at IS NOT NULL AND NOT blocking AND received_at < $1
+                            LIMIT $2)",
+                        &[&before, &PURGE_CHUNK],
+                    )
+                    .await
+                    .map_err(db)?;
+                total += n;
+                if n < PURGE_CHUNK as u64 {
+                    break;
+                }
+            }
+            // An enqueue holding a lane's row makes this wait, then see its count.
+            client
+                .execute(
+                    "DELETE FROM lanes WHERE pending = 0 AND holder IS NULL AND blocked_by IS NULL",
+                    &[],
+                )
+                .await
+                .map_err(db)?;
+            Ok(total)
+        })
+        .await
+    }
+
+    /// Waits until every record sent before it is written.
+    pub async fn flush(&self) -> Result<(), StoreError> {
+        if self.closed.load(Ordering::Relaxed) {
+            return Err(unavailable("the store is closed"));
+        }
+        let (tx, rx) = oneshot::channel();
+        self.send(writer::Op::Flush(tx)).await;
+        rx.await
+            .map_err(|_| unavailable("the store writer has stopped"))
+    }
+
+    pub async fn close(&self) -> Result<(), StoreError> {
+        let flushed = self.flush().await;
+        self.closed.store(true, Ordering::Relaxed);
+        self.pool.close();
+        flushed
+    }
+
+    /// Whether the database answers.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        self.with(|_, client| async move {
+            client.simple_query("SELECT 1").await.map_err(db)?;
+            Ok(())
+        })
+        .await
+    }
+}

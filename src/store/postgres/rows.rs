@@ -1,0 +1,195 @@
+//! Rows in and out of PostgreSQL: batches as column arrays for `unnest`, rows as
+//! domain types.
+
+use std::collections::BTreeSet;
+
+use deadpool_postgres::GenericClient;
+use tokio_postgres::Row;
+
+use crate::domain::{
+    AttemptRecord, MessageId, MessageStatus, MessageView, Mode, NewMessage, Outcome, TenantName,
+    TriggerName,
+};
+use crate::store::types::{PendingMessage, StoreError};
+
+use super::db;
+
+/// A batch of new messages, one array per column.
+pub struct NewRows {
+    pub id: Vec<uuid::Uuid>,
+    pub tenant: Vec<String>,
+    pub trigger: Vec<String>,
+    pub lane: Vec<Option<String>>,
+    pub mode: Vec<&'static str>,
+    pub received_at: Vec<i64>,
+    pub ikey: Vec<Option<String>>,
+    pub input: Vec<String>,
+}
+
+impl From<&[NewMessage]> for NewRows {
+    fn from(batch: &[NewMessage]) -> Self {
+        let mut r = Self {
+            id: Vec::with_capacity(batch.len()),
+            tenant: Vec::with_capacity(batch.len()),
+            trigger: Vec::with_capacity(batch.len()),
+            lane: Vec::with_capacity(batch.len()),
+            mode: Vec::with_capacity(batch.len()),
+            received_at: Vec::with_capacity(batch.len()),
+            ikey: Vec::with_capacity(batch.len()),
+            input: Vec::with_capacity(batch.len()),
+        };
+        for m in batch {
+            r.id.push(m.id.as_uuid());
+            r.tenant.push(m.tenant.as_str().to_owned());
+            r.trigger.push(m.trigger.as_str().to_owned());
+            r.lane.push(m.lane.clone());
+            r.mode.push(m.mode.as_str());
+            r.received_at.push(m.received_at);
+            r.ikey.push(m.idempotency_key.clone());
+            r.input.push(m.input.to_string());
+        }
+        r
+    }
+}
+
+/// Three parallel arrays (tenant, trigger, lane).
+pub type LaneKeys = (Vec<String>, Vec<String>, Vec<String>);
+
+impl NewRows {
+    /// The distinct lanes of the batch, sorted.
+    pub fn lanes(&self) -> LaneKeys {
+        let set: BTreeSet<(&str, &str, &str)> = (0..self.id.len())
+            .filter_map(|i| {
+                self.lane[i]
+                    .as_deref()
+                    .map(|l| (self.tenant[i].as_str(), self.trigger[i].as_str(), l))
+            })
+            .collect();
+        let mut keys: LaneKeys = Default::default();
+        for (t, g, l) in set {
+            keys.0.push(t.to_owned());
+            keys.1.push(g.to_owned());
+            keys.2.push(l.to_owned());
+        }
+        keys
+    }
+}
+
+fn corrupt(what: &str, v: &str) -> StoreError {
+    StoreError::Corrupt(format!("{what} `{v}`"))
+}
+
+pub fn message_id(u: uuid::Uuid) -> MessageId {
+    MessageId::from_uuid(u)
+}
+
+pub fn names(tenant: &str, trigger: &str) -> Result<(TenantName, TriggerName), StoreError> {
+    Ok((
+        TenantName::parse(tenant).map_err(|_| corrupt("tenant", tenant))?,
+        TriggerName::parse(trigger).map_err(|_| corrupt("trigger", trigger))?,
+    ))
+}
+
+pub fn mode(s: &str) -> Result<Mode, StoreError> {
+    match s {
+        "sync" => Ok(Mode::Sync),
+        "async" => Ok(Mode::Async),
+        other => Err(corrupt("mode", other)),
+    }
+}
+
+pub fn status(s: &str) -> Result<MessageStatus, StoreError> {
+    MessageStatus::parse(s).ok_or_else(|| corrupt("status", s))
+}
+
+fn json(s: Option<&str>) -> serde_json::Value {
+    s.and_then(|s| serde_json::from_str(s).ok())
+        .unwrap_or(serde_json::Value::Null)
+}
+
+/// One attempt as the `attempt_log` array holds it.
+pub fn attempt_json(a: &AttemptRecord) -> serde_json::Value {
+    serde_json::json!({
+        "number": a.number,
+        "started_at": a.started_at,
+        "finished_at": a.finished_at,
+        "outcome": a.outcome.map(Outcome::as_str),
+        "error": a.error,
+    })
+}
+
+fn attempts(log: &serde_json::Value) -> Vec<AttemptRecord> {
+    log.as_array()
+        .map(|items| {
+            items
+                .iter()
+                .map(|a| AttemptRecord {
+                    number: a["number"].as_u64().unwrap_or(0) as u32,
+                    started_at: a["started_at"].as_i64().unwrap_or(0),
+                    finished_at: a["finished_at"].as_i64(),
+                    outcome: a["outcome"].as_str().and_then(Outcome::parse),
+                    error: a["error"].as_str().map(str::to_owned),
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+pub async fn get<C: GenericClient>(
+    client: &C,
+    id: MessageId,
+) -> Result<Option<MessageView>, StoreError> {
+    // Served by the UNIQUE index on id.
+    let stmt = client
+        .prepare_cached(
+            "SELECT tenant, trigger, lane, mode, status, received_at, finished_at, response, error,
+                    input, trace, attempt_log
+             FROM messages WHERE id = $1",
+        )
+        .await
+        .map_err(db)?;
+    let Some(r) = client
+        .query_opt(&stmt, &[&id.as_uuid()])
+        .await
+        .map_err(db)?
+    else {
+        return Ok(None);
+    };
+    let (tenant, trigger) = names(r.get(0), r.get(1))?;
+    Ok(Some(MessageView {
+        id,
+        tenant,
+        trigger,
+        lane: r.get(2),
+        mode: mode(r.get(3))?,
+        status: status(r.get(4))?,
+        received_at: r.get(5),
+        finished_at: r.get(6),
+        response: r
+            .get::<_, Option<&str>>(7)
+            .and_then(|s| serde_json::from_str(s).ok()),
+        error: r.get(8),
+        input: json(r.get(9)),
+        trace: json(r.get(10)),
+        attempts: attempts(&r.get::<_, serde_json::Value>(11)),
+    }))
+}
+
+/// A row of `SELECT id, tenant, trigger, lane, mode, status, received_at, run_at,
+/// attempts, blocking, input`.
+pub fn pending(r: &Row) -> Result<PendingMessage, StoreError> {
+    let (tenant, trigger) = names(r.get(1), r.get(2))?;
+    Ok(PendingMessage {
+        id: message_id(r.get(0)),
+        tenant,
+        trigger,
+        lane: r.get(3),
+        mode: mode(r.get(4))?,
+        status: status(r.get(5))?,
+        received_at: r.get(6),
+        run_at: r.get(7),
+        attempts: r.get::<_, i32>(8) as u32,
+        blocking: r.get(9),
+        input: json(r.get(10)),
+    })
+}

@@ -1,0 +1,94 @@
+//! The HTTP contract on the PostgreSQL store, with two nodes in this process on
+//! one schema: async accept and the status URL, Idempotency-Key, and sync callers
+//! answered whichever node ran their message.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::helpers::{ERP_KEY, TestApp, write_flow};
+use crate::pg::schema;
+
+const SYNC_ORDERED: &str = "auth: { none: true }\ndelivery: { ordered: true }\nresponse: { mode: sync, timeout: 20s }\nsteps:\n  - respond: { body: '{n: .body.n}' }\n";
+
+async fn node(url: &str) -> TestApp {
+    let url = url.to_owned();
+    TestApp::spawn_with(
+        |flows| write_flow(flows, "t/SyncOrdered.yaml", SYNC_ORDERED),
+        move |s| {
+            s.store = url;
+            s.lease = Duration::from_secs(2);
+        },
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_serve_the_http_contract() {
+    let Some(pg) = schema("pg_http").await else {
+        return;
+    };
+    let a = node(&pg.url).await;
+    let b = node(&pg.url).await;
+
+    // Async accept on a, status on b.
+    let res = a
+        .post_json(
+            "/acme/CreateCustomerRecord",
+            Some(ERP_KEY),
+            &json!({"name": "Ann"}),
+        )
+        .await;
+    assert_eq!(res.status(), 202);
+    let id = res.json::<Value>().await.unwrap()["message_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let doc = b
+        .wait_final(
+            "acme/CreateCustomerRecord",
+            &id,
+            ERP_KEY,
+            Duration::from_secs(20),
+        )
+        .await;
+    assert_eq!(doc["status"], "succeeded", "{doc}");
+    assert_eq!(doc["response"]["body"]["name"], "ann");
+
+    // A repeated Idempotency-Key on the other node answers with the first message.
+    let post = |app: &TestApp| {
+        app.client
+            .post(app.url("/acme/CreateCustomerRecord"))
+            .header("x-api-key", ERP_KEY)
+            .header("idempotency-key", "once")
+            .json(&json!({"name": "Bo"}))
+            .send()
+    };
+    let first: Value = post(&a).await.unwrap().json().await.unwrap();
+    let again = post(&b).await.unwrap();
+    assert_eq!(
+        again.headers()["x-message-id"].to_str().unwrap(),
+        first["message_id"].as_str().unwrap()
+    );
+
+    // Sync ordered callers on both nodes get their own answers, in any node's run.
+    let mut calls = Vec::new();
+    for n in 0..40 {
+        let app = if n % 2 == 0 { &a } else { &b };
+        let (client, url) = (app.client.clone(), app.url("/t/SyncOrdered"));
+        calls.push(tokio::spawn(async move {
+            let res = client
+                .post(url)
+                .json(&json!({"n": n}))
+                .send()
+                .await
+                .unwrap();
+            (res.status().as_u16(), res.json::<Value>().await.unwrap())
+        }));
+    }
+    for (n, call) in calls.into_iter().enumerate() {
+        let (status, body) = call.await.unwrap();
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["n"], n, "{body}");
+    }
+}
