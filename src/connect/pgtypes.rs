@@ -54,10 +54,15 @@ impl<'a> FromSql<'a> for Cell {
                     .format(&Rfc3339)?,
             ),
             Type::TIMESTAMP => {
-                Value::String(PrimitiveDateTime::from_sql(ty, raw)?.format(LOCAL_DATETIME)?)
+                let t = PrimitiveDateTime::from_sql(ty, raw)?;
+                Value::String(format!(
+                    "{}T{}",
+                    t.date().format(DATE)?,
+                    time_text(t.time())?
+                ))
             }
             Type::DATE => Value::String(Date::from_sql(ty, raw)?.format(DATE)?),
-            Type::TIME => Value::String(Time::from_sql(ty, raw)?.format(TIME)?),
+            Type::TIME => Value::String(time_text(Time::from_sql(ty, raw)?)?),
             Type::UUID => Value::String(uuid::Uuid::from_sql(ty, raw)?.to_string()),
             Type::BYTEA => {
                 json!({"base64": base64::engine::general_purpose::STANDARD.encode(raw)})
@@ -91,6 +96,17 @@ impl<'a> FromSql<'a> for Cell {
     fn accepts(_: &Type) -> bool {
         true
     }
+}
+
+/// `HH:MM:SS`, with the fraction only when there is one (`10:00:00.25`).
+fn time_text(t: Time) -> Result<String, BoxError> {
+    let mut s = t.format(format_description!("[hour]:[minute]:[second]"))?;
+    if t.nanosecond() > 0 {
+        let frac = format!("{:09}", t.nanosecond());
+        s.push('.');
+        s.push_str(frac.trim_end_matches('0'));
+    }
+    Ok(s)
 }
 
 fn float(f: f64) -> Value {

@@ -156,7 +156,16 @@ impl PgConnection {
                 }
                 (m, transient_state(db.code().code()))
             }
-            None => (e.to_string(), e.is_closed() || e.code().is_none()),
+            None => {
+                let mut m = e.to_string();
+                if let Some(source) = std::error::Error::source(e) {
+                    m.push_str(": ");
+                    m.push_str(&source.to_string());
+                }
+                // Serializing a parameter is the flow's problem, not the network's.
+                let transient = e.is_closed() || (e.code().is_none() && !m.contains("serializing"));
+                (m, transient)
+            }
         };
         SqlError {
             message: self.options.secrets.redact(&message).into_owned(),

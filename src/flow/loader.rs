@@ -157,7 +157,9 @@ impl Loader {
                     Loaded::CheckOnly(t) => (t, false),
                 }
             } else {
-                (Arc::new(Tenant::empty(tenant_name.clone())), true)
+                let mut empty = Tenant::empty(tenant_name.clone());
+                empty.outbound = self.registry.outbound().clone();
+                (Arc::new(empty), true)
             };
             if serve {
                 catalog.insert_tenant(tenant.clone());
