@@ -91,7 +91,7 @@ fn the_shipped_flows_check_clean() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("flows");
     let (ok, stdout, _) = check(&dir);
     assert!(ok, "{stdout}");
-    assert!(stdout.starts_with("ok: 4 trigger(s)"), "{stdout}");
+    assert!(stdout.starts_with("ok: 7 trigger(s)"), "{stdout}");
 }
 
 #[test]

@@ -212,3 +212,124 @@ async fn a_statement_timeout_fails_the_step() {
     assert!(err.contains("did not finish within 300ms"), "{err}");
     schema.drop().await;
 }
+
+/// The shipped flows with their connections pointed at a test schema and a stub.
+async fn spawn_examples(schema: &Schema, duro: &str) -> TestApp {
+    let sql = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/sql/acme.sql"),
+    )
+    .unwrap();
+    schema.exec(&sql).await;
+    let (url, duro) = (schema.url.clone(), duro.to_owned());
+    TestApp::spawn_with(
+        move |flows| {
+            let path = flows.join("acme/_tenant.yaml");
+            let text = std::fs::read_to_string(&path)
+                .unwrap()
+                .replace("postgres://postgres@127.0.0.1:5432/postgres", &url)
+                .replace("http://127.0.0.1:9090", &duro);
+            std::fs::write(path, text).unwrap();
+        },
+        |_| {},
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_example_lookups_read_postgresql() {
+    let Some(schema) = Schema::create("fg_acme").await else {
+        return;
+    };
+    let app = spawn_examples(&schema, "http://127.0.0.1:9").await;
+    let key = Some(crate::helpers::WEBSHOP_KEY);
+    let res = app
+        .get("/acme/ItemPriceDb?itemId=A-100&currency=SEK&qty=3", key)
+        .await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(
+        res.json::<Value>().await.unwrap(),
+        json!({"item": "A-100", "currency": "SEK", "qty": 3, "unit_price": 139.0, "total": 417.0})
+    );
+    let res = app.get("/acme/ItemPriceDb?itemId=Z-1", key).await;
+    assert_eq!(res.status(), StatusCode::NOT_FOUND);
+    let res = app
+        .get("/acme/StockAtHandDb?itemId=A-100&warehouse=NORTH", key)
+        .await;
+    assert_eq!(
+        res.json::<Value>().await.unwrap(),
+        json!({"item": "A-100", "warehouse": "NORTH", "on_hand": 15, "available": true})
+    );
+    schema.drop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn duro_item_sync_pings_then_pulls_then_upserts() {
+    let Some(schema) = Schema::create("fg_duro").await else {
+        return;
+    };
+    let stub = crate::stub::Stub::start(crate::stub::Reply::json(
+        200,
+        json!({"id": "A-100", "name": "Apple crate", "attributes": {"weight_kg": 12.5},
+               "updated_at": "2024-05-01T10:00:00Z"}),
+    ))
+    .await;
+    let app = spawn_examples(&schema, &stub.url()).await;
+    let body = r#"{"event":"ITEM_UPDATE","id":"A-100"}"#;
+    let sig = flowgate::signature::hex(&flowgate::signature::compute(
+        flowgate::flow::model::HmacAlgorithm::Sha256,
+        b"example-duro-secret",
+        &[body.as_bytes()],
+    ));
+    let res = app
+        .client
+        .post(app.url("/acme/DuroItemSync"))
+        .header("x-duro-signature", format!("sha256={sig}"))
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::ACCEPTED);
+    let id = res.json::<Value>().await.unwrap()["message_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut done = None;
+    for _ in 0..250 {
+        let view = app
+            .queue
+            .message(id.parse().unwrap())
+            .await
+            .unwrap()
+            .unwrap();
+        if view.status.is_final() {
+            done = Some(view);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let view = done.expect("the message finishes");
+    assert_eq!(view.status.as_str(), "succeeded", "{}", view.trace);
+    let reqs = stub.recorded();
+    assert_eq!(reqs[0].path, "/api/items/A-100");
+    assert_eq!(
+        reqs[0].header("authorization"),
+        Some("Bearer example-duro-token")
+    );
+    let row = schema
+        .query_one("select name, attributes::text as a from items where id = 'A-100'")
+        .await;
+    assert_eq!(row.get::<_, String>("name"), "Apple crate");
+    assert_eq!(row.get::<_, String>("a"), r#"{"weight_kg": 12.5}"#);
+    // A tampered ping is refused before anything runs.
+    let res = app
+        .client
+        .post(app.url("/acme/DuroItemSync"))
+        .header("x-duro-signature", format!("sha256={sig}"))
+        .body(r#"{"event":"ITEM_UPDATE","id":"B-200"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    schema.drop().await;
+}
