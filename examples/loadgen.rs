@@ -15,7 +15,9 @@
 //! then starts the server and times how long their execution takes (messages/s).
 //!
 //! Scenarios: `health` (the in-run ceiling), `itemprice` (sync GET with an API key),
-//! `accept` (durable async accept of a 1 KB JSON body). The server and the client
+//! `itemprice-db` (the same answer read from PostgreSQL by an `sql` step; the
+//! tables of examples/sql/acme.sql are created in `ACME_DATABASE_URL`, default
+//! the local `postgres` database), `accept` (durable async accept of a 1 KB JSON body). The server and the client
 //! run on separate runtimes; on a 2-core machine they share the cores.
 
 use std::net::SocketAddr;
@@ -41,7 +43,7 @@ struct Args {
     /// Concurrent keep-alive connections.
     #[arg(long, default_value_t = 32)]
     connections: usize,
-    /// Scenarios to run, comma separated: health, itemprice, accept.
+    /// Scenarios to run, comma separated: health, itemprice, itemprice-db, accept.
     #[arg(long, default_value = "health,itemprice,accept")]
     scenario: String,
     /// Client runtime threads.
@@ -152,6 +154,14 @@ fn scenario(name: &str, addr: SocketAddr) -> Result<Scenario> {
             .into_bytes(),
             expect: 200,
         },
+        "itemprice-db" => Scenario {
+            name: "itemprice-db",
+            request: format!(
+                "GET /acme/ItemPriceDb?itemId=A-100&currency=SEK&qty=3 HTTP/1.1\r\nHost: {host}\r\nX-Api-Key: fg_acme_webshop_example\r\n\r\n"
+            )
+            .into_bytes(),
+            expect: 200,
+        },
         "accept" => {
             let body = one_kb_body();
             let mut request = format!(
@@ -166,7 +176,7 @@ fn scenario(name: &str, addr: SocketAddr) -> Result<Scenario> {
                 expect: 202,
             }
         }
-        other => bail!("unknown scenario `{other}` (health, itemprice, accept)"),
+        other => bail!("unknown scenario `{other}` (health, itemprice, itemprice-db, accept)"),
     })
 }
 
@@ -389,6 +399,22 @@ async fn run(addr: SocketAddr, s: &Scenario, args: &Args) -> Figures {
     }
 }
 
+/// Creates and fills the example tables where ItemPriceDb's connection points.
+async fn prepare_database() -> Result<()> {
+    let url = std::env::var("ACME_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+    let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .context("itemprice-db needs PostgreSQL at ACME_DATABASE_URL")?;
+    tokio::spawn(conn);
+    let sql = include_str!("sql/acme.sql");
+    client
+        .batch_execute(sql)
+        .await
+        .context("examples/sql/acme.sql")?;
+    Ok(())
+}
+
 fn main() -> Result<()> {
     let args = Args::parse();
     let dir = tempfile::tempdir().context("temporary directory")?;
@@ -436,6 +462,9 @@ fn main() -> Result<()> {
     } else {
         None
     };
+    if args.scenario.contains("itemprice-db") {
+        server_rt.block_on(prepare_database())?;
+    }
     let addr = server_rt.block_on(async {
         let app = flowgate::startup::Application::build(settings).await?;
         let addr = app.local_addr();

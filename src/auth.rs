@@ -56,7 +56,37 @@ impl KeyVerifier {
     /// The label of `tenant`'s key that `key` is, if any.
     pub async fn identify(&self, tenant: &Tenant, key: &str) -> Option<String> {
         let ck = cache_key(tenant, key);
-        let fp = tenant.keys_fingerprint;
+        self.cached(ck, tenant.keys_fingerprint, &tenant.api_keys, key)
+            .await
+    }
+
+    /// Whether `password` is Basic user `user`'s, with the same cache: the entry
+    /// is keyed by a SHA-256 over tenant, user and password, and trusted only while
+    /// the user's hash is unchanged.
+    pub async fn check_basic(&self, tenant: &Tenant, user: &str, password: &str) -> bool {
+        let Some(hash) = tenant.basic_hash(user) else {
+            return false;
+        };
+        let mut h = Sha256::new();
+        h.update(b"basic\0");
+        h.update(tenant.name.as_str().as_bytes());
+        h.update([0]);
+        h.update(user.as_bytes());
+        h.update([0]);
+        h.update(password.as_bytes());
+        let ck: [u8; 32] = h.finalize().into();
+        let fp: [u8; 32] = Sha256::digest(hash.as_bytes()).into();
+        let candidates = [(user.to_owned(), hash.to_owned())];
+        self.cached(ck, fp, &candidates, password).await.is_some()
+    }
+
+    async fn cached(
+        &self,
+        ck: [u8; 32],
+        fp: [u8; 32],
+        candidates: &[(String, String)],
+        key: &str,
+    ) -> Option<String> {
         loop {
             match self.cache.get_value_or_guard_async(&ck).await {
                 Ok(entry) if entry.keys == fp => {
@@ -70,7 +100,7 @@ impl KeyVerifier {
                 }
                 Err(guard) => {
                     self.stats.cache_misses.fetch_add(1, Ordering::Relaxed);
-                    let label = self.verify(tenant, key).await;
+                    let label = self.verify(candidates, key).await;
                     let _ = guard.insert(Entry {
                         label: label.clone(),
                         keys: fp,
@@ -81,11 +111,11 @@ impl KeyVerifier {
         }
     }
 
-    async fn verify(&self, tenant: &Tenant, key: &str) -> Option<String> {
+    async fn verify(&self, candidates: &[(String, String)], key: &str) -> Option<String> {
         let Ok(_permit) = self.limit.clone().acquire_owned().await else {
             return None;
         };
-        let candidates = tenant.api_keys.clone();
+        let candidates = candidates.to_vec();
         let key = key.to_owned();
         let tried = candidates.len() as u64;
         self.stats.verifications.fetch_add(tried, Ordering::Relaxed);

@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 
+use crate::domain::Cidr;
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Settings {
@@ -40,6 +42,12 @@ pub struct Settings {
     pub key_cache_size: usize,
     /// argon2 verifications that may run at once.
     pub key_verify_parallel: usize,
+    /// Proxies whose `X-Forwarded-For` names the caller (for `allow_ips`).
+    pub trusted_proxies: Vec<Cidr>,
+    /// Hosts `http` steps may call (`api.example.com`, `*.example.com`); empty: any.
+    pub outbound_allow_hosts: Vec<String>,
+    /// Refuse `http` steps to loopback, private and link-local addresses.
+    pub outbound_deny_private: bool,
 }
 
 impl Default for Settings {
@@ -58,8 +66,16 @@ impl Default for Settings {
             reload_interval: Duration::from_millis(250),
             key_cache_size: 10_000,
             key_verify_parallel: 2,
+            trusted_proxies: Vec::new(),
+            outbound_allow_hosts: Vec::new(),
+            outbound_deny_private: false,
         }
     }
+}
+
+/// A comma-separated list, blanks dropped.
+fn list(v: &str) -> impl Iterator<Item = &str> {
+    v.split(',').map(str::trim).filter(|s| !s.is_empty())
 }
 
 fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
@@ -145,6 +161,20 @@ impl Settings {
                     Ok(n) => self.key_cache_size = n,
                     Err(_) => errors.push(bad("not a number")),
                 },
+                "FLOWGATE_TRUSTED_PROXIES" => {
+                    match list(v).map(|s| s.parse()).collect::<Result<Vec<Cidr>, _>>() {
+                        Ok(c) => self.trusted_proxies = c,
+                        Err(e) => errors.push(bad(&e)),
+                    }
+                }
+                "FLOWGATE_OUTBOUND_ALLOW_HOSTS" => {
+                    self.outbound_allow_hosts = list(v).map(str::to_owned).collect()
+                }
+                "FLOWGATE_OUTBOUND_DENY_PRIVATE" => match v.as_str() {
+                    "true" | "1" => self.outbound_deny_private = true,
+                    "false" | "0" => self.outbound_deny_private = false,
+                    _ => errors.push(bad("not true or false")),
+                },
                 _ => {}
             }
         }
@@ -152,6 +182,14 @@ impl Settings {
             Ok(())
         } else {
             Err(errors)
+        }
+    }
+
+    /// The outbound policy of `http` steps.
+    pub fn outbound_policy(&self) -> crate::connect::OutboundPolicy {
+        crate::connect::OutboundPolicy {
+            allow_hosts: self.outbound_allow_hosts.clone(),
+            deny_private: self.outbound_deny_private,
         }
     }
 

@@ -61,6 +61,7 @@ pub fn document(trigger: &Trigger, req: Request<'_>) -> Result<Value, Vec<InputE
             Map::new()
         }
     };
+    let xml = is_xml(req.content_type);
     let body = match decode_body(req.content_type, req.body) {
         Ok(b) => b,
         Err(message) => {
@@ -77,14 +78,15 @@ pub fn document(trigger: &Trigger, req: Request<'_>) -> Result<Value, Vec<InputE
     let mut headers = Map::new();
     for (name, value) in req.headers {
         let name = name.to_ascii_lowercase();
-        let value = if SECRET_HEADERS.contains(&name.as_str()) {
-            REDACTED.to_owned()
-        } else {
-            value
-        };
+        let value =
+            if SECRET_HEADERS.contains(&name.as_str()) || trigger.secret_headers.contains(&name) {
+                REDACTED.to_owned()
+            } else {
+                value
+            };
         headers.insert(name, Value::String(value));
     }
-    Ok(json!({
+    let mut doc = json!({
         "message_id": req.id.to_string(),
         "tenant": trigger.key.tenant.as_str(),
         "trigger": trigger.key.trigger.as_str(),
@@ -95,16 +97,16 @@ pub fn document(trigger: &Trigger, req: Request<'_>) -> Result<Value, Vec<InputE
         "headers": headers,
         "body": body,
         "auth": req.auth,
-    }))
+    });
+    if xml && !req.body.is_empty() {
+        // The exact text as well, for flows that forward or archive it.
+        doc["raw_body"] = Value::String(String::from_utf8_lossy(req.body).into_owned());
+    }
+    Ok(doc)
 }
 
-/// JSON -> value; form -> object; text and XML -> string; anything else ->
-/// `{"base64": ...}`; an empty body -> null.
-pub fn decode_body(content_type: Option<&str>, body: &[u8]) -> Result<Value, String> {
-    if body.is_empty() {
-        return Ok(Value::Null);
-    }
-    let essence = content_type
+fn essence(content_type: Option<&str>) -> String {
+    content_type
         .map(|c| {
             c.split(';')
                 .next()
@@ -112,7 +114,22 @@ pub fn decode_body(content_type: Option<&str>, body: &[u8]) -> Result<Value, Str
                 .trim()
                 .to_ascii_lowercase()
         })
-        .unwrap_or_default();
+        .unwrap_or_default()
+}
+
+/// `application/xml`, `text/xml` or `*+xml`.
+pub fn is_xml(content_type: Option<&str>) -> bool {
+    let e = essence(content_type);
+    e == "application/xml" || e == "text/xml" || e.ends_with("+xml")
+}
+
+/// JSON -> value; form -> object; XML -> value (see `crate::xml`); text ->
+/// string; anything else -> `{"base64": ...}`; an empty body -> null.
+pub fn decode_body(content_type: Option<&str>, body: &[u8]) -> Result<Value, String> {
+    if body.is_empty() {
+        return Ok(Value::Null);
+    }
+    let essence = essence(content_type);
     let text = || {
         std::str::from_utf8(body)
             .map(|s| Value::String(s.to_owned()))
@@ -126,7 +143,12 @@ pub fn decode_body(content_type: Option<&str>, body: &[u8]) -> Result<Value, Str
                 .map(|pairs| Value::Object(query_object(&pairs)))
                 .map_err(|e| format!("the body is not valid form data: {e}"))
         }
-        e if e.starts_with("text/") || e == "application/xml" || e.ends_with("+xml") => text(),
+        e if e == "application/xml" || e == "text/xml" || e.ends_with("+xml") => {
+            let text = text()?;
+            crate::xml::parse(text.as_str().unwrap_or_default())
+                .map_err(|e| format!("the body is not valid XML: {e}"))
+        }
+        e if e.starts_with("text/") => text(),
         "" => Ok(serde_json::from_slice(body)
             .ok()
             .or_else(|| {
@@ -172,8 +194,13 @@ mod tests {
         );
         assert_eq!(decode_body(Some("text/plain"), b"hi").unwrap(), json!("hi"));
         assert_eq!(
-            decode_body(Some("application/xml"), b"<a/>").unwrap(),
-            json!("<a/>")
+            decode_body(Some("application/xml"), b"<a x=\"1\"/>").unwrap(),
+            json!({"a": {"@x": "1"}})
+        );
+        assert!(
+            decode_body(Some("text/xml"), b"<a>")
+                .unwrap_err()
+                .contains("not valid XML")
         );
         assert_eq!(
             decode_body(Some("application/octet-stream"), &[0, 255]).unwrap(),

@@ -15,6 +15,7 @@
 
 pub mod auth;
 pub mod config;
+pub mod connect;
 pub mod domain;
 pub mod engine;
 pub mod flow;
@@ -22,6 +23,8 @@ pub mod http;
 pub mod input;
 pub mod keys;
 pub mod queue;
+pub mod signature;
 pub mod startup;
 pub mod store;
 pub mod telemetry;
+pub mod xml;

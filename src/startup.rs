@@ -11,6 +11,7 @@ use actix_web::{App, HttpServer, web};
 
 use crate::auth::KeyVerifier;
 use crate::config::Settings;
+use crate::connect::Registry;
 use crate::flow::{Diagnostic, Loader, SharedCatalog};
 use crate::http::{self, AppState};
 use crate::queue::Queue;
@@ -41,7 +42,11 @@ pub struct Application {
 impl Application {
     pub async fn build(settings: Settings) -> Result<Self, StartupError> {
         settings.validate().map_err(StartupError::Settings)?;
-        let mut loader = Loader::new(settings.flows.clone());
+        let registry = Arc::new(Registry::new(
+            crate::connect::env::process_env(),
+            settings.outbound_policy(),
+        ));
+        let mut loader = Loader::new(settings.flows.clone()).with_registry(registry);
         let report = loader.load();
         if !report.diagnostics.is_empty() {
             return Err(StartupError::Flows(report.diagnostics));

@@ -2,6 +2,8 @@
 //! loops, the response and a trace of what happened. Knows nothing of HTTP,
 //! queues or stores; a test of a step needs none of them.
 
+mod http_step;
+mod sql_step;
 mod trace;
 
 use std::time::Instant;
@@ -100,6 +102,8 @@ struct Run<'a> {
     responder: Option<Responder>,
     last_yield: Instant,
     started: Instant,
+    /// Indices of the enclosing `for_each` items (part of idempotency keys).
+    iteration: Vec<usize>,
     _trigger: &'a Trigger,
 }
 
@@ -122,6 +126,7 @@ pub async fn execute(trigger: &Trigger, input: &Value, responder: Option<Respond
         responder,
         last_yield: Instant::now(),
         started: Instant::now(),
+        iteration: Vec::new(),
         _trigger: trigger,
     };
     let result = run.steps(&trigger.steps).await;
@@ -228,9 +233,12 @@ impl Run<'_> {
                 }
                 let mut collected = Vec::with_capacity(items.len());
                 let count = items.len();
-                for item in items {
+                for (i, item) in items.into_iter().enumerate() {
                     self.set_var(var, item);
-                    Box::pin(self.steps(body)).await?;
+                    self.iteration.push(i);
+                    let done = Box::pin(self.steps(body)).await;
+                    self.iteration.pop();
+                    done?;
                     if into.is_some() {
                         let v = match collect {
                             Some(c) => self.eval(step, c)?,
@@ -248,6 +256,7 @@ impl Run<'_> {
                 status,
                 headers,
                 body,
+                xml,
             } => {
                 let ctx = self.context();
                 let mut rendered = Vec::with_capacity(headers.len());
@@ -258,9 +267,32 @@ impl Run<'_> {
                     })?;
                     rendered.push((name.clone(), value));
                 }
-                let body = match body {
-                    Some(b) => to_json(&self.eval(step, b)?),
-                    None => Value::Null,
+                let body = match xml {
+                    Some(x) if self.wants_xml() => {
+                        let text = match to_json(&self.eval(step, x)?) {
+                            Value::String(s) => s,
+                            other => crate::xml::to_xml(&other).map_err(|e| ExecError::Step {
+                                step: step.label().to_owned(),
+                                message: format!("xml: {e}"),
+                            })?,
+                        };
+                        rendered.retain(|(n, _)| n != "content-type");
+                        rendered.push((
+                            "content-type".to_owned(),
+                            "application/xml; charset=utf-8".to_owned(),
+                        ));
+                        rendered.push(("vary".to_owned(), "Accept".to_owned()));
+                        Value::String(text)
+                    }
+                    _ => {
+                        if xml.is_some() {
+                            rendered.push(("vary".to_owned(), "Accept".to_owned()));
+                        }
+                        match body {
+                            Some(b) => to_json(&self.eval(step, b)?),
+                            None => Value::Null,
+                        }
+                    }
                 };
                 let response = StoredResponse {
                     status: *status,
@@ -296,8 +328,112 @@ impl Run<'_> {
                 };
                 Ok(Some(line))
             }
+            StepKind::Http(http) => {
+                let ctx = self.context();
+                let failed = |message: String| ExecError::Step {
+                    step: step.label().to_owned(),
+                    message: http.secrets.redact(&message).into_owned(),
+                };
+                let url = http
+                    .url
+                    .render(&ctx)
+                    .map_err(|e| failed(format!("url: {}", e.0)))?;
+                let mut headers = Vec::with_capacity(http.headers.len());
+                for (name, tpl) in &http.headers {
+                    let value = tpl
+                        .render(&ctx)
+                        .map_err(|e| failed(format!("header {name}: {}", e.0)))?;
+                    headers.push((name.clone(), value));
+                }
+                let body = match &http.body {
+                    Some(b) => Some(to_json(&self.eval(step, b)?)),
+                    None => None,
+                };
+                let prepared = http_step::Prepared {
+                    url,
+                    headers,
+                    body,
+                    idempotency_key: self.idempotency_key(step),
+                };
+                drop(ctx);
+                let outcome = http_step::run(http, prepared)
+                    .await
+                    .map_err(|f| failed(f.0))?;
+                if let Some(into) = &http.into {
+                    self.set_var(into, from_json(&outcome.result));
+                }
+                Ok(Some(outcome.detail))
+            }
+            StepKind::Sql(sql) => {
+                let mut params = Vec::with_capacity(sql.params.len());
+                for p in &sql.params {
+                    params.push(to_json(&self.eval(step, p)?));
+                }
+                let secrets = sql.connection.secrets();
+                let outcome =
+                    sql_step::run(sql, params)
+                        .await
+                        .map_err(|message| ExecError::Step {
+                            step: step.label().to_owned(),
+                            message: secrets.redact(&message).into_owned(),
+                        })?;
+                if let Some(into) = &sql.into {
+                    self.set_var(into, from_json(&outcome.result));
+                }
+                Ok(Some(outcome.detail))
+            }
         }
     }
+
+    /// `<message_id>-<step>`, plus the item index inside `for_each` loops: the
+    /// same for every try and every re-run of this step of this message.
+    fn idempotency_key(&self, step: &Step) -> String {
+        let id = match self.base.get(&string("message_id")) {
+            Some(Val::TStr(b)) | Some(Val::BStr(b)) => String::from_utf8_lossy(b).into_owned(),
+            _ => String::new(),
+        };
+        let mut key = format!("{id}-{}", step.label());
+        for i in &self.iteration {
+            key.push('-');
+            key.push_str(&i.to_string());
+        }
+        key
+    }
+
+    /// Whether the caller's `Accept` header ranks an XML type above JSON.
+    fn wants_xml(&self) -> bool {
+        let accept = match self.base.get(&string("headers")) {
+            Some(Val::Obj(h)) => match h.get(&string("accept")) {
+                Some(Val::TStr(b)) | Some(Val::BStr(b)) => String::from_utf8_lossy(b).into_owned(),
+                _ => return false,
+            },
+            _ => return false,
+        };
+        prefers_xml(&accept)
+    }
+}
+
+/// Reads an Accept header: the highest-quality type that is XML or JSON (or
+/// `*/*`) decides; ties go to the one listed first.
+pub fn prefers_xml(accept: &str) -> bool {
+    let mut best: Option<(f32, bool)> = None;
+    for item in accept.split(',') {
+        let mut parts = item.split(';');
+        let ty = parts.next().unwrap_or("").trim().to_ascii_lowercase();
+        let q = parts
+            .filter_map(|p| p.trim().strip_prefix("q="))
+            .find_map(|q| q.trim().parse::<f32>().ok())
+            .unwrap_or(1.0);
+        let is_xml = ty == "application/xml" || ty == "text/xml" || ty.ends_with("+xml");
+        let is_other = ty == "application/json" || ty.ends_with("+json") || ty == "*/*";
+        if q <= 0.0 || !(is_xml || is_other) {
+            continue;
+        }
+        if best.is_none_or(|(bq, _)| q > bq) {
+            best = Some((q, is_xml));
+        }
+    }
+    best.is_some_and(|(_, xml)| xml)
 }
 
 #[cfg(test)]

@@ -2,12 +2,18 @@
 //! (not just the first) with its position; `flowgate check` and `serve` both come here.
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_saphyr::{Location, Spanned};
 
+use crate::connect::{EnvLookup, Registry, Secrets};
 use crate::domain::{Mode, TenantName, TriggerKey, TriggerName};
 
+use super::compile_io::{
+    compile_allow_ips, compile_connections, compile_hmac, compile_http_step, compile_retry,
+    compile_sql_step, is_header_name,
+};
 use super::diagnostic::Diagnostic;
 use super::expr::{Expr, ExprError, Template};
 use super::model::{
@@ -27,7 +33,7 @@ pub const DEFAULT_RETRY: [Duration; 4] = [
 ];
 pub const DEFAULT_CONCURRENCY: usize = 16;
 pub const DEFAULT_SYNC_TIMEOUT: Duration = Duration::from_secs(30);
-const STEP_KEYS: &str = "set, if, for_each, respond, fail, log";
+const STEP_KEYS: &str = "set, if, for_each, respond, fail, log, http, sql";
 
 /// Collects the diagnostics of one file and maps positions inside expressions
 /// back to the file.
@@ -240,7 +246,12 @@ pub fn yaml_options() -> serde_saphyr::Options {
 
 /// `_tenant.yaml` -> Tenant. With problems, the tenant holds only its valid keys
 /// (so its triggers can still be checked) and the diagnostics say what is wrong.
-pub fn compile_tenant(cx: &mut FileCx<'_>, name: TenantName, raw: RawTenant) -> Tenant {
+pub fn compile_tenant(
+    cx: &mut FileCx<'_>,
+    name: TenantName,
+    raw: RawTenant,
+    registry: &Registry,
+) -> Tenant {
     let mut api_keys = Vec::new();
     for (label, hash) in raw.api_keys {
         if label.is_empty()
@@ -263,19 +274,48 @@ pub fn compile_tenant(cx: &mut FileCx<'_>, name: TenantName, raw: RawTenant) -> 
         }
         api_keys.push((label, hash.value));
     }
-    if let Some(c) = raw.connections.filter(|c| !is_empty(&c.value)) {
-        cx.error(
-            c.referenced,
-            "connections are not yet supported in this version",
-        );
+    let mut basic_users = Vec::new();
+    for (user, hash) in raw.basic_users {
+        if user.is_empty() || user.contains(':') {
+            cx.error(
+                hash.referenced,
+                format!("basic user `{user}`: a user name cannot be empty or contain `:`"),
+            );
+        }
+        if !hash.value.starts_with("$argon2id$")
+            || argon2::password_hash::phc::PasswordHash::new(&hash.value).is_err()
+        {
+            cx.error(hash.referenced, format!("basic user `{user}`: give an argon2id PHC hash of the password (`flowgate key new --label {user} --key PASSWORD` prints one)"));
+        }
+        basic_users.push((user, hash.value));
     }
+    let mut secret_headers = Vec::new();
+    for h in raw.secret_headers {
+        if is_header_name(&h.value) {
+            secret_headers.push(h.value.to_ascii_lowercase());
+        } else {
+            cx.error(
+                h.referenced,
+                format!("`{}` is not a valid header name", h.value),
+            );
+        }
+    }
+    let mut secrets = Secrets::default();
+    let connections =
+        compile_connections(cx, raw.connections, &secret_headers, registry, &mut secrets);
     if let Some(s) = raw.subscriptions.filter(|s| !is_empty(&s.value)) {
         cx.error(
             s.referenced,
             "subscriptions are not yet supported in this version",
         );
     }
-    Tenant::new(name, api_keys)
+    let mut tenant = Tenant::new(name, api_keys);
+    tenant.basic_users = basic_users;
+    tenant.connections = connections;
+    tenant.secret_headers = secret_headers.into();
+    tenant.secrets = Arc::new(secrets);
+    tenant.outbound = registry.outbound().clone();
+    tenant
 }
 
 fn is_empty(v: &serde_json::Value) -> bool {
@@ -293,46 +333,82 @@ pub fn compile_trigger(
     tenant: &Tenant,
     name: TriggerName,
     raw: RawTrigger,
+    env: &EnvLookup,
 ) -> Option<Trigger> {
     let before = cx.diagnostics.len();
     let methods = compile_methods(cx, raw.methods);
+    let mut allow_ips = Vec::new();
     let auth = match raw.auth {
         None => {
             cx.error_at(1, 1, "missing `auth`: list `api_keys` labels from _tenant.yaml, or set `none: true` to leave the trigger open");
             Auth::None
         }
         Some(a) => {
-            match (a.value.api_keys, a.value.none) {
-                (Some(_), Some(true)) => {
-                    cx.error(
-                        a.referenced,
-                        "`auth` has both `api_keys` and `none: true`; choose one",
-                    );
-                    Auth::None
-                }
-                (None, Some(true)) => Auth::None,
-                (Some(labels), _) if !labels.is_empty() => {
-                    for l in &labels {
-                        if tenant.key_hash(&l.value).is_none() {
-                            let known: Vec<&str> =
-                                tenant.api_keys.iter().map(|(l, _)| l.as_str()).collect();
-                            let known = if known.is_empty() {
-                                "none".to_owned()
-                            } else {
-                                known.join(", ")
-                            };
-                            cx.error(l.referenced, format!("unknown api key label `{}` (labels in {}/_tenant.yaml: {known})", l.value, tenant.name));
-                        }
+            let loc = a.referenced;
+            let a = a.value;
+            allow_ips = compile_allow_ips(cx, a.allow_ips, loc);
+            let chosen: Vec<&str> = [
+                ("api_keys", a.api_keys.is_some()),
+                ("none: true", a.none == Some(true)),
+                ("basic", a.basic.is_some()),
+                ("hmac", a.hmac.is_some()),
+            ]
+            .into_iter()
+            .filter_map(|(k, p)| p.then_some(k))
+            .collect();
+            if chosen.len() > 1 {
+                cx.error(
+                    loc,
+                    format!("`auth` has {}; choose one", chosen.join(" and ")),
+                );
+            }
+            if let Some(labels) = a.api_keys.filter(|l| !l.is_empty()) {
+                for l in &labels {
+                    if tenant.key_hash(&l.value).is_none() {
+                        let known: Vec<&str> =
+                            tenant.api_keys.iter().map(|(l, _)| l.as_str()).collect();
+                        cx.error(
+                            l.referenced,
+                            format!(
+                                "unknown api key label `{}` (labels in {}/_tenant.yaml: {})",
+                                l.value,
+                                tenant.name,
+                                list_or_none(&known)
+                            ),
+                        );
                     }
-                    Auth::ApiKeys(labels.into_iter().map(|l| l.value).collect())
                 }
-                _ => {
-                    cx.error(
-                        a.referenced,
-                        "`auth` needs `api_keys: [label, ...]` or `none: true`",
-                    );
-                    Auth::None
+                Auth::ApiKeys(labels.into_iter().map(|l| l.value).collect())
+            } else if let Some(users) = a.basic.filter(|u| !u.is_empty()) {
+                for u in &users {
+                    if tenant.basic_hash(&u.value).is_none() {
+                        let known: Vec<&str> =
+                            tenant.basic_users.iter().map(|(u, _)| u.as_str()).collect();
+                        cx.error(
+                            u.referenced,
+                            format!(
+                                "unknown basic user `{}` (basic_users in {}/_tenant.yaml: {})",
+                                u.value,
+                                tenant.name,
+                                list_or_none(&known)
+                            ),
+                        );
+                    }
                 }
+                Auth::Basic(users.into_iter().map(|u| u.value).collect())
+            } else if let Some(h) = a.hmac {
+                match compile_hmac(cx, h, env) {
+                    Some(rule) => Auth::Hmac(Arc::new(rule)),
+                    None => Auth::None,
+                }
+            } else if a.none == Some(true) {
+                Auth::None
+            } else {
+                cx.error(
+                    loc,
+                    "`auth` needs `api_keys: [label, ...]`, `basic: [user, ...]`, `hmac: {...}` or `none: true`",
+                );
+                Auth::None
             }
         }
     };
@@ -352,7 +428,7 @@ pub fn compile_trigger(
             "`steps` is empty: a flow needs at least one step",
         );
     }
-    let steps = compile_steps(cx, raw.steps.value, "steps");
+    let steps = compile_steps(cx, tenant, raw.steps.value, "steps");
     (cx.diagnostics.len() == before).then(|| Trigger {
         key: TriggerKey {
             tenant: tenant.name.clone(),
@@ -363,6 +439,8 @@ pub fn compile_trigger(
         methods,
         enabled: raw.enabled.unwrap_or(true),
         auth,
+        allow_ips,
+        secret_headers: tenant.secret_headers.clone(),
         params,
         delivery,
         response,
@@ -569,10 +647,23 @@ fn compile_response(cx: &mut FileCx<'_>, raw: Option<RawResponse>) -> ResponseSe
     ResponseSettings { mode, timeout }
 }
 
-fn compile_steps(cx: &mut FileCx<'_>, raw: Vec<Spanned<RawStep>>, path: &str) -> Vec<Step> {
+fn list_or_none(items: &[&str]) -> String {
+    if items.is_empty() {
+        "none".to_owned()
+    } else {
+        items.join(", ")
+    }
+}
+
+fn compile_steps(
+    cx: &mut FileCx<'_>,
+    tenant: &Tenant,
+    raw: Vec<Spanned<RawStep>>,
+    path: &str,
+) -> Vec<Step> {
     raw.into_iter()
         .enumerate()
-        .filter_map(|(i, s)| compile_step(cx, s, format!("{path}[{i}]")))
+        .filter_map(|(i, s)| compile_step(cx, tenant, s, format!("{path}[{i}]")))
         .collect()
 }
 
@@ -582,7 +673,12 @@ fn is_identifier(s: &str) -> bool {
         && c.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
-fn compile_step(cx: &mut FileCx<'_>, raw: Spanned<RawStep>, path: String) -> Option<Step> {
+fn compile_step(
+    cx: &mut FileCx<'_>,
+    tenant: &Tenant,
+    raw: Spanned<RawStep>,
+    path: String,
+) -> Option<Step> {
     let loc = raw.referenced;
     let s = raw.value;
     let present: Vec<&str> = [
@@ -643,12 +739,16 @@ fn compile_step(cx: &mut FileCx<'_>, raw: Spanned<RawStep>, path: String) -> Opt
             misplaced(cx, "into", i.referenced, "for_each")
         }
     }
-    if let Some(r) = &s.retry {
+    if let Some(r) = &s.retry
+        && kind != "http"
+        && kind != "sql"
+    {
         cx.error(
             r.referenced,
             "`retry` on a step applies to `http` and `sql` steps only",
         );
     }
+    let retry = compile_retry(cx, s.retry);
     let before = cx.diagnostics.len();
     let step_kind = match kind {
         "set" => {
@@ -681,7 +781,7 @@ fn compile_step(cx: &mut FileCx<'_>, raw: Spanned<RawStep>, path: String) -> Opt
         "if" => {
             let cond = s.if_.as_ref().and_then(|c| cx.expr(c, "if"));
             let then = match s.then {
-                Some(t) => compile_steps(cx, t.value, &format!("{path}.then")),
+                Some(t) => compile_steps(cx, tenant, t.value, &format!("{path}.then")),
                 None => {
                     cx.error(loc, "an `if` step needs `then:` steps");
                     Vec::new()
@@ -689,7 +789,7 @@ fn compile_step(cx: &mut FileCx<'_>, raw: Spanned<RawStep>, path: String) -> Opt
             };
             let otherwise = s
                 .else_
-                .map(|e| compile_steps(cx, e.value, &format!("{path}.else")))
+                .map(|e| compile_steps(cx, tenant, e.value, &format!("{path}.else")))
                 .unwrap_or_default();
             StepKind::If {
                 cond: cond?,
@@ -717,7 +817,7 @@ fn compile_step(cx: &mut FileCx<'_>, raw: Spanned<RawStep>, path: String) -> Opt
                 }
             };
             let body = match s.do_ {
-                Some(d) => compile_steps(cx, d.value, &format!("{path}.do")),
+                Some(d) => compile_steps(cx, tenant, d.value, &format!("{path}.do")),
                 None => {
                     cx.error(loc, "a `for_each` step needs `do:` steps");
                     Vec::new()
@@ -770,10 +870,12 @@ fn compile_step(cx: &mut FileCx<'_>, raw: Spanned<RawStep>, path: String) -> Opt
                 })
                 .collect();
             let body = r.value.body.as_ref().and_then(|b| cx.expr(b, "body"));
+            let xml = r.value.xml.as_ref().and_then(|b| cx.expr(b, "xml"));
             StepKind::Respond {
                 status,
                 headers,
                 body,
+                xml,
             }
         }
         "fail" => {
@@ -786,18 +888,8 @@ fn compile_step(cx: &mut FileCx<'_>, raw: Spanned<RawStep>, path: String) -> Opt
             }
         }
         "log" => StepKind::Log(cx.expr(s.log.as_ref()?, "log")?),
-        "http" | "sql" => {
-            let l = s
-                .http
-                .as_ref()
-                .or(s.sql.as_ref())
-                .map_or(loc, |v| v.referenced);
-            cx.error(
-                l,
-                format!("the `{kind}` step is not yet supported in this version"),
-            );
-            return None;
-        }
+        "http" => StepKind::Http(Box::new(compile_http_step(cx, tenant, s.http?, retry)?)),
+        "sql" => StepKind::Sql(Box::new(compile_sql_step(cx, tenant, s.sql?, retry)?)),
         _ => return None,
     };
     (cx.diagnostics.len() == before).then_some(Step {

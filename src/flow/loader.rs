@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::SystemTime;
 
+use crate::connect::Registry;
 use crate::domain::{TenantName, TriggerName};
 
 use super::catalog::Catalog;
@@ -30,6 +31,8 @@ pub struct Loader {
     dir: PathBuf,
     good_tenants: HashMap<PathBuf, Arc<Tenant>>,
     good_triggers: HashMap<PathBuf, Arc<Trigger>>,
+    /// Environment, outbound client and open database pools.
+    registry: Arc<Registry>,
 }
 
 /// A tenant file's outcome.
@@ -50,7 +53,15 @@ impl Loader {
             dir: dir.into(),
             good_tenants: HashMap::new(),
             good_triggers: HashMap::new(),
+            registry: Arc::new(Registry::default()),
         }
+    }
+
+    /// Uses `registry` (the server's environment, outbound policy and pools)
+    /// instead of the process environment with default settings.
+    pub fn with_registry(mut self, registry: Arc<Registry>) -> Self {
+        self.registry = registry;
+        self
     }
 
     pub fn dir(&self) -> &Path {
@@ -146,7 +157,9 @@ impl Loader {
                     Loaded::CheckOnly(t) => (t, false),
                 }
             } else {
-                (Arc::new(Tenant::empty(tenant_name.clone())), true)
+                let mut empty = Tenant::empty(tenant_name.clone());
+                empty.outbound = self.registry.outbound().clone();
+                (Arc::new(empty), true)
             };
             if serve {
                 catalog.insert_tenant(tenant.clone());
@@ -190,7 +203,7 @@ impl Loader {
         };
         let mut cx = FileCx::new(path, &source);
         let tenant = match parse_recovering::<RawTenant>(&mut cx, &source) {
-            Some(raw) => compile_tenant(&mut cx, name, raw),
+            Some(raw) => compile_tenant(&mut cx, name, raw, &self.registry),
             None => Tenant::empty(name),
         };
         let clean = cx.diagnostics.is_empty();
@@ -228,7 +241,7 @@ impl Loader {
         let source = read(path, diagnostics)?;
         let mut cx = FileCx::new(path, &source);
         let compiled = parse_recovering::<RawTrigger>(&mut cx, &source)
-            .and_then(|raw| compile_trigger(&mut cx, tenant, name, raw))
+            .and_then(|raw| compile_trigger(&mut cx, tenant, name, raw, self.registry.env()))
             .filter(|_| cx.diagnostics.is_empty());
         diagnostics.append(&mut cx.diagnostics);
         match compiled {
@@ -271,7 +284,15 @@ pub fn compile_trigger_source(
 ) -> Result<Trigger, Vec<Diagnostic>> {
     let mut cx = FileCx::new(path, source);
     let compiled = parse_recovering::<RawTrigger>(&mut cx, source)
-        .and_then(|raw| compile_trigger(&mut cx, tenant, name, raw))
+        .and_then(|raw| {
+            compile_trigger(
+                &mut cx,
+                tenant,
+                name,
+                raw,
+                &crate::connect::env::process_env(),
+            )
+        })
         .filter(|_| cx.diagnostics.is_empty());
     compiled.ok_or(cx.diagnostics)
 }

@@ -4,6 +4,7 @@
 
 pub mod catalog;
 pub mod compile;
+pub mod compile_io;
 pub mod diagnostic;
 pub mod expr;
 pub mod fast;

@@ -2,9 +2,13 @@
 //! layer work with. Every expression here has compiled; every reference resolves.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
-use crate::domain::{Mode, TenantName, TriggerKey};
+use indexmap::IndexMap;
+
+use crate::connect::{Connection, HttpConnection, Outbound, PgConnection, Secrets};
+use crate::domain::{Cidr, Mode, TenantName, TriggerKey};
 
 use super::expr::{Expr, Template};
 
@@ -17,6 +21,16 @@ pub struct Tenant {
     /// SHA-256 over the key list: cached verifications are only trusted while
     /// it is unchanged.
     pub keys_fingerprint: [u8; 32],
+    /// user -> argon2id PHC string, for HTTP Basic callers
+    pub basic_users: Vec<(String, String)>,
+    /// Named connections, in file order.
+    pub connections: IndexMap<String, Connection>,
+    /// Request headers redacted besides the built-in ones (lower case).
+    pub secret_headers: Arc<[String]>,
+    /// Every secret of the tenant's files, removed from traces and step results.
+    pub secrets: Arc<Secrets>,
+    /// The server's outbound HTTP client, for `http` steps.
+    pub outbound: Arc<Outbound>,
 }
 
 impl Tenant {
@@ -33,7 +47,20 @@ impl Tenant {
             name,
             api_keys,
             keys_fingerprint: h.finalize().into(),
+            basic_users: Vec::new(),
+            connections: IndexMap::new(),
+            secret_headers: Arc::from(Vec::new()),
+            secrets: Arc::new(Secrets::default()),
+            outbound: Arc::new(Outbound::new(Default::default())),
         }
+    }
+
+    /// The hash of a Basic user.
+    pub fn basic_hash(&self, user: &str) -> Option<&str> {
+        self.basic_users
+            .iter()
+            .find(|(u, _)| u == user)
+            .map(|(_, h)| h.as_str())
     }
 
     pub fn empty(name: TenantName) -> Self {
@@ -69,6 +96,64 @@ pub enum Auth {
     None,
     /// Any of these key labels of the tenant.
     ApiKeys(Vec<String>),
+    /// HTTP Basic: any of these users of the tenant's `basic_users`.
+    Basic(Vec<String>),
+    /// A signature of the raw body with a shared secret.
+    Hmac(Arc<HmacRule>),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HmacAlgorithm {
+    Sha1,
+    Sha256,
+    Sha512,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SignatureEncoding {
+    Hex,
+    Base64,
+}
+
+/// How a signing sender lays out its signature.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SignatureScheme {
+    /// The header holds `<prefix><signature>` of the body (or of
+    /// `<timestamp>.<body>` when a timestamp header is configured).
+    Plain,
+    /// Stripe: `t=<unix>,v1=<hex>[,v1=...]`, signed over `<t>.<body>`.
+    Stripe,
+}
+
+/// A trigger's `auth: hmac:` after presets and `${VAR}` are applied.
+#[derive(Clone, PartialEq, Eq)]
+pub struct HmacRule {
+    pub scheme: SignatureScheme,
+    /// Lower case.
+    pub header: String,
+    pub algorithm: HmacAlgorithm,
+    pub encoding: SignatureEncoding,
+    pub prefix: String,
+    pub secret: Vec<u8>,
+    /// Lower case; for `Plain`, the header with the unix time that is signed too.
+    pub timestamp_header: Option<String>,
+    /// How old a signed timestamp may be (either way) before the request is a replay.
+    pub tolerance: Duration,
+}
+
+impl std::fmt::Debug for HmacRule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HmacRule")
+            .field("scheme", &self.scheme)
+            .field("header", &self.header)
+            .field("algorithm", &self.algorithm)
+            .field("encoding", &self.encoding)
+            .field("prefix", &self.prefix)
+            .field("secret", &"[redacted]")
+            .field("timestamp_header", &self.timestamp_header)
+            .field("tolerance", &self.tolerance)
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -132,6 +217,10 @@ pub struct Trigger {
     pub methods: Vec<Method>,
     pub enabled: bool,
     pub auth: Auth,
+    /// Caller addresses allowed (empty: any).
+    pub allow_ips: Vec<Cidr>,
+    /// The tenant's extra secret request headers, redacted from the input document.
+    pub secret_headers: Arc<[String]>,
     pub params: Vec<Param>,
     pub delivery: Delivery,
     pub response: ResponseSettings,
@@ -194,12 +283,55 @@ pub enum StepKind {
         status: u16,
         headers: Vec<(String, Template)>,
         body: Option<Expr>,
+        /// Sent instead of `body` when the caller's Accept prefers XML.
+        xml: Option<Expr>,
     },
     Fail {
         status: u16,
         message: Expr,
     },
     Log(Expr),
+    Http(Box<HttpStep>),
+    Sql(Box<SqlStep>),
+}
+
+/// How an `http` step encodes its `body`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BodyEncoding {
+    Json,
+    /// `application/x-www-form-urlencoded` from an object.
+    Form,
+    /// A string sent as it is, with this content type (`text/*`, XML, ...).
+    Text(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct HttpStep {
+    pub method: reqwest::Method,
+    pub url: Template,
+    pub connection: Option<Arc<HttpConnection>>,
+    pub headers: Vec<(String, Template)>,
+    pub body: Option<Expr>,
+    pub encoding: BodyEncoding,
+    pub timeout: Option<Duration>,
+    pub into: Option<String>,
+    /// Non-2xx statuses that do not fail the step.
+    pub accept_status: Vec<u16>,
+    /// Waits before each new try of a transient failure.
+    pub retry: Vec<Duration>,
+    pub outbound: Arc<Outbound>,
+    pub secrets: Arc<Secrets>,
+}
+
+#[derive(Debug, Clone)]
+pub struct SqlStep {
+    pub connection: Arc<PgConnection>,
+    pub query: Arc<str>,
+    pub params: Vec<Expr>,
+    pub into: Option<String>,
+    pub single: bool,
+    pub timeout: Duration,
+    pub retry: Vec<Duration>,
 }
 
 impl StepKind {
@@ -211,6 +343,8 @@ impl StepKind {
             Self::Respond { .. } => "respond",
             Self::Fail { .. } => "fail",
             Self::Log(_) => "log",
+            Self::Http(_) => "http",
+            Self::Sql(_) => "sql",
         }
     }
 }

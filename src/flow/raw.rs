@@ -15,8 +15,14 @@ use serde_saphyr::Spanned;
 pub struct RawTenant {
     #[serde(default)]
     pub api_keys: IndexMap<String, Spanned<String>>,
+    /// user -> argon2id PHC string, for callers using HTTP Basic auth
     #[serde(default)]
-    pub connections: Option<Spanned<serde_json::Value>>,
+    pub basic_users: IndexMap<String, Spanned<String>>,
+    #[serde(default)]
+    pub connections: IndexMap<String, Spanned<RawConnection>>,
+    /// Request headers redacted like `authorization` (besides the built-in ones).
+    #[serde(default)]
+    pub secret_headers: Vec<Spanned<String>>,
     #[serde(default)]
     pub subscriptions: Option<Spanned<serde_json::Value>>,
 }
@@ -49,6 +55,106 @@ pub struct RawAuth {
     pub api_keys: Option<Vec<Spanned<String>>>,
     #[serde(default)]
     pub none: Option<bool>,
+    /// user names from `basic_users` in _tenant.yaml
+    #[serde(default)]
+    pub basic: Option<Vec<Spanned<String>>>,
+    #[serde(default)]
+    pub hmac: Option<Spanned<RawHmac>>,
+    /// CIDR blocks the caller's address must be in
+    #[serde(default)]
+    pub allow_ips: Option<Vec<Spanned<String>>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHmac {
+    #[serde(default)]
+    pub preset: Option<Spanned<String>>,
+    pub secret: Spanned<String>,
+    #[serde(default)]
+    pub header: Option<Spanned<String>>,
+    #[serde(default)]
+    pub algorithm: Option<Spanned<String>>,
+    #[serde(default)]
+    pub encoding: Option<Spanned<String>>,
+    #[serde(default)]
+    pub prefix: Option<Spanned<String>>,
+    #[serde(default)]
+    pub timestamp_header: Option<Spanned<String>>,
+    #[serde(default)]
+    pub tolerance: Option<Spanned<String>>,
+}
+
+/// One entry of `connections:`: exactly one of `postgres` or `http`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConnection {
+    #[serde(default)]
+    pub postgres: Option<Spanned<String>>,
+    #[serde(default)]
+    pub pool_size: Option<Spanned<i64>>,
+    #[serde(default)]
+    pub connect_timeout: Option<Spanned<String>>,
+    #[serde(default)]
+    pub statement_timeout: Option<Spanned<String>>,
+    #[serde(default)]
+    pub http: Option<Spanned<RawHttpConnection>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHttpConnection {
+    pub base_url: Spanned<String>,
+    #[serde(default)]
+    pub headers: IndexMap<String, Spanned<String>>,
+    #[serde(default)]
+    pub timeout: Option<Spanned<String>>,
+    #[serde(default)]
+    pub basic: Option<Spanned<RawBasicCredentials>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBasicCredentials {
+    pub username: Spanned<String>,
+    pub password: Spanned<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHttpStep {
+    #[serde(default)]
+    pub method: Option<Spanned<String>>,
+    pub url: Spanned<String>,
+    #[serde(default)]
+    pub connection: Option<Spanned<String>>,
+    #[serde(default)]
+    pub headers: IndexMap<String, Spanned<String>>,
+    #[serde(default)]
+    pub body: Option<Spanned<ExprText>>,
+    #[serde(default)]
+    pub content_type: Option<Spanned<String>>,
+    #[serde(default)]
+    pub timeout: Option<Spanned<String>>,
+    #[serde(default)]
+    pub into: Option<Spanned<String>>,
+    #[serde(default)]
+    pub accept_status: Option<Vec<Spanned<i64>>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSqlStep {
+    pub connection: Spanned<String>,
+    pub query: Spanned<String>,
+    #[serde(default)]
+    pub params: Vec<Spanned<ExprText>>,
+    #[serde(default)]
+    pub into: Option<Spanned<String>>,
+    #[serde(default)]
+    pub single: bool,
+    #[serde(default)]
+    pub timeout: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -125,11 +231,12 @@ pub struct RawStep {
     #[serde(default)]
     pub log: Option<Spanned<ExprText>>,
     #[serde(default)]
-    pub http: Option<Spanned<serde_json::Value>>,
+    pub http: Option<Spanned<RawHttpStep>>,
     #[serde(default)]
-    pub sql: Option<Spanned<serde_json::Value>>,
+    pub sql: Option<Spanned<RawSqlStep>>,
+    /// For `http` and `sql`: waits before each new try of a transient failure.
     #[serde(default)]
-    pub retry: Option<Spanned<serde_json::Value>>,
+    pub retry: Option<Spanned<Vec<Spanned<String>>>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -141,6 +248,9 @@ pub struct RawRespond {
     pub headers: IndexMap<String, Spanned<String>>,
     #[serde(default)]
     pub body: Option<Spanned<ExprText>>,
+    /// XML text to send instead of `body` when the caller's Accept asks for XML.
+    #[serde(default)]
+    pub xml: Option<Spanned<ExprText>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -17,6 +17,9 @@ pub enum ApiError {
     MethodNotAllowed { allow: String },
     #[error("unauthorized")]
     Unauthorized(String),
+    /// The caller's address is not allowed (`allow_ips`).
+    #[error("forbidden")]
+    Forbidden(String),
     #[error("payload too large")]
     PayloadTooLarge(usize),
     #[error("bad request")]
@@ -49,6 +52,7 @@ impl ResponseError for ApiError {
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::BacklogFull => StatusCode::TOO_MANY_REQUESTS,
@@ -77,6 +81,7 @@ impl ResponseError for ApiError {
                 res.insert_header((header::WWW_AUTHENTICATE, "Bearer realm=\"flowgate\""));
                 body("unauthorized", why.clone())
             }
+            Self::Forbidden(why) => body("forbidden", why.clone()),
             Self::PayloadTooLarge(limit) => body(
                 "payload_too_large",
                 format!("the body is larger than the limit of {limit} bytes"),

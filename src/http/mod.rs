@@ -1,5 +1,6 @@
 //! actix only: every route on one screen, the shared state, and nothing else.
 
+mod callers;
 mod error;
 mod ops;
 mod trigger;
@@ -13,6 +14,7 @@ use crate::config::Settings;
 use crate::flow::SharedCatalog;
 use crate::queue::Queue;
 
+pub use callers::client_ip;
 pub use error::ApiError;
 
 /// What every handler can reach.

@@ -13,12 +13,12 @@ use crate::domain::{
 };
 use crate::engine::ExecError;
 use crate::flow::value::{from_json, to_json};
-use crate::flow::{Auth, Method, Tenant, Trigger};
+use crate::flow::{Method, Tenant, Trigger};
 use crate::input::{self, InputError};
 use crate::queue::{SyncResult, WaitOutcome};
 use crate::store::EnqueueOutcome;
 
-use super::{ApiError, AppState};
+use super::{ApiError, AppState, callers};
 
 const IDEMPOTENCY_KEY: &str = "idempotency-key";
 const MAX_IDEMPOTENCY_KEY: usize = 255;
@@ -38,44 +38,6 @@ fn find(
         .filter(|t| t.enabled)
         .ok_or_else(|| ApiError::NotFound(format!("no trigger `{tenant}/{trigger}`")))?;
     Ok((entry.tenant.clone(), t.clone()))
-}
-
-fn presented_key(req: &HttpRequest) -> Option<&str> {
-    if let Some(k) = req.headers().get("x-api-key").and_then(|v| v.to_str().ok()) {
-        return Some(k.trim()).filter(|k| !k.is_empty());
-    }
-    let auth = req.headers().get("authorization")?.to_str().ok()?;
-    let (scheme, key) = auth.trim().split_once(' ')?;
-    scheme
-        .eq_ignore_ascii_case("bearer")
-        .then(|| key.trim())
-        .filter(|k| !k.is_empty())
-}
-
-/// Checks the caller against the trigger's `auth`; returns the document's `.auth`.
-async fn authenticate(
-    req: &HttpRequest,
-    state: &AppState,
-    tenant: &Tenant,
-    trigger: &Trigger,
-) -> Result<Value, ApiError> {
-    let labels = match &trigger.auth {
-        Auth::None => return Ok(json!({"method": "none"})),
-        Auth::ApiKeys(labels) => labels,
-    };
-    let key = presented_key(req).ok_or_else(|| {
-        ApiError::Unauthorized(
-            "missing API key: send it in the X-Api-Key header or as Authorization: Bearer <key>"
-                .into(),
-        )
-    })?;
-    match state.keys.identify(tenant, key).await {
-        Some(label) if labels.contains(&label) => Ok(json!({"method": "api_key", "label": label})),
-        Some(_) => Err(ApiError::Unauthorized(
-            "this API key may not call this trigger".into(),
-        )),
-        None => Err(ApiError::Unauthorized("invalid API key".into())),
-    }
 }
 
 async fn read_body(
@@ -234,8 +196,9 @@ pub async fn call(
             .ok_or_else(|| ApiError::MethodNotAllowed {
                 allow: trigger.allow_header(),
             })?;
-    let auth = authenticate(&req, &state, &tenant, &trigger).await?;
+    let admitted = callers::admit(&req, &state, &tenant, &trigger).await?;
     let body = read_body(&req, payload, state.settings.body_limit).await?;
+    let auth = callers::verify_body(&req, admitted, &body)?;
     let idempotency_key = match req.headers().get(IDEMPOTENCY_KEY).map(|v| v.to_str()) {
         None => None,
         Some(Ok(k)) if !k.trim().is_empty() && k.len() <= MAX_IDEMPOTENCY_KEY => {
@@ -347,7 +310,9 @@ pub async fn message_status(
 ) -> Result<HttpResponse, ApiError> {
     let (tenant_name, trigger_name, id) = path.into_inner();
     let (tenant, trigger) = find(&state, &tenant_name, &trigger_name)?;
-    authenticate(&req, &state, &tenant, &trigger).await?;
+    // A signing caller proves itself with a signature of the empty body.
+    let admitted = callers::admit(&req, &state, &tenant, &trigger).await?;
+    callers::verify_body(&req, admitted, &[])?;
     let not_found = || ApiError::NotFound(format!("no message `{id}` for this trigger"));
     let parsed: MessageId = id.parse().map_err(|_| not_found())?;
     let view = state.queue.message(parsed).await?.ok_or_else(not_found)?;

@@ -25,6 +25,32 @@ fn broken_fixtures_report_every_problem_with_its_position() {
     let d = dir.display().to_string();
     let expected: Vec<String> = [
         "{D}/bad name:1:1: tenant folder: name `bad name` may only contain letters, digits, `_` and `-`, and must start with a letter or digit",
+        "{D}/io/Basic.yaml:1:7: `auth` has api_keys and basic; choose one",
+        "{D}/io/Basic.yaml:1:37: unknown api key label `x` (labels in io/_tenant.yaml: none)",
+        "{D}/io/Signed.yaml:2:19: unknown preset `gitlab` (duro, github or stripe)",
+        "{D}/io/Signed.yaml:2:35: secret: environment variable `FLOWGATE_CHECK_SURELY_UNSET` is not set (use `${FLOWGATE_CHECK_SURELY_UNSET:-default}` for a default)",
+        "{D}/io/Signed.yaml:2:80: `tolerance` needs `timestamp_header` (or the stripe preset)",
+        "{D}/io/Signed.yaml:3:15: `allow_ips`: `10.0.0.0/33`: the prefix length must be 0 to 32",
+        "{D}/io/Signed.yaml:3:28: `allow_ips`: `not-an-ip` is not an IP address or CIDR block like 10.0.0.0/8",
+        "{D}/io/Steps.yaml:3:18: `url` is relative: give an absolute http(s):// URL or a `connection:` with a base_url",
+        "{D}/io/Steps.yaml:4:44: url: expected term, found end of expression",
+        "{D}/io/Steps.yaml:4:58: unknown method `FETCH`: use GET, POST, PUT, PATCH, DELETE, HEAD or OPTIONS",
+        "{D}/io/Steps.yaml:4:77: unknown connection `nosuch` (http connections in io/_tenant.yaml: api)",
+        "{D}/io/Steps.yaml:5:36: connection `db` is a postgres connection; an `http` step needs an http one (api)",
+        "{D}/io/Steps.yaml:5:56: `accept_status`: 700 is not an HTTP status",
+        "{D}/io/Steps.yaml:6:24: connection `api` is an http connection; a `sql` step needs a postgres one (sized, db)",
+        "{D}/io/Steps.yaml:7:35: the query uses $2 as its highest parameter but `params` has 1 expression(s); bind every value with `$n` and one `params` entry each",
+        "{D}/io/Steps.yaml:8:53: `into`: `not a name` is not a variable name",
+        "{D}/io/Steps.yaml:10:12: `retry` on a step applies to `http` and `sql` steps only",
+        "{D}/io/Steps.yaml:11:48: `timeout` must be greater than zero",
+        "{D}/io/Steps.yaml:12:13: retry: `later` is not a duration like 500ms, 5s, 2m or 1h (expected number at 0)",
+        "{D}/io/_tenant.yaml:2:20: connection `erp`: environment variable `FLOWGATE_CHECK_SURELY_UNSET` is not set (use `${FLOWGATE_CHECK_SURELY_UNSET:-default}` for a default)",
+        "{D}/io/_tenant.yaml:3:28: connection `crm`: `base_url` must be an absolute http:// or https:// URL",
+        "{D}/io/_tenant.yaml:3:62: timeout: `soon` is not a duration like 500ms, 5s, 2m or 1h (expected number at 0)",
+        "{D}/io/_tenant.yaml:4:9: connection `both` has both `postgres` and `http`; choose one",
+        "{D}/io/_tenant.yaml:5:52: `pool_size` must be between 1 and 1000, not 0",
+        "{D}/io/_tenant.yaml:6:135: `pool_size` belongs to `postgres` connections",
+        "{D}/io/_tenant.yaml:9:12: basic user `partner`: give an argon2id PHC hash of the password (`flowgate key new --label partner --key PASSWORD` prints one)",
         "{D}/shop/AsyncTimeout.yaml:2:35: `timeout` applies to `mode: sync` only",
         "{D}/shop/Delivery.yaml:3:17: `ordering_key` needs `ordered: true`",
         "{D}/shop/Delivery.yaml:4:16: `concurrency` must be between 1 and 1024, not 0",
@@ -39,11 +65,10 @@ fn broken_fixtures_report_every_problem_with_its_position() {
         "{D}/shop/Params.yaml:8:47: parameter `e` is required, so its `default` would never be used",
         "{D}/shop/Steps.yaml:3:21: set x: expected term, found `|`",
         "{D}/shop/Steps.yaml:8:11: set y: undefined filter `nosuch`",
-        "{D}/shop/Steps.yaml:9:5: a step has exactly one of set, if, for_each, respond, fail, log; this one has set and log",
-        "{D}/shop/Steps.yaml:11:5: a step needs one of: set, if, for_each, respond, fail, log",
+        "{D}/shop/Steps.yaml:9:5: a step has exactly one of set, if, for_each, respond, fail, log, http, sql; this one has set and log",
+        "{D}/shop/Steps.yaml:11:5: a step needs one of: set, if, for_each, respond, fail, log, http, sql",
         "{D}/shop/Steps.yaml:13:11: `then` belongs to `if` steps, not to `set`",
         "{D}/shop/Steps.yaml:14:5: a `for_each` step needs `as: name` for the current item",
-        "{D}/shop/Steps.yaml:16:11: the `http` step is not yet supported in this version",
         "{D}/shop/Steps.yaml:17:21: `status` must be between 400 and 599, not 200",
         "{D}/shop/Steps.yaml:19:5: unknown field `colour`, expected one of name, set, if, then, else, for_each, as, do, collect, into, respond, fail, log, http, sql, retry",
         "{D}/shop/Syntax.yaml:2:5: illegal placement of ':' indicator",
@@ -66,7 +91,7 @@ fn the_shipped_flows_check_clean() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("flows");
     let (ok, stdout, _) = check(&dir);
     assert!(ok, "{stdout}");
-    assert!(stdout.starts_with("ok: 4 trigger(s)"), "{stdout}");
+    assert!(stdout.starts_with("ok: 7 trigger(s)"), "{stdout}");
 }
 
 #[test]

@@ -1,14 +1,18 @@
 //! Integration tests over real HTTP against servers on port 0; one module per area.
 
+mod callers;
 mod check;
 mod cli;
 mod contract;
 mod crash;
 mod helpers;
+mod http_steps;
 mod multinode;
 mod pg;
 mod pg_http;
 mod pg_outage;
 mod queue;
 mod reload;
+mod sql_steps;
 mod store_contract;
+mod stub;

@@ -1,0 +1,275 @@
+//! `postgres:` connections: a pool per connection, created on first use, with
+//! timeouts on every wait (a pool without them can wait forever), prepared
+//! statements cached per pooled connection, and a statement timeout enforced both
+//! by the server (`statement_timeout`) and by the step (a cancel request).
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime};
+use serde_json::{Map, Value, json};
+use tokio_postgres::NoTls;
+use tokio_postgres::types::ToSql;
+
+use super::Secrets;
+use super::pgtypes::{Cell, Param};
+
+pub const DEFAULT_POOL_SIZE: usize = 16;
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+pub const DEFAULT_STATEMENT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What `_tenant.yaml` says about one PostgreSQL connection.
+#[derive(Debug, Clone)]
+pub struct PgOptions {
+    /// The URL after `${VAR}` expansion (holds the password: never shown).
+    pub url: String,
+    pub config: tokio_postgres::Config,
+    pub pool_size: usize,
+    pub connect_timeout: Duration,
+    pub statement_timeout: Duration,
+    pub secrets: Secrets,
+}
+
+impl PgOptions {
+    /// Parses a `postgres://` URL (or `key=value` string) into options.
+    pub fn parse(url: &str) -> Result<tokio_postgres::Config, String> {
+        let config: tokio_postgres::Config = url
+            .parse()
+            .map_err(|e| format!("not a PostgreSQL connection URL: {e}"))?;
+        if config.get_ssl_mode() == tokio_postgres::config::SslMode::Require {
+            return Err("`sslmode=require` is not supported yet: connections are unencrypted (use a local or tunnelled server)".into());
+        }
+        Ok(config)
+    }
+
+    /// Equal for connections that may share a pool.
+    pub fn identity(&self) -> String {
+        format!(
+            "{}\u{0}{}\u{0}{:?}\u{0}{:?}",
+            self.url, self.pool_size, self.connect_timeout, self.statement_timeout
+        )
+    }
+}
+
+/// A failed query, and whether trying again could help.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SqlError {
+    pub message: String,
+    pub transient: bool,
+}
+
+impl SqlError {
+    fn permanent(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            transient: false,
+        }
+    }
+}
+
+pub struct PgConnection {
+    pub name: String,
+    options: PgOptions,
+    pool: OnceLock<Result<Pool, String>>,
+}
+
+impl std::fmt::Debug for PgConnection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgConnection")
+            .field("name", &self.name)
+            .field("pool_size", &self.options.pool_size)
+            .finish_non_exhaustive()
+    }
+}
+
+/// SQLSTATE classes worth another try: connection exceptions, serialization
+/// failures and deadlocks, the server shutting down or short of resources.
+fn transient_state(code: &str) -> bool {
+    code.starts_with("08")
+        || code == "40001"
+        || code == "40P01"
+        || code.starts_with("53")
+        || code.starts_with("57P")
+}
+
+impl PgConnection {
+    pub fn new(name: &str, options: PgOptions) -> Self {
+        Self {
+            name: name.to_owned(),
+            options,
+            pool: OnceLock::new(),
+        }
+    }
+
+    pub fn statement_timeout(&self) -> Duration {
+        self.options.statement_timeout
+    }
+
+    pub fn secrets(&self) -> &Secrets {
+        &self.options.secrets
+    }
+
+    fn pool(&self) -> Result<&Pool, SqlError> {
+        self.pool
+            .get_or_init(|| {
+                let o = &self.options;
+                let mut config = o.config.clone();
+                config.connect_timeout(o.connect_timeout);
+                // The server stops a statement past the timeout even if this
+                // process is gone; the step's own timer cancels sooner.
+                let options = format!(
+                    "{} -c statement_timeout={}",
+                    config.get_options().unwrap_or_default(),
+                    o.statement_timeout.as_millis()
+                );
+                config.options(options.trim());
+                if config.get_application_name().is_none() {
+                    config.application_name("flowgate");
+                }
+                let manager = Manager::from_config(
+                    config,
+                    NoTls,
+                    ManagerConfig {
+                        recycling_method: RecyclingMethod::Fast,
+                    },
+                );
+                Pool::builder(manager)
+                    .max_size(o.pool_size)
+                    .runtime(Runtime::Tokio1)
+                    .wait_timeout(Some(o.connect_timeout))
+                    .create_timeout(Some(o.connect_timeout))
+                    .recycle_timeout(Some(o.connect_timeout))
+                    .build()
+                    .map_err(|e| format!("cannot create the pool: {e}"))
+            })
+            .as_ref()
+            .map_err(|e| SqlError::permanent(e.clone()))
+    }
+
+    fn describe(&self, e: &tokio_postgres::Error) -> SqlError {
+        let (message, transient) = match e.as_db_error() {
+            Some(db) => {
+                let mut m = format!("{} ({})", db.message(), db.code().code());
+                if let Some(d) = db.detail() {
+                    m.push_str(": ");
+                    m.push_str(d);
+                }
+                (m, transient_state(db.code().code()))
+            }
+            None => {
+                let mut m = e.to_string();
+                if let Some(source) = std::error::Error::source(e) {
+                    m.push_str(": ");
+                    m.push_str(&source.to_string());
+                }
+                // Serializing a parameter is the flow's problem, not the network's.
+                let transient = e.is_closed() || (e.code().is_none() && !m.contains("serializing"));
+                (m, transient)
+            }
+        };
+        SqlError {
+            message: self.options.secrets.redact(&message).into_owned(),
+            transient,
+        }
+    }
+
+    /// Runs `query` with `params` bound to `$1..$n`. Rows become objects keyed by
+    /// column name; a statement without result columns gives `{rows_affected}`;
+    /// `single` gives the one row or null.
+    pub async fn run(
+        &self,
+        query: &str,
+        params: &[Value],
+        timeout: Duration,
+        single: bool,
+    ) -> Result<Value, SqlError> {
+        let pool = self.pool()?;
+        let client = match tokio::time::timeout(timeout, pool.get()).await {
+            Ok(Ok(c)) => c,
+            Ok(Err(PoolError::Backend(e))) => return Err(self.describe(&e)),
+            Ok(Err(PoolError::Timeout(_))) | Err(_) => {
+                return Err(SqlError {
+                    message: format!("no connection to `{}` became available in time", self.name),
+                    transient: true,
+                });
+            }
+            Ok(Err(e)) => {
+                return Err(SqlError {
+                    message: self.options.secrets.redact(&e.to_string()).into_owned(),
+                    transient: true,
+                });
+            }
+        };
+        let cancel = client.cancel_token();
+        let work = async {
+            let stmt = client
+                .prepare_cached(query)
+                .await
+                .map_err(|e| self.describe(&e))?;
+            if stmt.params().len() != params.len() {
+                return Err(SqlError::permanent(format!(
+                    "the query has {} parameter(s) but `params` gives {}",
+                    stmt.params().len(),
+                    params.len()
+                )));
+            }
+            let bound: Vec<Param<'_>> = params.iter().map(Param).collect();
+            let refs: Vec<&(dyn ToSql + Sync)> =
+                bound.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
+            if stmt.columns().is_empty() {
+                let n = client
+                    .execute(&stmt, &refs)
+                    .await
+                    .map_err(|e| self.describe(&e))?;
+                return Ok(json!({"rows_affected": n}));
+            }
+            let rows = client
+                .query(&stmt, &refs)
+                .await
+                .map_err(|e| self.describe(&e))?;
+            if single && rows.len() > 1 {
+                return Err(SqlError::permanent(format!(
+                    "`single: true` expects at most one row; the query returned {}",
+                    rows.len()
+                )));
+            }
+            let mut out = Vec::with_capacity(rows.len());
+            for row in &rows {
+                let mut obj = Map::with_capacity(row.len());
+                for (i, col) in row.columns().iter().enumerate() {
+                    let cell: Cell = row.try_get(i).map_err(|e| {
+                        SqlError::permanent(format!("column `{}`: {}", col.name(), source_text(&e)))
+                    })?;
+                    obj.insert(col.name().to_owned(), cell.0);
+                }
+                out.push(Value::Object(obj));
+            }
+            Ok(if single {
+                out.pop().unwrap_or(Value::Null)
+            } else {
+                Value::Array(out)
+            })
+        };
+        match tokio::time::timeout(timeout, work).await {
+            Ok(r) => r,
+            Err(_) => {
+                // Stop the statement on the server too; the pooled connection
+                // stays usable once the server has answered the cancel.
+                tokio::spawn(async move {
+                    let _ = cancel.cancel_query(NoTls).await;
+                });
+                Err(SqlError {
+                    message: format!("the statement did not finish within {timeout:?}"),
+                    transient: true,
+                })
+            }
+        }
+    }
+}
+
+fn source_text(e: &tokio_postgres::Error) -> String {
+    match std::error::Error::source(e) {
+        Some(s) => s.to_string(),
+        None => e.to_string(),
+    }
+}

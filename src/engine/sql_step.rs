@@ -1,0 +1,44 @@
+//! The `sql` step: one statement on a tenant's PostgreSQL connection, its
+//! parameters bound (never spliced into the text), retried on transient errors.
+
+use serde_json::Value;
+
+use crate::flow::model::SqlStep;
+
+pub struct Outcome {
+    pub result: Value,
+    pub detail: String,
+}
+
+pub async fn run(step: &SqlStep, params: Vec<Value>) -> Result<Outcome, String> {
+    let mut attempt = 0usize;
+    loop {
+        attempt += 1;
+        match step
+            .connection
+            .run(&step.query, &params, step.timeout, step.single)
+            .await
+        {
+            Ok(result) => {
+                let detail = match &result {
+                    Value::Array(rows) => format!("{} row(s)", rows.len()),
+                    Value::Null => "no row".to_owned(),
+                    Value::Object(o) if o.contains_key("rows_affected") && !step.single => {
+                        format!("{} row(s) affected", o["rows_affected"])
+                    }
+                    _ => "1 row".to_owned(),
+                };
+                return Ok(Outcome { result, detail });
+            }
+            Err(e) => match step.retry.get(attempt - 1) {
+                Some(wait) if e.transient => tokio::time::sleep(*wait).await,
+                _ => {
+                    return Err(format!(
+                        "connection `{}`: {} (after {attempt} attempt(s))",
+                        step.connection.name, e.message
+                    ));
+                }
+            },
+        }
+    }
+}

@@ -1,0 +1,148 @@
+//! Who may call a trigger: the caller's address against `allow_ips` (through
+//! trusted proxies only), then its credentials — an API key, HTTP Basic, or an
+//! HMAC signature of the raw body, which can only be checked once the body is read.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use actix_web::HttpRequest;
+use base64::Engine;
+use serde_json::{Value, json};
+
+use crate::domain::Cidr;
+use crate::flow::model::HmacRule;
+use crate::flow::{Auth, Tenant, Trigger};
+
+use super::{ApiError, AppState};
+
+/// The outcome of the checks made before the body is read.
+pub enum Admitted {
+    /// The document's `.auth`.
+    Done(Value),
+    /// A signature still to be checked against the body.
+    Signed(Arc<HmacRule>),
+}
+
+/// The caller's address: the peer, or — when the peer is a trusted proxy — the
+/// rightmost `X-Forwarded-For` address that is not itself a trusted proxy.
+pub fn client_ip(req: &HttpRequest, trusted: &[Cidr]) -> Option<IpAddr> {
+    let peer = req.peer_addr()?.ip();
+    if !Cidr::any_contains(trusted, &peer) {
+        return Some(peer);
+    }
+    let hops: Vec<&str> = req
+        .headers()
+        .get_all("x-forwarded-for")
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .collect();
+    let mut client = peer;
+    for hop in hops.iter().rev() {
+        let Ok(ip) = hop.parse::<IpAddr>() else {
+            // An address we cannot read: stop at the last one we could.
+            break;
+        };
+        client = ip;
+        if !Cidr::any_contains(trusted, &ip) {
+            break;
+        }
+    }
+    Some(client)
+}
+
+fn presented_key(req: &HttpRequest) -> Option<&str> {
+    if let Some(k) = req.headers().get("x-api-key").and_then(|v| v.to_str().ok()) {
+        return Some(k.trim()).filter(|k| !k.is_empty());
+    }
+    let auth = req.headers().get("authorization")?.to_str().ok()?;
+    let (scheme, key) = auth.trim().split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| key.trim())
+        .filter(|k| !k.is_empty())
+}
+
+fn basic_credentials(req: &HttpRequest) -> Option<(String, String)> {
+    let auth = req.headers().get("authorization")?.to_str().ok()?;
+    let (scheme, encoded) = auth.trim().split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .ok()?;
+    let text = String::from_utf8(decoded).ok()?;
+    let (user, password) = text.split_once(':')?;
+    Some((user.to_owned(), password.to_owned()))
+}
+
+/// Address and credential checks that need no body.
+pub async fn admit(
+    req: &HttpRequest,
+    state: &AppState,
+    tenant: &Tenant,
+    trigger: &Trigger,
+) -> Result<Admitted, ApiError> {
+    if !trigger.allow_ips.is_empty() {
+        let ip = client_ip(req, &state.settings.trusted_proxies);
+        if !ip.is_some_and(|ip| Cidr::any_contains(&trigger.allow_ips, &ip)) {
+            return Err(ApiError::Forbidden(format!(
+                "calls from {} are not allowed for this trigger",
+                ip.map_or("an unknown address".to_owned(), |ip| ip.to_string())
+            )));
+        }
+    }
+    match &trigger.auth {
+        Auth::None => Ok(Admitted::Done(json!({"method": "none"}))),
+        Auth::ApiKeys(labels) => {
+            let key = presented_key(req).ok_or_else(|| {
+                ApiError::Unauthorized(
+                    "missing API key: send it in the X-Api-Key header or as Authorization: Bearer <key>"
+                        .into(),
+                )
+            })?;
+            match state.keys.identify(tenant, key).await {
+                Some(label) if labels.contains(&label) => {
+                    Ok(Admitted::Done(json!({"method": "api_key", "label": label})))
+                }
+                Some(_) => Err(ApiError::Unauthorized(
+                    "this API key may not call this trigger".into(),
+                )),
+                None => Err(ApiError::Unauthorized("invalid API key".into())),
+            }
+        }
+        Auth::Basic(users) => {
+            let (user, password) = basic_credentials(req).ok_or_else(|| {
+                ApiError::Unauthorized("missing credentials: use HTTP Basic auth".into())
+            })?;
+            if users.contains(&user) && state.keys.check_basic(tenant, &user, &password).await {
+                Ok(Admitted::Done(json!({"method": "basic", "user": user})))
+            } else {
+                Err(ApiError::Unauthorized("invalid user or password".into()))
+            }
+        }
+        Auth::Hmac(rule) => Ok(Admitted::Signed(rule.clone())),
+    }
+}
+
+/// Finishes `admit` once the raw body is known.
+pub fn verify_body(req: &HttpRequest, admitted: Admitted, body: &[u8]) -> Result<Value, ApiError> {
+    let rule = match admitted {
+        Admitted::Done(auth) => return Ok(auth),
+        Admitted::Signed(rule) => rule,
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    let header = |name: &str| {
+        req.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    crate::signature::verify(&rule, header, body, now)
+        .map(|()| json!({"method": "hmac", "header": rule.header}))
+        .map_err(|e| ApiError::Unauthorized(e.to_string()))
+}
