@@ -31,7 +31,34 @@ pub struct Settings {
     pub key_cache_size: usize,
     /// argon2 verifications that may run at once.
     pub key_verify_parallel: usize,
+    /// Tokens for `/_admin` (argon2id hashes), each global or for some tenants.
+    pub admin_tokens: Vec<AdminToken>,
+    /// Event subscriptions may use `http://` URLs (local use); otherwise https only.
+    pub subscriptions_allow_http: bool,
+    /// Delays between attempts at an event delivery; after the last, it has failed.
+    #[serde(deserialize_with = "durations")]
+    pub subscriptions_retry: Vec<Duration>,
+    /// How often due event deliveries are looked for.
+    #[serde(deserialize_with = "duration")]
+    pub subscriptions_poll: Duration,
+    /// Time allowed for one event delivery request.
+    #[serde(deserialize_with = "duration")]
+    pub subscriptions_timeout: Duration,
 }
+
+/// One admin token: `flowgate key new --label NAME` makes the hash.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminToken {
+    pub label: String,
+    pub hash: String,
+    /// The tenants it may see; absent means every tenant.
+    #[serde(default)]
+    pub tenants: Option<Vec<String>>,
+}
+
+/// The default retry schedule of event deliveries.
+pub const SUBSCRIPTIONS_RETRY: [u64; 8] = [5, 30, 120, 600, 1800, 3600, 7200, 14400];
 
 impl Default for Settings {
     fn default() -> Self {
@@ -46,6 +73,14 @@ impl Default for Settings {
             reload_interval: Duration::from_millis(250),
             key_cache_size: 10_000,
             key_verify_parallel: 2,
+            admin_tokens: Vec::new(),
+            subscriptions_allow_http: false,
+            subscriptions_retry: SUBSCRIPTIONS_RETRY
+                .iter()
+                .map(|s| Duration::from_secs(*s))
+                .collect(),
+            subscriptions_poll: Duration::from_secs(1),
+            subscriptions_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -53,6 +88,13 @@ impl Default for Settings {
 fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     let s = String::deserialize(d)?;
     humantime::parse_duration(&s).map_err(serde::de::Error::custom)
+}
+
+fn durations<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Duration>, D::Error> {
+    Vec::<String>::deserialize(d)?
+        .iter()
+        .map(|s| humantime::parse_duration(s).map_err(serde::de::Error::custom))
+        .collect()
 }
 
 impl Settings {
@@ -144,6 +186,27 @@ impl Settings {
         }
         if self.reload_interval.is_zero() {
             errors.push("reload_interval must be greater than 0".into());
+        }
+        if self.subscriptions_poll.is_zero() {
+            errors.push("subscriptions_poll must be greater than 0".into());
+        }
+        for (i, t) in self.admin_tokens.iter().enumerate() {
+            if t.label.is_empty() {
+                errors.push(format!("admin_tokens[{i}]: `label` is empty"));
+            }
+            if !t.hash.starts_with("$argon2id$")
+                || argon2::password_hash::phc::PasswordHash::new(&t.hash).is_err()
+            {
+                errors.push(format!(
+                    "admin_tokens[{i}] ({}): `hash` is not an argon2id PHC string; make one with `flowgate key new --label {}`",
+                    t.label, t.label
+                ));
+            }
+            for tenant in t.tenants.iter().flatten() {
+                if let Err(e) = crate::domain::TenantName::parse(tenant) {
+                    errors.push(format!("admin_tokens[{i}] ({}): tenant {e}", t.label));
+                }
+            }
         }
         if errors.is_empty() {
             Ok(())

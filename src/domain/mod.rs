@@ -1,10 +1,12 @@
 //! Plain types shared by every layer: validated names, message ids, statuses, times.
 //! Nothing here knows about HTTP, SQL or the runtime.
 
+mod event;
 mod message;
 mod names;
 mod time;
 
+pub use event::EventKind;
 pub use message::{
     AttemptRecord, MessageId, MessageStatus, MessageView, Mode, NewMessage, Outcome, StoredResponse,
 };

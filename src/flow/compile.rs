@@ -269,13 +269,8 @@ pub fn compile_tenant(cx: &mut FileCx<'_>, name: TenantName, raw: RawTenant) -> 
             "connections are not yet supported in this version",
         );
     }
-    if let Some(s) = raw.subscriptions.filter(|s| !is_empty(&s.value)) {
-        cx.error(
-            s.referenced,
-            "subscriptions are not yet supported in this version",
-        );
-    }
-    Tenant::new(name, api_keys)
+    let subscriptions = super::subscriptions::compile(cx, raw.subscriptions);
+    Tenant::new(name, api_keys).with_subscriptions(subscriptions)
 }
 
 fn is_empty(v: &serde_json::Value) -> bool {

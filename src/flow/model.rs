@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::domain::{Mode, TenantName, TriggerKey};
+use crate::domain::{EventKind, Mode, TenantName, TriggerKey};
 
 use super::expr::{Expr, Template};
 
@@ -17,6 +17,23 @@ pub struct Tenant {
     /// SHA-256 over the key list: cached verifications are only trusted while
     /// it is unchanged.
     pub keys_fingerprint: [u8; 32],
+    /// Outbound event webhooks (`subscriptions:`).
+    pub subscriptions: Vec<Subscription>,
+    /// The events some enabled subscription wants (`EventKind::bit`).
+    pub events_mask: u8,
+}
+
+/// One outbound event webhook of a tenant.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Subscription {
+    pub name: String,
+    pub url: String,
+    pub events: Vec<EventKind>,
+    /// Basic auth user and password.
+    pub basic_auth: Option<(String, String)>,
+    /// The HMAC-SHA256 signing secret (from the environment).
+    pub secret: Option<String>,
+    pub enabled: bool,
 }
 
 impl Tenant {
@@ -33,7 +50,24 @@ impl Tenant {
             name,
             api_keys,
             keys_fingerprint: h.finalize().into(),
+            subscriptions: Vec::new(),
+            events_mask: 0,
         }
+    }
+
+    pub fn with_subscriptions(mut self, subscriptions: Vec<Subscription>) -> Self {
+        self.events_mask = subscriptions
+            .iter()
+            .filter(|s| s.enabled)
+            .flat_map(|s| s.events.iter())
+            .fold(0, |m, e| m | e.bit());
+        self.subscriptions = subscriptions;
+        self
+    }
+
+    /// Whether an enabled subscription wants `kind`.
+    pub fn wants(&self, kind: EventKind) -> bool {
+        self.events_mask & kind.bit() != 0
     }
 
     pub fn empty(name: TenantName) -> Self {

@@ -18,7 +18,7 @@ pub struct RawTenant {
     #[serde(default)]
     pub connections: Option<Spanned<serde_json::Value>>,
     #[serde(default)]
-    pub subscriptions: Option<Spanned<serde_json::Value>>,
+    pub subscriptions: Vec<Spanned<super::subscriptions::RawSubscription>>,
 }
 
 /// `<Trigger>.yaml`

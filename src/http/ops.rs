@@ -3,6 +3,9 @@
 use std::fmt::Write;
 use std::sync::atomic::Ordering;
 
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::middleware::Next;
 use actix_web::{HttpResponse, web};
 use serde_json::json;
 
@@ -25,10 +28,38 @@ pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
     }
 }
 
+/// Counts a trigger call's answer by status. Only loaded triggers are counted
+/// (names from a URL must not create series); the lookup borrows the names.
+pub async fn count_requests(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let counters = req.app_data::<web::Data<AppState>>().and_then(|state| {
+        let (tenant, trigger) = (
+            req.match_info().get("tenant")?,
+            req.match_info().get("trigger")?,
+        );
+        let metrics = state.queue.dispatcher().metrics();
+        metrics.find(tenant, trigger).or_else(|| {
+            state
+                .catalog
+                .get()
+                .trigger(tenant, trigger)
+                .map(|_| metrics.trigger(tenant, trigger))
+        })
+    });
+    let res = next.call(req).await?;
+    if let Some(c) = counters {
+        c.request(res.status().as_u16());
+    }
+    Ok(res)
+}
+
 /// Prometheus text format.
 pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     let mut out = String::new();
     let k = &state.keys.stats;
+    let a = &state.admin.stats;
     let counters = [
         (
             "flowgate_key_verifications_total",
@@ -44,6 +75,16 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
             "flowgate_key_cache_misses_total",
             "API key checks that needed a verification",
             k.cache_misses.load(Ordering::Relaxed),
+        ),
+        (
+            "flowgate_admin_token_cache_hits_total",
+            "Admin token checks answered from the cache",
+            a.cache_hits.load(Ordering::Relaxed),
+        ),
+        (
+            "flowgate_admin_token_cache_misses_total",
+            "Admin token checks that needed a verification",
+            a.cache_misses.load(Ordering::Relaxed),
         ),
     ];
     for (name, help, v) in counters {
@@ -69,7 +110,7 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     );
     let mut triggers: Vec<_> = catalog.triggers().collect();
     triggers.sort_by(|a, b| a.key.cmp(&b.key));
-    for t in triggers {
+    for t in &triggers {
         let backlog = state.queue.dispatcher().state(&t.key).backlog();
         let _ = writeln!(
             out,
@@ -77,6 +118,22 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
             t.key.tenant, t.key.trigger
         );
     }
+    let _ = writeln!(
+        out,
+        "# HELP flowgate_lanes_blocked Ordered lanes held by a failed message on this node\n# TYPE flowgate_lanes_blocked gauge"
+    );
+    let mut states = state.queue.dispatcher().states();
+    states.sort_by(|a, b| a.0.cmp(&b.0));
+    for (key, s) in states {
+        let _ = writeln!(
+            out,
+            "flowgate_lanes_blocked{{tenant=\"{}\",trigger=\"{}\"}} {}",
+            key.tenant,
+            key.trigger,
+            s.blocked_lanes()
+        );
+    }
+    state.queue.dispatcher().metrics().render(&mut out);
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
         .body(out)

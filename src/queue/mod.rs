@@ -2,6 +2,7 @@
 //! commit), running them (lanes, concurrency, retries), answering sync callers,
 //! recovery after a restart and retention.
 
+mod admin;
 pub mod dispatcher;
 pub mod enqueuer;
 mod sync_exec;
@@ -16,6 +17,7 @@ use crate::domain::{MessageId, MessageView, NewMessage, TriggerKey, now_micros};
 use crate::flow::SharedCatalog;
 use crate::store::{EnqueueOutcome, Store, StoreError};
 
+pub use admin::LaneError;
 pub use dispatcher::Dispatcher;
 pub use sync_exec::SyncResult;
 pub use waiters::{WaitOutcome, WaitReceiver};
@@ -109,6 +111,7 @@ impl Queue {
             }
             Err(e) => {
                 self.dispatcher.release(&key);
+                self.dispatcher.metrics().store_error();
                 Err(e.into())
             }
         }

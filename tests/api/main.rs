@@ -1,10 +1,12 @@
 //! Integration tests over real HTTP against servers on port 0; one module per area.
 
+mod admin;
 mod check;
 mod cli;
 mod contract;
 mod crash;
 mod helpers;
+mod query_plans;
 mod queue;
 mod reload;
 mod store_contract;
