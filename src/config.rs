@@ -150,6 +150,19 @@ impl Settings {
                     Ok(d) => self.reload_interval = d,
                     Err(e) => errors.push(bad(&e.to_string())),
                 },
+                "FLOWGATE_SUBSCRIPTIONS_ALLOW_HTTP" => match v.as_str() {
+                    "true" | "1" => self.subscriptions_allow_http = true,
+                    "false" | "0" => self.subscriptions_allow_http = false,
+                    _ => errors.push(bad("not true or false")),
+                },
+                "FLOWGATE_SUBSCRIPTIONS_RETRY" => match v
+                    .split(',')
+                    .map(|d| humantime::parse_duration(d.trim()))
+                    .collect::<Result<Vec<_>, _>>()
+                {
+                    Ok(d) => self.subscriptions_retry = d,
+                    Err(e) => errors.push(bad(&e.to_string())),
+                },
                 "FLOWGATE_KEY_CACHE_SIZE" => match v.parse() {
                     Ok(n) => self.key_cache_size = n,
                     Err(_) => errors.push(bad("not a number")),
@@ -240,5 +253,29 @@ mod tests {
             vec!["FLOWGATE_MAX_BACKLOG=lots: not a number".to_owned()]
         );
         assert!(toml::from_str::<Settings>("nope = 1").is_err());
+    }
+
+    #[test]
+    fn admin_tokens_and_subscription_settings() {
+        let s: Settings = toml::from_str(
+            "subscriptions_retry = [\"1s\", \"2m\"]\n[[admin_tokens]]\nlabel = \"ops\"\nhash = \"nope\"\ntenants = [\"acme\", \"_x\"]\n",
+        )
+        .unwrap();
+        assert_eq!(
+            s.subscriptions_retry,
+            vec![Duration::from_secs(1), Duration::from_secs(120)]
+        );
+        let errs = s.validate().unwrap_err();
+        assert_eq!(errs.len(), 2, "{errs:?}");
+        assert!(errs[0].contains("flowgate key new"));
+        assert!(errs[1].contains("reserved"));
+        assert_eq!(Settings::default().subscriptions_retry.len(), 8);
+        let mut s = Settings::default();
+        s.apply_env(&[("FLOWGATE_SUBSCRIPTIONS_RETRY".into(), "5s, 30s".into())])
+            .unwrap();
+        assert_eq!(
+            s.subscriptions_retry,
+            vec![Duration::from_secs(5), Duration::from_secs(30)]
+        );
     }
 }

@@ -348,6 +348,16 @@ pub fn compile_trigger(
         );
     }
     let steps = compile_steps(cx, raw.steps.value, "steps");
+    let trace_full = match raw.trace {
+        None => false,
+        Some(t) if t.value == "full" => true,
+        Some(t) if t.value == "steps" => false,
+        Some(t) => {
+            let msg = format!("unknown trace `{}`: use `steps` or `full`", t.value);
+            cx.error(t.referenced, msg);
+            false
+        }
+    };
     (cx.diagnostics.len() == before).then(|| Trigger {
         key: TriggerKey {
             tenant: tenant.name.clone(),
@@ -361,6 +371,7 @@ pub fn compile_trigger(
         params,
         delivery,
         response,
+        trace_full,
         steps,
     })
 }

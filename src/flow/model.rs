@@ -169,6 +169,8 @@ pub struct Trigger {
     pub params: Vec<Param>,
     pub delivery: Delivery,
     pub response: ResponseSettings,
+    /// `trace: full`: the trace keeps the variables before and after each step.
+    pub trace_full: bool,
     pub steps: Vec<Step>,
 }
 

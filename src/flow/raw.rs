@@ -39,6 +39,9 @@ pub struct RawTrigger {
     pub delivery: Option<RawDelivery>,
     #[serde(default)]
     pub response: Option<RawResponse>,
+    /// `steps` (default) or `full`: also the variables before and after each step.
+    #[serde(default)]
+    pub trace: Option<Spanned<String>>,
     pub steps: Spanned<Vec<Spanned<RawStep>>>,
 }
 

@@ -132,6 +132,11 @@ impl Queue {
                     Ok(n) => tracing::info!(purged = n, "retention: deleted old messages"),
                     Err(e) => tracing::warn!(error = %e, "retention: purge failed"),
                 }
+                match store.purge_deliveries(before).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(purged = n, "retention: deleted old event deliveries"),
+                    Err(e) => tracing::warn!(error = %e, "retention: delivery purge failed"),
+                }
                 tokio::time::sleep(every).await;
             }
         });

@@ -255,6 +255,13 @@ impl Store {
         }
     }
 
+    /// Deletes finished deliveries created before `before`; returns how many.
+    pub async fn purge_deliveries(&self, before: Micros) -> Result<u64, StoreError> {
+        match self {
+            Self::Sqlite(s) => s.purge_deliveries(before).await,
+        }
+    }
+
     /// The query plan of each query `list_messages(q)` runs (EXPLAIN): tests check
     /// that the log history reads indexes, not tables.
     pub async fn explain_list(&self, q: MessageQuery) -> Result<Vec<String>, StoreError> {

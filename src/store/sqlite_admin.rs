@@ -496,6 +496,19 @@ impl SqliteStore {
         .await
     }
 
+    pub async fn purge_deliveries(&self, before: Micros) -> Result<u64, StoreError> {
+        self.run_admin(move |c| {
+            // Served by the primary key: ids are UUIDv7, in creation order.
+            c.execute(
+                "DELETE FROM deliveries WHERE id < ?1 AND created_at < ?2 AND status != 'pending'",
+                params![id_floor(before), before],
+            )
+            .map(|n| n as u64)
+            .map_err(unavailable)
+        })
+        .await
+    }
+
     pub async fn redeliver(&self, id: MessageId, now: Micros) -> Result<bool, StoreError> {
         self.run_admin(move |c| {
             c.execute(

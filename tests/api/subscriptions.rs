@@ -215,3 +215,27 @@ async fn http_receivers_need_the_setting() {
     );
     assert!(log.lock().unwrap().is_empty(), "nothing was sent over http");
 }
+
+#[test]
+fn subscription_mistakes_are_load_errors_with_positions() {
+    let dir = tempfile::tempdir().unwrap();
+    write_flow(
+        dir.path(),
+        "t/_tenant.yaml",
+        "subscriptions:\n  - name: a\n    url: ftp://x\n    events: [message.failed, message.exploded]\n    secret: \"${FLOWGATE_TEST_SURELY_UNSET}\"\n  - name: a\n    url: https://x\n    events: [lane.blocked]\n    colour: blue\n",
+    );
+    let report = flowgate::flow::check_dir(dir.path());
+    let text: Vec<String> = report.diagnostics.iter().map(|d| d.to_string()).collect();
+    let all = text.join("\n");
+    assert!(all.contains("_tenant.yaml:3:"), "{all}");
+    assert!(all.contains("url must start with https://"), "{all}");
+    assert!(all.contains("unknown event `message.exploded`"), "{all}");
+    assert!(
+        all.contains("`FLOWGATE_TEST_SURELY_UNSET` is not set"),
+        "{all}"
+    );
+    assert!(
+        all.contains("colour") || all.contains("unknown field"),
+        "{all}"
+    );
+}
