@@ -19,6 +19,10 @@ use crate::domain::{
 use crate::flow::SharedCatalog;
 use crate::store::{NewDelivery, Store};
 
+/// Events waiting to be stored; past this they are dropped (and logged) rather
+/// than held in memory without bound while the store is away.
+const QUEUE: usize = 65_536;
+
 struct Pending {
     tenant: TenantName,
     trigger: Option<String>,
@@ -31,7 +35,7 @@ struct Pending {
 #[derive(Clone)]
 pub struct Events {
     catalog: SharedCatalog,
-    tx: mpsc::UnboundedSender<Pending>,
+    tx: mpsc::Sender<Pending>,
     /// Wakes the sender when new deliveries are stored.
     pub(crate) stored: std::sync::Arc<Notify>,
 }
@@ -39,7 +43,7 @@ pub struct Events {
 impl Events {
     /// Starts the task that turns events into stored deliveries.
     pub fn start(store: Store, catalog: SharedCatalog) -> Self {
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (tx, rx) = mpsc::channel(QUEUE);
         let stored = std::sync::Arc::new(Notify::new());
         tokio::spawn(record(rx, store, catalog.clone(), stored.clone()));
         Self {
@@ -72,13 +76,16 @@ impl Events {
             .tenant(tenant.as_str())
             .is_some_and(|e| e.tenant.wants(kind));
         if wanted {
-            let _ = self.tx.send(Pending {
+            let sent = self.tx.try_send(Pending {
                 tenant: tenant.clone(),
                 trigger: trigger.map(str::to_owned),
                 kind,
                 message: id,
                 at: now_micros(),
             });
+            if sent.is_err() {
+                tracing::warn!(tenant = %tenant, event = kind.as_str(), "event dropped: too many events waiting to be stored");
+            }
         }
     }
 
@@ -139,7 +146,7 @@ pub struct PendingRef<'a> {
 }
 
 async fn record(
-    mut rx: mpsc::UnboundedReceiver<Pending>,
+    mut rx: mpsc::Receiver<Pending>,
     store: Store,
     catalog: SharedCatalog,
     stored: std::sync::Arc<Notify>,

@@ -63,7 +63,9 @@ pub fn start(store: Store, catalog: SharedCatalog, wake: Arc<Notify>, settings: 
     };
     tokio::spawn(async move {
         loop {
-            match store.due_deliveries(now_micros(), 100).await {
+            let now = now_micros();
+            let lease = now + 2 * settings.timeout.as_micros() as i64 + 1_000_000;
+            match store.claim_deliveries(now, lease, 100).await {
                 Ok(due) if !due.is_empty() => {
                     let n = due.len();
                     futures_util::stream::iter(due)

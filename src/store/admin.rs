@@ -202,14 +202,17 @@ impl Store {
         }
     }
 
-    /// Pending deliveries due at `now`, oldest first.
-    pub async fn due_deliveries(
+    /// Claims pending deliveries due at `now`, oldest first: their `next_at` moves
+    /// to `lease_until`, so no other sender (node) takes them meanwhile, and a
+    /// sender that dies mid-send leaves them due again when the lease ends.
+    pub async fn claim_deliveries(
         &self,
         now: Micros,
+        lease_until: Micros,
         limit: u32,
     ) -> Result<Vec<DeliveryView>, StoreError> {
         match self {
-            Self::Sqlite(s) => s.due_deliveries(now, limit).await,
+            Self::Sqlite(s) => s.claim_deliveries(now, lease_until, limit).await,
         }
     }
 

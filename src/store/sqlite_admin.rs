@@ -414,18 +414,29 @@ impl SqliteStore {
         .await
     }
 
-    pub async fn due_deliveries(
+    pub async fn claim_deliveries(
         &self,
         now: Micros,
+        lease_until: Micros,
         limit: u32,
     ) -> Result<Vec<DeliveryView>, StoreError> {
         self.run_admin(move |c| {
-            // Served by the partial index deliveries_due.
+            // The inner SELECT is served by the partial index deliveries_due; one
+            // statement, so the claim is atomic.
             let sql = format!(
-                "SELECT {DELIVERY_COLUMNS} FROM deliveries
-                 WHERE status = 'pending' AND next_at <= ? ORDER BY next_at LIMIT ?"
+                "UPDATE deliveries SET next_at = ?1
+                 WHERE id IN (SELECT id FROM deliveries WHERE status = 'pending' AND next_at <= ?2
+                              ORDER BY next_at LIMIT ?3)
+                 RETURNING {DELIVERY_COLUMNS}"
             );
-            deliveries(c, &sql, vec![Sql::Integer(now), Sql::Integer(limit.into())])
+            let values = vec![
+                Sql::Integer(lease_until),
+                Sql::Integer(now),
+                Sql::Integer(limit.into()),
+            ];
+            let mut out = deliveries(c, &sql, values)?;
+            out.sort_by_key(|d| d.created_at);
+            Ok(out)
         })
         .await
     }

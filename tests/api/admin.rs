@@ -37,7 +37,12 @@ pub async fn admin_app() -> TestApp {
     TestApp::spawn_with(
         |f| {
             write_flow(f, "acme/Lanes.yaml", LANE_FLOW);
-            write_flow(f, "other/_tenant.yaml", "api_keys: {}\n");
+            // Its subscription makes deliveries (to nowhere: http is not allowed).
+            write_flow(
+                f,
+                "other/_tenant.yaml",
+                "subscriptions:\n  - { name: audit, url: \"http://127.0.0.1:9/\", events: [message.succeeded], enabled: true }\n",
+            );
             write_flow(
                 f,
                 "other/Secret.yaml",
@@ -457,6 +462,12 @@ async fn scoped_token_sees_nothing_of_another_tenant() {
     assert!(!t["triggers"].as_array().unwrap().is_empty());
     let (_, t) = app.admin("GET", "/tenants", ACME_TOKEN, None).await;
     assert_eq!(t["tenants"].as_array().unwrap().len(), 1);
+    assert!(
+        !t.to_string().contains("audit"),
+        "no other tenant's subscriptions"
+    );
+    let (_, t) = app.admin("GET", "/tenants", GLOBAL_TOKEN, None).await;
+    assert!(t.to_string().contains("audit"));
     let (_, all) = app.admin("GET", "/messages", ACME_TOKEN, None).await;
     assert!(
         !all.to_string().contains(&theirs),
@@ -469,7 +480,21 @@ async fn scoped_token_sees_nothing_of_another_tenant() {
         .await;
     assert!(!failed.to_string().contains(&theirs));
 
+    let mut delivery = String::new();
+    for _ in 0..250 {
+        let (_, d) = app
+            .admin("GET", "/deliveries?tenant=other", GLOBAL_TOKEN, None)
+            .await;
+        if let Some(id) = d["deliveries"][0]["delivery_id"].as_str() {
+            delivery = id.to_owned();
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(!delivery.is_empty(), "the other tenant has a delivery");
     let not_found = [
+        ("GET", format!("/deliveries/{delivery}"), None),
+        ("POST", format!("/deliveries/{delivery}/redeliver"), None),
         ("GET", "/messages?tenant=other".to_owned(), None),
         (
             "GET",
@@ -507,4 +532,44 @@ async fn scoped_token_sees_nothing_of_another_tenant() {
         .admin("GET", &format!("/messages/{ours}"), ACME_TOKEN, None)
         .await;
     assert_eq!(code, StatusCode::OK);
+    let path = format!("/deliveries/{delivery}");
+    let (code, _) = app.admin("GET", &path, GLOBAL_TOKEN, None).await;
+    assert_eq!(code, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_broken_trigger_file_shows_its_load_error() {
+    let app = admin_app().await;
+    write_flow(
+        &app.flows_dir(),
+        "acme/Lanes.yaml",
+        "description: broken\nauth: { none: true }\nsteps: [ { nosuch: 1 } ]\n",
+    );
+    write_flow(&app.flows_dir(), "other/New.yaml", "steps: [\n");
+    for _ in 0..250 {
+        let (_, doc) = app.admin("GET", "/triggers", GLOBAL_TOKEN, None).await;
+        let lanes = doc["triggers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["trigger"] == "Lanes")
+            .cloned();
+        if let Some(err) = lanes.as_ref().and_then(|t| t["load_error"].as_str()) {
+            assert!(err.contains("Lanes.yaml:3:"), "{err}");
+            assert_eq!(
+                lanes.unwrap()["enabled"],
+                true,
+                "the last good version keeps serving"
+            );
+            assert!(doc["load_errors"].to_string().contains("New.yaml"));
+            let (_, scoped) = app.admin("GET", "/triggers", ACME_TOKEN, None).await;
+            assert!(
+                !scoped["load_errors"].to_string().contains("New.yaml"),
+                "other's files stay hidden"
+            );
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("no load error shown");
 }

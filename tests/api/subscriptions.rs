@@ -68,20 +68,13 @@ fn header<'a>(r: &'a Received, name: &str) -> &'a str {
         .unwrap_or_else(|| panic!("no header {name}"))
 }
 
-async fn app_with(receiver: &str, allow_http: bool) -> TestApp {
-    // SAFETY: set once, to the same value, before any server of this test runs.
-    unsafe { std::env::set_var(SECRET_VAR, SECRET) };
-    let tenant = format!(
-        "api_keys: {{}}\nsubscriptions:\n  - name: ops\n    url: {receiver}/flaky\n    events: [message.failed]\n    secret: \"${{{SECRET_VAR}}}\"\n    basic_auth: {{ username: ops, password: \"${{{SECRET_VAR}}}\" }}\n    enabled: true\n  - name: quiet\n    url: {receiver}/quiet\n    events: [message.failed, message.succeeded]\n"
-    );
+/// A server with tenant `hooks` (its `_tenant.yaml` and one trigger), admin tokens,
+/// a fast poll and a short retry schedule.
+async fn hooks_app(tenant: &str, trigger: (&str, &str), allow_http: bool) -> TestApp {
     TestApp::spawn_with(
         |f| {
-            write_flow(f, "hooks/_tenant.yaml", &tenant);
-            write_flow(
-                f,
-                "hooks/Fails.yaml",
-                "auth: { none: true }\nresponse: { mode: async }\nsteps:\n  - fail: { status: 422, message: '\"rejected\"' }\n",
-            );
+            write_flow(f, "hooks/_tenant.yaml", tenant);
+            write_flow(f, &format!("hooks/{}.yaml", trigger.0), trigger.1);
         },
         |s| {
             s.admin_tokens = admin_tokens();
@@ -91,6 +84,16 @@ async fn app_with(receiver: &str, allow_http: bool) -> TestApp {
         },
     )
     .await
+}
+
+async fn app_with(receiver: &str, allow_http: bool) -> TestApp {
+    // SAFETY: set once, to the same value, before any server of this test runs.
+    unsafe { std::env::set_var(SECRET_VAR, SECRET) };
+    let tenant = format!(
+        "api_keys: {{}}\nsubscriptions:\n  - name: ops\n    url: {receiver}/flaky\n    events: [message.failed]\n    secret: \"${{{SECRET_VAR}}}\"\n    basic_auth: {{ username: ops, password: \"${{{SECRET_VAR}}}\" }}\n    enabled: true\n  - name: quiet\n    url: {receiver}/quiet\n    events: [message.failed, message.succeeded]\n"
+    );
+    let fails = "auth: { none: true }\nresponse: { mode: async }\nsteps:\n  - fail: { status: 422, message: '\"rejected\"' }\n";
+    hooks_app(&tenant, ("Fails", fails), allow_http).await
 }
 
 /// Polls the delivery log until its first delivery has `status`.
@@ -238,4 +241,50 @@ fn subscription_mistakes_are_load_errors_with_positions() {
         all.contains("colour") || all.contains("unknown field"),
         "{all}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lane_and_load_events_are_delivered() {
+    let (base, log) = receiver().await;
+    let tenant = format!(
+        "subscriptions:\n  - name: lanes\n    url: {base}/events\n    events: [lane.blocked, lane.unblocked, flow.load_failed]\n    enabled: true\n"
+    );
+    let lane = "auth: { none: true }\ndelivery: { ordered: true, retry: [] }\nresponse: { mode: async }\nsteps:\n  - fail: { status: 500, message: '\"down\"' }\n";
+    let app = hooks_app(&tenant, ("Lane", lane), true).await;
+    let id = app.post_async("/hooks/Lane", None, json!({})).await;
+    app.admin_wait(&id, "dead").await;
+    let (code, _) = app
+        .admin("POST", &format!("/messages/{id}/skip"), GLOBAL_TOKEN, None)
+        .await;
+    assert_eq!(code, reqwest::StatusCode::OK);
+    write_flow(&app.flows_dir(), "hooks/Broken.yaml", "steps: [\n");
+
+    let mut events = Vec::new();
+    for _ in 0..500 {
+        events = log
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|r| serde_json::from_str::<Value>(&r.body).unwrap())
+            .collect();
+        if events.len() >= 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let kinds: Vec<&str> = events
+        .iter()
+        .map(|e| e["event"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kinds,
+        vec!["lane.blocked", "lane.unblocked", "flow.load_failed"]
+    );
+    assert_eq!(events[0]["data"]["message_id"], id.as_str());
+    assert_eq!(events[1]["data"]["message_id"], id.as_str());
+    assert_eq!(
+        events[2]["data"],
+        json!({"message_id": null, "tenant": "hooks", "trigger": "Broken"})
+    );
+    assert!(events.iter().all(|e| e["subscription"] == "lanes"));
 }
