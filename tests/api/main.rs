@@ -11,5 +11,6 @@ mod metrics;
 mod query_plans;
 mod queue;
 mod reload;
+mod store_admin_contract;
 mod store_contract;
 mod subscriptions;

@@ -9,12 +9,12 @@ use flowgate::domain::{
 };
 use flowgate::store::{Completion, EnqueueOutcome, Store};
 
-struct Fresh {
-    store: Store,
+pub struct Fresh {
+    pub store: Store,
     _dir: tempfile::TempDir,
 }
 
-fn stores() -> Vec<(&'static str, Fresh)> {
+pub fn stores() -> Vec<(&'static str, Fresh)> {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("contract.db").display());
     vec![(
@@ -26,7 +26,7 @@ fn stores() -> Vec<(&'static str, Fresh)> {
     )]
 }
 
-fn message(lane: Option<&str>, key: Option<&str>, received_at: i64) -> NewMessage {
+pub fn message(lane: Option<&str>, key: Option<&str>, received_at: i64) -> NewMessage {
     NewMessage {
         id: MessageId::at(received_at),
         tenant: TenantName::parse("t").unwrap(),
@@ -39,7 +39,7 @@ fn message(lane: Option<&str>, key: Option<&str>, received_at: i64) -> NewMessag
     }
 }
 
-fn done(id: MessageId, attempt: u32, status: MessageStatus, blocking: bool) -> Completion {
+pub fn done(id: MessageId, attempt: u32, status: MessageStatus, blocking: bool) -> Completion {
     let now = now_micros();
     Completion {
         id,
