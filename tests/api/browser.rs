@@ -1,7 +1,8 @@
 //! The web UI in headless Chromium, driven through chromedriver's WebDriver API
 //! (plain JSON over HTTP with reqwest): log in, open a trigger's log history,
 //! expand a failed message, see its attempts, fix the flow, press Replay and see
-//! the new execution succeed. A screenshot goes to target/test-output/.
+//! the new execution succeed; then open a delivery in the event delivery log.
+//! Screenshots go to target/test-output/.
 //!
 //! Without chromium the test is skipped with a notice, unless `CI` is set.
 
@@ -224,4 +225,19 @@ async fn log_in_expand_a_failed_message_and_replay_it() {
     assert!(row.contains(&format!("replay of {failed}")), "{row}");
     let shot = driver.screenshot("admin-ui-replay.png").await;
     eprintln!("screenshot: {}", shot.display());
+
+    // The other tenant's subscription cannot post to http://: its delivery log says why.
+    app.post_async("/other/Secret", None, json!({"n": 1})).await;
+    driver.click("#nav-deliveries").await;
+    driver
+        .click("#delivery-tenant option[value=\"other\"]")
+        .await;
+    driver
+        .click("#deliveries tr.msg[data-status=\"pending\"]")
+        .await;
+    let attempt = driver
+        .text("#deliveries tr.detail .attempts tr.attempt")
+        .await;
+    assert!(attempt.contains("subscriptions_allow_http"), "{attempt}");
+    driver.screenshot("admin-ui-deliveries.png").await;
 }

@@ -4,7 +4,7 @@
 
 const API = "/_admin/api";
 const REFRESH_MS = 3000;
-const state = { view: null, tenant: null, trigger: null, cursor: null, pages: [], open: new Set(), timer: null };
+const state = { view: null, tenant: null, trigger: null, cursor: null, next: null, open: new Set(), openDeliveries: new Set(), timer: null };
 
 const $ = (sel) => document.querySelector(sel);
 
@@ -183,11 +183,36 @@ async function loadDeliveries() {
   select.replaceChildren(...tenants.map((t) => el("option", { value: t, selected: t === current }, t)));
   if (!current) return;
   const page = await api("/deliveries?tenant=" + encodeURIComponent(current));
-  $("#deliveries tbody").replaceChildren(...page.deliveries.map((d) => el("tr", { "data-id": d.delivery_id },
-    el("td", { class: "id" }, d.delivery_id), el("td", {}, time(d.created_at)), el("td", {}, d.subscription),
-    el("td", {}, d.event), el("td", {}, status(d.status)),
-    el("td", {}, d.attempts.map((a) => el("div", {}, "#" + a.number + " " + time(a.at) + " ", a.status === null ? "" : String(a.status), a.error ? " " + a.error : ""))),
-    el("td", {}, el("button", { type: "button", on: { click: () => api("/deliveries/" + d.delivery_id + "/redeliver", { method: "POST" }).then(loadDeliveries).catch(showError) } }, "Redeliver")))));
+  const rows = [];
+  for (const d of page.deliveries) {
+    const redeliver = el("button", { type: "button", class: "redeliver", on: { click: (e) => {
+      e.stopPropagation();
+      api("/deliveries/" + d.delivery_id + "/redeliver", { method: "POST" }).then(loadDeliveries).catch(showError);
+    } } }, "Redeliver");
+    rows.push(el("tr", { class: "msg", "data-id": d.delivery_id, "data-status": d.status, on: { click: () => toggleDelivery(d.delivery_id) } },
+      el("td", { class: "id" }, d.delivery_id), el("td", {}, time(d.created_at)), el("td", {}, d.subscription),
+      el("td", {}, d.event), el("td", {}, status(d.status)),
+      el("td", {}, d.attempts.map((a) => el("div", {}, "#" + a.number + " " + time(a.at) + " ", a.status === null ? "" : String(a.status), a.error ? " " + a.error : ""))),
+      el("td", {}, redeliver)));
+    if (state.openDeliveries.has(d.delivery_id)) rows.push(await deliveryRow(d.delivery_id));
+  }
+  $("#deliveries tbody").replaceChildren(...rows);
+}
+
+async function toggleDelivery(id) {
+  if (state.openDeliveries.has(id)) state.openDeliveries.delete(id); else state.openDeliveries.add(id);
+  await loadDeliveries().catch(showError);
+}
+
+async function deliveryRow(id) {
+  const d = await api("/deliveries/" + id);
+  const attempts = el("table", { class: "attempts" },
+    el("tr", {}, el("th", {}, "#"), el("th", {}, "At"), el("th", {}, "Status"), el("th", {}, "Error"), el("th", {}, "Response headers"), el("th", {}, "Response body")),
+    d.attempts.map((a) => el("tr", { class: "attempt" },
+      el("td", {}, a.number), el("td", {}, time(a.at)), el("td", {}, a.status === null ? "" : a.status), el("td", {}, a.error || ""),
+      el("td", {}, pretty(a.headers)), el("td", {}, el("pre", {}, a.body || "")))));
+  return el("tr", { class: "detail", "data-id": id }, el("td", { colSpan: 7 },
+    el("h4", {}, "Payload"), pretty(d.payload), el("h4", {}, "Attempts"), attempts));
 }
 
 // ---- routing and refresh ----
