@@ -178,10 +178,10 @@ impl Store {
         }
     }
 
-    /// Records that message `id` replays `original`.
-    pub async fn link_replay(&self, id: MessageId, original: MessageId) -> Result<(), StoreError> {
+    /// Records that each message `.0` replays `.1`, in one transaction.
+    pub async fn link_replays(&self, links: Vec<(MessageId, MessageId)>) -> Result<(), StoreError> {
         match self {
-            Self::Sqlite(s) => s.link_replay(id, original).await,
+            Self::Sqlite(s) => s.link_replays(links).await,
         }
     }
 

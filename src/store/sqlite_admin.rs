@@ -353,15 +353,18 @@ impl SqliteStore {
         .await
     }
 
-    pub async fn link_replay(&self, id: MessageId, original: MessageId) -> Result<(), StoreError> {
+    pub async fn link_replays(&self, links: Vec<(MessageId, MessageId)>) -> Result<(), StoreError> {
         self.run_admin(move |c| {
-            // Served by the UNIQUE index on id.
-            c.execute(
-                "UPDATE messages SET replay_of = ?2 WHERE id = ?1",
-                params![id.to_string(), original.to_string()],
-            )
-            .map(drop)
-            .map_err(unavailable)
+            let tx = c.transaction().map_err(unavailable)?;
+            for (id, original) in &links {
+                // Served by the UNIQUE index on id.
+                tx.execute(
+                    "UPDATE messages SET replay_of = ?2 WHERE id = ?1",
+                    params![id.to_string(), original.to_string()],
+                )
+                .map_err(unavailable)?;
+            }
+            tx.commit().map_err(unavailable)
         })
         .await
     }

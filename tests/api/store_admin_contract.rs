@@ -156,7 +156,10 @@ async fn log_history_pages_filters_counts_and_lanes() {
             "{name}"
         );
 
-        store.link_replay(ms[4].id, ms[0].id).await.unwrap();
+        store
+            .link_replays(vec![(ms[4].id, ms[0].id)])
+            .await
+            .unwrap();
         let (_, replay_of) = store.message_detail(ms[4].id).await.unwrap().unwrap();
         assert_eq!(replay_of, Some(ms[0].id), "{name}");
         assert!(

@@ -17,6 +17,8 @@ const DEFAULT_LIMIT: u32 = 50;
 const MAX_LIMIT: u32 = 500;
 /// The most messages one bulk replay may run again.
 const MAX_BULK: u32 = 10_000;
+/// Replays stored per write.
+const BULK_BATCH: usize = 500;
 
 #[derive(Debug, Default, Clone, Deserialize)]
 pub struct Filter {
@@ -307,10 +309,16 @@ pub async fn bulk_replay(
     let mut rows = state.queue.store().list_messages(query).await?;
     rows.reverse();
     let mut ids = Vec::with_capacity(rows.len());
-    for m in rows {
-        if let Some((view, _)) = state.queue.store().message_detail(m.id).await? {
-            ids.push(state.queue.replay(&view).await?.to_string());
+    // Oldest first, in batches: one store write per batch, not per message.
+    for chunk in rows.chunks(BULK_BATCH) {
+        let mut views = Vec::with_capacity(chunk.len());
+        for m in chunk {
+            if let Some((view, _)) = state.queue.store().message_detail(m.id).await? {
+                views.push(view);
+            }
         }
+        let replayed = state.queue.replay_many(&views).await?;
+        ids.extend(replayed.iter().map(ToString::to_string));
     }
     tracing::info!(admin = who.label, replayed = ids.len(), "bulk replay");
     Ok(HttpResponse::Accepted()
