@@ -154,21 +154,15 @@ impl Dispatcher {
     }
 
     /// Metrics and events of an execution that did not go through the queue.
-    pub fn executed_sync(&self, key: &TriggerKey, id: MessageId, ok: bool, took_us: i64) {
-        let outcome = if ok {
-            ExecOutcome::Succeeded
-        } else {
-            ExecOutcome::Failed
+    pub fn executed_sync(&self, key: &TriggerKey, c: &Completion) {
+        let outcome = match c.outcome {
+            Outcome::Succeeded => ExecOutcome::Succeeded,
+            _ => ExecOutcome::Failed,
         };
         self.metrics
             .trigger(key.tenant.as_str(), key.trigger.as_str())
-            .executed(outcome, took_us);
-        let status = if ok {
-            MessageStatus::Succeeded
-        } else {
-            MessageStatus::Failed
-        };
-        self.events.message_finished(key, id, status);
+            .executed(outcome, c.finished_at - c.started_at);
+        self.events.message_finished(key, c.id, c.status);
     }
 
     pub fn waiters(&self) -> &Waiters {

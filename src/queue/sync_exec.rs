@@ -96,28 +96,27 @@ impl Queue {
         let store = self.store().clone();
         let id = message.id;
 
-        let finish_later = |exec: std::pin::Pin<
-            Box<dyn std::future::Future<Output = Execution> + Send>,
-        >,
-                            store: Store,
-                            mut message: NewMessage,
-                            input: Arc<serde_json::Value>,
-                            durable: bool| {
-            let dispatcher = dispatcher.clone();
-            let key = key.clone();
-            tokio::spawn(async move {
-                let ex = exec.await;
-                message.input = unwrap_input(input);
-                let c = completion(message.id, started_at, &ex);
-                dispatcher.executed_sync(&key, c.id, ex.result.is_ok(), c.finished_at - started_at);
-                if durable {
-                    store.finished(c).await;
-                } else {
-                    store.record_executed(message, c).await;
-                }
-                dispatcher.release(&key);
-            });
-        };
+        let finish_later =
+            |exec: std::pin::Pin<Box<dyn std::future::Future<Output = Execution> + Send>>,
+             store: Store,
+             mut message: NewMessage,
+             input: Arc<serde_json::Value>,
+             durable: bool| {
+                let dispatcher = dispatcher.clone();
+                let key = key.clone();
+                tokio::spawn(async move {
+                    let ex = exec.await;
+                    message.input = unwrap_input(input);
+                    let c = completion(message.id, started_at, &ex);
+                    dispatcher.executed_sync(&key, &c);
+                    if durable {
+                        store.finished(c).await;
+                    } else {
+                        store.record_executed(message, c).await;
+                    }
+                    dispatcher.release(&key);
+                });
+            };
 
         // The flow yields between steps; the deadline is read from the clock as
         // well as the timer, which a busy thread may not have fired yet.
@@ -146,7 +145,7 @@ impl Queue {
                 drop(exec);
                 message.input = unwrap_input(input);
                 let c = completion(id, started_at, &ex);
-                dispatcher.executed_sync(&key, id, ex.result.is_ok(), c.finished_at - started_at);
+                dispatcher.executed_sync(&key, &c);
                 store.record_executed(message, c).await;
                 dispatcher.release(&key);
                 Ok(SyncResult::Finished {
