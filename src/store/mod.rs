@@ -8,6 +8,7 @@
 mod admin;
 mod sqlite;
 mod sqlite_admin;
+mod sqlite_deliveries;
 mod types;
 
 pub use admin::{
