@@ -1,6 +1,7 @@
 //! actix only: every route on one screen, the shared state, and nothing else.
 
 mod admin;
+mod count;
 mod error;
 mod ops;
 mod trigger;
@@ -40,7 +41,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         )
         .service(
             web::resource("/{tenant}/{trigger}")
-                .wrap(actix_web::middleware::from_fn(ops::count_requests))
+                .wrap(count::CountRequests)
                 .route(web::route().to(trigger::call)),
         )
         .default_service(web::to(ops::not_found));

@@ -3,9 +3,6 @@
 use std::fmt::Write;
 use std::sync::atomic::Ordering;
 
-use actix_web::body::MessageBody;
-use actix_web::dev::{ServiceRequest, ServiceResponse};
-use actix_web::middleware::Next;
 use actix_web::{HttpResponse, web};
 use serde_json::json;
 
@@ -26,33 +23,6 @@ pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
             .insert_header(("retry-after", "5"))
             .json(json!({"errors": [{"code": "store_unavailable", "message": e.to_string()}]})),
     }
-}
-
-/// Counts a trigger call's answer by status. Only loaded triggers are counted
-/// (names from a URL must not create series); the lookup borrows the names.
-pub async fn count_requests(
-    req: ServiceRequest,
-    next: Next<impl MessageBody>,
-) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
-    let counters = req.app_data::<web::Data<AppState>>().and_then(|state| {
-        let (tenant, trigger) = (
-            req.match_info().get("tenant")?,
-            req.match_info().get("trigger")?,
-        );
-        let metrics = state.queue.dispatcher().metrics();
-        metrics.find(tenant, trigger).or_else(|| {
-            state
-                .catalog
-                .get()
-                .trigger(tenant, trigger)
-                .map(|_| metrics.trigger(tenant, trigger))
-        })
-    });
-    let res = next.call(req).await?;
-    if let Some(c) = counters {
-        c.request(res.status().as_u16());
-    }
-    Ok(res)
 }
 
 /// Prometheus text format.
