@@ -176,9 +176,11 @@ impl Reported {
         if let Ok(mut p) = self.problems.write() {
             *p = problems.to_vec();
         }
-        for d in problems {
-            let mut parts = d
-                .file
+        // One event per broken file, however many problems it has.
+        let files: std::collections::BTreeSet<&std::path::Path> =
+            problems.iter().map(|d| d.file.as_path()).collect();
+        for file in files {
+            let mut parts = file
                 .strip_prefix(flows)
                 .ok()
                 .into_iter()
