@@ -48,7 +48,34 @@ pub struct Settings {
     pub outbound_allow_hosts: Vec<String>,
     /// Refuse `http` steps to loopback, private and link-local addresses.
     pub outbound_deny_private: bool,
+    /// Tokens for `/_admin` (argon2id hashes), each global or for some tenants.
+    pub admin_tokens: Vec<AdminToken>,
+    /// Event subscriptions may use `http://` URLs (local use); otherwise https only.
+    pub subscriptions_allow_http: bool,
+    /// Delays between attempts at an event delivery; after the last, it has failed.
+    #[serde(deserialize_with = "durations")]
+    pub subscriptions_retry: Vec<Duration>,
+    /// How often due event deliveries are looked for.
+    #[serde(deserialize_with = "duration")]
+    pub subscriptions_poll: Duration,
+    /// Time allowed for one event delivery request.
+    #[serde(deserialize_with = "duration")]
+    pub subscriptions_timeout: Duration,
 }
+
+/// One admin token: `flowgate key new --label NAME` makes the hash.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminToken {
+    pub label: String,
+    pub hash: String,
+    /// The tenants it may see; absent means every tenant.
+    #[serde(default)]
+    pub tenants: Option<Vec<String>>,
+}
+
+/// The default retry schedule of event deliveries.
+pub const SUBSCRIPTIONS_RETRY: [u64; 8] = [5, 30, 120, 600, 1800, 3600, 7200, 14400];
 
 impl Default for Settings {
     fn default() -> Self {
@@ -69,6 +96,14 @@ impl Default for Settings {
             trusted_proxies: Vec::new(),
             outbound_allow_hosts: Vec::new(),
             outbound_deny_private: false,
+            admin_tokens: Vec::new(),
+            subscriptions_allow_http: false,
+            subscriptions_retry: SUBSCRIPTIONS_RETRY
+                .iter()
+                .map(|s| Duration::from_secs(*s))
+                .collect(),
+            subscriptions_poll: Duration::from_secs(1),
+            subscriptions_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -81,6 +116,13 @@ fn list(v: &str) -> impl Iterator<Item = &str> {
 fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     let s = String::deserialize(d)?;
     humantime::parse_duration(&s).map_err(serde::de::Error::custom)
+}
+
+fn durations<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Duration>, D::Error> {
+    Vec::<String>::deserialize(d)?
+        .iter()
+        .map(|s| humantime::parse_duration(s).map_err(serde::de::Error::custom))
+        .collect()
 }
 
 impl Settings {
@@ -157,6 +199,19 @@ impl Settings {
                     Ok(d) => self.reload_interval = d,
                     Err(e) => errors.push(bad(&e.to_string())),
                 },
+                "FLOWGATE_SUBSCRIPTIONS_ALLOW_HTTP" => match v.as_str() {
+                    "true" | "1" => self.subscriptions_allow_http = true,
+                    "false" | "0" => self.subscriptions_allow_http = false,
+                    _ => errors.push(bad("not true or false")),
+                },
+                "FLOWGATE_SUBSCRIPTIONS_RETRY" => match v
+                    .split(',')
+                    .map(|d| humantime::parse_duration(d.trim()))
+                    .collect::<Result<Vec<_>, _>>()
+                {
+                    Ok(d) => self.subscriptions_retry = d,
+                    Err(e) => errors.push(bad(&e.to_string())),
+                },
                 "FLOWGATE_KEY_CACHE_SIZE" => match v.parse() {
                     Ok(n) => self.key_cache_size = n,
                     Err(_) => errors.push(bad("not a number")),
@@ -228,6 +283,27 @@ impl Settings {
         if self.reload_interval.is_zero() {
             errors.push("reload_interval must be greater than 0".into());
         }
+        if self.subscriptions_poll.is_zero() {
+            errors.push("subscriptions_poll must be greater than 0".into());
+        }
+        for (i, t) in self.admin_tokens.iter().enumerate() {
+            if t.label.is_empty() {
+                errors.push(format!("admin_tokens[{i}]: `label` is empty"));
+            }
+            if !t.hash.starts_with("$argon2id$")
+                || argon2::password_hash::phc::PasswordHash::new(&t.hash).is_err()
+            {
+                errors.push(format!(
+                    "admin_tokens[{i}] ({}): `hash` is not an argon2id PHC string; make one with `flowgate key new --label {}`",
+                    t.label, t.label
+                ));
+            }
+            for tenant in t.tenants.iter().flatten() {
+                if let Err(e) = crate::domain::TenantName::parse(tenant) {
+                    errors.push(format!("admin_tokens[{i}] ({}): tenant {e}", t.label));
+                }
+            }
+        }
         if errors.is_empty() {
             Ok(())
         } else {
@@ -260,5 +336,29 @@ mod tests {
             vec!["FLOWGATE_MAX_BACKLOG=lots: not a number".to_owned()]
         );
         assert!(toml::from_str::<Settings>("nope = 1").is_err());
+    }
+
+    #[test]
+    fn admin_tokens_and_subscription_settings() {
+        let s: Settings = toml::from_str(
+            "subscriptions_retry = [\"1s\", \"2m\"]\n[[admin_tokens]]\nlabel = \"ops\"\nhash = \"nope\"\ntenants = [\"acme\", \"_x\"]\n",
+        )
+        .unwrap();
+        assert_eq!(
+            s.subscriptions_retry,
+            vec![Duration::from_secs(1), Duration::from_secs(120)]
+        );
+        let errs = s.validate().unwrap_err();
+        assert_eq!(errs.len(), 2, "{errs:?}");
+        assert!(errs[0].contains("flowgate key new"));
+        assert!(errs[1].contains("reserved"));
+        assert_eq!(Settings::default().subscriptions_retry.len(), 8);
+        let mut s = Settings::default();
+        s.apply_env(&[("FLOWGATE_SUBSCRIPTIONS_RETRY".into(), "5s, 30s".into())])
+            .unwrap();
+        assert_eq!(
+            s.subscriptions_retry,
+            vec![Duration::from_secs(5), Duration::from_secs(30)]
+        );
     }
 }

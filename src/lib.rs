@@ -6,6 +6,9 @@
 //! - [`engine`]: runs one flow over one input document; knows nothing of HTTP or queues.
 //! - [`store`]: the only place with SQL; the durable record of every message.
 //! - [`queue`]: group commit of accepted messages, lanes, concurrency, retries, recovery.
+//! - [`admin_auth`]: admin tokens for `/_admin` (global or tenant-scoped), verified once, cached.
+//! - [`events`]: outbound event webhooks: deliveries stored, signed, sent on a schedule.
+//! - [`metrics`]: per-trigger atomics rendered for `/_metrics`.
 //! - [`auth`]: API key verification with a bounded cache (argon2 off the request threads).
 //! - [`input`]: request -> input document (shared by HTTP and `flowgate run`).
 //! - [`keys`]: generating and hashing API keys.
@@ -13,15 +16,18 @@
 //! - [`config`]: settings from defaults, `flowgate.toml` and `FLOWGATE_*`.
 //! - [`startup`]: builds the application from settings; the one place that picks backends.
 
+pub mod admin_auth;
 pub mod auth;
 pub mod config;
 pub mod connect;
 pub mod domain;
 pub mod engine;
+pub mod events;
 pub mod flow;
 pub mod http;
 pub mod input;
 pub mod keys;
+pub mod metrics;
 pub mod queue;
 pub mod signature;
 pub mod startup;

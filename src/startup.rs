@@ -3,15 +3,17 @@
 //! and the HTTP server. The only place that picks backends and spawns tasks.
 
 use std::net::{SocketAddr, TcpListener};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use actix_web::{App, HttpServer, web};
 
+use crate::admin_auth::AdminTokens;
 use crate::auth::KeyVerifier;
 use crate::config::Settings;
 use crate::connect::Registry;
+use crate::events::sender::{self, SenderSettings};
 use crate::flow::{Diagnostic, Loader, SharedCatalog};
 use crate::http::{self, AppState};
 use crate::queue::Queue;
@@ -62,13 +64,31 @@ impl Application {
         }
         queue.start_retention(settings.retention, Duration::from_secs(3600));
 
+        let events = queue.dispatcher().events().clone();
+        sender::start(
+            queue.store().clone(),
+            catalog.clone(),
+            events.sender_wake(),
+            SenderSettings {
+                retry: settings.subscriptions_retry.clone(),
+                poll: settings.subscriptions_poll,
+                timeout: settings.subscriptions_timeout,
+                allow_http: settings.subscriptions_allow_http,
+            },
+        );
+
         let reload_errors = Arc::new(AtomicUsize::new(0));
+        let problems = Arc::new(RwLock::new(Vec::new()));
         let stop_reload = Arc::new(AtomicBool::new(false));
         spawn_reload(
             loader,
             catalog.clone(),
             settings.reload_interval,
-            reload_errors.clone(),
+            Reported {
+                count: reload_errors.clone(),
+                problems: problems.clone(),
+                events,
+            },
             stop_reload.clone(),
         );
 
@@ -89,6 +109,11 @@ impl Application {
             settings.workers
         };
         let state = web::Data::new(AppState {
+            admin: Arc::new(AdminTokens::new(
+                &settings.admin_tokens,
+                settings.key_verify_parallel,
+            )),
+            problems,
             keys: Arc::new(KeyVerifier::new(
                 settings.key_cache_size,
                 settings.key_verify_parallel,
@@ -143,13 +168,51 @@ impl Application {
     }
 }
 
+/// Where the problems of each reload are reported.
+struct Reported {
+    count: Arc<AtomicUsize>,
+    problems: Arc<RwLock<Vec<Diagnostic>>>,
+    events: crate::events::Events,
+}
+
+impl Reported {
+    fn set(&self, problems: &[Diagnostic], flows: &std::path::Path) {
+        self.count.store(problems.len(), Ordering::Relaxed);
+        if let Ok(mut p) = self.problems.write() {
+            *p = problems.to_vec();
+        }
+        // One event per broken file, however many problems it has.
+        let files: std::collections::BTreeSet<&std::path::Path> =
+            problems.iter().map(|d| d.file.as_path()).collect();
+        for file in files {
+            let mut parts = file
+                .strip_prefix(flows)
+                .ok()
+                .into_iter()
+                .flat_map(|r| r.components())
+                .map(|c| c.as_os_str().to_string_lossy().into_owned());
+            let tenant = parts
+                .next()
+                .and_then(|t| crate::domain::TenantName::parse(&t).ok());
+            let trigger = parts.next().map(|f| {
+                f.trim_end_matches(".yaml")
+                    .trim_end_matches(".yml")
+                    .to_owned()
+            });
+            if let Some(t) = tenant {
+                self.events.flow_load_failed(&t, trigger.as_deref());
+            }
+        }
+    }
+}
+
 /// Polls the flows directory; a change reloads every file, keeping the last good
 /// version of broken ones.
 fn spawn_reload(
     mut loader: Loader,
     catalog: SharedCatalog,
     every: Duration,
-    errors: Arc<AtomicUsize>,
+    reported: Reported,
     stop: Arc<AtomicBool>,
 ) {
     let mut seen = loader.fingerprint();
@@ -164,12 +227,13 @@ fn spawn_reload(
                 }
                 seen = now;
                 let report = loader.load();
-                errors.store(report.diagnostics.len(), Ordering::Relaxed);
                 for d in &report.diagnostics {
                     tracing::warn!(problem = %d, "flow file problem; keeping the last good version");
                 }
                 tracing::info!(triggers = report.catalog.trigger_count(), "flows reloaded");
                 catalog.set(report.catalog);
+                // After the swap: the new catalog decides who hears of the problems.
+                reported.set(&report.diagnostics, loader.dir());
             }
         });
     if let Err(e) = spawned {

@@ -2,11 +2,13 @@
 //! Nothing here knows about HTTP, SQL or the runtime.
 
 mod cidr;
+mod event;
 mod message;
 mod names;
 mod time;
 
 pub use cidr::Cidr;
+pub use event::EventKind;
 pub use message::{
     AttemptRecord, MessageId, MessageStatus, MessageView, Mode, NewMessage, Outcome, StoredResponse,
 };

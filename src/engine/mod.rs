@@ -150,6 +150,10 @@ impl Run<'_> {
         c
     }
 
+    fn vars_json(&self) -> Value {
+        to_json(&Val::obj(self.vars.clone()))
+    }
+
     fn set_var(&mut self, name: &str, v: Val) {
         self.vars.insert(string(name), v);
         self.context = None;
@@ -161,9 +165,13 @@ impl Run<'_> {
                 tokio::task::yield_now().await;
                 self.last_yield = Instant::now();
             }
+            let before = self._trigger.trace_full.then(|| self.vars_json());
             let started = Instant::now();
             let outcome = self.step(step).await;
-            let entry = TraceEntry::new(step, started - self.started, started.elapsed());
+            let mut entry = TraceEntry::new(step, started - self.started, started.elapsed());
+            if let Some(before) = before {
+                entry.vars = Some(Box::new((before, self.vars_json())));
+            }
             match outcome {
                 Ok(detail) => self.trace.push(entry.ok(detail)),
                 Err(e) => {

@@ -132,3 +132,17 @@ steps:
     assert_eq!(ex.vars()["price"], json!(3));
     assert_eq!(ex.vars()["codes"], json!(["x", "y"]));
 }
+
+#[tokio::test]
+async fn full_trace_keeps_variables_before_and_after_each_step() {
+    let yaml = "steps:\n  - set: { a: 1 }\n  - set: { b: '.vars.a + 1' }\n";
+    let t = trigger(&format!("trace: full\n{yaml}"));
+    let ex = execute(&t, &json!({}), None).await;
+    let trace = ex.trace_json();
+    assert_eq!(trace[1]["vars_before"], json!({"a": 1}));
+    assert_eq!(trace[1]["vars_after"], json!({"a": 1, "b": 2}));
+    let text: serde_json::Value = serde_json::from_str(&ex.trace_text()).unwrap();
+    assert_eq!(text, trace, "the stored text is the same document");
+    let plain = execute(&trigger(yaml), &json!({}), None).await;
+    assert!(plain.trace_json()[1].get("vars_before").is_none());
+}

@@ -18,6 +18,8 @@ pub struct TraceEntry {
     pub duration_us: u64,
     pub ok: bool,
     pub detail: Option<String>,
+    /// With `trace: full`: the variables before and after the step.
+    pub vars: Option<Box<(Value, Value)>>,
 }
 
 impl TraceEntry {
@@ -30,6 +32,7 @@ impl TraceEntry {
             duration_us: took.as_micros() as u64,
             ok: true,
             detail: None,
+            vars: None,
         }
     }
 
@@ -58,6 +61,10 @@ impl TraceEntry {
         if let Some(detail) = &self.detail {
             v[if self.ok { "detail" } else { "error" }] = json!(detail);
         }
+        if let Some(vars) = &self.vars {
+            v["vars_before"] = vars.0.clone();
+            v["vars_after"] = vars.1.clone();
+        }
         v
     }
 
@@ -78,6 +85,9 @@ impl TraceEntry {
         if let Some(detail) = &self.detail {
             let key = if self.ok { "detail" } else { "error" };
             let _ = write!(out, ",\"{key}\":{}", json!(detail));
+        }
+        if let Some(vars) = &self.vars {
+            let _ = write!(out, ",\"vars_before\":{},\"vars_after\":{}", vars.0, vars.1);
         }
         out.push('}');
     }

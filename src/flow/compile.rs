@@ -303,28 +303,14 @@ pub fn compile_tenant(
     let mut secrets = Secrets::default();
     let connections =
         compile_connections(cx, raw.connections, &secret_headers, registry, &mut secrets);
-    if let Some(s) = raw.subscriptions.filter(|s| !is_empty(&s.value)) {
-        cx.error(
-            s.referenced,
-            "subscriptions are not yet supported in this version",
-        );
-    }
+    let subscriptions = super::subscriptions::compile(cx, raw.subscriptions);
     let mut tenant = Tenant::new(name, api_keys);
     tenant.basic_users = basic_users;
     tenant.connections = connections;
     tenant.secret_headers = secret_headers.into();
     tenant.secrets = Arc::new(secrets);
     tenant.outbound = registry.outbound().clone();
-    tenant
-}
-
-fn is_empty(v: &serde_json::Value) -> bool {
-    match v {
-        serde_json::Value::Null => true,
-        serde_json::Value::Array(a) => a.is_empty(),
-        serde_json::Value::Object(o) => o.is_empty(),
-        _ => false,
-    }
+    tenant.with_subscriptions(subscriptions)
 }
 
 /// `<Trigger>.yaml` -> Trigger, checked against its tenant's key labels.
@@ -429,6 +415,16 @@ pub fn compile_trigger(
         );
     }
     let steps = compile_steps(cx, tenant, raw.steps.value, "steps");
+    let trace_full = match raw.trace {
+        None => false,
+        Some(t) if t.value == "full" => true,
+        Some(t) if t.value == "steps" => false,
+        Some(t) => {
+            let msg = format!("unknown trace `{}`: use `steps` or `full`", t.value);
+            cx.error(t.referenced, msg);
+            false
+        }
+    };
     (cx.diagnostics.len() == before).then(|| Trigger {
         key: TriggerKey {
             tenant: tenant.name.clone(),
@@ -444,6 +440,7 @@ pub fn compile_trigger(
         params,
         delivery,
         response,
+        trace_full,
         steps,
     })
 }

@@ -12,10 +12,11 @@ pub mod loader;
 pub mod model;
 pub mod params;
 pub mod raw;
+pub mod subscriptions;
 pub mod value;
 
 pub use catalog::{Catalog, SharedCatalog};
 pub use diagnostic::Diagnostic;
 pub use expr::{EvalError, Expr, Template};
 pub use loader::{LoadReport, Loader, check_dir};
-pub use model::{Auth, Method, OnExhausted, Step, StepKind, Tenant, Trigger};
+pub use model::{Auth, Method, OnExhausted, Step, StepKind, Subscription, Tenant, Trigger};

@@ -8,7 +8,7 @@ use std::time::Duration;
 use indexmap::IndexMap;
 
 use crate::connect::{Connection, HttpConnection, Outbound, PgConnection, Secrets};
-use crate::domain::{Cidr, Mode, TenantName, TriggerKey};
+use crate::domain::{Cidr, EventKind, Mode, TenantName, TriggerKey};
 
 use super::expr::{Expr, Template};
 
@@ -31,6 +31,23 @@ pub struct Tenant {
     pub secrets: Arc<Secrets>,
     /// The server's outbound HTTP client, for `http` steps.
     pub outbound: Arc<Outbound>,
+    /// Outbound event webhooks (`subscriptions:`).
+    pub subscriptions: Vec<Subscription>,
+    /// The events some enabled subscription wants (`EventKind::bit`).
+    pub events_mask: u8,
+}
+
+/// One outbound event webhook of a tenant.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Subscription {
+    pub name: String,
+    pub url: String,
+    pub events: Vec<EventKind>,
+    /// Basic auth user and password.
+    pub basic_auth: Option<(String, String)>,
+    /// The HMAC-SHA256 signing secret (from the environment).
+    pub secret: Option<String>,
+    pub enabled: bool,
 }
 
 impl Tenant {
@@ -52,6 +69,8 @@ impl Tenant {
             secret_headers: Arc::from(Vec::new()),
             secrets: Arc::new(Secrets::default()),
             outbound: Arc::new(Outbound::new(Default::default())),
+            subscriptions: Vec::new(),
+            events_mask: 0,
         }
     }
 
@@ -61,6 +80,21 @@ impl Tenant {
             .iter()
             .find(|(u, _)| u == user)
             .map(|(_, h)| h.as_str())
+    }
+
+    pub fn with_subscriptions(mut self, subscriptions: Vec<Subscription>) -> Self {
+        self.events_mask = subscriptions
+            .iter()
+            .filter(|s| s.enabled)
+            .flat_map(|s| s.events.iter())
+            .fold(0, |m, e| m | e.bit());
+        self.subscriptions = subscriptions;
+        self
+    }
+
+    /// Whether an enabled subscription wants `kind`.
+    pub fn wants(&self, kind: EventKind) -> bool {
+        self.events_mask & kind.bit() != 0
     }
 
     pub fn empty(name: TenantName) -> Self {
@@ -224,6 +258,8 @@ pub struct Trigger {
     pub params: Vec<Param>,
     pub delivery: Delivery,
     pub response: ResponseSettings,
+    /// `trace: full`: the trace keeps the variables before and after each step.
+    pub trace_full: bool,
     pub steps: Vec<Step>,
 }
 

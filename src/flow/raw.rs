@@ -24,7 +24,7 @@ pub struct RawTenant {
     #[serde(default)]
     pub secret_headers: Vec<Spanned<String>>,
     #[serde(default)]
-    pub subscriptions: Option<Spanned<serde_json::Value>>,
+    pub subscriptions: Vec<Spanned<super::subscriptions::RawSubscription>>,
 }
 
 /// `<Trigger>.yaml`
@@ -45,6 +45,9 @@ pub struct RawTrigger {
     pub delivery: Option<RawDelivery>,
     #[serde(default)]
     pub response: Option<RawResponse>,
+    /// `steps` (default) or `full`: also the variables before and after each step.
+    #[serde(default)]
+    pub trace: Option<Spanned<String>>,
     pub steps: Spanned<Vec<Spanned<RawStep>>>,
 }
 

@@ -38,6 +38,9 @@ pub enum ApiError {
         status: u16,
         message: String,
     },
+    /// The request is valid but the resource is not in a state for it.
+    #[error("conflict")]
+    Conflict(String),
     #[error("internal error")]
     Internal(String),
 }
@@ -56,6 +59,7 @@ impl ResponseError for ApiError {
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::BacklogFull => StatusCode::TOO_MANY_REQUESTS,
+            Self::Conflict(_) => StatusCode::CONFLICT,
             Self::StoreUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::FlowFailed { .. } | Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             Self::Rejected { status, .. } => {
@@ -117,6 +121,7 @@ impl ResponseError for ApiError {
                 b["message_id"] = json!(id.to_string());
                 b
             }
+            Self::Conflict(why) => body("conflict", why.clone()),
             Self::Internal(why) => {
                 tracing::error!(error = %why, "internal error");
                 body("internal", "internal error")

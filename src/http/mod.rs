@@ -1,6 +1,8 @@
 //! actix only: every route on one screen, the shared state, and nothing else.
 
+mod admin;
 mod callers;
+mod count;
 mod error;
 mod ops;
 mod trigger;
@@ -9,9 +11,10 @@ use std::sync::Arc;
 
 use actix_web::web;
 
+use crate::admin_auth::AdminTokens;
 use crate::auth::KeyVerifier;
 use crate::config::Settings;
-use crate::flow::SharedCatalog;
+use crate::flow::{Diagnostic, SharedCatalog};
 use crate::queue::Queue;
 
 pub use callers::client_ip;
@@ -24,16 +27,24 @@ pub struct AppState {
     pub queue: Queue,
     pub keys: Arc<KeyVerifier>,
     pub reload_errors: Arc<std::sync::atomic::AtomicUsize>,
+    pub admin: Arc<AdminTokens>,
+    /// The problems of the last load of the flow files.
+    pub problems: Arc<std::sync::RwLock<Vec<Diagnostic>>>,
 }
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/_health", web::get().to(ops::health))
+    cfg.configure(admin::routes)
+        .route("/_health", web::get().to(ops::health))
         .route("/_ready", web::get().to(ops::ready))
         .route("/_metrics", web::get().to(ops::metrics))
         .route(
             "/{tenant}/{trigger}/messages/{id}",
             web::get().to(trigger::message_status),
         )
-        .route("/{tenant}/{trigger}", web::route().to(trigger::call))
+        .service(
+            web::resource("/{tenant}/{trigger}")
+                .wrap(count::CountRequests)
+                .route(web::route().to(trigger::call)),
+        )
         .default_service(web::to(ops::not_found));
 }

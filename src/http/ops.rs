@@ -29,6 +29,7 @@ pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
 pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     let mut out = String::new();
     let k = &state.keys.stats;
+    let a = &state.admin.stats;
     let counters = [
         (
             "flowgate_key_verifications_total",
@@ -44,6 +45,16 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
             "flowgate_key_cache_misses_total",
             "API key checks that needed a verification",
             k.cache_misses.load(Ordering::Relaxed),
+        ),
+        (
+            "flowgate_admin_token_cache_hits_total",
+            "Admin token checks answered from the cache",
+            a.cache_hits.load(Ordering::Relaxed),
+        ),
+        (
+            "flowgate_admin_token_cache_misses_total",
+            "Admin token checks that needed a verification",
+            a.cache_misses.load(Ordering::Relaxed),
         ),
     ];
     for (name, help, v) in counters {
@@ -69,7 +80,7 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     );
     let mut triggers: Vec<_> = catalog.triggers().collect();
     triggers.sort_by(|a, b| a.key.cmp(&b.key));
-    for t in triggers {
+    for t in &triggers {
         let backlog = state.queue.dispatcher().state(&t.key).backlog();
         let _ = writeln!(
             out,
@@ -77,6 +88,22 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
             t.key.tenant, t.key.trigger
         );
     }
+    let _ = writeln!(
+        out,
+        "# HELP flowgate_lanes_blocked Ordered lanes held by a failed message on this node\n# TYPE flowgate_lanes_blocked gauge"
+    );
+    let mut states = state.queue.dispatcher().states();
+    states.sort_by(|a, b| a.0.cmp(&b.0));
+    for (key, s) in states {
+        let _ = writeln!(
+            out,
+            "flowgate_lanes_blocked{{tenant=\"{}\",trigger=\"{}\"}} {}",
+            key.tenant,
+            key.trigger,
+            s.blocked_lanes()
+        );
+    }
+    state.queue.dispatcher().metrics().render(&mut out);
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
         .body(out)

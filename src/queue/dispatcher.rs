@@ -15,7 +15,9 @@ use crate::domain::{
     now_micros,
 };
 use crate::engine::{self, ExecError};
+use crate::events::Events;
 use crate::flow::{OnExhausted, SharedCatalog, Trigger};
+use crate::metrics::{ExecOutcome, Metrics};
 use crate::store::{Completion, PendingMessage, Store};
 
 use super::waiters::{WaitOutcome, Waiters};
@@ -91,6 +93,14 @@ impl TriggerState {
     pub fn backlog(&self) -> usize {
         self.backlog.load(Ordering::Relaxed)
     }
+
+    /// Lanes of this trigger held by a failed message on this node.
+    pub fn blocked_lanes(&self) -> usize {
+        lock(&self.lanes)
+            .values()
+            .filter(|l| l.blocked_by.is_some())
+            .count()
+    }
 }
 
 /// How an attempt ended for the dispatcher.
@@ -119,6 +129,8 @@ pub struct Dispatcher {
     /// Set when executions are claimed from a shared store: a stored message is
     /// not run here on push; the claimer is woken instead.
     claimed: std::sync::OnceLock<Arc<super::claimer::Wake>>,
+    metrics: Arc<Metrics>,
+    events: Events,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -132,6 +144,7 @@ impl Dispatcher {
         max_backlog: usize,
         runtime: tokio::runtime::Handle,
     ) -> Self {
+        let events = Events::start(store.clone(), catalog.clone());
         Self {
             store,
             catalog,
@@ -140,7 +153,37 @@ impl Dispatcher {
             max_backlog,
             runtime,
             claimed: std::sync::OnceLock::new(),
+            metrics: Arc::new(Metrics::default()),
+            events,
         }
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    pub fn events(&self) -> &Events {
+        &self.events
+    }
+
+    /// The triggers seen on this node and their state.
+    pub fn states(&self) -> Vec<(TriggerKey, Arc<TriggerState>)> {
+        lock(&self.triggers)
+            .iter()
+            .map(|(k, s)| (k.clone(), s.clone()))
+            .collect()
+    }
+
+    /// Metrics and events of an execution that did not go through the queue.
+    pub fn executed_sync(&self, key: &TriggerKey, c: &Completion) {
+        let outcome = match c.outcome {
+            Outcome::Succeeded => ExecOutcome::Succeeded,
+            _ => ExecOutcome::Failed,
+        };
+        self.metrics
+            .trigger(key.tenant.as_str(), key.trigger.as_str())
+            .executed(outcome, c.finished_at - c.started_at);
+        self.events.message_finished(key, c.id, c.status);
     }
 
     pub fn waiters(&self) -> &Waiters {
@@ -268,6 +311,30 @@ impl Dispatcher {
         lanes.get(lane).and_then(|l| l.blocked_by)
     }
 
+    /// An operator let go of a blocked lane: it runs again, `front` (a replay of
+    /// the blocking message) first. The job's backlog place must be taken.
+    pub fn unblock(self: &Arc<Self>, key: &TriggerKey, lane: &str, front: Option<Job>) {
+        let s = self.state(key);
+        let start = {
+            let mut lanes = lock(&s.lanes);
+            let l = lanes.entry(lane.to_owned()).or_default();
+            l.blocked_by = None;
+            if let Some(job) = front {
+                l.queue.push_front(job);
+            }
+            let start = !l.active && !l.queue.is_empty();
+            if start {
+                l.active = true;
+            }
+            start
+        };
+        if start {
+            let this = self.clone();
+            let (key, lane) = (key.clone(), lane.to_owned());
+            tokio::spawn(async move { this.run_lane(key, lane).await });
+        }
+    }
+
     async fn run_unordered(self: Arc<Self>, mut job: Job) {
         loop {
             sleep_until(job.run_at).await;
@@ -322,6 +389,7 @@ impl Dispatcher {
                     l.active = false;
                 }
                 tracing::warn!(trigger = %key, lane, message = %job.id, "ordered lane blocked by a failed message");
+                self.events.lane_blocked(&key, job.id);
                 return;
             }
         }
@@ -385,6 +453,16 @@ impl Dispatcher {
                 .notify(job.id, WaitOutcome::Responded(r.clone()));
         }
         let finished_at = now_micros();
+        let m = self
+            .metrics
+            .trigger(job.key.tenant.as_str(), job.key.trigger.as_str());
+        m.queue_wait.observe_us(started_at - job.run_at);
+        let outcome = if result.is_ok() {
+            ExecOutcome::Succeeded
+        } else {
+            ExecOutcome::Failed
+        };
+        m.executed(outcome, finished_at - started_at);
         let retry: Vec<Duration> = trigger
             .as_ref()
             .map(|t| t.delivery.retry.clone())
@@ -430,6 +508,7 @@ impl Dispatcher {
             error: result.as_ref().err().map(ToString::to_string),
         };
         if status.is_final() {
+            self.events.message_finished(&job.key, job.id, status);
             Attempted {
                 completion,
                 end: AttemptEnd::Done { blocking },

@@ -2,6 +2,7 @@
 //! commit), running them (lanes, concurrency, retries), answering sync callers,
 //! recovery after a restart and retention.
 
+mod admin;
 mod claimer;
 pub mod dispatcher;
 pub mod enqueuer;
@@ -17,6 +18,7 @@ use crate::domain::{MessageId, MessageView, NewMessage, TriggerKey, now_micros};
 use crate::flow::SharedCatalog;
 use crate::store::{EnqueueOutcome, Store, StoreError};
 
+pub use admin::LaneError;
 pub use dispatcher::Dispatcher;
 pub use sync_exec::SyncResult;
 pub use waiters::{WaitOutcome, WaitReceiver};
@@ -129,6 +131,7 @@ impl Queue {
             }
             Err(e) => {
                 self.dispatcher.release(&key);
+                self.dispatcher.metrics().store_error();
                 Err(e.into())
             }
         }
@@ -148,6 +151,11 @@ impl Queue {
                     Ok(0) => {}
                     Ok(n) => tracing::info!(purged = n, "retention: deleted old messages"),
                     Err(e) => tracing::warn!(error = %e, "retention: purge failed"),
+                }
+                match store.purge_deliveries(before).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(purged = n, "retention: deleted old event deliveries"),
+                    Err(e) => tracing::warn!(error = %e, "retention: delivery purge failed"),
                 }
                 tokio::time::sleep(every).await;
             }

@@ -108,6 +108,7 @@ impl Queue {
                     let ex = exec.await;
                     message.input = unwrap_input(input);
                     let c = completion(message.id, started_at, &ex);
+                    dispatcher.executed_sync(&key, &c);
                     if durable {
                         store.finished(c).await;
                     } else {
@@ -144,6 +145,7 @@ impl Queue {
                 drop(exec);
                 message.input = unwrap_input(input);
                 let c = completion(id, started_at, &ex);
+                dispatcher.executed_sync(&key, &c);
                 store.record_executed(message, c).await;
                 dispatcher.release(&key);
                 Ok(SyncResult::Finished {
@@ -160,6 +162,7 @@ impl Queue {
                 let mut stored = message.clone();
                 stored.input = (*input).clone();
                 if let Err(e) = store.enqueue(&[stored]).await {
+                    dispatcher.metrics().store_error();
                     tracing::error!(message = %id, error = %e, "could not store a timed-out sync message");
                 }
                 let attempt = AttemptRecord {

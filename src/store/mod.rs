@@ -5,15 +5,22 @@
 //! execution (started, finished) is written behind, in batches: losing it in a crash
 //! only means the message runs again, which at-least-once allows.
 
+mod admin;
 mod postgres;
 mod sqlite;
+mod sqlite_admin;
+mod sqlite_deliveries;
 mod types;
 
+pub use admin::{
+    BlockedLane, DeliveryAttempt, DeliveryStatus, DeliveryView, MessageQuery, MessageSummary,
+    NewDelivery, Release, StatusCount,
+};
 pub use postgres::{ClaimedMessage, LaneClaim, LaneMessage, PgOptions, PgStore, Wakeup};
 pub use sqlite::SqliteStore;
 pub use types::{Completion, EnqueueOutcome, PendingMessage, StoreError};
 
-use crate::domain::{AttemptRecord, MessageId, MessageView, Micros, NewMessage};
+use crate::domain::{AttemptRecord, MessageId, MessageView, Micros, NewMessage, TriggerKey};
 
 /// A message store backend.
 #[derive(Clone)]

@@ -129,10 +129,16 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "message_inputs",
         include_str!("../../migrations/sqlite/0002_message_inputs.sql"),
     ),
+    (
+        3,
+        "admin",
+        include_str!("../../migrations/sqlite/0003_admin.sql"),
+    ),
 ];
 
 type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
 type EnqueueResult = Result<Vec<EnqueueOutcome>, StoreError>;
+pub(super) type AdminJob = Box<dyn FnOnce(&mut Connection) + Send>;
 
 enum Op {
     Enqueue(Vec<NewRow>, Reply<Vec<EnqueueOutcome>>),
@@ -143,6 +149,9 @@ enum Op {
     Recover(Micros, Reply<Vec<PendingMessage>>),
     Purge(Micros, Reply<u64>),
     Flush(Reply<()>),
+    /// Work of the operators' view (`sqlite_admin`): runs after the batch commits
+    /// and answers through its own channel.
+    Admin(AdminJob),
     /// Stops the writer thread after committing what came before.
     Close(Reply<()>),
 }
@@ -152,7 +161,7 @@ pub struct SqliteStore {
     tx: mpsc::Sender<Op>,
 }
 
-fn unavailable(e: impl std::fmt::Display) -> StoreError {
+pub(super) fn unavailable(e: impl std::fmt::Display) -> StoreError {
     StoreError::Unavailable(e.to_string())
 }
 
@@ -233,6 +242,19 @@ impl SqliteStore {
     }
     pub async fn close(&self) -> Result<(), StoreError> {
         self.call(Op::Close).await
+    }
+
+    /// Runs `f` on the writer thread, after every write sent before it.
+    pub(super) async fn run_admin<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        self.call(|reply| {
+            Op::Admin(Box::new(move |conn| {
+                let _ = reply.send(f(conn));
+            }))
+        })
+        .await
     }
 }
 
@@ -384,6 +406,7 @@ fn apply_batch(conn: &mut Connection, ops: Vec<Op>) {
             Op::Purge(before, reply) => {
                 let _ = reply.send(purge(conn, before));
             }
+            Op::Admin(job) => job(conn),
             _ => {}
         }
     }
@@ -518,11 +541,11 @@ fn parse_json(s: Option<String>) -> serde_json::Value {
         .unwrap_or(serde_json::Value::Null)
 }
 
-fn corrupt(what: &str, v: &str) -> StoreError {
+pub(super) fn corrupt(what: &str, v: &str) -> StoreError {
     StoreError::Corrupt(format!("{what} `{v}`"))
 }
 
-fn get(conn: &Connection, id: MessageId) -> Result<Option<MessageView>, StoreError> {
+pub(super) fn get(conn: &Connection, id: MessageId) -> Result<Option<MessageView>, StoreError> {
     // Served by the UNIQUE index on id.
     let row = conn
         .prepare_cached(
@@ -686,7 +709,7 @@ fn recover(conn: &mut Connection, now: Micros) -> Result<Vec<PendingMessage>, St
 }
 
 /// The smallest UUIDv7 text of the millisecond `us` falls in: ids below it are older.
-fn id_floor(us: Micros) -> String {
+pub(super) fn id_floor(us: Micros) -> String {
     let ms = (us.max(0) / 1000) as u128;
     uuid::Uuid::from_u128(ms << 80).hyphenated().to_string()
 }

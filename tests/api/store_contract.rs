@@ -13,8 +13,8 @@ use flowgate::store::{Completion, EnqueueOutcome, PgOptions, PgStore, Store};
 
 use crate::pg::{PgSchema, schema};
 
-struct Fresh {
-    store: Store,
+pub struct Fresh {
+    pub store: Store,
     _dir: Option<tempfile::TempDir>,
     _pg: Option<PgSchema>,
 }
@@ -26,7 +26,7 @@ fn options() -> PgOptions {
     }
 }
 
-async fn stores(test: &str) -> Vec<(&'static str, Fresh)> {
+pub async fn stores(test: &str) -> Vec<(&'static str, Fresh)> {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("contract.db").display());
     let mut all = vec![(
@@ -51,7 +51,7 @@ async fn stores(test: &str) -> Vec<(&'static str, Fresh)> {
     all
 }
 
-fn message(lane: Option<&str>, key: Option<&str>, received_at: i64) -> NewMessage {
+pub fn message(lane: Option<&str>, key: Option<&str>, received_at: i64) -> NewMessage {
     NewMessage {
         id: MessageId::at(received_at),
         tenant: TenantName::parse("t").unwrap(),
@@ -64,7 +64,7 @@ fn message(lane: Option<&str>, key: Option<&str>, received_at: i64) -> NewMessag
     }
 }
 
-fn done(id: MessageId, attempt: u32, status: MessageStatus, blocking: bool) -> Completion {
+pub fn done(id: MessageId, attempt: u32, status: MessageStatus, blocking: bool) -> Completion {
     let now = now_micros();
     Completion {
         id,

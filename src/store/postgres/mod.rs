@@ -9,6 +9,7 @@
 //! Every query runs as a task on the runtime the store was opened on: the pool's
 //! connections live there, never on an HTTP worker thread.
 
+mod admin;
 mod claims;
 mod rows;
 mod writer;

@@ -1,0 +1,44 @@
+//! The events a tenant can subscribe to (outbound webhooks).
+
+/// What happened. The names are those of `_tenant.yaml` and of the payloads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EventKind {
+    MessageSucceeded,
+    MessageFailed,
+    MessageDead,
+    LaneBlocked,
+    LaneUnblocked,
+    FlowLoadFailed,
+}
+
+impl EventKind {
+    pub const ALL: [Self; 6] = [
+        Self::MessageSucceeded,
+        Self::MessageFailed,
+        Self::MessageDead,
+        Self::LaneBlocked,
+        Self::LaneUnblocked,
+        Self::FlowLoadFailed,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::MessageSucceeded => "message.succeeded",
+            Self::MessageFailed => "message.failed",
+            Self::MessageDead => "message.dead",
+            Self::LaneBlocked => "lane.blocked",
+            Self::LaneUnblocked => "lane.unblocked",
+            Self::FlowLoadFailed => "flow.load_failed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+
+    /// One bit per kind: a tenant's subscriptions are summed up in a mask, so
+    /// deciding that nobody listens costs one AND.
+    pub fn bit(self) -> u8 {
+        1 << (self as u8)
+    }
+}

@@ -1,0 +1,233 @@
+//! Counters and histograms for `/_metrics`, kept as atomics per trigger.
+//!
+//! The label sets are known in advance (a loaded trigger, a status code, an
+//! outcome), so each trigger gets one block of atomics, created the first time it
+//! is seen and found again by a map lookup on borrowed names: recording costs no
+//! allocation and no formatting. Rendering (Prometheus text) happens on scrape.
+
+use std::collections::HashMap;
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+
+/// Upper bounds of the latency buckets, in seconds.
+pub const BUCKETS: [f64; 14] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0, 60.0,
+];
+
+#[derive(Default)]
+pub struct Histogram {
+    buckets: [AtomicU64; BUCKETS.len()],
+    count: AtomicU64,
+    sum_us: AtomicU64,
+}
+
+impl Histogram {
+    pub fn observe_us(&self, us: i64) {
+        let us = us.max(0) as u64;
+        let secs = us as f64 / 1e6;
+        if let Some(i) = BUCKETS.iter().position(|b| secs <= *b) {
+            self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        }
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.sum_us.fetch_add(us, Ordering::Relaxed);
+    }
+
+    fn render(&self, out: &mut String, name: &str, labels: &str) {
+        let mut cumulative = 0;
+        for (b, n) in BUCKETS.iter().zip(&self.buckets) {
+            cumulative += n.load(Ordering::Relaxed);
+            let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{b}\"}} {cumulative}");
+        }
+        let count = self.count.load(Ordering::Relaxed);
+        let _ = writeln!(out, "{name}_bucket{{{labels},le=\"+Inf\"}} {count}");
+        let sum = self.sum_us.load(Ordering::Relaxed) as f64 / 1e6;
+        let _ = writeln!(out, "{name}_sum{{{labels}}} {sum}");
+        let _ = writeln!(out, "{name}_count{{{labels}}} {count}");
+    }
+}
+
+/// How an execution (one attempt) ended, for `flowgate_executions_total`.
+#[derive(Debug, Clone, Copy)]
+pub enum ExecOutcome {
+    Succeeded = 0,
+    Failed = 1,
+}
+
+const OUTCOMES: [&str; 2] = ["succeeded", "failed"];
+
+/// One trigger's atomics.
+pub struct TriggerMetrics {
+    /// Answers by status code (index: code - 100).
+    requests: [AtomicU64; 500],
+    executions: [AtomicU64; 2],
+    pub execution: Histogram,
+    pub queue_wait: Histogram,
+}
+
+impl TriggerMetrics {
+    fn new() -> Self {
+        Self {
+            requests: std::array::from_fn(|_| AtomicU64::new(0)),
+            executions: Default::default(),
+            execution: Histogram::default(),
+            queue_wait: Histogram::default(),
+        }
+    }
+
+    pub fn request(&self, status: u16) {
+        if let Some(c) = self.requests.get(usize::from(status).wrapping_sub(100)) {
+            c.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    pub fn executed(&self, outcome: ExecOutcome, took_us: i64) {
+        self.executions[outcome as usize].fetch_add(1, Ordering::Relaxed);
+        self.execution.observe_us(took_us);
+    }
+}
+
+type Map = HashMap<String, HashMap<String, Arc<TriggerMetrics>>>;
+
+#[derive(Default)]
+pub struct Metrics {
+    triggers: RwLock<Map>,
+    /// Store operations that failed, as their callers saw them.
+    pub store_errors: AtomicU64,
+}
+
+impl Metrics {
+    /// The trigger's atomics, if it has been seen.
+    pub fn find(&self, tenant: &str, trigger: &str) -> Option<Arc<TriggerMetrics>> {
+        let map = self.triggers.read().unwrap_or_else(|p| p.into_inner());
+        map.get(tenant)?.get(trigger).cloned()
+    }
+
+    /// The trigger's atomics, created the first time. Only for loaded triggers:
+    /// the names must not come unchecked from a request.
+    pub fn trigger(&self, tenant: &str, trigger: &str) -> Arc<TriggerMetrics> {
+        if let Some(m) = self.find(tenant, trigger) {
+            return m;
+        }
+        let mut map = self.triggers.write().unwrap_or_else(|p| p.into_inner());
+        map.entry(tenant.to_owned())
+            .or_default()
+            .entry(trigger.to_owned())
+            .or_insert_with(|| Arc::new(TriggerMetrics::new()))
+            .clone()
+    }
+
+    pub fn store_error(&self) {
+        self.store_errors.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The per-trigger series in Prometheus text format.
+    pub fn render(&self, out: &mut String) {
+        let map = self.triggers.read().unwrap_or_else(|p| p.into_inner());
+        let mut rows: Vec<(&str, &str, &Arc<TriggerMetrics>)> = map
+            .iter()
+            .flat_map(|(t, ts)| ts.iter().map(move |(g, m)| (t.as_str(), g.as_str(), m)))
+            .collect();
+        rows.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+        let help = |out: &mut String, name: &str, kind: &str, text: &str| {
+            let _ = writeln!(out, "# HELP {name} {text}\n# TYPE {name} {kind}");
+        };
+        help(
+            out,
+            "flowgate_requests_total",
+            "counter",
+            "Trigger calls answered, by status code",
+        );
+        for (t, g, m) in &rows {
+            for (i, c) in m.requests.iter().enumerate() {
+                let n = c.load(Ordering::Relaxed);
+                if n > 0 {
+                    let code = i + 100;
+                    let _ = writeln!(
+                        out,
+                        "flowgate_requests_total{{tenant=\"{t}\",trigger=\"{g}\",status=\"{code}\"}} {n}"
+                    );
+                }
+            }
+        }
+        help(
+            out,
+            "flowgate_executions_total",
+            "counter",
+            "Flow executions (attempts), by outcome",
+        );
+        for (t, g, m) in &rows {
+            for (name, c) in OUTCOMES.iter().zip(&m.executions) {
+                let n = c.load(Ordering::Relaxed);
+                let _ = writeln!(
+                    out,
+                    "flowgate_executions_total{{tenant=\"{t}\",trigger=\"{g}\",outcome=\"{name}\"}} {n}"
+                );
+            }
+        }
+        help(
+            out,
+            "flowgate_execution_seconds",
+            "histogram",
+            "Time a flow execution took",
+        );
+        for (t, g, m) in &rows {
+            let labels = format!("tenant=\"{t}\",trigger=\"{g}\"");
+            m.execution
+                .render(out, "flowgate_execution_seconds", &labels);
+        }
+        help(
+            out,
+            "flowgate_queue_wait_seconds",
+            "histogram",
+            "Time a queued message waited past its due time before it ran",
+        );
+        for (t, g, m) in &rows {
+            let labels = format!("tenant=\"{t}\",trigger=\"{g}\"");
+            m.queue_wait
+                .render(out, "flowgate_queue_wait_seconds", &labels);
+        }
+        help(
+            out,
+            "flowgate_store_errors_total",
+            "counter",
+            "Store operations that failed",
+        );
+        let _ = writeln!(
+            out,
+            "flowgate_store_errors_total {}",
+            self.store_errors.load(Ordering::Relaxed)
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_counters_and_cumulative_buckets() {
+        let m = Metrics::default();
+        let t = m.trigger("acme", "X");
+        t.request(200);
+        t.request(200);
+        t.request(404);
+        t.executed(ExecOutcome::Succeeded, 700);
+        t.executed(ExecOutcome::Failed, 3_000_000);
+        let mut out = String::new();
+        m.render(&mut out);
+        assert!(
+            out.contains("flowgate_requests_total{tenant=\"acme\",trigger=\"X\",status=\"200\"} 2")
+        );
+        assert!(out.contains(
+            "flowgate_executions_total{tenant=\"acme\",trigger=\"X\",outcome=\"failed\"} 1"
+        ));
+        assert!(out.contains(
+            "flowgate_execution_seconds_bucket{tenant=\"acme\",trigger=\"X\",le=\"0.001\"} 1"
+        ));
+        assert!(out.contains(
+            "flowgate_execution_seconds_bucket{tenant=\"acme\",trigger=\"X\",le=\"10\"} 2"
+        ));
+        assert!(out.contains("flowgate_execution_seconds_count{tenant=\"acme\",trigger=\"X\"} 2"));
+    }
+}

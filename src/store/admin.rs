@@ -1,0 +1,293 @@
+//! What the operators' view asks of a store: the log history (filtered, paged by
+//! id), counts, blocked lanes, replay links and the outbound event deliveries.
+//!
+//! Plain domain types in and out; each backend implements the same methods
+//! (`sqlite_admin` for SQLite). Paging is by message id: ids are UUIDv7, so
+//! "older than the last id on this page" is the next page, newest first.
+
+use crate::domain::{
+    MessageId, MessageStatus, MessageView, Micros, TenantName, TriggerKey, TriggerName,
+};
+
+use super::{Store, StoreError};
+
+/// A log history query. `triggers` empty means every trigger (global views only).
+#[derive(Debug, Clone, Default)]
+pub struct MessageQuery {
+    pub triggers: Vec<TriggerKey>,
+    pub status: Option<MessageStatus>,
+    pub lane: Option<String>,
+    /// Received at or after (microseconds).
+    pub from: Option<Micros>,
+    /// Received before (microseconds).
+    pub to: Option<Micros>,
+    /// Cursor: only messages with a smaller id (older).
+    pub before: Option<MessageId>,
+    pub limit: u32,
+}
+
+/// One line of the log history.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MessageSummary {
+    pub id: MessageId,
+    pub tenant: TenantName,
+    pub trigger: TriggerName,
+    pub lane: Option<String>,
+    pub status: MessageStatus,
+    pub received_at: Micros,
+    pub finished_at: Option<Micros>,
+    pub attempts: u32,
+    pub response_status: Option<u16>,
+    pub replay_of: Option<MessageId>,
+    /// A finished message that holds its ordered lane.
+    pub blocking: bool,
+}
+
+/// How many messages of a trigger are in a status.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StatusCount {
+    pub key: TriggerKey,
+    pub status: MessageStatus,
+    pub count: u64,
+}
+
+/// An ordered lane held by a failed message.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BlockedLane {
+    pub key: TriggerKey,
+    pub lane: String,
+    pub message_id: MessageId,
+    pub status: MessageStatus,
+    pub since: Option<Micros>,
+}
+
+/// How an operator releases a blocked lane's head.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Release {
+    /// The head becomes `skipped`.
+    Skip,
+    /// The head keeps its status (it was replayed, or the operator accepts it).
+    Unblock,
+}
+
+/// Where an outbound event delivery stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeliveryStatus {
+    Pending,
+    Succeeded,
+    /// Every attempt of the schedule failed.
+    Failed,
+}
+
+impl DeliveryStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Succeeded => "succeeded",
+            Self::Failed => "failed",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "pending" => Self::Pending,
+            "succeeded" => Self::Succeeded,
+            "failed" => Self::Failed,
+            _ => return None,
+        })
+    }
+}
+
+/// An event to send to one subscription; `payload` is the exact body that is signed.
+#[derive(Debug, Clone)]
+pub struct NewDelivery {
+    pub id: MessageId,
+    pub tenant: TenantName,
+    pub subscription: String,
+    pub event: String,
+    pub message_id: Option<MessageId>,
+    pub created_at: Micros,
+    pub payload: String,
+}
+
+/// One try at sending a delivery.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct DeliveryAttempt {
+    pub number: u32,
+    pub at: Micros,
+    /// The receiver's status code; none when no answer came.
+    pub status: Option<u16>,
+    pub headers: Vec<(String, String)>,
+    /// The start of the receiver's answer.
+    pub body: String,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct DeliveryView {
+    pub id: MessageId,
+    pub tenant: TenantName,
+    pub subscription: String,
+    pub event: String,
+    pub message_id: Option<MessageId>,
+    pub created_at: Micros,
+    pub status: DeliveryStatus,
+    pub next_at: Micros,
+    pub attempts: Vec<DeliveryAttempt>,
+    pub payload: String,
+}
+
+impl Store {
+    /// The log history, newest first, at most `q.limit` lines.
+    pub async fn list_messages(&self, q: MessageQuery) -> Result<Vec<MessageSummary>, StoreError> {
+        match self {
+            Self::Sqlite(s) => s.list_messages(q).await,
+            Self::Postgres(s) => s.list_messages(q).await,
+        }
+    }
+
+    /// How many messages match (`limit` and `before` are ignored).
+    pub async fn count_messages(&self, q: MessageQuery) -> Result<u64, StoreError> {
+        match self {
+            Self::Sqlite(s) => s.count_messages(q).await,
+            Self::Postgres(s) => s.count_messages(q).await,
+        }
+    }
+
+    /// Messages per trigger and status, for `tenants` (all when `None`).
+    pub async fn status_counts(
+        &self,
+        tenants: Option<Vec<TenantName>>,
+    ) -> Result<Vec<StatusCount>, StoreError> {
+        match self {
+            Self::Sqlite(s) => s.status_counts(tenants).await,
+            Self::Postgres(s) => s.status_counts(tenants).await,
+        }
+    }
+
+    /// Ordered lanes held by a failed message, for `tenants` (all when `None`).
+    pub async fn blocked_lanes(
+        &self,
+        tenants: Option<Vec<TenantName>>,
+    ) -> Result<Vec<BlockedLane>, StoreError> {
+        match self {
+            Self::Sqlite(s) => s.blocked_lanes(tenants).await,
+            Self::Postgres(s) => s.blocked_lanes(tenants).await,
+        }
+    }
+
+    /// Lets go of a lane held by message `id`; false when it held none.
+    pub async fn release_lane(&self, id: MessageId, how: Release) -> Result<bool, StoreError> {
+        match self {
+            Self::Sqlite(s) => s.release_lane(id, how).await,
+            Self::Postgres(s) => s.release_lane(id, how).await,
+        }
+    }
+
+    /// Records that each message `.0` replays `.1`, in one transaction.
+    pub async fn link_replays(&self, links: Vec<(MessageId, MessageId)>) -> Result<(), StoreError> {
+        match self {
+            Self::Sqlite(s) => s.link_replays(links).await,
+            Self::Postgres(s) => s.link_replays(links).await,
+        }
+    }
+
+    /// A message with the id of the message it replays, if it is a replay.
+    pub async fn message_detail(
+        &self,
+        id: MessageId,
+    ) -> Result<Option<(MessageView, Option<MessageId>)>, StoreError> {
+        match self {
+            Self::Sqlite(s) => s.message_detail(id).await,
+            Self::Postgres(s) => s.message_detail(id).await,
+        }
+    }
+
+    /// Stores events to send; returns once they are committed.
+    pub async fn add_deliveries(&self, batch: Vec<NewDelivery>) -> Result<(), StoreError> {
+        match self {
+            Self::Sqlite(s) => s.add_deliveries(batch).await,
+            Self::Postgres(s) => s.add_deliveries(batch).await,
+        }
+    }
+
+    /// Claims pending deliveries due at `now`, oldest first: their `next_at` moves
+    /// to `lease_until`, so no other sender (node) takes them meanwhile, and a
+    /// sender that dies mid-send leaves them due again when the lease ends.
+    pub async fn claim_deliveries(
+        &self,
+        now: Micros,
+        lease_until: Micros,
+        limit: u32,
+    ) -> Result<Vec<DeliveryView>, StoreError> {
+        match self {
+            Self::Sqlite(s) => s.claim_deliveries(now, lease_until, limit).await,
+            Self::Postgres(s) => s.claim_deliveries(now, lease_until, limit).await,
+        }
+    }
+
+    /// Appends an attempt and sets what comes next (`next_at` for pending).
+    pub async fn record_delivery_attempt(
+        &self,
+        id: MessageId,
+        attempt: DeliveryAttempt,
+        status: DeliveryStatus,
+        next_at: Micros,
+    ) -> Result<(), StoreError> {
+        match self {
+            Self::Sqlite(s) => {
+                s.record_delivery_attempt(id, attempt, status, next_at)
+                    .await
+            }
+            Self::Postgres(s) => {
+                s.record_delivery_attempt(id, attempt, status, next_at)
+                    .await
+            }
+        }
+    }
+
+    /// A tenant's deliveries (optionally of one subscription), newest first.
+    pub async fn list_deliveries(
+        &self,
+        tenant: TenantName,
+        subscription: Option<String>,
+        before: Option<MessageId>,
+        limit: u32,
+    ) -> Result<Vec<DeliveryView>, StoreError> {
+        match self {
+            Self::Sqlite(s) => s.list_deliveries(tenant, subscription, before, limit).await,
+            Self::Postgres(s) => s.list_deliveries(tenant, subscription, before, limit).await,
+        }
+    }
+
+    pub async fn get_delivery(&self, id: MessageId) -> Result<Option<DeliveryView>, StoreError> {
+        match self {
+            Self::Sqlite(s) => s.get_delivery(id).await,
+            Self::Postgres(s) => s.get_delivery(id).await,
+        }
+    }
+
+    /// Sends a delivery again at `now`, whatever its status; false when unknown.
+    pub async fn redeliver(&self, id: MessageId, now: Micros) -> Result<bool, StoreError> {
+        match self {
+            Self::Sqlite(s) => s.redeliver(id, now).await,
+            Self::Postgres(s) => s.redeliver(id, now).await,
+        }
+    }
+
+    /// Deletes finished deliveries created before `before`; returns how many.
+    pub async fn purge_deliveries(&self, before: Micros) -> Result<u64, StoreError> {
+        match self {
+            Self::Sqlite(s) => s.purge_deliveries(before).await,
+            Self::Postgres(s) => s.purge_deliveries(before).await,
+        }
+    }
+
+    /// The query plan of each query `list_messages(q)` runs (EXPLAIN): tests check
+    /// that the log history reads indexes, not tables.
+    pub async fn explain_list(&self, q: MessageQuery) -> Result<Vec<String>, StoreError> {
+        match self {
+            Self::Sqlite(s) => s.explain_list(q).await,
+            Self::Postgres(s) => s.explain_list(q).await,
+        }
+    }
+}

@@ -1,0 +1,202 @@
+//! Event deliveries on SQLite: stored with the messages, claimed under a lease,
+//! every attempt appended to the row. Each query names the index that serves it.
+
+use rusqlite::types::Value as Sql;
+use rusqlite::{Connection, params, params_from_iter};
+
+use crate::domain::{MessageId, Micros, TenantName};
+
+use super::StoreError;
+use super::admin::{DeliveryAttempt, DeliveryStatus, DeliveryView, NewDelivery};
+use super::sqlite::{SqliteStore, corrupt, id_floor, unavailable};
+use super::sqlite_admin::{id, name};
+
+const DELIVERY_COLUMNS: &str = "id, tenant, subscription, event, message_id, created_at, status, next_at, attempt_log, payload";
+
+type DeliveryRow = (
+    (String, String, String, String, Option<String>),
+    (i64, String, i64, String, String),
+);
+
+fn delivery_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<DeliveryRow> {
+    Ok((
+        (r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?),
+        (r.get(5)?, r.get(6)?, r.get(7)?, r.get(8)?, r.get(9)?),
+    ))
+}
+
+fn delivery(row: DeliveryRow) -> Result<DeliveryView, StoreError> {
+    let ((i, tenant, subscription, event, message), (created_at, st, next_at, log, payload)) = row;
+    Ok(DeliveryView {
+        id: id(&i)?,
+        tenant: name(TenantName::parse, &tenant)?,
+        subscription,
+        event,
+        message_id: message.as_deref().map(id).transpose()?,
+        created_at,
+        status: DeliveryStatus::parse(&st).ok_or_else(|| corrupt("delivery status", &st))?,
+        next_at,
+        attempts: serde_json::from_str(&log).map_err(|_| corrupt("attempt log", &log))?,
+        payload,
+    })
+}
+
+fn deliveries(
+    conn: &Connection,
+    sql: &str,
+    values: Vec<Sql>,
+) -> Result<Vec<DeliveryView>, StoreError> {
+    let rows: Vec<DeliveryRow> = conn
+        .prepare_cached(sql)
+        .and_then(|mut s| {
+            s.query_map(params_from_iter(values), delivery_row)?
+                .collect()
+        })
+        .map_err(unavailable)?;
+    rows.into_iter().map(delivery).collect()
+}
+
+impl SqliteStore {
+    pub async fn add_deliveries(&self, batch: Vec<NewDelivery>) -> Result<(), StoreError> {
+        self.run_admin(move |c| {
+            let tx = c.transaction().map_err(unavailable)?;
+            for d in &batch {
+                tx.execute(
+                    "INSERT INTO deliveries (id, tenant, subscription, event, message_id, created_at,
+                                             status, next_at, payload)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'pending', ?6, ?7)",
+                    params![
+                        d.id.to_string(),
+                        d.tenant.as_str(),
+                        d.subscription,
+                        d.event,
+                        d.message_id.map(|m| m.to_string()),
+                        d.created_at,
+                        d.payload,
+                    ],
+                )
+                .map_err(unavailable)?;
+            }
+            tx.commit().map_err(unavailable)
+        })
+        .await
+    }
+
+    pub async fn claim_deliveries(
+        &self,
+        now: Micros,
+        lease_until: Micros,
+        limit: u32,
+    ) -> Result<Vec<DeliveryView>, StoreError> {
+        self.run_admin(move |c| {
+            // The inner SELECT is served by the partial index deliveries_due; one
+            // statement, so the claim is atomic.
+            let sql = format!(
+                "UPDATE deliveries SET next_at = ?1
+                 WHERE id IN (SELECT id FROM deliveries WHERE status = 'pending' AND next_at <= ?2
+                              ORDER BY next_at LIMIT ?3)
+                 RETURNING {DELIVERY_COLUMNS}"
+            );
+            let values = vec![
+                Sql::Integer(lease_until),
+                Sql::Integer(now),
+                Sql::Integer(limit.into()),
+            ];
+            let mut out = deliveries(c, &sql, values)?;
+            out.sort_by_key(|d| d.created_at);
+            Ok(out)
+        })
+        .await
+    }
+
+    pub async fn record_delivery_attempt(
+        &self,
+        id: MessageId,
+        attempt: DeliveryAttempt,
+        status: DeliveryStatus,
+        next_at: Micros,
+    ) -> Result<(), StoreError> {
+        let entry =
+            serde_json::to_string(&attempt).map_err(|e| corrupt("attempt", &e.to_string()))?;
+        self.run_admin(move |c| {
+            // Served by the primary key.
+            c.execute(
+                "UPDATE deliveries SET status = ?2, next_at = ?3, attempts = ?4,
+                        attempt_log = json_insert(attempt_log, '$[#]', json(?5))
+                 WHERE id = ?1",
+                params![
+                    id.to_string(),
+                    status.as_str(),
+                    next_at,
+                    attempt.number,
+                    entry
+                ],
+            )
+            .map(drop)
+            .map_err(unavailable)
+        })
+        .await
+    }
+
+    pub async fn list_deliveries(
+        &self,
+        tenant: TenantName,
+        subscription: Option<String>,
+        before: Option<MessageId>,
+        limit: u32,
+    ) -> Result<Vec<DeliveryView>, StoreError> {
+        self.run_admin(move |c| {
+            // Served by deliveries_tenant (tenant, subscription, id), or by its
+            // tenant prefix and the primary key order when no subscription is given.
+            let mut sql = format!("SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE tenant = ?");
+            let mut values = vec![Sql::Text(tenant.as_str().to_owned())];
+            if let Some(s) = subscription {
+                sql.push_str(" AND subscription = ?");
+                values.push(Sql::Text(s));
+            }
+            if let Some(b) = before {
+                sql.push_str(" AND id < ?");
+                values.push(Sql::Text(b.to_string()));
+            }
+            sql.push_str(" ORDER BY id DESC LIMIT ?");
+            values.push(Sql::Integer(limit.into()));
+            deliveries(c, &sql, values)
+        })
+        .await
+    }
+
+    pub async fn get_delivery(&self, id: MessageId) -> Result<Option<DeliveryView>, StoreError> {
+        self.run_admin(move |c| {
+            let sql = format!("SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE id = ?");
+            Ok(deliveries(c, &sql, vec![Sql::Text(id.to_string())])?
+                .into_iter()
+                .next())
+        })
+        .await
+    }
+
+    pub async fn purge_deliveries(&self, before: Micros) -> Result<u64, StoreError> {
+        self.run_admin(move |c| {
+            // Served by the primary key: ids are UUIDv7, in creation order.
+            c.execute(
+                "DELETE FROM deliveries WHERE id < ?1 AND created_at < ?2 AND status != 'pending'",
+                params![id_floor(before), before],
+            )
+            .map(|n| n as u64)
+            .map_err(unavailable)
+        })
+        .await
+    }
+
+    pub async fn redeliver(&self, id: MessageId, now: Micros) -> Result<bool, StoreError> {
+        self.run_admin(move |c| {
+            c.execute(
+                "UPDATE deliveries SET status = 'pending', next_at = ?2 WHERE id = ?1",
+                params![id.to_string(), now],
+            )
+            .map(|n| n == 1)
+            .map_err(unavailable)
+        })
+        .await
+    }
+}

@@ -1,0 +1,575 @@
+//! The admin API: the trigger table, the log history and its filters and paging,
+//! message detail, replay / skip / unblock on ordered lanes, bulk replay, and
+//! tenant isolation for scoped tokens.
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::helpers::{ERP_KEY, TestApp, write_flow};
+
+pub const GLOBAL_TOKEN: &str = "fg_admin_global_test";
+pub const ACME_TOKEN: &str = "fg_admin_acme_test";
+
+/// Admin tokens for the settings: a global one and one for tenant acme.
+pub fn admin_tokens() -> Vec<flowgate::config::AdminToken> {
+    vec![
+        flowgate::config::AdminToken {
+            label: "ops".into(),
+            hash: flowgate::keys::hash(GLOBAL_TOKEN).unwrap(),
+            tenants: None,
+        },
+        flowgate::config::AdminToken {
+            label: "acme-ops".into(),
+            hash: flowgate::keys::hash(ACME_TOKEN).unwrap(),
+            tenants: Some(vec!["acme".into()]),
+        },
+    ]
+}
+
+/// An ordered trigger that fails (no retries, the lane blocks) while
+/// `.body.ok` is not true — until the flow is fixed.
+pub const LANE_FLOW: &str = "description: broken\nauth: { none: true }\ndelivery: { ordered: true, ordering_key: .body.lane, retry: [], on_exhausted: block }\nresponse: { mode: async }\nsteps:\n  - name: check\n    if: .body.ok != true\n    then: [ { fail: { status: 500, message: '\"not ok\"' } } ]\n  - respond: { body: '{done: .body.n}' }\n";
+pub const LANE_FLOW_FIXED: &str = "description: fixed\nauth: { none: true }\ndelivery: { ordered: true, ordering_key: .body.lane, retry: [], on_exhausted: block }\nresponse: { mode: async }\nsteps:\n  - respond: { body: '{done: .body.n}' }\n";
+
+pub async fn admin_app() -> TestApp {
+    TestApp::spawn_with(
+        |f| {
+            write_flow(f, "acme/Lanes.yaml", LANE_FLOW);
+            // Its subscription makes deliveries (to nowhere: http is not allowed).
+            write_flow(
+                f,
+                "other/_tenant.yaml",
+                "subscriptions:\n  - { name: audit, url: \"http://127.0.0.1:9/\", events: [message.succeeded], enabled: true }\n",
+            );
+            write_flow(
+                f,
+                "other/Secret.yaml",
+                "auth: { none: true }\nresponse: { mode: async }\nsteps:\n  - set: { x: .body }\n",
+            );
+        },
+        |s| s.admin_tokens = admin_tokens(),
+    )
+    .await
+}
+
+impl TestApp {
+    pub async fn admin(
+        &self,
+        method: &str,
+        path: &str,
+        token: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let url = self.url(&format!("/_admin/api{path}"));
+        let mut r = match method {
+            "POST" => self.client.post(url),
+            _ => self.client.get(url),
+        };
+        r = r.bearer_auth(token);
+        if let Some(b) = body {
+            r = r.json(&b);
+        }
+        let res = r.send().await.unwrap();
+        let status = res.status();
+        (status, res.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn post_async(&self, path: &str, key: Option<&str>, body: Value) -> String {
+        let res = self.post_json(path, key, &body).await;
+        assert_eq!(res.status(), StatusCode::ACCEPTED);
+        res.json::<Value>().await.unwrap()["message_id"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
+    /// Polls the admin detail until the message has `status`.
+    pub async fn admin_wait(&self, id: &str, status: &str) -> Value {
+        for _ in 0..500 {
+            let (code, doc) = self
+                .admin("GET", &format!("/messages/{id}"), GLOBAL_TOKEN, None)
+                .await;
+            if code == StatusCode::OK && doc["status"] == status {
+                return doc;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("message {id} never reached {status}");
+    }
+
+    /// Writes the Lanes flow and waits until the server has loaded it.
+    pub async fn set_lanes_flow(&self, text: &str) {
+        write_flow(&self.flows_dir(), "acme/Lanes.yaml", text);
+        let want = if text == LANE_FLOW_FIXED {
+            "fixed"
+        } else {
+            "broken"
+        };
+        for _ in 0..500 {
+            let (_, doc) = self.admin("GET", "/triggers", GLOBAL_TOKEN, None).await;
+            let found = doc["triggers"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|t| t["trigger"] == "Lanes" && t["description"] == want);
+            if found {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("the Lanes flow was not reloaded");
+    }
+}
+
+#[tokio::test]
+async fn lists_triggers_messages_and_message_detail() {
+    let app = admin_app().await;
+    let ok = app
+        .post_async(
+            "/acme/CreateCustomerRecord",
+            Some(ERP_KEY),
+            json!({"name": "Ada"}),
+        )
+        .await;
+    let bad = app
+        .post_async(
+            "/acme/CreateCustomerRecord",
+            Some(ERP_KEY),
+            json!({"id": 7}),
+        )
+        .await;
+    app.admin_wait(&ok, "succeeded").await;
+    app.admin_wait(&bad, "failed").await;
+
+    let (code, _) = app.admin("GET", "/triggers", "wrong", None).await;
+    assert_eq!(code, StatusCode::UNAUTHORIZED);
+    let res = app
+        .client
+        .get(app.url("/_admin/api/triggers"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+
+    let (code, doc) = app.admin("GET", "/triggers", GLOBAL_TOKEN, None).await;
+    assert_eq!(code, StatusCode::OK);
+    assert!(
+        !doc.to_string().contains("$argon2"),
+        "hashes never leave the server"
+    );
+    let t = doc["triggers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["trigger"] == "CreateCustomerRecord")
+        .unwrap();
+    assert_eq!(t["url"], app.url("/acme/CreateCustomerRecord"));
+    assert_eq!(t["methods"], json!(["POST"]));
+    assert_eq!(t["auth"], json!({"api_keys": ["erp"]}));
+    assert_eq!(t["mode"], "async");
+    assert_eq!(t["enabled"], true);
+    assert_eq!(t["ordered"], false);
+    assert_eq!(t["counts"], json!({"succeeded": 1, "failed": 1}));
+    assert_eq!(t["load_error"], Value::Null);
+    let lanes = doc["triggers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["trigger"] == "Lanes")
+        .unwrap();
+    assert_eq!(lanes["ordering_key"], ".body.lane");
+
+    let path = "/messages?tenant=acme&trigger=CreateCustomerRecord";
+    let (_, page) = app.admin("GET", path, GLOBAL_TOKEN, None).await;
+    let ids: Vec<&str> = page["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["message_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, vec![bad.as_str(), ok.as_str()], "newest first");
+    let first = &page["messages"][0];
+    assert_eq!(first["status"], "failed");
+    assert_eq!(first["attempts"], 1);
+    assert!(first["duration_ms"].as_f64().unwrap() >= 0.0);
+    assert_eq!(page["messages"][1]["response_status"], 201);
+
+    let (_, p1) = app
+        .admin("GET", &format!("{path}&limit=1"), GLOBAL_TOKEN, None)
+        .await;
+    assert_eq!(p1["messages"][0]["message_id"], bad.as_str());
+    let cursor = p1["next_cursor"].as_str().unwrap();
+    let (_, p2) = app
+        .admin(
+            "GET",
+            &format!("{path}&limit=1&cursor={cursor}"),
+            GLOBAL_TOKEN,
+            None,
+        )
+        .await;
+    assert_eq!(p2["messages"][0]["message_id"], ok.as_str());
+    let (_, only) = app
+        .admin(
+            "GET",
+            &format!("{path}&status=succeeded"),
+            GLOBAL_TOKEN,
+            None,
+        )
+        .await;
+    assert_eq!(only["messages"].as_array().unwrap().len(), 1);
+    let (_, none) = app
+        .admin(
+            "GET",
+            &format!("{path}&from=2099-01-01T00:00:00Z"),
+            GLOBAL_TOKEN,
+            None,
+        )
+        .await;
+    assert_eq!(none["messages"], json!([]));
+    let (_, all) = app
+        .admin(
+            "GET",
+            &format!("{path}&from=2000-01-01T00:00:00Z&to=2099-01-01T00:00:00Z"),
+            GLOBAL_TOKEN,
+            None,
+        )
+        .await;
+    assert_eq!(all["messages"].as_array().unwrap().len(), 2);
+    let (code, _) = app
+        .admin("GET", &format!("{path}&status=bogus"), GLOBAL_TOKEN, None)
+        .await;
+    assert_eq!(code, StatusCode::BAD_REQUEST);
+    let (_, global) = app.admin("GET", "/messages", GLOBAL_TOKEN, None).await;
+    assert_eq!(global["messages"].as_array().unwrap().len(), 2);
+
+    let (code, d) = app
+        .admin("GET", &format!("/messages/{bad}"), GLOBAL_TOKEN, None)
+        .await;
+    assert_eq!(code, StatusCode::OK);
+    assert_eq!(d["input"]["body"], json!({"id": 7}));
+    let trace = d["trace"].as_array().unwrap();
+    assert!(
+        trace
+            .iter()
+            .any(|s| s["name"] == "validate" && s["duration_us"].is_u64())
+    );
+    assert_eq!(d["attempts"][0]["outcome"], "failed");
+    assert_eq!(d["error"], "a customer needs a name");
+    let (_, d) = app
+        .admin("GET", &format!("/messages/{ok}"), GLOBAL_TOKEN, None)
+        .await;
+    assert_eq!(d["response"]["status"], 201);
+    assert_eq!(d["response"]["body"]["name"], "ada");
+
+    let (code, _) = app
+        .admin(
+            "GET",
+            "/messages/0190a0a0-0000-7000-8000-000000000000",
+            GLOBAL_TOKEN,
+            None,
+        )
+        .await;
+    assert_eq!(code, StatusCode::NOT_FOUND);
+    let res = app
+        .client
+        .get(app.url("/_admin/api/openapi.json"))
+        .send()
+        .await
+        .unwrap();
+    let spec: Value = res.json().await.unwrap();
+    for p in [
+        "/triggers",
+        "/messages",
+        "/messages/{id}",
+        "/messages/{id}/replay",
+        "/messages/{id}/skip",
+        "/messages/{id}/unblock",
+        "/replay",
+        "/lanes",
+        "/tenants",
+        "/deliveries",
+        "/deliveries/{id}",
+        "/deliveries/{id}/redeliver",
+    ] {
+        assert!(spec["paths"][p].is_object(), "openapi.json documents {p}");
+    }
+}
+
+#[tokio::test]
+async fn replay_skip_and_unblock_release_ordered_lanes() {
+    let app = admin_app().await;
+    let head = app
+        .post_async("/acme/Lanes", None, json!({"lane": "a", "n": 1}))
+        .await;
+    let next = app
+        .post_async(
+            "/acme/Lanes",
+            None,
+            json!({"lane": "a", "n": 2, "ok": true}),
+        )
+        .await;
+    app.admin_wait(&head, "dead").await;
+    let (_, lanes) = app
+        .admin("GET", "/lanes?tenant=acme", GLOBAL_TOKEN, None)
+        .await;
+    assert_eq!(lanes["lanes"][0]["message_id"], head.as_str());
+    assert_eq!(lanes["lanes"][0]["lane"], "a");
+    let (_, d) = app
+        .admin("GET", &format!("/messages/{head}"), GLOBAL_TOKEN, None)
+        .await;
+    assert_eq!(d["blocking"], true);
+    let (_, n) = app
+        .admin("GET", &format!("/messages/{next}"), GLOBAL_TOKEN, None)
+        .await;
+    assert_eq!(n["status"], "queued", "the lane holds the next message");
+
+    // Fix the flow, replay the head: the replay runs first, then the lane goes on.
+    app.set_lanes_flow(LANE_FLOW_FIXED).await;
+    let (code, r) = app
+        .admin(
+            "POST",
+            &format!("/messages/{head}/replay"),
+            GLOBAL_TOKEN,
+            None,
+        )
+        .await;
+    assert_eq!(code, StatusCode::ACCEPTED);
+    let replay = r["message_id"].as_str().unwrap().to_owned();
+    let done = app.admin_wait(&replay, "succeeded").await;
+    assert_eq!(done["replay_of"], head.as_str());
+    let n = app.admin_wait(&next, "succeeded").await;
+    assert!(
+        n["attempts"][0]["started_at"].as_str().unwrap()
+            >= done["attempts"][0]["finished_at"].as_str().unwrap()
+    );
+    let (code, _) = app
+        .admin(
+            "POST",
+            &format!("/messages/{head}/skip"),
+            GLOBAL_TOKEN,
+            None,
+        )
+        .await;
+    assert_eq!(code, StatusCode::CONFLICT, "the lane is no longer held");
+
+    // Skip and unblock on lanes held again.
+    app.set_lanes_flow(LANE_FLOW).await;
+    let b1 = app
+        .post_async("/acme/Lanes", None, json!({"lane": "b", "n": 1}))
+        .await;
+    let b2 = app
+        .post_async(
+            "/acme/Lanes",
+            None,
+            json!({"lane": "b", "n": 2, "ok": true}),
+        )
+        .await;
+    let c1 = app
+        .post_async("/acme/Lanes", None, json!({"lane": "c", "n": 1}))
+        .await;
+    let c2 = app
+        .post_async(
+            "/acme/Lanes",
+            None,
+            json!({"lane": "c", "n": 2, "ok": true}),
+        )
+        .await;
+    app.admin_wait(&b1, "dead").await;
+    app.admin_wait(&c1, "dead").await;
+    let (code, s) = app
+        .admin("POST", &format!("/messages/{b1}/skip"), GLOBAL_TOKEN, None)
+        .await;
+    assert_eq!(
+        (code, s["status"].clone()),
+        (StatusCode::OK, json!("skipped"))
+    );
+    app.admin_wait(&b1, "skipped").await;
+    app.admin_wait(&b2, "succeeded").await;
+    let (code, _) = app
+        .admin(
+            "POST",
+            &format!("/messages/{c1}/unblock"),
+            GLOBAL_TOKEN,
+            None,
+        )
+        .await;
+    assert_eq!(code, StatusCode::OK);
+    app.admin_wait(&c2, "succeeded").await;
+    app.admin_wait(&c1, "dead").await;
+    let (_, lanes) = app.admin("GET", "/lanes", GLOBAL_TOKEN, None).await;
+    assert_eq!(lanes["lanes"], json!([]));
+}
+
+#[tokio::test]
+async fn bulk_replay_counts_first() {
+    let app = admin_app().await;
+    let mut failed = Vec::new();
+    for i in 0..3 {
+        failed.push(
+            app.post_async(
+                "/acme/CreateCustomerRecord",
+                Some(ERP_KEY),
+                json!({"id": i}),
+            )
+            .await,
+        );
+    }
+    for id in &failed {
+        app.admin_wait(id, "failed").await;
+    }
+    let filter = json!({"tenant": "acme", "trigger": "CreateCustomerRecord", "status": "failed"});
+    let mut dry = filter.clone();
+    dry["dry_run"] = json!(true);
+    let (_, c) = app.admin("POST", "/replay", GLOBAL_TOKEN, Some(dry)).await;
+    assert_eq!(c["count"], 3);
+    let (code, _) = app
+        .admin("POST", "/replay", GLOBAL_TOKEN, Some(filter.clone()))
+        .await;
+    assert_eq!(code, StatusCode::CONFLICT, "no replay without the count");
+    let mut go = filter.clone();
+    go["expect"] = json!(3);
+    let (code, r) = app.admin("POST", "/replay", GLOBAL_TOKEN, Some(go)).await;
+    assert_eq!(code, StatusCode::ACCEPTED);
+    assert_eq!(r["replayed"], 3);
+    for id in r["message_ids"].as_array().unwrap() {
+        let d = app.admin_wait(id.as_str().unwrap(), "failed").await;
+        assert!(failed.contains(&d["replay_of"].as_str().unwrap().to_owned()));
+    }
+}
+
+#[tokio::test]
+async fn scoped_token_sees_nothing_of_another_tenant() {
+    let app = admin_app().await;
+    let theirs = app
+        .post_async("/other/Secret", None, json!({"card": "4111"}))
+        .await;
+    let ours = app
+        .post_async("/acme/Lanes", None, json!({"lane": "x", "n": 1}))
+        .await;
+    app.admin_wait(&theirs, "succeeded").await;
+    app.admin_wait(&ours, "dead").await;
+
+    let (_, t) = app.admin("GET", "/triggers", ACME_TOKEN, None).await;
+    assert!(
+        t["triggers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|t| t["tenant"] == "acme")
+    );
+    assert!(!t["triggers"].as_array().unwrap().is_empty());
+    let (_, t) = app.admin("GET", "/tenants", ACME_TOKEN, None).await;
+    assert_eq!(t["tenants"].as_array().unwrap().len(), 1);
+    assert!(
+        !t.to_string().contains("audit"),
+        "no other tenant's subscriptions"
+    );
+    let (_, t) = app.admin("GET", "/tenants", GLOBAL_TOKEN, None).await;
+    assert!(t.to_string().contains("audit"));
+    let (_, all) = app.admin("GET", "/messages", ACME_TOKEN, None).await;
+    assert!(
+        !all.to_string().contains(&theirs),
+        "unfiltered lists hold only its tenants"
+    );
+    let (_, lanes) = app.admin("GET", "/lanes", ACME_TOKEN, None).await;
+    assert_eq!(lanes["lanes"].as_array().unwrap().len(), 1);
+    let (_, failed) = app
+        .admin("GET", "/messages?status=succeeded", ACME_TOKEN, None)
+        .await;
+    assert!(!failed.to_string().contains(&theirs));
+
+    let mut delivery = String::new();
+    for _ in 0..250 {
+        let (_, d) = app
+            .admin("GET", "/deliveries?tenant=other", GLOBAL_TOKEN, None)
+            .await;
+        if let Some(id) = d["deliveries"][0]["delivery_id"].as_str() {
+            delivery = id.to_owned();
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(!delivery.is_empty(), "the other tenant has a delivery");
+    let not_found = [
+        ("GET", format!("/deliveries/{delivery}"), None),
+        ("POST", format!("/deliveries/{delivery}/redeliver"), None),
+        ("GET", "/messages?tenant=other".to_owned(), None),
+        (
+            "GET",
+            "/messages?tenant=other&trigger=Secret".to_owned(),
+            None,
+        ),
+        ("GET", format!("/messages/{theirs}"), None),
+        ("POST", format!("/messages/{theirs}/replay"), None),
+        ("POST", format!("/messages/{theirs}/skip"), None),
+        ("POST", format!("/messages/{theirs}/unblock"), None),
+        (
+            "POST",
+            "/replay".to_owned(),
+            Some(json!({"tenant": "other", "trigger": "Secret", "dry_run": true})),
+        ),
+        ("GET", "/lanes?tenant=other".to_owned(), None),
+        ("GET", "/deliveries?tenant=other".to_owned(), None),
+        ("GET", format!("/deliveries/{theirs}"), None),
+        ("POST", format!("/deliveries/{theirs}/redeliver"), None),
+    ];
+    for (method, path, body) in not_found {
+        let (code, doc) = app.admin(method, &path, ACME_TOKEN, body).await;
+        assert_eq!(code, StatusCode::NOT_FOUND, "{method} {path}: {doc}");
+        assert!(!doc.to_string().contains("4111"));
+    }
+    // The same requests with the global token reach it.
+    let (code, d) = app
+        .admin("GET", &format!("/messages/{theirs}"), GLOBAL_TOKEN, None)
+        .await;
+    assert_eq!(
+        (code, d["input"]["body"]["card"].clone()),
+        (StatusCode::OK, json!("4111"))
+    );
+    let (code, _) = app
+        .admin("GET", &format!("/messages/{ours}"), ACME_TOKEN, None)
+        .await;
+    assert_eq!(code, StatusCode::OK);
+    let path = format!("/deliveries/{delivery}");
+    let (code, _) = app.admin("GET", &path, GLOBAL_TOKEN, None).await;
+    assert_eq!(code, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_broken_trigger_file_shows_its_load_error() {
+    let app = admin_app().await;
+    write_flow(
+        &app.flows_dir(),
+        "acme/Lanes.yaml",
+        "description: broken\nauth: { none: true }\nsteps: [ { nosuch: 1 } ]\n",
+    );
+    write_flow(&app.flows_dir(), "other/New.yaml", "steps: [\n");
+    for _ in 0..250 {
+        let (_, doc) = app.admin("GET", "/triggers", GLOBAL_TOKEN, None).await;
+        let lanes = doc["triggers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["trigger"] == "Lanes")
+            .cloned();
+        if let Some(err) = lanes.as_ref().and_then(|t| t["load_error"].as_str()) {
+            assert!(err.contains("Lanes.yaml:3:"), "{err}");
+            assert_eq!(
+                lanes.unwrap()["enabled"],
+                true,
+                "the last good version keeps serving"
+            );
+            assert!(doc["load_errors"].to_string().contains("New.yaml"));
+            let (_, scoped) = app.admin("GET", "/triggers", ACME_TOKEN, None).await;
+            assert!(
+                !scoped["load_errors"].to_string().contains("New.yaml"),
+                "other's files stay hidden"
+            );
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("no load error shown");
+}

@@ -1,0 +1,243 @@
+//! The web UI in headless Chromium, driven through chromedriver's WebDriver API
+//! (plain JSON over HTTP with reqwest): log in, open a trigger's log history,
+//! expand a failed message, see its attempts, fix the flow, press Replay and see
+//! the new execution succeed; then open a delivery in the event delivery log.
+//! Screenshots go to target/test-output/.
+//!
+//! Without chromium the test is skipped with a notice, unless `CI` is set.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::admin::{GLOBAL_TOKEN, LANE_FLOW_FIXED, admin_app};
+
+const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
+
+fn which(name: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH")?
+        .to_str()?
+        .split(':')
+        .map(|d| PathBuf::from(d).join(name))
+        .find(|p| p.is_file())
+}
+
+struct Driver {
+    child: Child,
+    client: reqwest::Client,
+    session: String,
+    base: String,
+}
+
+impl Drop for Driver {
+    /// Ends the browser session (a failed test ends here too, so this is a plain
+    /// blocking request), then chromedriver.
+    fn drop(&mut self) {
+        use std::io::{Read, Write};
+        let addr = self.base.trim_start_matches("http://").to_owned();
+        if let Ok(mut s) = std::net::TcpStream::connect(&addr) {
+            let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+            let _ = write!(
+                s,
+                "DELETE /session/{} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n",
+                self.session
+            );
+            let _ = s.read_to_end(&mut Vec::new());
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Driver {
+    async fn start(chromium: PathBuf, chromedriver: PathBuf) -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new(chromedriver)
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("chromedriver starts");
+        let client = reqwest::Client::new();
+        let base = format!("http://127.0.0.1:{port}");
+        let mut driver = Self {
+            child,
+            client,
+            session: String::new(),
+            base,
+        };
+        for _ in 0..100 {
+            if let Ok(r) = driver
+                .client
+                .get(format!("{}/status", driver.base))
+                .send()
+                .await
+                && r.status().is_success()
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let caps = json!({"capabilities": {"alwaysMatch": {
+            "browserName": "chrome",
+            "goog:chromeOptions": {
+                "binary": chromium,
+                "args": ["--headless", "--no-sandbox", "--disable-gpu",
+                         "--disable-background-networking", "--disable-dev-shm-usage",
+                         "--window-size=1400,1000"],
+            },
+        }}});
+        let res: Value = driver.call("POST", "/session", caps).await;
+        driver.session = res["value"]["sessionId"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no WebDriver session: {res}"))
+            .to_owned();
+        driver
+    }
+
+    async fn call(&self, method: &str, path: &str, body: Value) -> Value {
+        let url = format!("{}{path}", self.base);
+        let req = match method {
+            "POST" => self.client.post(url).json(&body),
+            _ => self.client.get(url),
+        };
+        req.send().await.unwrap().json().await.unwrap()
+    }
+
+    async fn session(&self, method: &str, path: &str, body: Value) -> Value {
+        let path = format!("/session/{}{path}", self.session);
+        self.call(method, &path, body).await
+    }
+
+    async fn goto(&self, url: &str) {
+        self.session("POST", "/url", json!({"url": url})).await;
+    }
+
+    /// Waits (up to 15 s) for an element matching `css`.
+    async fn find(&self, css: &str) -> String {
+        for _ in 0..300 {
+            let r = self
+                .session(
+                    "POST",
+                    "/element",
+                    json!({"using": "css selector", "value": css}),
+                )
+                .await;
+            if let Some(id) = r["value"][ELEMENT].as_str() {
+                return id.to_owned();
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("no element `{css}` appeared");
+    }
+
+    async fn click(&self, css: &str) {
+        let id = self.find(css).await;
+        self.session("POST", &format!("/element/{id}/click"), json!({}))
+            .await;
+    }
+
+    async fn type_into(&self, css: &str, text: &str) {
+        let id = self.find(css).await;
+        self.session(
+            "POST",
+            &format!("/element/{id}/value"),
+            json!({"text": text}),
+        )
+        .await;
+    }
+
+    async fn text(&self, css: &str) -> String {
+        let id = self.find(css).await;
+        let r = self
+            .session("GET", &format!("/element/{id}/text"), json!({}))
+            .await;
+        r["value"].as_str().unwrap_or_default().to_owned()
+    }
+
+    async fn screenshot(&self, name: &str) -> PathBuf {
+        let r = self.session("GET", "/screenshot", json!({})).await;
+        let png = base64::Engine::decode(
+            &base64::engine::general_purpose::STANDARD,
+            r["value"].as_str().unwrap(),
+        )
+        .unwrap();
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+            .parent()
+            .unwrap()
+            .join("test-output");
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(name);
+        std::fs::write(&path, png).unwrap();
+        path
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_in_expand_a_failed_message_and_replay_it() {
+    let (Some(chromium), Some(chromedriver)) = (which("chromium"), which("chromedriver")) else {
+        if std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0") {
+            panic!("chromium and chromedriver are needed for the browser test (CI is set)");
+        }
+        eprintln!("NOTICE: browser test skipped: chromium / chromedriver not installed");
+        return;
+    };
+    let app = admin_app().await;
+    let failed = app
+        .post_async("/acme/Lanes", None, json!({"lane": "ui", "n": 1}))
+        .await;
+    app.admin_wait(&failed, "dead").await;
+
+    let driver = Driver::start(chromium, chromedriver).await;
+    driver.goto(&app.url("/_admin")).await;
+    driver.type_into("#token", GLOBAL_TOKEN).await;
+    driver.click("#login").await;
+    driver
+        .click("tr[data-trigger=\"acme/Lanes\"] a.open-log")
+        .await;
+    assert!(driver.text("#lanes .lane-blocked").await.contains(&failed));
+    driver
+        .click(&format!(
+            "tr.msg[data-id=\"{failed}\"][data-status=\"dead\"]"
+        ))
+        .await;
+    let attempt = driver
+        .text(&format!(
+            "tr.detail[data-id=\"{failed}\"] .attempts tr.attempt"
+        ))
+        .await;
+    assert!(
+        attempt.contains("failed") && attempt.contains("not ok"),
+        "{attempt}"
+    );
+
+    app.set_lanes_flow(LANE_FLOW_FIXED).await;
+    driver
+        .click(&format!("tr.detail[data-id=\"{failed}\"] button.replay"))
+        .await;
+    let row = driver.text("tr.msg[data-status=\"succeeded\"]").await;
+    assert!(row.contains(&format!("replay of {failed}")), "{row}");
+    let shot = driver.screenshot("admin-ui-replay.png").await;
+    eprintln!("screenshot: {}", shot.display());
+
+    // The other tenant's subscription cannot post to http://: its delivery log says why.
+    app.post_async("/other/Secret", None, json!({"n": 1})).await;
+    driver.click("#nav-deliveries").await;
+    driver
+        .click("#delivery-tenant option[value=\"other\"]")
+        .await;
+    driver
+        .click("#deliveries tr.msg[data-status=\"pending\"]")
+        .await;
+    let attempt = driver
+        .text("#deliveries tr.detail .attempts tr.attempt")
+        .await;
+    assert!(attempt.contains("subscriptions_allow_http"), "{attempt}");
+    driver.screenshot("admin-ui-deliveries.png").await;
+}

@@ -1,0 +1,287 @@
+//! The operators' part of the store contract (`store::admin`): every backend must
+//! answer these the same way. Runs against each store of `store_contract::stores`.
+
+use flowgate::domain::{MessageId, MessageStatus, TenantName, TriggerKey, TriggerName, now_micros};
+use flowgate::store::{DeliveryAttempt, DeliveryStatus, MessageQuery, NewDelivery, Release};
+
+use crate::store_contract::{done, message, stores};
+
+/// The stores this part of the contract covers so far: the PostgreSQL store does
+/// not implement the operators' view yet.
+async fn backends(test: &str) -> Vec<(&'static str, crate::store_contract::Fresh)> {
+    let mut all = stores(test).await;
+    all.retain(|(name, _)| *name == "sqlite");
+    all
+}
+
+fn key() -> TriggerKey {
+    TriggerKey {
+        tenant: TenantName::parse("t").unwrap(),
+        trigger: TriggerName::parse("x").unwrap(),
+    }
+}
+
+#[tokio::test]
+async fn log_history_pages_filters_counts_and_lanes() {
+    for (name, s) in backends("admin_log_history").await {
+        let store = s.store;
+        let t0 = now_micros() - 10_000_000;
+        let ms: Vec<_> = (0..5)
+            .map(|i| message((i % 2 == 0).then_some("a"), None, t0 + i * 1_000_000))
+            .collect();
+        store.enqueue(&ms).await.unwrap();
+        store
+            .finished(done(ms[0].id, 1, MessageStatus::Dead, true))
+            .await;
+        store
+            .finished(done(ms[1].id, 1, MessageStatus::Succeeded, false))
+            .await;
+        let q = MessageQuery {
+            triggers: vec![key()],
+            limit: 2,
+            ..Default::default()
+        };
+
+        let page = store.list_messages(q.clone()).await.unwrap();
+        let ids: Vec<MessageId> = page.iter().map(|m| m.id).collect();
+        assert_eq!(ids, vec![ms[4].id, ms[3].id], "{name}: newest first");
+        let next = MessageQuery {
+            before: Some(ms[3].id),
+            ..q.clone()
+        };
+        let ids: Vec<MessageId> = store
+            .list_messages(next)
+            .await
+            .unwrap()
+            .iter()
+            .map(|m| m.id)
+            .collect();
+        assert_eq!(ids, vec![ms[2].id, ms[1].id], "{name}: the next page");
+
+        let dead = MessageQuery {
+            status: Some(MessageStatus::Dead),
+            ..q.clone()
+        };
+        let rows = store.list_messages(dead.clone()).await.unwrap();
+        assert_eq!(rows.len(), 1, "{name}");
+        assert!(rows[0].blocking, "{name}");
+        assert_eq!(rows[0].attempts, 1, "{name}");
+        let lane = MessageQuery {
+            lane: Some("a".into()),
+            limit: 10,
+            ..q.clone()
+        };
+        assert_eq!(store.count_messages(lane).await.unwrap(), 3, "{name}");
+        let range = MessageQuery {
+            from: Some(t0 + 1_000_000),
+            to: Some(t0 + 3_000_000),
+            limit: 10,
+            ..q.clone()
+        };
+        let ids: Vec<MessageId> = store
+            .list_messages(range)
+            .await
+            .unwrap()
+            .iter()
+            .map(|m| m.id)
+            .collect();
+        assert_eq!(
+            ids,
+            vec![ms[2].id, ms[1].id],
+            "{name}: from inclusive, to exclusive"
+        );
+        let other = MessageQuery {
+            triggers: vec![TriggerKey {
+                tenant: TenantName::parse("u").unwrap(),
+                trigger: key().trigger,
+            }],
+            ..q.clone()
+        };
+        assert!(
+            store.list_messages(other).await.unwrap().is_empty(),
+            "{name}"
+        );
+
+        let counts = store.status_counts(None).await.unwrap();
+        let n = |st| {
+            counts
+                .iter()
+                .find(|c| c.status == st)
+                .map_or(0, |c| c.count)
+        };
+        assert_eq!(
+            (
+                n(MessageStatus::Queued),
+                n(MessageStatus::Dead),
+                n(MessageStatus::Succeeded)
+            ),
+            (3, 1, 1),
+            "{name}"
+        );
+        let none = store
+            .status_counts(Some(vec![TenantName::parse("u").unwrap()]))
+            .await
+            .unwrap();
+        assert!(none.is_empty(), "{name}");
+
+        let lanes = store.blocked_lanes(None).await.unwrap();
+        assert_eq!(lanes.len(), 1, "{name}");
+        assert_eq!(
+            (lanes[0].message_id, lanes[0].lane.as_str()),
+            (ms[0].id, "a"),
+            "{name}"
+        );
+        assert!(
+            store
+                .blocked_lanes(Some(vec![TenantName::parse("u").unwrap()]))
+                .await
+                .unwrap()
+                .is_empty(),
+            "{name}"
+        );
+        assert!(
+            !store.release_lane(ms[1].id, Release::Skip).await.unwrap(),
+            "{name}: holds no lane"
+        );
+        assert!(
+            store.release_lane(ms[0].id, Release::Skip).await.unwrap(),
+            "{name}"
+        );
+        assert!(
+            !store
+                .release_lane(ms[0].id, Release::Unblock)
+                .await
+                .unwrap(),
+            "{name}: once"
+        );
+        assert_eq!(
+            store.get(ms[0].id).await.unwrap().unwrap().status,
+            MessageStatus::Skipped,
+            "{name}"
+        );
+        assert!(
+            store.blocked_lanes(None).await.unwrap().is_empty(),
+            "{name}"
+        );
+
+        store
+            .link_replays(vec![(ms[4].id, ms[0].id)])
+            .await
+            .unwrap();
+        let (_, replay_of) = store.message_detail(ms[4].id).await.unwrap().unwrap();
+        assert_eq!(replay_of, Some(ms[0].id), "{name}");
+        assert!(
+            store
+                .message_detail(MessageId::new())
+                .await
+                .unwrap()
+                .is_none(),
+            "{name}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn deliveries_are_claimed_retried_listed_and_redelivered() {
+    for (name, s) in backends("admin_deliveries").await {
+        let store = s.store;
+        let now = now_micros();
+        let d = NewDelivery {
+            id: MessageId::new(),
+            tenant: TenantName::parse("t").unwrap(),
+            subscription: "ops".into(),
+            event: "message.failed".into(),
+            message_id: Some(MessageId::new()),
+            created_at: now,
+            payload: "{\"exact\": \"bytes\"}".into(),
+        };
+        store.add_deliveries(vec![d.clone()]).await.unwrap();
+        let claimed = store
+            .claim_deliveries(now, now + 60_000_000, 10)
+            .await
+            .unwrap();
+        assert_eq!(claimed.len(), 1, "{name}");
+        assert_eq!(claimed[0].payload, d.payload, "{name}");
+        assert!(
+            store
+                .claim_deliveries(now, now + 60_000_000, 10)
+                .await
+                .unwrap()
+                .is_empty(),
+            "{name}: leased"
+        );
+
+        let attempt = DeliveryAttempt {
+            number: 1,
+            at: now,
+            status: Some(500),
+            headers: vec![("x-why".into(), "busy".into())],
+            body: "later".into(),
+            error: None,
+        };
+        store
+            .record_delivery_attempt(d.id, attempt.clone(), DeliveryStatus::Pending, now + 5)
+            .await
+            .unwrap();
+        let again = store
+            .claim_deliveries(now + 5, now + 60_000_000, 10)
+            .await
+            .unwrap();
+        assert_eq!(again[0].attempts, vec![attempt.clone()], "{name}");
+        let ok = DeliveryAttempt {
+            number: 2,
+            status: Some(200),
+            ..attempt
+        };
+        store
+            .record_delivery_attempt(d.id, ok, DeliveryStatus::Succeeded, now)
+            .await
+            .unwrap();
+        let got = store.get_delivery(d.id).await.unwrap().unwrap();
+        assert_eq!(
+            (got.status, got.attempts.len()),
+            (DeliveryStatus::Succeeded, 2),
+            "{name}"
+        );
+
+        let list = store
+            .list_deliveries(d.tenant.clone(), Some("ops".into()), None, 10)
+            .await
+            .unwrap();
+        assert_eq!(list.len(), 1, "{name}");
+        let none = store
+            .list_deliveries(TenantName::parse("u").unwrap(), None, None, 10)
+            .await
+            .unwrap();
+        assert!(none.is_empty(), "{name}");
+
+        assert!(store.redeliver(d.id, now).await.unwrap(), "{name}");
+        assert!(
+            !store.redeliver(MessageId::new(), now).await.unwrap(),
+            "{name}"
+        );
+        assert_eq!(
+            store
+                .claim_deliveries(now, now + 1, 10)
+                .await
+                .unwrap()
+                .len(),
+            1,
+            "{name}"
+        );
+        assert_eq!(
+            store.purge_deliveries(now + 1_000_000).await.unwrap(),
+            0,
+            "{name}: pending is kept"
+        );
+        store
+            .record_delivery_attempt(d.id, got.attempts[1].clone(), DeliveryStatus::Failed, now)
+            .await
+            .unwrap();
+        assert_eq!(
+            store.purge_deliveries(now + 1_000_000).await.unwrap(),
+            1,
+            "{name}"
+        );
+    }
+}
