@@ -448,10 +448,13 @@ impl Dispatcher {
                 "[]".to_owned(),
             ),
         };
-        if waiting && let Some(r) = &response {
-            self.waiters
-                .notify(job.id, WaitOutcome::Responded(r.clone()));
-        }
+        // A waiting caller hears of the response only once the record is on its
+        // way to the store (the caller of this records, then wakes), so that a
+        // repeat of its Idempotency-Key finds the message finished.
+        let responded = response
+            .as_ref()
+            .filter(|_| waiting)
+            .map(|r| WaitOutcome::Responded(r.clone()));
         let finished_at = now_micros();
         let m = self
             .metrics
@@ -512,16 +515,16 @@ impl Dispatcher {
             Attempted {
                 completion,
                 end: AttemptEnd::Done { blocking },
-                wake: Some(WaitOutcome::Finished {
+                wake: responded.or(Some(WaitOutcome::Finished {
                     status,
                     error: result.err(),
-                }),
+                })),
             }
         } else {
             Attempted {
                 completion,
                 end: AttemptEnd::RetryAt(run_at),
-                wake: None,
+                wake: responded,
             }
         }
     }

@@ -310,9 +310,18 @@ fn writer(mut conn: Connection, mut rx: mpsc::Receiver<Op>) {
             // WAL (and with it every earlier commit), and it comes first, so that
             // callers waiting for a 202 do not also wait for execution records.
             // Those only need to survive the process, which WAL without fsync gives.
-            let (accepts, records): (Vec<Op>, Vec<Op>) = ops
-                .into_iter()
-                .partition(|op| matches!(op, Op::Enqueue(..)));
+            // A repeated Idempotency-Key reads the first message's state, so a
+            // batch with keys keeps its order (one transaction).
+            let reads_state = ops.iter().any(|op| match op {
+                Op::Enqueue(batch, _) => batch.iter().any(|m| m.idempotency_key.is_some()),
+                _ => false,
+            });
+            let (accepts, records): (Vec<Op>, Vec<Op>) = if reads_state {
+                (ops, Vec::new())
+            } else {
+                ops.into_iter()
+                    .partition(|op| matches!(op, Op::Enqueue(..)))
+            };
             for (ops, accepting) in [(accepts, true), (records, false)] {
                 if ops.is_empty() {
                     continue;

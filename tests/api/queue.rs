@@ -284,6 +284,29 @@ async fn idempotency_key_returns_the_first_answer() {
     assert_eq!(doc["attempts"].as_array().unwrap().len(), 1);
 }
 
+/// A repeat sent the moment the first answer arrives finds the first message
+/// finished: the answer is never ahead of the message's record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repeat_right_after_the_answer_gets_the_same_answer() {
+    let app = TestApp::spawn().await;
+    for i in 0..40 {
+        let key = format!("burst-{i}");
+        let get = || {
+            app.client
+                .get(app.url("/acme/ItemPrice?itemId=B-200&qty=3"))
+                .header("x-api-key", WEBSHOP_KEY)
+                .header("idempotency-key", key.as_str())
+                .send()
+        };
+        let first = get().await.unwrap();
+        assert_eq!(first.status(), StatusCode::OK, "request {i}");
+        let id = first.headers()["x-message-id"].to_str().unwrap().to_owned();
+        let again = get().await.unwrap();
+        assert_eq!(again.status(), StatusCode::OK, "repeat {i}");
+        assert_eq!(again.headers()["x-message-id"].to_str().unwrap(), id);
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_backlog_answers_429_at_once() {
     let app = TestApp::spawn_with(
