@@ -2,7 +2,6 @@
 
 mod admin;
 mod callers;
-mod count;
 mod error;
 mod ops;
 mod trigger;
@@ -37,14 +36,5 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/_health", web::get().to(ops::health))
         .route("/_ready", web::get().to(ops::ready))
         .route("/_metrics", web::get().to(ops::metrics))
-        .route(
-            "/{tenant}/{trigger}/messages/{id}",
-            web::get().to(trigger::message_status),
-        )
-        .service(
-            web::resource("/{tenant}/{trigger}")
-                .wrap(count::CountRequests)
-                .route(web::route().to(trigger::call)),
-        )
-        .default_service(web::to(ops::not_found));
+        .default_service(web::to(trigger::dispatch));
 }

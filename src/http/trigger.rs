@@ -176,15 +176,65 @@ fn lane(trigger: &Trigger, input: &Value) -> Result<Option<String>, ApiError> {
     }
 }
 
-pub async fn call(
+/// Every path that is not one of flowgate's own: `/<tenant>/<trigger>` and its
+/// status URL, split by hand (a pattern route costs a regex match per request).
+/// Trigger calls are counted by answer status for `/_metrics`; only loaded
+/// triggers get counters (names from a URL must not create series).
+pub async fn dispatch(
     req: HttpRequest,
-    path: web::Path<(String, String)>,
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
+    let mut parts = req.path().strip_prefix('/').unwrap_or("").split('/');
+    let segments = (
+        parts.next().filter(|s| !s.is_empty()),
+        parts.next().filter(|s| !s.is_empty()),
+        parts.next(),
+        parts.next().filter(|s| !s.is_empty()),
+        parts.next(),
+    );
+    match segments {
+        (Some(tenant), Some(trigger), None, None, None) => {
+            let metrics = state.queue.dispatcher().metrics();
+            let counters = metrics.find(tenant, trigger).or_else(|| {
+                state
+                    .catalog
+                    .get()
+                    .trigger(tenant, trigger)
+                    .map(|_| metrics.trigger(tenant, trigger))
+            });
+            let names = (tenant.to_owned(), trigger.to_owned());
+            let out = call(&req, names, payload, &state).await;
+            if let Some(c) = counters {
+                let status = match &out {
+                    Ok(r) => r.status(),
+                    Err(e) => actix_web::ResponseError::status_code(e),
+                };
+                c.request(status.as_u16());
+            }
+            out
+        }
+        (Some(tenant), Some(trigger), Some("messages"), Some(id), None) => {
+            if req.method() != actix_web::http::Method::GET {
+                return Err(ApiError::MethodNotAllowed {
+                    allow: "GET".into(),
+                });
+            }
+            let names = (tenant.to_owned(), trigger.to_owned(), id.to_owned());
+            message_status(&req, names, &state).await
+        }
+        _ => Err(ApiError::NotFound("no such tenant or trigger".into())),
+    }
+}
+
+async fn call(
+    req: &HttpRequest,
+    (tenant_name, trigger_name): (String, String),
+    payload: web::Payload,
+    state: &AppState,
+) -> Result<HttpResponse, ApiError> {
     let received_at = now_micros();
-    let (tenant_name, trigger_name) = path.into_inner();
-    let (tenant, trigger) = find(&state, &tenant_name, &trigger_name)?;
+    let (tenant, trigger) = find(state, &tenant_name, &trigger_name)?;
     let method = match req.method().as_str() {
         "GET" => Some(Method::Get),
         "POST" => Some(Method::Post),
@@ -196,9 +246,9 @@ pub async fn call(
             .ok_or_else(|| ApiError::MethodNotAllowed {
                 allow: trigger.allow_header(),
             })?;
-    let admitted = callers::admit(&req, &state, &tenant, &trigger).await?;
-    let body = read_body(&req, payload, state.settings.body_limit).await?;
-    let auth = callers::verify_body(&req, admitted, &body)?;
+    let admitted = callers::admit(req, state, &tenant, &trigger).await?;
+    let body = read_body(req, payload, state.settings.body_limit).await?;
+    let auth = callers::verify_body(req, admitted, &body)?;
     let idempotency_key = match req.headers().get(IDEMPOTENCY_KEY).map(|v| v.to_str()) {
         None => None,
         Some(Ok(k)) if !k.trim().is_empty() && k.len() <= MAX_IDEMPOTENCY_KEY => {
@@ -303,16 +353,15 @@ pub async fn call(
 }
 
 /// `GET /<tenant>/<trigger>/messages/<id>` with the trigger's key.
-pub async fn message_status(
-    req: HttpRequest,
-    path: web::Path<(String, String, String)>,
-    state: web::Data<AppState>,
+async fn message_status(
+    req: &HttpRequest,
+    (tenant_name, trigger_name, id): (String, String, String),
+    state: &AppState,
 ) -> Result<HttpResponse, ApiError> {
-    let (tenant_name, trigger_name, id) = path.into_inner();
-    let (tenant, trigger) = find(&state, &tenant_name, &trigger_name)?;
+    let (tenant, trigger) = find(state, &tenant_name, &trigger_name)?;
     // A signing caller proves itself with a signature of the empty body.
-    let admitted = callers::admit(&req, &state, &tenant, &trigger).await?;
-    callers::verify_body(&req, admitted, &[])?;
+    let admitted = callers::admit(req, state, &tenant, &trigger).await?;
+    callers::verify_body(req, admitted, &[])?;
     let not_found = || ApiError::NotFound(format!("no message `{id}` for this trigger"));
     let parsed: MessageId = id.parse().map_err(|_| not_found())?;
     let view = state.queue.message(parsed).await?.ok_or_else(not_found)?;
