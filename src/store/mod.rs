@@ -9,7 +9,7 @@ mod postgres;
 mod sqlite;
 mod types;
 
-pub use postgres::{ClaimedMessage, LaneClaim, LaneMessage, PgOptions, PgStore, Wakeup};
+pub use postgres::{ClaimedMessage, Ended, LaneClaim, LaneMessage, PgOptions, PgStore, Wakeup};
 pub use sqlite::SqliteStore;
 pub use types::{Completion, EnqueueOutcome, PendingMessage, StoreError};
 
