@@ -77,6 +77,9 @@ struct Lane {
 /// Per-trigger state on this node.
 pub struct TriggerState {
     backlog: AtomicUsize,
+    /// On a shared store: the trigger's unfinished messages in the shared queue
+    /// at the last count, plus those this node accepted since (approximate).
+    shared: AtomicUsize,
     limit: Mutex<(usize, Arc<Semaphore>)>,
     lanes: Mutex<HashMap<String, Lane>>,
 }
@@ -85,6 +88,7 @@ impl TriggerState {
     fn new() -> Self {
         Self {
             backlog: AtomicUsize::new(0),
+            shared: AtomicUsize::new(0),
             limit: Mutex::new((0, Arc::new(Semaphore::new(0)))),
             lanes: Mutex::new(HashMap::new()),
         }
@@ -203,9 +207,10 @@ impl Dispatcher {
     /// Takes a place in the trigger's backlog, or refuses when it is full.
     pub fn reserve(&self, key: &TriggerKey) -> bool {
         let s = self.state(key);
+        let shared = s.shared.load(Ordering::Relaxed);
         let mut current = s.backlog.load(Ordering::Relaxed);
         loop {
-            if current >= self.max_backlog {
+            if current + shared >= self.max_backlog {
                 return false;
             }
             match s.backlog.compare_exchange_weak(
@@ -245,6 +250,18 @@ impl Dispatcher {
         sem.acquire_owned().await.ok()
     }
 
+    /// Sets each trigger's count of unfinished messages in the shared queue
+    /// (triggers not listed have none).
+    pub(crate) fn set_shared_backlogs(&self, counts: &HashMap<TriggerKey, usize>) {
+        for (key, s) in lock(&self.triggers).iter() {
+            let n = counts.get(key).copied().unwrap_or(0);
+            s.shared.store(n, Ordering::Relaxed);
+        }
+        for (key, n) in counts {
+            self.state(key).shared.store(*n, Ordering::Relaxed);
+        }
+    }
+
     /// From now on executions are claimed from the store by a claimer woken by `wake`.
     pub(crate) fn claim_from_store(&self, wake: Arc<super::claimer::Wake>) {
         let _ = self.claimed.set(wake);
@@ -253,8 +270,9 @@ impl Dispatcher {
     /// Hands a stored message over for execution. Its backlog place is already taken.
     pub fn push(self: &Arc<Self>, job: Job) {
         if let Some(wake) = self.claimed.get() {
-            // Any node may run it; this one's backlog counts only what it accepts.
+            // Any node may run it: from now on it counts in the shared backlog.
             self.release(&job.key);
+            self.state(&job.key).shared.fetch_add(1, Ordering::AcqRel);
             wake.work(job.lane.is_some());
             return;
         }

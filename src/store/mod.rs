@@ -16,7 +16,7 @@ pub use admin::{
     BlockedLane, DeliveryAttempt, DeliveryStatus, DeliveryView, MessageQuery, MessageSummary,
     NewDelivery, Release, StatusCount,
 };
-pub use postgres::{ClaimedMessage, LaneClaim, LaneMessage, PgOptions, PgStore, Wakeup};
+pub use postgres::{ClaimedMessage, Ended, LaneClaim, LaneMessage, PgOptions, PgStore, Wakeup};
 pub use sqlite::SqliteStore;
 pub use types::{Completion, EnqueueOutcome, PendingMessage, StoreError};
 

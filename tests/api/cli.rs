@@ -151,5 +151,5 @@ async fn migrate_creates_the_postgres_tables_and_is_repeatable() {
         assert!(String::from_utf8_lossy(&out.stdout).contains("up to date"));
     }
     let rows = crate::pg::query(&pg.url, "SELECT count(*) FROM schema_migrations").await;
-    assert_eq!(rows[0].get::<_, i64>(0), 1);
+    assert_eq!(rows[0].get::<_, i64>(0), 2);
 }

@@ -296,8 +296,8 @@ async fn pg_lanes_run_in_acceptance_order_and_late_results_are_fenced() {
         .commit_lane(
             &la,
             vec![
-                end(ids[0], 1, MessageStatus::Succeeded, now),
-                end(ids[1], 1, MessageStatus::Succeeded, now),
+                (end(ids[0], 1, MessageStatus::Succeeded, now), None),
+                (end(ids[1], 1, MessageStatus::Succeeded, now), None),
             ],
             None,
             now_micros(),
@@ -317,7 +317,7 @@ async fn pg_lanes_run_in_acceptance_order_and_late_results_are_fenced() {
     let late = a
         .commit_lane(
             &la,
-            vec![end(ids[2], 1, MessageStatus::Succeeded, now)],
+            vec![(end(ids[2], 1, MessageStatus::Succeeded, now), None)],
             None,
             now_micros(),
         )
@@ -371,7 +371,7 @@ async fn pg_retry_holds_the_lane_until_due_and_exhaustion_blocks_it() {
     let due = now_micros() + 400_000;
     let retry = end(m1.id, 1, MessageStatus::Retrying, due);
     assert!(
-        a.commit_lane(&lane, vec![retry], Some(due), now_micros())
+        a.commit_lane(&lane, vec![(retry, None)], Some(due), now_micros())
             .await
             .unwrap()
     );
@@ -389,7 +389,7 @@ async fn pg_retry_holds_the_lane_until_due_and_exhaustion_blocks_it() {
         ..end(m1.id, 2, MessageStatus::Dead, now_micros())
     };
     assert!(
-        a.commit_lane(&lane, vec![dead], Some(0), now_micros())
+        a.commit_lane(&lane, vec![(dead, None)], Some(0), now_micros())
             .await
             .unwrap()
     );

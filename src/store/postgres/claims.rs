@@ -55,6 +55,17 @@ pub struct LaneMessage {
     pub input: Value,
 }
 
+/// How a finished message ended, as a sync caller is told.
+#[derive(Debug, Clone)]
+pub struct Ended {
+    pub id: MessageId,
+    pub status: MessageStatus,
+    pub response: Option<crate::domain::StoredResponse>,
+    pub error: Option<String>,
+    /// The status of the `fail` step that ended it.
+    pub fail_status: Option<u16>,
+}
+
 /// What other nodes said.
 #[derive(Debug)]
 pub enum Wakeup {
@@ -221,18 +232,24 @@ impl PgStore {
         .await
     }
 
-    /// Writes a run of a lane's results in one transaction, only while this node
-    /// still holds the lane at `epoch`; renews the lease, or releases the lane
-    /// (`release`: not before that time). Returns false when the lane was lost:
-    /// nothing was written.
+    /// Writes a run of a lane's results (each with the status of the `fail` step
+    /// that ended it) in one transaction, only while this node still holds the
+    /// lane at `epoch`; renews the lease, or releases the lane (`release`: not
+    /// before that time). Returns false when the lane was lost: nothing was written.
     pub async fn commit_lane(
         &self,
         lane: &LaneClaim,
-        done: Vec<Completion>,
+        done: Vec<(Completion, Option<u16>)>,
         release: Option<Micros>,
         now: Micros,
     ) -> Result<bool, StoreError> {
         let claim = lane.clone();
+        {
+            let mut held = self.held.messages();
+            for (c, _) in &done {
+                held.remove(&c.id.as_uuid());
+            }
+        }
         let result = self.commit_lane_inner(claim, done, release, now).await;
         if !matches!(result, Ok(true)) || release.is_some() {
             self.forget_lane(lane);
@@ -256,7 +273,7 @@ impl PgStore {
     async fn commit_lane_inner(
         &self,
         lane: LaneClaim,
-        done: Vec<Completion>,
+        done: Vec<(Completion, Option<u16>)>,
         release: Option<Micros>,
         now: Micros,
     ) -> Result<bool, StoreError> {
@@ -293,11 +310,108 @@ impl PgStore {
                 return Ok(false);
             }
             if !done.is_empty() {
-                let refs: Vec<&Completion> = done.iter().collect();
+                let refs: Vec<(&Completion, Option<u16>)> =
+                    done.iter().map(|(c, f)| (c, *f)).collect();
                 apply_completions(&tx, &store.node, &refs).await?;
             }
             tx.commit().await.map_err(db)?;
             Ok(true)
+        })
+        .await
+    }
+
+    /// Sets a lane's count of unfinished messages from its messages, for a lane
+    /// claimed as having work that had none (a count that drifted). The lane's
+    /// row is locked first, so enqueues to it wait and are all counted.
+    pub async fn recount_lane(&self, lane: &LaneClaim) -> Result<i64, StoreError> {
+        let lane = lane.clone();
+        self.with(move |store, mut client| async move {
+            let tx = client.transaction().await.map_err(db)?;
+            let key: [&(dyn tokio_postgres::types::ToSql + Sync); 3] =
+                [&lane.tenant.as_str(), &lane.trigger.as_str(), &lane.lane];
+            // Served by the lanes primary key; only by this lane's holder.
+            let mine = tx
+                .query_opt(
+                    "SELECT 1 FROM lanes WHERE tenant = $1 AND trigger = $2 AND lane = $3
+                       AND holder = $4 AND epoch = $5 FOR UPDATE",
+                    &[key[0], key[1], key[2], &&*store.node, &lane.epoch],
+                )
+                .await
+                .map_err(db)?;
+            if mine.is_none() {
+                return Ok(-1);
+            }
+            // Served by messages_lane.
+            let n: i64 = tx
+                .query_one(
+                    "SELECT count(*) FROM messages
+                     WHERE tenant = $1 AND trigger = $2 AND lane = $3 AND finished_at IS NULL",
+                    &key,
+                )
+                .await
+                .map_err(db)?
+                .get(0);
+            tx.execute(
+                "UPDATE lanes SET pending = $4 WHERE tenant = $1 AND trigger = $2 AND lane = $3",
+                &[key[0], key[1], key[2], &n],
+            )
+            .await
+            .map_err(db)?;
+            tx.commit().await.map_err(db)?;
+            Ok(n)
+        })
+        .await
+    }
+
+    /// How finished messages ended, for sync callers waiting here: status,
+    /// response, error and the `fail` step's status. Unfinished ones are left out.
+    pub async fn ended(&self, ids: Vec<MessageId>) -> Result<Vec<Ended>, StoreError> {
+        let ids: Vec<uuid::Uuid> = ids.iter().map(|i| i.as_uuid()).collect();
+        self.with(move |_, client| async move {
+            // Served by the UNIQUE index on id.
+            let rows = client
+                .query(
+                    "SELECT id, status, response, error, fail_status FROM messages
+                     WHERE id = ANY($1) AND finished_at IS NOT NULL",
+                    &[&ids],
+                )
+                .await
+                .map_err(db)?;
+            rows.iter()
+                .map(|r| {
+                    Ok(Ended {
+                        id: message_id(r.get(0)),
+                        status: status(r.get(1))?,
+                        response: r
+                            .get::<_, Option<&str>>(2)
+                            .and_then(|s| serde_json::from_str(s).ok()),
+                        error: r.get(3),
+                        fail_status: r.get::<_, Option<i32>>(4).map(|s| s as u16),
+                    })
+                })
+                .collect()
+        })
+        .await
+    }
+
+    /// Unfinished messages per trigger in the shared queue, for admission.
+    /// Served by messages_lane (it holds every unfinished message, lane or not).
+    pub async fn backlogs(&self) -> Result<Vec<(TenantName, TriggerName, i64)>, StoreError> {
+        self.with(move |_, client| async move {
+            let rows = client
+                .query(
+                    "SELECT tenant, trigger, count(*) FROM messages
+                     WHERE finished_at IS NULL GROUP BY 1, 2",
+                    &[],
+                )
+                .await
+                .map_err(db)?;
+            rows.iter()
+                .map(|r| {
+                    let (tenant, trigger) = names(r.get(0), r.get(1))?;
+                    Ok((tenant, trigger, r.get(2)))
+                })
+                .collect()
         })
         .await
     }

@@ -28,13 +28,20 @@ use crate::domain::{AttemptRecord, MessageId, MessageView, Micros, NewMessage};
 
 use super::types::{Completion, EnqueueOutcome, PendingMessage, StoreError};
 
-pub use claims::{ClaimedMessage, LaneClaim, LaneMessage, Wakeup};
+pub use claims::{ClaimedMessage, Ended, LaneClaim, LaneMessage, Wakeup};
 
-const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "messages",
-    include_str!("../../../migrations/postgres/0001_messages.sql"),
-)];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "messages",
+        include_str!("../../../migrations/postgres/0001_messages.sql"),
+    ),
+    (
+        2,
+        "fail_status",
+        include_str!("../../../migrations/postgres/0002_fail_status.sql"),
+    ),
+];
 
 /// Any key shared by every flowgate node: serialises migrations.
 const MIGRATION_LOCK: i64 = 0x666c_6f77_6761_7465;
@@ -319,7 +326,14 @@ impl PgStore {
     }
 
     pub async fn finished(&self, c: Completion) {
-        self.send(writer::Op::Finished(Box::new(c))).await
+        self.finished_with(c, None).await
+    }
+
+    /// Records an attempt's end; `fail_status` is the status of the `fail` step
+    /// that ended it, for a sync caller answered on another node.
+    pub async fn finished_with(&self, c: Completion, fail_status: Option<u16>) {
+        self.send(writer::Op::Finished(Box::new(c), fail_status))
+            .await
     }
 
     pub async fn record_executed(&self, m: NewMessage, c: Completion) {

@@ -20,7 +20,8 @@ const RETRIES: u32 = 20;
 
 pub enum Op {
     Started(MessageId, AttemptRecord),
-    Finished(Box<Completion>),
+    /// An attempt's end, and the status of the `fail` step that ended it.
+    Finished(Box<Completion>, Option<u16>),
     Executed(Box<(NewMessage, Completion)>),
     Flush(oneshot::Sender<()>),
 }
@@ -45,7 +46,7 @@ pub async fn run(store: PgStore, mut rx: mpsc::Receiver<Op>) {
         let finished: Vec<uuid::Uuid> = writes
             .iter()
             .filter_map(|op| match op {
-                Op::Finished(c) => Some(c.id.as_uuid()),
+                Op::Finished(c, _) => Some(c.id.as_uuid()),
                 _ => None,
             })
             .collect();
@@ -92,36 +93,17 @@ async fn apply(
     let tx = client.transaction().await.map_err(db)?;
     let mut executed = Vec::new();
     let mut finished = Vec::new();
+    let mut started = Vec::new();
     for op in ops {
         match op {
-            Op::Started(id, a) => {
-                // Served by the UNIQUE index on id.
-                let stmt = tx
-                    .prepare_cached(
-                        "UPDATE messages SET status = 'running', attempts = $2, holder = $3,
-                                lease_until = $4, attempt_log = attempt_log || jsonb_build_array($5::jsonb)
-                         WHERE id = $1 AND finished_at IS NULL AND attempts < $2",
-                    )
-                    .await
-                    .map_err(db)?;
-                let until = now_micros() + store.lease_us();
-                tx.execute(
-                    &stmt,
-                    &[
-                        &id.as_uuid(),
-                        &(a.number as i32),
-                        &&*store.node,
-                        &until,
-                        &attempt_json(a),
-                    ],
-                )
-                .await
-                .map_err(db)?;
-            }
-            Op::Finished(c) => finished.push(c.as_ref()),
+            Op::Started(id, a) => started.push((id.as_uuid(), a)),
+            Op::Finished(c, fail) => finished.push((c.as_ref(), *fail)),
             Op::Executed(b) => executed.push((&b.0, &b.1)),
             Op::Flush(_) => {}
         }
+    }
+    if !started.is_empty() {
+        apply_starts(&tx, store, &started).await?;
     }
     if !executed.is_empty() {
         insert_executed(&tx, &executed).await?;
@@ -146,6 +128,55 @@ fn response_text(c: &Completion) -> Option<String> {
     c.response
         .as_ref()
         .and_then(|r| serde_json::to_string(r).ok())
+}
+
+/// Marks messages running under this node's lease, with their attempt started.
+/// A start that arrives after its attempt's end (or a later attempt's start) is
+/// dropped by the guard. An attempt left open by a node that stopped is closed
+/// as interrupted first (ordered lanes: the next holder runs the message again).
+/// A row locked by another writer is skipped, never waited for: that is its
+/// lane's results being committed, and waiting in any order could deadlock.
+async fn apply_starts<C: GenericClient>(
+    tx: &C,
+    store: &PgStore,
+    started: &[(uuid::Uuid, &AttemptRecord)],
+) -> Result<(), StoreError> {
+    let id: Vec<uuid::Uuid> = started.iter().map(|s| s.0).collect();
+    let number: Vec<i32> = started.iter().map(|s| s.1.number as i32).collect();
+    let attempt: Vec<serde_json::Value> = started.iter().map(|s| attempt_json(s.1)).collect();
+    // Served by the UNIQUE index on id.
+    let stmt = tx
+        .prepare_cached(
+            "UPDATE messages m SET status = 'running', attempts = u.number, holder = $1, lease_until = $2,
+                    attempt_log = (CASE WHEN m.status = 'running' AND jsonb_array_length(m.attempt_log) > 0
+                        THEN jsonb_set(m.attempt_log, ARRAY[(jsonb_array_length(m.attempt_log) - 1)::text],
+                             (m.attempt_log -> -1) || jsonb_build_object('finished_at', $3::int8,
+                                'outcome', 'interrupted',
+                                'error', 'the node running this attempt stopped or lost its lease'))
+                        ELSE m.attempt_log END) || jsonb_build_array(u.attempt)
+             FROM (SELECT u.* FROM unnest($4::uuid[], $5::int4[], $6::jsonb[]) AS u(id, number, attempt)
+                   JOIN messages x ON x.id = u.id
+                   WHERE x.finished_at IS NULL AND x.attempts < u.number
+                   FOR UPDATE OF x SKIP LOCKED) u
+             WHERE m.id = u.id AND m.finished_at IS NULL AND m.attempts < u.number",
+        )
+        .await
+        .map_err(db)?;
+    let now = now_micros();
+    tx.execute(
+        &stmt,
+        &[
+            &&*store.node,
+            &(now + store.lease_us()),
+            &now,
+            &id,
+            &number,
+            &attempt,
+        ],
+    )
+    .await
+    .map_err(db)?;
+    Ok(())
 }
 
 /// Messages executed before they were stored (sync requests answered in time).
@@ -231,14 +262,14 @@ async fn insert_executed<C: GenericClient>(
 }
 
 /// Writes the ends of attempts, fenced: a message with a holder takes the result
-/// only from that holder for that attempt (messages of lanes have none: their lane
-/// is fenced by the caller). Finished lane messages leave their lane's count, and
+/// only from that holder for that attempt. A lane's messages are fenced by the
+/// caller (the lane's holder and epoch): their own holder is only who started them. Finished lane messages leave their lane's count, and
 /// a blocking one blocks the lane. Callers waiting on other nodes for sync messages
 /// are told through NOTIFY. Returns how many results were taken.
 pub async fn apply_completions<C: GenericClient>(
     tx: &C,
     node: &str,
-    done: &[&Completion],
+    done: &[(&Completion, Option<u16>)],
 ) -> Result<u64, StoreError> {
     let n = done.len();
     let mut id = Vec::with_capacity(n);
@@ -251,7 +282,9 @@ pub async fn apply_completions<C: GenericClient>(
     let mut trace = Vec::with_capacity(n);
     let mut error = Vec::with_capacity(n);
     let mut attempt = Vec::with_capacity(n);
-    for c in done {
+    let mut fail_status = Vec::with_capacity(n);
+    for (c, fail) in done {
+        fail_status.push(fail.map(i32::from));
         id.push(c.id.as_uuid());
         number.push(c.attempt as i32);
         status.push(c.status.as_str());
@@ -269,19 +302,20 @@ pub async fn apply_completions<C: GenericClient>(
         .prepare_cached(
             "WITH u AS (
                 SELECT * FROM unnest($1::uuid[], $2::int4[], $3::text[], $4::int8[], $5::int8[],
-                                     $6::bool[], $7::text[], $8::text[], $9::text[], $10::jsonb[])
-                    AS u(id, number, status, run_at, finished_at, blocking, response, trace, error, attempt)),
+                                     $6::bool[], $7::text[], $8::text[], $9::text[], $10::jsonb[], $12::int4[])
+                    AS u(id, number, status, run_at, finished_at, blocking, response, trace, error, attempt,
+                         fail_status)),
              done AS (
                 UPDATE messages m SET status = u.status, attempts = u.number, run_at = u.run_at,
                        finished_at = u.finished_at, blocking = u.blocking,
                        response = COALESCE(u.response, m.response), trace = u.trace, error = u.error,
-                       holder = NULL, lease_until = NULL,
+                       fail_status = u.fail_status, holder = NULL, lease_until = NULL,
                        attempt_log = CASE WHEN jsonb_array_length(m.attempt_log) >= u.number
                            THEN jsonb_set(m.attempt_log, ARRAY[(u.number - 1)::text], u.attempt)
                            ELSE m.attempt_log || jsonb_build_array(u.attempt) END
                 FROM u
                 WHERE m.id = u.id AND m.finished_at IS NULL
-                  AND (m.holder IS NULL OR (m.holder = $11 AND m.attempts = u.number))
+                  AND (m.lane IS NOT NULL OR m.holder IS NULL OR (m.holder = $11 AND m.attempts = u.number))
                 RETURNING m.id, m.tenant, m.trigger, m.lane, m.mode, u.finished_at IS NOT NULL AS final,
                           u.blocking),
              lanes_done AS (
@@ -309,6 +343,7 @@ pub async fn apply_completions<C: GenericClient>(
                 &error,
                 &attempt,
                 &node,
+                &fail_status,
             ],
         )
         .await
