@@ -267,6 +267,7 @@ impl Claimer {
         };
         let turn = Instant::now();
         let mut ran = 0usize;
+        let mut blocked = None;
         loop {
             let batch = match self.store.lane_messages(&lane, 0, LANE_BATCH).await {
                 Ok(b) => b,
@@ -311,6 +312,7 @@ impl Claimer {
                     AttemptEnd::Done { blocking: true } => {
                         tracing::warn!(trigger = %key, lane = lane.lane, message = %m.id, "ordered lane blocked by a failed message");
                         release = Some(0);
+                        blocked = Some(m.id);
                         break;
                     }
                     AttemptEnd::RetryAt(at) => {
@@ -347,6 +349,9 @@ impl Claimer {
             }
             for (id, w) in wakes {
                 self.dispatcher.waiters().notify(id, w);
+            }
+            if let Some(id) = blocked {
+                self.dispatcher.events().lane_blocked(&key, id);
             }
             if let Some(at) = release {
                 if at > now_micros() {

@@ -6,14 +6,6 @@ use flowgate::store::{DeliveryAttempt, DeliveryStatus, MessageQuery, NewDelivery
 
 use crate::store_contract::{done, message, stores};
 
-/// The stores this part of the contract covers so far: the PostgreSQL store does
-/// not implement the operators' view yet.
-async fn backends(test: &str) -> Vec<(&'static str, crate::store_contract::Fresh)> {
-    let mut all = stores(test).await;
-    all.retain(|(name, _)| *name == "sqlite");
-    all
-}
-
 fn key() -> TriggerKey {
     TriggerKey {
         tenant: TenantName::parse("t").unwrap(),
@@ -23,7 +15,7 @@ fn key() -> TriggerKey {
 
 #[tokio::test]
 async fn log_history_pages_filters_counts_and_lanes() {
-    for (name, s) in backends("admin_log_history").await {
+    for (name, s) in stores("admin_log_history").await {
         let store = s.store;
         let t0 = now_micros() - 10_000_000;
         let ms: Vec<_> = (0..5)
@@ -183,7 +175,7 @@ async fn log_history_pages_filters_counts_and_lanes() {
 
 #[tokio::test]
 async fn deliveries_are_claimed_retried_listed_and_redelivered() {
-    for (name, s) in backends("admin_deliveries").await {
+    for (name, s) in stores("admin_deliveries").await {
         let store = s.store;
         let now = now_micros();
         let d = NewDelivery {

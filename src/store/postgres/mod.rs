@@ -11,6 +11,7 @@
 
 mod admin;
 mod claims;
+mod deliveries;
 mod rows;
 mod writer;
 
@@ -30,11 +31,18 @@ use super::types::{Completion, EnqueueOutcome, PendingMessage, StoreError};
 
 pub use claims::{ClaimedMessage, LaneClaim, LaneMessage, Wakeup};
 
-const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "messages",
-    include_str!("../../../migrations/postgres/0001_messages.sql"),
-)];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "messages",
+        include_str!("../../../migrations/postgres/0001_messages.sql"),
+    ),
+    (
+        2,
+        "admin",
+        include_str!("../../../migrations/postgres/0002_admin.sql"),
+    ),
+];
 
 /// Any key shared by every flowgate node: serialises migrations.
 const MIGRATION_LOCK: i64 = 0x666c_6f77_6761_7465;
