@@ -1,6 +1,6 @@
 //! The operators' view on PostgreSQL: log history queries, counts, blocked lanes
 //! and replays (deliveries are in `deliveries`). Each query names the index that
-//! serves it (migrations/postgres/0002_admin.sql). Reads first wait for the
+//! serves it (migrations/postgres/0003_admin.sql). Reads first wait for the
 //! records this process sent before, as `get` does.
 //!
 //! Ordered lanes are claimed from the database, so letting go of one changes the

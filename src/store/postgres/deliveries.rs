@@ -1,7 +1,7 @@
 //! Event deliveries on PostgreSQL: stored with the messages, claimed by the
 //! sender of any node under a lease (`FOR UPDATE SKIP LOCKED`, then `next_at`
 //! moves to the lease's end), every attempt appended to the row. Each query names
-//! the index that serves it (migrations/postgres/0002_admin.sql).
+//! the index that serves it (migrations/postgres/0003_admin.sql).
 
 use tokio_postgres::Row;
 

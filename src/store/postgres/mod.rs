@@ -38,9 +38,9 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("../../../migrations/postgres/0001_messages.sql"),
     ),
     (
-        2,
+        3,
         "admin",
-        include_str!("../../../migrations/postgres/0002_admin.sql"),
+        include_str!("../../../migrations/postgres/0003_admin.sql"),
     ),
 ];
 
