@@ -25,6 +25,8 @@ async fn node(url: &str) -> TestApp {
         move |s| {
             s.store = url;
             s.lease = Duration::from_secs(2);
+            // The test server's connections are shared by every test running.
+            s.pool_size = 4;
         },
     )
     .await

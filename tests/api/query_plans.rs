@@ -107,9 +107,11 @@ async fn log_history_queries_use_indexes_at_100k_messages_on_postgres() {
     let Some(pg) = crate::pg::schema("query_plans").await else {
         return;
     };
-    let store = Store::connect(&pg.url, flowgate::store::PgOptions::default())
-        .await
-        .unwrap();
+    let options = flowgate::store::PgOptions {
+        pool_size: 4,
+        ..Default::default()
+    };
+    let store = Store::connect(&pg.url, options).await.unwrap();
     seed(&store).await;
     // Executions stored after the fact are sync ones, which run outside lanes;
     // the Lanes rows get the lanes the queue would have stored with them.
