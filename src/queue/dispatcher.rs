@@ -267,6 +267,11 @@ impl Dispatcher {
         let _ = self.claimed.set(wake);
     }
 
+    /// Whether executions are claimed from a shared store (lanes live there).
+    pub fn shared(&self) -> bool {
+        self.claimed.get().is_some()
+    }
+
     /// Hands a stored message over for execution. Its backlog place is already taken.
     pub fn push(self: &Arc<Self>, job: Job) {
         if let Some(wake) = self.claimed.get() {
@@ -332,6 +337,15 @@ impl Dispatcher {
     /// An operator let go of a blocked lane: it runs again, `front` (a replay of
     /// the blocking message) first. The job's backlog place must be taken.
     pub fn unblock(self: &Arc<Self>, key: &TriggerKey, lane: &str, front: Option<Job>) {
+        if let Some(wake) = self.claimed.get() {
+            // The store let go of the lane (and put `front` at its head): any
+            // node's claimer takes it up; here only the backlog place is returned.
+            if front.is_some() {
+                self.release(key);
+            }
+            wake.work(true);
+            return;
+        }
         let s = self.state(key);
         let start = {
             let mut lanes = lock(&s.lanes);

@@ -34,8 +34,17 @@ pub const LANE_FLOW: &str = "description: broken\nauth: { none: true }\ndelivery
 pub const LANE_FLOW_FIXED: &str = "description: fixed\nauth: { none: true }\ndelivery: { ordered: true, ordering_key: .body.lane, retry: [], on_exhausted: block }\nresponse: { mode: async }\nsteps:\n  - respond: { body: '{done: .body.n}' }\n";
 
 pub async fn admin_app() -> TestApp {
+    admin_app_with(|_| {}, |_| {}).await
+}
+
+/// `admin_app` with more flow files and other settings.
+pub async fn admin_app_with(
+    flows: impl FnOnce(&std::path::Path),
+    settings: impl FnOnce(&mut flowgate::config::Settings),
+) -> TestApp {
     TestApp::spawn_with(
         |f| {
+            flows(f);
             write_flow(f, "acme/Lanes.yaml", LANE_FLOW);
             // Its subscription makes deliveries (to nowhere: http is not allowed).
             write_flow(
@@ -49,7 +58,10 @@ pub async fn admin_app() -> TestApp {
                 "auth: { none: true }\nresponse: { mode: async }\nsteps:\n  - set: { x: .body }\n",
             );
         },
-        |s| s.admin_tokens = admin_tokens(),
+        |s| {
+            s.admin_tokens = admin_tokens();
+            settings(s);
+        },
     )
     .await
 }
@@ -299,7 +311,15 @@ async fn lists_triggers_messages_and_message_detail() {
 
 #[tokio::test]
 async fn replay_skip_and_unblock_release_ordered_lanes() {
-    let app = admin_app().await;
+    release_ordered_lanes(&[&admin_app().await]).await;
+}
+
+/// Blocks ordered lanes and lets them go by replay, skip and unblock. Messages
+/// are posted to the nodes in turn and every action is taken on the next node.
+pub async fn release_ordered_lanes(nodes: &[&TestApp]) {
+    let node = |i: usize| nodes[i % nodes.len()];
+    let app = node(0);
+    let other = node(1);
     let head = app
         .post_async("/acme/Lanes", None, json!({"lane": "a", "n": 1}))
         .await;
@@ -326,8 +346,10 @@ async fn replay_skip_and_unblock_release_ordered_lanes() {
     assert_eq!(n["status"], "queued", "the lane holds the next message");
 
     // Fix the flow, replay the head: the replay runs first, then the lane goes on.
-    app.set_lanes_flow(LANE_FLOW_FIXED).await;
-    let (code, r) = app
+    for n in nodes {
+        n.set_lanes_flow(LANE_FLOW_FIXED).await;
+    }
+    let (code, r) = other
         .admin(
             "POST",
             &format!("/messages/{head}/replay"),
@@ -355,11 +377,13 @@ async fn replay_skip_and_unblock_release_ordered_lanes() {
     assert_eq!(code, StatusCode::CONFLICT, "the lane is no longer held");
 
     // Skip and unblock on lanes held again.
-    app.set_lanes_flow(LANE_FLOW).await;
+    for n in nodes {
+        n.set_lanes_flow(LANE_FLOW).await;
+    }
     let b1 = app
         .post_async("/acme/Lanes", None, json!({"lane": "b", "n": 1}))
         .await;
-    let b2 = app
+    let b2 = other
         .post_async(
             "/acme/Lanes",
             None,
@@ -369,7 +393,7 @@ async fn replay_skip_and_unblock_release_ordered_lanes() {
     let c1 = app
         .post_async("/acme/Lanes", None, json!({"lane": "c", "n": 1}))
         .await;
-    let c2 = app
+    let c2 = other
         .post_async(
             "/acme/Lanes",
             None,
@@ -378,7 +402,7 @@ async fn replay_skip_and_unblock_release_ordered_lanes() {
         .await;
     app.admin_wait(&b1, "dead").await;
     app.admin_wait(&c1, "dead").await;
-    let (code, s) = app
+    let (code, s) = other
         .admin("POST", &format!("/messages/{b1}/skip"), GLOBAL_TOKEN, None)
         .await;
     assert_eq!(
@@ -387,7 +411,7 @@ async fn replay_skip_and_unblock_release_ordered_lanes() {
     );
     app.admin_wait(&b1, "skipped").await;
     app.admin_wait(&b2, "succeeded").await;
-    let (code, _) = app
+    let (code, _) = other
         .admin(
             "POST",
             &format!("/messages/{c1}/unblock"),
@@ -441,7 +465,11 @@ async fn bulk_replay_counts_first() {
 
 #[tokio::test]
 async fn scoped_token_sees_nothing_of_another_tenant() {
-    let app = admin_app().await;
+    tenant_isolation(&admin_app().await).await;
+}
+
+/// A token scoped to acme tries every endpoint against the other tenant's ids.
+pub async fn tenant_isolation(app: &TestApp) {
     let theirs = app
         .post_async("/other/Secret", None, json!({"card": "4111"}))
         .await;

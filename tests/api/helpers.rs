@@ -58,6 +58,8 @@ impl TestApp {
             store: format!("sqlite://{}", dir.path().join("flowgate.db").display()),
             workers: 2,
             reload_interval: Duration::from_millis(100),
+            // Tests share one PostgreSQL server (100 connections) and run in parallel.
+            pool_size: 4,
             ..Settings::default()
         };
         settings(&mut s);

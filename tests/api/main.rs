@@ -12,6 +12,7 @@ mod http_steps;
 mod metrics;
 mod multinode;
 mod pg;
+mod pg_admin;
 mod pg_http;
 mod pg_outage;
 mod query_plans;

@@ -41,7 +41,12 @@ fn flows(dir: &Path) {
 async fn nodes(dir: &Path, pg: &PgSchema) -> Vec<Server> {
     let mut all = Vec::new();
     for n in 0..3 {
-        let env = [("FLOWGATE_LEASE", "2s"), ("FLOWGATE_WORKERS", "1")];
+        // Small pools: two of these tests may run at once on one database server.
+        let env = [
+            ("FLOWGATE_LEASE", "2s"),
+            ("FLOWGATE_WORKERS", "1"),
+            ("FLOWGATE_POOL_SIZE", "4"),
+        ];
         all.push(spawn_server(dir, &format!("node{n}.log"), &pg.url, &env).await);
     }
     all

@@ -6,14 +6,6 @@ use flowgate::store::{DeliveryAttempt, DeliveryStatus, MessageQuery, NewDelivery
 
 use crate::store_contract::{done, message, stores};
 
-/// The stores this part of the contract covers so far: the PostgreSQL store does
-/// not implement the operators' view yet.
-async fn backends(test: &str) -> Vec<(&'static str, crate::store_contract::Fresh)> {
-    let mut all = stores(test).await;
-    all.retain(|(name, _)| *name == "sqlite");
-    all
-}
-
 fn key() -> TriggerKey {
     TriggerKey {
         tenant: TenantName::parse("t").unwrap(),
@@ -23,7 +15,7 @@ fn key() -> TriggerKey {
 
 #[tokio::test]
 async fn log_history_pages_filters_counts_and_lanes() {
-    for (name, s) in backends("admin_log_history").await {
+    for (name, s) in stores("admin_log_history").await {
         let store = s.store;
         let t0 = now_micros() - 10_000_000;
         let ms: Vec<_> = (0..5)
@@ -183,7 +175,7 @@ async fn log_history_pages_filters_counts_and_lanes() {
 
 #[tokio::test]
 async fn deliveries_are_claimed_retried_listed_and_redelivered() {
-    for (name, s) in backends("admin_deliveries").await {
+    for (name, s) in stores("admin_deliveries").await {
         let store = s.store;
         let now = now_micros();
         let d = NewDelivery {
@@ -284,4 +276,52 @@ async fn deliveries_are_claimed_retried_listed_and_redelivered() {
             "{name}"
         );
     }
+}
+
+/// On the shared store a lane is let go through the rows every node's claimer
+/// reads: a replay of the blocking message, linked and released on one node, is
+/// the head of the lane when another node claims it.
+#[tokio::test]
+async fn pg_a_replay_released_on_one_node_heads_the_lane_on_another() {
+    let Some((a, b, _pg)) = crate::store_contract::two_nodes("admin_pg_replay_head").await else {
+        return;
+    };
+    let t0 = now_micros();
+    let (m1, m2) = (
+        message(Some("k"), None, t0),
+        message(Some("k"), None, t0 + 1),
+    );
+    a.enqueue(&[m1.clone(), m2.clone()]).await.unwrap();
+    let lane = a.claim_lanes(1, now_micros()).await.unwrap().remove(0);
+    let dead = done(m1.id, 1, MessageStatus::Dead, true);
+    assert!(
+        a.commit_lane(&lane, vec![(dead, None)], Some(0), now_micros())
+            .await
+            .unwrap()
+    );
+
+    let replay = message(Some("k"), None, now_micros() + 10);
+    b.enqueue(std::slice::from_ref(&replay)).await.unwrap();
+    b.link_replays(vec![(replay.id, m1.id)]).await.unwrap();
+    assert!(
+        a.claim_lanes(1, now_micros()).await.unwrap().is_empty(),
+        "still blocked until released"
+    );
+    assert!(b.release_lane(m1.id, Release::Unblock).await.unwrap());
+    let lane = a.claim_lanes(1, now_micros()).await.unwrap().remove(0);
+    let ids: Vec<MessageId> = a
+        .lane_messages(&lane, 0, 10)
+        .await
+        .unwrap()
+        .iter()
+        .map(|m| m.id)
+        .collect();
+    assert_eq!(
+        ids,
+        vec![replay.id, m2.id],
+        "the replay first, then the lane"
+    );
+    let (view, _) = a.message_detail(m1.id).await.unwrap().unwrap();
+    assert_eq!(view.status, MessageStatus::Dead, "unblocked as it was");
+    assert!(a.blocked_lanes(None).await.unwrap().is_empty());
 }

@@ -22,6 +22,7 @@ pub struct Fresh {
 fn options() -> PgOptions {
     PgOptions {
         lease: std::time::Duration::from_secs(1),
+        pool_size: 4,
         ..PgOptions::default()
     }
 }
@@ -251,7 +252,7 @@ async fn a_closed_store_reports_unavailable() {
 // ---- Claiming from the shared store ----------------------------------------
 
 /// Two nodes on one fresh schema, or `None` when PostgreSQL is not here.
-async fn two_nodes(test: &str) -> Option<(PgStore, PgStore, PgSchema)> {
+pub async fn two_nodes(test: &str) -> Option<(PgStore, PgStore, PgSchema)> {
     let pg = schema(test).await?;
     let a = PgStore::connect(&pg.url, options()).await.unwrap();
     let b = PgStore::connect(&pg.url, options()).await.unwrap();

@@ -182,14 +182,26 @@ async fn find(
     Ok((view, replay_of))
 }
 
-fn blocking(state: &AppState, v: &MessageView) -> bool {
-    let key = TriggerKey {
-        tenant: v.tenant.clone(),
-        trigger: v.trigger.clone(),
+/// Whether `v` holds its ordered lane: known here, or (lanes claimed from a
+/// shared store by any node) asked of the store.
+async fn blocking(state: &AppState, v: &MessageView) -> Result<bool, ApiError> {
+    let Some(lane) = v.lane.as_deref() else {
+        return Ok(false);
     };
-    v.lane
-        .as_deref()
-        .is_some_and(|l| state.queue.dispatcher().blocked_by(&key, l) == Some(v.id))
+    let dispatcher = state.queue.dispatcher();
+    if !dispatcher.shared() {
+        let key = TriggerKey {
+            tenant: v.tenant.clone(),
+            trigger: v.trigger.clone(),
+        };
+        return Ok(dispatcher.blocked_by(&key, lane) == Some(v.id));
+    }
+    let lanes = state
+        .queue
+        .store()
+        .blocked_lanes(Some(vec![v.tenant.clone()]))
+        .await?;
+    Ok(lanes.iter().any(|l| l.message_id == v.id))
 }
 
 pub async fn detail(
@@ -199,7 +211,8 @@ pub async fn detail(
 ) -> Result<HttpResponse, ApiError> {
     let who = authorize(&req, &state).await?;
     let (view, replay_of) = find(&who, &state, &id).await?;
-    Ok(HttpResponse::Ok().json(detail_doc(&view, replay_of, blocking(&state, &view))))
+    let blocking = blocking(&state, &view).await?;
+    Ok(HttpResponse::Ok().json(detail_doc(&view, replay_of, blocking)))
 }
 
 pub async fn replay(

@@ -66,6 +66,7 @@ impl Claimer {
             let mut release = batch.is_empty().then_some(0);
             let mut done = Vec::new();
             let mut wakes = Vec::new();
+            let mut blocked = None;
             let round = Instant::now();
             for m in batch {
                 let now = now_micros();
@@ -100,6 +101,7 @@ impl Claimer {
                     AttemptEnd::Done { blocking: true } => {
                         tracing::warn!(trigger = %key, lane = lane.lane, message = %m.id, "ordered lane blocked by a failed message");
                         release = Some(0);
+                        blocked = Some(m.id);
                         break;
                     }
                     AttemptEnd::RetryAt(at) => {
@@ -136,6 +138,9 @@ impl Claimer {
             }
             for (id, w) in wakes {
                 self.dispatcher.waiters().notify(id, w);
+            }
+            if let Some(id) = blocked {
+                self.dispatcher.events().lane_blocked(&key, id);
             }
             if let Some(at) = release {
                 if at > now_micros() {

@@ -1,108 +1,383 @@
-//! The operators' view on PostgreSQL: log history, counts, lanes, replays and
-//! event deliveries (the methods `Store` asks of every backend; see store/admin.rs).
+//! The operators' view on PostgreSQL: log history queries, counts, blocked lanes
+//! and replays (deliveries are in `deliveries`). Each query names the index that
+//! serves it (migrations/postgres/0003_admin.sql). Reads first wait for the
+//! records this process sent before, as `get` does.
+//!
+//! Ordered lanes are claimed from the database, so letting go of one changes the
+//! rows every claimer reads: the message stops blocking, the lane row loses its
+//! `blocked_by`, and a NOTIFY wakes the claimers of every node.
 
-use crate::domain::{MessageId, MessageView, Micros, TenantName};
+use tokio_postgres::types::ToSql;
+
+use crate::domain::{MessageId, MessageView, Micros, TenantName, TriggerKey};
 use crate::store::StoreError;
-use crate::store::admin::{
-    BlockedLane, DeliveryAttempt, DeliveryStatus, DeliveryView, MessageQuery, MessageSummary,
-    NewDelivery, Release, StatusCount,
-};
+use crate::store::admin::{BlockedLane, MessageQuery, MessageSummary, Release, StatusCount};
 
-use super::PgStore;
+use super::rows::{message_id, names, status};
+use super::{PgStore, db};
 
-fn pending() -> StoreError {
-    StoreError::Unavailable(
-        "the operators' view is not yet available on the PostgreSQL store".into(),
+const SUMMARY_COLUMNS: &str =
+    "id, tenant, trigger, lane, status, received_at, finished_at, attempts,
+     (response::jsonb ->> 'status')::int, replay_of, blocking";
+
+/// The smallest UUIDv7 of the millisecond of `us`: time bounds become id bounds.
+pub(super) fn id_floor(us: Micros) -> uuid::Uuid {
+    let ms = (us.max(0) / 1000) as u128;
+    uuid::Uuid::from_u128(ms << 80)
+}
+
+/// A query's values, in the order of their `$n` placeholders.
+#[derive(Default)]
+struct Values(Vec<Box<dyn ToSql + Sync + Send>>);
+
+impl Values {
+    /// Adds a value; returns its placeholder.
+    fn push(&mut self, v: impl ToSql + Sync + Send + 'static) -> String {
+        self.0.push(Box::new(v));
+        format!("${}", self.0.len())
+    }
+
+    fn refs(&self) -> Vec<&(dyn ToSql + Sync)> {
+        self.0
+            .iter()
+            .map(|v| v.as_ref() as &(dyn ToSql + Sync))
+            .collect()
+    }
+}
+
+/// The WHERE clause of a query for one trigger (or none: every trigger).
+fn conditions(q: &MessageQuery, key: Option<&TriggerKey>, values: &mut Values) -> String {
+    let mut sql = Vec::new();
+    if let Some(k) = key {
+        let t = values.push(k.tenant.as_str().to_owned());
+        let g = values.push(k.trigger.as_str().to_owned());
+        sql.push(format!("tenant = {t} AND trigger = {g}"));
+    }
+    if let Some(s) = q.status {
+        sql.push(format!("status = {}", values.push(s.as_str())));
+    }
+    if let Some(l) = &q.lane {
+        sql.push(format!("lane = {}", values.push(l.clone())));
+    }
+    // Time bounds become id bounds (UUIDv7 sorts by its millisecond), so the
+    // range is read from the index; received_at makes them exact.
+    let mut upper = q.before.map(|b| b.as_uuid());
+    if let Some(to) = q.to {
+        let ceiling = id_floor(to + 1000);
+        if upper.is_none_or(|u| ceiling < u) {
+            upper = Some(ceiling);
+        }
+        sql.push(format!("received_at < {}", values.push(to)));
+    }
+    if let Some(u) = upper {
+        sql.push(format!("id < {}", values.push(u)));
+    }
+    if let Some(from) = q.from {
+        let f = values.push(id_floor(from));
+        let r = values.push(from);
+        sql.push(format!("id >= {f} AND received_at >= {r}"));
+    }
+    if sql.is_empty() {
+        String::new()
+    } else {
+        format!("WHERE {}", sql.join(" AND "))
+    }
+}
+
+/// The log history query for one trigger (or every trigger). With a trigger it
+/// is served by `messages_trigger`, `messages_trigger_status` or
+/// `messages_trigger_lane` (read backwards from the cursor); without, by the
+/// UNIQUE index on id.
+fn list_sql(q: &MessageQuery, key: Option<&TriggerKey>) -> (String, Values) {
+    let mut values = Values::default();
+    let clause = conditions(q, key, &mut values);
+    let limit = values.push(i64::from(q.limit));
+    (
+        format!("SELECT {SUMMARY_COLUMNS} FROM messages {clause} ORDER BY id DESC LIMIT {limit}"),
+        values,
     )
 }
 
+fn keys(q: &MessageQuery) -> Vec<Option<&TriggerKey>> {
+    if q.triggers.is_empty() {
+        vec![None]
+    } else {
+        q.triggers.iter().map(Some).collect()
+    }
+}
+
+fn summary(r: &tokio_postgres::Row) -> Result<MessageSummary, StoreError> {
+    let (tenant, trigger) = names(r.get(1), r.get(2))?;
+    Ok(MessageSummary {
+        id: message_id(r.get(0)),
+        tenant,
+        trigger,
+        lane: r.get(3),
+        status: status(r.get(4))?,
+        received_at: r.get(5),
+        finished_at: r.get(6),
+        attempts: r.get::<_, i32>(7) as u32,
+        response_status: r
+            .get::<_, Option<i32>>(8)
+            .and_then(|c| u16::try_from(c).ok()),
+        replay_of: r.get::<_, Option<uuid::Uuid>>(9).map(message_id),
+        blocking: r.get(10),
+    })
+}
+
+/// `tenants` as a query value: `None` is every tenant.
+fn tenant_list(tenants: Option<Vec<TenantName>>) -> Option<Vec<String>> {
+    tenants.map(|ts| ts.iter().map(|t| t.as_str().to_owned()).collect())
+}
+
 impl PgStore {
-    pub async fn list_messages(&self, _q: MessageQuery) -> Result<Vec<MessageSummary>, StoreError> {
-        Err(pending())
+    /// Waits (bounded) until the records this process sent before are written.
+    async fn settle(&self) {
+        let _ = tokio::time::timeout(self.timeout, self.flush()).await;
     }
 
-    pub async fn count_messages(&self, _q: MessageQuery) -> Result<u64, StoreError> {
-        Err(pending())
+    pub async fn list_messages(&self, q: MessageQuery) -> Result<Vec<MessageSummary>, StoreError> {
+        self.settle().await;
+        self.with(move |_, client| async move {
+            let mut out = Vec::new();
+            // One indexed query per trigger, merged: each reads at most `limit` rows.
+            for key in keys(&q) {
+                let (sql, values) = list_sql(&q, key);
+                let stmt = client.prepare_cached(&sql).await.map_err(db)?;
+                for r in client.query(&stmt, &values.refs()).await.map_err(db)? {
+                    out.push(summary(&r)?);
+                }
+            }
+            out.sort_by_key(|m| std::cmp::Reverse(m.id));
+            out.truncate(q.limit as usize);
+            Ok(out)
+        })
+        .await
+    }
+
+    pub async fn count_messages(&self, q: MessageQuery) -> Result<u64, StoreError> {
+        self.settle().await;
+        let q = MessageQuery { before: None, ..q };
+        self.with(move |_, client| async move {
+            let mut total = 0u64;
+            for key in keys(&q) {
+                // Served by the same indexes as the list.
+                let mut values = Values::default();
+                let clause = conditions(&q, key, &mut values);
+                let sql = format!("SELECT count(*) FROM messages {clause}");
+                let stmt = client.prepare_cached(&sql).await.map_err(db)?;
+                let n: i64 = client
+                    .query_one(&stmt, &values.refs())
+                    .await
+                    .map_err(db)?
+                    .get(0);
+                total += n as u64;
+            }
+            Ok(total)
+        })
+        .await
     }
 
     pub async fn status_counts(
         &self,
-        _tenants: Option<Vec<TenantName>>,
+        tenants: Option<Vec<TenantName>>,
     ) -> Result<Vec<StatusCount>, StoreError> {
-        Err(pending())
+        self.settle().await;
+        let tenants = tenant_list(tenants);
+        self.with(move |_, client| async move {
+            // Served by messages_trigger_status (an index-only scan once vacuumed).
+            let rows = client
+                .query(
+                    "SELECT tenant, trigger, status, count(*) FROM messages
+                     WHERE $1::text[] IS NULL OR tenant = ANY($1)
+                     GROUP BY tenant, trigger, status",
+                    &[&tenants],
+                )
+                .await
+                .map_err(db)?;
+            rows.iter()
+                .map(|r| {
+                    let (tenant, trigger) = names(r.get(0), r.get(1))?;
+                    Ok(StatusCount {
+                        key: TriggerKey { tenant, trigger },
+                        status: status(r.get(2))?,
+                        count: r.get::<_, i64>(3) as u64,
+                    })
+                })
+                .collect()
+        })
+        .await
     }
 
     pub async fn blocked_lanes(
         &self,
-        _tenants: Option<Vec<TenantName>>,
+        tenants: Option<Vec<TenantName>>,
     ) -> Result<Vec<BlockedLane>, StoreError> {
-        Err(pending())
+        self.settle().await;
+        let tenants = tenant_list(tenants);
+        self.with(move |_, client| async move {
+            // Served by the partial index messages_blocking: only blocking rows.
+            let rows = client
+                .query(
+                    "SELECT tenant, trigger, lane, id, status, finished_at FROM messages
+                     WHERE blocking AND lane IS NOT NULL
+                       AND ($1::text[] IS NULL OR tenant = ANY($1))
+                     ORDER BY seq",
+                    &[&tenants],
+                )
+                .await
+                .map_err(db)?;
+            rows.iter()
+                .map(|r| {
+                    let (tenant, trigger) = names(r.get(0), r.get(1))?;
+                    Ok(BlockedLane {
+                        key: TriggerKey { tenant, trigger },
+                        lane: r.get(2),
+                        message_id: message_id(r.get(3)),
+                        status: status(r.get(4))?,
+                        since: r.get(5),
+                    })
+                })
+                .collect()
+        })
+        .await
     }
 
-    pub async fn release_lane(&self, _id: MessageId, _how: Release) -> Result<bool, StoreError> {
-        Err(pending())
+    /// Lets go of the lane message `id` holds, in one transaction: the message
+    /// stops blocking (skipped, or as it is), its lane row is no longer blocked,
+    /// and the claimers of every node are woken to take the lane up again.
+    pub async fn release_lane(&self, id: MessageId, how: Release) -> Result<bool, StoreError> {
+        self.settle().await;
+        let skip = how == Release::Skip;
+        self.with(move |_, mut client| async move {
+            let tx = client.transaction().await.map_err(db)?;
+            // Served by the UNIQUE index on id; guarded: only a blocking message.
+            let held = tx
+                .query_opt(
+                    "UPDATE messages SET blocking = FALSE,
+                            status = CASE WHEN $2 THEN 'skipped' ELSE status END
+                     WHERE id = $1 AND blocking AND lane IS NOT NULL
+                     RETURNING tenant, trigger, lane",
+                    &[&id.as_uuid(), &skip],
+                )
+                .await
+                .map_err(db)?;
+            let Some(lane) = held else {
+                return Ok(false);
+            };
+            // Served by the lanes primary key.
+            tx.execute(
+                "UPDATE lanes SET blocked_by = NULL
+                 WHERE tenant = $1 AND trigger = $2 AND lane = $3 AND blocked_by = $4",
+                &[
+                    &lane.get::<_, &str>(0),
+                    &lane.get::<_, &str>(1),
+                    &lane.get::<_, &str>(2),
+                    &id.as_uuid(),
+                ],
+            )
+            .await
+            .map_err(db)?;
+            tx.execute("SELECT pg_notify('flowgate_work', '')", &[])
+                .await
+                .map_err(db)?;
+            tx.commit().await.map_err(db)?;
+            Ok(true)
+        })
+        .await
     }
 
-    pub async fn link_replays(
-        &self,
-        _links: Vec<(MessageId, MessageId)>,
-    ) -> Result<(), StoreError> {
-        Err(pending())
+    /// Links each replay `.0` to its original `.1`, in one transaction. A replay of
+    /// a message that holds its lane takes that message's place (its `seq`), so it
+    /// is the lane's head when the lane is let go; the original, finished, moves
+    /// to a fresh `seq`.
+    pub async fn link_replays(&self, links: Vec<(MessageId, MessageId)>) -> Result<(), StoreError> {
+        self.with(move |_, mut client| async move {
+            let tx = client.transaction().await.map_err(db)?;
+            for (id, original) in &links {
+                let (id, original) = (id.as_uuid(), original.as_uuid());
+                // Served by the UNIQUE index on id.
+                tx.execute(
+                    "UPDATE messages SET replay_of = $2 WHERE id = $1",
+                    &[&id, &original],
+                )
+                .await
+                .map_err(db)?;
+                // Served by the UNIQUE index on id (both statements).
+                let moved = tx
+                    .query_opt(
+                        "UPDATE messages m SET seq = nextval(pg_get_serial_sequence('messages', 'seq'))
+                         FROM (SELECT seq FROM messages WHERE id = $1 AND blocking AND lane IS NOT NULL
+                               FOR UPDATE) o
+                         WHERE m.id = $1
+                         RETURNING o.seq, m.tenant, m.trigger, m.lane",
+                        &[&original],
+                    )
+                    .await
+                    .map_err(db)?;
+                if let Some(o) = moved {
+                    tx.execute(
+                        "UPDATE messages SET seq = $2
+                         WHERE id = $1 AND tenant = $3 AND trigger = $4 AND lane = $5
+                           AND finished_at IS NULL",
+                        &[
+                            &id,
+                            &o.get::<_, i64>(0),
+                            &o.get::<_, &str>(1),
+                            &o.get::<_, &str>(2),
+                            &o.get::<_, &str>(3),
+                        ],
+                    )
+                    .await
+                    .map_err(db)?;
+                }
+            }
+            tx.commit().await.map_err(db)
+        })
+        .await
     }
 
     pub async fn message_detail(
         &self,
-        _id: MessageId,
+        id: MessageId,
     ) -> Result<Option<(MessageView, Option<MessageId>)>, StoreError> {
-        Err(pending())
+        self.settle().await;
+        self.with(move |_, client| async move {
+            let Some(view) = super::rows::get(&client, id).await? else {
+                return Ok(None);
+            };
+            // Served by the UNIQUE index on id.
+            let replay: Option<uuid::Uuid> = client
+                .query_opt(
+                    "SELECT replay_of FROM messages WHERE id = $1",
+                    &[&id.as_uuid()],
+                )
+                .await
+                .map_err(db)?
+                .and_then(|r| r.get(0));
+            Ok(Some((view, replay.map(message_id))))
+        })
+        .await
     }
 
-    pub async fn add_deliveries(&self, _batch: Vec<NewDelivery>) -> Result<(), StoreError> {
-        Err(pending())
-    }
-
-    pub async fn claim_deliveries(
-        &self,
-        _now: Micros,
-        _lease_until: Micros,
-        _limit: u32,
-    ) -> Result<Vec<DeliveryView>, StoreError> {
-        Err(pending())
-    }
-
-    pub async fn record_delivery_attempt(
-        &self,
-        _id: MessageId,
-        _attempt: DeliveryAttempt,
-        _status: DeliveryStatus,
-        _next_at: Micros,
-    ) -> Result<(), StoreError> {
-        Err(pending())
-    }
-
-    pub async fn list_deliveries(
-        &self,
-        _tenant: TenantName,
-        _subscription: Option<String>,
-        _before: Option<MessageId>,
-        _limit: u32,
-    ) -> Result<Vec<DeliveryView>, StoreError> {
-        Err(pending())
-    }
-
-    pub async fn get_delivery(&self, _id: MessageId) -> Result<Option<DeliveryView>, StoreError> {
-        Err(pending())
-    }
-
-    pub async fn redeliver(&self, _id: MessageId, _now: Micros) -> Result<bool, StoreError> {
-        Err(pending())
-    }
-
-    pub async fn purge_deliveries(&self, _before: Micros) -> Result<u64, StoreError> {
-        Err(pending())
-    }
-
-    pub async fn explain_list(&self, _q: MessageQuery) -> Result<Vec<String>, StoreError> {
-        Err(pending())
+    /// The query plans of the log history query `q` (one per trigger), as
+    /// `EXPLAIN` prints them: the proof that it reads an index, not the table.
+    pub async fn explain_list(&self, q: MessageQuery) -> Result<Vec<String>, StoreError> {
+        self.with(move |_, client| async move {
+            let mut plans = Vec::new();
+            for key in keys(&q) {
+                let (sql, values) = list_sql(&q, key);
+                let lines: Vec<String> = client
+                    .query(&format!("EXPLAIN {sql}"), &values.refs())
+                    .await
+                    .map_err(db)?
+                    .iter()
+                    .map(|r| r.get(0))
+                    .collect();
+                plans.push(lines.join("\n"));
+            }
+            Ok(plans)
+        })
+        .await
     }
 }

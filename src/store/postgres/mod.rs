@@ -11,6 +11,7 @@
 
 mod admin;
 mod claims;
+mod deliveries;
 mod rows;
 mod writer;
 
@@ -40,6 +41,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         2,
         "fail_status",
         include_str!("../../../migrations/postgres/0002_fail_status.sql"),
+    ),
+    (
+        3,
+        "admin",
+        include_str!("../../../migrations/postgres/0003_admin.sql"),
     ),
 ];
 
