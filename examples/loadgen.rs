@@ -200,6 +200,8 @@ struct Tally {
     too_many: u64,
     other: u64,
     io_errors: u64,
+    /// Unexpected answers by status code, to tell what the errors were.
+    statuses: std::collections::BTreeMap<u16, u64>,
 }
 
 /// Reads one response; returns its status code.
@@ -280,7 +282,14 @@ async fn connection(
                 match status {
                     s if s == expect => tally.ok += 1,
                     429 => tally.too_many += 1,
-                    _ => tally.other += 1,
+                    other => {
+                        tally.other += 1;
+                        let seen = tally.statuses.entry(other).or_default();
+                        if *seen == 0 && std::env::var_os("LOADGEN_SHOW_ERRORS").is_some() {
+                            eprintln!("{}", String::from_utf8_lossy(&buf));
+                        }
+                        *seen += 1;
+                    }
                 }
             }
             Ok(_) => {}
@@ -325,10 +334,38 @@ fn cpu_split() -> (u64, u64) {
     (client, server)
 }
 
+/// CPU time (microseconds) of the local PostgreSQL's processes, which share the
+/// cores: what a query costs the database, next to what it costs flowgate.
+fn postgres_cpu() -> u64 {
+    let tick_us = 1_000_000 / 100;
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
+    let mut total = 0;
+    for p in procs.flatten() {
+        let Ok(stat) = std::fs::read_to_string(p.path().join("stat")) else {
+            continue;
+        };
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+            continue;
+        };
+        if &stat[open + 1..close] != "postgres" {
+            continue;
+        }
+        let fields: Vec<&str> = stat[close + 2..].split(' ').collect();
+        total += fields.get(11..13).map_or(0, |f| {
+            f.iter().filter_map(|v| v.parse::<u64>().ok()).sum::<u64>()
+        }) * tick_us;
+    }
+    total
+}
+
 struct Figures {
     name: &'static str,
     server_cpu_us: f64,
     client_cpu_us: f64,
+    /// Local PostgreSQL processes (0 when it runs elsewhere).
+    postgres_cpu_us: f64,
     requests: u64,
     rps: f64,
     p50_ms: f64,
@@ -336,6 +373,8 @@ struct Figures {
     max_ms: f64,
     too_many: u64,
     errors: u64,
+    /// `errors` spelled out: status codes and broken connections.
+    error_kinds: String,
 }
 
 fn percentile(sorted: &[u32], p: f64) -> f64 {
@@ -365,9 +404,11 @@ async fn run(addr: SocketAddr, s: &Scenario, args: &Args) -> Figures {
     record.store(true, Ordering::Relaxed);
     let started = Instant::now();
     let cpu_before = cpu_split();
+    let pg_before = postgres_cpu();
     tokio::time::sleep(Duration::from_secs(args.duration)).await;
     record.store(false, Ordering::Relaxed);
     let cpu_after = cpu_split();
+    let pg_after = postgres_cpu();
     let elapsed = started.elapsed().as_secs_f64();
     stop.store(true, Ordering::Relaxed);
     let mut all = Tally::default();
@@ -378,6 +419,9 @@ async fn run(addr: SocketAddr, s: &Scenario, args: &Args) -> Figures {
             all.too_many += t.too_many;
             all.other += t.other;
             all.io_errors += t.io_errors;
+            for (status, n) in t.statuses {
+                *all.statuses.entry(status).or_default() += n;
+            }
         }
     }
     all.latencies_us.sort_unstable();
@@ -389,6 +433,7 @@ async fn run(addr: SocketAddr, s: &Scenario, args: &Args) -> Figures {
         name: s.name,
         client_cpu_us: per_request(cpu_before.0, cpu_after.0),
         server_cpu_us: per_request(cpu_before.1, cpu_after.1),
+        postgres_cpu_us: per_request(pg_before, pg_after),
         requests: all.ok,
         rps: all.ok as f64 / elapsed,
         p50_ms: percentile(&all.latencies_us, 0.50),
@@ -396,6 +441,17 @@ async fn run(addr: SocketAddr, s: &Scenario, args: &Args) -> Figures {
         max_ms: percentile(&all.latencies_us, 1.0),
         too_many: all.too_many,
         errors: all.other + all.io_errors,
+        error_kinds: {
+            let mut kinds: Vec<String> = all
+                .statuses
+                .iter()
+                .map(|(s, n)| format!("{s}x{n}"))
+                .collect();
+            if all.io_errors > 0 {
+                kinds.push(format!("io x{}", all.io_errors));
+            }
+            kinds.join(",")
+        },
     }
 }
 
@@ -515,14 +571,16 @@ fn main() -> Result<()> {
                 serde_json::json!({
                     "scenario": f.name, "connections": args.connections, "requests": f.requests,
                     "rps": f.rps, "p50_ms": f.p50_ms, "p99_ms": f.p99_ms, "max_ms": f.max_ms,
-                    "status_429": f.too_many, "errors": f.errors, "ratio_to_health": ratio,
+                    "status_429": f.too_many, "errors": f.errors, "error_kinds": f.error_kinds,
+                    "ratio_to_health": ratio,
                     "server_cpu_us_per_request": f.server_cpu_us,
                     "client_cpu_us_per_request": f.client_cpu_us,
+                    "postgres_cpu_us_per_request": f.postgres_cpu_us,
                 })
             );
         } else {
             println!(
-                "{:<10} conns={} requests={} rps={:.1} p50={:.2}ms p99={:.2}ms max={:.1}ms 429s={} errors={} cpu/req: server={:.1}us client={:.1}us{}",
+                "{:<10} conns={} requests={} rps={:.1} p50={:.2}ms p99={:.2}ms max={:.1}ms 429s={} errors={}{} cpu/req: server={:.1}us client={:.1}us{}{}",
                 f.name,
                 args.connections,
                 f.requests,
@@ -532,8 +590,18 @@ fn main() -> Result<()> {
                 f.max_ms,
                 f.too_many,
                 f.errors,
+                if f.error_kinds.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", f.error_kinds)
+                },
                 f.server_cpu_us,
                 f.client_cpu_us,
+                if f.postgres_cpu_us >= 0.05 {
+                    format!(" postgres={:.1}us", f.postgres_cpu_us)
+                } else {
+                    String::new()
+                },
                 ratio.map_or(String::new(), |r| format!(" ratio_to_health={r:.2}"))
             );
         }

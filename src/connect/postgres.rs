@@ -1,9 +1,16 @@
-//! `postgres:` connections: a pool per connection, created on first use, with
-//! timeouts on every wait (a pool without them can wait forever), prepared
-//! statements cached per pooled connection, and a statement timeout enforced both
-//! by the server (`statement_timeout`) and by the step (a cancel request).
+//! `postgres:` connections: pools created on first use, with timeouts on every
+//! wait (a pool without them can wait forever), prepared statements cached per
+//! pooled connection, and a statement timeout enforced both by the server
+//! (`statement_timeout`, set once per connection at startup, never per query)
+//! and by the step (a cancel request).
+//!
+//! A connection's task runs on the thread whose runtime opened it. Each thread
+//! that runs queries (an HTTP worker, the background runtime) therefore gets a
+//! pool of its own, a share of `pool_size`: a query then never waits for another
+//! thread to be free to poll its connection, and needs no wake-up across threads.
 
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
+use std::thread::ThreadId;
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime};
@@ -70,7 +77,10 @@ impl SqlError {
 pub struct PgConnection {
     pub name: String,
     options: PgOptions,
-    pool: OnceLock<Result<Pool, String>>,
+    /// How the pools connect (built once, on first use).
+    manager: OnceLock<tokio_postgres::Config>,
+    /// One pool per thread that has run a query; a handful of entries at most.
+    pools: Mutex<Vec<(ThreadId, Pool)>>,
 }
 
 impl std::fmt::Debug for PgConnection {
@@ -97,8 +107,16 @@ impl PgConnection {
         Self {
             name: name.to_owned(),
             options,
-            pool: OnceLock::new(),
+            manager: OnceLock::new(),
+            pools: Mutex::new(Vec::new()),
         }
+    }
+
+    /// Connections a thread's pool may hold: `pool_size` shared out over the
+    /// cores (the HTTP workers default to one per core), at least one.
+    fn per_thread(&self) -> usize {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        self.options.pool_size.div_ceil(cores).max(1)
     }
 
     pub fn statement_timeout(&self) -> Duration {
@@ -109,41 +127,54 @@ impl PgConnection {
         &self.options.secrets
     }
 
-    fn pool(&self) -> Result<&Pool, SqlError> {
-        self.pool
-            .get_or_init(|| {
-                let o = &self.options;
-                let mut config = o.config.clone();
-                config.connect_timeout(o.connect_timeout);
-                // The server stops a statement past the timeout even if this
-                // process is gone; the step's own timer cancels sooner.
-                let options = format!(
-                    "{} -c statement_timeout={}",
-                    config.get_options().unwrap_or_default(),
-                    o.statement_timeout.as_millis()
-                );
-                config.options(options.trim());
-                if config.get_application_name().is_none() {
-                    config.application_name("flowgate");
-                }
-                let manager = Manager::from_config(
-                    config,
-                    NoTls,
-                    ManagerConfig {
-                        recycling_method: RecyclingMethod::Fast,
-                    },
-                );
-                Pool::builder(manager)
-                    .max_size(o.pool_size)
-                    .runtime(Runtime::Tokio1)
-                    .wait_timeout(Some(o.connect_timeout))
-                    .create_timeout(Some(o.connect_timeout))
-                    .recycle_timeout(Some(o.connect_timeout))
-                    .build()
-                    .map_err(|e| format!("cannot create the pool: {e}"))
-            })
-            .as_ref()
-            .map_err(|e| SqlError::permanent(e.clone()))
+    fn config(&self) -> &tokio_postgres::Config {
+        self.manager.get_or_init(|| {
+            let o = &self.options;
+            let mut config = o.config.clone();
+            config.connect_timeout(o.connect_timeout);
+            // The server stops a statement past the timeout even if this
+            // process is gone; the step's own timer cancels sooner.
+            let options = format!(
+                "{} -c statement_timeout={}",
+                config.get_options().unwrap_or_default(),
+                o.statement_timeout.as_millis()
+            );
+            config.options(options.trim());
+            if config.get_application_name().is_none() {
+                config.application_name("flowgate");
+            }
+            config
+        })
+    }
+
+    /// This thread's pool (created on its first query).
+    fn pool(&self) -> Result<Pool, SqlError> {
+        let me = std::thread::current().id();
+        let mut pools = self
+            .pools
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some((_, pool)) = pools.iter().find(|(t, _)| *t == me) {
+            return Ok(pool.clone());
+        }
+        let o = &self.options;
+        let manager = Manager::from_config(
+            self.config().clone(),
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(self.per_thread())
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(Some(o.connect_timeout))
+            .create_timeout(Some(o.connect_timeout))
+            .recycle_timeout(Some(o.connect_timeout))
+            .build()
+            .map_err(|e| SqlError::permanent(format!("cannot create the pool: {e}")))?;
+        pools.push((me, pool.clone()));
+        Ok(pool)
     }
 
     fn describe(&self, e: &tokio_postgres::Error) -> SqlError {
@@ -200,7 +231,6 @@ impl PgConnection {
                 });
             }
         };
-        let cancel = client.cancel_token();
         let work = async {
             let stmt = client
                 .prepare_cached(query)
@@ -255,6 +285,7 @@ impl PgConnection {
             Err(_) => {
                 // Stop the statement on the server too; the pooled connection
                 // stays usable once the server has answered the cancel.
+                let cancel = client.cancel_token();
                 tokio::spawn(async move {
                     let _ = cancel.cancel_query(NoTls).await;
                 });

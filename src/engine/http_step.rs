@@ -24,8 +24,18 @@ pub struct Prepared {
     pub idempotency_key: String,
 }
 
-/// What went wrong, already redacted.
-pub struct Failure(pub String);
+/// What went wrong, already redacted, and whether another run of the message
+/// could go otherwise: a 4xx answer (but 408 and 429) or a refused URL would not.
+pub struct Failure {
+    pub message: String,
+    pub retryable: bool,
+}
+
+/// Statuses that say the request itself is wrong: sending it again, now or on a
+/// later run, gets the same answer.
+fn refused_status(status: u16) -> bool {
+    (400..500).contains(&status) && status != 408 && status != 429
+}
 
 pub struct Outcome {
     pub result: Value,
@@ -157,13 +167,20 @@ fn error_text(e: &reqwest::Error) -> String {
 /// Sends the request, retrying as the step says.
 pub async fn run(step: &HttpStep, p: Prepared) -> Result<Outcome, Failure> {
     let secrets = &step.secrets;
-    let fail = |m: String| Failure(secrets.redact(&m).into_owned());
+    let fail = |m: String| Failure {
+        message: secrets.redact(&m).into_owned(),
+        retryable: true,
+    };
+    let refuse = |m: String| Failure {
+        message: secrets.redact(&m).into_owned(),
+        retryable: false,
+    };
     let url = match &step.connection {
         Some(c) => c.resolve(&p.url),
         None => reqwest::Url::parse(&p.url).map_err(|e| format!("`{}` is not a URL: {e}", p.url)),
     }
-    .map_err(fail)?;
-    step.outbound.policy.check(&url).map_err(fail)?;
+    .map_err(refuse)?;
+    step.outbound.policy.check(&url).map_err(refuse)?;
     let client = step.outbound.client().map_err(fail)?;
     let body = match &p.body {
         Some(b) => Some(encode_body(&step.encoding, b).map_err(fail)?),
@@ -210,7 +227,7 @@ pub async fn run(step: &HttpStep, p: Prepared) -> Result<Outcome, Failure> {
             Ok(res) => {
                 let status = res.status().as_u16();
                 let accepted = res.status().is_success() || step.accept_status.contains(&status);
-                let transient = status >= 500 || status == 429;
+                let transient = status >= 500 || status == 429 || status == 408;
                 if accepted || !transient || wait.is_none() {
                     let headers = response_headers(res.headers());
                     let ct = res
@@ -222,10 +239,15 @@ pub async fn run(step: &HttpStep, p: Prepared) -> Result<Outcome, Failure> {
                     if !accepted {
                         let excerpt =
                             String::from_utf8_lossy(&bytes[..bytes.len().min(200)]).into_owned();
-                        return Err(fail(format!(
+                        let message = format!(
                             "{} {shown} answered {status} after {attempt} attempt(s): {excerpt}",
                             step.method
-                        )));
+                        );
+                        return Err(if refused_status(status) {
+                            refuse(message)
+                        } else {
+                            fail(message)
+                        });
                     }
                     let mut result = json!({
                         "status": status,

@@ -32,9 +32,15 @@ pub enum ExecError {
         status: u16,
         message: String,
     },
-    /// An expression failed at run time.
+    /// An expression failed at run time, or a step's call failed in a way that
+    /// another run may not repeat (a timeout, a 5xx, a lost connection).
     #[error("step `{step}`: {message}")]
     Step { step: String, message: String },
+    /// A step's call was refused in a way another run would only repeat: an
+    /// `http` step answered with a 4xx (not 408 or 429) or its URL is refused.
+    /// The step's own `retry:` does not apply, and neither does `delivery.retry`.
+    #[error("step `{step}`: {message}")]
+    Refused { step: String, message: String },
 }
 
 impl ExecError {
@@ -43,12 +49,13 @@ impl ExecError {
         match self {
             Self::Fail { status, .. } => *status >= 500,
             Self::Step { .. } => true,
+            Self::Refused { .. } => false,
         }
     }
 
     pub fn step(&self) -> &str {
         match self {
-            Self::Fail { step, .. } | Self::Step { step, .. } => step,
+            Self::Fail { step, .. } | Self::Step { step, .. } | Self::Refused { step, .. } => step,
         }
     }
 }
@@ -364,9 +371,16 @@ impl Run<'_> {
                     idempotency_key: self.idempotency_key(step),
                 };
                 drop(ctx);
-                let outcome = http_step::run(http, prepared)
-                    .await
-                    .map_err(|f| failed(f.0))?;
+                let outcome = http_step::run(http, prepared).await.map_err(|f| {
+                    if f.retryable {
+                        failed(f.message)
+                    } else {
+                        ExecError::Refused {
+                            step: step.label().to_owned(),
+                            message: http.secrets.redact(&f.message).into_owned(),
+                        }
+                    }
+                })?;
                 if let Some(into) = &http.into {
                     self.set_var(into, from_json(&outcome.result));
                 }

@@ -13,6 +13,7 @@ use crate::domain::Cidr;
 use crate::flow::model::HmacRule;
 use crate::flow::{Auth, Tenant, Trigger};
 
+use super::error::Challenge;
 use super::{ApiError, AppState};
 
 /// The outcome of the checks made before the body is read.
@@ -114,13 +115,16 @@ pub async fn admit(
             }
         }
         Auth::Basic(users) => {
-            let (user, password) = basic_credentials(req).ok_or_else(|| {
-                ApiError::Unauthorized("missing credentials: use HTTP Basic auth".into())
-            })?;
+            let refuse = |why: &str| ApiError::Challenge {
+                scheme: Challenge::Basic,
+                why: why.into(),
+            };
+            let (user, password) = basic_credentials(req)
+                .ok_or_else(|| refuse("missing credentials: use HTTP Basic auth"))?;
             if users.contains(&user) && state.keys.check_basic(tenant, &user, &password).await {
                 Ok(Admitted::Done(json!({"method": "basic", "user": user})))
             } else {
-                Err(ApiError::Unauthorized("invalid user or password".into()))
+                Err(refuse("invalid user or password"))
             }
         }
         Auth::Hmac(rule) => Ok(Admitted::Signed(rule.clone())),
@@ -144,5 +148,8 @@ pub fn verify_body(req: &HttpRequest, admitted: Admitted, body: &[u8]) -> Result
     };
     crate::signature::verify(&rule, header, body, now)
         .map(|()| json!({"method": "hmac", "header": rule.header}))
-        .map_err(|e| ApiError::Unauthorized(e.to_string()))
+        .map_err(|e| ApiError::Challenge {
+            scheme: Challenge::Signature(rule.header.clone()),
+            why: e.to_string(),
+        })
 }

@@ -9,14 +9,38 @@ use serde_json::json;
 use crate::domain::MessageId;
 use crate::input::InputError;
 
+/// The credential a 401 asks for (RFC 9110 requires a `WWW-Authenticate`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Challenge {
+    /// HTTP Basic: browsers and most clients then send the user and password.
+    Basic,
+    /// A signature over the body in the named header; no registered scheme
+    /// exists, so the answer names it for people reading it.
+    Signature(String),
+}
+
+impl Challenge {
+    fn header(&self) -> String {
+        match self {
+            Self::Basic => "Basic realm=\"flowgate\", charset=\"UTF-8\"".to_owned(),
+            Self::Signature(name) => format!("Signature realm=\"flowgate\", header=\"{name}\""),
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     #[error("not found")]
     NotFound(String),
     #[error("method not allowed")]
     MethodNotAllowed { allow: String },
+    /// No or wrong credentials where an API key (or admin token) is expected.
     #[error("unauthorized")]
     Unauthorized(String),
+    /// No or wrong credentials where the trigger expects another kind: the
+    /// `WWW-Authenticate` challenge names the one that would be accepted.
+    #[error("unauthorized")]
+    Challenge { scheme: Challenge, why: String },
     /// The caller's address is not allowed (`allow_ips`).
     #[error("forbidden")]
     Forbidden(String),
@@ -54,7 +78,7 @@ impl ResponseError for ApiError {
         match self {
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
-            Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            Self::Unauthorized(_) | Self::Challenge { .. } => StatusCode::UNAUTHORIZED,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
@@ -83,6 +107,12 @@ impl ResponseError for ApiError {
             }
             Self::Unauthorized(why) => {
                 res.insert_header((header::WWW_AUTHENTICATE, "Bearer realm=\"flowgate\""));
+                body("unauthorized", why.clone())
+            }
+            Self::Challenge { scheme, why } => {
+                if let Ok(v) = HeaderValue::from_str(&scheme.header()) {
+                    res.insert_header((header::WWW_AUTHENTICATE, v));
+                }
                 body("unauthorized", why.clone())
             }
             Self::Forbidden(why) => body("forbidden", why.clone()),

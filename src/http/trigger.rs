@@ -127,7 +127,9 @@ fn failed(id: MessageId, e: ExecError) -> ApiError {
             status,
             message,
         },
-        ExecError::Step { step, .. } => ApiError::FlowFailed { id, step },
+        ExecError::Step { step, .. } | ExecError::Refused { step, .. } => {
+            ApiError::FlowFailed { id, step }
+        }
     }
 }
 
@@ -359,9 +361,10 @@ async fn message_status(
     state: &AppState,
 ) -> Result<HttpResponse, ApiError> {
     let (tenant, trigger) = find(state, &tenant_name, &trigger_name)?;
-    // A signing caller proves itself with a signature of the empty body.
+    // A GET has no body: a signing caller signs the path instead, so that a
+    // signature seen once reads that one message, never the trigger's others.
     let admitted = callers::admit(req, state, &tenant, &trigger).await?;
-    callers::verify_body(req, admitted, &[])?;
+    callers::verify_body(req, admitted, req.path().as_bytes())?;
     let not_found = || ApiError::NotFound(format!("no message `{id}` for this trigger"));
     let parsed: MessageId = id.parse().map_err(|_| not_found())?;
     let view = state.queue.message(parsed).await?.ok_or_else(not_found)?;

@@ -175,6 +175,54 @@ async fn each_signature_preset_accepts_valid_and_refuses_tampered_and_replayed()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_status_url_of_a_signed_trigger_takes_a_signature_of_its_path() {
+    let app = signed_app().await;
+    let body = r#"{"event":"ITEM_UPDATE","id":"A-100"}"#;
+    let ts = now().to_string();
+    let sign = |bytes: &[u8]| format!("sha256={}", sha256_hex(&[ts.as_bytes(), b".", bytes]));
+    let res = app
+        .client
+        .post(app.url("/hooks/Duro"))
+        .header("x-duro-signature", sign(body.as_bytes()))
+        .header("x-duro-timestamp", ts.clone())
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let id = res.headers()["x-message-id"].to_str().unwrap().to_owned();
+    let path = format!("/hooks/Duro/messages/{id}");
+    let get = |sig: String| {
+        app.client
+            .get(app.url(&path))
+            .header("x-duro-signature", sig)
+            .header("x-duro-timestamp", ts.clone())
+            .send()
+    };
+
+    // Signed path: the message's status (the sync execution is recorded just after).
+    let mut status = StatusCode::NOT_FOUND;
+    for _ in 0..100 {
+        status = get(sign(path.as_bytes())).await.unwrap().status();
+        if status != StatusCode::NOT_FOUND {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(status, StatusCode::OK);
+
+    // A signature of the empty body, or of another message's path, opens nothing.
+    for sig in [sign(b""), sign(b"/hooks/Duro/messages/other")] {
+        let res = get(sig).await.unwrap();
+        assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(
+            res.headers()["www-authenticate"],
+            "Signature realm=\"flowgate\", header=\"x-duro-signature\""
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn basic_users_and_ip_rules_with_and_without_trusted_proxies() {
     let hash = flowgate::keys::hash("p4ssw0rd").unwrap();
     let tenant = format!("basic_users:\n  partner: \"{hash}\"\n");
@@ -221,9 +269,17 @@ async fn basic_users_and_ip_rules_with_and_without_trusted_proxies() {
         basic("other", "p4ssw0rd").send().await.unwrap().status(),
         StatusCode::UNAUTHORIZED
     );
+    let res = app
+        .client
+        .post(app.url("/net/Basic"))
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
     assert_eq!(
-        post(&app, "/net/Basic", &[], "{}").await,
-        StatusCode::UNAUTHORIZED
+        res.headers()["www-authenticate"],
+        "Basic realm=\"flowgate\", charset=\"UTF-8\""
     );
 
     let xff = |v: &str| vec![("x-forwarded-for", v.to_owned())];

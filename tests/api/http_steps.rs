@@ -183,6 +183,45 @@ steps:
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_call_fails_the_message_without_delivery_retries() {
+    let stub = Stub::start(Reply::json(200, json!({}))).await;
+    let flow = r#"auth: { none: true }
+methods: [POST]
+response: { mode: async }
+delivery: { retry: [10ms, 10ms, 10ms] }
+steps:
+  - name: push
+    retry: [10ms, 10ms]
+    http: { connection: crm, url: /items, method: POST, body: .body }
+"#;
+    let app = spawn(&stub, &[("Push", flow)]).await;
+
+    // 422: the receiver refuses this very request; no later run can change that.
+    stub.then(Reply::json(422, json!({"error": "bad item"})));
+    let res = app.post_json("/io/Push", None, &json!({"id": 1})).await;
+    assert_eq!(res.status(), StatusCode::ACCEPTED);
+    let id = res.headers()["x-message-id"].to_str().unwrap().to_owned();
+    let doc = app
+        .wait_final("io/Push", &id, "", Duration::from_secs(10))
+        .await;
+    assert_eq!(doc["status"], "failed", "{doc}");
+    assert_eq!(stub.recorded().len(), 1, "a 4xx was sent again");
+
+    // A 503 that outlasts the step's retries is transient: delivery runs it again.
+    stub.requests.lock().unwrap().clear();
+    for _ in 0..3 {
+        stub.then(Reply::json(503, json!({})));
+    }
+    let res = app.post_json("/io/Push", None, &json!({"id": 2})).await;
+    let id = res.headers()["x-message-id"].to_str().unwrap().to_owned();
+    let doc = app
+        .wait_final("io/Push", &id, "", Duration::from_secs(10))
+        .await;
+    assert_eq!(doc["status"], "succeeded", "{doc}");
+    assert_eq!(stub.recorded().len(), 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_timeout_fails_the_step() {
     let stub = Stub::start(Reply::json(200, json!({})).delay(Duration::from_secs(3))).await;
     let flow = r#"auth: { none: true }
