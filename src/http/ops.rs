@@ -90,21 +90,43 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     }
     let _ = writeln!(
         out,
-        "# HELP flowgate_lanes_blocked Ordered lanes held by a failed message on this node\n# TYPE flowgate_lanes_blocked gauge"
+        "# HELP flowgate_lanes_blocked Ordered lanes held by a failed message (across every node on a shared store)\n# TYPE flowgate_lanes_blocked gauge"
     );
-    let mut states = state.queue.dispatcher().states();
-    states.sort_by(|a, b| a.0.cmp(&b.0));
-    for (key, s) in states {
+    for (key, n) in blocked_lanes(&state).await {
         let _ = writeln!(
             out,
-            "flowgate_lanes_blocked{{tenant=\"{}\",trigger=\"{}\"}} {}",
-            key.tenant,
-            key.trigger,
-            s.blocked_lanes()
+            "flowgate_lanes_blocked{{tenant=\"{}\",trigger=\"{}\"}} {n}",
+            key.tenant, key.trigger,
         );
     }
     state.queue.dispatcher().metrics().render(&mut out);
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
         .body(out)
+}
+
+/// Blocked lanes per trigger: this node's lanes on SQLite; on a shared store the
+/// lanes live in the database, so it is asked (nothing when it does not answer).
+async fn blocked_lanes(state: &AppState) -> Vec<(crate::domain::TriggerKey, usize)> {
+    let mut counts: Vec<(crate::domain::TriggerKey, usize)> =
+        if state.queue.store().shared().is_some() {
+            let mut by_key = std::collections::BTreeMap::new();
+            match state.queue.store().blocked_lanes(None).await {
+                Ok(lanes) => lanes
+                    .into_iter()
+                    .for_each(|l| *by_key.entry(l.key).or_insert(0) += 1),
+                Err(e) => tracing::warn!(error = %e, "metrics: blocked lanes unknown"),
+            }
+            by_key.into_iter().collect()
+        } else {
+            state
+                .queue
+                .dispatcher()
+                .states()
+                .into_iter()
+                .map(|(key, s)| (key, s.blocked_lanes()))
+                .collect()
+        };
+    counts.sort_by(|a, b| a.0.cmp(&b.0));
+    counts
 }

@@ -340,6 +340,9 @@ pub async fn release_ordered_lanes(nodes: &[&TestApp]) {
         .admin("GET", &format!("/messages/{head}"), GLOBAL_TOKEN, None)
         .await;
     assert_eq!(d["blocking"], true);
+    // Every node counts the blocked lane (on a shared store, the database's lanes).
+    let gauge = "flowgate_lanes_blocked{tenant=\"acme\",trigger=\"Lanes\"}";
+    assert_eq!(other.metric(gauge).await, 1.0);
     let (_, n) = app
         .admin("GET", &format!("/messages/{next}"), GLOBAL_TOKEN, None)
         .await;
