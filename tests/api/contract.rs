@@ -294,6 +294,27 @@ async fn async_accept_then_status_url() {
         app.get(bogus, Some(ERP_KEY)).await.status(),
         StatusCode::NOT_FOUND
     );
+    // Only GET reads a status URL; deeper or trailing paths are no route.
+    let post = app
+        .client
+        .post(app.url(&location))
+        .header("x-api-key", ERP_KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(post.status(), StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(post.headers()["allow"], "GET");
+    for path in [
+        format!("{location}/more"),
+        "/acme/CreateCustomerRecord/".to_owned(),
+        "/acme".to_owned(),
+    ] {
+        assert_eq!(
+            app.get(&path, Some(ERP_KEY)).await.status(),
+            StatusCode::NOT_FOUND,
+            "{path}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
