@@ -440,13 +440,18 @@ impl PgStore {
                     .map_err(db)?;
             }
             if !lanes.0.is_empty() {
-                // Served by the lanes primary key.
+                // Served by the lanes primary key. Rows are locked in key order, as
+                // enqueues lock them: in any other order the two can deadlock.
                 client
                     .execute(
-                        "UPDATE lanes l SET lease_until = $2
-                         FROM unnest($3::text[], $4::text[], $5::text[], $6::int8[]) AS u(t, g, n, e)
-                         WHERE l.tenant = u.t AND l.trigger = u.g AND l.lane = u.n AND l.epoch = u.e
-                           AND l.holder = $1",
+                        "WITH k AS (
+                            SELECT l.tenant, l.trigger, l.lane FROM lanes l
+                            JOIN unnest($3::text[], $4::text[], $5::text[], $6::int8[]) AS u(t, g, n, e)
+                              ON l.tenant = u.t AND l.trigger = u.g AND l.lane = u.n AND l.epoch = u.e
+                            WHERE l.holder = $1
+                            ORDER BY 1, 2, 3 FOR UPDATE OF l)
+                         UPDATE lanes l SET lease_until = $2 FROM k
+                         WHERE l.tenant = k.tenant AND l.trigger = k.trigger AND l.lane = k.lane",
                         &[&&*store.node, &until, &lanes.0, &lanes.1, &lanes.2, &lanes.3],
                     )
                     .await
@@ -478,7 +483,11 @@ impl PgStore {
                 .map_err(db)?;
             client
                 .execute(
-                    "UPDATE lanes SET holder = NULL WHERE holder = $1 OR lease_until < $2",
+                    "WITH k AS (
+                        SELECT tenant, trigger, lane FROM lanes WHERE holder = $1 OR lease_until < $2
+                        ORDER BY 1, 2, 3 FOR UPDATE)
+                     UPDATE lanes l SET holder = NULL FROM k
+                     WHERE l.tenant = k.tenant AND l.trigger = k.trigger AND l.lane = k.lane",
                     &[&&*store.node, &now],
                 )
                 .await
