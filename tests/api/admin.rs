@@ -135,23 +135,18 @@ impl TestApp {
     }
 }
 
+/// Two customer records to `app`: one that succeeds, one that fails (no name).
+pub async fn one_good_one_bad(app: &TestApp) -> (String, String) {
+    let post = |body| app.post_async("/acme/CreateCustomerRecord", Some(ERP_KEY), body);
+    let ok = post(json!({"name": "Ada"})).await;
+    let bad = post(json!({"id": 7})).await;
+    (ok, bad)
+}
+
 #[tokio::test]
 async fn lists_triggers_messages_and_message_detail() {
     let app = admin_app().await;
-    let ok = app
-        .post_async(
-            "/acme/CreateCustomerRecord",
-            Some(ERP_KEY),
-            json!({"name": "Ada"}),
-        )
-        .await;
-    let bad = app
-        .post_async(
-            "/acme/CreateCustomerRecord",
-            Some(ERP_KEY),
-            json!({"id": 7}),
-        )
-        .await;
+    let (ok, bad) = one_good_one_bad(&app).await;
     app.admin_wait(&ok, "succeeded").await;
     app.admin_wait(&bad, "failed").await;
 

@@ -142,6 +142,25 @@ impl TestApp {
     }
 }
 
+/// A server with one more tenant: its `_tenant.yaml` and its triggers (name, file text).
+pub async fn spawn_tenant(tenant: &str, tenant_yaml: String, triggers: &[(&str, &str)]) -> TestApp {
+    let tenant = tenant.to_owned();
+    let triggers: Vec<(String, String)> = triggers
+        .iter()
+        .map(|(n, t)| (n.to_string(), t.to_string()))
+        .collect();
+    TestApp::spawn_with(
+        move |flows| {
+            write_flow(flows, &format!("{tenant}/_tenant.yaml"), &tenant_yaml);
+            for (name, text) in &triggers {
+                write_flow(flows, &format!("{tenant}/{name}.yaml"), text);
+            }
+        },
+        |_| {},
+    )
+    .await
+}
+
 /// Writes a file under the flows dir (creating folders).
 pub fn write_flow(flows: &Path, rel: &str, text: &str) {
     let path = flows.join(rel);

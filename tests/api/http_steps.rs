@@ -17,21 +17,7 @@ fn tenant(stub: &Stub) -> String {
 }
 
 async fn spawn(stub: &Stub, triggers: &[(&str, &str)]) -> TestApp {
-    let tenant = tenant(stub);
-    let triggers: Vec<(String, String)> = triggers
-        .iter()
-        .map(|(n, t)| (n.to_string(), t.to_string()))
-        .collect();
-    TestApp::spawn_with(
-        move |flows| {
-            write_flow(flows, "io/_tenant.yaml", &tenant);
-            for (name, text) in &triggers {
-                write_flow(flows, &format!("io/{name}.yaml"), text);
-            }
-        },
-        |_| {},
-    )
-    .await
+    crate::helpers::spawn_tenant("io", tenant(stub), triggers).await
 }
 
 /// The stored trace of the message that answered `res` (sync executions are

@@ -8,7 +8,7 @@ use reqwest::StatusCode;
 use serde_json::json;
 
 use crate::admin::{GLOBAL_TOKEN, admin_app_with, release_ordered_lanes, tenant_isolation};
-use crate::helpers::{ERP_KEY, TestApp};
+use crate::helpers::TestApp;
 use crate::pg::schema;
 
 /// A node on `url`; acme subscribes to the lane events (sent nowhere: the
@@ -62,20 +62,7 @@ async fn two_nodes_release_ordered_lanes_and_keep_tenants_apart() {
     let b = node(&pg.url).await;
 
     // The log history on b holds what a accepted and ran (or b did).
-    let ok = a
-        .post_async(
-            "/acme/CreateCustomerRecord",
-            Some(ERP_KEY),
-            json!({"name": "Ada"}),
-        )
-        .await;
-    let bad = a
-        .post_async(
-            "/acme/CreateCustomerRecord",
-            Some(ERP_KEY),
-            json!({"id": 7}),
-        )
-        .await;
+    let (ok, bad) = crate::admin::one_good_one_bad(&a).await;
     b.admin_wait(&ok, "succeeded").await;
     b.admin_wait(&bad, "failed").await;
     let path = "/messages?tenant=acme&trigger=CreateCustomerRecord";

@@ -5,7 +5,7 @@
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, write_flow};
+use crate::helpers::TestApp;
 use crate::http_steps::trace_of;
 
 /// A schema of its own on the test database; `None` (with a notice) when no
@@ -75,20 +75,7 @@ async fn spawn(schema: &Schema, triggers: &[(&str, &str)]) -> TestApp {
         "connections:\n  db: {{ postgres: \"{}\", pool_size: 4, statement_timeout: 10s }}\n",
         schema.url
     );
-    let triggers: Vec<(String, String)> = triggers
-        .iter()
-        .map(|(n, t)| (n.to_string(), t.to_string()))
-        .collect();
-    TestApp::spawn_with(
-        move |flows| {
-            write_flow(flows, "db/_tenant.yaml", &tenant);
-            for (name, text) in &triggers {
-                write_flow(flows, &format!("db/{name}.yaml"), text);
-            }
-        },
-        |_| {},
-    )
-    .await
+    crate::helpers::spawn_tenant("db", tenant, triggers).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
