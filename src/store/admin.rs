@@ -139,18 +139,12 @@ pub struct DeliveryView {
 impl Store {
     /// The log history, newest first, at most `q.limit` lines.
     pub async fn list_messages(&self, q: MessageQuery) -> Result<Vec<MessageSummary>, StoreError> {
-        match self {
-            Self::Sqlite(s) => s.list_messages(q).await,
-            Self::Postgres(s) => s.list_messages(q).await,
-        }
+        each!(self, s => s.list_messages(q).await)
     }
 
     /// How many messages match (`limit` and `before` are ignored).
     pub async fn count_messages(&self, q: MessageQuery) -> Result<u64, StoreError> {
-        match self {
-            Self::Sqlite(s) => s.count_messages(q).await,
-            Self::Postgres(s) => s.count_messages(q).await,
-        }
+        each!(self, s => s.count_messages(q).await)
     }
 
     /// Messages per trigger and status, for `tenants` (all when `None`).
@@ -158,10 +152,7 @@ impl Store {
         &self,
         tenants: Option<Vec<TenantName>>,
     ) -> Result<Vec<StatusCount>, StoreError> {
-        match self {
-            Self::Sqlite(s) => s.status_counts(tenants).await,
-            Self::Postgres(s) => s.status_counts(tenants).await,
-        }
+        each!(self, s => s.status_counts(tenants).await)
     }
 
     /// Ordered lanes held by a failed message, for `tenants` (all when `None`).
@@ -169,26 +160,17 @@ impl Store {
         &self,
         tenants: Option<Vec<TenantName>>,
     ) -> Result<Vec<BlockedLane>, StoreError> {
-        match self {
-            Self::Sqlite(s) => s.blocked_lanes(tenants).await,
-            Self::Postgres(s) => s.blocked_lanes(tenants).await,
-        }
+        each!(self, s => s.blocked_lanes(tenants).await)
     }
 
     /// Lets go of a lane held by message `id`; false when it held none.
     pub async fn release_lane(&self, id: MessageId, how: Release) -> Result<bool, StoreError> {
-        match self {
-            Self::Sqlite(s) => s.release_lane(id, how).await,
-            Self::Postgres(s) => s.release_lane(id, how).await,
-        }
+        each!(self, s => s.release_lane(id, how).await)
     }
 
     /// Records that each message `.0` replays `.1`, in one transaction.
     pub async fn link_replays(&self, links: Vec<(MessageId, MessageId)>) -> Result<(), StoreError> {
-        match self {
-            Self::Sqlite(s) => s.link_replays(links).await,
-            Self::Postgres(s) => s.link_replays(links).await,
-        }
+        each!(self, s => s.link_replays(links).await)
     }
 
     /// A message with the id of the message it replays, if it is a replay.
@@ -196,18 +178,12 @@ impl Store {
         &self,
         id: MessageId,
     ) -> Result<Option<(MessageView, Option<MessageId>)>, StoreError> {
-        match self {
-            Self::Sqlite(s) => s.message_detail(id).await,
-            Self::Postgres(s) => s.message_detail(id).await,
-        }
+        each!(self, s => s.message_detail(id).await)
     }
 
     /// Stores events to send; returns once they are committed.
     pub async fn add_deliveries(&self, batch: Vec<NewDelivery>) -> Result<(), StoreError> {
-        match self {
-            Self::Sqlite(s) => s.add_deliveries(batch).await,
-            Self::Postgres(s) => s.add_deliveries(batch).await,
-        }
+        each!(self, s => s.add_deliveries(batch).await)
     }
 
     /// Claims pending deliveries due at `now`, oldest first: their `next_at` moves
@@ -219,10 +195,7 @@ impl Store {
         lease_until: Micros,
         limit: u32,
     ) -> Result<Vec<DeliveryView>, StoreError> {
-        match self {
-            Self::Sqlite(s) => s.claim_deliveries(now, lease_until, limit).await,
-            Self::Postgres(s) => s.claim_deliveries(now, lease_until, limit).await,
-        }
+        each!(self, s => s.claim_deliveries(now, lease_until, limit).await)
     }
 
     /// Appends an attempt and sets what comes next (`next_at` for pending).
@@ -233,16 +206,7 @@ impl Store {
         status: DeliveryStatus,
         next_at: Micros,
     ) -> Result<(), StoreError> {
-        match self {
-            Self::Sqlite(s) => {
-                s.record_delivery_attempt(id, attempt, status, next_at)
-                    .await
-            }
-            Self::Postgres(s) => {
-                s.record_delivery_attempt(id, attempt, status, next_at)
-                    .await
-            }
-        }
+        each!(self, s => s.record_delivery_attempt(id, attempt, status, next_at) .await)
     }
 
     /// A tenant's deliveries (optionally of one subscription), newest first.
@@ -253,41 +217,26 @@ impl Store {
         before: Option<MessageId>,
         limit: u32,
     ) -> Result<Vec<DeliveryView>, StoreError> {
-        match self {
-            Self::Sqlite(s) => s.list_deliveries(tenant, subscription, before, limit).await,
-            Self::Postgres(s) => s.list_deliveries(tenant, subscription, before, limit).await,
-        }
+        each!(self, s => s.list_deliveries(tenant, subscription, before, limit).await)
     }
 
     pub async fn get_delivery(&self, id: MessageId) -> Result<Option<DeliveryView>, StoreError> {
-        match self {
-            Self::Sqlite(s) => s.get_delivery(id).await,
-            Self::Postgres(s) => s.get_delivery(id).await,
-        }
+        each!(self, s => s.get_delivery(id).await)
     }
 
     /// Sends a delivery again at `now`, whatever its status; false when unknown.
     pub async fn redeliver(&self, id: MessageId, now: Micros) -> Result<bool, StoreError> {
-        match self {
-            Self::Sqlite(s) => s.redeliver(id, now).await,
-            Self::Postgres(s) => s.redeliver(id, now).await,
-        }
+        each!(self, s => s.redeliver(id, now).await)
     }
 
     /// Deletes finished deliveries created before `before`; returns how many.
     pub async fn purge_deliveries(&self, before: Micros) -> Result<u64, StoreError> {
-        match self {
-            Self::Sqlite(s) => s.purge_deliveries(before).await,
-            Self::Postgres(s) => s.purge_deliveries(before).await,
-        }
+        each!(self, s => s.purge_deliveries(before).await)
     }
 
     /// The query plan of each query `list_messages(q)` runs (EXPLAIN): tests check
     /// that the log history reads indexes, not tables.
     pub async fn explain_list(&self, q: MessageQuery) -> Result<Vec<String>, StoreError> {
-        match self {
-            Self::Sqlite(s) => s.explain_list(q).await,
-            Self::Postgres(s) => s.explain_list(q).await,
-        }
+        each!(self, s => s.explain_list(q).await)
     }
 }

@@ -5,6 +5,16 @@
 //! execution (started, finished) is written behind, in batches: losing it in a crash
 //! only means the message runs again, which at-least-once allows.
 
+/// Calls the same method on whichever backend.
+macro_rules! each {
+    ($self:ident, $s:ident => $e:expr) => {
+        match $self {
+            Self::Sqlite($s) => $e,
+            Self::Postgres($s) => $e,
+        }
+    };
+}
+
 mod admin;
 mod postgres;
 mod sqlite;
@@ -27,16 +37,6 @@ use crate::domain::{AttemptRecord, MessageId, MessageView, Micros, NewMessage, T
 pub enum Store {
     Sqlite(SqliteStore),
     Postgres(PgStore),
-}
-
-/// Calls the same method on whichever backend.
-macro_rules! each {
-    ($self:ident, $s:ident => $e:expr) => {
-        match $self {
-            Self::Sqlite($s) => $e,
-            Self::Postgres($s) => $e,
-        }
-    };
 }
 
 impl Store {
