@@ -19,6 +19,9 @@ use crate::http::{self, AppState};
 use crate::queue::Queue;
 use crate::store::{Store, StoreError};
 
+/// How long a stopping node waits for the attempts it runs (shared store).
+const STOP_WAIT: Duration = Duration::from_secs(10);
+
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
     #[error("settings: {}", .0.join("; "))]
@@ -156,11 +159,14 @@ impl Application {
         self.addr.port()
     }
 
-    /// Serves until a signal (SIGINT/SIGTERM) stops the server, then waits for the
-    /// store to commit what it holds.
+    /// Serves until a signal (SIGINT/SIGTERM) stops the server; then, on a shared
+    /// store, hands the messages it claimed and has not started back to the other
+    /// nodes and gives running attempts up to `STOP_WAIT`; then waits for the store
+    /// to commit what it holds.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let result = self.server.await;
         self.stop_reload.store(true, Ordering::Relaxed);
+        self.queue.stop(STOP_WAIT).await;
         if let Err(e) = self.queue.store().flush().await {
             tracing::error!(error = %e, "final store flush failed");
         }

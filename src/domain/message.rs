@@ -165,14 +165,29 @@ impl Outcome {
     }
 }
 
-/// One attempt at executing a message.
-#[derive(Debug, Clone, PartialEq)]
+/// One attempt at executing a message. Serialized, it is one entry of a stored
+/// `attempt_log`: `{number, started_at, finished_at, outcome, error}`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct AttemptRecord {
     pub number: u32,
     pub started_at: Micros,
     pub finished_at: Option<Micros>,
     pub outcome: Option<Outcome>,
     pub error: Option<String>,
+}
+
+impl AttemptRecord {
+    /// Reads an `attempt_log` entry; a missing or unreadable field is left empty
+    /// rather than losing the rest of the log.
+    pub fn from_json(a: &serde_json::Value) -> Self {
+        Self {
+            number: a["number"].as_u64().unwrap_or(0) as u32,
+            started_at: a["started_at"].as_i64().unwrap_or(0),
+            finished_at: a["finished_at"].as_i64(),
+            outcome: a["outcome"].as_str().and_then(Outcome::parse),
+            error: a["error"].as_str().map(str::to_owned),
+        }
+    }
 }
 
 /// What a flow answered (or would have answered a waiting caller).

@@ -272,12 +272,57 @@ impl Dispatcher {
         self.claimed.get().is_some()
     }
 
+    /// Which of these accepted messages this node runs itself (`Store::submit`'s
+    /// `mine`): with a shared store, unordered ones while it holds fewer than its
+    /// share; otherwise none is marked, as every message runs here anyway.
+    pub fn claims(&self, messages: &[NewMessage]) -> Vec<bool> {
+        let Some(wake) = self.claimed.get() else {
+            return Vec::new();
+        };
+        let mut room = wake.reserve(messages.iter().filter(|m| m.lane.is_none()).count());
+        messages
+            .iter()
+            .map(|m| {
+                let mine = m.lane.is_none() && room > 0;
+                room -= usize::from(mine);
+                mine
+            })
+            .collect()
+    }
+
+    /// Gives back what `claims` reserved for `n` messages that were not stored.
+    pub fn unclaim(&self, n: usize) {
+        if let (Some(wake), true) = (self.claimed.get(), n > 0) {
+            wake.unreserve(n);
+        }
+    }
+
+    /// The claimer's side of this node, with a shared store.
+    pub(crate) fn claimer(&self) -> Option<&Arc<super::claimer::Wake>> {
+        self.claimed.get()
+    }
+
+    /// Hands over a message stored claimed by this node (see `claims`).
+    pub fn push_claimed(self: &Arc<Self>, job: Job) {
+        let Some(wake) = self.claimed.get() else {
+            return self.push(job);
+        };
+        self.count_as_shared(&job.key);
+        wake.run_here(job);
+    }
+
+    /// A message stored in the shared queue leaves this node's backlog and counts
+    /// in the shared one (as the store's next count will).
+    fn count_as_shared(&self, key: &TriggerKey) {
+        self.release(key);
+        self.state(key).shared.fetch_add(1, Ordering::AcqRel);
+    }
+
     /// Hands a stored message over for execution. Its backlog place is already taken.
     pub fn push(self: &Arc<Self>, job: Job) {
         if let Some(wake) = self.claimed.get() {
-            // Any node may run it: from now on it counts in the shared backlog.
-            self.release(&job.key);
-            self.state(&job.key).shared.fetch_add(1, Ordering::AcqRel);
+            // Any node may run it.
+            self.count_as_shared(&job.key);
             wake.work(job.lane.is_some());
             return;
         }

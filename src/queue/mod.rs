@@ -74,6 +74,34 @@ impl Queue {
         &self.dispatcher
     }
 
+    /// As the node stops, with a shared store: it claims nothing more, the
+    /// unordered messages it claimed and has not started go back to the shared
+    /// queue at once (instead of waiting for their leases to lapse), and the
+    /// attempts running here get up to `within` to finish; those that do not are
+    /// taken over by other nodes once their leases lapse.
+    pub async fn stop(&self, within: Duration) {
+        let (Some(shared), Some(claimer)) = (self.store.shared(), self.dispatcher.claimer()) else {
+            return;
+        };
+        match shared.hand_back(claimer.hand_back()).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(
+                messages = n,
+                "handed unstarted messages back to the shared queue"
+            ),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not hand messages back; they run elsewhere once their leases lapse")
+            }
+        }
+        let left = claimer.until_idle(within).await;
+        if left > 0 {
+            tracing::warn!(
+                attempts = left,
+                "stopping with attempts still running; other nodes take them over once their leases lapse"
+            );
+        }
+    }
+
     /// Re-queues every unfinished message after a restart (on a shared store:
     /// frees what nodes that stopped held). Call before serving.
     pub async fn recover(&self) -> Result<usize, StoreError> {

@@ -28,7 +28,7 @@ pub use admin::{
 };
 pub use postgres::{ClaimedMessage, Ended, LaneClaim, LaneMessage, PgOptions, PgStore, Wakeup};
 pub use sqlite::SqliteStore;
-pub use types::{Completion, EnqueueOutcome, PendingMessage, StoreError};
+pub use types::{Completion, EnqueueOutcome, PendingMessage, StoreError, Submitted};
 
 use crate::domain::{AttemptRecord, MessageId, MessageView, Micros, NewMessage, TriggerKey};
 
@@ -75,6 +75,23 @@ impl Store {
     /// Stores accepted messages in one transaction; returns once they are durable.
     pub async fn enqueue(&self, batch: &[NewMessage]) -> Result<Vec<EnqueueOutcome>, StoreError> {
         each!(self, s => s.enqueue(batch).await)
+    }
+
+    /// Hands accepted messages to the store in one transaction without waiting for
+    /// them to be durable, so the next batch can follow at once. The embedded store
+    /// writes in submission order. The shared one runs each batch's transaction on a
+    /// connection of its own; a lane's order still holds, because every enqueue
+    /// locks the lane's row before its messages take their `seq` (as batches from
+    /// several nodes do).
+    ///
+    /// `mine` marks the messages this node will run itself (the shared store
+    /// stores them claimed by it); the embedded store runs every message where it
+    /// was accepted.
+    pub async fn submit(&self, batch: &[NewMessage], mine: &[bool]) -> Submitted {
+        match self {
+            Self::Sqlite(s) => s.submit(batch).await,
+            Self::Postgres(p) => Box::pin(p.enqueue_claiming(batch, mine)),
+        }
     }
 
     /// Records an attempt's start (written behind).

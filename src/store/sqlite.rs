@@ -16,7 +16,7 @@ use crate::domain::{
     TenantName, TriggerName,
 };
 
-use super::types::{Completion, EnqueueOutcome, PendingMessage, StoreError};
+use super::types::{Completion, EnqueueOutcome, PendingMessage, StoreError, Submitted};
 
 const MAX_BATCH: usize = 2048;
 const CHANNEL: usize = 65_536;
@@ -94,28 +94,12 @@ impl From<&Completion> for FinishRow {
 }
 
 fn attempt_json(a: &AttemptRecord) -> String {
-    serde_json::json!({
-        "number": a.number,
-        "started_at": a.started_at,
-        "finished_at": a.finished_at,
-        "outcome": a.outcome.map(Outcome::as_str),
-        "error": a.error,
-    })
-    .to_string()
+    json_text(a)
 }
 
 fn parse_attempts(log: &str) -> Vec<AttemptRecord> {
     let items: Vec<serde_json::Value> = serde_json::from_str(log).unwrap_or_default();
-    items
-        .iter()
-        .map(|a| AttemptRecord {
-            number: a["number"].as_u64().unwrap_or(0) as u32,
-            started_at: a["started_at"].as_i64().unwrap_or(0),
-            finished_at: a["finished_at"].as_i64(),
-            outcome: a["outcome"].as_str().and_then(Outcome::parse),
-            error: a["error"].as_str().map(str::to_owned),
-        })
-        .collect()
+    items.iter().map(AttemptRecord::from_json).collect()
 }
 
 const MIGRATIONS: &[(i64, &str, &str)] = &[
@@ -210,8 +194,17 @@ impl SqliteStore {
     // Rows are serialized here, on the caller's thread: the writer thread is the
     // one serial resource and only binds text.
     pub async fn enqueue(&self, batch: &[NewMessage]) -> Result<Vec<EnqueueOutcome>, StoreError> {
+        self.submit(batch).await.await
+    }
+    pub async fn submit(&self, batch: &[NewMessage]) -> Submitted {
         let rows = batch.iter().map(NewRow::from).collect();
-        self.call(|r| Op::Enqueue(rows, r)).await
+        let (reply, rx) = oneshot::channel();
+        let sent = self.tx.send(Op::Enqueue(rows, reply)).await;
+        Box::pin(async move {
+            sent.map_err(|_| unavailable("the store thread has stopped"))?;
+            rx.await
+                .map_err(|_| unavailable("the store thread has stopped"))?
+        })
     }
     pub async fn started(&self, id: MessageId, attempt: AttemptRecord) {
         self.send(Op::Started(StartRow {

@@ -26,6 +26,13 @@ pub enum EnqueueOutcome {
     Duplicate(Box<MessageView>),
 }
 
+/// A batch of accepted messages handed to the store: its work has started, and
+/// this resolves once the batch is durable (or could not be stored). Batches
+/// submitted one after another by one caller are stored in that order.
+pub type Submitted = std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<Vec<EnqueueOutcome>, StoreError>> + Send>,
+>;
+
 /// The end of one attempt and the message's state after it.
 #[derive(Debug, Clone)]
 pub struct Completion {

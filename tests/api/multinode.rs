@@ -13,6 +13,7 @@ use serde_json::json;
 use crate::crash::{Server, spawn_server};
 use crate::helpers::write_flow;
 use crate::pg::{PgSchema, query, schema};
+use crate::stub::{Reply, Stub};
 
 const ORDERED: usize = 3000;
 const KEYED: usize = 3000;
@@ -92,6 +93,27 @@ async fn post_in_order(
     done
 }
 
+/// Waits until every stored message has succeeded, at most `within`.
+async fn all_succeed(url: &str, within: Duration) {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let rows = query(
+            url,
+            "SELECT count(*) FROM messages WHERE status <> 'succeeded'",
+        )
+        .await;
+        let left: i64 = rows[0].get(0);
+        if left == 0 {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{left} messages did not finish"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// Runs the load; once `kill_at` messages are acknowledged, node 1 is killed.
 async fn run(test: &str, kill_at: Option<usize>) {
     let Some(pg) = schema(test).await else {
@@ -151,23 +173,7 @@ async fn run(test: &str, kill_at: Option<usize>) {
     );
 
     // Everything runs to success (the killed node's lanes after its lease lapses).
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(240);
-    loop {
-        let rows = query(
-            &pg.url,
-            "SELECT count(*) FROM messages WHERE status <> 'succeeded'",
-        )
-        .await;
-        let left: i64 = rows[0].get(0);
-        if left == 0 {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{left} messages did not finish"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    all_succeed(&pg.url, Duration::from_secs(240)).await;
     let finished = started.elapsed();
     println!("posted after {posted:?}, finished after {finished:?}");
 
@@ -229,4 +235,136 @@ async fn three_nodes_keep_every_lane_in_acceptance_order() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_killed_midway_loses_nothing_and_order_holds() {
     run("multinode_kill", Some((ORDERED + KEYED) / 2)).await;
+}
+
+/// An unordered trigger whose every message calls `stub` once, one at a time.
+fn slow_flow(flows: &Path, stub: &Stub) {
+    write_flow(
+        flows,
+        "t/_tenant.yaml",
+        &format!(
+            "connections:\n  sink:\n    http:\n      base_url: \"{}\"\n      timeout: 5s\n",
+            stub.url()
+        ),
+    );
+    write_flow(
+        flows,
+        "t/Slow.yaml",
+        "auth: { none: true }\ndelivery: { concurrency: 1 }\nresponse: { mode: async }\nsteps:\n  - http: { method: POST, connection: sink, url: /in, body: .body }\n",
+    );
+}
+
+/// Posts `n` messages to the slow trigger at once; each is accepted.
+async fn post_slow(base: &str, n: usize) {
+    let client = reqwest::Client::new();
+    let posts: Vec<_> = (0..n)
+        .map(|i| {
+            let (client, url) = (client.clone(), format!("{base}/t/Slow"));
+            tokio::spawn(async move { client.post(url).json(&json!({ "i": i })).send().await })
+        })
+        .collect();
+    for p in posts {
+        assert_eq!(p.await.unwrap().unwrap().status(), 202);
+    }
+}
+
+/// Unordered messages are stored claimed by the node that accepted them, which
+/// runs them without claiming them back; when it dies holding some, their leases
+/// lapse and another node runs them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_claimed_by_a_node_as_it_accepted_them_run_elsewhere_when_it_dies() {
+    const MESSAGES: usize = 60;
+    let Some(pg) = schema("multinode_claimed").await else {
+        return;
+    };
+    // Each call takes 50 ms and the trigger runs one at a time: the accepting
+    // node still holds most of the messages when it is killed.
+    let stub = Stub::start(Reply::json(200, json!({})).delay(Duration::from_millis(50))).await;
+    let dir = tempfile::tempdir().unwrap();
+    slow_flow(&dir.path().join("flows"), &stub);
+    let env = [
+        ("FLOWGATE_LEASE", "2s"),
+        ("FLOWGATE_WORKERS", "1"),
+        ("FLOWGATE_POOL_SIZE", "4"),
+    ];
+    let mut accepting = spawn_server(dir.path(), "a.log", &pg.url, &env).await;
+    let other = spawn_server(dir.path(), "b.log", &pg.url, &env).await;
+
+    post_slow(&accepting.base, MESSAGES).await;
+    // Stored claimed: running under one node's lease, none left queued for others.
+    let rows = query(
+        &pg.url,
+        "SELECT count(*) FILTER (WHERE status = 'queued'), count(DISTINCT holder),
+                count(*) FILTER (WHERE status = 'succeeded')
+         FROM messages",
+    )
+    .await;
+    let (queued, holders, succeeded): (i64, i64, i64) =
+        (rows[0].get(0), rows[0].get(1), rows[0].get(2));
+    assert_eq!(queued, 0, "no message waits in the shared queue");
+    assert_eq!(holders, 1, "the accepting node holds them all");
+    assert!(
+        (succeeded as usize) < MESSAGES,
+        "all {succeeded} already ran"
+    );
+    accepting.child.kill().unwrap();
+    accepting.child.wait().unwrap();
+
+    all_succeed(&pg.url, Duration::from_secs(60)).await;
+    // Those the dead node held were taken over: their first attempt is recorded
+    // as interrupted and the second one succeeded.
+    let rows = query(
+        &pg.url,
+        "SELECT count(*) FILTER (WHERE attempts = 2 AND attempt_log -> 0 ->> 'outcome' = 'interrupted'),
+                count(*)
+         FROM messages",
+    )
+    .await;
+    let (taken_over, all): (i64, i64) = (rows[0].get(0), rows[0].get(1));
+    assert_eq!(all as usize, MESSAGES);
+    assert!(taken_over > 0, "no message was taken over");
+    assert!(stub.requests.lock().unwrap().len() >= MESSAGES);
+    drop(other);
+}
+
+/// A node stopped by SIGTERM hands the messages it claimed and has not started
+/// back at once, and lets its running attempt finish: another node runs the rest
+/// long before their leases (30 s here) would lapse, and none runs twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopping_node_hands_back_what_it_has_not_started() {
+    const MESSAGES: usize = 40;
+    let Some(pg) = schema("multinode_stop").await else {
+        return;
+    };
+    let stub = Stub::start(Reply::json(200, json!({})).delay(Duration::from_millis(50))).await;
+    let dir = tempfile::tempdir().unwrap();
+    slow_flow(&dir.path().join("flows"), &stub);
+    let env = [
+        ("FLOWGATE_LEASE", "30s"),
+        ("FLOWGATE_WORKERS", "1"),
+        ("FLOWGATE_POOL_SIZE", "4"),
+    ];
+    let mut stopping = spawn_server(dir.path(), "a.log", &pg.url, &env).await;
+    let other = spawn_server(dir.path(), "b.log", &pg.url, &env).await;
+    post_slow(&stopping.base, MESSAGES).await;
+
+    let stopped = std::time::Instant::now();
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &stopping.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let exit = stopping.child.wait().unwrap();
+    assert!(exit.success(), "a stopped node exits cleanly: {exit}");
+    all_succeed(&pg.url, Duration::from_secs(15)).await;
+    println!("all done {:?} after the stop", stopped.elapsed());
+    let rows = query(
+        &pg.url,
+        "SELECT count(*) FILTER (WHERE attempts = 1), count(*) FROM messages",
+    )
+    .await;
+    let (once, all): (i64, i64) = (rows[0].get(0), rows[0].get(1));
+    assert_eq!(all as usize, MESSAGES);
+    assert_eq!(once, all, "every message ran once");
+    drop(other);
 }

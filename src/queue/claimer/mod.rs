@@ -1,6 +1,8 @@
-//! Execution for the shared store: every node claims work from PostgreSQL instead
-//! of running what it accepted itself.
+//! Execution for the shared store: work is claimed from PostgreSQL.
 //!
+//! - An unordered message accepted here is stored already claimed by this node
+//!   (up to `HELD_HERE` held at once) and runs here without a claim of its own;
+//!   the rest, and what a dead node held, is claimed from the shared queue.
 //! - One claim loop per kind of work: unordered messages (up to `MAX_MESSAGES`
 //!   running on this node, and each trigger's `concurrency`) and ordered lanes.
 //!   While the queue holds more than a node takes, claims wait until a batch's
@@ -22,11 +24,13 @@
 
 mod lane;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{Notify, Semaphore};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use tokio::sync::{Notify, Semaphore, mpsc};
 
 use crate::domain::{MessageId, MessageStatus, Micros, TriggerKey, now_micros};
 use crate::engine::ExecError;
@@ -81,14 +85,112 @@ enum Work {
     Lane(LaneClaim),
 }
 
-/// Wakes the claim loops.
-#[derive(Default)]
+/// Unordered messages accepted here that this node may hold at once (stored
+/// claimed by it, waiting for a slot or running); more go to the shared queue.
+const HELD_HERE: usize = 512;
+
+/// Wakes the claim loops, and hands over the messages this node claimed as it
+/// stored them.
 pub struct Wake {
     lanes: Notify,
     messages: Notify,
+    here: mpsc::UnboundedSender<Job>,
+    held_here: AtomicUsize,
+    /// Unordered messages this node holds that wait for a slot (not started).
+    waiting: std::sync::Mutex<HashSet<MessageId>>,
+    /// Set when the node stops: no more claims, waiting messages are handed back.
+    stopping: AtomicBool,
+    /// Unordered attempts running here, and a signal each time one ends.
+    running: AtomicUsize,
+    ended: Notify,
 }
 
 impl Wake {
+    /// Takes the messages that wait here and have not started, and stops claiming:
+    /// the node is stopping and gives them back to the shared queue.
+    pub fn hand_back(&self) -> Vec<MessageId> {
+        self.stopping.store(true, Ordering::Release);
+        let mut waiting = self.waiting.lock().unwrap_or_else(|e| e.into_inner());
+        waiting.drain().collect()
+    }
+
+    /// Waits until no unordered attempt runs here, at most `within`; returns how
+    /// many still run.
+    pub async fn until_idle(&self, within: Duration) -> usize {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let ended = self.ended.notified();
+            let running = self.running.load(Ordering::Acquire);
+            if running == 0 {
+                return 0;
+            }
+            if tokio::time::timeout_at(deadline, ended).await.is_err() {
+                return self.running.load(Ordering::Acquire);
+            }
+        }
+    }
+
+    fn stopping(&self) -> bool {
+        self.stopping.load(Ordering::Acquire)
+    }
+
+    fn wait_for_slot(&self, id: MessageId) {
+        self.waiting
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id);
+    }
+
+    /// Whether a message that waited may start (it was not handed back); if so it
+    /// counts as running (under the same lock `hand_back` takes).
+    fn start(&self, id: MessageId) -> bool {
+        let mut waiting = self.waiting.lock().unwrap_or_else(|e| e.into_inner());
+        let start = waiting.remove(&id);
+        if start {
+            self.running.fetch_add(1, Ordering::AcqRel);
+        }
+        start
+    }
+
+    fn end(&self) {
+        self.running.fetch_sub(1, Ordering::AcqRel);
+        self.ended.notify_waiters();
+    }
+
+    /// Reserves room for up to `n` messages accepted here; returns how many fit.
+    pub fn reserve(&self, n: usize) -> usize {
+        let mut held = self.held_here.load(Ordering::Relaxed);
+        loop {
+            let take = n.min(HELD_HERE.saturating_sub(held));
+            if take == 0 {
+                return 0;
+            }
+            match self.held_here.compare_exchange_weak(
+                held,
+                held + take,
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return take,
+                Err(now) => held = now,
+            }
+        }
+    }
+
+    /// Gives back room reserved for messages that were not stored claimed.
+    pub fn unreserve(&self, n: usize) {
+        self.held_here.fetch_sub(n, Ordering::AcqRel);
+    }
+
+    /// Runs a message stored claimed by this node (its room reserved).
+    pub fn run_here(&self, job: Job) {
+        if let Err(e) = self.here.send(job) {
+            // Only when the claimer is gone: the lease lapses and a node takes it over.
+            tracing::warn!(message = %e.0.id, "the claimer has stopped; the message waits for its lease to lapse");
+            self.unreserve(1);
+        }
+    }
+
     pub fn work(&self, ordered: bool) {
         self.of(if ordered { Kind::Lanes } else { Kind::Messages })
             .notify_one();
@@ -116,13 +218,24 @@ struct Claimer {
 /// Starts claiming on the current runtime; from now on `dispatcher` wakes the
 /// claimer instead of running what is pushed to it.
 pub fn start(store: PgStore, dispatcher: Arc<Dispatcher>) {
-    let wake = Arc::new(Wake::default());
+    let (here, claimed_here) = mpsc::unbounded_channel();
+    let wake = Arc::new(Wake {
+        lanes: Notify::new(),
+        messages: Notify::new(),
+        here,
+        held_here: AtomicUsize::new(0),
+        waiting: Default::default(),
+        stopping: AtomicBool::new(false),
+        running: AtomicUsize::new(0),
+        ended: Notify::new(),
+    });
     dispatcher.claim_from_store(wake.clone());
     let c = Arc::new(Claimer {
         store,
         dispatcher,
         wake,
     });
+    tokio::spawn(c.clone().run_claimed_here(claimed_here));
     tokio::spawn(c.clone().listen());
     tokio::spawn(c.clone().claim_loop(Kind::Messages));
     tokio::spawn(c.clone().claim_loop(Kind::Lanes));
@@ -259,7 +372,11 @@ impl Claimer {
         let mut busy = false;
         loop {
             let free = slots.available_permits();
-            let want = free.min(kind.batch());
+            let want = if self.wake.stopping() {
+                0
+            } else {
+                free.min(kind.batch())
+            };
             if want > 0 && (!busy || free >= kind.refill()) {
                 match self.claim(kind, want).await {
                     Ok(claimed) => {
@@ -296,29 +413,52 @@ impl Claimer {
         }
     }
 
+    /// Runs the messages this node stored claimed, each on a task of its own.
+    async fn run_claimed_here(self: Arc<Self>, mut claimed: mpsc::UnboundedReceiver<Job>) {
+        while let Some(job) = claimed.recv().await {
+            let this = self.clone();
+            tokio::spawn(async move {
+                this.run_job(job, None).await;
+                this.wake.unreserve(1);
+            });
+        }
+    }
+
     async fn run_message(self: &Arc<Self>, c: ClaimedMessage) {
-        let key = TriggerKey {
-            tenant: c.tenant,
-            trigger: c.trigger,
-        };
-        let concurrency = self
-            .dispatcher
-            .trigger(&key)
-            .map_or(1, |t| t.delivery.concurrency);
-        let permit = self.dispatcher.permit(&key, concurrency).await;
-        let mut job = Job {
+        let job = Job {
             id: c.id,
-            key,
+            key: TriggerKey {
+                tenant: c.tenant,
+                trigger: c.trigger,
+            },
             lane: None,
             mode: c.mode,
             attempts: c.attempt.saturating_sub(1),
             run_at: c.started_at,
             input: Arc::new(c.input),
         };
-        let done = self.dispatcher.run_attempt(&mut job, c.started_at).await;
+        self.run_job(job, Some(c.started_at)).await
+    }
+
+    /// Runs a claimed message's attempt (started at the claim, or now when it was
+    /// claimed as it was stored) and writes its end behind.
+    async fn run_job(self: &Arc<Self>, mut job: Job, claimed_at: Option<Micros>) {
+        let concurrency = self
+            .dispatcher
+            .trigger(&job.key)
+            .map_or(1, |t| t.delivery.concurrency);
+        self.wake.wait_for_slot(job.id);
+        let permit = self.dispatcher.permit(&job.key, concurrency).await;
+        if !self.wake.start(job.id) {
+            // Handed back by a stopping node; another node runs it.
+            return;
+        }
+        let started_at = claimed_at.unwrap_or_else(now_micros);
+        let done = self.dispatcher.run_attempt(&mut job, started_at).await;
         drop(permit);
         let fail = fail_status(&done);
         self.store.finished_with(done.completion, fail).await;
+        self.wake.end();
         if let Some(w) = done.wake {
             self.dispatcher.waiters().notify(job.id, w);
         }

@@ -394,6 +394,45 @@ impl PgStore {
         .await
     }
 
+    /// Gives back messages this node claimed but has not started (it is stopping):
+    /// their unstarted attempt is taken back, they are queued again and the other
+    /// nodes are told. Returns how many were given back.
+    pub async fn hand_back(&self, ids: Vec<MessageId>) -> Result<u64, StoreError> {
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        let ids: Vec<uuid::Uuid> = ids.iter().map(|id| id.as_uuid()).collect();
+        {
+            let mut held = self.held.messages();
+            for id in &ids {
+                held.remove(id);
+            }
+        }
+        self.with(move |store, mut client| async move {
+            let tx = client.transaction().await.map_err(db)?;
+            // Served by the UNIQUE index on id.
+            let n = tx
+                .execute(
+                    "UPDATE messages SET status = CASE WHEN attempts > 1 THEN 'retrying' ELSE 'queued' END,
+                            holder = NULL, lease_until = NULL, attempts = attempts - 1,
+                            attempt_log = attempt_log - (jsonb_array_length(attempt_log) - 1)
+                     WHERE id = ANY($1) AND holder = $2 AND status = 'running' AND lane IS NULL
+                       AND finished_at IS NULL",
+                    &[&ids, &&*store.node],
+                )
+                .await
+                .map_err(db)?;
+            if n > 0 {
+                tx.execute("SELECT pg_notify('flowgate_work', '')", &[])
+                    .await
+                    .map_err(db)?;
+            }
+            tx.commit().await.map_err(db)?;
+            Ok(n)
+        })
+        .await
+    }
+
     /// Unfinished messages per trigger in the shared queue, for admission.
     /// Served by messages_lane (it holds every unfinished message, lane or not).
     pub async fn backlogs(&self) -> Result<Vec<(TenantName, TriggerName, i64)>, StoreError> {

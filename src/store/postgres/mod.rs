@@ -183,17 +183,33 @@ impl PgStore {
         F: FnOnce(Self, deadpool_postgres::Object) -> Fut + Send + 'static,
         Fut: Future<Output = Result<T, StoreError>> + Send + 'static,
     {
-        if self.closed.load(Ordering::Relaxed) {
-            return Err(unavailable("the store is closed"));
-        }
+        self.spawn_with(f).await
+    }
+
+    /// As `with`, but the work starts now, on the store's runtime; the future
+    /// returned only waits for it.
+    fn spawn_with<T, F, Fut>(
+        &self,
+        f: F,
+    ) -> impl Future<Output = Result<T, StoreError>> + Send + 'static
+    where
+        T: Send + 'static,
+        F: FnOnce(Self, deadpool_postgres::Object) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<T, StoreError>> + Send + 'static,
+    {
         let this = self.clone();
-        self.rt
-            .spawn(async move {
+        let running = (!self.closed.load(Ordering::Relaxed)).then(|| {
+            self.rt.spawn(async move {
                 let client = this.pool.get().await.map_err(unavailable)?;
                 f(this, client).await
             })
-            .await
-            .map_err(unavailable)?
+        });
+        async move {
+            match running {
+                Some(handle) => handle.await.map_err(unavailable)?,
+                None => Err(unavailable("the store is closed")),
+            }
+        }
     }
 
     async fn migrate(&self) -> Result<(), StoreError> {
@@ -239,8 +255,26 @@ impl PgStore {
     /// take `seq` values in commit order, which is what "the lowest unfinished
     /// message" relies on across nodes.
     pub async fn enqueue(&self, batch: &[NewMessage]) -> Result<Vec<EnqueueOutcome>, StoreError> {
+        self.enqueue_claiming(batch, &[]).await
+    }
+
+    /// As `enqueue`, and the messages marked in `mine` (unordered ones) are stored
+    /// already claimed by this node, their first attempt started under its lease:
+    /// the node that accepted them runs them without claiming them back, and if it
+    /// dies their leases lapse and any node takes them over.
+    ///
+    /// The batch is read before this returns; the future owns what it needs.
+    pub fn enqueue_claiming(
+        &self,
+        batch: &[NewMessage],
+        mine: &[bool],
+    ) -> impl Future<Output = Result<Vec<EnqueueOutcome>, StoreError>> + Send + 'static {
         let rows = rows::NewRows::from(batch);
-        self.with(move |_, mut client| async move {
+        let mine: Vec<bool> = (0..batch.len())
+            .map(|i| mine.get(i).copied().unwrap_or(false) && batch[i].lane.is_none())
+            .collect();
+        let now = crate::domain::now_micros();
+        self.spawn_with(move |store, mut client| async move {
             let tx = client.transaction().await.map_err(db)?;
             let lanes = rows.lanes();
             if !lanes.0.is_empty() {
@@ -263,11 +297,17 @@ impl PgStore {
                 .prepare_cached(
                     "WITH ins AS (
                         INSERT INTO messages (id, tenant, trigger, lane, mode, status, received_at, run_at,
-                                              idempotency_key, input)
-                        SELECT id, tenant, trigger, lane, mode, 'queued', received_at, received_at, ikey, input
+                                              idempotency_key, input, holder, lease_until, attempts, attempt_log)
+                        SELECT id, tenant, trigger, lane, mode, CASE WHEN mine THEN 'running' ELSE 'queued' END,
+                               received_at, received_at, ikey, input,
+                               CASE WHEN mine THEN $10::text END, CASE WHEN mine THEN $11::int8 + $12::int8 END,
+                               CASE WHEN mine THEN 1 ELSE 0 END,
+                               CASE WHEN mine THEN jsonb_build_array(jsonb_build_object('number', 1,
+                                   'started_at', $11::int8, 'finished_at', NULL, 'outcome', NULL, 'error', NULL))
+                                   ELSE '[]'::jsonb END
                         FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::int8[],
-                                    $7::text[], $8::text[])
-                             AS u(id, tenant, trigger, lane, mode, received_at, ikey, input)
+                                    $7::text[], $8::text[], $9::bool[])
+                             AS u(id, tenant, trigger, lane, mode, received_at, ikey, input, mine)
                         ON CONFLICT DO NOTHING
                         RETURNING id, tenant, trigger, lane),
                      counted AS (
@@ -284,7 +324,8 @@ impl PgStore {
                     &insert,
                     &[
                         &rows.id, &rows.tenant, &rows.trigger, &rows.lane, &rows.mode,
-                        &rows.received_at, &rows.ikey, &rows.input,
+                        &rows.received_at, &rows.ikey, &rows.input, &mine, &&*store.node, &now,
+                        &store.lease_us(),
                     ],
                 )
                 .await
@@ -314,15 +355,28 @@ impl PgStore {
                     None => return Err(StoreError::Corrupt(format!("message {first} vanished"))),
                 }
             }
-            if !inserted.is_empty() {
+            // Other nodes hear of work only when some is left for them.
+            let unclaimed = rows
+                .id
+                .iter()
+                .zip(&mine)
+                .any(|(id, mine)| !mine && inserted.contains(id));
+            if unclaimed {
                 tx.execute("SELECT pg_notify('flowgate_work', '')", &[])
                     .await
                     .map_err(db)?;
             }
             tx.commit().await.map_err(db)?;
+            // Leases taken here are renewed by the heartbeat from now on.
+            store.held.messages().extend(
+                rows.id
+                    .iter()
+                    .zip(&mine)
+                    .filter(|(id, mine)| **mine && inserted.contains(*id))
+                    .map(|(id, _)| *id),
+            );
             Ok(out)
         })
-        .await
     }
 
     /// Records an attempt's start: the message runs here, under this node's lease.

@@ -7,8 +7,7 @@ use deadpool_postgres::GenericClient;
 use tokio_postgres::Row;
 
 use crate::domain::{
-    AttemptRecord, MessageId, MessageStatus, MessageView, Mode, NewMessage, Outcome, TenantName,
-    TriggerName,
+    AttemptRecord, MessageId, MessageStatus, MessageView, Mode, NewMessage, TenantName, TriggerName,
 };
 use crate::store::types::{PendingMessage, StoreError};
 
@@ -109,29 +108,12 @@ fn json(s: Option<&str>) -> serde_json::Value {
 
 /// One attempt as the `attempt_log` array holds it.
 pub fn attempt_json(a: &AttemptRecord) -> serde_json::Value {
-    serde_json::json!({
-        "number": a.number,
-        "started_at": a.started_at,
-        "finished_at": a.finished_at,
-        "outcome": a.outcome.map(Outcome::as_str),
-        "error": a.error,
-    })
+    serde_json::to_value(a).unwrap_or(serde_json::Value::Null)
 }
 
 fn attempts(log: &serde_json::Value) -> Vec<AttemptRecord> {
     log.as_array()
-        .map(|items| {
-            items
-                .iter()
-                .map(|a| AttemptRecord {
-                    number: a["number"].as_u64().unwrap_or(0) as u32,
-                    started_at: a["started_at"].as_i64().unwrap_or(0),
-                    finished_at: a["finished_at"].as_i64(),
-                    outcome: a["outcome"].as_str().and_then(Outcome::parse),
-                    error: a["error"].as_str().map(str::to_owned),
-                })
-                .collect()
-        })
+        .map(|items| items.iter().map(AttemptRecord::from_json).collect())
         .unwrap_or_default()
 }
 
