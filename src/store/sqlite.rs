@@ -6,6 +6,8 @@
 //! channel so they see every write sent before them.
 
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread;
 
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
@@ -143,6 +145,8 @@ enum Op {
 #[derive(Clone)]
 pub struct SqliteStore {
     tx: mpsc::Sender<Op>,
+    /// Transactions the writer thread has committed.
+    commits: Arc<AtomicU64>,
 }
 
 pub(super) fn unavailable(e: impl std::fmt::Display) -> StoreError {
@@ -152,6 +156,11 @@ pub(super) fn unavailable(e: impl std::fmt::Display) -> StoreError {
 impl SqliteStore {
     /// Opens (creating if needed) the database file and runs the migrations.
     pub fn open(path: &str) -> Result<Self, StoreError> {
+        Self::open_with(path, RECORDS_LINGER)
+    }
+
+    /// `open`, with execution records held up to `linger` for more to join them.
+    fn open_with(path: &str, linger: std::time::Duration) -> Result<Self, StoreError> {
         let path = Path::new(path);
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent).map_err(|e| {
@@ -168,11 +177,15 @@ impl SqliteStore {
             .map_err(unavailable)?;
         migrate(&mut conn)?;
         let (tx, rx) = mpsc::channel(CHANNEL);
+        let commits = Arc::new(AtomicU64::new(0));
         thread::Builder::new()
             .name("flowgate-sqlite".into())
-            .spawn(move || writer(conn, rx))
+            .spawn({
+                let commits = commits.clone();
+                move || writer(conn, rx, linger, &commits)
+            })
             .map_err(|e| StoreError::Config(format!("cannot start the store thread: {e}")))?;
-        Ok(Self { tx })
+        Ok(Self { tx, commits })
     }
 
     async fn call<T>(&self, op: impl FnOnce(Reply<T>) -> Op) -> Result<T, StoreError> {
@@ -238,6 +251,11 @@ impl SqliteStore {
     }
 
     /// Runs `f` on the writer thread, after every write sent before it.
+    /// Transactions committed so far (each batch the writer thread applied).
+    pub fn commits(&self) -> u64 {
+        self.commits.load(Ordering::Relaxed)
+    }
+
     pub(super) async fn run_admin<T: Send + 'static>(
         &self,
         f: impl FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
@@ -282,22 +300,90 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     tx.commit().map_err(unavailable)
 }
 
-/// The writer thread: batches of operations, one transaction each.
-fn writer(mut conn: Connection, mut rx: mpsc::Receiver<Op>) {
-    let mut full_sync = true;
-    while let Some(first) = rx.blocking_recv() {
-        let (mut ops, mut close) = (Vec::new(), None);
-        match first {
-            Op::Close(reply) => close = Some(reply),
-            op => ops.push(op),
+/// Execution records that arrive with nothing else (no caller waits for their
+/// commit) wait this long for more to join them, up to `LINGER_BATCH` of them:
+/// at thousands of sync requests a second, many small commits, each writing the
+/// tail pages of the table and of every index again, become a few larger ones.
+/// Anything else that arrives (an accept, a read, a flush) ends the wait.
+const RECORDS_LINGER: std::time::Duration = std::time::Duration::from_millis(1);
+const LINGER_BATCH: usize = 256;
+
+/// The operations one transaction applies, and a close request that ends the thread.
+struct Batch {
+    ops: Vec<Op>,
+    close: Option<Reply<()>>,
+    records_only: bool,
+}
+
+impl Batch {
+    fn new(first: Op) -> Self {
+        let mut b = Self {
+            ops: Vec::new(),
+            close: None,
+            records_only: true,
+        };
+        b.add(first);
+        b
+    }
+
+    fn add(&mut self, op: Op) {
+        match op {
+            Op::Close(reply) => self.close = Some(reply),
+            op => {
+                self.records_only &=
+                    matches!(op, Op::Started(_) | Op::Finished(_) | Op::RecordExecuted(_));
+                self.ops.push(op);
+            }
         }
-        while close.is_none() && ops.len() < MAX_BATCH {
+    }
+
+    /// Takes whatever has queued up, without waiting.
+    fn drain(&mut self, rx: &mut mpsc::Receiver<Op>) {
+        while self.close.is_none() && self.ops.len() < MAX_BATCH {
             match rx.try_recv() {
-                Ok(Op::Close(reply)) => close = Some(reply),
-                Ok(op) => ops.push(op),
+                Ok(op) => self.add(op),
                 Err(_) => break,
             }
         }
+    }
+
+    fn lingers(&self) -> bool {
+        self.close.is_none() && self.records_only && self.ops.len() < LINGER_BATCH
+    }
+}
+
+/// The writer thread: batches of operations, one transaction each.
+fn writer(
+    mut conn: Connection,
+    mut rx: mpsc::Receiver<Op>,
+    linger: std::time::Duration,
+    commits: &AtomicU64,
+) {
+    // Only a clock, to wait for the channel with a deadline.
+    let timer = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .inspect_err(|e| tracing::warn!(error = %e, "store thread: records are not batched"))
+        .ok();
+    let mut full_sync = true;
+    while let Some(first) = rx.blocking_recv() {
+        let mut batch = Batch::new(first);
+        batch.drain(&mut rx);
+        if let Some(timer) = timer.as_ref().filter(|_| batch.lingers()) {
+            let until = tokio::time::Instant::now() + linger;
+            while batch.lingers() {
+                let next =
+                    timer.block_on(async { tokio::time::timeout_at(until, rx.recv()).await });
+                match next {
+                    Ok(Some(op)) => {
+                        batch.add(op);
+                        batch.drain(&mut rx);
+                    }
+                    Ok(None) | Err(_) => break,
+                }
+            }
+        }
+        let Batch { ops, close, .. } = batch;
         if !ops.is_empty() {
             // Accepted messages must survive power loss: their commit fsyncs the
             // WAL (and with it every earlier commit), and it comes first, so that
@@ -327,6 +413,7 @@ fn writer(mut conn: Connection, mut rx: mpsc::Receiver<Op>) {
                     }
                 }
                 apply_batch(&mut conn, ops);
+                commits.fetch_add(1, Ordering::Relaxed);
             }
         }
         if let Some(reply) = close {
@@ -749,6 +836,74 @@ fn purge(conn: &mut Connection, before: Micros) -> Result<u64, StoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn executed(n: i64) -> (NewMessage, Completion) {
+        let id = MessageId::new();
+        let m = NewMessage {
+            id,
+            tenant: TenantName::parse("acme").unwrap(),
+            trigger: TriggerName::parse("ItemPrice").unwrap(),
+            lane: None,
+            mode: Mode::Sync,
+            received_at: n,
+            idempotency_key: None,
+            input: serde_json::json!({"n": n}),
+        };
+        let c = Completion {
+            id,
+            attempt: 1,
+            started_at: n,
+            finished_at: n,
+            outcome: Outcome::Succeeded,
+            status: MessageStatus::Succeeded,
+            run_at: n,
+            blocking: false,
+            response: None,
+            trace: "[]".into(),
+            error: None,
+        };
+        (m, c)
+    }
+
+    /// Execution records wait for more to join their commit, but not for long:
+    /// one that nothing follows is committed on its own, and any read ends the wait.
+    #[tokio::test]
+    async fn execution_records_share_commits_and_lone_ones_are_committed() {
+        use std::time::{Duration, Instant};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("records.db");
+        let store =
+            SqliteStore::open_with(path.to_str().unwrap(), Duration::from_millis(400)).unwrap();
+        let reader = Connection::open(&path).unwrap();
+        let count = |conn: &Connection| -> i64 {
+            conn.query_row("SELECT count(*) FROM messages", [], |r| r.get(0))
+                .unwrap()
+        };
+        // Two records 50 ms apart: one commit, once the wait is over.
+        let before = store.commits();
+        let sent = Instant::now();
+        for n in 0..2 {
+            let (m, c) = executed(n);
+            store.record_executed(m, c).await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(count(&reader), 0, "committed before the wait was over");
+        while count(&reader) < 2 {
+            assert!(sent.elapsed() < Duration::from_secs(10), "never committed");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert!(sent.elapsed() >= Duration::from_millis(400));
+        assert_eq!(store.commits() - before, 1);
+
+        // A read that follows a record does not wait, and sees it.
+        let (m, c) = executed(2);
+        let id = m.id;
+        let sent = Instant::now();
+        store.record_executed(m, c).await;
+        assert!(store.get(id).await.unwrap().is_some());
+        assert!(sent.elapsed() < Duration::from_millis(300));
+        store.close().await.unwrap();
+    }
 
     /// A database made before inputs had a table of their own keeps every input.
     #[tokio::test]
