@@ -137,6 +137,14 @@ pub struct NewMessage {
     pub input: serde_json::Value,
 }
 
+impl NewMessage {
+    /// The input document as stored: JSON text. (`Value`'s `Display` goes through
+    /// `fmt::Write` and checks every piece it writes; this writes bytes once.)
+    pub fn input_text(&self) -> String {
+        serde_json::to_string(&self.input).unwrap_or_else(|_| "null".into())
+    }
+}
+
 /// How one attempt ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -46,7 +46,7 @@ impl From<&NewMessage> for NewRow {
             mode: m.mode.as_str(),
             received_at: m.received_at,
             idempotency_key: m.idempotency_key.clone(),
-            input: m.input.to_string(),
+            input: m.input_text(),
         }
     }
 }

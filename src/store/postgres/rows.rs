@@ -45,7 +45,7 @@ impl From<&[NewMessage]> for NewRows {
             r.mode.push(m.mode.as_str());
             r.received_at.push(m.received_at);
             r.ikey.push(m.idempotency_key.clone());
-            r.input.push(m.input.to_string());
+            r.input.push(m.input_text());
         }
         r
     }

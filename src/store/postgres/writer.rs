@@ -216,7 +216,7 @@ async fn insert_executed<C: GenericClient>(
         log.push(serde_json::Value::Array(vec![attempt_of(c)]));
         finished_at.push(c.status.is_final().then_some(c.finished_at));
         ikey.push(m.idempotency_key.as_deref());
-        input.push(m.input.to_string());
+        input.push(m.input_text());
         response.push(response_text(c));
         trace.push(c.trace.as_str());
         error.push(c.error.as_deref());
