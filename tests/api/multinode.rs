@@ -268,27 +268,55 @@ async fn post_slow(base: &str, n: usize) {
     }
 }
 
+/// Two nodes on a fresh schema (`lease` as given, one worker each) serving the
+/// slow trigger, whose every call to the stub takes 50 ms.
+struct SlowPair {
+    pg: PgSchema,
+    stub: Stub,
+    first: Server,
+    second: Server,
+    _dir: tempfile::TempDir,
+}
+
+async fn slow_pair(test: &str, lease: &str) -> Option<SlowPair> {
+    let pg = schema(test).await?;
+    let stub = Stub::start(Reply::json(200, json!({})).delay(Duration::from_millis(50))).await;
+    let dir = tempfile::tempdir().unwrap();
+    slow_flow(&dir.path().join("flows"), &stub);
+    let env = [
+        ("FLOWGATE_LEASE", lease),
+        ("FLOWGATE_WORKERS", "1"),
+        ("FLOWGATE_POOL_SIZE", "4"),
+    ];
+    let first = spawn_server(dir.path(), "a.log", &pg.url, &env).await;
+    let second = spawn_server(dir.path(), "b.log", &pg.url, &env).await;
+    Some(SlowPair {
+        pg,
+        stub,
+        first,
+        second,
+        _dir: dir,
+    })
+}
+
 /// Unordered messages are stored claimed by the node that accepted them, which
 /// runs them without claiming them back; when it dies holding some, their leases
 /// lapse and another node runs them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn messages_claimed_by_a_node_as_it_accepted_them_run_elsewhere_when_it_dies() {
     const MESSAGES: usize = 60;
-    let Some(pg) = schema("multinode_claimed").await else {
-        return;
-    };
     // Each call takes 50 ms and the trigger runs one at a time: the accepting
     // node still holds most of the messages when it is killed.
-    let stub = Stub::start(Reply::json(200, json!({})).delay(Duration::from_millis(50))).await;
-    let dir = tempfile::tempdir().unwrap();
-    slow_flow(&dir.path().join("flows"), &stub);
-    let env = [
-        ("FLOWGATE_LEASE", "2s"),
-        ("FLOWGATE_WORKERS", "1"),
-        ("FLOWGATE_POOL_SIZE", "4"),
-    ];
-    let mut accepting = spawn_server(dir.path(), "a.log", &pg.url, &env).await;
-    let other = spawn_server(dir.path(), "b.log", &pg.url, &env).await;
+    let Some(SlowPair {
+        pg,
+        stub,
+        first: mut accepting,
+        second: other,
+        _dir,
+    }) = slow_pair("multinode_claimed", "2s").await
+    else {
+        return;
+    };
 
     post_slow(&accepting.base, MESSAGES).await;
     // Stored claimed: running under one node's lease, none left queued for others.
@@ -333,19 +361,16 @@ async fn messages_claimed_by_a_node_as_it_accepted_them_run_elsewhere_when_it_di
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stopping_node_hands_back_what_it_has_not_started() {
     const MESSAGES: usize = 40;
-    let Some(pg) = schema("multinode_stop").await else {
+    let Some(SlowPair {
+        pg,
+        stub: _stub,
+        first: mut stopping,
+        second: other,
+        _dir,
+    }) = slow_pair("multinode_stop", "30s").await
+    else {
         return;
     };
-    let stub = Stub::start(Reply::json(200, json!({})).delay(Duration::from_millis(50))).await;
-    let dir = tempfile::tempdir().unwrap();
-    slow_flow(&dir.path().join("flows"), &stub);
-    let env = [
-        ("FLOWGATE_LEASE", "30s"),
-        ("FLOWGATE_WORKERS", "1"),
-        ("FLOWGATE_POOL_SIZE", "4"),
-    ];
-    let mut stopping = spawn_server(dir.path(), "a.log", &pg.url, &env).await;
-    let other = spawn_server(dir.path(), "b.log", &pg.url, &env).await;
     post_slow(&stopping.base, MESSAGES).await;
 
     let stopped = std::time::Instant::now();
