@@ -5,6 +5,7 @@
 //! with one fsync (`synchronous=FULL`): group commit. Reads go through the same
 //! channel so they see every write sent before them.
 
+use std::future::Future;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -188,14 +189,28 @@ impl SqliteStore {
         Ok(Self { tx, commits })
     }
 
-    async fn call<T>(&self, op: impl FnOnce(Reply<T>) -> Op) -> Result<T, StoreError> {
+    async fn call<T: Send + 'static>(
+        &self,
+        op: impl FnOnce(Reply<T>) -> Op,
+    ) -> Result<T, StoreError> {
+        self.begin(op).await.await
+    }
+
+    /// Sends `op` to the writer thread now; the future returned waits for its answer.
+    async fn begin<T>(
+        &self,
+        op: impl FnOnce(Reply<T>) -> Op,
+    ) -> impl Future<Output = Result<T, StoreError>> + Send + 'static
+    where
+        T: Send + 'static,
+    {
         let (tx, rx) = oneshot::channel();
-        self.tx
-            .send(op(tx))
-            .await
-            .map_err(|_| unavailable("the store thread has stopped"))?;
-        rx.await
-            .map_err(|_| unavailable("the store thread has stopped"))?
+        let sent = self.tx.send(op(tx)).await;
+        async move {
+            sent.map_err(|_| unavailable("the store thread has stopped"))?;
+            rx.await
+                .map_err(|_| unavailable("the store thread has stopped"))?
+        }
     }
 
     async fn send(&self, op: Op) {
@@ -211,13 +226,7 @@ impl SqliteStore {
     }
     pub async fn submit(&self, batch: &[NewMessage]) -> Submitted {
         let rows = batch.iter().map(NewRow::from).collect();
-        let (reply, rx) = oneshot::channel();
-        let sent = self.tx.send(Op::Enqueue(rows, reply)).await;
-        Box::pin(async move {
-            sent.map_err(|_| unavailable("the store thread has stopped"))?;
-            rx.await
-                .map_err(|_| unavailable("the store thread has stopped"))?
-        })
+        Box::pin(self.begin(|r| Op::Enqueue(rows, r)).await)
     }
     pub async fn started(&self, id: MessageId, attempt: AttemptRecord) {
         self.send(Op::Started(StartRow {
@@ -250,12 +259,12 @@ impl SqliteStore {
         self.call(Op::Close).await
     }
 
-    /// Runs `f` on the writer thread, after every write sent before it.
     /// Transactions committed so far (each batch the writer thread applied).
     pub fn commits(&self) -> u64 {
         self.commits.load(Ordering::Relaxed)
     }
 
+    /// Runs `f` on the writer thread, after every write sent before it.
     pub(super) async fn run_admin<T: Send + 'static>(
         &self,
         f: impl FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,

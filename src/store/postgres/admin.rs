@@ -14,7 +14,7 @@ use crate::store::StoreError;
 use crate::store::admin::{BlockedLane, MessageQuery, MessageSummary, Release, StatusCount};
 
 use super::rows::{message_id, names, status};
-use super::{PgStore, db};
+use super::{PgStore, db, notify_work};
 
 const SUMMARY_COLUMNS: &str =
     "id, tenant, trigger, lane, status, received_at, finished_at, attempts,
@@ -278,9 +278,7 @@ impl PgStore {
             )
             .await
             .map_err(db)?;
-            tx.execute("SELECT pg_notify('flowgate_work', '')", &[])
-                .await
-                .map_err(db)?;
+            notify_work(&tx).await?;
             tx.commit().await.map_err(db)?;
             Ok(true)
         })

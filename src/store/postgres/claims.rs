@@ -19,7 +19,7 @@ use crate::store::types::{Completion, StoreError};
 
 use super::rows::{message_id, mode, names, status};
 use super::writer::apply_completions;
-use super::{PgStore, db, unavailable};
+use super::{PgStore, db, notify_work, unavailable};
 
 /// An unordered message this node now runs (its attempt `attempt` has started).
 #[derive(Debug, Clone)]
@@ -423,9 +423,7 @@ impl PgStore {
                 .await
                 .map_err(db)?;
             if n > 0 {
-                tx.execute("SELECT pg_notify('flowgate_work', '')", &[])
-                    .await
-                    .map_err(db)?;
+                notify_work(&tx).await?;
             }
             tx.commit().await.map_err(db)?;
             Ok(n)

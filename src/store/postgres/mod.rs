@@ -110,6 +110,15 @@ pub(crate) fn unavailable(e: impl std::fmt::Display) -> StoreError {
     StoreError::Unavailable(e.to_string())
 }
 
+/// Tells every node (this one too) that the shared queue has work, once the
+/// transaction `c` belongs to commits.
+async fn notify_work<C: deadpool_postgres::GenericClient>(c: &C) -> Result<(), StoreError> {
+    c.execute("SELECT pg_notify('flowgate_work', '')", &[])
+        .await
+        .map_err(db)?;
+    Ok(())
+}
+
 fn db(e: tokio_postgres::Error) -> StoreError {
     // A constraint or syntax error is a bug, not an outage; both fail the request.
     match e.as_db_error() {
@@ -362,9 +371,7 @@ impl PgStore {
                 .zip(&mine)
                 .any(|(id, mine)| !mine && inserted.contains(id));
             if unclaimed {
-                tx.execute("SELECT pg_notify('flowgate_work', '')", &[])
-                    .await
-                    .map_err(db)?;
+                notify_work(&tx).await?;
             }
             tx.commit().await.map_err(db)?;
             // Leases taken here are renewed by the heartbeat from now on.
