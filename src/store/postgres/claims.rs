@@ -416,8 +416,7 @@ impl PgStore {
                     "UPDATE messages SET status = CASE WHEN attempts > 1 THEN 'retrying' ELSE 'queued' END,
                             holder = NULL, lease_until = NULL, attempts = attempts - 1,
                             attempt_log = attempt_log - (jsonb_array_length(attempt_log) - 1)
-                     WHERE id = ANY($1) AND holder = $2 AND status = 'running' AND lane IS NULL
-                       AND finished_at IS NULL",
+                     WHERE id = ANY($1) AND holder = $2 AND status = 'running' AND lane IS NULL",
                     &[&ids, &&*store.node],
                 )
                 .await
@@ -503,7 +502,7 @@ impl PgStore {
     /// interrupted and their messages are queued again. Returns how many messages.
     pub async fn reclaim(&self, now: Micros) -> Result<u64, StoreError> {
         self.with(move |store, client| async move {
-            // Served by messages_held.
+            // Served by messages_lane (it holds every unfinished message).
             let n = client
                 .execute(
                     "UPDATE messages m SET status = 'queued', holder = NULL, lease_until = NULL,
@@ -513,7 +512,7 @@ impl PgStore {
                                         'outcome', 'interrupted',
                                         'error', 'the node running this attempt stopped or lost its lease'))
                                 ELSE m.attempt_log END
-                     WHERE status = 'running' AND (holder = $1 OR lease_until < $2)",
+                     WHERE finished_at IS NULL AND status = 'running' AND (holder = $1 OR lease_until < $2)",
                     &[&&*store.node, &now],
                 )
                 .await

@@ -47,6 +47,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "admin",
         include_str!("../../../migrations/postgres/0003_admin.sql"),
     ),
+    (
+        4,
+        "no_held_index",
+        include_str!("../../../migrations/postgres/0004_no_held_index.sql"),
+    ),
 ];
 
 /// Any key shared by every flowgate node: serialises migrations.

@@ -144,7 +144,10 @@ async fn apply_starts<C: GenericClient>(
     let id: Vec<uuid::Uuid> = started.iter().map(|s| s.0).collect();
     let number: Vec<i32> = started.iter().map(|s| s.1.number as i32).collect();
     let attempt: Vec<serde_json::Value> = started.iter().map(|s| attempt_json(s.1)).collect();
-    // Served by the UNIQUE index on id.
+    // Served by the UNIQUE index on id. Unfinished is said by status, not by
+    // `finished_at IS NULL`: that predicate would let the planner scan a partial
+    // index of unfinished messages, which holds an entry for every message
+    // finished since the last vacuum.
     let stmt = tx
         .prepare_cached(
             "UPDATE messages m SET status = 'running', attempts = u.number, holder = $1, lease_until = $2,
@@ -156,9 +159,9 @@ async fn apply_starts<C: GenericClient>(
                         ELSE m.attempt_log END) || jsonb_build_array(u.attempt)
              FROM (SELECT u.* FROM unnest($4::uuid[], $5::int4[], $6::jsonb[]) AS u(id, number, attempt)
                    JOIN messages x ON x.id = u.id
-                   WHERE x.finished_at IS NULL AND x.attempts < u.number
+                   WHERE x.status IN ('queued', 'running', 'retrying') AND x.attempts < u.number
                    FOR UPDATE OF x SKIP LOCKED) u
-             WHERE m.id = u.id AND m.finished_at IS NULL AND m.attempts < u.number",
+             WHERE m.id = u.id AND m.status IN ('queued', 'running', 'retrying') AND m.attempts < u.number",
         )
         .await
         .map_err(db)?;
@@ -296,8 +299,9 @@ pub async fn apply_completions<C: GenericClient>(
         error.push(c.error.as_deref());
         attempt.push(attempt_of(c));
     }
-    // Served by the UNIQUE index on id and the lanes primary key. The attempt
-    // replaces its start entry, or is appended when the start was never written.
+    // Served by the UNIQUE index on id and the lanes primary key (unfinished is
+    // said by status, as in `apply_starts`). The attempt replaces its start entry,
+    // or is appended when the start was never written.
     let stmt = tx
         .prepare_cached(
             "WITH u AS (
@@ -314,7 +318,7 @@ pub async fn apply_completions<C: GenericClient>(
                            THEN jsonb_set(m.attempt_log, ARRAY[(u.number - 1)::text], u.attempt)
                            ELSE m.attempt_log || jsonb_build_array(u.attempt) END
                 FROM u
-                WHERE m.id = u.id AND m.finished_at IS NULL
+                WHERE m.id = u.id AND m.status IN ('queued', 'running', 'retrying')
                   AND (m.lane IS NOT NULL OR m.holder IS NULL OR (m.holder = $11 AND m.attempts = u.number))
                 RETURNING m.id, m.tenant, m.trigger, m.lane, m.mode, u.finished_at IS NOT NULL AS final,
                           u.blocking),
