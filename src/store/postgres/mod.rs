@@ -289,106 +289,44 @@ impl PgStore {
             .collect();
         let now = crate::domain::now_micros();
         self.spawn_with(move |store, mut client| async move {
-            let tx = client.transaction().await.map_err(db)?;
             let lanes = rows.lanes();
-            if !lanes.0.is_empty() {
-                // Served by the lanes primary key.
-                let lock = tx
-                    .prepare_cached(
-                        "INSERT INTO lanes (tenant, trigger, lane)
-                         SELECT * FROM unnest($1::text[], $2::text[], $3::text[]) ORDER BY 1, 2, 3
-                         ON CONFLICT (tenant, trigger, lane) DO UPDATE SET pending = lanes.pending",
-                    )
-                    .await
-                    .map_err(db)?;
-                tx.execute(&lock, &[&lanes.0, &lanes.1, &lanes.2])
-                    .await
-                    .map_err(db)?;
+            if lanes.0.is_empty() {
+                // One statement is a transaction of its own: no BEGIN and COMMIT
+                // round trips. Duplicates are read and others told after it commits.
+                let out = insert_batch(&client, &store, &rows, &mine, now).await?;
+                store.hold_claimed(&rows, &mine, &out);
+                return Ok(out);
             }
-            // The partial unique index rejects a repeated Idempotency-Key; the
-            // lanes' counts grow by what was really inserted.
-            let insert = tx
+            let tx = client.transaction().await.map_err(db)?;
+            // Served by the lanes primary key.
+            let lock = tx
                 .prepare_cached(
-                    "WITH ins AS (
-                        INSERT INTO messages (id, tenant, trigger, lane, mode, status, received_at, run_at,
-                                              idempotency_key, input, holder, lease_until, attempts, attempt_log)
-                        SELECT id, tenant, trigger, lane, mode, CASE WHEN mine THEN 'running' ELSE 'queued' END,
-                               received_at, received_at, ikey, input,
-                               CASE WHEN mine THEN $10::text END, CASE WHEN mine THEN $11::int8 + $12::int8 END,
-                               CASE WHEN mine THEN 1 ELSE 0 END,
-                               CASE WHEN mine THEN jsonb_build_array(jsonb_build_object('number', 1,
-                                   'started_at', $11::int8, 'finished_at', NULL, 'outcome', NULL, 'error', NULL))
-                                   ELSE '[]'::jsonb END
-                        FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::int8[],
-                                    $7::text[], $8::text[], $9::bool[])
-                             AS u(id, tenant, trigger, lane, mode, received_at, ikey, input, mine)
-                        ON CONFLICT DO NOTHING
-                        RETURNING id, tenant, trigger, lane),
-                     counted AS (
-                        UPDATE lanes l SET pending = l.pending + c.n
-                        FROM (SELECT tenant, trigger, lane, count(*) AS n FROM ins
-                              WHERE lane IS NOT NULL GROUP BY 1, 2, 3) c
-                        WHERE l.tenant = c.tenant AND l.trigger = c.trigger AND l.lane = c.lane)
-                     SELECT id FROM ins",
+                    "INSERT INTO lanes (tenant, trigger, lane)
+                     SELECT * FROM unnest($1::text[], $2::text[], $3::text[]) ORDER BY 1, 2, 3
+                     ON CONFLICT (tenant, trigger, lane) DO UPDATE SET pending = lanes.pending",
                 )
                 .await
                 .map_err(db)?;
-            let inserted = tx
-                .query(
-                    &insert,
-                    &[
-                        &rows.id, &rows.tenant, &rows.trigger, &rows.lane, &rows.mode,
-                        &rows.received_at, &rows.ikey, &rows.input, &mine, &&*store.node, &now,
-                        &store.lease_us(),
-                    ],
-                )
+            tx.execute(&lock, &[&lanes.0, &lanes.1, &lanes.2])
                 .await
                 .map_err(db)?;
-            let inserted: std::collections::HashSet<uuid::Uuid> =
-                inserted.iter().map(|r| r.get(0)).collect();
-            let mut out = Vec::with_capacity(rows.id.len());
-            for (i, id) in rows.id.iter().enumerate() {
-                if inserted.contains(id) {
-                    out.push(EnqueueOutcome::Inserted);
-                    continue;
-                }
-                // Served by messages_idempotency.
-                let first = tx
-                    .query_opt(
-                        "SELECT id FROM messages WHERE tenant = $1 AND trigger = $2 AND idempotency_key = $3",
-                        &[&rows.tenant[i], &rows.trigger[i], &rows.ikey[i]],
-                    )
-                    .await
-                    .map_err(db)?
-                    .map(|r| rows::message_id(r.get(0)));
-                let Some(first) = first else {
-                    return Err(StoreError::Corrupt(format!("message {id} conflicts but has no twin")));
-                };
-                match rows::get(&tx, first).await? {
-                    Some(view) => out.push(EnqueueOutcome::Duplicate(Box::new(view))),
-                    None => return Err(StoreError::Corrupt(format!("message {first} vanished"))),
-                }
-            }
-            // Other nodes hear of work only when some is left for them.
-            let unclaimed = rows
-                .id
-                .iter()
-                .zip(&mine)
-                .any(|(id, mine)| !mine && inserted.contains(id));
-            if unclaimed {
-                notify_work(&tx).await?;
-            }
+            let out = insert_batch(&tx, &store, &rows, &mine, now).await?;
             tx.commit().await.map_err(db)?;
-            // Leases taken here are renewed by the heartbeat from now on.
-            store.held.messages().extend(
-                rows.id
-                    .iter()
-                    .zip(&mine)
-                    .filter(|(id, mine)| **mine && inserted.contains(*id))
-                    .map(|(id, _)| *id),
-            );
+            store.hold_claimed(&rows, &mine, &out);
             Ok(out)
         })
+    }
+
+    /// Leases taken as messages were stored are renewed by the heartbeat from now on.
+    fn hold_claimed(&self, rows: &rows::NewRows, mine: &[bool], out: &[EnqueueOutcome]) {
+        self.held.messages().extend(
+            rows.id
+                .iter()
+                .zip(mine)
+                .zip(out)
+                .filter(|((_, mine), o)| **mine && matches!(o, EnqueueOutcome::Inserted))
+                .map(|((id, _), _)| *id),
+        );
     }
 
     /// Records an attempt's start: the message runs here, under this node's lease.
@@ -510,4 +448,102 @@ impl PgStore {
         })
         .await
     }
+}
+
+/// Inserts a batch's messages (those in `mine` claimed by this node, their first
+/// attempt started at `now`), counts them into their lanes, finds the first
+/// message of each repeated Idempotency-Key, and tells other nodes of work left
+/// for them. Ordered messages need their lanes locked first, in the same transaction.
+async fn insert_batch<C: deadpool_postgres::GenericClient>(
+    client: &C,
+    store: &PgStore,
+    rows: &rows::NewRows,
+    mine: &[bool],
+    now: Micros,
+) -> Result<Vec<EnqueueOutcome>, StoreError> {
+    // The partial unique index rejects a repeated Idempotency-Key; the lanes'
+    // counts grow by what was really inserted.
+    let insert = client
+        .prepare_cached(
+            "WITH ins AS (
+                INSERT INTO messages (id, tenant, trigger, lane, mode, status, received_at, run_at,
+                                      idempotency_key, input, holder, lease_until, attempts, attempt_log)
+                SELECT id, tenant, trigger, lane, mode, CASE WHEN mine THEN 'running' ELSE 'queued' END,
+                       received_at, received_at, ikey, input,
+                       CASE WHEN mine THEN $10::text END, CASE WHEN mine THEN $11::int8 + $12::int8 END,
+                       CASE WHEN mine THEN 1 ELSE 0 END,
+                       CASE WHEN mine THEN jsonb_build_array(jsonb_build_object('number', 1,
+                           'started_at', $11::int8, 'finished_at', NULL, 'outcome', NULL, 'error', NULL))
+                           ELSE '[]'::jsonb END
+                FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::int8[],
+                            $7::text[], $8::text[], $9::bool[])
+                     AS u(id, tenant, trigger, lane, mode, received_at, ikey, input, mine)
+                ON CONFLICT DO NOTHING
+                RETURNING id, tenant, trigger, lane),
+             counted AS (
+                UPDATE lanes l SET pending = l.pending + c.n
+                FROM (SELECT tenant, trigger, lane, count(*) AS n FROM ins
+                      WHERE lane IS NOT NULL GROUP BY 1, 2, 3) c
+                WHERE l.tenant = c.tenant AND l.trigger = c.trigger AND l.lane = c.lane)
+             SELECT id FROM ins",
+        )
+        .await
+        .map_err(db)?;
+    let inserted = client
+        .query(
+            &insert,
+            &[
+                &rows.id,
+                &rows.tenant,
+                &rows.trigger,
+                &rows.lane,
+                &rows.mode,
+                &rows.received_at,
+                &rows.ikey,
+                &rows.input,
+                &mine,
+                &&*store.node,
+                &now,
+                &store.lease_us(),
+            ],
+        )
+        .await
+        .map_err(db)?;
+    let inserted: std::collections::HashSet<uuid::Uuid> =
+        inserted.iter().map(|r| r.get(0)).collect();
+    let mut out = Vec::with_capacity(rows.id.len());
+    for (i, id) in rows.id.iter().enumerate() {
+        if inserted.contains(id) {
+            out.push(EnqueueOutcome::Inserted);
+            continue;
+        }
+        // Served by messages_idempotency.
+        let first = client
+            .query_opt(
+                "SELECT id FROM messages WHERE tenant = $1 AND trigger = $2 AND idempotency_key = $3",
+                &[&rows.tenant[i], &rows.trigger[i], &rows.ikey[i]],
+            )
+            .await
+            .map_err(db)?
+            .map(|r| rows::message_id(r.get(0)));
+        let Some(first) = first else {
+            return Err(StoreError::Corrupt(format!(
+                "message {id} conflicts but has no twin"
+            )));
+        };
+        match rows::get(client, first).await? {
+            Some(view) => out.push(EnqueueOutcome::Duplicate(Box::new(view))),
+            None => return Err(StoreError::Corrupt(format!("message {first} vanished"))),
+        }
+    }
+    // Other nodes hear of work only when some is left for them.
+    let unclaimed = rows
+        .id
+        .iter()
+        .zip(mine)
+        .any(|(id, mine)| !mine && inserted.contains(id));
+    if unclaimed {
+        notify_work(client).await?;
+    }
+    Ok(out)
 }
