@@ -143,6 +143,16 @@ impl PgStore {
             .keepalives(true)
             .keepalives_idle(Duration::from_secs(10))
             .application_name("flowgate");
+        // No bitmap scans for the store's own queries. The partial indexes of
+        // unfinished messages keep an entry for every message finished since the
+        // last vacuum (on a large table, a day's traffic or more); a bitmap scan
+        // visits each such entry's row on every claim and backlog count, while a
+        // plain index scan marks the dead ones and skips them from then on.
+        let server_options = match config.get_options() {
+            Some(o) => format!("{o} -c enable_bitmapscan=off"),
+            None => "-c enable_bitmapscan=off".to_owned(),
+        };
+        config.options(&server_options);
         let manager = Manager::from_config(
             config,
             NoTls,
