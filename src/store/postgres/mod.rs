@@ -52,6 +52,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "no_held_index",
         include_str!("../../../migrations/postgres/0004_no_held_index.sql"),
     ),
+    (
+        5,
+        "lz4",
+        include_str!("../../../migrations/postgres/0005_lz4.sql"),
+    ),
 ];
 
 /// Any key shared by every flowgate node: serialises migrations.
