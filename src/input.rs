@@ -86,23 +86,31 @@ pub fn document(trigger: &Trigger, req: Request<'_>) -> Result<Value, Vec<InputE
             };
         headers.insert(name, Value::String(value));
     }
-    let mut doc = json!({
-        "message_id": req.id.to_string(),
-        "tenant": trigger.key.tenant.as_str(),
-        "trigger": trigger.key.trigger.as_str(),
-        "received_at": format_rfc3339(req.received_at),
-        "method": req.method.as_str(),
-        "params": params,
-        "query": query_object(&pairs),
-        "headers": headers,
-        "body": body,
-        "auth": req.auth,
-    });
+    // Built by moving each part in: `json!` would copy the body and the maps
+    // through the serializer.
+    let mut doc = Map::with_capacity(11);
+    let text = |s: &str| Value::String(s.to_owned());
+    doc.insert("message_id".into(), Value::String(req.id.to_string()));
+    doc.insert("tenant".into(), text(trigger.key.tenant.as_str()));
+    doc.insert("trigger".into(), text(trigger.key.trigger.as_str()));
+    doc.insert(
+        "received_at".into(),
+        Value::String(format_rfc3339(req.received_at)),
+    );
+    doc.insert("method".into(), text(req.method.as_str()));
+    doc.insert("params".into(), Value::Object(params));
+    doc.insert("query".into(), Value::Object(query_object(&pairs)));
+    doc.insert("headers".into(), Value::Object(headers));
+    doc.insert("body".into(), body);
+    doc.insert("auth".into(), req.auth);
     if xml && !req.body.is_empty() {
         // The exact text as well, for flows that forward or archive it.
-        doc["raw_body"] = Value::String(String::from_utf8_lossy(req.body).into_owned());
+        doc.insert(
+            "raw_body".into(),
+            Value::String(String::from_utf8_lossy(req.body).into_owned()),
+        );
     }
-    Ok(doc)
+    Ok(Value::Object(doc))
 }
 
 fn essence(content_type: Option<&str>) -> String {
