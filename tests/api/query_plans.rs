@@ -123,6 +123,58 @@ async fn log_history_queries_use_indexes_at_100k_messages_on_postgres() {
     // planner then knows the table is large and each trigger a fraction of it.
     crate::pg::run(&pg.url, "ANALYZE messages").await.unwrap();
     check(&store, assert_pg_indexed).await;
+    queue_statements_read_by_id(&store, &pg.url).await;
+}
+
+/// The queue's frequent statements on a table whose statistics say that a few
+/// per cent of the messages are unfinished, as under load: the partial indexes of
+/// unfinished messages then look cheap to the planner, though until the next
+/// vacuum they hold an entry for every message that finished since. Ends and
+/// lease renewals must go by id; nothing may be a bitmap scan (which visits
+/// every such entry's row, each time) or a scan of the table.
+async fn queue_statements_read_by_id(store: &Store, url: &str) {
+    let queued: Vec<NewMessage> = (0..3_000)
+        .map(|i| NewMessage {
+            id: MessageId::new(),
+            tenant: TenantName::parse("acme").unwrap(),
+            trigger: TriggerName::parse("Queued").unwrap(),
+            lane: None,
+            mode: Mode::Async,
+            received_at: flowgate::domain::now_micros(),
+            idempotency_key: None,
+            input: json!({"body": {"n": i}}),
+        })
+        .collect();
+    let pg = store.shared().unwrap();
+    for chunk in queued.chunks(500) {
+        pg.enqueue(chunk).await.unwrap();
+    }
+    crate::pg::run(url, "ANALYZE messages").await.unwrap();
+    let page = store
+        .list_messages(MessageQuery {
+            triggers: vec![key("Orders")],
+            limit: 32,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let ids: Vec<MessageId> = page.iter().map(|m| m.id).collect();
+    assert_eq!(ids.len(), 32);
+    let plans = pg.explain_queue(ids).await.unwrap();
+    assert_eq!(plans.len(), 4);
+    for (what, plan) in plans {
+        assert!(!plan.contains("Bitmap"), "{what} is a bitmap scan:\n{plan}");
+        assert!(
+            !plan.contains("Seq Scan on messages"),
+            "{what} scans the table:\n{plan}"
+        );
+        if what == "end of attempts" || what == "lease renewal" {
+            assert!(
+                plan.contains("using messages_id_key on messages"),
+                "{what} does not look its messages up by id:\n{plan}"
+            );
+        }
+    }
 }
 
 /// Runs each log history query shape: its plans pass `assert`, and it answers

@@ -18,7 +18,7 @@ use crate::domain::{MessageId, MessageStatus, Micros, Mode, TenantName, TriggerN
 use crate::store::types::{Completion, StoreError};
 
 use super::rows::{message_id, mode, names, status};
-use super::writer::apply_completions;
+use super::writer::{END_ATTEMPTS, apply_completions};
 use super::{PgStore, db, notify_work, unavailable};
 
 /// An unordered message this node now runs (its attempt `attempt` has started).
@@ -75,6 +75,37 @@ pub enum Wakeup {
     Done(Vec<MessageId>),
 }
 
+/// Claims unordered messages (see `claim_messages`). Served by messages_unordered
+/// (same predicate, in seq order), read by a plain index scan.
+const CLAIM_MESSAGES: &str = "WITH c AS (
+    SELECT seq FROM messages
+    WHERE lane IS NULL AND finished_at IS NULL
+      AND ((status IN ('queued', 'retrying') AND run_at <= $1)
+           OR (status = 'running' AND lease_until < $1))
+    ORDER BY seq LIMIT $2 FOR UPDATE SKIP LOCKED)
+ UPDATE messages m SET status = 'running', holder = $3, lease_until = $1 + $4,
+        attempts = m.attempts + 1,
+        attempt_log = (CASE WHEN m.status = 'running' AND jsonb_array_length(m.attempt_log) > 0
+            THEN jsonb_set(m.attempt_log, ARRAY[(jsonb_array_length(m.attempt_log) - 1)::text],
+                 (m.attempt_log -> -1) || jsonb_build_object('finished_at', $1::int8,
+                    'outcome', 'interrupted',
+                    'error', 'the node running this attempt stopped or lost its lease'))
+            ELSE m.attempt_log END)
+            || jsonb_build_array(jsonb_build_object('number', m.attempts + 1,
+                 'started_at', $1::int8, 'finished_at', NULL, 'outcome', NULL, 'error', NULL))
+ FROM c WHERE m.seq = c.seq
+ RETURNING m.id, m.tenant, m.trigger, m.mode, m.attempts, m.input, m.seq";
+
+/// Renews this node's leases on the messages it runs. Served by the UNIQUE index
+/// on id.
+const RENEW_MESSAGES: &str = "UPDATE messages SET lease_until = $2
+     WHERE id = ANY($3) AND holder = $1 AND status = 'running'";
+
+/// Unfinished messages per trigger. Served by messages_lane (it holds every
+/// unfinished message, lane or not).
+const BACKLOGS: &str = "SELECT tenant, trigger, count(*) FROM messages
+     WHERE finished_at IS NULL GROUP BY 1, 2";
+
 impl PgStore {
     /// Claims up to `limit` runnable unordered messages, oldest first: queued or
     /// due for retry, or running under a lapsed lease (that attempt is recorded as
@@ -85,32 +116,12 @@ impl PgStore {
         now: Micros,
     ) -> Result<Vec<ClaimedMessage>, StoreError> {
         self.with(move |store, client| async move {
-            // Served by messages_unordered (same predicate, in seq order).
-            let stmt = client
-                .prepare_cached(
-                    "WITH c AS (
-                        SELECT seq FROM messages
-                        WHERE lane IS NULL AND finished_at IS NULL
-                          AND ((status IN ('queued', 'retrying') AND run_at <= $1)
-                               OR (status = 'running' AND lease_until < $1))
-                        ORDER BY seq LIMIT $2 FOR UPDATE SKIP LOCKED)
-                     UPDATE messages m SET status = 'running', holder = $3, lease_until = $1 + $4,
-                            attempts = m.attempts + 1,
-                            attempt_log = (CASE WHEN m.status = 'running' AND jsonb_array_length(m.attempt_log) > 0
-                                THEN jsonb_set(m.attempt_log, ARRAY[(jsonb_array_length(m.attempt_log) - 1)::text],
-                                     (m.attempt_log -> -1) || jsonb_build_object('finished_at', $1::int8,
-                                        'outcome', 'interrupted',
-                                        'error', 'the node running this attempt stopped or lost its lease'))
-                                ELSE m.attempt_log END)
-                                || jsonb_build_array(jsonb_build_object('number', m.attempts + 1,
-                                     'started_at', $1::int8, 'finished_at', NULL, 'outcome', NULL, 'error', NULL))
-                     FROM c WHERE m.seq = c.seq
-                     RETURNING m.id, m.tenant, m.trigger, m.mode, m.attempts, m.input, m.seq",
-                )
-                .await
-                .map_err(db)?;
+            let stmt = client.prepare_cached(CLAIM_MESSAGES).await.map_err(db)?;
             let mut rows = client
-                .query(&stmt, &[&now, &(limit as i64), &&*store.node, &store.lease_us()])
+                .query(
+                    &stmt,
+                    &[&now, &(limit as i64), &&*store.node, &store.lease_us()],
+                )
                 .await
                 .map_err(db)?;
             rows.sort_by_key(|r| r.get::<_, i64>(6));
@@ -434,20 +445,75 @@ impl PgStore {
     /// Served by messages_lane (it holds every unfinished message, lane or not).
     pub async fn backlogs(&self) -> Result<Vec<(TenantName, TriggerName, i64)>, StoreError> {
         self.with(move |_, client| async move {
-            let rows = client
-                .query(
-                    "SELECT tenant, trigger, count(*) FROM messages
-                     WHERE finished_at IS NULL GROUP BY 1, 2",
-                    &[],
-                )
-                .await
-                .map_err(db)?;
+            let rows = client.query(BACKLOGS, &[]).await.map_err(db)?;
             rows.iter()
                 .map(|r| {
                     let (tenant, trigger) = names(r.get(0), r.get(1))?;
                     Ok((tenant, trigger, r.get(2)))
                 })
                 .collect()
+        })
+        .await
+    }
+
+    /// The plans of the queue's frequent statements, as this store's connections
+    /// would run them now for the messages `ids`: the end of their attempts, the
+    /// renewal of their leases, a claim and the backlog count. `EXPLAIN` only:
+    /// nothing is changed. The proof that none of them reads the entries that
+    /// finished messages leave in the partial indexes until the next vacuum.
+    pub async fn explain_queue(
+        &self,
+        ids: Vec<MessageId>,
+    ) -> Result<Vec<(&'static str, String)>, StoreError> {
+        let ids: Vec<uuid::Uuid> = ids.iter().map(|i| i.as_uuid()).collect();
+        self.with(move |store, client| async move {
+            let n = ids.len();
+            let now = crate::domain::now_micros();
+            let node: &str = &store.node;
+            let end: [&(dyn tokio_postgres::types::ToSql + Sync); 12] = [
+                &ids,
+                &vec![1i32; n],
+                &vec!["succeeded"; n],
+                &vec![now; n],
+                &vec![Some(now); n],
+                &vec![false; n],
+                &vec![None::<&str>; n],
+                &vec!["[]"; n],
+                &vec![None::<&str>; n],
+                &vec![serde_json::json!({"number": 1}); n],
+                &node,
+                &vec![None::<i32>; n],
+            ];
+            let statements: [(
+                &'static str,
+                String,
+                &[&(dyn tokio_postgres::types::ToSql + Sync)],
+            ); 4] = [
+                ("end of attempts", format!("EXPLAIN {END_ATTEMPTS}"), &end),
+                (
+                    "lease renewal",
+                    format!("EXPLAIN {RENEW_MESSAGES}"),
+                    &[&node, &now, &ids],
+                ),
+                (
+                    "claim",
+                    format!("EXPLAIN {CLAIM_MESSAGES}"),
+                    &[&now, &32i64, &node, &store.lease_us()],
+                ),
+                ("backlog count", format!("EXPLAIN {BACKLOGS}"), &[]),
+            ];
+            let mut plans = Vec::new();
+            for (what, sql, params) in statements {
+                let lines: Vec<String> = client
+                    .query(&sql, params)
+                    .await
+                    .map_err(db)?
+                    .iter()
+                    .map(|r| r.get(0))
+                    .collect();
+                plans.push((what, lines.join("\n")));
+            }
+            Ok(plans)
         })
         .await
     }
@@ -465,13 +531,8 @@ impl PgStore {
         self.with(move |store, client| async move {
             let until = now + store.lease_us();
             if !ids.is_empty() {
-                // Served by the UNIQUE index on id.
                 client
-                    .execute(
-                        "UPDATE messages SET lease_until = $2
-                         WHERE id = ANY($3) AND holder = $1 AND status = 'running'",
-                        &[&&*store.node, &until, &ids],
-                    )
+                    .execute(RENEW_MESSAGES, &[&&*store.node, &until, &ids])
                     .await
                     .map_err(db)?;
             }

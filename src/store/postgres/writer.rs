@@ -264,6 +264,36 @@ async fn insert_executed<C: GenericClient>(
     Ok(())
 }
 
+/// The ends of a batch of attempts (see `apply_completions`). Served by the
+/// UNIQUE index on id and the lanes primary key: unfinished is said by status, as
+/// in `apply_starts`. The attempt replaces its start entry, or is appended when
+/// the start was never written.
+pub(super) const END_ATTEMPTS: &str = "WITH u AS (
+    SELECT * FROM unnest($1::uuid[], $2::int4[], $3::text[], $4::int8[], $5::int8[],
+                         $6::bool[], $7::text[], $8::text[], $9::text[], $10::jsonb[], $12::int4[])
+        AS u(id, number, status, run_at, finished_at, blocking, response, trace, error, attempt,
+             fail_status)),
+ done AS (
+    UPDATE messages m SET status = u.status, attempts = u.number, run_at = u.run_at,
+           finished_at = u.finished_at, blocking = u.blocking,
+           response = COALESCE(u.response, m.response), trace = u.trace, error = u.error,
+           fail_status = u.fail_status, holder = NULL, lease_until = NULL,
+           attempt_log = CASE WHEN jsonb_array_length(m.attempt_log) >= u.number
+               THEN jsonb_set(m.attempt_log, ARRAY[(u.number - 1)::text], u.attempt)
+               ELSE m.attempt_log || jsonb_build_array(u.attempt) END
+    FROM u
+    WHERE m.id = u.id AND m.status IN ('queued', 'running', 'retrying')
+      AND (m.lane IS NOT NULL OR m.holder IS NULL OR (m.holder = $11 AND m.attempts = u.number))
+    RETURNING m.id, m.tenant, m.trigger, m.lane, m.mode, u.finished_at IS NOT NULL AS final,
+              u.blocking),
+ lanes_done AS (
+    UPDATE lanes l SET pending = l.pending - c.n, blocked_by = COALESCE(c.blocked, l.blocked_by)
+    FROM (SELECT tenant, trigger, lane, count(*) AS n,
+                 (array_agg(id) FILTER (WHERE blocking))[1] AS blocked
+          FROM done WHERE lane IS NOT NULL AND final GROUP BY 1, 2, 3) c
+    WHERE l.tenant = c.tenant AND l.trigger = c.trigger AND l.lane = c.lane)
+ SELECT id, mode = 'sync' AND final FROM done";
+
 /// Writes the ends of attempts, fenced: a message with a holder takes the result
 /// only from that holder for that attempt. A lane's messages are fenced by the
 /// caller (the lane's holder and epoch): their own holder is only who started them. Finished lane messages leave their lane's count, and
@@ -299,39 +329,7 @@ pub async fn apply_completions<C: GenericClient>(
         error.push(c.error.as_deref());
         attempt.push(attempt_of(c));
     }
-    // Served by the UNIQUE index on id and the lanes primary key (unfinished is
-    // said by status, as in `apply_starts`). The attempt replaces its start entry,
-    // or is appended when the start was never written.
-    let stmt = tx
-        .prepare_cached(
-            "WITH u AS (
-                SELECT * FROM unnest($1::uuid[], $2::int4[], $3::text[], $4::int8[], $5::int8[],
-                                     $6::bool[], $7::text[], $8::text[], $9::text[], $10::jsonb[], $12::int4[])
-                    AS u(id, number, status, run_at, finished_at, blocking, response, trace, error, attempt,
-                         fail_status)),
-             done AS (
-                UPDATE messages m SET status = u.status, attempts = u.number, run_at = u.run_at,
-                       finished_at = u.finished_at, blocking = u.blocking,
-                       response = COALESCE(u.response, m.response), trace = u.trace, error = u.error,
-                       fail_status = u.fail_status, holder = NULL, lease_until = NULL,
-                       attempt_log = CASE WHEN jsonb_array_length(m.attempt_log) >= u.number
-                           THEN jsonb_set(m.attempt_log, ARRAY[(u.number - 1)::text], u.attempt)
-                           ELSE m.attempt_log || jsonb_build_array(u.attempt) END
-                FROM u
-                WHERE m.id = u.id AND m.status IN ('queued', 'running', 'retrying')
-                  AND (m.lane IS NOT NULL OR m.holder IS NULL OR (m.holder = $11 AND m.attempts = u.number))
-                RETURNING m.id, m.tenant, m.trigger, m.lane, m.mode, u.finished_at IS NOT NULL AS final,
-                          u.blocking),
-             lanes_done AS (
-                UPDATE lanes l SET pending = l.pending - c.n, blocked_by = COALESCE(c.blocked, l.blocked_by)
-                FROM (SELECT tenant, trigger, lane, count(*) AS n,
-                             (array_agg(id) FILTER (WHERE blocking))[1] AS blocked
-                      FROM done WHERE lane IS NOT NULL AND final GROUP BY 1, 2, 3) c
-                WHERE l.tenant = c.tenant AND l.trigger = c.trigger AND l.lane = c.lane)
-             SELECT id, mode = 'sync' AND final FROM done",
-        )
-        .await
-        .map_err(db)?;
+    let stmt = tx.prepare_cached(END_ATTEMPTS).await.map_err(db)?;
     let rows = tx
         .query(
             &stmt,
