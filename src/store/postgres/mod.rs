@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use deadpool_postgres::{Hook, HookError, Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::NoTls;
 
@@ -58,6 +58,18 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("../../../migrations/postgres/0005_lz4.sql"),
     ),
 ];
+
+/// Set on each of the store's connections as it is made. The store's statements
+/// are each written to be served by an index (the query plan tests check them);
+/// these rule out the two kinds of plan that pass those indexes by. The partial
+/// indexes of unfinished messages keep an entry for every message finished since
+/// the last vacuum (on a large table, a day's traffic or more): a bitmap scan
+/// visits each such entry's row on every claim and backlog count, while a plain
+/// index scan marks the dead ones and skips them from then on. And statistics
+/// that lag the queue (a few per cent unfinished, no page yet all-visible) make a
+/// whole-table scan look cheaper than the index for the backlog count. Set by
+/// SQL rather than as startup options, which a connection pooler may refuse.
+const SESSION_SETTINGS: &str = "SET enable_bitmapscan = off; SET enable_seqscan = off";
 
 /// Any key shared by every flowgate node: serialises migrations.
 const MIGRATION_LOCK: i64 = 0x666c_6f77_6761_7465;
@@ -148,21 +160,6 @@ impl PgStore {
             .keepalives(true)
             .keepalives_idle(Duration::from_secs(10))
             .application_name("flowgate");
-        // The store's statements are each written to be served by an index (the
-        // query plan tests check them). Its connections rule out the two kinds of
-        // plan that pass those indexes by. The partial indexes of unfinished
-        // messages keep an entry for every message finished since the last vacuum
-        // (on a large table, a day's traffic or more): a bitmap scan visits each
-        // such entry's row on every claim and backlog count, while a plain index
-        // scan marks the dead ones and skips them from then on. And statistics that
-        // lag the queue (a few per cent unfinished, no page yet all-visible) make
-        // a whole-table scan look cheaper than the index for the backlog count.
-        let set = "-c enable_bitmapscan=off -c enable_seqscan=off";
-        let server_options = match config.get_options() {
-            Some(o) => format!("{o} {set}"),
-            None => set.to_owned(),
-        };
-        config.options(&server_options);
         let manager = Manager::from_config(
             config,
             NoTls,
@@ -172,6 +169,14 @@ impl PgStore {
         );
         // Without timeouts `get()` waits for ever while the database is away.
         let pool = Pool::builder(manager)
+            .post_create(Hook::async_fn(|client, _| {
+                Box::pin(async move {
+                    client
+                        .batch_execute(SESSION_SETTINGS)
+                        .await
+                        .map_err(HookError::Backend)
+                })
+            }))
             .max_size(options.pool_size)
             .runtime(Runtime::Tokio1)
             .wait_timeout(Some(options.connect_timeout))
