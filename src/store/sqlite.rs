@@ -224,6 +224,9 @@ impl SqliteStore {
     pub async fn enqueue(&self, batch: &[NewMessage]) -> Result<Vec<EnqueueOutcome>, StoreError> {
         self.submit(batch).await.await
     }
+
+    /// Hands a batch to the writer thread now; the future returned resolves once it
+    /// is committed. Batches are written in the order they are submitted.
     pub async fn submit(&self, batch: &[NewMessage]) -> Submitted {
         let rows = batch.iter().map(NewRow::from).collect();
         Box::pin(self.begin(|r| Op::Enqueue(rows, r)).await)

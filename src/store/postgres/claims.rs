@@ -255,12 +255,7 @@ impl PgStore {
         now: Micros,
     ) -> Result<bool, StoreError> {
         let claim = lane.clone();
-        {
-            let mut held = self.held.messages();
-            for (c, _) in &done {
-                held.remove(&c.id.as_uuid());
-            }
-        }
+        self.held.release(done.iter().map(|(c, _)| c.id.as_uuid()));
         let result = self.commit_lane_inner(claim, done, release, now).await;
         if !matches!(result, Ok(true)) || release.is_some() {
             self.forget_lane(lane);
@@ -413,12 +408,7 @@ impl PgStore {
             return Ok(0);
         }
         let ids: Vec<uuid::Uuid> = ids.iter().map(|id| id.as_uuid()).collect();
-        {
-            let mut held = self.held.messages();
-            for id in &ids {
-                held.remove(id);
-            }
-        }
+        self.held.release(ids.iter().copied());
         self.with(move |store, mut client| async move {
             let tx = client.transaction().await.map_err(db)?;
             // Served by the UNIQUE index on id.
@@ -442,7 +432,6 @@ impl PgStore {
     }
 
     /// Unfinished messages per trigger in the shared queue, for admission.
-    /// Served by messages_lane (it holds every unfinished message, lane or not).
     pub async fn backlogs(&self) -> Result<Vec<(TenantName, TriggerName, i64)>, StoreError> {
         self.with(move |_, client| async move {
             let rows = client.query(BACKLOGS, &[]).await.map_err(db)?;

@@ -120,6 +120,13 @@ impl Held {
     fn messages(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<uuid::Uuid>> {
         self.messages.lock().unwrap_or_else(|p| p.into_inner())
     }
+    /// Stops renewing the leases on these messages (they ended or were given back).
+    fn release(&self, ids: impl IntoIterator<Item = uuid::Uuid>) {
+        let mut held = self.messages();
+        for id in ids {
+            held.remove(&id);
+        }
+    }
     #[allow(clippy::type_complexity)]
     fn lanes(
         &self,

@@ -78,10 +78,7 @@ pub async fn run(store: PgStore, mut rx: mpsc::Receiver<Op>) {
                 }
             }
         }
-        let mut held = store.held.messages();
-        for id in &finished {
-            held.remove(id);
-        }
+        store.held.release(finished);
     }
 }
 
