@@ -146,6 +146,7 @@ enum Op {
 #[derive(Clone)]
 pub struct SqliteStore {
     tx: mpsc::Sender<Op>,
+    wake: Arc<Wake>,
     /// Transactions the writer thread has committed.
     commits: Arc<AtomicU64>,
 }
@@ -179,14 +180,17 @@ impl SqliteStore {
         migrate(&mut conn)?;
         let (tx, rx) = mpsc::channel(CHANNEL);
         let commits = Arc::new(AtomicU64::new(0));
-        thread::Builder::new()
+        let wake = Arc::new(Wake::default());
+        let handle = thread::Builder::new()
             .name("flowgate-sqlite".into())
             .spawn({
                 let commits = commits.clone();
-                move || writer(conn, rx, linger, &commits)
+                let wake = wake.clone();
+                move || writer(conn, rx, linger, &commits, &wake)
             })
             .map_err(|e| StoreError::Config(format!("cannot start the store thread: {e}")))?;
-        Ok(Self { tx, commits })
+        let _ = wake.thread.set(handle.thread().clone());
+        Ok(Self { tx, wake, commits })
     }
 
     async fn call<T: Send + 'static>(
@@ -206,6 +210,7 @@ impl SqliteStore {
     {
         let (tx, rx) = oneshot::channel();
         let sent = self.tx.send(op(tx)).await;
+        self.wake.urgent();
         async move {
             sent.map_err(|_| unavailable("the store thread has stopped"))?;
             rx.await
@@ -320,6 +325,25 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
 const RECORDS_LINGER: std::time::Duration = std::time::Duration::from_millis(1);
 const LINGER_BATCH: usize = 256;
 
+/// How an operation with a caller waiting ends a lingering batch's wait. Records
+/// sent meanwhile do not wake the writer thread (it parks, so the channel has no
+/// waker to call): at thousands of sync requests a second, a wake-up per record
+/// cost the writer and the HTTP workers more than the records themselves.
+#[derive(Default)]
+struct Wake {
+    urgent: std::sync::atomic::AtomicBool,
+    thread: std::sync::OnceLock<thread::Thread>,
+}
+
+impl Wake {
+    fn urgent(&self) {
+        self.urgent.store(true, Ordering::Release);
+        if let Some(t) = self.thread.get() {
+            t.unpark();
+        }
+    }
+}
+
 /// The operations one transaction applies, and a close request that ends the thread.
 struct Batch {
     ops: Vec<Op>,
@@ -362,6 +386,30 @@ impl Batch {
     fn lingers(&self) -> bool {
         self.close.is_none() && self.records_only && self.ops.len() < LINGER_BATCH
     }
+
+    /// Waits up to `linger` for more records, taking them in when it wakes: at the
+    /// deadline, or at once when an operation with a caller waiting arrives.
+    fn linger(&mut self, rx: &mut mpsc::Receiver<Op>, wake: &Wake, linger: std::time::Duration) {
+        let until = std::time::Instant::now() + linger;
+        // A flag left from an operation already taken in; one sent after this
+        // sets it again (after it is in the channel).
+        wake.urgent.store(false, Ordering::Release);
+        loop {
+            self.drain(rx);
+            if !self.lingers() {
+                return;
+            }
+            if wake.urgent.swap(false, Ordering::AcqRel) {
+                self.drain(rx);
+                return;
+            }
+            let now = std::time::Instant::now();
+            if now >= until {
+                return;
+            }
+            thread::park_timeout(until - now);
+        }
+    }
 }
 
 /// The writer thread: batches of operations, one transaction each.
@@ -370,30 +418,14 @@ fn writer(
     mut rx: mpsc::Receiver<Op>,
     linger: std::time::Duration,
     commits: &AtomicU64,
+    wake: &Wake,
 ) {
-    // Only a clock, to wait for the channel with a deadline.
-    let timer = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .build()
-        .inspect_err(|e| tracing::warn!(error = %e, "store thread: records are not batched"))
-        .ok();
     let mut full_sync = true;
     while let Some(first) = rx.blocking_recv() {
         let mut batch = Batch::new(first);
         batch.drain(&mut rx);
-        if let Some(timer) = timer.as_ref().filter(|_| batch.lingers()) {
-            let until = tokio::time::Instant::now() + linger;
-            while batch.lingers() {
-                let next =
-                    timer.block_on(async { tokio::time::timeout_at(until, rx.recv()).await });
-                match next {
-                    Ok(Some(op)) => {
-                        batch.add(op);
-                        batch.drain(&mut rx);
-                    }
-                    Ok(None) | Err(_) => break,
-                }
-            }
+        if batch.lingers() {
+            batch.linger(&mut rx, wake, linger);
         }
         let Batch { ops, close, .. } = batch;
         if !ops.is_empty() {
