@@ -100,7 +100,9 @@ impl Execution {
 pub type Responder = oneshot::Sender<StoredResponse>;
 
 struct Run<'a> {
+    /// The input document's fields the steps read (all of it when unknown).
     base: jaq_json::Map<Val, Val>,
+    input: &'a Value,
     vars: jaq_json::Map<Val, Val>,
     /// `base` with `vars`, rebuilt only after `vars` changed.
     context: Option<Val>,
@@ -120,12 +122,21 @@ const YIELD_AFTER: std::time::Duration = std::time::Duration::from_millis(2);
 
 /// Runs `trigger`'s steps over `input` (the input document object).
 pub async fn execute(trigger: &Trigger, input: &Value, responder: Option<Responder>) -> Execution {
-    let base = match from_json(input) {
-        Val::Obj(m) => (*m).clone(),
-        _ => jaq_json::Map::default(),
+    // Converting the whole document (headers, query, body, ...) for flows that
+    // read two of its fields was a fifth of a lookup request's work.
+    let base = match (&trigger.reads, input) {
+        (Some(keys), Value::Object(doc)) => keys
+            .iter()
+            .filter_map(|k| Some((string(k), from_json(doc.get(k.as_str())?))))
+            .collect(),
+        _ => match from_json(input) {
+            Val::Obj(m) => (*m).clone(),
+            _ => jaq_json::Map::default(),
+        },
     };
     let mut run = Run {
         base,
+        input,
         vars: jaq_json::Map::default(),
         context: None,
         trace: Vec::new(),
@@ -410,10 +421,7 @@ impl Run<'_> {
     /// `<message_id>-<step>`, plus the item index inside `for_each` loops: the
     /// same for every try and every re-run of this step of this message.
     fn idempotency_key(&self, step: &Step) -> String {
-        let id = match self.base.get(&string("message_id")) {
-            Some(Val::TStr(b)) | Some(Val::BStr(b)) => String::from_utf8_lossy(b).into_owned(),
-            _ => String::new(),
-        };
+        let id = self.input["message_id"].as_str().unwrap_or_default();
         let mut key = format!("{id}-{}", step.label());
         for i in &self.iteration {
             key.push('-');
@@ -424,14 +432,9 @@ impl Run<'_> {
 
     /// Whether the caller's `Accept` header ranks an XML type above JSON.
     fn wants_xml(&self) -> bool {
-        let accept = match self.base.get(&string("headers")) {
-            Some(Val::Obj(h)) => match h.get(&string("accept")) {
-                Some(Val::TStr(b)) | Some(Val::BStr(b)) => String::from_utf8_lossy(b).into_owned(),
-                _ => return false,
-            },
-            _ => return false,
-        };
-        prefers_xml(&accept)
+        self.input["headers"]["accept"]
+            .as_str()
+            .is_some_and(prefers_xml)
     }
 }
 

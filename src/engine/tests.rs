@@ -146,3 +146,33 @@ async fn full_trace_keeps_variables_before_and_after_each_step() {
     let plain = execute(&trigger(yaml), &json!({}), None).await;
     assert!(plain.trace_json()[1].get("vars_before").is_none());
 }
+
+#[tokio::test]
+async fn an_execution_converts_only_the_fields_its_steps_read() {
+    let t = trigger(
+        r#"
+steps:
+  - set: { n: '.params.qty * 2' }
+  - if: .vars.n > 5
+    then: [ { log: '"big order \(.params.qty)"' } ]
+  - respond: { body: '{n: .vars.n, id: .message_id}' }
+"#,
+    );
+    assert_eq!(
+        t.reads.as_deref(),
+        Some(&["message_id".to_owned(), "params".to_owned()][..])
+    );
+    let doc = json!({"message_id": "m-1", "params": {"qty": 3}, "headers": {"host": "x"}});
+    let ex = execute(&t, &doc, None).await;
+    assert_eq!(ex.response.unwrap().body, json!({"n": 6, "id": "m-1"}));
+
+    // A step that reads the whole document (or leaves the reading to jaq) gets it all.
+    for step in ["log: .", "log: '[.headers[]]'", "log: 'keys'"] {
+        let t = trigger(&format!(
+            "steps:\n  - {step}\n  - respond: {{ body: '.headers.host' }}\n"
+        ));
+        assert_eq!(t.reads, None, "{step}");
+        let ex = execute(&t, &doc, None).await;
+        assert_eq!(ex.response.unwrap().body, json!("x"), "{step}");
+    }
+}

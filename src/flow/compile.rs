@@ -441,6 +441,7 @@ pub fn compile_trigger(
         delivery,
         response,
         trace_full,
+        reads: super::model::input_reads(&steps),
         steps,
     })
 }

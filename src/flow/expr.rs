@@ -136,6 +136,12 @@ impl Expr {
         &self.source
     }
 
+    /// Adds the top-level input fields the program reads to `keys`; false when
+    /// that is not known (the program reads its input otherwise, or runs on jaq).
+    pub fn root_keys(&self, keys: &mut std::collections::BTreeSet<String>) -> bool {
+        self.fast.as_ref().is_some_and(|f| f.root_keys(keys))
+    }
+
     /// The first output of the program, or `null` when it produces none.
     pub fn eval(&self, input: &Val) -> Result<Val, EvalError> {
         if let Some(v) = self.fast.as_ref().and_then(|f| f.eval(input)) {
@@ -224,6 +230,14 @@ impl Template {
         } else {
             Err(errors)
         }
+    }
+
+    /// As `Expr::root_keys`, for every expression of the template.
+    pub fn root_keys(&self, keys: &mut std::collections::BTreeSet<String>) -> bool {
+        self.parts.iter().all(|p| match p {
+            TemplatePart::Text(_) => true,
+            TemplatePart::Expr(e) => e.root_keys(keys),
+        })
     }
 
     /// Strings are inserted as they are, other values as JSON.

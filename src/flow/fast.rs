@@ -8,6 +8,7 @@
 //! truthiness), so values are identical; and it answers only when it is sure: any
 //! error, or any source outside the subset, is left to jaq (`None`).
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use jaq_core::ValT;
@@ -473,6 +474,38 @@ impl Fast {
     pub fn eval(&self, input: &Val) -> Option<Val> {
         eval(&self.0, input)
     }
+
+    /// Adds to `keys` the top-level fields of its input the program reads; false
+    /// when it reads the input otherwise (`.`, a computed key, a builtin on it).
+    pub fn root_keys(&self, keys: &mut BTreeSet<String>) -> bool {
+        root_keys(&self.0, keys)
+    }
+}
+
+fn root_keys(node: &Node, keys: &mut BTreeSet<String>) -> bool {
+    match node {
+        Node::Lit(_) => true,
+        Node::Identity | Node::Call(_) => false,
+        Node::Index(base, index) => match (base.as_ref(), index.as_ref()) {
+            (Node::Identity, Node::Lit(Val::TStr(k))) => match std::str::from_utf8(k) {
+                Ok(k) => {
+                    keys.insert(k.to_owned());
+                    true
+                }
+                Err(_) => false,
+            },
+            (base, index) => root_keys(base, keys) && root_keys(index, keys),
+        },
+        Node::Bin(l, _, r) => root_keys(l, keys) && root_keys(r, keys),
+        Node::Object(fields) => fields.iter().all(|(_, v)| root_keys(v, keys)),
+        Node::Array(items) => items.iter().all(|i| root_keys(i, keys)),
+        // The right side reads what the left gives, not the input.
+        Node::Pipe(l, _) => root_keys(l, keys),
+        Node::Format(parts) => parts.iter().all(|p| match p {
+            Part::Text(_) => true,
+            Part::Expr(e) => root_keys(e, keys),
+        }),
+    }
 }
 
 fn compile_node(source: &str) -> Option<Node> {
@@ -830,6 +863,40 @@ mod tests {
                 Fast::compile(src).is_none(),
                 "`{src}` must not be in the subset"
             );
+        }
+    }
+
+    #[test]
+    fn the_top_level_fields_a_program_reads() {
+        let cases: &[(&str, Option<&[&str]>)] = &[
+            (".params.itemId", Some(&["params"])),
+            (
+                ".vars.prices[.params.itemId][.params.currency]",
+                Some(&["params", "vars"]),
+            ),
+            (
+                "{id: (.body.id // .message_id)}",
+                Some(&["body", "message_id"]),
+            ),
+            ("\"item \\(.params.itemId)\"", Some(&["params"])),
+            (".body | length", Some(&["body"])),
+            (".body.items | .[.k]", Some(&["body"])),
+            ("[.a, .b.c] == null", Some(&["a", "b"])),
+            ("42", Some(&[])),
+            (".", None),
+            ("length", None),
+            (". == null", None),
+            (".[.k]", None),
+            (".[0]", None),
+            ("\"all: \\(.)\"", None),
+        ];
+        for (src, want) in cases {
+            let fast = Fast::compile(src).unwrap_or_else(|| panic!("`{src}` not in the subset"));
+            let mut keys = BTreeSet::new();
+            let got = fast
+                .root_keys(&mut keys)
+                .then(|| keys.iter().map(String::as_str).collect::<Vec<_>>());
+            assert_eq!(got.as_deref(), *want, "`{src}`");
         }
     }
 }

@@ -1,6 +1,7 @@
 //! The compiled, validated form of the flow files: what the engine and the HTTP
 //! layer work with. Every expression here has compiled; every reference resolves.
 
+use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -261,6 +262,9 @@ pub struct Trigger {
     /// `trace: full`: the trace keeps the variables before and after each step.
     pub trace_full: bool,
     pub steps: Vec<Step>,
+    /// The input document's top-level fields the steps can read, when that is
+    /// known: an execution converts only those for its expressions.
+    pub reads: Option<Arc<[String]>>,
 }
 
 impl Trigger {
@@ -368,6 +372,52 @@ pub struct SqlStep {
     pub single: bool,
     pub timeout: Duration,
     pub retry: Vec<Duration>,
+}
+
+/// The top-level input fields `steps` read, or `None` when some expression reads
+/// the input in a way not known before it runs.
+pub fn input_reads(steps: &[Step]) -> Option<Arc<[String]>> {
+    fn walk(steps: &[Step], keys: &mut BTreeSet<String>) -> bool {
+        steps.iter().all(|step| match &step.kind {
+            StepKind::Set(items) => items.iter().all(|(_, v)| match v {
+                SetValue::Expr(e) => e.root_keys(keys),
+                SetValue::Data(_) => true,
+            }),
+            StepKind::If {
+                cond,
+                then,
+                otherwise,
+            } => cond.root_keys(keys) && walk(then, keys) && walk(otherwise, keys),
+            StepKind::ForEach {
+                items,
+                body,
+                collect,
+                ..
+            } => {
+                items.root_keys(keys)
+                    && walk(body, keys)
+                    && collect.as_ref().is_none_or(|c| c.root_keys(keys))
+            }
+            StepKind::Respond {
+                headers, body, xml, ..
+            } => {
+                headers.iter().all(|(_, t)| t.root_keys(keys))
+                    && body.as_ref().is_none_or(|e| e.root_keys(keys))
+                    && xml.as_ref().is_none_or(|e| e.root_keys(keys))
+            }
+            StepKind::Fail { message, .. } => message.root_keys(keys),
+            StepKind::Log(e) => e.root_keys(keys),
+            StepKind::Http(h) => {
+                h.url.root_keys(keys)
+                    && h.headers.iter().all(|(_, t)| t.root_keys(keys))
+                    && h.body.as_ref().is_none_or(|e| e.root_keys(keys))
+            }
+            StepKind::Sql(q) => q.params.iter().all(|e| e.root_keys(keys)),
+        })
+    }
+    let mut keys = BTreeSet::new();
+    // `.vars` is the execution's own, never the document's.
+    walk(steps, &mut keys).then(|| keys.into_iter().filter(|k| k != "vars").collect())
 }
 
 impl StepKind {
