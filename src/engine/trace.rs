@@ -68,27 +68,96 @@ impl TraceEntry {
         v
     }
 
-    /// Appends this entry as a JSON object (the same document as `to_json`).
+    /// Appends this entry as a JSON object (the same document as `to_json`),
+    /// written directly: it runs for every step of every message.
     pub fn write_json(&self, out: &mut String) {
-        let _ = write!(
-            out,
-            "{{\"step\":{},\"kind\":\"{}\",\"offset_us\":{},\"duration_us\":{},\"outcome\":\"{}\"",
-            json!(&*self.step),
-            self.kind,
-            self.offset_us,
-            self.duration_us,
-            if self.ok { "ok" } else { "error" }
-        );
+        out.push_str("{\"step\":");
+        push_json_str(out, &self.step);
+        out.push_str(",\"kind\":\"");
+        out.push_str(self.kind);
+        out.push_str("\",\"offset_us\":");
+        out.push_str(itoa::Buffer::new().format(self.offset_us));
+        out.push_str(",\"duration_us\":");
+        out.push_str(itoa::Buffer::new().format(self.duration_us));
+        out.push_str(if self.ok {
+            ",\"outcome\":\"ok\""
+        } else {
+            ",\"outcome\":\"error\""
+        });
         if let Some(name) = &self.name {
-            let _ = write!(out, ",\"name\":{}", json!(&**name));
+            out.push_str(",\"name\":");
+            push_json_str(out, name);
         }
         if let Some(detail) = &self.detail {
-            let key = if self.ok { "detail" } else { "error" };
-            let _ = write!(out, ",\"{key}\":{}", json!(detail));
+            out.push_str(if self.ok {
+                ",\"detail\":"
+            } else {
+                ",\"error\":"
+            });
+            push_json_str(out, detail);
         }
         if let Some(vars) = &self.vars {
             let _ = write!(out, ",\"vars_before\":{},\"vars_after\":{}", vars.0, vars.1);
         }
         out.push('}');
+    }
+}
+
+/// `s` as a JSON string literal: quotes, backslashes and control characters escaped.
+fn push_json_str(out: &mut String, s: &str) {
+    out.push('"');
+    let mut start = 0;
+    for (i, b) in s.bytes().enumerate() {
+        let esc = match b {
+            b'"' => "\\\"",
+            b'\\' => "\\\\",
+            b'\n' => "\\n",
+            b'\r' => "\\r",
+            b'\t' => "\\t",
+            0..=0x1f => "",
+            _ => continue,
+        };
+        out.push_str(&s[start..i]);
+        if esc.is_empty() {
+            let _ = write!(out, "\\u{b:04x}");
+        } else {
+            out.push_str(esc);
+        }
+        start = i + 1;
+    }
+    out.push_str(&s[start..]);
+    out.push('"');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn written_entries_are_the_json_documents() {
+        let texts = [
+            "plain",
+            "",
+            "quote \" and \\ back",
+            "line\nfeed\ttab\r",
+            "\u{1}\u{1f}\u{7f}",
+            "ünï €",
+        ];
+        for (i, text) in texts.iter().enumerate() {
+            let entry = TraceEntry {
+                step: Arc::from(*text),
+                name: Some(Arc::from(format!("n{text}"))),
+                kind: "set",
+                offset_us: i as u64 * 1_000_003,
+                duration_us: u64::MAX - i as u64,
+                ok: i % 2 == 0,
+                detail: Some(format!("d{text}")),
+                vars: (i == 3).then(|| Box::new((json!({"a": text}), json!([1, "x"])))),
+            };
+            let mut out = String::new();
+            entry.write_json(&mut out);
+            let parsed: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{out}: {e}"));
+            assert_eq!(parsed, entry.to_json(), "{out}");
+        }
     }
 }
