@@ -571,10 +571,39 @@ fn call(f: Builtin, input: &Val) -> Option<Val> {
     })
 }
 
+/// What a path of literal keys (`.a.b.c`) reaches, by reference.
+enum Found<'a> {
+    Val(&'a Val),
+    Null,
+}
+
+/// Follows `.a.b.c` without copying what it passes through; `None` for any other
+/// form, and where jq would fail (indexing a string, say), to let `eval` decide.
+fn lookup<'a>(node: &Node, input: &'a Val) -> Option<Found<'a>> {
+    match node {
+        Node::Identity => Some(Found::Val(input)),
+        Node::Index(base, key) => {
+            let Node::Lit(key @ Val::TStr(_)) = key.as_ref() else {
+                return None;
+            };
+            match lookup(base, input)? {
+                Found::Null | Found::Val(Val::Null) => Some(Found::Null),
+                Found::Val(Val::Obj(o)) => Some(o.get(key).map_or(Found::Null, Found::Val)),
+                Found::Val(_) => None,
+            }
+        }
+        _ => None,
+    }
+}
+
 fn eval(node: &Node, input: &Val) -> Option<Val> {
     Some(match node {
         Node::Identity => input.clone(),
         Node::Lit(v) => v.clone(),
+        Node::Index(..) if let Some(found) = lookup(node, input) => match found {
+            Found::Val(v) => v.clone(),
+            Found::Null => Val::Null,
+        },
         Node::Index(base, index) => {
             let b = eval(base, input)?;
             let i = eval(index, input)?;
