@@ -77,16 +77,17 @@ impl Execution {
 
     /// The trace as JSON text, written directly (the hot path stores it).
     pub fn trace_text(&self) -> String {
-        let mut out = String::with_capacity(64 + self.trace.len() * 96);
-        out.push('[');
+        let mut out = Vec::with_capacity(64 + self.trace.len() * 96);
+        out.push(b'[');
         for (i, entry) in self.trace.iter().enumerate() {
             if i > 0 {
-                out.push(',');
+                out.push(b',');
             }
             entry.write_json(&mut out);
         }
-        out.push(']');
-        out
+        out.push(b']');
+        // serde_json writes UTF-8 only.
+        String::from_utf8(out).unwrap_or_default()
     }
 
     /// The variables at the end of the execution (converted on demand: they may

@@ -1,6 +1,5 @@
 //! The step trace kept with every message: which step ran, how long, and what it said.
 
-use std::fmt::Write;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -69,64 +68,47 @@ impl TraceEntry {
     }
 
     /// Appends this entry as a JSON object (the same document as `to_json`),
-    /// written directly: it runs for every step of every message.
-    pub fn write_json(&self, out: &mut String) {
-        out.push_str("{\"step\":");
-        push_json_str(out, &self.step);
-        out.push_str(",\"kind\":\"");
-        out.push_str(self.kind);
-        out.push_str("\",\"offset_us\":");
-        out.push_str(itoa::Buffer::new().format(self.offset_us));
-        out.push_str(",\"duration_us\":");
-        out.push_str(itoa::Buffer::new().format(self.duration_us));
-        out.push_str(if self.ok {
-            ",\"outcome\":\"ok\""
+    /// written directly with serde_json's writer: it runs for every step of every
+    /// message, and building a `Value` first cost an allocation per field.
+    pub fn write_json(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(b"{\"step\":");
+        put(out, &*self.step);
+        out.extend_from_slice(b",\"kind\":\"");
+        out.extend_from_slice(self.kind.as_bytes());
+        out.extend_from_slice(b"\",\"offset_us\":");
+        put(out, &self.offset_us);
+        out.extend_from_slice(b",\"duration_us\":");
+        put(out, &self.duration_us);
+        out.extend_from_slice(if self.ok {
+            b",\"outcome\":\"ok\""
         } else {
-            ",\"outcome\":\"error\""
+            b",\"outcome\":\"error\""
         });
         if let Some(name) = &self.name {
-            out.push_str(",\"name\":");
-            push_json_str(out, name);
+            out.extend_from_slice(b",\"name\":");
+            put(out, &**name);
         }
         if let Some(detail) = &self.detail {
-            out.push_str(if self.ok {
-                ",\"detail\":"
+            out.extend_from_slice(if self.ok {
+                b",\"detail\":"
             } else {
-                ",\"error\":"
+                b",\"error\":"
             });
-            push_json_str(out, detail);
+            put(out, detail);
         }
         if let Some(vars) = &self.vars {
-            let _ = write!(out, ",\"vars_before\":{},\"vars_after\":{}", vars.0, vars.1);
+            out.extend_from_slice(b",\"vars_before\":");
+            put(out, &vars.0);
+            out.extend_from_slice(b",\"vars_after\":");
+            put(out, &vars.1);
         }
-        out.push('}');
+        out.push(b'}');
     }
 }
 
-/// `s` as a JSON string literal: quotes, backslashes and control characters escaped.
-fn push_json_str(out: &mut String, s: &str) {
-    out.push('"');
-    let mut start = 0;
-    for (i, b) in s.bytes().enumerate() {
-        let esc = match b {
-            b'"' => "\\\"",
-            b'\\' => "\\\\",
-            b'\n' => "\\n",
-            b'\r' => "\\r",
-            b'\t' => "\\t",
-            0..=0x1f => "",
-            _ => continue,
-        };
-        out.push_str(&s[start..i]);
-        if esc.is_empty() {
-            let _ = write!(out, "\\u{b:04x}");
-        } else {
-            out.push_str(esc);
-        }
-        start = i + 1;
-    }
-    out.push_str(&s[start..]);
-    out.push('"');
+/// `v` as JSON text at the end of `out` (writing into a Vec cannot fail).
+fn put<T: serde::Serialize + ?Sized>(out: &mut Vec<u8>, v: &T) {
+    let _ = serde_json::to_writer(out, v);
 }
 
 #[cfg(test)]
@@ -154,8 +136,9 @@ mod tests {
                 detail: Some(format!("d{text}")),
                 vars: (i == 3).then(|| Box::new((json!({"a": text}), json!([1, "x"])))),
             };
-            let mut out = String::new();
+            let mut out = Vec::new();
             entry.write_json(&mut out);
+            let out = String::from_utf8(out).unwrap();
             let parsed: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{out}: {e}"));
             assert_eq!(parsed, entry.to_json(), "{out}");
         }

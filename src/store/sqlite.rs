@@ -612,11 +612,11 @@ fn insert_input(conn: &Connection, input: &str) -> Result<(), StoreError> {
     Ok(())
 }
 
-// A first attempt's entry is the whole log (no attempts before it), so its text
-// is written as it is: SQLite's JSON functions (parsing the log and the entry and
-// writing them back) were ~10,000 instructions of each accepted message's writes.
-// Later attempts edit the log in place.
-
+/// Records an attempt's start. Here and in `finished`, a first attempt's entry is
+/// the whole log (no attempts before it), so its text is written as it is:
+/// SQLite's JSON functions (parsing the log and the entry and writing them back)
+/// were ~10,000 instructions of each accepted message's writes. Later attempts
+/// edit the log in place.
 fn started(tx: &Transaction<'_>, r: &StartRow) -> Result<(), StoreError> {
     // Served by the UNIQUE index on id.
     tx.prepare_cached(
