@@ -17,6 +17,32 @@ use super::{PgStore, db};
 pub const CHANNEL: usize = 65_536;
 const MAX_BATCH: usize = 2048;
 const RETRIES: u32 = 20;
+/// How long a batch of records waits for company before it is written. Records
+/// are written behind, so nobody waits on them but a flush (which ends the wait);
+/// at a few thousand attempts a second the wait takes several transactions into
+/// one, and each transaction costs PostgreSQL a commit and its backend a wake-up.
+const LINGER: Duration = Duration::from_millis(1);
+
+/// The batch that `first` opens: what arrives within `LINGER`, ended early by a
+/// flush (someone waits on it) or by a full batch.
+async fn gather(rx: &mut mpsc::Receiver<Op>, first: Op) -> Vec<Op> {
+    let mut ops = vec![first];
+    let deadline = tokio::time::Instant::now() + LINGER;
+    while ops.len() < MAX_BATCH && !matches!(ops.last(), Some(Op::Flush(_))) {
+        let next = match rx.try_recv() {
+            Ok(op) => op,
+            Err(mpsc::error::TryRecvError::Disconnected) => break,
+            Err(mpsc::error::TryRecvError::Empty) => {
+                match tokio::time::timeout_at(deadline, rx.recv()).await {
+                    Ok(Some(op)) => op,
+                    Ok(None) | Err(_) => break,
+                }
+            }
+        };
+        ops.push(next);
+    }
+    ops
+}
 
 pub enum Op {
     Started(MessageId, AttemptRecord),
@@ -28,13 +54,7 @@ pub enum Op {
 
 pub async fn run(store: PgStore, mut rx: mpsc::Receiver<Op>) {
     while let Some(first) = rx.recv().await {
-        let mut ops = vec![first];
-        while ops.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(op) => ops.push(op),
-                Err(_) => break,
-            }
-        }
+        let ops = gather(&mut rx, first).await;
         let (mut writes, mut flushes) = (Vec::new(), Vec::new());
         for op in ops {
             match op {
@@ -87,6 +107,24 @@ async fn apply(
     client: &mut deadpool_postgres::Object,
     ops: &[Op],
 ) -> Result<(), StoreError> {
+    if ops
+        .iter()
+        .all(|op| matches!(op, Op::Finished(..) | Op::Flush(_)))
+    {
+        // Only attempts' ends: one statement, a transaction of its own, with no
+        // BEGIN and COMMIT round trips.
+        let finished: Vec<_> = ops
+            .iter()
+            .filter_map(|op| match op {
+                Op::Finished(c, fail) => Some((c.as_ref(), *fail)),
+                _ => None,
+            })
+            .collect();
+        if !finished.is_empty() {
+            apply_completions(&*client, store.node(), &finished).await?;
+        }
+        return Ok(());
+    }
     let tx = client.transaction().await.map_err(db)?;
     let mut executed = Vec::new();
     let mut finished = Vec::new();
@@ -264,7 +302,9 @@ async fn insert_executed<C: GenericClient>(
 /// The ends of a batch of attempts (see `apply_completions`). Served by the
 /// UNIQUE index on id and the lanes primary key: unfinished is said by status, as
 /// in `apply_starts`. The attempt replaces its start entry, or is appended when
-/// the start was never written.
+/// the start was never written. Callers waiting on other nodes for sync messages
+/// that finished are told through NOTIFY (sent at commit), 200 ids a payload: a
+/// payload is at most 8,000 bytes.
 pub(super) const END_ATTEMPTS: &str = "WITH u AS (
     SELECT * FROM unnest($1::uuid[], $2::int4[], $3::text[], $4::int8[], $5::int8[],
                          $6::bool[], $7::text[], $8::text[], $9::text[], $10::jsonb[], $12::int4[])
@@ -288,14 +328,19 @@ pub(super) const END_ATTEMPTS: &str = "WITH u AS (
     FROM (SELECT tenant, trigger, lane, count(*) AS n,
                  (array_agg(id) FILTER (WHERE blocking))[1] AS blocked
           FROM done WHERE lane IS NOT NULL AND final GROUP BY 1, 2, 3) c
-    WHERE l.tenant = c.tenant AND l.trigger = c.trigger AND l.lane = c.lane)
- SELECT id, mode = 'sync' AND final FROM done";
+    WHERE l.tenant = c.tenant AND l.trigger = c.trigger AND l.lane = c.lane),
+ notified AS (
+    SELECT pg_notify('flowgate_done', string_agg(id::text, ','))
+    FROM (SELECT id, row_number() OVER () - 1 AS n FROM done WHERE mode = 'sync' AND final) s
+    GROUP BY n / 200)
+ SELECT (SELECT count(*) FROM done), (SELECT count(*) FROM notified)";
 
 /// Writes the ends of attempts, fenced: a message with a holder takes the result
 /// only from that holder for that attempt. A lane's messages are fenced by the
-/// caller (the lane's holder and epoch): their own holder is only who started them. Finished lane messages leave their lane's count, and
-/// a blocking one blocks the lane. Callers waiting on other nodes for sync messages
-/// are told through NOTIFY. Returns how many results were taken.
+/// caller (the lane's holder and epoch): their own holder is only who started
+/// them. Finished lane messages leave their lane's count, and a blocking one
+/// blocks the lane. One statement: on a client outside a transaction it is a
+/// transaction of its own. Returns how many results were taken.
 pub async fn apply_completions<C: GenericClient>(
     tx: &C,
     node: &str,
@@ -327,8 +372,8 @@ pub async fn apply_completions<C: GenericClient>(
         attempt.push(attempt_of(c));
     }
     let stmt = tx.prepare_cached(END_ATTEMPTS).await.map_err(db)?;
-    let rows = tx
-        .query(
+    let row = tx
+        .query_one(
             &stmt,
             &[
                 &id,
@@ -347,16 +392,5 @@ pub async fn apply_completions<C: GenericClient>(
         )
         .await
         .map_err(db)?;
-    let sync: Vec<String> = rows
-        .iter()
-        .filter(|r| r.get::<_, bool>(1))
-        .map(|r| r.get::<_, uuid::Uuid>(0).to_string())
-        .collect();
-    // A NOTIFY payload is at most 8000 bytes: 200 ids each.
-    for chunk in sync.chunks(200) {
-        tx.execute("SELECT pg_notify('flowgate_done', $1)", &[&chunk.join(",")])
-            .await
-            .map_err(db)?;
-    }
-    Ok(rows.len() as u64)
+    Ok(row.get::<_, i64>(0) as u64)
 }
