@@ -9,7 +9,7 @@
 
 use tokio_postgres::types::ToSql;
 
-use crate::domain::{MessageId, MessageView, Micros, TenantName, TriggerKey};
+use crate::domain::{MessageId, MessageStatus, MessageView, Micros, TenantName, TriggerKey};
 use crate::store::StoreError;
 use crate::store::admin::{BlockedLane, MessageQuery, MessageSummary, Release, StatusCount};
 
@@ -45,7 +45,22 @@ impl Values {
     }
 }
 
-/// The WHERE clause of a query for one trigger (or none: every trigger).
+/// Whether a query is read one status at a time, merged: a trigger's history
+/// with neither status nor lane named (no index leads with tenant, trigger, id).
+fn per_status(q: &MessageQuery, key: Option<&TriggerKey>) -> bool {
+    key.is_some() && q.status.is_none() && q.lane.is_none()
+}
+
+/// The statuses `per_status` queries go through, as a query value.
+fn statuses() -> Vec<&'static str> {
+    MessageStatus::ALL.iter().map(|s| s.as_str()).collect()
+}
+
+/// Where a `per_status` query's clause names the status each read takes.
+const EACH_STATUS: &str = "@status@";
+
+/// The WHERE clause of a query for one trigger (or none: every trigger). A
+/// `per_status` query's status is left as `EACH_STATUS`, to be filled in.
 fn conditions(q: &MessageQuery, key: Option<&TriggerKey>, values: &mut Values) -> String {
     let mut sql = Vec::new();
     if let Some(k) = key {
@@ -55,6 +70,8 @@ fn conditions(q: &MessageQuery, key: Option<&TriggerKey>, values: &mut Values) -
     }
     if let Some(s) = q.status {
         sql.push(format!("status = {}", values.push(s.as_str())));
+    } else if per_status(q, key) {
+        sql.push(format!("status = {EACH_STATUS}"));
     }
     if let Some(l) = &q.lane {
         sql.push(format!("lane = {}", values.push(l.clone())));
@@ -85,15 +102,50 @@ fn conditions(q: &MessageQuery, key: Option<&TriggerKey>, values: &mut Values) -
 }
 
 /// The log history query for one trigger (or every trigger). With a trigger it
-/// is served by `messages_trigger`, `messages_trigger_status` or
-/// `messages_trigger_lane` (read backwards from the cursor); without, by the
-/// UNIQUE index on id.
+/// is served by `messages_trigger_status` or `messages_trigger_lane`, read
+/// backwards from the cursor; without, by the UNIQUE index on id. With neither
+/// status nor lane named, each status is read from `messages_trigger_status` on
+/// its own and the reads are merged (a Merge Append: no sort, and each read stops
+/// once the page is full).
 fn list_sql(q: &MessageQuery, key: Option<&TriggerKey>) -> (String, Values) {
     let mut values = Values::default();
     let clause = conditions(q, key, &mut values);
     let limit = values.push(i64::from(q.limit));
+    let one =
+        format!("SELECT {SUMMARY_COLUMNS} FROM messages {clause} ORDER BY id DESC LIMIT {limit}");
+    if !per_status(q, key) {
+        return (one, values);
+    }
+    let each: Vec<String> = MessageStatus::ALL
+        .iter()
+        .map(|s| {
+            format!(
+                "({})",
+                one.replace(EACH_STATUS, &format!("'{}'", s.as_str()))
+            )
+        })
+        .collect();
     (
-        format!("SELECT {SUMMARY_COLUMNS} FROM messages {clause} ORDER BY id DESC LIMIT {limit}"),
+        format!(
+            "SELECT * FROM ({}) m ORDER BY id DESC LIMIT {limit}",
+            each.join(" UNION ALL ")
+        ),
+        values,
+    )
+}
+
+/// The count for one trigger (or every trigger), served as `list_sql` is; with
+/// neither status nor lane named, one count per status, summed.
+fn count_sql(q: &MessageQuery, key: Option<&TriggerKey>) -> (String, Values) {
+    let mut values = Values::default();
+    let clause = conditions(q, key, &mut values);
+    let one = format!("SELECT count(*) AS n FROM messages {clause}").replace(EACH_STATUS, "s.st");
+    if !per_status(q, key) {
+        return (one, values);
+    }
+    let st = values.push(statuses());
+    (
+        format!("SELECT sum(c.n)::int8 FROM unnest({st}::text[]) AS s(st), LATERAL ({one}) c"),
         values,
     )
 }
@@ -161,10 +213,7 @@ impl PgStore {
         self.with(move |_, client| async move {
             let mut total = 0u64;
             for key in keys(&q) {
-                // Served by the same indexes as the list.
-                let mut values = Values::default();
-                let clause = conditions(&q, key, &mut values);
-                let sql = format!("SELECT count(*) FROM messages {clause}");
+                let (sql, values) = count_sql(&q, key);
                 let stmt = client.prepare_cached(&sql).await.map_err(db)?;
                 let n: i64 = client
                     .query_one(&stmt, &values.refs())

@@ -57,6 +57,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "lz4",
         include_str!("../../../migrations/postgres/0005_lz4.sql"),
     ),
+    (
+        6,
+        "no_trigger_index",
+        include_str!("../../../migrations/postgres/0006_no_trigger_index.sql"),
+    ),
 ];
 
 /// Set on each of the store's connections as it is made. The store's statements
