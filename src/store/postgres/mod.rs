@@ -62,6 +62,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "no_trigger_index",
         include_str!("../../../migrations/postgres/0006_no_trigger_index.sql"),
     ),
+    (
+        7,
+        "no_finished_index",
+        include_str!("../../../migrations/postgres/0007_no_finished_index.sql"),
+    ),
 ];
 
 /// Set on each of the store's connections as it is made. The store's statements
@@ -430,14 +435,16 @@ impl PgStore {
         self.with(move |_, client| async move {
             let mut total = 0u64;
             loop {
-                // Served by messages_finished.
+                // Served by the UNIQUE index on id: a message's id (UUIDv7) is
+                // minted when it is received, so old messages are low ids.
                 let n = client
                     .execute(
                         "DELETE FROM messages WHERE seq IN (
                             SELECT seq FROM messages
-                            WHERE finished_at IS NOT NULL AND NOT blocking AND received_at < $1
+                            WHERE id < $3 AND received_at < $1
+                              AND finished_at IS NOT NULL AND NOT blocking
                             LIMIT $2)",
-                        &[&before, &PURGE_CHUNK],
+                        &[&before, &PURGE_CHUNK, &admin::id_floor(before + 1000)],
                     )
                     .await
                     .map_err(db)?;
@@ -499,7 +506,15 @@ async fn insert_batch<C: deadpool_postgres::GenericClient>(
     now: Micros,
 ) -> Result<Vec<EnqueueOutcome>, StoreError> {
     // The partial unique index rejects a repeated Idempotency-Key; the lanes'
-    // counts grow by what was really inserted.
+    // counts grow by what was really inserted. A claimed message's attempt log is
+    // built once for the batch, not per row by PostgreSQL's JSON functions.
+    let claimed_log = serde_json::Value::Array(vec![rows::attempt_json(&AttemptRecord {
+        number: 1,
+        started_at: now,
+        finished_at: None,
+        outcome: None,
+        error: None,
+    })]);
     let insert = client
         .prepare_cached(
             "WITH ins AS (
@@ -509,9 +524,7 @@ async fn insert_batch<C: deadpool_postgres::GenericClient>(
                        received_at, received_at, ikey, input,
                        CASE WHEN mine THEN $10::text END, CASE WHEN mine THEN $11::int8 + $12::int8 END,
                        CASE WHEN mine THEN 1 ELSE 0 END,
-                       CASE WHEN mine THEN jsonb_build_array(jsonb_build_object('number', 1,
-                           'started_at', $11::int8, 'finished_at', NULL, 'outcome', NULL, 'error', NULL))
-                           ELSE '[]'::jsonb END
+                       CASE WHEN mine THEN $13::jsonb ELSE '[]'::jsonb END
                 FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::int8[],
                             $7::text[], $8::text[], $9::bool[])
                      AS u(id, tenant, trigger, lane, mode, received_at, ikey, input, mine)
@@ -542,6 +555,7 @@ async fn insert_batch<C: deadpool_postgres::GenericClient>(
                 &&*store.node,
                 &now,
                 &store.lease_us(),
+                &claimed_log,
             ],
         )
         .await
