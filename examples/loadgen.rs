@@ -17,8 +17,10 @@
 //! Scenarios: `health` (the in-run ceiling), `itemprice` (sync GET with an API key),
 //! `itemprice-db` (the same answer read from PostgreSQL by an `sql` step; the
 //! tables of examples/sql/acme.sql are created in `ACME_DATABASE_URL`, default
-//! the local `postgres` database), `accept` (durable async accept of a 1 KB JSON body). The server and the client
-//! run on separate runtimes; on a 2-core machine they share the cores.
+//! the local `postgres` database), `accept` (durable async accept of a 1 KB JSON
+//! body; every accepted message is also executed during the run, and `backlog`
+//! counts those not yet executed when the window closed). The server and the
+//! client run on separate runtimes; on a 2-core machine they share the cores.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -375,6 +377,21 @@ struct Figures {
     errors: u64,
     /// `errors` spelled out: status codes and broken connections.
     error_kinds: String,
+    /// Accepted messages not yet executed when the measured window closed (accept
+    /// only): a rate that outran execution would show here as a growing backlog.
+    backlog: Option<u64>,
+}
+
+/// Messages queued, running or waiting for a retry, in the store.
+async fn unfinished(queue: &flowgate::queue::Queue) -> Option<u64> {
+    let counts = queue.store().status_counts(None).await.ok()?;
+    Some(
+        counts
+            .iter()
+            .filter(|c| !c.status.is_final())
+            .map(|c| c.count)
+            .sum(),
+    )
 }
 
 fn percentile(sorted: &[u32], p: f64) -> f64 {
@@ -385,7 +402,12 @@ fn percentile(sorted: &[u32], p: f64) -> f64 {
     sorted[i] as f64 / 1000.0
 }
 
-async fn run(addr: SocketAddr, s: &Scenario, args: &Args) -> Figures {
+async fn run(
+    addr: SocketAddr,
+    s: &Scenario,
+    args: &Args,
+    queue: Option<&flowgate::queue::Queue>,
+) -> Figures {
     let request = Arc::new(s.request.clone());
     let record = Arc::new(AtomicBool::new(false));
     let stop = Arc::new(AtomicBool::new(false));
@@ -410,6 +432,10 @@ async fn run(addr: SocketAddr, s: &Scenario, args: &Args) -> Figures {
     let cpu_after = cpu_split();
     let pg_after = postgres_cpu();
     let elapsed = started.elapsed().as_secs_f64();
+    let backlog = match queue {
+        Some(q) => unfinished(q).await,
+        None => None,
+    };
     stop.store(true, Ordering::Relaxed);
     let mut all = Tally::default();
     for t in tasks {
@@ -452,6 +478,7 @@ async fn run(addr: SocketAddr, s: &Scenario, args: &Args) -> Figures {
             }
             kinds.join(",")
         },
+        backlog,
     }
 }
 
@@ -521,11 +548,11 @@ fn main() -> Result<()> {
     if args.scenario.contains("itemprice-db") {
         server_rt.block_on(prepare_database())?;
     }
-    let addr = server_rt.block_on(async {
+    let (addr, queue) = server_rt.block_on(async {
         let app = flowgate::startup::Application::build(settings).await?;
-        let addr = app.local_addr();
+        let (addr, queue) = (app.local_addr(), app.queue());
         tokio::spawn(app.run_until_stopped());
-        Ok::<_, anyhow::Error>(addr)
+        Ok::<_, anyhow::Error>((addr, queue))
     })?;
 
     let client_rt = tokio::runtime::Builder::new_multi_thread()
@@ -560,7 +587,8 @@ fn main() -> Result<()> {
         .filter(|s| !s.is_empty())
     {
         let s = scenario(name, addr)?;
-        let f = client_rt.block_on(run(addr, &s, &args));
+        let counted = (name == "accept").then_some(&queue);
+        let f = client_rt.block_on(run(addr, &s, &args, counted));
         if f.name == "health" {
             health_rps = Some(f.rps);
         }
@@ -576,11 +604,12 @@ fn main() -> Result<()> {
                     "server_cpu_us_per_request": f.server_cpu_us,
                     "client_cpu_us_per_request": f.client_cpu_us,
                     "postgres_cpu_us_per_request": f.postgres_cpu_us,
+                    "backlog_at_end": f.backlog,
                 })
             );
         } else {
             println!(
-                "{:<10} conns={} requests={} rps={:.1} p50={:.2}ms p99={:.2}ms max={:.1}ms 429s={} errors={}{} cpu/req: server={:.1}us client={:.1}us{}{}",
+                "{:<10} conns={} requests={} rps={:.1} p50={:.2}ms p99={:.2}ms max={:.1}ms 429s={} errors={}{}{} cpu/req: server={:.1}us client={:.1}us{}{}",
                 f.name,
                 args.connections,
                 f.requests,
@@ -595,6 +624,7 @@ fn main() -> Result<()> {
                 } else {
                     format!(" ({})", f.error_kinds)
                 },
+                f.backlog.map_or(String::new(), |n| format!(" backlog={n}")),
                 f.server_cpu_us,
                 f.client_cpu_us,
                 if f.postgres_cpu_us >= 0.05 {
