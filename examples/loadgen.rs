@@ -92,8 +92,9 @@ async fn sql(url: &str, text: &str) -> Result<()> {
     Ok(())
 }
 
-/// Stores `n` messages for the drain trigger, starts the server and waits until
-/// the last one (so, in lane order, all) finished. Returns messages/s.
+/// Stores `n` messages for the drain trigger, starts a server and waits until
+/// the last one (so, in lane order, all) finished, then stops that server (the
+/// scenarios run on a node of their own, not beside it). Returns messages/s.
 async fn drain(settings: &flowgate::config::Settings, n: usize) -> Result<f64> {
     use flowgate::domain::{MessageId, Mode, NewMessage, TenantName, TriggerName, now_micros};
     let store = flowgate::store::Store::connect(&settings.store, settings.pg_options()).await?;
@@ -121,8 +122,8 @@ async fn drain(settings: &flowgate::config::Settings, n: usize) -> Result<f64> {
     let mut s = settings.clone();
     s.listen = "127.0.0.1:0".into();
     let app = flowgate::startup::Application::build(s).await?;
-    let queue = app.queue();
-    tokio::spawn(app.run_until_stopped());
+    let (queue, handle) = (app.queue(), app.handle());
+    let running = tokio::spawn(app.run_until_stopped());
     loop {
         if let Some(v) = queue.message(last).await?
             && v.status.is_final()
@@ -131,7 +132,10 @@ async fn drain(settings: &flowgate::config::Settings, n: usize) -> Result<f64> {
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    Ok(n as f64 / started.elapsed().as_secs_f64())
+    let rate = n as f64 / started.elapsed().as_secs_f64();
+    handle.stop(true).await;
+    running.await??;
+    Ok(rate)
 }
 
 struct Scenario {

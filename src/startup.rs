@@ -159,6 +159,12 @@ impl Application {
         self.addr.port()
     }
 
+    /// Stops the server from elsewhere in the process (as a signal would), for
+    /// whoever embeds it: `run_until_stopped` then winds the queue down.
+    pub fn handle(&self) -> actix_web::dev::ServerHandle {
+        self.server.handle()
+    }
+
     /// Serves until a signal (SIGINT/SIGTERM) stops the server; then, on a shared
     /// store, hands the messages it claimed and has not started back to the other
     /// nodes and gives running attempts up to `STOP_WAIT`; then waits for the store
