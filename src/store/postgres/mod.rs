@@ -494,6 +494,42 @@ impl PgStore {
     }
 }
 
+/// The insert of a batch's messages (`$1`-`$9` arrays, one element a message;
+/// those marked `mine` stored running under this node's lease, `$13` their attempt
+/// log). The partial unique index rejects a repeated Idempotency-Key.
+macro_rules! insert_messages {
+    () => {
+        "INSERT INTO messages (id, tenant, trigger, lane, mode, status, received_at, run_at,
+                               idempotency_key, input, holder, lease_until, attempts, attempt_log)
+         SELECT id, tenant, trigger, lane, mode, CASE WHEN mine THEN 'running' ELSE 'queued' END,
+                received_at, received_at, ikey, input,
+                CASE WHEN mine THEN $10::text END, CASE WHEN mine THEN $11::int8 + $12::int8 END,
+                CASE WHEN mine THEN 1 ELSE 0 END,
+                CASE WHEN mine THEN $13::jsonb ELSE '[]'::jsonb END
+         FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::int8[],
+                     $7::text[], $8::text[], $9::bool[])
+              AS u(id, tenant, trigger, lane, mode, received_at, ikey, input, mine)
+         ON CONFLICT DO NOTHING"
+    };
+}
+
+/// A batch without ordered messages: the insert alone.
+const INSERT_UNORDERED: &str = concat!(insert_messages!(), " RETURNING id");
+
+/// A batch with ordered messages: the lanes' counts grow by what was really
+/// inserted, in the same statement.
+const INSERT_COUNTING_LANES: &str = concat!(
+    "WITH ins AS (",
+    insert_messages!(),
+    " RETURNING id, tenant, trigger, lane),
+     counted AS (
+        UPDATE lanes l SET pending = l.pending + c.n
+        FROM (SELECT tenant, trigger, lane, count(*) AS n FROM ins
+              WHERE lane IS NOT NULL GROUP BY 1, 2, 3) c
+        WHERE l.tenant = c.tenant AND l.trigger = c.trigger AND l.lane = c.lane)
+     SELECT id FROM ins"
+);
+
 /// Inserts a batch's messages (those in `mine` claimed by this node, their first
 /// attempt started at `now`), counts them into their lanes, finds the first
 /// message of each repeated Idempotency-Key, and tells other nodes of work left
@@ -505,9 +541,8 @@ async fn insert_batch<C: deadpool_postgres::GenericClient>(
     mine: &[bool],
     now: Micros,
 ) -> Result<Vec<EnqueueOutcome>, StoreError> {
-    // The partial unique index rejects a repeated Idempotency-Key; the lanes'
-    // counts grow by what was really inserted. A claimed message's attempt log is
-    // built once for the batch, not per row by PostgreSQL's JSON functions.
+    // A claimed message's attempt log is built once for the batch, not per row by
+    // PostgreSQL's JSON functions.
     let claimed_log = serde_json::Value::Array(vec![rows::attempt_json(&AttemptRecord {
         number: 1,
         started_at: now,
@@ -515,28 +550,13 @@ async fn insert_batch<C: deadpool_postgres::GenericClient>(
         outcome: None,
         error: None,
     })]);
+    let ordered = rows.lane.iter().any(Option::is_some);
     let insert = client
-        .prepare_cached(
-            "WITH ins AS (
-                INSERT INTO messages (id, tenant, trigger, lane, mode, status, received_at, run_at,
-                                      idempotency_key, input, holder, lease_until, attempts, attempt_log)
-                SELECT id, tenant, trigger, lane, mode, CASE WHEN mine THEN 'running' ELSE 'queued' END,
-                       received_at, received_at, ikey, input,
-                       CASE WHEN mine THEN $10::text END, CASE WHEN mine THEN $11::int8 + $12::int8 END,
-                       CASE WHEN mine THEN 1 ELSE 0 END,
-                       CASE WHEN mine THEN $13::jsonb ELSE '[]'::jsonb END
-                FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::int8[],
-                            $7::text[], $8::text[], $9::bool[])
-                     AS u(id, tenant, trigger, lane, mode, received_at, ikey, input, mine)
-                ON CONFLICT DO NOTHING
-                RETURNING id, tenant, trigger, lane),
-             counted AS (
-                UPDATE lanes l SET pending = l.pending + c.n
-                FROM (SELECT tenant, trigger, lane, count(*) AS n FROM ins
-                      WHERE lane IS NOT NULL GROUP BY 1, 2, 3) c
-                WHERE l.tenant = c.tenant AND l.trigger = c.trigger AND l.lane = c.lane)
-             SELECT id FROM ins",
-        )
+        .prepare_cached(if ordered {
+            INSERT_COUNTING_LANES
+        } else {
+            INSERT_UNORDERED
+        })
         .await
         .map_err(db)?;
     let inserted = client
