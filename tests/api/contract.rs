@@ -380,3 +380,55 @@ async fn health_and_ready_and_store_down_is_503() {
         StatusCode::SERVICE_UNAVAILABLE
     );
 }
+
+/// An embedder stops the server through its handle, as a signal would: the port
+/// closes, `run_until_stopped` returns, and a message accepted before is kept in
+/// the store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_embedded_server_stops_through_its_handle() {
+    let dir = tempfile::tempdir().unwrap();
+    let flows = dir.path().join("flows");
+    crate::helpers::copy_dir(&crate::helpers::repo_flows(), &flows);
+    let settings = flowgate::config::Settings {
+        listen: "127.0.0.1:0".into(),
+        flows,
+        store: format!("sqlite://{}", dir.path().join("flowgate.db").display()),
+        ..Default::default()
+    };
+    let app = flowgate::startup::Application::build(settings)
+        .await
+        .unwrap();
+    let (base, handle, queue) = (
+        format!("http://{}", app.local_addr()),
+        app.handle(),
+        app.queue(),
+    );
+    let running = tokio::spawn(app.run_until_stopped());
+    let client = reqwest::Client::new();
+    let res = client
+        .post(format!("{base}/acme/CreateCustomerRecord"))
+        .header("x-api-key", ERP_KEY)
+        .json(&json!({"name": "Ada"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::ACCEPTED);
+    let id: flowgate::domain::MessageId = res.headers()["x-message-id"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+
+    handle.stop(true).await;
+    tokio::time::timeout(std::time::Duration::from_secs(30), running)
+        .await
+        .expect("run_until_stopped returns once stopped")
+        .unwrap()
+        .unwrap();
+    assert!(
+        client.get(format!("{base}/_health")).send().await.is_err(),
+        "the port is closed"
+    );
+    let stored = queue.message(id).await.unwrap();
+    assert!(stored.is_some(), "the accepted message is stored");
+}

@@ -51,13 +51,22 @@ fn per_status(q: &MessageQuery, key: Option<&TriggerKey>) -> bool {
     key.is_some() && q.status.is_none() && q.lane.is_none()
 }
 
-/// The statuses `per_status` queries go through, as a query value.
-fn statuses() -> Vec<&'static str> {
-    MessageStatus::ALL.iter().map(|s| s.as_str()).collect()
-}
-
 /// Where a `per_status` query's clause names the status each read takes.
 const EACH_STATUS: &str = "@status@";
+
+/// `one` once per status, as the parts of a UNION ALL.
+fn each_status(one: &str) -> String {
+    MessageStatus::ALL
+        .iter()
+        .map(|s| {
+            format!(
+                "({})",
+                one.replace(EACH_STATUS, &format!("'{}'", s.as_str()))
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(" UNION ALL ")
+}
 
 /// The WHERE clause of a query for one trigger (or none: every trigger). A
 /// `per_status` query's status is left as `EACH_STATUS`, to be filled in.
@@ -116,19 +125,10 @@ fn list_sql(q: &MessageQuery, key: Option<&TriggerKey>) -> (String, Values) {
     if !per_status(q, key) {
         return (one, values);
     }
-    let each: Vec<String> = MessageStatus::ALL
-        .iter()
-        .map(|s| {
-            format!(
-                "({})",
-                one.replace(EACH_STATUS, &format!("'{}'", s.as_str()))
-            )
-        })
-        .collect();
     (
         format!(
             "SELECT * FROM ({}) m ORDER BY id DESC LIMIT {limit}",
-            each.join(" UNION ALL ")
+            each_status(&one)
         ),
         values,
     )
@@ -139,13 +139,12 @@ fn list_sql(q: &MessageQuery, key: Option<&TriggerKey>) -> (String, Values) {
 fn count_sql(q: &MessageQuery, key: Option<&TriggerKey>) -> (String, Values) {
     let mut values = Values::default();
     let clause = conditions(q, key, &mut values);
-    let one = format!("SELECT count(*) AS n FROM messages {clause}").replace(EACH_STATUS, "s.st");
+    let one = format!("SELECT count(*) AS n FROM messages {clause}");
     if !per_status(q, key) {
         return (one, values);
     }
-    let st = values.push(statuses());
     (
-        format!("SELECT sum(c.n)::int8 FROM unnest({st}::text[]) AS s(st), LATERAL ({one}) c"),
+        format!("SELECT sum(n)::int8 FROM ({}) c", each_status(&one)),
         values,
     )
 }

@@ -335,7 +335,7 @@ impl PgStore {
             if lanes.0.is_empty() {
                 // One statement is a transaction of its own: no BEGIN and COMMIT
                 // round trips. Duplicates are read and others told after it commits.
-                let out = insert_batch(&client, &store, &rows, &mine, now).await?;
+                let out = insert_batch(&client, &store, &rows, &mine, now, false).await?;
                 store.hold_claimed(&rows, &mine, &out);
                 return Ok(out);
             }
@@ -352,7 +352,7 @@ impl PgStore {
             tx.execute(&lock, &[&lanes.0, &lanes.1, &lanes.2])
                 .await
                 .map_err(db)?;
-            let out = insert_batch(&tx, &store, &rows, &mine, now).await?;
+            let out = insert_batch(&tx, &store, &rows, &mine, now, true).await?;
             tx.commit().await.map_err(db)?;
             store.hold_claimed(&rows, &mine, &out);
             Ok(out)
@@ -533,13 +533,15 @@ const INSERT_COUNTING_LANES: &str = concat!(
 /// Inserts a batch's messages (those in `mine` claimed by this node, their first
 /// attempt started at `now`), counts them into their lanes, finds the first
 /// message of each repeated Idempotency-Key, and tells other nodes of work left
-/// for them. Ordered messages need their lanes locked first, in the same transaction.
+/// for them. Ordered messages (`ordered`: the batch has some) need their lanes
+/// locked first, in the same transaction.
 async fn insert_batch<C: deadpool_postgres::GenericClient>(
     client: &C,
     store: &PgStore,
     rows: &rows::NewRows,
     mine: &[bool],
     now: Micros,
+    ordered: bool,
 ) -> Result<Vec<EnqueueOutcome>, StoreError> {
     // A claimed message's attempt log is built once for the batch, not per row by
     // PostgreSQL's JSON functions.
@@ -550,7 +552,6 @@ async fn insert_batch<C: deadpool_postgres::GenericClient>(
         outcome: None,
         error: None,
     })]);
-    let ordered = rows.lane.iter().any(Option::is_some);
     let insert = client
         .prepare_cached(if ordered {
             INSERT_COUNTING_LANES

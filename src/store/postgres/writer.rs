@@ -107,12 +107,10 @@ async fn apply(
     client: &mut deadpool_postgres::Object,
     ops: &[Op],
 ) -> Result<(), StoreError> {
-    if ops
-        .iter()
-        .all(|op| matches!(op, Op::Finished(..) | Op::Flush(_)))
-    {
-        // Only attempts' ends: one statement, a transaction of its own, with no
-        // BEGIN and COMMIT round trips.
+    if ops.iter().all(|op| matches!(op, Op::Finished(..))) {
+        // Only attempts' ends (flushes are answered by `run`, never written):
+        // one statement, a transaction of its own, with no BEGIN and COMMIT
+        // round trips.
         let finished: Vec<_> = ops
             .iter()
             .filter_map(|op| match op {
