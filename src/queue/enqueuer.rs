@@ -47,6 +47,9 @@ pub fn start(
 /// batches more often, which measured slower.
 const IN_FLIGHT_SHARED: usize = 2;
 
+/// How long a batch formed while another commits may wait for company.
+const COMPANY_WAIT: std::time::Duration = std::time::Duration::from_millis(2);
+
 type Replies = Vec<oneshot::Sender<Result<(MessageId, EnqueueOutcome), StoreError>>>;
 
 /// A batch handed to the store: its messages, which of them this node claimed,
@@ -60,24 +63,26 @@ type InFlight = (
 );
 
 async fn run(mut rx: mpsc::Receiver<Submission>, store: Store, dispatcher: Arc<Dispatcher>) {
-    let room = Arc::new(Semaphore::new(if store.shared().is_some() {
+    let slots = if store.shared().is_some() {
         IN_FLIGHT_SHARED
     } else {
         1
-    }));
+    };
+    let room = Arc::new(Semaphore::new(slots));
     let (in_flight, stored) = mpsc::channel(IN_FLIGHT_SHARED);
     let completer = tokio::spawn(complete(stored, dispatcher.clone()));
+    // The size of the batch handed to the store last.
+    let mut in_flight_size = 0;
     while let Some(first) = rx.recv().await {
         let Ok(slot) = room.clone().acquire_owned().await else {
             break;
         };
         let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(s) => batch.push(s),
-                Err(_) => break,
-            }
+        take_waiting(&mut rx, &mut batch);
+        if slots > 1 && room.available_permits() == 0 && batch.len() < in_flight_size {
+            wait_for_company(&mut rx, &mut batch, &room, in_flight_size).await;
         }
+        in_flight_size = batch.len();
         for s in &mut batch {
             let id = MessageId::new();
             s.message.id = id;
@@ -112,6 +117,44 @@ async fn run(mut rx: mpsc::Receiver<Submission>, store: Store, dispatcher: Arc<D
     }
     drop(in_flight);
     let _ = completer.await;
+}
+
+/// Moves the submissions already waiting into `batch`.
+fn take_waiting(rx: &mut mpsc::Receiver<Submission>, batch: &mut Vec<Submission>) {
+    while batch.len() < MAX_BATCH {
+        match rx.try_recv() {
+            Ok(s) => batch.push(s),
+            Err(_) => break,
+        }
+    }
+}
+
+/// A batch formed while the one before is still committing waits for company:
+/// until it holds as many messages as that one, that one commits, or
+/// `COMPANY_WAIT` passes. Without it the two batches in flight drift apart in
+/// size: the callers a large batch answers send their next messages all at
+/// once, while the slot the small one frees takes whatever is there, often one
+/// message, and PostgreSQL pays a whole statement and commit for it.
+async fn wait_for_company(
+    rx: &mut mpsc::Receiver<Submission>,
+    batch: &mut Vec<Submission>,
+    room: &Semaphore,
+    target: usize,
+) {
+    let deadline = tokio::time::Instant::now() + COMPANY_WAIT;
+    while batch.len() < target {
+        tokio::select! {
+            biased;
+            s = rx.recv() => match s {
+                Some(s) => batch.push(s),
+                None => return,
+            },
+            // The batch in flight committed: nothing to overlap with any more.
+            _ = room.acquire() => break,
+            _ = tokio::time::sleep_until(deadline) => break,
+        }
+    }
+    take_waiting(rx, batch);
 }
 
 /// Answers each batch once it is durable and hands its messages to the dispatcher.
@@ -150,5 +193,87 @@ async fn complete(mut stored: mpsc::Receiver<InFlight>, dispatcher: Arc<Dispatch
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tokio::time::Instant;
+
+    use super::*;
+    use crate::domain::{Mode, TenantName, TriggerName};
+
+    fn submission() -> Submission {
+        Submission {
+            message: NewMessage {
+                id: MessageId::new(),
+                tenant: TenantName::parse("acme").unwrap(),
+                trigger: TriggerName::parse("Orders").unwrap(),
+                lane: None,
+                mode: Mode::Async,
+                received_at: 0,
+                idempotency_key: None,
+                input: serde_json::json!({}),
+            },
+            waiter: None,
+            reply: oneshot::channel().0,
+        }
+    }
+
+    /// Two slots: ours, and the other one taken by the batch in flight.
+    fn one_in_flight() -> (Arc<Semaphore>, [OwnedSemaphorePermit; 2]) {
+        let room = Arc::new(Semaphore::new(2));
+        let ours = room.clone().try_acquire_owned().unwrap();
+        let theirs = room.clone().try_acquire_owned().unwrap();
+        (room, [ours, theirs])
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_batch_waits_until_it_is_as_large_as_the_one_in_flight() {
+        let (tx, mut rx) = mpsc::channel(16);
+        let (room, _slots) = one_in_flight();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            for _ in 0..3 {
+                let _ = tx.send(submission()).await;
+            }
+            // Too late: the batch left with the first three.
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            let _ = tx.send(submission()).await;
+        });
+        let start = Instant::now();
+        let mut batch = vec![submission()];
+        wait_for_company(&mut rx, &mut batch, &room, 4).await;
+        assert_eq!(batch.len(), 4);
+        assert_eq!(start.elapsed(), Duration::from_millis(1));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_batch_stops_waiting_when_the_one_in_flight_commits() {
+        let (_tx, mut rx) = mpsc::channel(16);
+        let (room, [_ours, theirs]) = one_in_flight();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            drop(theirs);
+        });
+        let start = Instant::now();
+        let mut batch = vec![submission()];
+        wait_for_company(&mut rx, &mut batch, &room, 8).await;
+        assert_eq!(batch.len(), 1);
+        assert!(COMPANY_WAIT > Duration::from_millis(1));
+        assert_eq!(start.elapsed(), Duration::from_millis(1));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_batch_waits_for_company_no_longer_than_its_limit() {
+        let (_tx, mut rx) = mpsc::channel(16);
+        let (room, _slots) = one_in_flight();
+        let start = Instant::now();
+        let mut batch = vec![submission()];
+        wait_for_company(&mut rx, &mut batch, &room, 8).await;
+        assert_eq!(batch.len(), 1);
+        assert_eq!(start.elapsed(), COMPANY_WAIT);
     }
 }
