@@ -228,6 +228,23 @@ async fn log_in_expand_a_failed_message_and_replay_it() {
 
     // The other tenant's subscription cannot post to http://: its delivery log says why.
     app.post_async("/other/Secret", None, json!({"n": 1})).await;
+    // The message runs, its event is queued and the sender makes its attempt, all
+    // behind the 202: the page is read once the attempt is recorded.
+    let mut attempted = false;
+    for _ in 0..250 {
+        let (_, d) = app
+            .admin("GET", "/deliveries?tenant=other", GLOBAL_TOKEN, None)
+            .await;
+        if d["deliveries"][0]["attempts"]
+            .as_array()
+            .is_some_and(|a| !a.is_empty())
+        {
+            attempted = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(attempted, "the other tenant's delivery was attempted");
     driver.click("#nav-deliveries").await;
     driver
         .click("#delivery-tenant option[value=\"other\"]")
