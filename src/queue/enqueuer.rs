@@ -79,7 +79,8 @@ async fn run(mut rx: mpsc::Receiver<Submission>, store: Store, dispatcher: Arc<D
         };
         let mut batch = vec![first];
         take_waiting(&mut rx, &mut batch);
-        if slots > 1 && room.available_permits() == 0 && batch.len() < in_flight_size {
+        let others_in_flight = slots - 1 - room.available_permits();
+        if others_in_flight > 0 && batch.len() < in_flight_size {
             wait_for_company(&mut rx, &mut batch, &room, in_flight_size).await;
         }
         in_flight_size = batch.len();

@@ -387,15 +387,7 @@ async fn health_and_ready_and_store_down_is_503() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_embedded_server_stops_through_its_handle() {
     let dir = tempfile::tempdir().unwrap();
-    let flows = dir.path().join("flows");
-    crate::helpers::copy_dir(&crate::helpers::repo_flows(), &flows);
-    let settings = flowgate::config::Settings {
-        listen: "127.0.0.1:0".into(),
-        flows,
-        store: format!("sqlite://{}", dir.path().join("flowgate.db").display()),
-        ..Default::default()
-    };
-    let app = flowgate::startup::Application::build(settings)
+    let app = flowgate::startup::Application::build(crate::helpers::settings_in(dir.path()))
         .await
         .unwrap();
     let (base, handle, queue) = (

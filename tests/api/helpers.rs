@@ -36,6 +36,23 @@ pub fn repo_flows() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("flows")
 }
 
+/// A test server's settings: the shipped flows copied into `dir/flows`, a SQLite
+/// store in `dir`, any free port on loopback.
+pub fn settings_in(dir: &Path) -> Settings {
+    let flows = dir.join("flows");
+    copy_dir(&repo_flows(), &flows);
+    Settings {
+        listen: "127.0.0.1:0".into(),
+        flows,
+        store: format!("sqlite://{}", dir.join("flowgate.db").display()),
+        workers: 2,
+        reload_interval: Duration::from_millis(100),
+        // Tests share one PostgreSQL server (100 connections) and run in parallel.
+        pool_size: 4,
+        ..Settings::default()
+    }
+}
+
 impl TestApp {
     /// The shipped example flows.
     pub async fn spawn() -> Self {
@@ -49,19 +66,8 @@ impl TestApp {
         settings: impl FnOnce(&mut Settings),
     ) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let flows_dir = dir.path().join("flows");
-        copy_dir(&repo_flows(), &flows_dir);
-        flows(&flows_dir);
-        let mut s = Settings {
-            listen: "127.0.0.1:0".into(),
-            flows: flows_dir,
-            store: format!("sqlite://{}", dir.path().join("flowgate.db").display()),
-            workers: 2,
-            reload_interval: Duration::from_millis(100),
-            // Tests share one PostgreSQL server (100 connections) and run in parallel.
-            pool_size: 4,
-            ..Settings::default()
-        };
+        let mut s = settings_in(dir.path());
+        flows(&s.flows);
         settings(&mut s);
         let app = Application::build(s).await.expect("server starts");
         let base = format!("http://{}", app.local_addr());
