@@ -28,6 +28,7 @@ pub mod http;
 pub mod input;
 pub mod keys;
 pub mod metrics;
+pub mod pgtls;
 pub mod queue;
 pub mod signature;
 pub mod startup;

@@ -15,7 +15,6 @@ use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime};
 use serde_json::{Map, Value, json};
-use tokio_postgres::NoTls;
 use tokio_postgres::types::ToSql;
 
 use super::Secrets;
@@ -31,6 +30,8 @@ pub struct PgOptions {
     /// The URL after `${VAR}` expansion (holds the password: never shown).
     pub url: String,
     pub config: tokio_postgres::Config,
+    /// How connections are encrypted (`sslmode`, `sslrootcert`).
+    pub tls: crate::pgtls::MakeRustls,
     pub pool_size: usize,
     pub connect_timeout: Duration,
     pub statement_timeout: Duration,
@@ -38,15 +39,10 @@ pub struct PgOptions {
 }
 
 impl PgOptions {
-    /// Parses a `postgres://` URL (or `key=value` string) into options.
-    pub fn parse(url: &str) -> Result<tokio_postgres::Config, String> {
-        let config: tokio_postgres::Config = url
-            .parse()
-            .map_err(|e| format!("not a PostgreSQL connection URL: {e}"))?;
-        if config.get_ssl_mode() == tokio_postgres::config::SslMode::Require {
-            return Err("`sslmode=require` is not supported yet: connections are unencrypted (use a local or tunnelled server)".into());
-        }
-        Ok(config)
+    /// Parses a `postgres://` URL (or `key=value` string) into the driver's
+    /// configuration and its TLS connector.
+    pub fn parse(url: &str) -> Result<(tokio_postgres::Config, crate::pgtls::MakeRustls), String> {
+        crate::pgtls::parse(url)
     }
 
     /// Equal for connections that may share a pool.
@@ -160,7 +156,7 @@ impl PgConnection {
         let o = &self.options;
         let manager = Manager::from_config(
             self.config().clone(),
-            NoTls,
+            self.options.tls.clone(),
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },
@@ -286,8 +282,9 @@ impl PgConnection {
                 // Stop the statement on the server too; the pooled connection
                 // stays usable once the server has answered the cancel.
                 let cancel = client.cancel_token();
+                let tls = self.options.tls.clone();
                 tokio::spawn(async move {
-                    let _ = cancel.cancel_query(NoTls).await;
+                    let _ = cancel.cancel_query(tls).await;
                 });
                 Err(SqlError {
                     message: format!("the statement did not finish within {timeout:?}"),

@@ -168,7 +168,7 @@ fn compile_postgres(
             None
         }
     });
-    if let Some(pw) = config.as_ref().and_then(|c| c.get_password()) {
+    if let Some(pw) = config.as_ref().and_then(|(c, _)| c.get_password()) {
         own.add(&String::from_utf8_lossy(pw));
     }
     let pool_size = match pool_size {
@@ -189,9 +189,11 @@ fn compile_postgres(
         .and_then(|t| cx.positive_duration(&t, "statement_timeout"))
         .unwrap_or(postgres::DEFAULT_STATEMENT_TIMEOUT);
     secrets.extend(&own);
+    let (config, tls) = config?;
     let options = PgOptions {
         url: expanded?,
-        config: config?,
+        config,
+        tls,
         pool_size,
         connect_timeout,
         statement_timeout,

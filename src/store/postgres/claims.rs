@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 use tokio::sync::mpsc;
-use tokio_postgres::{AsyncMessage, NoTls};
+use tokio_postgres::AsyncMessage;
 
 use crate::domain::{MessageId, MessageStatus, Micros, Mode, TenantName, TriggerName};
 use crate::store::types::{Completion, StoreError};
@@ -602,13 +602,17 @@ impl PgStore {
 }
 
 async fn listen_once(url: &str, tx: &mpsc::Sender<Wakeup>) -> Result<(), StoreError> {
-    let mut config = tokio_postgres::Config::from_str(url).map_err(unavailable)?;
+    let (mut config, tls) = crate::pgtls::parse(url).map_err(unavailable)?;
+    let name = format!(
+        "{}-listen",
+        config.get_application_name().unwrap_or("flowgate")
+    );
     config
         .connect_timeout(Duration::from_secs(2))
         .keepalives(true)
         .keepalives_idle(Duration::from_secs(10))
-        .application_name("flowgate-listen");
-    let (client, mut conn) = config.connect(NoTls).await.map_err(db)?;
+        .application_name(&name);
+    let (client, mut conn) = config.connect(tls).await.map_err(db)?;
     let (ntx, mut nrx) = mpsc::unbounded_channel();
     let driver = tokio::spawn(async move {
         loop {

@@ -16,14 +16,12 @@ mod rows;
 mod writer;
 
 use std::future::Future;
-use std::str::FromStr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use deadpool_postgres::{Hook, HookError, Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use tokio::sync::{mpsc, oneshot};
-use tokio_postgres::NoTls;
 
 use crate::domain::{AttemptRecord, MessageId, MessageView, Micros, NewMessage};
 
@@ -149,6 +147,22 @@ pub(crate) fn unavailable(e: impl std::fmt::Display) -> StoreError {
     StoreError::Unavailable(e.to_string())
 }
 
+/// An error with the causes its message leaves out ("error performing TLS
+/// handshake: invalid peer certificate: ..."): what went wrong is often only there.
+pub(crate) fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let said = c.to_string();
+        if !text.contains(&said) {
+            text.push_str(": ");
+            text.push_str(&said);
+        }
+        cause = c.source();
+    }
+    text
+}
+
 /// Tells every node (this one too) that the shared queue has work, once the
 /// transaction `c` belongs to commits.
 async fn notify_work<C: deadpool_postgres::GenericClient>(c: &C) -> Result<(), StoreError> {
@@ -162,7 +176,7 @@ fn db(e: tokio_postgres::Error) -> StoreError {
     // A constraint or syntax error is a bug, not an outage; both fail the request.
     match e.as_db_error() {
         Some(d) => StoreError::Unavailable(format!("{}: {}", d.code().code(), d.message())),
-        None => StoreError::Unavailable(e.to_string()),
+        None => StoreError::Unavailable(with_causes(&e)),
     }
 }
 
@@ -170,16 +184,19 @@ impl PgStore {
     /// Connects, runs the migrations under an advisory lock and starts the writer.
     /// Call from inside the runtime that will run the store's tasks.
     pub async fn connect(url: &str, options: PgOptions) -> Result<Self, StoreError> {
-        let mut config = tokio_postgres::Config::from_str(url)
-            .map_err(|e| StoreError::Config(format!("store URL: {e}")))?;
+        let (mut config, tls) =
+            crate::pgtls::parse(url).map_err(|e| StoreError::Config(format!("store URL: {e}")))?;
         config
             .connect_timeout(options.connect_timeout)
             .keepalives(true)
-            .keepalives_idle(Duration::from_secs(10))
-            .application_name("flowgate");
+            .keepalives_idle(Duration::from_secs(10));
+        // Operators may name each node's connections in the URL.
+        if config.get_application_name().is_none() {
+            config.application_name("flowgate");
+        }
         let manager = Manager::from_config(
             config,
-            NoTls,
+            tls,
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },
@@ -256,7 +273,11 @@ impl PgStore {
         let this = self.clone();
         let running = (!self.closed.load(Ordering::Relaxed)).then(|| {
             self.rt.spawn(async move {
-                let client = this.pool.get().await.map_err(unavailable)?;
+                let client = this
+                    .pool
+                    .get()
+                    .await
+                    .map_err(|e| unavailable(with_causes(&e)))?;
                 f(this, client).await
             })
         });

@@ -1,0 +1,485 @@
+//! TLS for every PostgreSQL connection flowgate makes (the store, its LISTEN
+//! connection, `sql` steps), with rustls.
+//!
+//! The connection string speaks libpq's language, so that a URL that works with
+//! `psql` works here:
+//!
+//! | `sslmode` | encrypted | server certificate checked |
+//! |---|---|---|
+//! | `disable` | never | — |
+//! | `prefer` (the default) | when the server offers it | no |
+//! | `require` | always | no; with `sslrootcert`, as `verify-ca` |
+//! | `verify-ca` | always | issued by a CA in `sslrootcert` |
+//! | `verify-full` | always | as `verify-ca`, and valid for the host name |
+//!
+//! `sslrootcert` names a PEM file of CA certificates. Client certificates
+//! (`sslcert`, `sslkey`) are refused with a clear error rather than ignored.
+//! SCRAM authentication runs without channel binding.
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use rustls::client::WebPkiServerVerifier;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{
+    CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
+};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio_postgres::config::SslMode;
+use tokio_postgres::tls::{ChannelBinding, MakeTlsConnect, TlsConnect, TlsStream};
+
+/// How far the server's certificate is checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Check {
+    Nothing,
+    Issuer,
+    IssuerAndName,
+}
+
+/// Parses a connection string (`postgres://` URL or `key=value` words) into the
+/// driver's configuration and the TLS connector its `sslmode` asks for.
+pub fn parse(conninfo: &str) -> Result<(tokio_postgres::Config, MakeRustls), String> {
+    let (rest, ssl) = take_ssl_options(conninfo)?;
+    let mut config: tokio_postgres::Config = rest
+        .parse()
+        .map_err(|e| format!("not a PostgreSQL connection string: {e}"))?;
+    let check = match ssl.mode.as_deref() {
+        None | Some("prefer") => {
+            config.ssl_mode(SslMode::Prefer);
+            Check::Nothing
+        }
+        Some("disable") => {
+            config.ssl_mode(SslMode::Disable);
+            Check::Nothing
+        }
+        Some("require") => {
+            config.ssl_mode(SslMode::Require);
+            if ssl.root_cert.is_some() {
+                Check::Issuer
+            } else {
+                Check::Nothing
+            }
+        }
+        Some("verify-ca") => {
+            config.ssl_mode(SslMode::Require);
+            Check::Issuer
+        }
+        Some("verify-full") => {
+            config.ssl_mode(SslMode::Require);
+            Check::IssuerAndName
+        }
+        Some(other) => {
+            return Err(format!(
+                "sslmode `{other}` is not one of disable, prefer, require, verify-ca, verify-full"
+            ));
+        }
+    };
+    let roots = match (&ssl.root_cert, check) {
+        (Some(path), Check::Issuer | Check::IssuerAndName) => Some(load_roots(path)?),
+        (None, Check::Issuer | Check::IssuerAndName) => {
+            return Err(format!(
+                "sslmode `{}` needs `sslrootcert`: a PEM file of the CA certificates to trust",
+                ssl.mode.as_deref().unwrap_or_default()
+            ));
+        }
+        _ => None,
+    };
+    Ok((config, MakeRustls::new(check, roots)?))
+}
+
+/// The TLS options flowgate handles itself, taken out of a connection string.
+#[derive(Debug, Default, PartialEq)]
+struct SslOptions {
+    mode: Option<String>,
+    root_cert: Option<String>,
+}
+
+/// Options that would change how a connection authenticates and are not supported.
+const UNSUPPORTED: &[&str] = &["sslcert", "sslkey", "sslpassword", "sslcrl", "sslcrldir"];
+
+/// Splits `sslmode` and `sslrootcert` off a connection string; what is left is
+/// for the driver.
+fn take_ssl_options(conninfo: &str) -> Result<(String, SslOptions), String> {
+    let mut ssl = SslOptions::default();
+    let mut keep = |key: &str, value: String| -> Result<bool, String> {
+        match key {
+            "sslmode" => ssl.mode = Some(value),
+            "sslrootcert" => ssl.root_cert = Some(value),
+            k if UNSUPPORTED.contains(&k) => {
+                return Err(format!(
+                    "`{k}` is not supported: flowgate connects to PostgreSQL without a client certificate"
+                ));
+            }
+            _ => return Ok(true),
+        }
+        Ok(false)
+    };
+    let rest = if conninfo.starts_with("postgres://") || conninfo.starts_with("postgresql://") {
+        let Some((base, query)) = conninfo.split_once('?') else {
+            return Ok((conninfo.to_owned(), ssl));
+        };
+        let mut kept = Vec::new();
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            if keep(&percent_decode(k)?, percent_decode(v)?)? {
+                kept.push(pair);
+            }
+        }
+        if kept.is_empty() {
+            base.to_owned()
+        } else {
+            format!("{base}?{}", kept.join("&"))
+        }
+    } else {
+        let mut kept = Vec::new();
+        for (k, v) in key_values(conninfo)? {
+            if keep(&k, v.clone())? {
+                kept.push(format!(
+                    "{k}='{}'",
+                    v.replace('\\', "\\\\").replace('\'', "\\'")
+                ));
+            }
+        }
+        kept.join(" ")
+    };
+    Ok((rest, ssl))
+}
+
+fn percent_decode(s: &str) -> Result<String, String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = s
+                .get(i + 1..i + 3)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+                .ok_or_else(|| format!("bad percent-encoding in connection URL near `{s}`"))?;
+            out.push(hex);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).map_err(|_| "connection URL option is not UTF-8".to_owned())
+}
+
+/// libpq's `key=value` words: spaces around `=` allowed, values optionally in
+/// single quotes with `\'` and `\\` escapes.
+fn key_values(s: &str) -> Result<Vec<(String, String)>, String> {
+    let mut out = Vec::new();
+    let mut chars = s.chars().peekable();
+    loop {
+        while chars.next_if(|c| c.is_whitespace()).is_some() {}
+        if chars.peek().is_none() {
+            return Ok(out);
+        }
+        let mut key = String::new();
+        while let Some(c) = chars.next_if(|c| *c != '=' && !c.is_whitespace()) {
+            key.push(c);
+        }
+        while chars.next_if(|c| c.is_whitespace()).is_some() {}
+        if chars.next() != Some('=') {
+            return Err(format!("connection string: `{key}` has no `=value`"));
+        }
+        while chars.next_if(|c| c.is_whitespace()).is_some() {}
+        let mut value = String::new();
+        if chars.next_if_eq(&'\'').is_some() {
+            loop {
+                match chars.next() {
+                    Some('\\') => value.extend(chars.next()),
+                    Some('\'') => break,
+                    Some(c) => value.push(c),
+                    None => {
+                        return Err(format!("connection string: `{key}` has an unclosed quote"));
+                    }
+                }
+            }
+        } else {
+            while let Some(c) = chars.next_if(|c| !c.is_whitespace()) {
+                if c == '\\' {
+                    value.extend(chars.next());
+                } else {
+                    value.push(c);
+                }
+            }
+        }
+        out.push((key, value));
+    }
+}
+
+fn load_roots(path: &str) -> Result<RootCertStore, String> {
+    let mut roots = RootCertStore::empty();
+    let certs = CertificateDer::pem_file_iter(path)
+        .map_err(|e| format!("sslrootcert `{path}`: {e}"))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("sslrootcert `{path}`: {e}"))?;
+    let (added, _) = roots.add_parsable_certificates(certs);
+    if added == 0 {
+        return Err(format!("sslrootcert `{path}` holds no usable certificate"));
+    }
+    Ok(roots)
+}
+
+fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
+}
+
+/// Makes TLS connections to PostgreSQL for tokio-postgres and deadpool.
+#[derive(Clone)]
+pub struct MakeRustls {
+    config: Arc<ClientConfig>,
+}
+
+impl std::fmt::Debug for MakeRustls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MakeRustls").finish_non_exhaustive()
+    }
+}
+
+impl MakeRustls {
+    fn new(check: Check, roots: Option<RootCertStore>) -> Result<Self, String> {
+        let provider = provider();
+        let chain = match roots {
+            None => None,
+            Some(roots) => Some(
+                WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+                    .build()
+                    .map_err(|e| format!("sslrootcert: {e}"))?,
+            ),
+        };
+        let verifier: Arc<dyn ServerCertVerifier> = match chain {
+            Some(full) if check == Check::IssuerAndName => full,
+            chain => Arc::new(Lenient {
+                provider: provider.clone(),
+                chain,
+            }),
+        };
+        let config = ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| format!("TLS: {e}"))?
+            .dangerous()
+            .with_custom_certificate_verifier(verifier)
+            .with_no_client_auth();
+        Ok(Self {
+            config: Arc::new(config),
+        })
+    }
+}
+
+/// The certificate checks short of `verify-full`, as libpq makes them: none
+/// (`prefer`, `require`: encrypted, but any certificate is taken), or the chain
+/// to a trusted CA without the host name (`verify-ca`). The handshake's
+/// signatures are verified either way.
+#[derive(Debug)]
+struct Lenient {
+    provider: Arc<CryptoProvider>,
+    chain: Option<Arc<WebPkiServerVerifier>>,
+}
+
+impl ServerCertVerifier for Lenient {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let Some(chain) = &self.chain else {
+            return Ok(ServerCertVerified::assertion());
+        };
+        match chain.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now) {
+            Err(rustls::Error::InvalidCertificate(
+                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
+            )) => Ok(ServerCertVerified::assertion()),
+            other => other,
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+impl<S> MakeTlsConnect<S> for MakeRustls
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    type Stream = RustlsStream<S>;
+    type TlsConnect = RustlsConnect;
+    type Error = io::Error;
+
+    fn make_tls_connect(&mut self, domain: &str) -> Result<RustlsConnect, io::Error> {
+        let name = ServerName::try_from(domain.to_owned()).map_err(|_| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("`{domain}` is not a host name TLS can check"),
+            )
+        })?;
+        Ok(RustlsConnect {
+            config: self.config.clone(),
+            name,
+        })
+    }
+}
+
+pub struct RustlsConnect {
+    config: Arc<ClientConfig>,
+    name: ServerName<'static>,
+}
+
+impl<S> TlsConnect<S> for RustlsConnect
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    type Stream = RustlsStream<S>;
+    type Error = io::Error;
+    type Future = Pin<Box<dyn Future<Output = io::Result<RustlsStream<S>>> + Send>>;
+
+    fn connect(self, stream: S) -> Self::Future {
+        Box::pin(async move {
+            tokio_rustls::TlsConnector::from(self.config)
+                .connect(self.name, stream)
+                .await
+                .map(|s| RustlsStream(Box::new(s)))
+        })
+    }
+}
+
+/// An encrypted connection to PostgreSQL.
+pub struct RustlsStream<S>(Box<tokio_rustls::client::TlsStream<S>>);
+
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for RustlsStream<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut *self.0).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for RustlsStream<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut *self.0).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut *self.0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut *self.0).poll_shutdown(cx)
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> TlsStream for RustlsStream<S> {
+    fn channel_binding(&self) -> ChannelBinding {
+        ChannelBinding::none()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn split(s: &str) -> (String, SslOptions) {
+        take_ssl_options(s).unwrap()
+    }
+
+    #[test]
+    fn url_options_flowgate_handles_are_taken_out_and_the_rest_kept() {
+        let (rest, ssl) = split(
+            "postgres://u:p%40ss@db.example:5432/app?sslmode=verify-full&options=-csearch_path%3Dx&sslrootcert=%2Fetc%2Fca%20certs.pem",
+        );
+        assert_eq!(
+            rest,
+            "postgres://u:p%40ss@db.example:5432/app?options=-csearch_path%3Dx"
+        );
+        assert_eq!(ssl.mode.as_deref(), Some("verify-full"));
+        assert_eq!(ssl.root_cert.as_deref(), Some("/etc/ca certs.pem"));
+        let (rest, ssl) = split("postgres://u@h/db?sslmode=require");
+        assert_eq!(rest, "postgres://u@h/db");
+        assert_eq!(ssl.mode.as_deref(), Some("require"));
+        assert_eq!(split("postgresql://u@h/db").1, SslOptions::default());
+    }
+
+    #[test]
+    fn key_value_strings_are_split_with_quotes_and_escapes() {
+        let (rest, ssl) = split(
+            "host=db.example  user = app password='it\\'s secret' sslmode=verify-ca sslrootcert='/etc/my ca.pem'",
+        );
+        assert_eq!(
+            rest,
+            "host='db.example' user='app' password='it\\'s secret'"
+        );
+        assert_eq!(ssl.mode.as_deref(), Some("verify-ca"));
+        assert_eq!(ssl.root_cert.as_deref(), Some("/etc/my ca.pem"));
+        let config: tokio_postgres::Config = rest.parse().unwrap();
+        assert_eq!(config.get_password(), Some(&b"it's secret"[..]));
+        assert!(take_ssl_options("host=x password='open").is_err());
+        assert!(take_ssl_options("host").is_err());
+    }
+
+    #[test]
+    fn sslmode_maps_to_the_driver_and_verification_needs_a_ca_file() {
+        let mode = |s: &str| parse(s).map(|(c, _)| c.get_ssl_mode());
+        assert_eq!(mode("postgres://h/db"), Ok(SslMode::Prefer));
+        assert_eq!(
+            mode("postgres://h/db?sslmode=disable"),
+            Ok(SslMode::Disable)
+        );
+        assert_eq!(mode("host=h sslmode=require"), Ok(SslMode::Require));
+        let needs_ca = parse("postgres://h/db?sslmode=verify-full").unwrap_err();
+        assert!(needs_ca.contains("sslrootcert"), "{needs_ca}");
+        let missing =
+            parse("postgres://h/db?sslmode=verify-ca&sslrootcert=/nonexistent/ca.pem").unwrap_err();
+        assert!(missing.contains("/nonexistent/ca.pem"), "{missing}");
+        let bad = parse("postgres://h/db?sslmode=allow").unwrap_err();
+        assert!(bad.contains("`allow`"), "{bad}");
+        let client_cert = parse("postgres://h/db?sslcert=/c.pem").unwrap_err();
+        assert!(client_cert.contains("sslcert"), "{client_cert}");
+    }
+}
