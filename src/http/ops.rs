@@ -99,10 +99,37 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
             key.tenant, key.trigger,
         );
     }
+    if let Some(pg) = state.queue.store().shared() {
+        render_store(&mut out, pg.stats());
+    }
     state.queue.dispatcher().metrics().render(&mut out);
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
         .body(out)
+}
+
+/// The shared store's pool and the leases this node holds.
+fn render_store(out: &mut String, s: crate::store::PgStats) {
+    let _ = writeln!(
+        out,
+        "# HELP flowgate_store_connections Connections of this node's PostgreSQL pool, by state\n# TYPE flowgate_store_connections gauge\nflowgate_store_connections{{state=\"in_use\"}} {}\nflowgate_store_connections{{state=\"idle\"}} {}",
+        s.in_use, s.idle
+    );
+    let _ = writeln!(
+        out,
+        "# HELP flowgate_store_connections_max The pool's limit (pool_size)\n# TYPE flowgate_store_connections_max gauge\nflowgate_store_connections_max {}",
+        s.max
+    );
+    let _ = writeln!(
+        out,
+        "# HELP flowgate_store_waiting Tasks waiting for a PostgreSQL connection\n# TYPE flowgate_store_waiting gauge\nflowgate_store_waiting {}",
+        s.waiting
+    );
+    let _ = writeln!(
+        out,
+        "# HELP flowgate_leases_held Leases this node renews on the shared store\n# TYPE flowgate_leases_held gauge\nflowgate_leases_held{{kind=\"message\"}} {}\nflowgate_leases_held{{kind=\"lane\"}} {}",
+        s.messages_held, s.lanes_held
+    );
 }
 
 /// Blocked lanes per trigger: this node's lanes on SQLite; on a shared store the

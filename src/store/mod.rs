@@ -26,7 +26,9 @@ pub use admin::{
     BlockedLane, DeliveryAttempt, DeliveryStatus, DeliveryView, MessageQuery, MessageSummary,
     NewDelivery, Release, StatusCount,
 };
-pub use postgres::{ClaimedMessage, Ended, LaneClaim, LaneMessage, PgOptions, PgStore, Wakeup};
+pub use postgres::{
+    ClaimedMessage, Ended, LaneClaim, LaneMessage, PgOptions, PgStats, PgStore, Wakeup,
+};
 pub use sqlite::SqliteStore;
 pub use types::{Completion, EnqueueOutcome, PendingMessage, StoreError, Submitted};
 

@@ -11,6 +11,8 @@ use crate::pg::schema;
 
 const SYNC_ORDERED: &str = "auth: { none: true }\ndelivery: { ordered: true }\nresponse: { mode: sync, timeout: 20s }\nsteps:\n  - respond: { body: '{n: .body.n}' }\n";
 
+const POOL_SIZE: usize = 3;
+
 async fn node(url: &str) -> TestApp {
     let url = url.to_owned();
     TestApp::spawn_with(
@@ -18,6 +20,7 @@ async fn node(url: &str) -> TestApp {
         move |s| {
             s.store = url;
             s.lease = Duration::from_secs(2);
+            s.pool_size = POOL_SIZE;
         },
     )
     .await
@@ -90,5 +93,21 @@ async fn two_nodes_serve_the_http_contract() {
         let (status, body) = call.await.unwrap();
         assert_eq!(status, 200, "{body}");
         assert_eq!(body["n"], n, "{body}");
+    }
+
+    // The node's pool and leases are in its metrics.
+    let max = a.metric("flowgate_store_connections_max").await;
+    assert_eq!(max, POOL_SIZE as f64);
+    let open = a
+        .metric("flowgate_store_connections{state=\"in_use\"}")
+        .await
+        + a.metric("flowgate_store_connections{state=\"idle\"}").await;
+    assert!(open >= 1.0 && open <= max, "{open} connections open");
+    assert_eq!(a.metric("flowgate_store_waiting").await, 0.0);
+    for kind in ["message", "lane"] {
+        let held = a
+            .metric(&format!("flowgate_leases_held{{kind=\"{kind}\"}}"))
+            .await;
+        assert!(held >= 0.0, "{kind}: {held}");
     }
 }

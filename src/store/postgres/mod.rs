@@ -180,6 +180,20 @@ fn db(e: tokio_postgres::Error) -> StoreError {
     }
 }
 
+/// This node's use of the shared store, for `/_metrics`.
+#[derive(Debug, Clone, Copy)]
+pub struct PgStats {
+    /// The pool's size limit (`pool_size`).
+    pub max: usize,
+    pub in_use: usize,
+    pub idle: usize,
+    /// Tasks waiting for a connection.
+    pub waiting: usize,
+    /// Leases this node renews: messages it runs and ordered lanes it holds.
+    pub messages_held: usize,
+    pub lanes_held: usize,
+}
+
 impl PgStore {
     /// Connects, runs the migrations under an advisory lock and starts the writer.
     /// Call from inside the runtime that will run the store's tasks.
@@ -234,6 +248,18 @@ impl PgStore {
         store.migrate().await?;
         tokio::spawn(writer::run(store.clone(), rx));
         Ok(store)
+    }
+
+    pub fn stats(&self) -> PgStats {
+        let s = self.pool.status();
+        PgStats {
+            max: s.max_size,
+            in_use: s.size.saturating_sub(s.available),
+            idle: s.available,
+            waiting: s.waiting,
+            messages_held: self.held.messages().len(),
+            lanes_held: self.held.lanes().len(),
+        }
     }
 
     /// This process's name in leases.
