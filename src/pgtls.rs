@@ -347,23 +347,20 @@ where
     type TlsConnect = RustlsConnect;
     type Error = io::Error;
 
+    /// Called for every connection, before the server is asked for TLS: a
+    /// name TLS cannot use (none at all for a Unix socket, where the server
+    /// never offers TLS) is an error only if a handshake is started.
     fn make_tls_connect(&mut self, domain: &str) -> Result<RustlsConnect, io::Error> {
-        let name = ServerName::try_from(domain.to_owned()).map_err(|_| {
-            io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!("`{domain}` is not a host name TLS can check"),
-            )
-        })?;
         Ok(RustlsConnect {
             config: self.config.clone(),
-            name,
+            name: ServerName::try_from(domain.to_owned()).map_err(|_| domain.to_owned()),
         })
     }
 }
 
 pub struct RustlsConnect {
     config: Arc<ClientConfig>,
-    name: ServerName<'static>,
+    name: Result<ServerName<'static>, String>,
 }
 
 impl<S> TlsConnect<S> for RustlsConnect
@@ -376,8 +373,14 @@ where
 
     fn connect(self, stream: S) -> Self::Future {
         Box::pin(async move {
+            let name = self.name.map_err(|domain| {
+                io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("`{domain}` is not a host name TLS can check"),
+                )
+            })?;
             tokio_rustls::TlsConnector::from(self.config)
-                .connect(self.name, stream)
+                .connect(name, stream)
                 .await
                 .map(|s| RustlsStream(Box::new(s)))
         })
