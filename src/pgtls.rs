@@ -262,12 +262,15 @@ impl MakeRustls {
                 chain,
             }),
         };
-        let config = ClientConfig::builder_with_provider(provider)
+        let mut config = ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .map_err(|e| format!("TLS: {e}"))?
             .dangerous()
             .with_custom_certificate_verifier(verifier)
             .with_no_client_auth();
+        // As libpq 17 does: servers from 17 on require it for `sslnegotiation=direct`
+        // and check it when given; older ones ignore it.
+        config.alpn_protocols = vec![b"postgresql".to_vec()];
         Ok(Self {
             config: Arc::new(config),
         })
