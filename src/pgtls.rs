@@ -12,7 +12,8 @@
 //! | `verify-ca` | always | issued by a CA in `sslrootcert` |
 //! | `verify-full` | always | as `verify-ca`, and valid for the host name |
 //!
-//! `sslrootcert` names a PEM file of CA certificates. Client certificates
+//! `sslrootcert` names a PEM file of CA certificates, or is `system` for the
+//! machine's CA store (then only with `verify-full`, as in libpq). Client certificates
 //! (`sslcert`, `sslkey`) are refused with a clear error rather than ignored.
 //! SCRAM authentication runs without channel binding.
 
@@ -80,6 +81,11 @@ pub fn parse(conninfo: &str) -> Result<(tokio_postgres::Config, MakeRustls), Str
             ));
         }
     };
+    if ssl.root_cert.as_deref() == Some("system") && check != Check::IssuerAndName {
+        return Err(
+            "`sslrootcert=system` trusts every public CA, so it needs `sslmode=verify-full`".into(),
+        );
+    }
     let roots = match (&ssl.root_cert, check) {
         (Some(path), Check::Issuer | Check::IssuerAndName) => Some(load_roots(path)?),
         (None, Check::Issuer | Check::IssuerAndName) => {
@@ -217,6 +223,18 @@ fn key_values(s: &str) -> Result<Vec<(String, String)>, String> {
 
 fn load_roots(path: &str) -> Result<RootCertStore, String> {
     let mut roots = RootCertStore::empty();
+    if path == "system" {
+        let found = rustls_native_certs::load_native_certs();
+        let (added, _) = roots.add_parsable_certificates(found.certs);
+        if added == 0 {
+            let why: Vec<String> = found.errors.iter().map(ToString::to_string).collect();
+            return Err(format!(
+                "sslrootcert=system: no CA certificates found on this machine ({})",
+                why.join("; ")
+            ));
+        }
+        return Ok(roots);
+    }
     let certs = CertificateDer::pem_file_iter(path)
         .map_err(|e| format!("sslrootcert `{path}`: {e}"))?
         .collect::<Result<Vec<_>, _>>()
@@ -485,6 +503,8 @@ mod tests {
         assert!(missing.contains("/nonexistent/ca.pem"), "{missing}");
         let bad = parse("postgres://h/db?sslmode=allow").unwrap_err();
         assert!(bad.contains("`allow`"), "{bad}");
+        let weak = parse("postgres://h/db?sslmode=require&sslrootcert=system").unwrap_err();
+        assert!(weak.contains("verify-full"), "{weak}");
         let client_cert = parse("postgres://h/db?sslcert=/c.pem").unwrap_err();
         assert!(client_cert.contains("sslcert"), "{client_cert}");
     }
