@@ -221,6 +221,22 @@ fn key_values(s: &str) -> Result<Vec<(String, String)>, String> {
     }
 }
 
+/// An error with the causes its message leaves out ("error performing TLS
+/// handshake: invalid peer certificate: ..."): what went wrong is often only there.
+pub fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let said = c.to_string();
+        if !text.contains(&said) {
+            text.push_str(": ");
+            text.push_str(&said);
+        }
+        cause = c.source();
+    }
+    text
+}
+
 fn load_roots(path: &str) -> Result<RootCertStore, String> {
     let mut roots = RootCertStore::empty();
     if path == "system" {
@@ -246,10 +262,6 @@ fn load_roots(path: &str) -> Result<RootCertStore, String> {
     Ok(roots)
 }
 
-fn provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
-}
-
 /// Makes TLS connections to PostgreSQL for tokio-postgres and deadpool.
 #[derive(Clone)]
 pub struct MakeRustls {
@@ -264,7 +276,7 @@ impl std::fmt::Debug for MakeRustls {
 
 impl MakeRustls {
     fn new(check: Check, roots: Option<RootCertStore>) -> Result<Self, String> {
-        let provider = provider();
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let chain = match roots {
             None => None,
             Some(roots) => Some(

@@ -39,12 +39,6 @@ pub struct PgOptions {
 }
 
 impl PgOptions {
-    /// Parses a `postgres://` URL (or `key=value` string) into the driver's
-    /// configuration and its TLS connector.
-    pub fn parse(url: &str) -> Result<(tokio_postgres::Config, crate::pgtls::MakeRustls), String> {
-        crate::pgtls::parse(url)
-    }
-
     /// Equal for connections that may share a pool.
     pub fn identity(&self) -> String {
         format!(
@@ -184,11 +178,7 @@ impl PgConnection {
                 (m, transient_state(db.code().code()))
             }
             None => {
-                let mut m = e.to_string();
-                if let Some(source) = std::error::Error::source(e) {
-                    m.push_str(": ");
-                    m.push_str(&source.to_string());
-                }
+                let m = crate::pgtls::with_causes(e);
                 // Serializing a parameter is the flow's problem, not the network's.
                 let transient = e.is_closed() || (e.code().is_none() && !m.contains("serializing"));
                 (m, transient)

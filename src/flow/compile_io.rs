@@ -161,13 +161,15 @@ fn compile_postgres(
         registry.env(),
         &mut own,
     );
-    let config = expanded.as_ref().and_then(|u| match PgOptions::parse(u) {
-        Ok(c) => Some(c),
-        Err(e) => {
-            cx.error(url.referenced, format!("connection `{name}`: {e}"));
-            None
-        }
-    });
+    let config = expanded
+        .as_ref()
+        .and_then(|u| match crate::pgtls::parse(u) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                cx.error(url.referenced, format!("connection `{name}`: {e}"));
+                None
+            }
+        });
     if let Some(pw) = config.as_ref().and_then(|(c, _)| c.get_password()) {
         own.add(&String::from_utf8_lossy(pw));
     }

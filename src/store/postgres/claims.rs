@@ -587,11 +587,11 @@ impl PgStore {
     /// drops. Every (re)connect reports `Work`, since news may have been missed.
     pub fn listen(&self) -> mpsc::Receiver<Wakeup> {
         let (tx, rx) = mpsc::channel(1024);
-        let url = self.url.clone();
+        let listener = self.listener.clone();
         let closed = self.closed.clone();
         self.rt.spawn(async move {
             while !tx.is_closed() && !closed.load(std::sync::atomic::Ordering::Relaxed) {
-                if let Err(e) = listen_once(&url, &tx).await {
+                if let Err(e) = listen_once(&listener, &tx).await {
                     tracing::debug!(error = %e, "store notifications interrupted");
                 }
                 tokio::time::sleep(Duration::from_millis(500)).await;
@@ -601,18 +601,11 @@ impl PgStore {
     }
 }
 
-async fn listen_once(url: &str, tx: &mpsc::Sender<Wakeup>) -> Result<(), StoreError> {
-    let (mut config, tls) = crate::pgtls::parse(url).map_err(unavailable)?;
-    let name = format!(
-        "{}-listen",
-        config.get_application_name().unwrap_or("flowgate")
-    );
-    config
-        .connect_timeout(Duration::from_secs(2))
-        .keepalives(true)
-        .keepalives_idle(Duration::from_secs(10))
-        .application_name(&name);
-    let (client, mut conn) = config.connect(tls).await.map_err(db)?;
+async fn listen_once(
+    (config, tls): &(tokio_postgres::Config, crate::pgtls::MakeRustls),
+    tx: &mpsc::Sender<Wakeup>,
+) -> Result<(), StoreError> {
+    let (client, mut conn) = config.connect(tls.clone()).await.map_err(db)?;
     let (ntx, mut nrx) = mpsc::unbounded_channel();
     let driver = tokio::spawn(async move {
         loop {

@@ -106,7 +106,8 @@ impl Default for PgOptions {
 #[derive(Clone)]
 pub struct PgStore {
     pool: Pool,
-    url: Arc<str>,
+    /// How the notification listener connects (parsed from the URL once).
+    listener: Arc<(tokio_postgres::Config, crate::pgtls::MakeRustls)>,
     rt: tokio::runtime::Handle,
     node: Arc<str>,
     lease: Duration,
@@ -147,22 +148,6 @@ pub(crate) fn unavailable(e: impl std::fmt::Display) -> StoreError {
     StoreError::Unavailable(e.to_string())
 }
 
-/// An error with the causes its message leaves out ("error performing TLS
-/// handshake: invalid peer certificate: ..."): what went wrong is often only there.
-pub(crate) fn with_causes(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        let said = c.to_string();
-        if !text.contains(&said) {
-            text.push_str(": ");
-            text.push_str(&said);
-        }
-        cause = c.source();
-    }
-    text
-}
-
 /// Tells every node (this one too) that the shared queue has work, once the
 /// transaction `c` belongs to commits.
 async fn notify_work<C: deadpool_postgres::GenericClient>(c: &C) -> Result<(), StoreError> {
@@ -171,6 +156,8 @@ async fn notify_work<C: deadpool_postgres::GenericClient>(c: &C) -> Result<(), S
         .map_err(db)?;
     Ok(())
 }
+
+use crate::pgtls::with_causes;
 
 fn db(e: tokio_postgres::Error) -> StoreError {
     // A constraint or syntax error is a bug, not an outage; both fail the request.
@@ -208,6 +195,12 @@ impl PgStore {
         if config.get_application_name().is_none() {
             config.application_name("flowgate");
         }
+        let mut listen = config.clone();
+        listen.application_name(format!(
+            "{}-listen",
+            config.get_application_name().unwrap_or_default()
+        ));
+        let listener = Arc::new((listen, tls.clone()));
         let manager = Manager::from_config(
             config,
             tls,
@@ -236,7 +229,7 @@ impl PgStore {
         let (tx, rx) = mpsc::channel(writer::CHANNEL);
         let store = Self {
             pool,
-            url: url.into(),
+            listener,
             rt: tokio::runtime::Handle::current(),
             node,
             lease: options.lease,
