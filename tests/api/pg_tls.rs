@@ -113,6 +113,20 @@ async fn the_store_encrypts_by_default_and_sslmode_means_what_it_means_in_libpq(
         } else {
             assert_eq!(tls, all, "every store connection is encrypted");
         }
+        // The notification listener: named after the URL's application_name, and
+        // connected the same way.
+        let _news = store.shared().unwrap().listen();
+        let listener = format!("{app}{name}-listen");
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let (tls, all) = loop {
+            let (tls, all) = encrypted(&pg, &listener).await;
+            if all > 0 || std::time::Instant::now() > deadline {
+                break (tls, all);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        assert_eq!(all, 1, "one listener connection named {listener}");
+        assert_eq!(tls, if clear { 0 } else { 1 }, "{listener}");
         drop(store);
     }
 
