@@ -71,10 +71,21 @@ async function login(ev) {
   }
 }
 
+// Loads overlap: a click or a filter change while the refresh timer's load is
+// still waiting for its answers. Only the newest may draw; an older one finishing
+// last would put back what was on screen before (the tenant chosen, the rows).
+let loads = 0;
+function newestLoad() {
+  const mine = ++loads;
+  return () => mine === loads;
+}
+
 // ---- the trigger table ----
 
 async function loadTriggers() {
+  const newest = newestLoad();
   const doc = await api("/triggers");
+  if (!newest()) return;
   const body = $("#triggers tbody");
   body.replaceChildren(...doc.triggers.map((t) => {
     const key = t.tenant + "/" + t.trigger;
@@ -114,11 +125,13 @@ function query() {
 }
 
 async function loadLog() {
+  const newest = newestLoad();
   $("#log-title").textContent = "Log history: " + state.tenant + "/" + state.trigger;
   const [page, lanes] = await Promise.all([
     api("/messages?" + query()),
     api("/lanes?tenant=" + encodeURIComponent(state.tenant) + "&trigger=" + encodeURIComponent(state.trigger)),
   ]);
+  if (!newest()) return;
   $("#lanes").replaceChildren(...lanes.lanes.map((l) => el("div", { class: "lane-blocked", "data-lane": l.lane },
     "Lane ", el("code", {}, l.lane || "(the trigger)"), " is blocked by message ",
     el("code", {}, l.message_id), " (" + l.status + ")")));
@@ -133,6 +146,7 @@ async function loadLog() {
       el("td", {}, m.response_status === null ? "" : m.response_status)));
     if (state.open.has(m.message_id)) rows.push(await detailRow(m.message_id));
   }
+  if (!newest()) return;
   $("#messages tbody").replaceChildren(...rows);
   state.next = page.next_cursor;
   $("#older").hidden = !page.next_cursor;
@@ -181,7 +195,9 @@ async function detailRow(id) {
 // ---- event deliveries ----
 
 async function loadDeliveries() {
+  const newest = newestLoad();
   const tenants = (await api("/tenants")).tenants.map((t) => t.tenant);
+  if (!newest()) return;
   const select = $("#delivery-tenant");
   const current = select.value || tenants[0];
   select.replaceChildren(...tenants.map((t) => el("option", { value: t, selected: t === current }, t)));
@@ -200,6 +216,7 @@ async function loadDeliveries() {
       el("td", {}, redeliver)));
     if (state.openDeliveries.has(d.delivery_id)) rows.push(await deliveryRow(d.delivery_id));
   }
+  if (!newest()) return;
   $("#deliveries tbody").replaceChildren(...rows);
 }
 
