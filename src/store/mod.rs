@@ -150,3 +150,44 @@ impl Store {
 pub fn is_postgres(url: &str) -> bool {
     url.starts_with("postgres://") || url.starts_with("postgresql://")
 }
+
+/// Refuses a database that a newer flowgate has migrated: its tables may no longer
+/// mean what this version's statements assume. `applied` is what the database's
+/// `schema_migrations` holds, `known` this version's migrations.
+fn check_migrations_known(
+    applied: &[(i64, String)],
+    known: &[(i64, &str, &str)],
+) -> Result<(), StoreError> {
+    let latest = known.iter().map(|m| m.0).max().unwrap_or(0);
+    match applied
+        .iter()
+        .find(|(v, _)| !known.iter().any(|m| m.0 == *v))
+    {
+        None => Ok(()),
+        Some((version, name)) => Err(StoreError::Config(format!(
+            "the database was migrated by a newer flowgate: migration {version} ({name}) \
+             is not one this version knows (its latest is {latest}); run a flowgate at \
+             least as new as the one that migrated it"
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KNOWN: &[(i64, &str, &str)] = &[(1, "messages", ""), (2, "more", "")];
+
+    #[test]
+    fn a_migration_this_version_does_not_know_is_refused_by_name() {
+        let applied = vec![(1, "messages".to_string()), (2, "more".to_string())];
+        assert!(check_migrations_known(&applied, KNOWN).is_ok());
+        assert!(check_migrations_known(&applied[..1], KNOWN).is_ok());
+        let newer = [applied, vec![(3, "lanes_v2".to_string())]].concat();
+        let err = check_migrations_known(&newer, KNOWN)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("migration 3 (lanes_v2)"), "{err}");
+        assert!(err.contains("latest is 2"), "{err}");
+    }
+}

@@ -295,16 +295,16 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
             version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL)",
     )
     .map_err(unavailable)?;
+    let applied = tx
+        .prepare("SELECT version, name FROM schema_migrations ORDER BY version")
+        .and_then(|mut q| {
+            q.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<Result<Vec<(i64, String)>, _>>()
+        })
+        .map_err(unavailable)?;
+    super::check_migrations_known(&applied, MIGRATIONS)?;
     for (version, name, sql) in MIGRATIONS {
-        let done: Option<i64> = tx
-            .query_row(
-                "SELECT version FROM schema_migrations WHERE version = ?1",
-                [version],
-                |r| r.get(0),
-            )
-            .optional()
-            .map_err(unavailable)?;
-        if done.is_none() {
+        if !applied.iter().any(|(v, _)| v == version) {
             tx.execute_batch(sql)
                 .map_err(|e| StoreError::Config(format!("migration {version} ({name}): {e}")))?;
             tx.execute(

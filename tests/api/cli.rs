@@ -139,16 +139,7 @@ async fn migrate_creates_the_postgres_tables_and_is_repeatable() {
         return;
     };
     for _ in 0..2 {
-        let out = flowgate()
-            .args(["migrate", "--store", &pg.url])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert!(String::from_utf8_lossy(&out.stdout).contains("up to date"));
+        assert!(migrate_ok(&pg.url).contains("up to date"));
     }
     let rows = crate::pg::query(&pg.url, "SELECT count(*) FROM schema_migrations").await;
     let files = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/postgres"))
@@ -166,4 +157,81 @@ async fn migrate_creates_the_postgres_tables_and_is_repeatable() {
         files as i64,
         "one row per migration"
     );
+}
+
+/// Runs `flowgate migrate`, which must succeed; returns what it printed.
+fn migrate_ok(store: &str) -> String {
+    let out = flowgate()
+        .args(["migrate", "--store", store])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Runs `flowgate migrate` on a store after a newer flowgate left migration 999
+/// there; it must refuse, naming that migration, and apply nothing.
+fn refuses_a_newer_database(store: &str) {
+    let out = flowgate()
+        .args(["migrate", "--store", store])
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "migrated a newer database");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("migrated by a newer flowgate: migration 999 (from_the_future)"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn a_database_migrated_by_a_newer_flowgate_is_refused() {
+    // The embedded store: `migrate`, and `serve`, which migrates as it starts.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("x.db");
+    let sqlite = format!("sqlite://{}", path.display());
+    migrate_ok(&sqlite);
+    rusqlite::Connection::open(&path)
+        .unwrap()
+        .execute(
+            "INSERT INTO schema_migrations VALUES (999, 'from_the_future', 0)",
+            [],
+        )
+        .unwrap();
+    refuses_a_newer_database(&sqlite);
+    let mut serve = flowgate()
+        .args(["serve", "--listen", "127.0.0.1:0", "--store", &sqlite])
+        .arg("--flows")
+        .arg(repo_flows())
+        .env("FLOWGATE_LOG", "error")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while serve.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = serve.kill();
+            panic!("serve started on a database a newer flowgate migrated");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let out = serve.wait_with_output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("migration 999 (from_the_future)"), "{err}");
+
+    let Some(pg) = crate::pg::schema("cli_newer").await else {
+        return;
+    };
+    migrate_ok(&pg.url);
+    crate::pg::query(
+        &pg.url,
+        "INSERT INTO schema_migrations VALUES (999, 'from_the_future', 0)",
+    )
+    .await;
+    refuses_a_newer_database(&pg.url);
 }

@@ -320,15 +320,19 @@ impl PgStore {
             )
             .await
             .map_err(db)?;
+            let applied: Vec<(i64, String)> = tx
+                .query(
+                    "SELECT version, name FROM schema_migrations ORDER BY version",
+                    &[],
+                )
+                .await
+                .map_err(db)?
+                .iter()
+                .map(|r| (r.get(0), r.get(1)))
+                .collect();
+            super::check_migrations_known(&applied, MIGRATIONS)?;
             for (version, name, sql) in MIGRATIONS {
-                let done = tx
-                    .query_opt(
-                        "SELECT 1 FROM schema_migrations WHERE version = $1",
-                        &[version],
-                    )
-                    .await
-                    .map_err(db)?;
-                if done.is_some() {
+                if applied.iter().any(|(v, _)| v == version) {
                     continue;
                 }
                 tx.batch_execute(sql).await.map_err(|e| {
