@@ -314,23 +314,9 @@ fn migrate(store: &str) -> Result<ExitCode> {
         let options = Settings::default().pg_options();
         let opened = flowgate::store::Store::connect(store, options)
             .await
-            .with_context(|| format!("cannot migrate {}", redact(store)))?;
+            .with_context(|| format!("cannot migrate {}", flowgate::store::redact_url(store)))?;
         opened.close().await.ok();
-        println!("ok: {} is up to date", redact(store));
+        println!("ok: {} is up to date", flowgate::store::redact_url(store));
         Ok(ExitCode::SUCCESS)
     })
-}
-
-/// A store URL without its password.
-fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(s), Some(at)) if at > s => {
-            let userinfo = &url[s + 3..at];
-            match userinfo.split_once(':') {
-                Some((user, _)) => format!("{}{user}:***{}", &url[..s + 3], &url[at..]),
-                None => url.to_owned(),
-            }
-        }
-        _ => url.to_owned(),
-    }
 }

@@ -30,6 +30,8 @@ pub enum StartupError {
     Flows(Vec<Diagnostic>),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error("cannot open the store {store}: {error}")]
+    OpenStore { store: String, error: StoreError },
     #[error("cannot listen on {addr}: {source}")]
     Listen {
         addr: String,
@@ -59,7 +61,12 @@ impl Application {
         tracing::info!(triggers = report.catalog.trigger_count(), dir = %settings.flows.display(), "flows loaded");
         let catalog = SharedCatalog::new(report.catalog);
 
-        let store = Store::connect(&settings.store, settings.pg_options()).await?;
+        let store = Store::connect(&settings.store, settings.pg_options())
+            .await
+            .map_err(|error| StartupError::OpenStore {
+                store: crate::store::redact_url(&settings.store),
+                error,
+            })?;
         let queue = Queue::start(store, catalog.clone(), settings.max_backlog)?;
         let recovered = queue.recover().await?;
         if recovered > 0 {

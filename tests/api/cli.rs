@@ -235,3 +235,23 @@ async fn a_database_migrated_by_a_newer_flowgate_is_refused() {
     .await;
     refuses_a_newer_database(&pg.url);
 }
+
+#[test]
+fn serve_names_a_store_it_cannot_reach_without_its_password() {
+    let out = flowgate()
+        .args(["serve", "--listen", "127.0.0.1:0", "--flows"])
+        .arg(repo_flows())
+        .args(["--store", "postgres://flowgate:s3cret@127.0.0.1:1/flowgate"])
+        .env("FLOWGATE_LOG", "error")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("cannot open the store postgres://flowgate:***@127.0.0.1:1/flowgate"),
+        "{err}"
+    );
+    assert!(err.contains("Connection refused"), "{err}");
+    assert!(!err.contains("s3cret"), "{err}");
+    assert!(!err.contains("creating a new object"), "{err}");
+}

@@ -167,6 +167,26 @@ fn db(e: tokio_postgres::Error) -> StoreError {
     }
 }
 
+/// Why no pooled connection could be had, in the database's or the network's
+/// words (the pool's own wrapping says nothing an operator can act on).
+fn pool_error(e: deadpool_postgres::PoolError) -> StoreError {
+    use deadpool_postgres::{HookError, PoolError, TimeoutType};
+    match e {
+        PoolError::Backend(e) | PoolError::PostCreateHook(HookError::Backend(e)) => db(e),
+        PoolError::Timeout(TimeoutType::Wait) => {
+            unavailable("every connection is busy and none came free in time")
+        }
+        PoolError::Timeout(TimeoutType::Create) => {
+            unavailable("connecting to PostgreSQL timed out")
+        }
+        PoolError::Timeout(TimeoutType::Recycle) => {
+            unavailable("checking a pooled connection timed out")
+        }
+        PoolError::Closed => unavailable("the store is closed"),
+        e => unavailable(with_causes(&e)),
+    }
+}
+
 /// This node's use of the shared store, for `/_metrics`.
 #[derive(Debug, Clone, Copy)]
 pub struct PgStats {
@@ -292,11 +312,7 @@ impl PgStore {
         let this = self.clone();
         let running = (!self.closed.load(Ordering::Relaxed)).then(|| {
             self.rt.spawn(async move {
-                let client = this
-                    .pool
-                    .get()
-                    .await
-                    .map_err(|e| unavailable(with_causes(&e)))?;
+                let client = this.pool.get().await.map_err(pool_error)?;
                 f(this, client).await
             })
         });
