@@ -63,6 +63,9 @@ struct Args {
     /// Messages drained through one ordered trigger before the scenarios (0: none).
     #[arg(long, default_value_t = 0)]
     drain: usize,
+    /// HTTP worker threads of the server (0: one per core, as `flowgate serve`).
+    #[arg(long, default_value_t = 0)]
+    workers: usize,
 }
 
 /// A flow that does almost nothing, for the drain rate.
@@ -538,6 +541,7 @@ fn main() -> Result<()> {
         flows,
         store: store.clone(),
         max_backlog: args.max_backlog,
+        workers: args.workers,
         ..Default::default()
     };
     let base_url = args.store.clone().unwrap_or_default();
