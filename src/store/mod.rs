@@ -151,18 +151,54 @@ pub fn is_postgres(url: &str) -> bool {
     url.starts_with("postgres://") || url.starts_with("postgresql://")
 }
 
-/// A store URL without its password.
+/// A store URL without its password, whether in the user part or as a
+/// `password=` parameter.
 pub fn redact_url(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(s), Some(at)) if at > s => {
-            let userinfo = &url[s + 3..at];
-            match userinfo.split_once(':') {
-                Some((user, _)) => format!("{}{user}:***{}", &url[..s + 3], &url[at..]),
-                None => url.to_owned(),
+    let Some(scheme_end) = url.find("://").map(|s| s + 3) else {
+        return url.to_owned();
+    };
+    // The user part ends at the last `@` before the path.
+    let authority_end = url[scheme_end..]
+        .find('/')
+        .map_or(url.len(), |p| scheme_end + p);
+    let at = url[scheme_end..authority_end]
+        .rfind('@')
+        .map(|a| scheme_end + a);
+    let mut out = String::with_capacity(url.len());
+    out.push_str(&url[..scheme_end]);
+    let rest_start = match at {
+        Some(at) => {
+            match url[scheme_end..at].split_once(':') {
+                Some((user, _)) => {
+                    out.push_str(user);
+                    out.push_str(":***");
+                }
+                None => out.push_str(&url[scheme_end..at]),
             }
+            at
         }
-        _ => url.to_owned(),
+        None => scheme_end,
+    };
+    let rest = &url[rest_start..];
+    match rest.split_once('?') {
+        Some((path, query)) => {
+            out.push_str(path);
+            out.push('?');
+            let params: Vec<&str> = query
+                .split('&')
+                .map(|p| {
+                    if p.starts_with("password=") {
+                        "password=***"
+                    } else {
+                        p
+                    }
+                })
+                .collect();
+            out.push_str(&params.join("&"));
+        }
+        None => out.push_str(rest),
     }
+    out
 }
 
 /// Refuses a database that a newer flowgate has migrated: its tables may no longer
@@ -191,6 +227,22 @@ mod tests {
     use super::*;
 
     const KNOWN: &[(i64, &str, &str)] = &[(1, "messages", ""), (2, "more", "")];
+
+    #[test]
+    fn store_urls_are_shown_without_passwords() {
+        assert_eq!(
+            redact_url("postgres://fg:pw@db/x?sslmode=require"),
+            "postgres://fg:***@db/x?sslmode=require"
+        );
+        assert_eq!(
+            redact_url("postgres://fg@db/x?password=pw&application_name=a"),
+            "postgres://fg@db/x?password=***&application_name=a"
+        );
+        assert_eq!(
+            redact_url("sqlite://data/flowgate.db"),
+            "sqlite://data/flowgate.db"
+        );
+    }
 
     #[test]
     fn a_migration_this_version_does_not_know_is_refused_by_name() {
