@@ -141,10 +141,20 @@ impl TestApp {
 
     /// A counter from `/_metrics`.
     pub async fn metric(&self, name: &str) -> f64 {
+        self.metrics(&[name]).await[0]
+    }
+
+    /// Several values from one scrape of `/_metrics`, so they describe one moment.
+    pub async fn metrics(&self, names: &[&str]) -> Vec<f64> {
         let text = self.get("/_metrics", None).await.text().await.unwrap();
-        text.lines()
-            .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
-            .unwrap_or_else(|| panic!("no metric {name} in:\n{text}"))
+        names
+            .iter()
+            .map(|name| {
+                text.lines()
+                    .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
+                    .unwrap_or_else(|| panic!("no metric {name} in:\n{text}"))
+            })
+            .collect()
     }
 }
 
