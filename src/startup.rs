@@ -67,7 +67,12 @@ impl Application {
                 store: crate::store::redact_url(&settings.store),
                 error,
             })?;
-        let queue = Queue::start(store, catalog.clone(), settings.max_backlog)?;
+        let queue = Queue::start(
+            store,
+            catalog.clone(),
+            settings.max_backlog,
+            settings.store_timeout,
+        )?;
         let recovered = queue.recover().await?;
         if recovered > 0 {
             tracing::info!(messages = recovered, "re-queued unfinished messages");

@@ -37,6 +37,8 @@ pub struct Queue {
     store: Store,
     dispatcher: Arc<Dispatcher>,
     submit: mpsc::Sender<enqueuer::Submission>,
+    /// How long a caller waits for the store to take its message (`store_timeout`).
+    store_timeout: Duration,
 }
 
 impl Queue {
@@ -45,6 +47,7 @@ impl Queue {
         store: Store,
         catalog: SharedCatalog,
         max_backlog: usize,
+        store_timeout: Duration,
     ) -> Result<Self, StoreError> {
         let runtime = tokio::runtime::Handle::current();
         let dispatcher = Arc::new(Dispatcher::new(
@@ -63,6 +66,7 @@ impl Queue {
             store,
             dispatcher,
             submit: tx,
+            store_timeout,
         })
     }
 
@@ -136,7 +140,7 @@ impl Queue {
         } else {
             (None, None)
         };
-        let (reply, answer) = oneshot::channel();
+        let (reply, mut answer) = oneshot::channel();
         let sent = self
             .submit
             .send(enqueuer::Submission {
@@ -145,11 +149,28 @@ impl Queue {
                 reply,
             })
             .await;
+        let stopped = || StoreError::Unavailable("the enqueuer has stopped".into());
         let result = match sent {
-            Ok(()) => answer.await.unwrap_or_else(|_| {
-                Err(StoreError::Unavailable("the enqueuer has stopped".into()))
-            }),
-            Err(_) => Err(StoreError::Unavailable("the enqueuer has stopped".into())),
+            Ok(()) => match tokio::time::timeout(self.store_timeout, &mut answer).await {
+                Ok(answered) => answered.unwrap_or_else(|_| Err(stopped())),
+                Err(_) => {
+                    // A database that stops answering (frozen, or cut off without
+                    // the connection breaking) must not hold the caller: it gets 503
+                    // and may send again. The message may still be stored when the
+                    // database answers, and then runs (at least once); the backlog
+                    // slot is settled when that answer comes.
+                    let dispatcher = self.dispatcher.clone();
+                    let key = key.clone();
+                    tokio::spawn(async move {
+                        if !matches!(answer.await, Ok(Ok((_, EnqueueOutcome::Inserted)))) {
+                            dispatcher.release(&key);
+                        }
+                    });
+                    self.dispatcher.metrics().store_error();
+                    return Err(self.no_answer().into());
+                }
+            },
+            Err(_) => Err(stopped()),
         };
         match result {
             Ok((id, EnqueueOutcome::Inserted)) => Ok((id, EnqueueOutcome::Inserted, wrx)),
@@ -165,8 +186,19 @@ impl Queue {
         }
     }
 
+    /// A message's state for its status URL; a store that does not answer within
+    /// `store_timeout` is reported unavailable rather than holding the caller.
     pub async fn message(&self, id: MessageId) -> Result<Option<MessageView>, StoreError> {
-        self.store.get(id).await
+        tokio::time::timeout(self.store_timeout, self.store.get(id))
+            .await
+            .unwrap_or_else(|_| Err(self.no_answer()))
+    }
+
+    fn no_answer(&self) -> StoreError {
+        StoreError::Unavailable(format!(
+            "the store did not answer within {}",
+            humantime::format_duration(self.store_timeout)
+        ))
     }
 
     /// Deletes finished messages older than `retention`, now and then every `every`.

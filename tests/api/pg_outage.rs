@@ -8,18 +8,42 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::json;
-use tokio::io::copy_bidirectional;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
 use crate::helpers::{ERP_KEY, TestApp};
 use crate::pg::{query, schema};
 
-/// Forwards a local port to PostgreSQL; `cut` drops every connection.
+/// Forwards a local port to PostgreSQL; `cut` drops every connection, `stall`
+/// keeps them open but passes nothing on (a frozen server, a lost route).
 struct Proxy {
     port: u16,
     up: Arc<AtomicBool>,
+    stalled: Arc<AtomicBool>,
     links: Arc<Mutex<Vec<JoinHandle<()>>>>,
+}
+
+/// Copies one direction of a link, holding what it read while `stalled`.
+async fn pump(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    stalled: Arc<AtomicBool>,
+) {
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        match from.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => {
+                while stalled.load(Ordering::SeqCst) {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                if to.write_all(&buf[..n]).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
 }
 
 impl Proxy {
@@ -27,22 +51,34 @@ impl Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let up = Arc::new(AtomicBool::new(true));
+        let stalled = Arc::new(AtomicBool::new(false));
         let links: Arc<Mutex<Vec<JoinHandle<()>>>> = Arc::default();
-        let (u, l) = (up.clone(), links.clone());
+        let (u, st, l) = (up.clone(), stalled.clone(), links.clone());
         tokio::spawn(async move {
-            while let Ok((mut inbound, _)) = listener.accept().await {
+            while let Ok((inbound, _)) = listener.accept().await {
                 if !u.load(Ordering::SeqCst) {
                     continue; // dropped: the connection closes at once
                 }
-                let target = target.clone();
+                let (target, st) = (target.clone(), st.clone());
                 l.lock().unwrap().push(tokio::spawn(async move {
-                    if let Ok(mut outbound) = TcpStream::connect(&target).await {
-                        let _ = copy_bidirectional(&mut inbound, &mut outbound).await;
+                    if let Ok(outbound) = TcpStream::connect(&target).await {
+                        let (in_r, in_w) = inbound.into_split();
+                        let (out_r, out_w) = outbound.into_split();
+                        tokio::join!(pump(in_r, out_w, st.clone()), pump(out_r, in_w, st));
                     }
                 }));
             }
         });
-        Self { port, up, links }
+        Self {
+            port,
+            up,
+            stalled,
+            links,
+        }
+    }
+
+    fn stall(&self, stalled: bool) {
+        self.stalled.store(stalled, Ordering::SeqCst);
     }
 
     fn cut(&self) {
@@ -59,7 +95,22 @@ impl Proxy {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn database_cut_off_under_load_503s_then_recovers_losing_nothing() {
-    let Some(pg) = schema("pg_outage").await else {
+    outage_under_load("pg_outage", false).await;
+}
+
+/// The connections stay open but nothing comes back: without a bound on the wait,
+/// every caller would hang until the database answered again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn database_that_stops_answering_503s_at_once_then_recovers_losing_nothing() {
+    outage_under_load("pg_stall", true).await;
+}
+
+/// Posts from eight callers while the database goes away for three seconds (cut
+/// off, or `stalled`: connections open, nothing answered) and comes back. Callers
+/// get 503 while it is away, service resumes by itself, and every acknowledged
+/// message runs.
+async fn outage_under_load(test: &str, stalled: bool) {
+    let Some(pg) = schema(test).await else {
         return;
     };
     let base = std::env::var("FLOWGATE_TEST_DATABASE_URL").unwrap();
@@ -126,10 +177,19 @@ async fn database_cut_off_under_load_503s_then_recovers_losing_nothing() {
 
     tokio::time::sleep(Duration::from_secs(1)).await;
     let before = acked.lock().unwrap().len();
-    proxy.cut();
+    let refused_before = refused.lock().unwrap().len();
+    if stalled {
+        proxy.stall(true);
+    } else {
+        proxy.cut();
+    }
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let refused_while_away = refused.lock().unwrap().len();
-    proxy.restore();
+    let refused_while_away = refused.lock().unwrap().len() - refused_before;
+    if stalled {
+        proxy.stall(false);
+    } else {
+        proxy.restore();
+    }
     let during = acked.lock().unwrap().len();
     // Back by itself: new messages are accepted again.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);

@@ -167,6 +167,12 @@ fn db(e: tokio_postgres::Error) -> StoreError {
     }
 }
 
+/// How long a store connection may go without the server acknowledging what was
+/// sent to it: generous beside `store_timeout`, short beside TCP's own ~15 minutes.
+fn tcp_user_timeout(store_timeout: Duration) -> Duration {
+    (store_timeout * 5).max(Duration::from_secs(10))
+}
+
 /// Why no pooled connection could be had, in the database's or the network's
 /// words (the pool's own wrapping says nothing an operator can act on).
 fn pool_error(e: deadpool_postgres::PoolError) -> StoreError {
@@ -211,6 +217,14 @@ impl PgStore {
             .connect_timeout(options.connect_timeout)
             .keepalives(true)
             .keepalives_idle(Duration::from_secs(10));
+        // A database cut off without the connection breaking (a lost route, a host
+        // gone) leaves sent data unacknowledged: past this the kernel closes the
+        // connection, where it would otherwise retransmit for a quarter of an hour
+        // with the connection's statements waiting. Unanswered keepalive probes
+        // count as well, so idle connections (the listener) notice too.
+        if config.get_tcp_user_timeout().is_none() {
+            config.tcp_user_timeout(tcp_user_timeout(options.connect_timeout));
+        }
         // Operators may name each node's connections in the URL.
         if config.get_application_name().is_none() {
             config.application_name("flowgate");
