@@ -14,7 +14,7 @@ pub async fn health() -> HttpResponse {
 
 /// Ready when the flows are loaded and the store answers.
 pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
-    match state.queue.store().ping().await {
+    match state.queue.ping().await {
         Ok(()) => HttpResponse::Ok().json(json!({
             "status": "ready",
             "triggers": state.catalog.get().trigger_count(),

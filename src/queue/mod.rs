@@ -194,6 +194,13 @@ impl Queue {
             .unwrap_or_else(|_| Err(self.no_answer()))
     }
 
+    /// Whether the store answers within `store_timeout` (for `/_ready`).
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        tokio::time::timeout(self.store_timeout, self.store.ping())
+            .await
+            .unwrap_or_else(|_| Err(self.no_answer()))
+    }
+
     fn no_answer(&self) -> StoreError {
         StoreError::Unavailable(format!(
             "the store did not answer within {}",

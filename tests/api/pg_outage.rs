@@ -183,7 +183,11 @@ async fn outage_under_load(test: &str, stalled: bool) {
     } else {
         proxy.cut();
     }
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Not ready while it is away, and saying so rather than hanging.
+    let ready = client.get(app.url("/_ready")).send().await.unwrap();
+    assert_eq!(ready.status(), 503, "{}", ready.text().await.unwrap());
+    tokio::time::sleep(Duration::from_secs(1)).await;
     let refused_while_away = refused.lock().unwrap().len() - refused_before;
     if stalled {
         proxy.stall(false);
