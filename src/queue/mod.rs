@@ -111,7 +111,7 @@ impl Queue {
     pub async fn recover(&self) -> Result<usize, StoreError> {
         if let Some(shared) = self.store.shared() {
             // Work is claimed from the store; free only what lapsed.
-            return Ok(shared.reclaim(now_micros()).await? as usize);
+            return Ok(shared.reclaim(shared.now()).await? as usize);
         }
         let pending = self.store.recover(now_micros()).await?;
         let n = pending.len();

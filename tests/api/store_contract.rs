@@ -331,6 +331,42 @@ async fn pg_lanes_run_in_acceptance_order_and_late_results_are_fenced() {
     );
 }
 
+/// Leases are written by one node and judged by another, so they are measured on
+/// the database's clock: a node whose own clock runs a minute ahead must not take
+/// a lane or a message whose holder's lease is still running.
+#[tokio::test]
+async fn pg_a_node_whose_clock_runs_ahead_takes_no_running_work() {
+    let Some((a, b, _pg)) = two_nodes("pg_clock").await else {
+        return;
+    };
+    let t0 = now_micros();
+    let out = a
+        .enqueue(&[message(Some("a"), None, t0), message(None, None, t0)])
+        .await
+        .unwrap();
+    assert_eq!(out.len(), 2);
+    assert_eq!(a.claim_lanes(10, a.now()).await.unwrap().len(), 1);
+    assert_eq!(a.claim_messages(10, a.now()).await.unwrap().len(), 1);
+
+    let minute = 60_000_000;
+    b.skew_local_clock(minute);
+    b.sync_clock().await.unwrap();
+    assert!(
+        (b.now() - a.now()).abs() < 1_000_000,
+        "both nodes read the database's time"
+    );
+    assert!(b.claim_lanes(10, b.now()).await.unwrap().is_empty());
+    assert!(b.claim_messages(10, b.now()).await.unwrap().is_empty());
+    // By its own clock, a's leases would have run out long ago.
+    assert_eq!(
+        b.claim_lanes(10, now_micros() + minute)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+}
+
 #[tokio::test]
 async fn pg_unordered_claims_lapse_and_are_fenced() {
     let Some((a, b, _pg)) = two_nodes("pg_unordered").await else {

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::domain::{TriggerKey, now_micros};
+use crate::domain::TriggerKey;
 use crate::engine::ExecError;
 use crate::store::LaneClaim;
 
@@ -69,7 +69,7 @@ impl Claimer {
             let mut blocked = None;
             let round = Instant::now();
             for m in batch {
-                let now = now_micros();
+                let now = self.store.now();
                 if m.run_at > now {
                     release = Some(m.run_at);
                     break;
@@ -116,11 +116,11 @@ impl Claimer {
             ran += done.len();
             if release.is_none() && (ran >= LANE_TURN || turn.elapsed() >= LANE_TURN_TIME) {
                 // Back in line: other nodes and lanes get a turn.
-                release = Some(now_micros());
+                release = Some(self.store.now());
             }
             match self
                 .store
-                .commit_lane(&lane, done, release, now_micros())
+                .commit_lane(&lane, done, release, self.store.now())
                 .await
             {
                 Ok(true) => {}
@@ -143,7 +143,7 @@ impl Claimer {
                 self.dispatcher.events().lane_blocked(&key, id);
             }
             if let Some(at) = release {
-                if at > now_micros() {
+                if at > self.store.now() {
                     self.wake_at(at, true);
                 }
                 return;

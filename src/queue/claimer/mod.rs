@@ -247,7 +247,7 @@ pub fn start(store: PgStore, dispatcher: Arc<Dispatcher>) {
 impl Claimer {
     fn wake_at(self: &Arc<Self>, at: Micros, ordered: bool) {
         let wake = self.wake.clone();
-        let wait = (at - now_micros()).max(0) as u64;
+        let wait = (at - self.store.now()).max(0) as u64;
         tokio::spawn(async move {
             tokio::time::sleep(Duration::from_micros(wait)).await;
             wake.work(ordered);
@@ -318,7 +318,10 @@ impl Claimer {
         let every = self.store.lease() / 3;
         loop {
             tokio::time::sleep(every).await;
-            if let Err(e) = self.store.heartbeat(now_micros()).await {
+            if let Err(e) = self.store.sync_clock().await {
+                tracing::debug!(error = %e, "reading the database's clock failed");
+            }
+            if let Err(e) = self.store.heartbeat(self.store.now()).await {
                 tracing::warn!(error = %e, "lease heartbeat failed");
             }
         }
@@ -345,7 +348,7 @@ impl Claimer {
     }
 
     async fn claim(&self, kind: Kind, want: usize) -> Result<Vec<Work>, StoreError> {
-        let now = now_micros();
+        let now = self.store.now();
         Ok(match kind {
             Kind::Messages => self
                 .store

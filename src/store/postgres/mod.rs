@@ -115,6 +115,10 @@ pub struct PgStore {
     writer: mpsc::Sender<writer::Op>,
     closed: Arc<AtomicBool>,
     held: Arc<Held>,
+    /// The database's clock minus this machine's, in microseconds (see `now`).
+    clock_offset: Arc<std::sync::atomic::AtomicI64>,
+    /// Added to this machine's clock: tests play a node whose clock is wrong.
+    local_skew: Arc<std::sync::atomic::AtomicI64>,
 }
 
 /// What this node holds leases on: the heartbeat renews these and nothing else,
@@ -165,6 +169,12 @@ fn db(e: tokio_postgres::Error) -> StoreError {
         Some(d) => StoreError::Unavailable(format!("{}: {}", d.code().code(), d.message())),
         None => StoreError::Unavailable(with_causes(&e)),
     }
+}
+
+/// The database's clock minus ours, from our clock just before and just after it
+/// was read: the reading is taken to be from halfway between.
+fn clock_offset(before: Micros, database: Micros, after: Micros) -> Micros {
+    database - (before + (after - before) / 2)
 }
 
 /// How long a store connection may go without the server acknowledging what was
@@ -271,10 +281,53 @@ impl PgStore {
             writer: tx,
             closed: Arc::new(AtomicBool::new(false)),
             held: Arc::default(),
+            clock_offset: Arc::default(),
+            local_skew: Arc::default(),
         };
         store.migrate().await?;
+        store.sync_clock().await?;
         tokio::spawn(writer::run(store.clone(), rx));
         Ok(store)
+    }
+
+    /// The time by the database's clock, read through this machine's (in
+    /// microseconds since the epoch). Leases are written by one node and judged by
+    /// another: measured on one clock, two nodes whose clocks disagree by more than
+    /// a lease would take each other's work while it runs, and an ordered lane
+    /// could run on two nodes at once.
+    pub fn now(&self) -> Micros {
+        self.local_now() + self.clock_offset.load(Ordering::Relaxed)
+    }
+
+    fn local_now(&self) -> Micros {
+        crate::domain::now_micros() + self.local_skew.load(Ordering::Relaxed)
+    }
+
+    /// Sets this node's machine clock off by `by` microseconds (for tests).
+    #[doc(hidden)]
+    pub fn skew_local_clock(&self, by: Micros) {
+        self.local_skew.store(by, Ordering::Relaxed);
+    }
+
+    /// Measures how far the database's clock is from this machine's (at start and
+    /// with every heartbeat, so a clock that is stepped is followed).
+    pub async fn sync_clock(&self) -> Result<(), StoreError> {
+        let offset = self
+            .with(|store, client| async move {
+                let before = store.local_now();
+                let row = client
+                    .query_one(
+                        "SELECT (extract(epoch FROM clock_timestamp()) * 1000000)::int8",
+                        &[],
+                    )
+                    .await
+                    .map_err(db)?;
+                let after = store.local_now();
+                Ok(clock_offset(before, row.get(0), after))
+            })
+            .await?;
+        self.clock_offset.store(offset, Ordering::Relaxed);
+        Ok(())
     }
 
     pub fn stats(&self) -> PgStats {
@@ -403,7 +456,7 @@ impl PgStore {
         let mine: Vec<bool> = (0..batch.len())
             .map(|i| mine.get(i).copied().unwrap_or(false) && batch[i].lane.is_none())
             .collect();
-        let now = crate::domain::now_micros();
+        let now = self.now();
         self.spawn_with(move |store, mut client| async move {
             let lanes = rows.lanes();
             if lanes.0.is_empty() {

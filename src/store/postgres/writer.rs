@@ -8,7 +8,7 @@ use std::time::Duration;
 use deadpool_postgres::GenericClient;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::domain::{AttemptRecord, MessageId, NewMessage, now_micros};
+use crate::domain::{AttemptRecord, MessageId, NewMessage};
 use crate::store::types::{Completion, StoreError};
 
 use super::rows::attempt_json;
@@ -198,7 +198,7 @@ async fn apply_starts<C: GenericClient>(
         )
         .await
         .map_err(db)?;
-    let now = now_micros();
+    let now = store.now();
     tx.execute(
         &stmt,
         &[
