@@ -12,7 +12,6 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::domain::{
     AttemptRecord, MessageId, MessageStatus, Micros, Mode, NewMessage, Outcome, TriggerKey,
-    now_micros,
 };
 use crate::engine::{self, ExecError};
 use crate::events::Events;
@@ -414,7 +413,7 @@ impl Dispatcher {
 
     async fn run_unordered(self: Arc<Self>, mut job: Job) {
         loop {
-            sleep_until(job.run_at).await;
+            sleep_until(job.run_at, self.store.now()).await;
             let concurrency = self.trigger(&job.key).map_or(1, |t| t.delivery.concurrency);
             let permit = self.permit(&job.key, concurrency).await;
             let end = self.attempt(&mut job).await;
@@ -448,7 +447,7 @@ impl Dispatcher {
             };
             let mut job = next;
             let blocking = loop {
-                sleep_until(job.run_at).await;
+                sleep_until(job.run_at, self.store.now()).await;
                 let concurrency = self.trigger(&key).map_or(1, |t| t.delivery.concurrency);
                 let permit = self.permit(&key, concurrency).await;
                 let end = self.attempt(&mut job).await;
@@ -481,7 +480,7 @@ impl Dispatcher {
 
     /// One attempt: run the flow, record it, decide what comes next.
     async fn attempt(&self, job: &mut Job) -> AttemptEnd {
-        let started_at = now_micros();
+        let started_at = self.store.now();
         self.store
             .started(
                 job.id,
@@ -532,7 +531,7 @@ impl Dispatcher {
             .as_ref()
             .filter(|_| waiting)
             .map(|r| WaitOutcome::Responded(r.clone()));
-        let finished_at = now_micros();
+        let finished_at = self.store.now();
         let m = self
             .metrics
             .trigger(job.key.tenant.as_str(), job.key.trigger.as_str());
@@ -607,8 +606,8 @@ impl Dispatcher {
     }
 }
 
-async fn sleep_until(at: Micros) {
-    let wait = at - now_micros();
+async fn sleep_until(at: Micros, now: Micros) {
+    let wait = at - now;
     if wait > 0 {
         tokio::time::sleep(Duration::from_micros(wait as u64)).await;
     }

@@ -137,6 +137,15 @@ impl Store {
         each!(self, s => s.close().await)
     }
 
+    /// The time attempts and retries are measured in: on a shared store the
+    /// database's clock (as every node reads it), else this machine's.
+    pub fn now(&self) -> Micros {
+        match self {
+            Self::Sqlite(_) => crate::domain::now_micros(),
+            Self::Postgres(p) => p.now(),
+        }
+    }
+
     /// Whether the store answers.
     pub async fn ping(&self) -> Result<(), StoreError> {
         match self {

@@ -47,6 +47,8 @@ const MAX_LANES: usize = 16;
 const POLL: Duration = Duration::from_millis(250);
 const BACKOFF: Duration = Duration::from_millis(500);
 const BACKLOG_COUNT: Duration = Duration::from_secs(1);
+/// How often a node reads the database's clock again (see `PgStore::sync_clock`).
+const CLOCK_EVERY: Duration = Duration::from_secs(30);
 
 /// The two kinds of work claimed from the shared queue.
 #[derive(Clone, Copy, Debug)]
@@ -240,6 +242,7 @@ pub fn start(store: PgStore, dispatcher: Arc<Dispatcher>) {
     tokio::spawn(c.clone().claim_loop(Kind::Messages));
     tokio::spawn(c.clone().claim_loop(Kind::Lanes));
     tokio::spawn(c.clone().heartbeat());
+    tokio::spawn(c.clone().follow_clock());
     tokio::spawn(c.clone().count_backlogs());
     tokio::spawn(c.poll_waiters());
 }
@@ -318,11 +321,19 @@ impl Claimer {
         let every = self.store.lease() / 3;
         loop {
             tokio::time::sleep(every).await;
-            if let Err(e) = self.store.sync_clock().await {
-                tracing::debug!(error = %e, "reading the database's clock failed");
-            }
             if let Err(e) = self.store.heartbeat(self.store.now()).await {
                 tracing::warn!(error = %e, "lease heartbeat failed");
+            }
+        }
+    }
+
+    /// Reads the database's clock now and then, apart from the heartbeat so that
+    /// renewing leases never waits on it.
+    async fn follow_clock(self: Arc<Self>) {
+        loop {
+            tokio::time::sleep(CLOCK_EVERY).await;
+            if let Err(e) = self.store.sync_clock().await {
+                tracing::debug!(error = %e, "reading the database's clock failed");
             }
         }
     }
