@@ -130,6 +130,11 @@ fn render_store(out: &mut String, s: crate::store::PgStats) {
         "# HELP flowgate_leases_held Leases this node renews on the shared store\n# TYPE flowgate_leases_held gauge\nflowgate_leases_held{{kind=\"message\"}} {}\nflowgate_leases_held{{kind=\"lane\"}} {}",
         s.messages_held, s.lanes_held
     );
+    let _ = writeln!(
+        out,
+        "# HELP flowgate_store_clock_offset_seconds The database's clock minus this machine's, as leases follow it (0 below 250 ms)\n# TYPE flowgate_store_clock_offset_seconds gauge\nflowgate_store_clock_offset_seconds {}",
+        s.clock_offset as f64 / 1e6
+    );
 }
 
 /// Blocked lanes per trigger: this node's lanes on SQLite; on a shared store the

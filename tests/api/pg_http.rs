@@ -109,6 +109,8 @@ async fn two_nodes_serve_the_http_contract() {
         .sum();
     assert!(open >= 1.0 && open <= max, "{open} connections open");
     assert_eq!(a.metric("flowgate_store_waiting").await, 0.0);
+    // One machine, one clock: nothing to follow.
+    assert_eq!(a.metric("flowgate_store_clock_offset_seconds").await, 0.0);
     for kind in ["message", "lane"] {
         let held = a
             .metric(&format!("flowgate_leases_held{{kind=\"{kind}\"}}"))

@@ -360,6 +360,7 @@ async fn pg_a_node_whose_clock_runs_ahead_takes_no_running_work() {
         (b.now() - a.now()).abs() < 1_000_000,
         "both nodes read the database's time"
     );
+    assert!((b.stats().clock_offset + minute).abs() < 1_000_000);
     assert!(b.claim_lanes(10, b.now()).await.unwrap().is_empty());
     assert!(b.claim_messages(10, b.now()).await.unwrap().is_empty());
     // By its own clock, a's leases would have run out long ago.

@@ -218,6 +218,9 @@ pub struct PgStats {
     /// Leases this node renews: messages it runs and ordered lanes it holds.
     pub messages_held: usize,
     pub lanes_held: usize,
+    /// How far the database's clock is followed from this machine's (µs; 0 while
+    /// they agree to within `CLOCK_TOLERANCE`).
+    pub clock_offset: Micros,
 }
 
 impl PgStore {
@@ -366,6 +369,7 @@ impl PgStore {
             waiting: s.waiting,
             messages_held: self.held.messages().len(),
             lanes_held: self.held.lanes().len(),
+            clock_offset: self.clock_offset.load(Ordering::Relaxed),
         }
     }
 
