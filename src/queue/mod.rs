@@ -189,14 +189,20 @@ impl Queue {
     /// A message's state for its status URL; a store that does not answer within
     /// `store_timeout` is reported unavailable rather than holding the caller.
     pub async fn message(&self, id: MessageId) -> Result<Option<MessageView>, StoreError> {
-        tokio::time::timeout(self.store_timeout, self.store.get(id))
-            .await
-            .unwrap_or_else(|_| Err(self.no_answer()))
+        self.in_time(self.store.get(id)).await
     }
 
     /// Whether the store answers within `store_timeout` (for `/_ready`).
     pub async fn ping(&self) -> Result<(), StoreError> {
-        tokio::time::timeout(self.store_timeout, self.store.ping())
+        self.in_time(self.store.ping()).await
+    }
+
+    /// A store operation a caller waits for, given up after `store_timeout`.
+    async fn in_time<T>(
+        &self,
+        op: impl std::future::Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        tokio::time::timeout(self.store_timeout, op)
             .await
             .unwrap_or_else(|_| Err(self.no_answer()))
     }

@@ -10,6 +10,16 @@ fn flowgate() -> Command {
     Command::new(env!("CARGO_BIN_EXE_flowgate"))
 }
 
+/// What a command that must succeed printed; its errors when it did not.
+fn succeeded(out: std::process::Output) -> Vec<u8> {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
 #[test]
 fn key_new_prints_the_key_once_and_its_argon2id_hash() {
     let out = flowgate()
@@ -59,12 +69,7 @@ fn run_executes_a_flow_locally_and_prints_result_and_trace() {
         .arg(&flows)
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let v: Value = serde_json::from_slice(&succeeded(out)).unwrap();
     assert_eq!(v["status"], "succeeded");
     assert_eq!(v["response"]["body"]["unit_price"], 212.0);
     let steps: Vec<&str> = v["trace"]
@@ -165,12 +170,7 @@ fn migrate_ok(store: &str) -> String {
         .args(["migrate", "--store", store])
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
+    String::from_utf8(succeeded(out)).unwrap()
 }
 
 /// Runs `flowgate migrate` on a store after a newer flowgate left migration 999

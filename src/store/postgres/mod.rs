@@ -17,13 +17,14 @@ mod writer;
 
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::Duration;
 
 use deadpool_postgres::{Hook, HookError, Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::domain::{AttemptRecord, MessageId, MessageView, Micros, NewMessage};
+use crate::pgtls::with_causes;
 
 use super::types::{Completion, EnqueueOutcome, PendingMessage, StoreError};
 
@@ -116,9 +117,9 @@ pub struct PgStore {
     closed: Arc<AtomicBool>,
     held: Arc<Held>,
     /// The database's clock minus this machine's, in microseconds (see `now`).
-    clock_offset: Arc<std::sync::atomic::AtomicI64>,
+    clock_offset: Arc<AtomicI64>,
     /// Added to this machine's clock: tests play a node whose clock is wrong.
-    local_skew: Arc<std::sync::atomic::AtomicI64>,
+    local_skew: Arc<AtomicI64>,
 }
 
 /// What this node holds leases on: the heartbeat renews these and nothing else,
@@ -160,8 +161,6 @@ async fn notify_work<C: deadpool_postgres::GenericClient>(c: &C) -> Result<(), S
         .map_err(db)?;
     Ok(())
 }
-
-use crate::pgtls::with_causes;
 
 fn db(e: tokio_postgres::Error) -> StoreError {
     // A constraint or syntax error is a bug, not an outage; both fail the request.
