@@ -183,11 +183,21 @@ async fn outage_under_load(test: &str, stalled: bool) {
     } else {
         proxy.cut();
     }
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    // Not ready while it is away, and saying so rather than hanging.
+    // Right away, while the pool still has idle connections: not ready, and
+    // saying so rather than waiting for the database.
     let ready = client.get(app.url("/_ready")).send().await.unwrap();
     assert_eq!(ready.status(), 503, "{}", ready.text().await.unwrap());
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // A status URL is looked up in the store: 503 as well, not a wait.
+    let first = acked.lock().unwrap()[0].clone();
+    let status = client
+        .get(app.url(&format!("/acme/CreateCustomerRecord/messages/{first}")))
+        .header("x-api-key", ERP_KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(status.status(), 503);
+    assert!(status.headers().contains_key("retry-after"));
+    tokio::time::sleep(Duration::from_secs(2)).await;
     let refused_while_away = refused.lock().unwrap().len() - refused_before;
     if stalled {
         proxy.stall(false);
