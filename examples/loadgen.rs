@@ -114,6 +114,7 @@ async fn drain(settings: &flowgate::config::Settings, n: usize) -> Result<f64> {
                 received_at: now_micros(),
                 idempotency_key: None,
                 input: serde_json::json!({"body": {"n": i}}),
+                body_json: None,
             })
             .collect();
         last = batch.last().map(|m| m.id);

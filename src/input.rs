@@ -38,8 +38,17 @@ pub struct Request<'a> {
     pub auth: Value,
 }
 
+/// The input document built from one request.
+pub struct Document {
+    pub input: Value,
+    /// The body was JSON and `input.body` is its parse, so the request's own bytes
+    /// can stand for it where the document is written out
+    /// (`NewMessage::body_json`).
+    pub json_body: bool,
+}
+
 /// Builds the input document for `trigger`, or every error found.
-pub fn document(trigger: &Trigger, req: Request<'_>) -> Result<Value, Vec<InputError>> {
+pub fn document(trigger: &Trigger, req: Request<'_>) -> Result<Document, Vec<InputError>> {
     let mut errors = Vec::new();
     let pairs: Vec<(String, String)> = match serde_urlencoded::from_str(req.query) {
         Ok(p) => p,
@@ -62,14 +71,14 @@ pub fn document(trigger: &Trigger, req: Request<'_>) -> Result<Value, Vec<InputE
         }
     };
     let xml = is_xml(req.content_type);
-    let body = match decode_body(req.content_type, req.body) {
+    let (body, json_body) = match decode(req.content_type, req.body) {
         Ok(b) => b,
         Err(message) => {
             errors.push(InputError {
                 code: "invalid_body",
                 message,
             });
-            Value::Null
+            (Value::Null, false)
         }
     };
     if !errors.is_empty() {
@@ -110,7 +119,10 @@ pub fn document(trigger: &Trigger, req: Request<'_>) -> Result<Value, Vec<InputE
             Value::String(String::from_utf8_lossy(req.body).into_owned()),
         );
     }
-    Ok(Value::Object(doc))
+    Ok(Document {
+        input: Value::Object(doc),
+        json_body,
+    })
 }
 
 fn essence(content_type: Option<&str>) -> String {
@@ -134,8 +146,13 @@ pub fn is_xml(content_type: Option<&str>) -> bool {
 /// JSON -> value; form -> object; XML -> value (see `crate::xml`); text ->
 /// string; anything else -> `{"base64": ...}`; an empty body -> null.
 pub fn decode_body(content_type: Option<&str>, body: &[u8]) -> Result<Value, String> {
+    decode(content_type, body).map(|(value, _)| value)
+}
+
+/// `decode_body`, and whether the value is the parse of the body as JSON.
+fn decode(content_type: Option<&str>, body: &[u8]) -> Result<(Value, bool), String> {
     if body.is_empty() {
-        return Ok(Value::Null);
+        return Ok((Value::Null, false));
     }
     let essence = essence(content_type);
     let text = || {
@@ -143,29 +160,34 @@ pub fn decode_body(content_type: Option<&str>, body: &[u8]) -> Result<Value, Str
             .map(|s| Value::String(s.to_owned()))
             .map_err(|_| format!("the body is declared as {essence} but is not valid UTF-8"))
     };
+    let json = |body| json_body(body).map(|v| (v, true));
+    let other = |v: Result<Value, String>| v.map(|v| (v, false));
     match essence.as_str() {
-        "application/json" => json_body(body),
-        e if e.ends_with("+json") => json_body(body),
-        "application/x-www-form-urlencoded" => {
+        "application/json" => json(body),
+        e if e.ends_with("+json") => json(body),
+        "application/x-www-form-urlencoded" => other(
             serde_urlencoded::from_bytes::<Vec<(String, String)>>(body)
                 .map(|pairs| Value::Object(query_object(&pairs)))
-                .map_err(|e| format!("the body is not valid form data: {e}"))
-        }
+                .map_err(|e| format!("the body is not valid form data: {e}")),
+        ),
         e if e == "application/xml" || e == "text/xml" || e.ends_with("+xml") => {
             let text = text()?;
-            crate::xml::parse(text.as_str().unwrap_or_default())
-                .map_err(|e| format!("the body is not valid XML: {e}"))
+            other(
+                crate::xml::parse(text.as_str().unwrap_or_default())
+                    .map_err(|e| format!("the body is not valid XML: {e}")),
+            )
         }
-        e if e.starts_with("text/") => text(),
-        "" => Ok(serde_json::from_slice(body)
-            .ok()
-            .or_else(|| {
+        e if e.starts_with("text/") => other(text()),
+        "" => Ok(match serde_json::from_slice(body) {
+            Ok(v) => (v, true),
+            Err(_) => (
                 std::str::from_utf8(body)
-                    .ok()
                     .map(|s| Value::String(s.to_owned()))
-            })
-            .unwrap_or_else(|| base64_body(body))),
-        _ => Ok(base64_body(body)),
+                    .unwrap_or_else(|_| base64_body(body)),
+                false,
+            ),
+        }),
+        _ => Ok((base64_body(body), false)),
     }
 }
 
@@ -216,5 +238,19 @@ mod tests {
         );
         assert_eq!(decode_body(None, b"").unwrap(), Value::Null);
         assert_eq!(decode_body(None, b"{\"a\":1}").unwrap(), json!({"a": 1}));
+    }
+
+    #[test]
+    fn only_bodies_parsed_as_json_may_be_stored_as_sent() {
+        let json = |ct: Option<&str>, body: &[u8]| decode(ct, body).unwrap().1;
+        assert!(json(Some("application/json"), b"{\"a\": 1}"));
+        assert!(json(Some("application/vnd.x+json"), b"[1]"));
+        assert!(json(None, b" {\"a\":1} "));
+        assert!(!json(None, b"not json"));
+        assert!(!json(None, b""));
+        assert!(!json(Some("text/plain"), b"\"a\""));
+        assert!(!json(Some("application/x-www-form-urlencoded"), b"a=1"));
+        assert!(!json(Some("application/xml"), b"<a/>"));
+        assert!(!json(Some("application/octet-stream"), b"{}"));
     }
 }

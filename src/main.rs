@@ -277,7 +277,7 @@ fn run(args: RunArgs) -> Result<ExitCode> {
         },
     );
     let document = match document {
-        Ok(d) => d,
+        Ok(d) => d.input,
         Err(errors) => {
             for e in errors {
                 eprintln!("{}: {}", e.code, e.message);

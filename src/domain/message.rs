@@ -145,14 +145,46 @@ pub struct NewMessage {
     pub idempotency_key: Option<String>,
     /// The input document as the flow sees it, secrets redacted.
     pub input: serde_json::Value,
+    /// The request's body as received, when it was JSON and `input.body` is its
+    /// parse: stored as it came instead of written out again from the parse.
+    pub body_json: Option<bytes::Bytes>,
 }
 
 impl NewMessage {
     /// The input document as stored: JSON text. (`Value`'s `Display` goes through
     /// `fmt::Write` and checks every piece it writes; this writes bytes once.)
     pub fn input_text(&self) -> String {
+        if let (Some(raw), serde_json::Value::Object(doc)) = (&self.body_json, &self.input)
+            && let Some(text) = with_raw_body(doc, raw)
+        {
+            return text;
+        }
         serde_json::to_string(&self.input).unwrap_or_else(|_| "null".into())
     }
+}
+
+/// `doc` as JSON text with the caller's own bytes for its `body`. Parsing that
+/// text gives `doc` back, as the parse of `raw` gave `doc.body`. (Writing a 1 KB
+/// body out again from its parse took ~11,000 of the ~200,000 instructions
+/// flowgate spends on an accepted message.)
+fn with_raw_body(doc: &serde_json::Map<String, serde_json::Value>, raw: &[u8]) -> Option<String> {
+    let raw = raw.trim_ascii();
+    let mut out = Vec::with_capacity(raw.len() + 512);
+    out.push(b'{');
+    for (i, (key, value)) in doc.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        serde_json::to_writer(&mut out, key).ok()?;
+        out.push(b':');
+        if key == "body" {
+            out.extend_from_slice(raw);
+        } else {
+            serde_json::to_writer(&mut out, value).ok()?;
+        }
+    }
+    out.push(b'}');
+    String::from_utf8(out).ok()
 }
 
 /// How one attempt ended.
@@ -266,5 +298,56 @@ impl MessageView {
             "response": response,
             "error": self.error,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(input: serde_json::Value, body_json: Option<&'static [u8]>) -> NewMessage {
+        NewMessage {
+            id: MessageId::new(),
+            tenant: TenantName::parse("acme").unwrap(),
+            trigger: TriggerName::parse("Orders").unwrap(),
+            lane: None,
+            mode: Mode::Async,
+            received_at: 0,
+            idempotency_key: None,
+            input,
+            body_json: body_json.map(bytes::Bytes::from_static),
+        }
+    }
+
+    #[test]
+    fn a_json_body_is_stored_as_the_caller_sent_it() {
+        let bodies: [&'static [u8]; 5] = [
+            b" { \"price\": 1.50, \"name\": \"caf\\u00e9\" }\n",
+            b"{\"a\":1,\"a\":2}",
+            b"[1, 2e3, -0, null, \"\\\"quoted\\\"\"]",
+            b"\"text\"",
+            b"12345678901234567890",
+        ];
+        for raw in bodies {
+            let body: serde_json::Value = serde_json::from_slice(raw).unwrap();
+            let input = serde_json::json!({
+                "message_id": "m", "headers": {"content-type": "application/json"},
+                "body": body, "auth": {"method": "none"},
+            });
+            let text = message(input.clone(), Some(raw)).input_text();
+            let sent = std::str::from_utf8(raw.trim_ascii()).unwrap();
+            assert!(text.contains(&format!("\"body\":{sent},")), "{text}");
+            // Read back, it is the document the flow saw.
+            assert_eq!(
+                serde_json::from_str::<serde_json::Value>(&text).unwrap(),
+                input
+            );
+            // Without the caller's bytes, the same document written out from the parse.
+            let written = message(input.clone(), None).input_text();
+            assert_eq!(
+                serde_json::from_str::<serde_json::Value>(&written).unwrap(),
+                input
+            );
+        }
     }
 }

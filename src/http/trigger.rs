@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use actix_web::http::StatusCode;
+use actix_web::http::header::{self, ContentType, HeaderName};
 use actix_web::{HttpRequest, HttpResponse, web};
 use bytes::BytesMut;
 use futures_util::StreamExt;
@@ -21,6 +22,7 @@ use crate::store::EnqueueOutcome;
 use super::{ApiError, AppState, callers};
 
 const IDEMPOTENCY_KEY: &str = "idempotency-key";
+const X_MESSAGE_ID: HeaderName = HeaderName::from_static("x-message-id");
 const MAX_IDEMPOTENCY_KEY: usize = 255;
 
 fn find(
@@ -77,10 +79,14 @@ fn location(trigger: &Trigger, id: MessageId) -> String {
 }
 
 fn accepted(trigger: &Trigger, id: MessageId, status: MessageStatus) -> HttpResponse {
+    // Every async call answers this, so it is written without a `Value` in between
+    // and with header names parsed once: the id and the status need no escaping.
+    let body = format!(r#"{{"message_id":"{id}","status":"{}"}}"#, status.as_str());
     HttpResponse::Accepted()
-        .insert_header(("x-message-id", id.to_string()))
-        .insert_header(("location", location(trigger, id)))
-        .json(json!({"message_id": id.to_string(), "status": status.as_str()}))
+        .insert_header((X_MESSAGE_ID, id.to_string()))
+        .insert_header((header::LOCATION, location(trigger, id)))
+        .content_type(ContentType::json())
+        .body(body)
 }
 
 /// A flow's `respond` as an HTTP answer. Strings are sent as they are when the
@@ -276,7 +282,10 @@ async fn call(
             )
         })
         .collect();
-    let document = input::document(
+    let input::Document {
+        input: document,
+        json_body,
+    } = input::document(
         &trigger,
         input::Request {
             id,
@@ -303,6 +312,7 @@ async fn call(
         received_at,
         idempotency_key,
         input: document,
+        body_json: json_body.then(|| body.freeze()),
     };
 
     if trigger.response.mode == Mode::Async {

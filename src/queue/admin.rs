@@ -40,6 +40,7 @@ fn replay_of(original: &MessageView) -> NewMessage {
         received_at: now_micros(),
         idempotency_key: None,
         input,
+        body_json: None,
     }
 }
 

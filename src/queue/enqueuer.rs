@@ -217,6 +217,7 @@ mod tests {
                 received_at: 0,
                 idempotency_key: None,
                 input: serde_json::json!({}),
+                body_json: None,
             },
             waiter: None,
             reply: oneshot::channel().0,

@@ -899,6 +899,7 @@ mod tests {
             received_at: n,
             idempotency_key: None,
             input: serde_json::json!({"n": n}),
+            body_json: None,
         };
         let c = Completion {
             id,

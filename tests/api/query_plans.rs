@@ -37,6 +37,7 @@ async fn seed(store: &Store) {
             received_at: at,
             idempotency_key: None,
             input: json!({"body": {"n": i}}),
+            body_json: None,
         };
         let c = Completion {
             id: m.id,
@@ -143,6 +144,7 @@ async fn queue_statements_read_by_id(store: &Store, url: &str) {
             received_at: flowgate::domain::now_micros(),
             idempotency_key: None,
             input: json!({"body": {"n": i}}),
+            body_json: None,
         })
         .collect();
     let pg = store.shared().unwrap();

@@ -62,6 +62,7 @@ pub fn message(lane: Option<&str>, key: Option<&str>, received_at: i64) -> NewMe
         received_at,
         idempotency_key: key.map(str::to_owned),
         input: json!({"body": {"n": 1}}),
+        body_json: None,
     }
 }
 
