@@ -42,11 +42,32 @@ async fn start(dir: &Path, log: &str) -> Server {
 
 /// `flowgate serve` on `dir/flows` and `store`, with extra environment; returns once ready.
 pub async fn spawn_server(dir: &Path, log: &str, store: &str, env: &[(&str, &str)]) -> Server {
-    let port = free_port();
+    let listen = format!("127.0.0.1:{}", free_port());
+    spawn_server_in(None, &listen, dir, log, store, env).await
+}
+
+/// The same, listening on `listen`, inside network namespace `netns` when given.
+pub async fn spawn_server_in(
+    netns: Option<&str>,
+    listen: &str,
+    dir: &Path,
+    log: &str,
+    store: &str,
+    env: &[(&str, &str)],
+) -> Server {
     let stderr = std::fs::File::create(dir.join(log)).unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_flowgate"))
+    let bin = env!("CARGO_BIN_EXE_flowgate");
+    let mut command = match netns {
+        Some(ns) => {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", ns, bin]);
+            c
+        }
+        None => Command::new(bin),
+    };
+    let child = command
         .arg("serve")
-        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .args(["--listen", listen])
         .arg("--flows")
         .arg(dir.join("flows"))
         .arg("--store")
@@ -59,7 +80,7 @@ pub async fn spawn_server(dir: &Path, log: &str, store: &str, env: &[(&str, &str
         .unwrap();
     let server = Server {
         child,
-        base: format!("http://127.0.0.1:{port}"),
+        base: format!("http://{listen}"),
     };
     let client = reqwest::Client::new();
     for _ in 0..200 {

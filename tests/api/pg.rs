@@ -14,7 +14,7 @@ pub struct PgSchema {
 
 static NEXT: AtomicUsize = AtomicUsize::new(0);
 
-fn ci() -> bool {
+pub fn ci() -> bool {
     std::env::var("CI").is_ok_and(|v| v == "true")
 }
 

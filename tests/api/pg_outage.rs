@@ -1,19 +1,22 @@
 //! PostgreSQL cut off under load: a TCP proxy between flowgate and the database
 //! drops every connection and refuses new ones for a while. Callers get 503 with
 //! `Retry-After` (not a hang) while it is away, every acknowledged message still
-//! runs, and service comes back by itself.
+//! runs, and service comes back by itself. Also a node whose route to the database
+//! is lost (packets vanish, nothing is refused), in a network namespace of its own.
 
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
-use crate::helpers::{ERP_KEY, TestApp};
-use crate::pg::{query, schema};
+use crate::crash::spawn_server_in;
+use crate::helpers::{ERP_KEY, TestApp, write_flow};
+use crate::pg::{ci, query, schema};
 
 /// Forwards a local port to PostgreSQL; `cut` drops every connection, `stall`
 /// keeps them open but passes nothing on (a frozen server, a lost route).
@@ -47,8 +50,10 @@ async fn pump(
 }
 
 impl Proxy {
-    async fn start(target: String) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    /// Listens on `bind` (an address with port 0) and forwards to `target`
+    /// (`host:port`).
+    async fn start(target: String, bind: &str) -> Self {
+        let listener = TcpListener::bind(bind).await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let up = Arc::new(AtomicBool::new(true));
         let stalled = Arc::new(AtomicBool::new(false));
@@ -93,6 +98,16 @@ impl Proxy {
     }
 }
 
+/// `host:port` of the test database, for a proxy to forward to.
+fn database_host() -> String {
+    let base = std::env::var("FLOWGATE_TEST_DATABASE_URL").unwrap();
+    base.split('@')
+        .nth(1)
+        .and_then(|rest| rest.split('/').next())
+        .unwrap_or("127.0.0.1:5432")
+        .to_owned()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn database_cut_off_under_load_503s_then_recovers_losing_nothing() {
     outage_under_load("pg_outage", false).await;
@@ -113,14 +128,8 @@ async fn outage_under_load(test: &str, stalled: bool) {
     let Some(pg) = schema(test).await else {
         return;
     };
-    let base = std::env::var("FLOWGATE_TEST_DATABASE_URL").unwrap();
-    let host = base
-        .split('@')
-        .nth(1)
-        .and_then(|rest| rest.split('/').next())
-        .unwrap_or("127.0.0.1:5432")
-        .to_owned();
-    let proxy = Proxy::start(host.clone()).await;
+    let host = database_host();
+    let proxy = Proxy::start(host.clone(), "127.0.0.1:0").await;
     let via_proxy = pg.url.replace(&host, &format!("127.0.0.1:{}", proxy.port));
     let app = TestApp::spawn_with(
         |_| {},
@@ -247,4 +256,274 @@ async fn outage_under_load(test: &str, stalled: bool) {
         ids.len(),
         during - before
     );
+}
+
+/// A network namespace for one node, joined to the test's by two veth pairs:
+/// callers reach the node at `10.231.N.2` over one, the node reaches the database
+/// proxy at `10.232.N.1` over the other. Taking the test's end of the second link
+/// down loses the node's route to the database the way a dead host or a broken
+/// link does: its packets leave and vanish, with no error for it to see.
+struct Netns {
+    name: String,
+    http_link: String,
+    db_link: String,
+    n: u32,
+}
+
+fn ip(args: &[&str]) -> Result<(), String> {
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .map_err(|e| format!("cannot run `ip`: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "ip {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+impl Netns {
+    fn create() -> Result<Self, String> {
+        let pid = std::process::id();
+        let ns = Self {
+            name: format!("fgnet{pid}"),
+            http_link: format!("fg{pid}h"),
+            db_link: format!("fg{pid}d"),
+            n: 20 + pid % 200,
+        };
+        ip(&["netns", "add", &ns.name])?;
+        for (link, net) in [(&ns.http_link, 231), (&ns.db_link, 232)] {
+            let peer = format!("{link}n");
+            ip(&["link", "add", link, "type", "veth", "peer", "name", &peer])?;
+            ip(&["link", "set", &peer, "netns", &ns.name])?;
+            ip(&[
+                "addr",
+                "add",
+                &format!("10.{net}.{}.1/24", ns.n),
+                "dev",
+                link,
+            ])?;
+            ip(&["link", "set", link, "up"])?;
+            let addr = format!("10.{net}.{}.2/24", ns.n);
+            ip(&["-n", &ns.name, "addr", "add", &addr, "dev", &peer])?;
+            ip(&["-n", &ns.name, "link", "set", &peer, "up"])?;
+        }
+        ip(&["-n", &ns.name, "link", "set", "lo", "up"])?;
+        Ok(ns)
+    }
+
+    /// Where callers reach the node.
+    fn node(&self) -> String {
+        format!("10.231.{}.2", self.n)
+    }
+
+    /// Where the node reaches the database proxy.
+    fn database(&self) -> String {
+        format!("10.232.{}.1", self.n)
+    }
+
+    /// The node's connections to the database, by local address, with how many
+    /// bytes each holds that it sent and the database has not acknowledged.
+    fn connections(&self) -> Vec<(String, u64)> {
+        let db = self.database();
+        let args = [
+            "netns",
+            "exec",
+            &self.name,
+            "ss",
+            "-tnH",
+            "state",
+            "established",
+            "dst",
+            &db,
+        ];
+        let out = Command::new("ip").args(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "ss: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| {
+                // Recv-Q, Send-Q, local, peer
+                let f: Vec<&str> = l.split_whitespace().collect();
+                Some((f.get(2)?.to_string(), f.get(1)?.parse().ok()?))
+            })
+            .collect()
+    }
+
+    fn route_to_database(&self, lost: bool) {
+        let state = if lost { "down" } else { "up" };
+        ip(&["link", "set", &self.db_link, state]).unwrap();
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = ip(&["link", "del", &self.http_link]);
+        let _ = ip(&["link", "del", &self.db_link]);
+        let _ = ip(&["netns", "del", &self.name]);
+    }
+}
+
+/// How long the route stays lost. The connections stuck at `STUCK_AT` must be
+/// closed by `GIVEN_UP_BY`: their TCP user timeout is 10 s with a 1 s store
+/// timeout.
+const LOST_FOR: Duration = Duration::from_secs(19);
+const STUCK_AT: Duration = Duration::from_secs(3);
+const GIVEN_UP_BY: Duration = Duration::from_secs(17);
+
+/// The route to the database is lost with statements in flight. Left to TCP, the
+/// node's connections would keep retransmitting them (for a quarter of an hour
+/// with the usual settings), holding the statements and the accept path behind
+/// them; a database that came back elsewhere would not be used until then. The
+/// node answers 503 within its store timeout while the route is gone, closes the
+/// dead connections after their TCP user timeout, and accepts again within
+/// seconds of the route's return; everything it acknowledged runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_loses_its_route_to_the_database_drops_dead_connections_and_recovers() {
+    let Some(pg) = schema("pg_lost_route").await else {
+        return;
+    };
+    let net = match Netns::create() {
+        Ok(net) => net,
+        Err(e) => {
+            assert!(!ci(), "CI=true but no network namespace could be made: {e}");
+            eprintln!("skipping pg_lost_route: {e}");
+            return;
+        }
+    };
+    let host = database_host();
+    let proxy = Proxy::start(host.clone(), &format!("{}:0", net.database())).await;
+    let store = pg
+        .url
+        .replace(&host, &format!("{}:{}", net.database(), proxy.port));
+    let dir = tempfile::tempdir().unwrap();
+    write_flow(
+        &dir.path().join("flows"),
+        "t/Accept.yaml",
+        "auth: { none: true }\nresponse: { mode: async }\nsteps:\n  - set: { n: .body.i }\n",
+    );
+    let env = [
+        ("FLOWGATE_STORE_TIMEOUT", "1s"),
+        ("FLOWGATE_LEASE", "2s"),
+        ("FLOWGATE_POOL_SIZE", "4"),
+        ("FLOWGATE_WORKERS", "1"),
+    ];
+    let listen = format!("{}:8080", net.node());
+    let node = spawn_server_in(
+        Some(&net.name),
+        &listen,
+        dir.path(),
+        "node.log",
+        &store,
+        &env,
+    )
+    .await;
+    let log = || std::fs::read_to_string(dir.path().join("node.log")).unwrap_or_default();
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .unwrap();
+    let url = format!("{}/t/Accept", node.base);
+    let post = |i: usize| client.post(&url).json(&json!({ "i": i })).send();
+
+    let mut acked = Vec::new();
+    for i in 0..20 {
+        let res = post(i).await.unwrap();
+        assert_eq!(res.status(), 202, "{}", log());
+        let doc: serde_json::Value = res.json().await.unwrap();
+        acked.push(doc["message_id"].as_str().unwrap().to_owned());
+    }
+
+    net.route_to_database(true);
+    let lost = Instant::now();
+    let mut i = 100;
+    let mut refused = 0;
+    let mut stuck = Vec::new();
+    let mut checked = false;
+    while lost.elapsed() < LOST_FOR {
+        if stuck.is_empty() && lost.elapsed() > STUCK_AT {
+            stuck = net.connections();
+            stuck.retain(|(_, unacknowledged)| *unacknowledged > 0);
+            assert!(!stuck.is_empty(), "statements are waiting for the database");
+        }
+        if !checked && lost.elapsed() > GIVEN_UP_BY {
+            let open = net.connections();
+            let still: Vec<_> = open
+                .iter()
+                .filter(|(a, _)| stuck.iter().any(|(s, _)| s == a))
+                .collect();
+            assert!(
+                still.is_empty(),
+                "{:?} after the route was lost, connections stuck since {STUCK_AT:?} are still open: {still:?}",
+                lost.elapsed(),
+            );
+            checked = true;
+        }
+        let asked = Instant::now();
+        let res = post(i).await.unwrap();
+        i += 1;
+        assert_eq!(res.status(), 503, "nothing can be stored without a route");
+        assert!(res.headers().contains_key("retry-after"));
+        assert!(
+            asked.elapsed() < Duration::from_secs(3),
+            "503 within the store timeout, not a wait"
+        );
+        refused += 1;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(checked && refused > 10);
+
+    net.route_to_database(false);
+    let back = Instant::now();
+    loop {
+        let res = post(i).await.unwrap();
+        i += 1;
+        if res.status() == 202 {
+            let doc: serde_json::Value = res.json().await.unwrap();
+            acked.push(doc["message_id"].as_str().unwrap().to_owned());
+            break;
+        }
+        assert!(
+            back.elapsed() < Duration::from_secs(8),
+            "still {} {:?} after the route came back; log:\n{}",
+            res.status(),
+            back.elapsed(),
+            log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // Everything acknowledged runs, the messages from before the loss included.
+    let ids = acked
+        .iter()
+        .map(|id| format!("'{id}'"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let rows = query(
+            &pg.url,
+            &format!("SELECT count(*) FROM messages WHERE id IN ({ids}) AND status = 'succeeded'"),
+        )
+        .await;
+        let done: i64 = rows[0].get(0);
+        if done == acked.len() as i64 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{done} of {} acknowledged messages ran; log:\n{}",
+            acked.len(),
+            log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    drop(node);
 }
