@@ -15,7 +15,9 @@
 //! `sslrootcert` names a PEM file of CA certificates, or is `system` for the
 //! machine's CA store (then only with `verify-full`, as in libpq). Client certificates
 //! (`sslcert`, `sslkey`) are refused with a clear error rather than ignored.
-//! SCRAM authentication runs without channel binding.
+//! SCRAM authentication over TLS binds to the server's certificate
+//! (`SCRAM-SHA-256-PLUS`, `tls-server-end-point`) when the server offers it;
+//! `channel_binding=require` in the URL insists on it, as in libpq.
 
 use std::future::Future;
 use std::io;
@@ -81,6 +83,13 @@ pub fn parse(conninfo: &str) -> Result<(tokio_postgres::Config, MakeRustls), Str
             ));
         }
     };
+    if config.get_channel_binding() == tokio_postgres::config::ChannelBinding::Require
+        && config.get_ssl_mode() == SslMode::Disable
+    {
+        return Err(
+            "`channel_binding=require` binds to the server's TLS certificate, so it cannot be used with `sslmode=disable`".into(),
+        );
+    }
     if ssl.root_cert.as_deref() == Some("system") && check != Check::IssuerAndName {
         return Err(
             "`sslrootcert=system` trusts every public CA, so it needs `sslmode=verify-full`".into(),
@@ -453,8 +462,74 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for RustlsStream<S> {
 
 impl<S: AsyncRead + AsyncWrite + Unpin> TlsStream for RustlsStream<S> {
     fn channel_binding(&self) -> ChannelBinding {
-        ChannelBinding::none()
+        let (_, connection) = self.0.get_ref();
+        connection
+            .peer_certificates()
+            .and_then(|chain| chain.first())
+            .and_then(|cert| server_end_point(cert.as_ref()))
+            .map_or_else(ChannelBinding::none, ChannelBinding::tls_server_end_point)
     }
+}
+
+/// `tls-server-end-point` (RFC 5929): the server certificate hashed with the hash
+/// of its own signature algorithm, SHA-256 where that is MD5 or SHA-1. `None` for
+/// algorithms without a single hash (RSA-PSS, Ed25519), where the binding is
+/// undefined and SCRAM runs without it, as PostgreSQL's own server would need.
+fn server_end_point(cert: &[u8]) -> Option<Vec<u8>> {
+    use sha2::Digest;
+    const RSA: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01]; // 1.2.840.113549.1.1
+    const ECDSA: &[u8] = &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04]; // 1.2.840.10045.4
+    // Certificate ::= SEQUENCE { tbsCertificate, signatureAlgorithm, signature }
+    let (0x30, certificate, _) = der(cert)? else {
+        return None;
+    };
+    let (0x30, _tbs, rest) = der(certificate)? else {
+        return None;
+    };
+    let (0x30, algorithm, _) = der(rest)? else {
+        return None;
+    };
+    let (0x06, oid, _) = der(algorithm)? else {
+        return None;
+    };
+    let bits = match oid {
+        [p @ .., 4 | 5] if p == RSA => 256, // MD5, SHA-1
+        [p @ .., 0x0e] if p == RSA => 224,
+        [p @ .., 0x0b] if p == RSA => 256,
+        [p @ .., 0x0c] if p == RSA => 384,
+        [p @ .., 0x0d] if p == RSA => 512,
+        [p @ .., 1] if p == ECDSA => 256, // ecdsa-with-SHA1
+        [p @ .., 3, 1] if p == ECDSA => 224,
+        [p @ .., 3, 2] if p == ECDSA => 256,
+        [p @ .., 3, 3] if p == ECDSA => 384,
+        [p @ .., 3, 4] if p == ECDSA => 512,
+        _ => return None,
+    };
+    Some(match bits {
+        224 => sha2::Sha224::digest(cert).to_vec(),
+        256 => sha2::Sha256::digest(cert).to_vec(),
+        384 => sha2::Sha384::digest(cert).to_vec(),
+        _ => sha2::Sha512::digest(cert).to_vec(),
+    })
+}
+
+/// The DER element at the front of `b`: its tag, its contents and what follows.
+fn der(b: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+    let (&tag, b) = b.split_first()?;
+    let (&first, b) = b.split_first()?;
+    let (len, b) = if first < 0x80 {
+        (usize::from(first), b)
+    } else {
+        let n = usize::from(first & 0x7f);
+        if n == 0 || n > 4 || b.len() < n {
+            return None;
+        }
+        let len = b[..n]
+            .iter()
+            .fold(0usize, |len, &byte| (len << 8) | usize::from(byte));
+        (len, &b[n..])
+    };
+    (b.len() >= len).then(|| (tag, &b[..len], &b[len..]))
 }
 
 #[cfg(test)]
@@ -517,7 +592,42 @@ mod tests {
         assert!(bad.contains("`allow`"), "{bad}");
         let weak = parse("postgres://h/db?sslmode=require&sslrootcert=system").unwrap_err();
         assert!(weak.contains("verify-full"), "{weak}");
+        let unbound = parse("postgres://h/db?sslmode=disable&channel_binding=require").unwrap_err();
+        assert!(unbound.contains("sslmode=disable"), "{unbound}");
+        assert!(parse("postgres://h/db?sslmode=require&channel_binding=require").is_ok());
         let client_cert = parse("postgres://h/db?sslcert=/c.pem").unwrap_err();
         assert!(client_cert.contains("sslcert"), "{client_cert}");
+    }
+
+    #[test]
+    fn the_server_end_point_hashes_the_certificate_with_its_signature_hash() {
+        // A certificate's outline: SEQUENCE { tbs SEQUENCE, algorithm SEQUENCE { OID } }.
+        fn cert(oid: &[u8]) -> Vec<u8> {
+            let mut algorithm = vec![0x06, oid.len() as u8];
+            algorithm.extend_from_slice(oid);
+            let mut body = vec![0x30, 0x01, 0x00, 0x30, algorithm.len() as u8];
+            body.extend_from_slice(&algorithm);
+            let mut c = vec![0x30, body.len() as u8];
+            c.extend_from_slice(&body);
+            c
+        }
+        let rsa = |last: u8| cert(&[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, last]);
+        let ecdsa = |tail: &[u8]| cert(&[&[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04][..], tail].concat());
+        let len = |c: Vec<u8>| server_end_point(&c).map(|h| h.len());
+        assert_eq!(len(rsa(0x05)), Some(32), "SHA-1 is replaced by SHA-256");
+        assert_eq!(len(rsa(0x0b)), Some(32));
+        assert_eq!(len(rsa(0x0c)), Some(48));
+        assert_eq!(len(rsa(0x0d)), Some(64));
+        assert_eq!(len(ecdsa(&[3, 2])), Some(32));
+        assert_eq!(len(ecdsa(&[3, 3])), Some(48));
+        assert_eq!(len(rsa(0x0a)), None, "RSA-PSS has no single hash");
+        assert_eq!(len(cert(&[0x2b, 0x65, 0x70])), None, "nor has Ed25519");
+        assert_eq!(server_end_point(&[0x30, 0x05, 0x30]), None, "truncated");
+        let c = rsa(0x0b);
+        use sha2::Digest;
+        assert_eq!(
+            server_end_point(&c).unwrap(),
+            sha2::Sha256::digest(&c).to_vec()
+        );
     }
 }

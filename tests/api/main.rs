@@ -15,6 +15,7 @@ mod pg;
 mod pg_admin;
 mod pg_http;
 mod pg_outage;
+mod pg_scram;
 mod pg_tls;
 mod query_plans;
 mod queue;
