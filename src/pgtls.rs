@@ -13,8 +13,10 @@
 //! | `verify-full` | always | as `verify-ca`, and valid for the host name |
 //!
 //! `sslrootcert` names a PEM file of CA certificates, or is `system` for the
-//! machine's CA store (then only with `verify-full`, as in libpq). Client certificates
-//! (`sslcert`, `sslkey`) are refused with a clear error rather than ignored.
+//! machine's CA store (then only with `verify-full`, as in libpq). `sslcert` and
+//! `sslkey` name a client certificate (PEM, with its chain) and its unencrypted key,
+//! for servers that log clients in by certificate; `sslpassword`, `sslcrl` and
+//! `sslcrldir` are refused with a clear error rather than ignored.
 //! SCRAM authentication over TLS binds to the server's certificate
 //! (`SCRAM-SHA-256-PLUS`, `tls-server-end-point`) when the server offers it;
 //! `channel_binding=require` in the URL insists on it, as in libpq.
@@ -29,7 +31,7 @@ use rustls::client::WebPkiServerVerifier;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{
     CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
 };
@@ -105,7 +107,16 @@ pub fn parse(conninfo: &str) -> Result<(tokio_postgres::Config, MakeRustls), Str
         }
         _ => None,
     };
-    Ok((config, MakeRustls::new(check, roots)?))
+    let client = match (&ssl.cert, &ssl.key) {
+        (Some(cert), Some(key)) => Some(load_client_identity(cert, key)?),
+        (None, None) => None,
+        _ => {
+            return Err(
+                "`sslcert` and `sslkey` go together: the client certificate and its key".into(),
+            );
+        }
+    };
+    Ok((config, MakeRustls::new(check, roots, client)?))
 }
 
 /// The TLS options flowgate handles itself, taken out of a connection string.
@@ -113,10 +124,17 @@ pub fn parse(conninfo: &str) -> Result<(tokio_postgres::Config, MakeRustls), Str
 struct SslOptions {
     mode: Option<String>,
     root_cert: Option<String>,
+    cert: Option<String>,
+    key: Option<String>,
 }
 
-/// Options that would change how a connection authenticates and are not supported.
-const UNSUPPORTED: &[&str] = &["sslcert", "sslkey", "sslpassword", "sslcrl", "sslcrldir"];
+/// Options that would change how a connection is secured and are not supported,
+/// with what to do instead.
+const UNSUPPORTED: &[(&str, &str)] = &[
+    ("sslpassword", "`sslkey` must name an unencrypted key"),
+    ("sslcrl", "certificate revocation lists are not checked"),
+    ("sslcrldir", "certificate revocation lists are not checked"),
+];
 
 /// Splits `sslmode` and `sslrootcert` off a connection string; what is left is
 /// for the driver.
@@ -126,12 +144,14 @@ fn take_ssl_options(conninfo: &str) -> Result<(String, SslOptions), String> {
         match key {
             "sslmode" => ssl.mode = Some(value),
             "sslrootcert" => ssl.root_cert = Some(value),
-            k if UNSUPPORTED.contains(&k) => {
-                return Err(format!(
-                    "`{k}` is not supported: flowgate connects to PostgreSQL without a client certificate"
-                ));
+            "sslcert" => ssl.cert = Some(value),
+            "sslkey" => ssl.key = Some(value),
+            k => {
+                if let Some((_, instead)) = UNSUPPORTED.iter().find(|(u, _)| *u == k) {
+                    return Err(format!("`{k}` is not supported: {instead}"));
+                }
+                return Ok(true);
             }
-            _ => return Ok(true),
         }
         Ok(false)
     };
@@ -271,6 +291,23 @@ fn load_roots(path: &str) -> Result<RootCertStore, String> {
     Ok(roots)
 }
 
+/// A client certificate (with the chain to hand to the server) and its key.
+type ClientIdentity = (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>);
+
+fn load_client_identity(cert: &str, key: &str) -> Result<ClientIdentity, String> {
+    let chain = CertificateDer::pem_file_iter(cert)
+        .map_err(|e| format!("sslcert `{cert}`: {e}"))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("sslcert `{cert}`: {e}"))?;
+    if chain.is_empty() {
+        return Err(format!("sslcert `{cert}` holds no certificate"));
+    }
+    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| {
+        format!("sslkey `{key}`: {e} (a PEM private key, unencrypted, is expected)")
+    })?;
+    Ok((chain, key))
+}
+
 /// Makes TLS connections to PostgreSQL for tokio-postgres and deadpool.
 #[derive(Clone)]
 pub struct MakeRustls {
@@ -284,7 +321,11 @@ impl std::fmt::Debug for MakeRustls {
 }
 
 impl MakeRustls {
-    fn new(check: Check, roots: Option<RootCertStore>) -> Result<Self, String> {
+    fn new(
+        check: Check,
+        roots: Option<RootCertStore>,
+        client: Option<ClientIdentity>,
+    ) -> Result<Self, String> {
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let chain = match roots {
             None => None,
@@ -301,12 +342,17 @@ impl MakeRustls {
                 chain,
             }),
         };
-        let mut config = ClientConfig::builder_with_provider(provider)
+        let builder = ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .map_err(|e| format!("TLS: {e}"))?
             .dangerous()
-            .with_custom_certificate_verifier(verifier)
-            .with_no_client_auth();
+            .with_custom_certificate_verifier(verifier);
+        let mut config = match client {
+            None => builder.with_no_client_auth(),
+            Some((chain, key)) => builder
+                .with_client_auth_cert(chain, key)
+                .map_err(|e| format!("sslcert and sslkey: {e}"))?,
+        };
         // As libpq 17 does: servers from 17 on require it for `sslnegotiation=direct`
         // and check it when given; older ones ignore it.
         config.alpn_protocols = vec![b"postgresql".to_vec()];
@@ -595,8 +641,18 @@ mod tests {
         let unbound = parse("postgres://h/db?sslmode=disable&channel_binding=require").unwrap_err();
         assert!(unbound.contains("sslmode=disable"), "{unbound}");
         assert!(parse("postgres://h/db?sslmode=require&channel_binding=require").is_ok());
-        let client_cert = parse("postgres://h/db?sslcert=/c.pem").unwrap_err();
-        assert!(client_cert.contains("sslcert"), "{client_cert}");
+        let alone = parse("postgres://h/db?sslcert=/c.pem").unwrap_err();
+        assert!(alone.contains("go together"), "{alone}");
+        let missing =
+            parse("postgres://h/db?sslcert=/nonexistent/c.pem&sslkey=/k.pem").unwrap_err();
+        assert!(missing.contains("/nonexistent/c.pem"), "{missing}");
+        let (_, ssl) = split("host=h sslcert=/c.pem sslkey='/my key.pem'");
+        assert_eq!(ssl.cert.as_deref(), Some("/c.pem"));
+        assert_eq!(ssl.key.as_deref(), Some("/my key.pem"));
+        for refused in ["sslpassword=x", "sslcrl=/crl.pem", "sslcrldir=/crl"] {
+            let e = parse(&format!("postgres://h/db?{refused}")).unwrap_err();
+            assert!(e.contains("not supported"), "{e}");
+        }
     }
 
     #[test]
