@@ -16,6 +16,7 @@ mod pg_admin;
 mod pg_auth;
 mod pg_http;
 mod pg_outage;
+mod pg_server;
 mod pg_tls;
 mod query_plans;
 mod queue;

@@ -17,6 +17,7 @@ use tokio::task::JoinHandle;
 use crate::crash::spawn_server_in;
 use crate::helpers::{ERP_KEY, TestApp, write_flow};
 use crate::pg::{ci, query, schema};
+use crate::pg_server::{Cluster, Login, cluster};
 
 /// Forwards a local port to PostgreSQL; `cut` drops every connection, `stall`
 /// keeps them open but passes nothing on (a frozen server, a lost route).
@@ -110,27 +111,79 @@ fn database_host() -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn database_cut_off_under_load_503s_then_recovers_losing_nothing() {
-    outage_under_load("pg_outage", false).await;
+    outage_under_load("pg_outage", How::Cut).await;
 }
 
 /// The connections stay open but nothing comes back: without a bound on the wait,
 /// every caller would hang until the database answered again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn database_that_stops_answering_503s_at_once_then_recovers_losing_nothing() {
-    outage_under_load("pg_stall", true).await;
+    outage_under_load("pg_stall", How::Stall).await;
 }
 
-/// Posts from eight callers while the database goes away for three seconds (cut
-/// off, or `stalled`: connections open, nothing answered) and comes back. Callers
-/// get 503 while it is away, service resumes by itself, and every acknowledged
-/// message runs.
-async fn outage_under_load(test: &str, stalled: bool) {
-    let Some(pg) = schema(test).await else {
-        return;
+/// A real restart, on a server of the test's own (stopping the shared one would
+/// take the database from every test running beside): sessions are ended by the
+/// server (`57P01`), the port refuses for a while, then a fresh server answers
+/// with none of the node's sessions, prepared statements or `LISTEN`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn database_restarted_under_load_503s_then_recovers_losing_nothing() {
+    outage_under_load("pg_restart", How::Restart).await;
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum How {
+    Cut,
+    Stall,
+    Restart,
+}
+
+/// What takes the database away and brings it back.
+enum Outage {
+    Proxy(Proxy, How),
+    Restart(Cluster),
+}
+
+impl Outage {
+    fn away(&self) {
+        match self {
+            Self::Proxy(proxy, How::Stall) => proxy.stall(true),
+            Self::Proxy(proxy, _) => proxy.cut(),
+            Self::Restart(cluster) => cluster.stop().unwrap(),
+        }
+    }
+
+    fn back(&self) {
+        match self {
+            Self::Proxy(proxy, How::Stall) => proxy.stall(false),
+            Self::Proxy(proxy, _) => proxy.restore(),
+            Self::Restart(cluster) => cluster.start_again().unwrap(),
+        }
+    }
+}
+
+/// Posts from eight callers while the database goes away for a few seconds (cut
+/// off; stalled: connections open, nothing answered; or restarted) and comes back.
+/// Callers get 503 while it is away, service resumes by itself, and every
+/// acknowledged message runs.
+async fn outage_under_load(test: &str, how: How) {
+    // The store's URL, the URL the test checks the messages through, and the
+    // schema to drop afterwards (on the shared server).
+    let (outage, via_proxy, database, _schema) = if how == How::Restart {
+        let Some(cluster) = cluster(Login::Trust, test) else {
+            return;
+        };
+        let url = cluster.url("", "sslmode=prefer");
+        (Outage::Restart(cluster), url.clone(), url, None)
+    } else {
+        let Some(pg) = schema(test).await else {
+            return;
+        };
+        let host = database_host();
+        let proxy = Proxy::start(host.clone(), "127.0.0.1:0").await;
+        let store = pg.url.replace(&host, &format!("127.0.0.1:{}", proxy.port));
+        let url = pg.url.clone();
+        (Outage::Proxy(proxy, how), store, url, Some(pg))
     };
-    let host = database_host();
-    let proxy = Proxy::start(host.clone(), "127.0.0.1:0").await;
-    let via_proxy = pg.url.replace(&host, &format!("127.0.0.1:{}", proxy.port));
     let app = TestApp::spawn_with(
         |_| {},
         |s| {
@@ -187,11 +240,8 @@ async fn outage_under_load(test: &str, stalled: bool) {
     tokio::time::sleep(Duration::from_secs(1)).await;
     let before = acked.lock().unwrap().len();
     let refused_before = refused.lock().unwrap().len();
-    if stalled {
-        proxy.stall(true);
-    } else {
-        proxy.cut();
-    }
+    // `pg_ctl` waits for the server: off the runtime's workers.
+    tokio::task::block_in_place(|| outage.away());
     // Right away, while the pool still has idle connections: not ready, and
     // saying so rather than waiting for the database.
     let ready = client.get(app.url("/_ready")).send().await.unwrap();
@@ -208,11 +258,7 @@ async fn outage_under_load(test: &str, stalled: bool) {
     assert!(status.headers().contains_key("retry-after"));
     tokio::time::sleep(Duration::from_secs(2)).await;
     let refused_while_away = refused.lock().unwrap().len() - refused_before;
-    if stalled {
-        proxy.stall(false);
-    } else {
-        proxy.restore();
-    }
+    tokio::task::block_in_place(|| outage.back());
     let during = acked.lock().unwrap().len();
     // Back by itself: new messages are accepted again.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
@@ -235,7 +281,7 @@ async fn outage_under_load(test: &str, stalled: bool) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
         let rows = query(
-            &pg.url,
+            &database,
             "SELECT id::text FROM messages WHERE status = 'succeeded'",
         )
         .await;
@@ -252,7 +298,7 @@ async fn outage_under_load(test: &str, stalled: bool) {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     println!(
-        "acknowledged {} ({before} before the cut, {} while away), 503s {refused_while_away}",
+        "acknowledged {} ({before} before the outage, {} from its start to its end), 503s {refused_while_away}",
         ids.len(),
         during - before
     );
