@@ -13,10 +13,12 @@
 //! | `verify-full` | always | as `verify-ca`, and valid for the host name |
 //!
 //! `sslrootcert` names a PEM file of CA certificates, or is `system` for the
-//! machine's CA store (then only with `verify-full`, as in libpq). `sslcert` and
-//! `sslkey` name a client certificate (PEM, with its chain) and its unencrypted key,
-//! for servers that log clients in by certificate; `sslpassword`, `sslcrl` and
-//! `sslcrldir` are refused with a clear error rather than ignored.
+//! machine's CA store (then only with `verify-full`, as in libpq); `sslcrl` (a PEM
+//! file) and `sslcrldir` (a directory of them) name revocation lists the server's
+//! certificate chain is checked against. `sslcert` and `sslkey` name a client
+//! certificate (PEM, with its chain) and its unencrypted key, for servers that log
+//! clients in by certificate; `sslpassword` is refused with a clear error rather
+//! than ignored.
 //! SCRAM authentication over TLS binds to the server's certificate
 //! (`SCRAM-SHA-256-PLUS`, `tls-server-end-point`) when the server offers it;
 //! `channel_binding=require` in the URL insists on it, as in libpq.
@@ -31,7 +33,9 @@ use rustls::client::WebPkiServerVerifier;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::pki_types::{
+    CertificateDer, CertificateRevocationListDer, PrivateKeyDer, ServerName, UnixTime,
+};
 use rustls::{
     CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
 };
@@ -107,6 +111,12 @@ pub fn parse(conninfo: &str) -> Result<(tokio_postgres::Config, MakeRustls), Str
         }
         _ => None,
     };
+    let crls = load_crls(&ssl)?;
+    if !crls.is_empty() && roots.is_none() {
+        return Err(
+            "`sslcrl` and `sslcrldir` need the server's certificate checked: `sslmode=verify-ca` or `verify-full`".into(),
+        );
+    }
     let client = match (&ssl.cert, &ssl.key) {
         (Some(cert), Some(key)) => Some(load_client_identity(cert, key)?),
         (None, None) => None,
@@ -116,7 +126,7 @@ pub fn parse(conninfo: &str) -> Result<(tokio_postgres::Config, MakeRustls), Str
             );
         }
     };
-    Ok((config, MakeRustls::new(check, roots, client)?))
+    Ok((config, MakeRustls::new(check, roots, crls, client)?))
 }
 
 /// The TLS options flowgate handles itself, taken out of a connection string.
@@ -126,15 +136,13 @@ struct SslOptions {
     root_cert: Option<String>,
     cert: Option<String>,
     key: Option<String>,
+    crl: Option<String>,
+    crl_dir: Option<String>,
 }
 
 /// Options that would change how a connection is secured and are not supported,
 /// with what to do instead.
-const UNSUPPORTED: &[(&str, &str)] = &[
-    ("sslpassword", "`sslkey` must name an unencrypted key"),
-    ("sslcrl", "certificate revocation lists are not checked"),
-    ("sslcrldir", "certificate revocation lists are not checked"),
-];
+const UNSUPPORTED: &[(&str, &str)] = &[("sslpassword", "`sslkey` must name an unencrypted key")];
 
 /// Splits `sslmode` and `sslrootcert` off a connection string; what is left is
 /// for the driver.
@@ -146,6 +154,8 @@ fn take_ssl_options(conninfo: &str) -> Result<(String, SslOptions), String> {
             "sslrootcert" => ssl.root_cert = Some(value),
             "sslcert" => ssl.cert = Some(value),
             "sslkey" => ssl.key = Some(value),
+            "sslcrl" => ssl.crl = Some(value),
+            "sslcrldir" => ssl.crl_dir = Some(value),
             k => {
                 if let Some((_, instead)) = UNSUPPORTED.iter().find(|(u, _)| *u == k) {
                     return Err(format!("`{k}` is not supported: {instead}"));
@@ -291,6 +301,40 @@ fn load_roots(path: &str) -> Result<RootCertStore, String> {
     Ok(roots)
 }
 
+/// The revocation lists of `sslcrl` (a PEM file) and `sslcrldir` (a directory of
+/// them, as `openssl rehash` leaves it; every file in it is read).
+fn load_crls(ssl: &SslOptions) -> Result<Vec<CertificateRevocationListDer<'static>>, String> {
+    let mut files = Vec::new();
+    if let Some(file) = &ssl.crl {
+        files.push(std::path::PathBuf::from(file));
+    }
+    if let Some(dir) = &ssl.crl_dir {
+        let entries = std::fs::read_dir(dir).map_err(|e| format!("sslcrldir `{dir}`: {e}"))?;
+        let mut in_dir: Vec<_> = entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.is_file())
+            .collect();
+        if in_dir.is_empty() {
+            return Err(format!("sslcrldir `{dir}` holds no files"));
+        }
+        in_dir.sort();
+        files.extend(in_dir);
+    }
+    let mut crls = Vec::new();
+    for file in files {
+        let name = file.display();
+        let found = CertificateRevocationListDer::pem_file_iter(&file)
+            .map_err(|e| format!("revocation list `{name}`: {e}"))?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| format!("revocation list `{name}`: {e}"))?;
+        if found.is_empty() {
+            return Err(format!("`{name}` holds no PEM revocation list (X509 CRL)"));
+        }
+        crls.extend(found);
+    }
+    Ok(crls)
+}
+
 /// A client certificate (with the chain to hand to the server) and its key.
 type ClientIdentity = (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>);
 
@@ -324,16 +368,27 @@ impl MakeRustls {
     fn new(
         check: Check,
         roots: Option<RootCertStore>,
+        crls: Vec<CertificateRevocationListDer<'static>>,
         client: Option<ClientIdentity>,
     ) -> Result<Self, String> {
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let chain = match roots {
             None => None,
-            Some(roots) => Some(
-                WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-                    .build()
-                    .map_err(|e| format!("sslrootcert: {e}"))?,
-            ),
+            Some(roots) => {
+                let mut builder =
+                    WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone());
+                if !crls.is_empty() {
+                    // As libpq does with OpenSSL: every certificate of the chain is
+                    // looked up (one whose issuer has no list here is refused), and an
+                    // expired list does not count.
+                    builder = builder.with_crls(crls).enforce_revocation_expiration();
+                }
+                Some(
+                    builder
+                        .build()
+                        .map_err(|e| format!("sslrootcert or revocation lists: {e}"))?,
+                )
+            }
         };
         let verifier: Arc<dyn ServerCertVerifier> = match chain {
             Some(full) if check == Check::IssuerAndName => full,
@@ -649,10 +704,12 @@ mod tests {
         let (_, ssl) = split("host=h sslcert=/c.pem sslkey='/my key.pem'");
         assert_eq!(ssl.cert.as_deref(), Some("/c.pem"));
         assert_eq!(ssl.key.as_deref(), Some("/my key.pem"));
-        for refused in ["sslpassword=x", "sslcrl=/crl.pem", "sslcrldir=/crl"] {
-            let e = parse(&format!("postgres://h/db?{refused}")).unwrap_err();
-            assert!(e.contains("not supported"), "{e}");
-        }
+        let e = parse("postgres://h/db?sslpassword=x").unwrap_err();
+        assert!(e.contains("not supported"), "{e}");
+        let e = parse("postgres://h/db?sslcrl=/nonexistent/crl.pem").unwrap_err();
+        assert!(e.contains("/nonexistent/crl.pem"), "{e}");
+        let e = parse("postgres://h/db?sslcrldir=/nonexistent").unwrap_err();
+        assert!(e.contains("/nonexistent"), "{e}");
     }
 
     #[test]

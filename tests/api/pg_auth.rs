@@ -4,7 +4,7 @@
 
 use std::process::{Command, Output};
 
-use crate::pg_server::{CERT, Login, PASSWORD, cluster};
+use crate::pg_server::{CERT, Cluster, Login, PASSWORD, cluster, or_skip};
 
 fn migrate(store: &str) -> Output {
     Command::new(env!("CARGO_BIN_EXE_flowgate"))
@@ -77,4 +77,44 @@ fn a_client_certificate_logs_in_where_the_server_asks_for_one() {
     let out = migrate(&url(&format!("sslcert={cert}&sslkey={cert}")));
     assert!(!out.status.success());
     assert!(stderr(&out).contains(&cert), "{}", stderr(&out));
+}
+
+#[test]
+fn a_revoked_server_certificate_is_refused_when_revocation_lists_are_given() {
+    let started = Cluster::start_with(Login::Trust, true);
+    let Some(cluster) = or_skip(started, "a_revoked_server_certificate_is_refused") else {
+        return;
+    };
+    let ca = cluster.file("ca.pem");
+    let url =
+        |extra: &str| cluster.url("", &format!("sslmode=verify-full&sslrootcert={ca}{extra}"));
+    // Checked against the test's CA, revoked by nobody yet.
+    for extra in [
+        "".to_owned(),
+        format!("&sslcrl={}", cluster.file("empty.crl")),
+    ] {
+        let out = migrate(&url(&extra));
+        assert!(out.status.success(), "{extra}: {}", stderr(&out));
+    }
+    // The list that revokes it, as a file and in a directory of lists.
+    let dir = cluster.file("crls");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::copy(cluster.file("revoked.crl"), format!("{dir}/1a2b3c4d.r0")).unwrap();
+    for extra in [
+        format!("&sslcrl={}", cluster.file("revoked.crl")),
+        format!("&sslcrldir={dir}"),
+    ] {
+        let out = migrate(&url(&extra));
+        assert!(!out.status.success(), "{extra}");
+        assert!(stderr(&out).contains("Revoked"), "{}", stderr(&out));
+    }
+    // A list only means something where the certificate is checked at all.
+    let unchecked = format!("sslmode=require&sslcrl={}", cluster.file("revoked.crl"));
+    let out = migrate(&cluster.url("", &unchecked));
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("verify-ca"), "{}", stderr(&out));
+    // A file that holds no list is named.
+    let out = migrate(&url(&format!("&sslcrl={ca}")));
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains(&ca), "{}", stderr(&out));
 }

@@ -3,8 +3,9 @@
 //! stopping it would disturb every test beside. Each is made by `initdb` in a
 //! temporary directory, serves TLS with the machine's own (snakeoil) certificate
 //! and runs as the `postgres` user. Needs root (to run it as `postgres`), the
-//! server's binaries and, for certificates, `openssl`; without them a test is
-//! skipped with a notice, unless `CI=true`, where it fails.
+//! server's binaries and `openssl` (each server gets a CA of its own, for
+//! certificate tests); without them a test is skipped with a notice, unless
+//! `CI=true`, where it fails.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -55,9 +56,11 @@ fn as_postgres(program: &Path) -> Command {
     c
 }
 
-/// A CA, and from it a certificate for the user `postgres`, in `dir`:
-/// `ca.pem`, `client.pem`, `client.key`.
-fn issue_client_certificate(dir: &Path) -> Result<(), String> {
+/// The test's own CA in `dir` (`ca.pem`), and from it: a certificate for the user
+/// `postgres` (`client.pem`, `client.key`), one for the server as `localhost`
+/// (`server.pem`, `server.key`), and two revocation lists, `empty.crl` and
+/// `revoked.crl` (which revokes the server's).
+fn issue_certificates(dir: &Path) -> Result<(), String> {
     let openssl = |args: &str| {
         let args: Vec<&str> = args.split(' ').collect();
         checked(
@@ -65,24 +68,61 @@ fn issue_client_certificate(dir: &Path) -> Result<(), String> {
             Command::new("openssl").current_dir(dir).args(args).output(),
         )
     };
+    let write = |name: &str, text: &str| {
+        std::fs::write(dir.join(name), text).map_err(|e| format!("{name}: {e}"))
+    };
     let new_key = "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes";
     openssl(&format!(
         "req -x509 {new_key} -keyout ca.key -out ca.pem -subj /CN=flowgate-test-ca -days 2"
     ))?;
-    openssl(&format!(
-        "req {new_key} -keyout client.key -out client.csr -subj /CN=postgres"
-    ))?;
-    // With extensions, so that it is an X.509 v3 certificate.
-    let ext = "basicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=clientAuth\n";
-    std::fs::write(dir.join("client.ext"), ext).map_err(|e| e.to_string())?;
-    openssl(
-        "x509 -req -in client.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out client.pem \
-         -days 2 -extfile client.ext",
-    )
+    // With extensions, so that they are X.509 v3 certificates.
+    let leaf = "basicConstraints=CA:FALSE\nkeyUsage=digitalSignature\n";
+    write(
+        "client.ext",
+        &format!("{leaf}extendedKeyUsage=clientAuth\n"),
+    )?;
+    write(
+        "server.ext",
+        &format!("{leaf}extendedKeyUsage=serverAuth\nsubjectAltName=DNS:localhost\n"),
+    )?;
+    for (name, subject) in [("client", "postgres"), ("server", "localhost")] {
+        openssl(&format!(
+            "req {new_key} -keyout {name}.key -out {name}.csr -subj /CN={subject}"
+        ))?;
+        openssl(&format!(
+            "x509 -req -in {name}.csr -CA ca.pem -CAkey ca.key -CAcreateserial \
+             -out {name}.pem -days 2 -extfile {name}.ext"
+        ))?;
+    }
+    // PostgreSQL takes a key file only if nobody else may read it.
+    checked(
+        "chmod",
+        Command::new("chmod")
+            .arg("600")
+            .arg(dir.join("server.key"))
+            .output(),
+    )?;
+    write(
+        "ca.cnf",
+        "[ca]\ndefault_ca=test\n[test]\ndatabase=index.txt\ncrlnumber=crlnumber\n\
+         default_md=sha256\ndefault_crl_days=2\n",
+    )?;
+    write("index.txt", "")?;
+    write("crlnumber", "01\n")?;
+    let ca = "ca -config ca.cnf -keyfile ca.key -cert ca.pem";
+    openssl(&format!("{ca} -gencrl -out empty.crl"))?;
+    openssl(&format!("{ca} -revoke server.pem"))?;
+    openssl(&format!("{ca} -gencrl -out revoked.crl"))
 }
 
 impl Cluster {
+    /// A server with the machine's snakeoil certificate.
     pub fn start(login: Login) -> Result<Self, String> {
+        Self::start_with(login, false)
+    }
+
+    /// With `own_certificate`, the server shows the one the test's CA issued.
+    pub fn start_with(login: Login, own_certificate: bool) -> Result<Self, String> {
         let root = Command::new("id")
             .arg("-u")
             .output()
@@ -100,9 +140,7 @@ impl Cluster {
         let data = dir.path().join("data");
         let pwfile = dir.path().join("pw");
         std::fs::write(&pwfile, PASSWORD).map_err(|e| e.to_string())?;
-        if login == Login::Certificate {
-            issue_client_certificate(dir.path())?;
-        }
+        issue_certificates(dir.path())?;
         checked(
             "chown",
             Command::new("chown")
@@ -136,9 +174,15 @@ impl Cluster {
             .and_then(|l| l.local_addr())
             .map_err(|e| e.to_string())?
             .port();
+        let (cert, key) = if own_certificate {
+            let at = |name: &str| dir.path().join(name).display().to_string();
+            (at("server.pem"), at("server.key"))
+        } else {
+            (CERT.to_owned(), KEY.to_owned())
+        };
         let mut options = format!(
             "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c ssl=on \
-             -c ssl_cert_file={CERT} -c ssl_key_file={KEY}",
+             -c ssl_cert_file={cert} -c ssl_key_file={key}",
             dir.path().display()
         );
         if login == Login::Certificate {
@@ -188,7 +232,7 @@ impl Cluster {
         )
     }
 
-    /// Where the test's own CA put a file (`client.pem`, `client.key`).
+    /// Where the test's own CA put a file (`ca.pem`, `client.pem`, `revoked.crl`, ...).
     pub fn file(&self, name: &str) -> String {
         self.dir.path().join(name).display().to_string()
     }
@@ -202,7 +246,12 @@ impl Drop for Cluster {
 
 /// A server of the test's own, or `None` (after a notice) where none can be made.
 pub fn cluster(login: Login, test: &str) -> Option<Cluster> {
-    match Cluster::start(login) {
+    or_skip(Cluster::start(login), test)
+}
+
+/// `started`, or `None` after a notice (a failure under `CI=true`).
+pub fn or_skip(started: Result<Cluster, String>, test: &str) -> Option<Cluster> {
+    match started {
         Ok(c) => Some(c),
         Err(e) => {
             assert!(
