@@ -140,12 +140,8 @@ struct SslOptions {
     crl_dir: Option<String>,
 }
 
-/// Options that would change how a connection is secured and are not supported,
-/// with what to do instead.
-const UNSUPPORTED: &[(&str, &str)] = &[("sslpassword", "`sslkey` must name an unencrypted key")];
-
-/// Splits `sslmode` and `sslrootcert` off a connection string; what is left is
-/// for the driver.
+/// Splits the TLS options (`sslmode`, `sslrootcert`, `sslcert`, `sslkey`, `sslcrl`,
+/// `sslcrldir`) off a connection string; what is left is for the driver.
 fn take_ssl_options(conninfo: &str) -> Result<(String, SslOptions), String> {
     let mut ssl = SslOptions::default();
     let mut keep = |key: &str, value: String| -> Result<bool, String> {
@@ -156,12 +152,12 @@ fn take_ssl_options(conninfo: &str) -> Result<(String, SslOptions), String> {
             "sslkey" => ssl.key = Some(value),
             "sslcrl" => ssl.crl = Some(value),
             "sslcrldir" => ssl.crl_dir = Some(value),
-            k => {
-                if let Some((_, instead)) = UNSUPPORTED.iter().find(|(u, _)| *u == k) {
-                    return Err(format!("`{k}` is not supported: {instead}"));
-                }
-                return Ok(true);
+            "sslpassword" => {
+                return Err(
+                    "`sslpassword` is not supported: `sslkey` must name an unencrypted key".into(),
+                );
             }
+            _ => return Ok(true),
         }
         Ok(false)
     };
@@ -290,15 +286,22 @@ fn load_roots(path: &str) -> Result<RootCertStore, String> {
         }
         return Ok(roots);
     }
-    let certs = CertificateDer::pem_file_iter(path)
-        .map_err(|e| format!("sslrootcert `{path}`: {e}"))?
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("sslrootcert `{path}`: {e}"))?;
+    let certs = pem_items::<CertificateDer>("sslrootcert", path.as_ref())?;
     let (added, _) = roots.add_parsable_certificates(certs);
     if added == 0 {
         return Err(format!("sslrootcert `{path}` holds no usable certificate"));
     }
     Ok(roots)
+}
+
+/// Every item of one kind in the PEM file `path`, named by `option` if it cannot
+/// be read.
+fn pem_items<T: PemObject>(option: &str, path: &std::path::Path) -> Result<Vec<T>, String> {
+    let failed = |e| format!("{option} `{}`: {e}", path.display());
+    T::pem_file_iter(path)
+        .map_err(failed)?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(failed)
 }
 
 /// The revocation lists of `sslcrl` (a PEM file) and `sslcrldir` (a directory of
@@ -322,12 +325,9 @@ fn load_crls(ssl: &SslOptions) -> Result<Vec<CertificateRevocationListDer<'stati
     }
     let mut crls = Vec::new();
     for file in files {
-        let name = file.display();
-        let found = CertificateRevocationListDer::pem_file_iter(&file)
-            .map_err(|e| format!("revocation list `{name}`: {e}"))?
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| format!("revocation list `{name}`: {e}"))?;
+        let found = pem_items::<CertificateRevocationListDer>("revocation list", &file)?;
         if found.is_empty() {
+            let name = file.display();
             return Err(format!("`{name}` holds no PEM revocation list (X509 CRL)"));
         }
         crls.extend(found);
@@ -339,10 +339,7 @@ fn load_crls(ssl: &SslOptions) -> Result<Vec<CertificateRevocationListDer<'stati
 type ClientIdentity = (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>);
 
 fn load_client_identity(cert: &str, key: &str) -> Result<ClientIdentity, String> {
-    let chain = CertificateDer::pem_file_iter(cert)
-        .map_err(|e| format!("sslcert `{cert}`: {e}"))?
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("sslcert `{cert}`: {e}"))?;
+    let chain = pem_items::<CertificateDer>("sslcert", cert.as_ref())?;
     if chain.is_empty() {
         return Err(format!("sslcert `{cert}` holds no certificate"));
     }

@@ -137,7 +137,7 @@ impl ResponseError for ApiError {
                 )
             }
             Self::FlowFailed { id, step } => {
-                res.insert_header(("x-message-id", id.to_string()));
+                res.insert_header((super::X_MESSAGE_ID, id.to_string()));
                 let mut b = body(
                     "flow_failed",
                     format!("the flow failed at step `{step}`; see message {id}"),
@@ -146,7 +146,7 @@ impl ResponseError for ApiError {
                 b
             }
             Self::Rejected { id, message, .. } => {
-                res.insert_header(("x-message-id", id.to_string()));
+                res.insert_header((super::X_MESSAGE_ID, id.to_string()));
                 let mut b = body("rejected", message.clone());
                 b["message_id"] = json!(id.to_string());
                 b

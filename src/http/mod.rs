@@ -16,6 +16,10 @@ use crate::config::Settings;
 use crate::flow::{Diagnostic, SharedCatalog};
 use crate::queue::Queue;
 
+/// `X-Message-Id`, on every answer about a message; its name parsed once.
+const X_MESSAGE_ID: actix_web::http::header::HeaderName =
+    actix_web::http::header::HeaderName::from_static("x-message-id");
+
 pub use callers::client_ip;
 pub use error::ApiError;
 

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use actix_web::http::StatusCode;
-use actix_web::http::header::{self, ContentType, HeaderName};
+use actix_web::http::header::{self, ContentType};
 use actix_web::{HttpRequest, HttpResponse, web};
 use bytes::BytesMut;
 use futures_util::StreamExt;
@@ -19,10 +19,9 @@ use crate::input::{self, InputError};
 use crate::queue::{SyncResult, WaitOutcome};
 use crate::store::EnqueueOutcome;
 
-use super::{ApiError, AppState, callers};
+use super::{ApiError, AppState, X_MESSAGE_ID, callers};
 
 const IDEMPOTENCY_KEY: &str = "idempotency-key";
-const X_MESSAGE_ID: HeaderName = HeaderName::from_static("x-message-id");
 const MAX_IDEMPOTENCY_KEY: usize = 255;
 
 fn find(
@@ -79,8 +78,8 @@ fn location(trigger: &Trigger, id: MessageId) -> String {
 }
 
 fn accepted(trigger: &Trigger, id: MessageId, status: MessageStatus) -> HttpResponse {
-    // Every async call answers this, so it is written without a `Value` in between
-    // and with header names parsed once: the id and the status need no escaping.
+    // Every async call answers this, so it is written without a `Value` in between:
+    // the id and the status need no escaping.
     let body = format!(r#"{{"message_id":"{id}","status":"{}"}}"#, status.as_str());
     HttpResponse::Accepted()
         .insert_header((X_MESSAGE_ID, id.to_string()))
@@ -94,7 +93,7 @@ fn accepted(trigger: &Trigger, id: MessageId, status: MessageStatus) -> HttpResp
 fn responded(id: MessageId, r: StoredResponse) -> HttpResponse {
     let status = StatusCode::from_u16(r.status).unwrap_or(StatusCode::OK);
     let mut res = HttpResponse::build(status);
-    res.insert_header(("x-message-id", id.to_string()));
+    res.insert_header((X_MESSAGE_ID, id.to_string()));
     let mut has_type = false;
     for (name, value) in &r.headers {
         if matches!(
@@ -120,7 +119,7 @@ fn responded(id: MessageId, r: StoredResponse) -> HttpResponse {
 
 fn succeeded(id: MessageId) -> HttpResponse {
     HttpResponse::Ok()
-        .insert_header(("x-message-id", id.to_string()))
+        .insert_header((X_MESSAGE_ID, id.to_string()))
         .json(json!({"message_id": id.to_string(), "status": "succeeded"}))
 }
 
@@ -382,6 +381,6 @@ async fn message_status(
         return Err(not_found());
     }
     Ok(HttpResponse::Ok()
-        .insert_header(("x-message-id", view.id.to_string()))
+        .insert_header((X_MESSAGE_ID, view.id.to_string()))
         .json(view.status_document()))
 }

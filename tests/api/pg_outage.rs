@@ -17,7 +17,7 @@ use tokio::task::JoinHandle;
 use crate::crash::spawn_server_in;
 use crate::helpers::{ERP_KEY, TestApp, write_flow};
 use crate::pg::{ci, query, schema};
-use crate::pg_server::{Cluster, Login, cluster};
+use crate::pg_server::{Cluster, Login, checked, cluster};
 
 /// Forwards a local port to PostgreSQL; `cut` drops every connection, `stall`
 /// keeps them open but passes nothing on (a frozen server, a lost route).
@@ -139,23 +139,24 @@ enum How {
 
 /// What takes the database away and brings it back.
 enum Outage {
-    Proxy(Proxy, How),
+    Cut(Proxy),
+    Stall(Proxy),
     Restart(Cluster),
 }
 
 impl Outage {
     fn away(&self) {
         match self {
-            Self::Proxy(proxy, How::Stall) => proxy.stall(true),
-            Self::Proxy(proxy, _) => proxy.cut(),
+            Self::Cut(proxy) => proxy.cut(),
+            Self::Stall(proxy) => proxy.stall(true),
             Self::Restart(cluster) => cluster.stop().unwrap(),
         }
     }
 
     fn back(&self) {
         match self {
-            Self::Proxy(proxy, How::Stall) => proxy.stall(false),
-            Self::Proxy(proxy, _) => proxy.restore(),
+            Self::Cut(proxy) => proxy.restore(),
+            Self::Stall(proxy) => proxy.stall(false),
             Self::Restart(cluster) => cluster.start_again().unwrap(),
         }
     }
@@ -168,7 +169,7 @@ impl Outage {
 async fn outage_under_load(test: &str, how: How) {
     // The store's URL, the URL the test checks the messages through, and the
     // schema to drop afterwards (on the shared server).
-    let (outage, via_proxy, database, _schema) = if how == How::Restart {
+    let (outage, store, database, _schema) = if how == How::Restart {
         let Some(cluster) = cluster(Login::Trust, test) else {
             return;
         };
@@ -182,12 +183,17 @@ async fn outage_under_load(test: &str, how: How) {
         let proxy = Proxy::start(host.clone(), "127.0.0.1:0").await;
         let store = pg.url.replace(&host, &format!("127.0.0.1:{}", proxy.port));
         let url = pg.url.clone();
-        (Outage::Proxy(proxy, how), store, url, Some(pg))
+        let outage = if how == How::Stall {
+            Outage::Stall(proxy)
+        } else {
+            Outage::Cut(proxy)
+        };
+        (outage, store, url, Some(pg))
     };
     let app = TestApp::spawn_with(
         |_| {},
         |s| {
-            s.store = via_proxy.clone();
+            s.store = store.clone();
             s.store_timeout = Duration::from_millis(500);
             s.lease = Duration::from_secs(2);
         },
@@ -317,19 +323,8 @@ struct Netns {
 }
 
 fn ip(args: &[&str]) -> Result<(), String> {
-    let out = Command::new("ip")
-        .args(args)
-        .output()
-        .map_err(|e| format!("cannot run `ip`: {e}"))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "ip {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
-    }
+    let what = format!("ip {}", args.join(" "));
+    checked(&what, Command::new("ip").args(args).output())
 }
 
 impl Netns {

@@ -36,7 +36,8 @@ pub struct Cluster {
     dir: tempfile::TempDir,
 }
 
-fn checked(what: &str, out: std::io::Result<Output>) -> Result<(), String> {
+/// A command's outcome: `Ok` when it succeeded, else what it said, named `what`.
+pub fn checked(what: &str, out: std::io::Result<Output>) -> Result<(), String> {
     let out = out.map_err(|e| format!("{what}: {e}"))?;
     if out.status.success() {
         Ok(())
