@@ -128,6 +128,46 @@ async fn enqueue_get_and_idempotency() {
     }
 }
 
+/// Batches without Idempotency-Keys take the shared store's plain insert: every
+/// message is stored, ordered or not; a message id already stored fails the whole
+/// batch rather than passing for stored.
+#[tokio::test]
+async fn batches_without_keys_store_every_message_and_refuse_a_repeated_id() {
+    for (name, s) in stores("batches_without_keys_store_every_message").await {
+        let store = s.store;
+        let now = now_micros();
+        let batch = [
+            message(None, None, now),
+            message(Some("a"), None, now + 1),
+            message(None, None, now + 2),
+            message(Some("a"), None, now + 3),
+        ];
+        let out = store.enqueue(&batch).await.unwrap();
+        assert_eq!(out.len(), 4, "{name}");
+        assert!(
+            out.iter().all(|o| matches!(o, EnqueueOutcome::Inserted)),
+            "{name}: {out:?}"
+        );
+        for m in &batch {
+            let view = store.get(m.id).await.unwrap();
+            assert_eq!(view.map(|v| v.input), Some(m.input.clone()), "{name}");
+        }
+        let unordered = store.enqueue(&[message(None, None, now + 4)]).await;
+        assert!(unordered.is_ok(), "{name}: {unordered:?}");
+
+        for lane in [None, Some("a")] {
+            let fresh = message(lane, None, now + 5);
+            let repeated = batch[if lane.is_some() { 1 } else { 0 }].clone();
+            let refused = store.enqueue(&[fresh.clone(), repeated]).await;
+            assert!(refused.is_err(), "{name} {lane:?}: {refused:?}");
+            assert!(
+                store.get(fresh.id).await.unwrap().is_none(),
+                "{name} {lane:?}: nothing of a refused batch is kept"
+            );
+        }
+    }
+}
+
 #[tokio::test]
 async fn attempts_are_recorded_and_recovery_requeues_running_messages() {
     for (name, s) in stores("attempts_are_recorded_and_recovery_requeues_running_messages").await {

@@ -653,8 +653,15 @@ impl PgStore {
 
 /// The insert of a batch's messages (`$1`-`$9` arrays, one element a message;
 /// those marked `mine` stored running under this node's lease, `$13` their attempt
-/// log). The partial unique index rejects a repeated Idempotency-Key.
+/// log), and what it does on a conflict: `ON CONFLICT DO NOTHING` where the batch
+/// has an Idempotency-Key (the partial unique index rejects a repeated one), nothing
+/// where it has none. Ids are minted fresh for every message, so a batch without
+/// keys cannot conflict, and a plain insert spares PostgreSQL the speculative
+/// insertion `ON CONFLICT` makes of every row (~3 µs of its ~55 µs a message).
 macro_rules! insert_messages {
+    ($on_conflict:literal) => {
+        concat!(insert_messages!(), $on_conflict)
+    };
     () => {
         "INSERT INTO messages (id, tenant, trigger, lane, mode, status, received_at, run_at,
                                idempotency_key, input, holder, lease_until, attempts, attempt_log)
@@ -665,27 +672,39 @@ macro_rules! insert_messages {
                 CASE WHEN mine THEN $13::jsonb ELSE '[]'::jsonb END
          FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::int8[],
                      $7::text[], $8::text[], $9::bool[])
-              AS u(id, tenant, trigger, lane, mode, received_at, ikey, input, mine)
-         ON CONFLICT DO NOTHING"
+              AS u(id, tenant, trigger, lane, mode, received_at, ikey, input, mine)"
     };
 }
 
 /// A batch without ordered messages: the insert alone.
-const INSERT_UNORDERED: &str = concat!(insert_messages!(), " RETURNING id");
+const INSERT_UNORDERED: &str =
+    concat!(insert_messages!(" ON CONFLICT DO NOTHING"), " RETURNING id");
+
+/// As `INSERT_UNORDERED`, for a batch without Idempotency-Keys: every row goes in.
+const INSERT_UNORDERED_NEW: &str = insert_messages!();
 
 /// A batch with ordered messages: the lanes' counts grow by what was really
 /// inserted, in the same statement.
-const INSERT_COUNTING_LANES: &str = concat!(
-    "WITH ins AS (",
-    insert_messages!(),
-    " RETURNING id, tenant, trigger, lane),
-     counted AS (
-        UPDATE lanes l SET pending = l.pending + c.n
-        FROM (SELECT tenant, trigger, lane, count(*) AS n FROM ins
-              WHERE lane IS NOT NULL GROUP BY 1, 2, 3) c
-        WHERE l.tenant = c.tenant AND l.trigger = c.trigger AND l.lane = c.lane)
-     SELECT id FROM ins"
-);
+macro_rules! insert_counting_lanes {
+    ($on_conflict:literal) => {
+        concat!(
+            "WITH ins AS (",
+            insert_messages!($on_conflict),
+            " RETURNING id, tenant, trigger, lane),
+             counted AS (
+                UPDATE lanes l SET pending = l.pending + c.n
+                FROM (SELECT tenant, trigger, lane, count(*) AS n FROM ins
+                      WHERE lane IS NOT NULL GROUP BY 1, 2, 3) c
+                WHERE l.tenant = c.tenant AND l.trigger = c.trigger AND l.lane = c.lane)
+             SELECT id FROM ins"
+        )
+    };
+}
+
+const INSERT_COUNTING_LANES: &str = insert_counting_lanes!(" ON CONFLICT DO NOTHING");
+
+/// As `INSERT_COUNTING_LANES`, for a batch without Idempotency-Keys.
+const INSERT_COUNTING_LANES_NEW: &str = insert_counting_lanes!("");
 
 /// Inserts a batch's messages (those in `mine` claimed by this node, their first
 /// attempt started at `now`), counts them into their lanes, finds the first
@@ -709,35 +728,40 @@ async fn insert_batch<C: deadpool_postgres::GenericClient>(
         outcome: None,
         error: None,
     })]);
+    let keyed = rows.ikey.iter().any(Option::is_some);
     let insert = client
-        .prepare_cached(if ordered {
-            INSERT_COUNTING_LANES
-        } else {
-            INSERT_UNORDERED
+        .prepare_cached(match (ordered, keyed) {
+            (true, true) => INSERT_COUNTING_LANES,
+            (true, false) => INSERT_COUNTING_LANES_NEW,
+            (false, true) => INSERT_UNORDERED,
+            (false, false) => INSERT_UNORDERED_NEW,
         })
         .await
         .map_err(db)?;
-    let inserted = client
-        .query(
-            &insert,
-            &[
-                &rows.id,
-                &rows.tenant,
-                &rows.trigger,
-                &rows.lane,
-                &rows.mode,
-                &rows.received_at,
-                &rows.ikey,
-                &rows.input,
-                &mine,
-                &&*store.node,
-                &now,
-                &store.lease_us(),
-                &claimed_log,
-            ],
-        )
-        .await
-        .map_err(db)?;
+    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 13] = [
+        &rows.id,
+        &rows.tenant,
+        &rows.trigger,
+        &rows.lane,
+        &rows.mode,
+        &rows.received_at,
+        &rows.ikey,
+        &rows.input,
+        &mine,
+        &&*store.node,
+        &now,
+        &store.lease_us(),
+        &claimed_log,
+    ];
+    if !keyed && !ordered {
+        // Nothing to tell apart: the count alone says the batch went in.
+        let n = client.execute(&insert, &params).await.map_err(db)?;
+        return all_inserted(client, rows, mine, n).await;
+    }
+    let inserted = client.query(&insert, &params).await.map_err(db)?;
+    if !keyed {
+        return all_inserted(client, rows, mine, inserted.len() as u64).await;
+    }
     let inserted: std::collections::HashSet<uuid::Uuid> =
         inserted.iter().map(|r| r.get(0)).collect();
     let mut out = Vec::with_capacity(rows.id.len());
@@ -775,4 +799,24 @@ async fn insert_batch<C: deadpool_postgres::GenericClient>(
         notify_work(client).await?;
     }
     Ok(out)
+}
+
+/// The outcome of a batch without Idempotency-Keys, of which `n` rows went in:
+/// all of them, or the database broke its word.
+async fn all_inserted<C: deadpool_postgres::GenericClient>(
+    client: &C,
+    rows: &rows::NewRows,
+    mine: &[bool],
+    n: u64,
+) -> Result<Vec<EnqueueOutcome>, StoreError> {
+    if n != rows.id.len() as u64 {
+        return Err(StoreError::Corrupt(format!(
+            "a batch of {} messages stored {n}",
+            rows.id.len()
+        )));
+    }
+    if mine.iter().any(|m| !m) {
+        notify_work(client).await?;
+    }
+    Ok(vec![EnqueueOutcome::Inserted; rows.id.len()])
 }
