@@ -78,7 +78,7 @@ pub enum Wakeup {
 /// Claims unordered messages (see `claim_messages`). Served by messages_unordered
 /// (same predicate, in seq order), read by a plain index scan.
 const CLAIM_MESSAGES: &str = "WITH c AS (
-    SELECT seq FROM messages
+    SELECT id FROM messages
     WHERE lane IS NULL AND finished_at IS NULL
       AND ((status IN ('queued', 'retrying') AND run_at <= $1)
            OR (status = 'running' AND lease_until < $1))
@@ -93,7 +93,7 @@ const CLAIM_MESSAGES: &str = "WITH c AS (
             ELSE m.attempt_log END)
             || jsonb_build_array(jsonb_build_object('number', m.attempts + 1,
                  'started_at', $1::int8, 'finished_at', NULL, 'outcome', NULL, 'error', NULL))
- FROM c WHERE m.seq = c.seq
+ FROM c WHERE m.id = c.id
  RETURNING m.id, m.tenant, m.trigger, m.mode, m.attempts, m.input, m.seq";
 
 /// Renews this node's leases on the messages it runs. Served by the UNIQUE index
@@ -447,7 +447,9 @@ impl PgStore {
 
     /// The plans of the queue's frequent statements, as this store's connections
     /// would run them now for the messages `ids`: the end of their attempts, the
-    /// renewal of their leases, a claim and the backlog count. `EXPLAIN` only:
+    /// renewal of their leases, a claim and the backlog count; and of the two that
+    /// read a whole table's worth of rows, recovery at start and retention's purge
+    /// of a day ago. `EXPLAIN` only:
     /// nothing is changed. The proof that none of them reads the entries that
     /// finished messages leave in the partial indexes until the next vacuum.
     pub async fn explain_queue(
@@ -473,11 +475,13 @@ impl PgStore {
                 &node,
                 &vec![None::<i32>; n],
             ];
+            let day_ago = now - 86_400_000_000;
+            let floor = super::admin::id_floor(day_ago + 1000);
             let statements: [(
                 &'static str,
                 String,
                 &[&(dyn tokio_postgres::types::ToSql + Sync)],
-            ); 4] = [
+            ); 6] = [
                 ("end of attempts", format!("EXPLAIN {END_ATTEMPTS}"), &end),
                 (
                     "lease renewal",
@@ -490,6 +494,12 @@ impl PgStore {
                     &[&now, &32i64, &node, &store.lease_us()],
                 ),
                 ("backlog count", format!("EXPLAIN {BACKLOGS}"), &[]),
+                ("recovery", format!("EXPLAIN {}", super::RECOVER), &[]),
+                (
+                    "retention",
+                    format!("EXPLAIN {}", super::PURGE),
+                    &[&day_ago, &super::PURGE_CHUNK, &floor],
+                ),
             ];
             let mut plans = Vec::new();
             for (what, sql, params) in statements {

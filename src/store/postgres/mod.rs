@@ -66,6 +66,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "no_finished_index",
         include_str!("../../../migrations/postgres/0007_no_finished_index.sql"),
     ),
+    (
+        8,
+        "no_seq_index",
+        include_str!("../../../migrations/postgres/0008_no_seq_index.sql"),
+    ),
 ];
 
 /// Set on each of the store's connections as it is made. The store's statements
@@ -82,7 +87,7 @@ const SESSION_SETTINGS: &str = "SET enable_bitmapscan = off; SET enable_seqscan 
 
 /// Any key shared by every flowgate node: serialises migrations.
 const MIGRATION_LOCK: i64 = 0x666c_6f77_6761_7465;
-const PURGE_CHUNK: i64 = 5_000;
+pub(super) const PURGE_CHUNK: i64 = 5_000;
 
 /// How the store reaches PostgreSQL and how long a node's claims last.
 #[derive(Debug, Clone)]
@@ -570,16 +575,7 @@ impl PgStore {
         let _ = tokio::time::timeout(self.timeout, self.flush()).await;
         self.reclaim(now).await?;
         self.with(move |_, client| async move {
-            // Served by messages_unordered / messages_lane for the unfinished part.
-            let rows = client
-                .query(
-                    "SELECT id, tenant, trigger, lane, mode, status, received_at, run_at, attempts,
-                            blocking, input
-                     FROM messages WHERE finished_at IS NULL OR blocking ORDER BY seq",
-                    &[],
-                )
-                .await
-                .map_err(db)?;
+            let rows = client.query(RECOVER, &[]).await.map_err(db)?;
             rows.iter().map(rows::pending).collect()
         })
         .await
@@ -592,15 +588,9 @@ impl PgStore {
         self.with(move |_, client| async move {
             let mut total = 0u64;
             loop {
-                // Served by the UNIQUE index on id: a message's id (UUIDv7) is
-                // minted when it is received, so old messages are low ids.
                 let n = client
                     .execute(
-                        "DELETE FROM messages WHERE seq IN (
-                            SELECT seq FROM messages
-                            WHERE id < $3 AND received_at < $1
-                              AND finished_at IS NOT NULL AND NOT blocking
-                            LIMIT $2)",
+                        PURGE,
                         &[&before, &PURGE_CHUNK, &admin::id_floor(before + 1000)],
                     )
                     .await
@@ -650,6 +640,26 @@ impl PgStore {
         .await
     }
 }
+
+/// Every open message (unfinished or blocking), in acceptance order: three
+/// disjoint parts, each served by its partial index (messages_unordered already
+/// in seq order, messages_lane and messages_blocking sorted), merged.
+pub(super) const RECOVER: &str =
+    "SELECT id, tenant, trigger, lane, mode, status, received_at, run_at, attempts, blocking, input
+     FROM (SELECT * FROM messages WHERE lane IS NULL AND finished_at IS NULL
+           UNION ALL
+           SELECT * FROM messages WHERE lane IS NOT NULL AND finished_at IS NULL
+           UNION ALL
+           SELECT * FROM messages WHERE blocking AND lane IS NOT NULL AND finished_at IS NOT NULL) m
+     ORDER BY seq";
+
+/// A chunk (`$2`) of the finished messages received before `$1`. Served by the
+/// UNIQUE index on id: a message's id (UUIDv7) is minted when it is received, so
+/// old messages are low ids (`$3`, the smallest id of `$1`'s next millisecond).
+pub(super) const PURGE: &str = "DELETE FROM messages WHERE id IN (
+    SELECT id FROM messages
+    WHERE id < $3 AND received_at < $1 AND finished_at IS NOT NULL AND NOT blocking
+    LIMIT $2)";
 
 /// The insert of a batch's messages (`$1`-`$9` arrays, one element a message;
 /// those marked `mine` stored running under this node's lease, `$13` their attempt

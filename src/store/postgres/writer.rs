@@ -257,7 +257,7 @@ async fn insert_executed<C: GenericClient>(
         trace.push(c.trace.as_str());
         error.push(c.error.as_deref());
     }
-    // Served by the primary key and the UNIQUE index on id.
+    // Served by the UNIQUE index on id.
     let stmt = tx
         .prepare_cached(
             "INSERT INTO messages (id, tenant, trigger, mode, status, received_at, run_at, attempts,
