@@ -71,6 +71,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "no_seq_index",
         include_str!("../../../migrations/postgres/0008_no_seq_index.sql"),
     ),
+    (
+        9,
+        "no_running_status_index",
+        include_str!("../../../migrations/postgres/0009_no_running_status_index.sql"),
+    ),
 ];
 
 /// Set on each of the store's connections as it is made. The store's statements
