@@ -24,6 +24,7 @@ pub mod domain;
 pub mod engine;
 pub mod events;
 pub mod flow;
+pub mod flowtest;
 pub mod http;
 pub mod input;
 pub mod keys;

@@ -9,7 +9,7 @@ use serde_json::json;
 
 use flowgate::config::Settings;
 use flowgate::domain::{MessageId, now_micros};
-use flowgate::flow::{Method, check_dir};
+use flowgate::flow::check_dir;
 use flowgate::startup::{Application, StartupError};
 
 /// Requests allocate on the HTTP workers and are freed on the store's writer
@@ -34,6 +34,12 @@ enum Command {
     Serve(ServeArgs),
     /// Check every flow file and report every problem.
     Check {
+        /// The flows directory.
+        #[arg(default_value = "./flows")]
+        dir: PathBuf,
+    },
+    /// Run the flow tests (`<tenant>/<Trigger>.test.yaml`) and report every case.
+    Test {
         /// The flows directory.
         #[arg(default_value = "./flows")]
         dir: PathBuf,
@@ -109,6 +115,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve(args) => serve(args),
         Command::Check { dir } => check(&dir),
+        Command::Test { dir } => test(&dir),
         Command::Key {
             command: KeyCommand::New { label, key, json },
         } => key_new(&label, key, json),
@@ -195,6 +202,77 @@ fn check(dir: &std::path::Path) -> Result<ExitCode> {
     }
 }
 
+fn test(dir: &std::path::Path) -> Result<ExitCode> {
+    let report = check_dir(dir);
+    if !report.diagnostics.is_empty() {
+        for d in &report.diagnostics {
+            eprintln!("{d}");
+        }
+        eprintln!(
+            "flowgate: no tests run: {} problem(s) in the flow files",
+            report.diagnostics.len()
+        );
+        return Ok(ExitCode::FAILURE);
+    }
+    let files =
+        flowgate::flowtest::find(dir).with_context(|| format!("cannot read {}", dir.display()))?;
+    if files.is_empty() {
+        println!("no flow tests in {}", dir.display());
+        return Ok(ExitCode::SUCCESS);
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the runtime")?;
+    let (mut passed, mut failed, mut broken) = (0, 0, 0);
+    for file in &files {
+        println!("{}", file.path.display());
+        let cases = std::fs::read_to_string(&file.path)
+            .map_err(|e| e.to_string())
+            .and_then(|text| flowgate::flowtest::parse(&text));
+        let (trigger, cases) = match (flowgate::flowtest::trigger(&report.catalog, file), cases) {
+            (Ok(t), Ok(c)) => (t, c),
+            (Err(why), _) | (_, Err(why)) => {
+                println!("  BROKEN {why}");
+                broken += 1;
+                continue;
+            }
+        };
+        for case in &cases {
+            match runtime.block_on(flowgate::flowtest::answer(trigger, case)) {
+                Ok(got) => {
+                    let diffs = flowgate::flowtest::differences(&case.expect, &got);
+                    if diffs.is_empty() {
+                        println!("  ok     {}", case.name);
+                        passed += 1;
+                    } else {
+                        println!("  FAIL   {}", case.name);
+                        for d in diffs {
+                            println!("         {d}");
+                        }
+                        failed += 1;
+                    }
+                }
+                Err(why) => {
+                    println!("  FAIL   {}", case.name);
+                    println!("         {why}");
+                    failed += 1;
+                }
+            }
+        }
+    }
+    let mut summary = format!("{passed} passed, {failed} failed");
+    if broken > 0 {
+        summary.push_str(&format!(", {broken} test file(s) broken"));
+    }
+    println!("{summary}");
+    Ok(if failed == 0 && broken == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
 fn key_new(label: &str, key: Option<String>, as_json: bool) -> Result<ExitCode> {
     if label.is_empty()
         || !label
@@ -235,17 +313,8 @@ fn run(args: RunArgs) -> Result<ExitCode> {
         .trigger(tenant, trigger)
         .with_context(|| format!("no trigger {tenant}/{trigger} in {}", args.flows.display()))?
         .clone();
-    let method = match args
-        .method
-        .as_deref()
-        .map(str::to_ascii_uppercase)
-        .as_deref()
-    {
-        None => t.methods[0],
-        Some("GET") => Method::Get,
-        Some("POST") => Method::Post,
-        Some(other) => bail!("--method {other}: use GET or POST"),
-    };
+    let method = flowgate::flowtest::method(&t, args.method.as_deref())
+        .map_err(|why| anyhow::anyhow!("--{why}"))?;
     let mut query = String::new();
     for p in &args.params {
         let (k, v) = p

@@ -138,6 +138,84 @@ fn serve_refuses_to_start_on_broken_flows() {
     assert!(err.contains("not starting"), "{err}");
 }
 
+#[test]
+fn test_runs_the_repositorys_flow_tests() {
+    let out = flowgate().arg("test").arg(repo_flows()).output().unwrap();
+    let text = String::from_utf8_lossy(&succeeded(out)).into_owned();
+    assert!(text.contains("  ok     an unknown item is a 404"), "{text}");
+    assert!(text.ends_with(" passed, 0 failed\n"), "{text}");
+}
+
+#[test]
+fn test_reports_each_case_and_what_differs() {
+    let dir = tempfile::tempdir().unwrap();
+    write_flow(
+        dir.path(),
+        "t/Echo.yaml",
+        "auth: { none: true }
+params:
+  n: { type: integer, required: true }
+steps:
+  - name: too big
+    if: .params.n > 10
+    then:
+      - fail: { status: 422, message: '\"too big\"' }
+  - respond:
+      status: 201
+      body: '{n: .params.n, doubled: (.params.n * 2), note: .body.note}'
+",
+    );
+    write_flow(
+        dir.path(),
+        "t/Echo.test.yaml",
+        "- name: doubles
+  method: post
+  params: { n: 2 }
+  body: { note: hi }
+  expect: { status: 201, body: { doubled: 4, note: hi } }
+- name: wrong on purpose
+  params: { n: 3 }
+  expect: { status: 200, body: { doubled: 7, missing: 1 } }
+- name: refused
+  params: { n: 11 }
+  expect: { status: 422, error: too big }
+- name: a parameter missing
+  expect: { status: 400, error: nope }
+",
+    );
+    write_flow(
+        dir.path(),
+        "t/Gone.test.yaml",
+        "- name: x\n  expect: { status: 200 }\n",
+    );
+    write_flow(dir.path(), "t/Echo.test.yml", "- name: x\n  expect: {}\n");
+    let out = flowgate().arg("test").arg(dir.path()).output().unwrap();
+    assert!(!out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let d = dir.path().display();
+    let missing = "parameter `n` is required";
+    assert_eq!(
+        text,
+        format!(
+            "{d}/t/Echo.test.yaml
+  ok     doubles
+  FAIL   wrong on purpose
+         status: expected 200, got 201
+         body.doubled: expected 7, got 6
+         body.missing: expected 1, missing
+  ok     refused
+  FAIL   a parameter missing
+         error: expected \"nope\", got \"{missing}\"
+{d}/t/Echo.test.yml
+  BROKEN case `x`: `expect` names nothing to check (status, body, error, vars)
+{d}/t/Gone.test.yaml
+  BROKEN no trigger t/Gone for this test file
+2 passed, 2 failed, 2 test file(s) broken
+"
+        )
+    );
+}
+
 #[tokio::test]
 async fn migrate_creates_the_postgres_tables_and_is_repeatable() {
     let Some(pg) = crate::pg::schema("cli_migrate").await else {

@@ -1,0 +1,349 @@
+//! `flowgate test`: the cases of `<tenant>/<Trigger>.test.yaml`, each a request
+//! to the trigger's flow, run in this process as `flowgate run` runs one, and
+//! what its answer must be. The answer is what a caller of the trigger would get
+//! were it synchronous: the `respond` step's status and body, a `fail` step's
+//! status and message, 500 for a step that failed, 400 for input the trigger's
+//! `params` refuse. For an asynchronous trigger it is what its message records.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::domain::{MessageId, now_micros};
+use crate::engine::ExecError;
+use crate::flow::{Catalog, Method, Trigger};
+
+/// One case of a test file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Case {
+    pub name: String,
+    /// GET or POST; the trigger's first method when not given.
+    #[serde(default)]
+    pub method: Option<String>,
+    /// Query parameters, as a caller would put them in the URL.
+    #[serde(default)]
+    pub params: indexmap::IndexMap<String, Value>,
+    #[serde(default)]
+    pub headers: indexmap::IndexMap<String, String>,
+    /// The request body, sent as JSON.
+    #[serde(default)]
+    pub body: Option<Value>,
+    pub expect: Expect,
+}
+
+/// What a case's answer must be. `body` and `vars` name the fields that must be
+/// there with these values (an object's other fields are not compared; arrays
+/// and other values must be equal); `error` is the whole message.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Expect {
+    #[serde(default)]
+    pub status: Option<u16>,
+    #[serde(default)]
+    pub body: Option<Value>,
+    #[serde(default)]
+    pub error: Option<String>,
+    #[serde(default)]
+    pub vars: Option<Value>,
+}
+
+/// A case's answer.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: u16,
+    pub body: Value,
+    pub error: Option<String>,
+    pub vars: Value,
+}
+
+/// A test file of the flows directory and the trigger it tests.
+#[derive(Debug)]
+pub struct TestFile {
+    pub path: PathBuf,
+    pub tenant: String,
+    pub trigger: String,
+}
+
+/// Every `<tenant>/<Trigger>.test.yaml` (or `.test.yml`) under `dir`, in path order.
+pub fn find(dir: &Path) -> std::io::Result<Vec<TestFile>> {
+    let mut out = Vec::new();
+    let mut tenants: Vec<_> = std::fs::read_dir(dir)?
+        .filter_map(Result::ok)
+        .filter(|e| e.path().is_dir())
+        .collect();
+    tenants.sort_by_key(|e| e.file_name());
+    for tenant in tenants {
+        let mut files: Vec<_> = std::fs::read_dir(tenant.path())?
+            .filter_map(Result::ok)
+            .collect();
+        files.sort_by_key(|e| e.file_name());
+        for f in files {
+            let name = f.file_name().to_string_lossy().into_owned();
+            let Some(trigger) = name
+                .strip_suffix(".test.yaml")
+                .or_else(|| name.strip_suffix(".test.yml"))
+            else {
+                continue;
+            };
+            out.push(TestFile {
+                path: f.path(),
+                tenant: tenant.file_name().to_string_lossy().into_owned(),
+                trigger: trigger.to_owned(),
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// Reads a test file: its cases, or what is wrong with it.
+pub fn parse(source: &str) -> Result<Vec<Case>, String> {
+    let cases: Vec<Case> =
+        serde_saphyr::from_str_with_options(source, crate::flow::compile::yaml_options())
+            .map_err(|e| e.to_string())?;
+    if cases.is_empty() {
+        return Err("no cases: the file is a list of cases, each with `name` and `expect`".into());
+    }
+    for c in &cases {
+        let e = &c.expect;
+        if e.status.is_none() && e.body.is_none() && e.error.is_none() && e.vars.is_none() {
+            return Err(format!(
+                "case `{}`: `expect` names nothing to check (status, body, error, vars)",
+                c.name
+            ));
+        }
+    }
+    Ok(cases)
+}
+
+/// The trigger a test file tests.
+pub fn trigger<'a>(catalog: &'a Catalog, file: &TestFile) -> Result<&'a Trigger, String> {
+    catalog
+        .trigger(&file.tenant, &file.trigger)
+        .map(|t| t.as_ref())
+        .ok_or_else(|| {
+            format!(
+                "no trigger {}/{} for this test file",
+                file.tenant, file.trigger
+            )
+        })
+}
+
+/// The method a local run sends: `named` (GET or POST, in any case), or the
+/// trigger's first.
+pub fn method(trigger: &Trigger, named: Option<&str>) -> Result<Method, String> {
+    match named.map(str::to_ascii_uppercase).as_deref() {
+        None => Ok(trigger.methods[0]),
+        Some("GET") => Ok(Method::Get),
+        Some("POST") => Ok(Method::Post),
+        Some(other) => Err(format!("method {other}: use GET or POST")),
+    }
+}
+
+/// Runs one case's request through the trigger's flow.
+pub async fn answer(trigger: &Trigger, case: &Case) -> Result<Answer, String> {
+    let method = method(trigger, case.method.as_deref())?;
+    let params: Vec<(String, String)> = case
+        .params
+        .iter()
+        .map(|(k, v)| {
+            let v = match v {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            (k.clone(), v)
+        })
+        .collect();
+    let query = serde_urlencoded::to_string(&params).map_err(|e| e.to_string())?;
+    let body = match &case.body {
+        Some(b) => serde_json::to_vec(b).map_err(|e| e.to_string())?,
+        None => Vec::new(),
+    };
+    let mut headers: Vec<(String, String)> = case
+        .headers
+        .iter()
+        .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
+        .collect();
+    let content_type = case.body.as_ref().map(|_| "application/json");
+    if let Some(ct) = content_type
+        && !headers.iter().any(|(k, _)| k == "content-type")
+    {
+        headers.push(("content-type".into(), ct.into()));
+    }
+    let document = crate::input::document(
+        trigger,
+        crate::input::Request {
+            id: MessageId::new(),
+            received_at: now_micros(),
+            method,
+            query: &query,
+            headers,
+            content_type,
+            body: &body,
+            auth: json!({"method": "local"}),
+        },
+    );
+    let document = match document {
+        Ok(d) => d.input,
+        Err(errors) => {
+            let messages: Vec<&str> = errors.iter().map(|e| e.message.as_str()).collect();
+            return Ok(Answer {
+                status: 400,
+                body: json!({"errors": errors
+                    .iter()
+                    .map(|e| json!({"code": e.code, "message": e.message}))
+                    .collect::<Vec<_>>()}),
+                error: Some(messages.join("; ")),
+                vars: json!({}),
+            });
+        }
+    };
+    let ex = crate::engine::execute(trigger, &document, None).await;
+    let vars = ex.vars();
+    let errors =
+        |code: &str, message: &str| json!({"errors": [{"code": code, "message": message}]});
+    Ok(match ex.result {
+        Ok(()) => match ex.response {
+            Some(r) => Answer {
+                status: r.status,
+                body: r.body,
+                error: None,
+                vars,
+            },
+            None => Answer {
+                status: 200,
+                body: json!({"status": "succeeded"}),
+                error: None,
+                vars,
+            },
+        },
+        Err(ExecError::Fail {
+            status, message, ..
+        }) => Answer {
+            status,
+            body: errors("rejected", &message),
+            error: Some(message),
+            vars,
+        },
+        Err(e) => {
+            let message = e.to_string();
+            Answer {
+                status: 500,
+                body: errors("flow_failed", &message),
+                error: Some(message),
+                vars,
+            }
+        }
+    })
+}
+
+/// What differs between a case's expectation and its answer, one line each.
+pub fn differences(expect: &Expect, got: &Answer) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Some(s) = expect.status
+        && s != got.status
+    {
+        out.push(format!("status: expected {s}, got {}", got.status));
+    }
+    if let Some(e) = &expect.error {
+        match &got.error {
+            Some(g) if g == e => {}
+            Some(g) => out.push(format!("error: expected {}, got {}", json!(e), json!(g))),
+            None => out.push(format!("error: expected {}, got none", json!(e))),
+        }
+    }
+    if let Some(b) = &expect.body {
+        compare(b, &got.body, "body", &mut out);
+    }
+    if let Some(v) = &expect.vars {
+        compare(v, &got.vars, "vars", &mut out);
+    }
+    out
+}
+
+/// `expected` against `actual`: an object's fields named in `expected` must be
+/// there with those values; anything else must be equal.
+fn compare(expected: &Value, actual: &Value, path: &str, out: &mut Vec<String>) {
+    match (expected, actual) {
+        (Value::Object(e), Value::Object(a)) => {
+            for (k, ev) in e {
+                let p = format!("{path}.{k}");
+                match a.get(k) {
+                    Some(av) => compare(ev, av, &p, out),
+                    None => out.push(format!("{p}: expected {ev}, missing")),
+                }
+            }
+        }
+        _ if expected == actual => {}
+        _ => out.push(format!("{path}: expected {expected}, got {actual}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer_of(body: Value) -> Answer {
+        Answer {
+            status: 201,
+            body,
+            error: None,
+            vars: json!({}),
+        }
+    }
+
+    #[test]
+    fn only_the_fields_named_are_compared() {
+        let expect = Expect {
+            status: Some(201),
+            body: Some(json!({"id": "c-1", "address": {"city": "London"}})),
+            ..Default::default()
+        };
+        let got = answer_of(
+            json!({"id": "c-1", "name": "ada", "address": {"city": "London", "zip": "N1"}}),
+        );
+        assert!(differences(&expect, &got).is_empty());
+        let got = answer_of(json!({"id": "c-2", "address": {"zip": "N1"}}));
+        assert_eq!(
+            differences(&expect, &got),
+            [
+                r#"body.id: expected "c-1", got "c-2""#,
+                r#"body.address.city: expected "London", missing"#,
+            ]
+        );
+    }
+
+    #[test]
+    fn arrays_status_and_errors_must_be_equal() {
+        let expect = Expect {
+            status: Some(422),
+            body: Some(json!({"tags": ["a"]})),
+            error: Some("a customer needs a name".into()),
+            ..Default::default()
+        };
+        let got = answer_of(json!({"tags": ["a", "b"]}));
+        assert_eq!(
+            differences(&expect, &got),
+            [
+                "status: expected 422, got 201",
+                r#"error: expected "a customer needs a name", got none"#,
+                r#"body.tags: expected ["a"], got ["a","b"]"#,
+            ]
+        );
+    }
+
+    #[test]
+    fn a_file_is_a_list_of_cases_each_checking_something() {
+        let cases = parse("- name: one\n  body: {a: 1}\n  expect: {status: 200}\n").unwrap();
+        assert_eq!(cases[0].body, Some(json!({"a": 1})));
+        let err = parse("- name: one\n  expect: {}\n").unwrap_err();
+        assert_eq!(
+            err,
+            "case `one`: `expect` names nothing to check (status, body, error, vars)"
+        );
+        let err = parse("- name: one\n  expect: {status: 200}\n  bdy: {}\n").unwrap_err();
+        assert!(err.contains("bdy"), "{err}");
+        assert!(parse("[]").unwrap_err().starts_with("no cases"));
+    }
+}
