@@ -28,6 +28,7 @@ pub mod flowtest;
 pub mod http;
 pub mod input;
 pub mod keys;
+pub mod messages_cli;
 pub mod metrics;
 pub mod pgtls;
 pub mod queue;

@@ -44,6 +44,13 @@ enum Command {
         #[arg(default_value = "./flows")]
         dir: PathBuf,
     },
+    /// The log history of a running server, through its admin API.
+    Messages {
+        #[command(subcommand)]
+        command: MessagesCommand,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
     /// API keys.
     Key {
         #[command(subcommand)]
@@ -72,6 +79,43 @@ struct ServeArgs {
     /// Settings file [default: ./flowgate.toml when it exists]
     #[arg(long, env = "FLOWGATE_CONFIG")]
     config: Option<PathBuf>,
+}
+
+/// Where the admin API is and how to open it.
+#[derive(Args)]
+struct AdminArgs {
+    /// The server's base URL.
+    #[arg(
+        long,
+        env = "FLOWGATE_URL",
+        default_value = "http://127.0.0.1:8080",
+        global = true
+    )]
+    url: String,
+    /// An admin token (see docs/settings.md, `admin_tokens`).
+    #[arg(
+        long,
+        env = "FLOWGATE_ADMIN_TOKEN",
+        global = true,
+        hide_env_values = true
+    )]
+    token: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum MessagesCommand {
+    /// One page of the log history, newest first.
+    List {
+        #[command(flatten)]
+        filter: flowgate::messages_cli::ListFilter,
+        /// Print the admin API's JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// One message: input, trace, response and every attempt (JSON).
+    Show { id: String },
+    /// Queue a message again, as a new message linked to it.
+    Replay { id: String },
 }
 
 #[derive(Subcommand)]
@@ -116,6 +160,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve(args),
         Command::Check { dir } => check(&dir),
         Command::Test { dir } => test(&dir),
+        Command::Messages { command, admin } => messages(command, admin),
         Command::Key {
             command: KeyCommand::New { label, key, json },
         } => key_new(&label, key, json),
@@ -271,6 +316,56 @@ fn test(dir: &std::path::Path) -> Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
+}
+
+fn messages(command: MessagesCommand, args: AdminArgs) -> Result<ExitCode> {
+    let Some(token) = args.token else {
+        bail!("an admin token is needed: --token or FLOWGATE_ADMIN_TOKEN");
+    };
+    let admin = flowgate::messages_cli::Admin {
+        url: args.url,
+        token,
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the runtime")?;
+    let answer = runtime.block_on(async {
+        match command {
+            MessagesCommand::List { filter, json } => {
+                let page = admin.list(&filter).await?;
+                Ok(if json {
+                    format!(
+                        "{}\n",
+                        serde_json::to_string_pretty(&page).unwrap_or_default()
+                    )
+                } else {
+                    flowgate::messages_cli::table(&page)
+                })
+            }
+            MessagesCommand::Show { id } => admin
+                .show(&id)
+                .await
+                .map(|m| format!("{}\n", serde_json::to_string_pretty(&m).unwrap_or_default())),
+            MessagesCommand::Replay { id } => admin.replay(&id).await.map(|r| {
+                format!(
+                    "replayed {} as {}\n",
+                    r["replay_of"].as_str().unwrap_or(&id),
+                    r["message_id"].as_str().unwrap_or("?")
+                )
+            }),
+        }
+    });
+    match answer {
+        Ok(text) => {
+            print!("{text}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(why) => {
+            eprintln!("flowgate messages: {why}");
+            Ok(ExitCode::FAILURE)
+        }
+    }
 }
 
 fn key_new(label: &str, key: Option<String>, as_json: bool) -> Result<ExitCode> {

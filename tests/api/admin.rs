@@ -603,3 +603,134 @@ async fn a_broken_trigger_file_shows_its_load_error() {
     }
     panic!("no load error shown");
 }
+
+/// `flowgate messages` as a separate process against the running server, with a
+/// token from the environment as an operator would set it.
+async fn messages_command(
+    app: &TestApp,
+    args: &[&str],
+    token: Option<&str>,
+) -> std::process::Output {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_flowgate"));
+    cmd.arg("messages")
+        .args(args)
+        .env("FLOWGATE_URL", app.url(""))
+        .env_remove("FLOWGATE_ADMIN_TOKEN");
+    if let Some(t) = token {
+        cmd.env("FLOWGATE_ADMIN_TOKEN", t);
+    }
+    tokio::task::spawn_blocking(move || cmd.output().unwrap())
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_messages_command_lists_shows_and_replays_through_the_admin_api() {
+    let app = admin_app().await;
+    let ok = app
+        .post_async(
+            "/acme/CreateCustomerRecord",
+            Some(ERP_KEY),
+            json!({"id": "c-1", "name": "Ada"}),
+        )
+        .await;
+    let bad = app
+        .post_async(
+            "/acme/CreateCustomerRecord",
+            Some(ERP_KEY),
+            json!({"id": "c-2"}),
+        )
+        .await;
+    app.admin_wait(&ok, "succeeded").await;
+    app.admin_wait(&bad, "failed").await;
+
+    let filter = ["--tenant", "acme", "--trigger", "CreateCustomerRecord"];
+    let out = messages_command(
+        &app,
+        &[&["list"], &filter[..], &["--status", "failed"]].concat(),
+        Some(GLOBAL_TOKEN),
+    )
+    .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 3, "{text}");
+    assert!(lines[0].starts_with("MESSAGE  "), "{text}");
+    assert!(
+        lines[1].starts_with(&format!("{bad}  acme/CreateCustomerRecord  -     failed ")),
+        "{text}"
+    );
+    assert_eq!(lines[2], "(end)");
+
+    let page = |extra: &'static [&'static str], cursor: Option<String>| {
+        let app = &app;
+        async move {
+            let mut args = [&["list"], &filter[..], extra, &["--json"]].concat();
+            if let Some(c) = &cursor {
+                args.extend(["--cursor", c.as_str()]);
+            }
+            let out = messages_command(app, &args, Some(GLOBAL_TOKEN)).await;
+            serde_json::from_slice::<Value>(&out.stdout).unwrap()
+        }
+    };
+    let first = page(&["--limit", "1"], None).await;
+    assert_eq!(
+        first["messages"][0]["message_id"],
+        bad.as_str(),
+        "newest first"
+    );
+    assert_eq!(first["next_cursor"], bad.as_str());
+    let next = page(&[], Some(bad.clone())).await;
+    assert_eq!(
+        next["messages"][0]["message_id"],
+        ok.as_str(),
+        "the next page"
+    );
+
+    let out = messages_command(&app, &["show", &ok], Some(GLOBAL_TOKEN)).await;
+    let detail: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(detail["message_id"], ok.as_str());
+    assert_eq!(detail["status"], "succeeded");
+    assert_eq!(detail["response"]["body"]["name"], "ada");
+
+    let out = messages_command(&app, &["replay", &bad], Some(GLOBAL_TOKEN)).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let new = text
+        .strip_prefix(&format!("replayed {bad} as "))
+        .and_then(|t| t.strip_suffix('\n'))
+        .unwrap_or_else(|| panic!("{text}"))
+        .to_owned();
+    let replayed = app.admin_wait(&new, "failed").await;
+    assert_eq!(replayed["replay_of"], bad.as_str());
+
+    let out = messages_command(&app, &["list"], None).await;
+    assert!(!out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "error: an admin token is needed: --token or FLOWGATE_ADMIN_TOKEN\n"
+    );
+    let out = messages_command(&app, &["show", &ok], Some("fg_admin_wrong")).await;
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.starts_with("flowgate messages: 401 Unauthorized: "),
+        "{err}"
+    );
+    let unknown = flowgate::domain::MessageId::new().to_string();
+    let out = messages_command(&app, &["show", &unknown], Some(ACME_TOKEN)).await;
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.starts_with("flowgate messages: 404 Not Found: "),
+        "{err}"
+    );
+}

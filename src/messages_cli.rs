@@ -1,0 +1,190 @@
+//! `flowgate messages list|show|replay`: the log history from a terminal, through
+//! a running server's admin API (`/_admin/api`), so that a replay is queued by the
+//! server that runs it, whichever store it has.
+
+use serde_json::Value;
+
+/// Where the admin API is and the token that opens it.
+#[derive(Debug, Clone)]
+pub struct Admin {
+    pub url: String,
+    pub token: String,
+}
+
+/// The filters of `messages list`, as the admin API names them.
+#[derive(Debug, Default, Clone, clap::Args)]
+pub struct ListFilter {
+    #[arg(long)]
+    pub tenant: Option<String>,
+    #[arg(long)]
+    pub trigger: Option<String>,
+    /// queued, running, retrying, succeeded, failed, dead or skipped.
+    #[arg(long)]
+    pub status: Option<String>,
+    #[arg(long)]
+    pub lane: Option<String>,
+    /// Received at or after (RFC 3339).
+    #[arg(long)]
+    pub from: Option<String>,
+    /// Received before (RFC 3339).
+    #[arg(long)]
+    pub to: Option<String>,
+    /// Where the page starts (the `next page` of the one before).
+    #[arg(long)]
+    pub cursor: Option<String>,
+    #[arg(long)]
+    pub limit: Option<u32>,
+}
+
+impl Admin {
+    fn endpoint(&self, path: &str) -> String {
+        format!("{}/_admin/api{path}", self.url.trim_end_matches('/'))
+    }
+
+    async fn send(&self, req: reqwest::RequestBuilder) -> Result<Value, String> {
+        let res = req
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .map_err(|e| format!("cannot reach flowgate at {}: {e}", self.url))?;
+        let status = res.status();
+        let body: Value = res.json().await.map_err(|e| {
+            format!(
+                "flowgate at {} answered {status} without JSON: {e}",
+                self.url
+            )
+        })?;
+        if status.is_success() {
+            return Ok(body);
+        }
+        let messages: Vec<&str> = body["errors"]
+            .as_array()
+            .map(|es| es.iter().filter_map(|e| e["message"].as_str()).collect())
+            .unwrap_or_default();
+        Err(format!("{status}: {}", messages.join("; ")))
+    }
+
+    fn client() -> Result<reqwest::Client, String> {
+        reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(30))
+            .build()
+            .map_err(|e| e.to_string())
+    }
+
+    /// One page of the log history, newest first, and the cursor of the next.
+    pub async fn list(&self, f: &ListFilter) -> Result<Value, String> {
+        let limit = f.limit.map(|l| l.to_string());
+        let query: Vec<(&str, &str)> = [
+            ("tenant", f.tenant.as_deref()),
+            ("trigger", f.trigger.as_deref()),
+            ("status", f.status.as_deref()),
+            ("lane", f.lane.as_deref()),
+            ("from", f.from.as_deref()),
+            ("to", f.to.as_deref()),
+            ("cursor", f.cursor.as_deref()),
+            ("limit", limit.as_deref()),
+        ]
+        .into_iter()
+        .filter_map(|(k, v)| v.map(|v| (k, v)))
+        .collect();
+        let mut url = self.endpoint("/messages");
+        if !query.is_empty() {
+            url.push('?');
+            url.push_str(&serde_urlencoded::to_string(&query).map_err(|e| e.to_string())?);
+        }
+        self.send(Self::client()?.get(url)).await
+    }
+
+    /// One message: input, trace, response and every attempt.
+    pub async fn show(&self, id: &str) -> Result<Value, String> {
+        self.send(Self::client()?.get(self.endpoint(&format!("/messages/{id}"))))
+            .await
+    }
+
+    /// Queues a message again as a new message; returns the server's answer.
+    pub async fn replay(&self, id: &str) -> Result<Value, String> {
+        let url = self.endpoint(&format!("/messages/{id}/replay"));
+        self.send(Self::client()?.post(url)).await
+    }
+}
+
+/// A page of the log history as a table, one message a line, and where the next
+/// page starts.
+pub fn table(page: &Value) -> String {
+    let mut rows = vec![[
+        "MESSAGE".to_owned(),
+        "TRIGGER".to_owned(),
+        "LANE".to_owned(),
+        "STATUS".to_owned(),
+        "ATTEMPTS".to_owned(),
+        "RESPONSE".to_owned(),
+        "RECEIVED".to_owned(),
+    ]];
+    let text = |v: &Value| match v {
+        Value::Null => "-".to_owned(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    for m in page["messages"].as_array().into_iter().flatten() {
+        rows.push([
+            text(&m["message_id"]),
+            format!("{}/{}", text(&m["tenant"]), text(&m["trigger"])),
+            text(&m["lane"]),
+            text(&m["status"]),
+            text(&m["attempts"]),
+            text(&m["response_status"]),
+            text(&m["received_at"]),
+        ]);
+    }
+    let widths: Vec<usize> = (0..7)
+        .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
+        .collect();
+    let mut out = String::new();
+    for r in &rows {
+        let line: Vec<String> = r
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        out.push_str(line.join("  ").trim_end());
+        out.push('\n');
+    }
+    match page["next_cursor"].as_str() {
+        Some(c) => out.push_str(&format!("next page: --cursor {c}\n")),
+        None => out.push_str("(end)\n"),
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_page_is_a_table_with_where_the_next_starts() {
+        let page = json!({
+            "messages": [
+                {"message_id": "0190-a", "tenant": "acme", "trigger": "Orders", "lane": null,
+                 "status": "succeeded", "attempts": 1, "response_status": 201,
+                 "received_at": "2026-12-01T10:00:00.000000Z"},
+                {"message_id": "0190-b", "tenant": "acme", "trigger": "Lanes", "lane": "c-1",
+                 "status": "failed", "attempts": 3, "response_status": null,
+                 "received_at": "2026-12-01T09:00:00.000000Z"}
+            ],
+            "next_cursor": "0190-b"
+        });
+        assert_eq!(
+            table(&page),
+            "MESSAGE  TRIGGER      LANE  STATUS     ATTEMPTS  RESPONSE  RECEIVED\n\
+             0190-a   acme/Orders  -     succeeded  1         201       2026-12-01T10:00:00.000000Z\n\
+             0190-b   acme/Lanes   c-1   failed     3         -         2026-12-01T09:00:00.000000Z\n\
+             next page: --cursor 0190-b\n"
+        );
+        let last = json!({"messages": [], "next_cursor": null});
+        assert_eq!(
+            table(&last),
+            "MESSAGE  TRIGGER  LANE  STATUS  ATTEMPTS  RESPONSE  RECEIVED\n(end)\n"
+        );
+    }
+}
