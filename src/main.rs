@@ -116,6 +116,10 @@ enum MessagesCommand {
     Show { id: String },
     /// Queue a message again, as a new message linked to it.
     Replay { id: String },
+    /// Mark the message that blocks its ordered lane skipped; the lane goes on.
+    Skip { id: String },
+    /// Let the lane a message blocks go on; the message keeps its status.
+    Unblock { id: String },
 }
 
 #[derive(Subcommand)]
@@ -347,13 +351,21 @@ fn messages(command: MessagesCommand, args: AdminArgs) -> Result<ExitCode> {
                 .show(&id)
                 .await
                 .map(|m| format!("{}\n", serde_json::to_string_pretty(&m).unwrap_or_default())),
-            MessagesCommand::Replay { id } => admin.replay(&id).await.map(|r| {
+            MessagesCommand::Replay { id } => admin.act(&id, "replay").await.map(|r| {
                 format!(
                     "replayed {} as {}\n",
                     r["replay_of"].as_str().unwrap_or(&id),
                     r["message_id"].as_str().unwrap_or("?")
                 )
             }),
+            MessagesCommand::Skip { id } => admin
+                .act(&id, "skip")
+                .await
+                .map(|r| format!("skipped {id}; lane {} goes on\n", r["lane"])),
+            MessagesCommand::Unblock { id } => admin
+                .act(&id, "unblock")
+                .await
+                .map(|r| format!("unblocked lane {} held by {id}\n", r["lane"])),
         }
     });
     match answer {

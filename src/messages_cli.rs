@@ -1,4 +1,4 @@
-//! `flowgate messages list|show|replay`: the log history from a terminal, through
+//! `flowgate messages list|show|replay|skip|unblock`: the log history from a terminal, through
 //! a running server's admin API (`/_admin/api`), so that a replay is queued by the
 //! server that runs it, whichever store it has.
 
@@ -101,9 +101,10 @@ impl Admin {
             .await
     }
 
-    /// Queues a message again as a new message; returns the server's answer.
-    pub async fn replay(&self, id: &str) -> Result<Value, String> {
-        let url = self.endpoint(&format!("/messages/{id}/replay"));
+    /// Acts on a message: `replay` queues it again as a new message, `skip` and
+    /// `unblock` let go of the ordered lane it holds. Returns the server's answer.
+    pub async fn act(&self, id: &str, action: &str) -> Result<Value, String> {
+        let url = self.endpoint(&format!("/messages/{id}/{action}"));
         self.send(Self::client()?.post(url)).await
     }
 }

@@ -625,7 +625,7 @@ async fn messages_command(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_messages_command_lists_shows_and_replays_through_the_admin_api() {
+async fn the_messages_command_lists_shows_replays_and_releases_lanes() {
     let app = admin_app().await;
     let ok = app
         .post_async(
@@ -732,5 +732,41 @@ async fn the_messages_command_lists_shows_and_replays_through_the_admin_api() {
     assert!(
         err.starts_with("flowgate messages: 404 Not Found: "),
         "{err}"
+    );
+
+    // Ordered lanes held by failed messages: skip one, unblock another.
+    let head = app
+        .post_async("/acme/Lanes", None, json!({"lane": "a", "n": 1}))
+        .await;
+    let next = app
+        .post_async(
+            "/acme/Lanes",
+            None,
+            json!({"lane": "a", "n": 2, "ok": true}),
+        )
+        .await;
+    let other = app
+        .post_async("/acme/Lanes", None, json!({"lane": "b", "n": 3}))
+        .await;
+    app.admin_wait(&head, "dead").await;
+    app.admin_wait(&other, "dead").await;
+    let out = messages_command(&app, &["skip", &head], Some(GLOBAL_TOKEN)).await;
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!("skipped {head}; lane \"a\" goes on\n")
+    );
+    app.admin_wait(&next, "succeeded").await;
+    let out = messages_command(&app, &["unblock", &other], Some(GLOBAL_TOKEN)).await;
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!("unblocked lane \"b\" held by {other}\n")
+    );
+    let d = app.admin_wait(&other, "dead").await;
+    assert_eq!(d["blocking"], false);
+    let out = messages_command(&app, &["skip", &ok], Some(GLOBAL_TOKEN)).await;
+    assert!(!out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        format!("flowgate messages: 409 Conflict: message {ok} does not hold an ordered lane\n")
     );
 }
