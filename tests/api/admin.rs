@@ -735,19 +735,15 @@ async fn the_messages_command_lists_shows_replays_and_releases_lanes() {
     );
 
     // Ordered lanes held by failed messages: skip one, unblock another.
-    let head = app
-        .post_async("/acme/Lanes", None, json!({"lane": "a", "n": 1}))
-        .await;
-    let next = app
-        .post_async(
-            "/acme/Lanes",
-            None,
-            json!({"lane": "a", "n": 2, "ok": true}),
-        )
-        .await;
-    let other = app
-        .post_async("/acme/Lanes", None, json!({"lane": "b", "n": 3}))
-        .await;
+    let mut posted = Vec::new();
+    for body in [
+        json!({"lane": "a", "n": 1}),
+        json!({"lane": "a", "n": 2, "ok": true}),
+        json!({"lane": "b", "n": 3}),
+    ] {
+        posted.push(app.post_async("/acme/Lanes", None, body).await);
+    }
+    let [head, next, other] = <[String; 3]>::try_from(posted).unwrap();
     app.admin_wait(&head, "dead").await;
     app.admin_wait(&other, "dead").await;
     let out = messages_command(&app, &["skip", &head], Some(GLOBAL_TOKEN)).await;
