@@ -1,3 +1,6 @@
+//! Flows run in this process, without HTTP or a store: the request `flowgate run`
+//! and `flowgate test` make, and the flow tests.
+//!
 //! `flowgate test`: the cases of `<tenant>/<Trigger>.test.yaml`, each a request
 //! to the trigger's flow, run in this process as `flowgate run` runs one, and
 //! what its answer must be. The answer is what a caller of the trigger would get
@@ -5,14 +8,13 @@
 //! status and message, 500 for a step that failed, 400 for input the trigger's
 //! `params` refuse. For an asynchronous trigger it is what its message records.
 
-use std::path::{Path, PathBuf};
-
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::domain::{MessageId, now_micros};
 use crate::engine::ExecError;
-use crate::flow::{Catalog, Method, Trigger};
+use crate::flow::{Catalog, Method, TestFile, Trigger};
+use crate::input::InputError;
 
 /// One case of a test file.
 #[derive(Debug, Deserialize)]
@@ -58,45 +60,6 @@ pub struct Answer {
     pub vars: Value,
 }
 
-/// A test file of the flows directory and the trigger it tests.
-#[derive(Debug)]
-pub struct TestFile {
-    pub path: PathBuf,
-    pub tenant: String,
-    pub trigger: String,
-}
-
-/// Every `<tenant>/<Trigger>.test.yaml` (or `.test.yml`) under `dir`, in path order.
-pub fn find(dir: &Path) -> std::io::Result<Vec<TestFile>> {
-    let mut out = Vec::new();
-    let mut tenants: Vec<_> = std::fs::read_dir(dir)?
-        .filter_map(Result::ok)
-        .filter(|e| e.path().is_dir())
-        .collect();
-    tenants.sort_by_key(|e| e.file_name());
-    for tenant in tenants {
-        let mut files: Vec<_> = std::fs::read_dir(tenant.path())?
-            .filter_map(Result::ok)
-            .collect();
-        files.sort_by_key(|e| e.file_name());
-        for f in files {
-            let name = f.file_name().to_string_lossy().into_owned();
-            let Some(trigger) = name
-                .strip_suffix(".test.yaml")
-                .or_else(|| name.strip_suffix(".test.yml"))
-            else {
-                continue;
-            };
-            out.push(TestFile {
-                path: f.path(),
-                tenant: tenant.file_name().to_string_lossy().into_owned(),
-                trigger: trigger.to_owned(),
-            });
-        }
-    }
-    Ok(out)
-}
-
 /// Reads a test file: its cases, or what is wrong with it.
 pub fn parse(source: &str) -> Result<Vec<Case>, String> {
     let cases: Vec<Case> =
@@ -120,7 +83,7 @@ pub fn parse(source: &str) -> Result<Vec<Case>, String> {
 /// The trigger a test file tests.
 pub fn trigger<'a>(catalog: &'a Catalog, file: &TestFile) -> Result<&'a Trigger, String> {
     catalog
-        .trigger(&file.tenant, &file.trigger)
+        .trigger(file.tenant.as_str(), &file.trigger)
         .map(|t| t.as_ref())
         .ok_or_else(|| {
             format!(
@@ -141,6 +104,40 @@ pub fn method(trigger: &Trigger, named: Option<&str>) -> Result<Method, String> 
     }
 }
 
+/// The input document of a request made in this process (`flowgate run`,
+/// `flowgate test`): no caller, no key; `params` go in the query string, and
+/// `content_type`, when given, is also sent as the header unless `headers` has one.
+pub fn local_input(
+    trigger: &Trigger,
+    method: Method,
+    params: &[(String, String)],
+    mut headers: Vec<(String, String)>,
+    content_type: Option<&str>,
+    body: &[u8],
+) -> Result<Value, Vec<InputError>> {
+    // Pairs of strings always encode.
+    let query = serde_urlencoded::to_string(params).unwrap_or_default();
+    if let Some(ct) = content_type
+        && !headers.iter().any(|(k, _)| k == "content-type")
+    {
+        headers.push(("content-type".into(), ct.into()));
+    }
+    crate::input::document(
+        trigger,
+        crate::input::Request {
+            id: MessageId::new(),
+            received_at: now_micros(),
+            method,
+            query: &query,
+            headers,
+            content_type,
+            body,
+            auth: json!({"method": "local"}),
+        },
+    )
+    .map(|d| d.input)
+}
+
 /// Runs one case's request through the trigger's flow.
 pub async fn answer(trigger: &Trigger, case: &Case) -> Result<Answer, String> {
     let method = method(trigger, case.method.as_deref())?;
@@ -155,45 +152,23 @@ pub async fn answer(trigger: &Trigger, case: &Case) -> Result<Answer, String> {
             (k.clone(), v)
         })
         .collect();
-    let query = serde_urlencoded::to_string(&params).map_err(|e| e.to_string())?;
     let body = match &case.body {
         Some(b) => serde_json::to_vec(b).map_err(|e| e.to_string())?,
         None => Vec::new(),
     };
-    let mut headers: Vec<(String, String)> = case
+    let headers = case
         .headers
         .iter()
         .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
         .collect();
     let content_type = case.body.as_ref().map(|_| "application/json");
-    if let Some(ct) = content_type
-        && !headers.iter().any(|(k, _)| k == "content-type")
-    {
-        headers.push(("content-type".into(), ct.into()));
-    }
-    let document = crate::input::document(
-        trigger,
-        crate::input::Request {
-            id: MessageId::new(),
-            received_at: now_micros(),
-            method,
-            query: &query,
-            headers,
-            content_type,
-            body: &body,
-            auth: json!({"method": "local"}),
-        },
-    );
-    let document = match document {
-        Ok(d) => d.input,
+    let document = match local_input(trigger, method, &params, headers, content_type, &body) {
+        Ok(d) => d,
         Err(errors) => {
             let messages: Vec<&str> = errors.iter().map(|e| e.message.as_str()).collect();
             return Ok(Answer {
                 status: 400,
-                body: json!({"errors": errors
-                    .iter()
-                    .map(|e| json!({"code": e.code, "message": e.message}))
-                    .collect::<Vec<_>>()}),
+                body: crate::http::input_errors_body(&errors),
                 error: Some(messages.join("; ")),
                 vars: json!({}),
             });
@@ -201,8 +176,7 @@ pub async fn answer(trigger: &Trigger, case: &Case) -> Result<Answer, String> {
     };
     let ex = crate::engine::execute(trigger, &document, None).await;
     let vars = ex.vars();
-    let errors =
-        |code: &str, message: &str| json!({"errors": [{"code": code, "message": message}]});
+    let errors = crate::http::errors_body;
     Ok(match ex.result {
         Ok(()) => match ex.response {
             Some(r) => Answer {

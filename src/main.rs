@@ -8,7 +8,6 @@ use clap::{Args, Parser, Subcommand};
 use serde_json::json;
 
 use flowgate::config::Settings;
-use flowgate::domain::{MessageId, now_micros};
 use flowgate::flow::check_dir;
 use flowgate::startup::{Application, StartupError};
 
@@ -263,8 +262,7 @@ fn test(dir: &std::path::Path) -> Result<ExitCode> {
         );
         return Ok(ExitCode::FAILURE);
     }
-    let files =
-        flowgate::flowtest::find(dir).with_context(|| format!("cannot read {}", dir.display()))?;
+    let files = &report.tests;
     if files.is_empty() {
         println!("no flow tests in {}", dir.display());
         return Ok(ExitCode::SUCCESS);
@@ -274,7 +272,7 @@ fn test(dir: &std::path::Path) -> Result<ExitCode> {
         .build()
         .context("cannot start the runtime")?;
     let (mut passed, mut failed, mut broken) = (0, 0, 0);
-    for file in &files {
+    for file in files {
         println!("{}", file.path.display());
         let cases = std::fs::read_to_string(&file.path)
             .map_err(|e| e.to_string())
@@ -334,23 +332,18 @@ fn messages(command: MessagesCommand, args: AdminArgs) -> Result<ExitCode> {
         .enable_all()
         .build()
         .context("cannot start the runtime")?;
+    let pretty = |v: serde_json::Value| format!("{v:#}\n");
     let answer = runtime.block_on(async {
         match command {
             MessagesCommand::List { filter, json } => {
                 let page = admin.list(&filter).await?;
                 Ok(if json {
-                    format!(
-                        "{}\n",
-                        serde_json::to_string_pretty(&page).unwrap_or_default()
-                    )
+                    pretty(page)
                 } else {
                     flowgate::messages_cli::table(&page)
                 })
             }
-            MessagesCommand::Show { id } => admin
-                .show(&id)
-                .await
-                .map(|m| format!("{}\n", serde_json::to_string_pretty(&m).unwrap_or_default())),
+            MessagesCommand::Show { id } => admin.show(&id).await.map(pretty),
             MessagesCommand::Replay { id } => admin.act(&id, "replay").await.map(|r| {
                 format!(
                     "replayed {} as {}\n",
@@ -422,38 +415,32 @@ fn run(args: RunArgs) -> Result<ExitCode> {
         .clone();
     let method = flowgate::flowtest::method(&t, args.method.as_deref())
         .map_err(|why| anyhow::anyhow!("--{why}"))?;
-    let mut query = String::new();
-    for p in &args.params {
-        let (k, v) = p
-            .split_once('=')
-            .with_context(|| format!("--param {p}: expected K=V"))?;
-        let pair = serde_urlencoded::to_string([(k, v)]).context("cannot encode a parameter")?;
-        if !query.is_empty() {
-            query.push('&');
-        }
-        query.push_str(&pair);
-    }
+    let params = args
+        .params
+        .iter()
+        .map(|p| {
+            let (k, v) = p
+                .split_once('=')
+                .with_context(|| format!("--param {p}: expected K=V"))?;
+            Ok((k.to_owned(), v.to_owned()))
+        })
+        .collect::<Result<Vec<_>>>()?;
     let body = match &args.body {
         Some(path) => {
             std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?
         }
         None => Vec::new(),
     };
-    let document = flowgate::input::document(
+    let document = flowgate::flowtest::local_input(
         &t,
-        flowgate::input::Request {
-            id: MessageId::new(),
-            received_at: now_micros(),
-            method,
-            query: &query,
-            headers: vec![("content-type".into(), args.content_type.clone())],
-            content_type: Some(&args.content_type),
-            body: &body,
-            auth: json!({"method": "local"}),
-        },
+        method,
+        &params,
+        Vec::new(),
+        Some(&args.content_type),
+        &body,
     );
     let document = match document {
-        Ok(d) => d.input,
+        Ok(d) => d,
         Err(errors) => {
             for e in errors {
                 eprintln!("{}: {}", e.code, e.message);

@@ -23,6 +23,16 @@ pub const TENANT_FILE: &str = "_tenant.yaml";
 pub struct LoadReport {
     pub catalog: Catalog,
     pub diagnostics: Vec<Diagnostic>,
+    /// The flow tests found beside the triggers, in path order (`flowgate test`).
+    pub tests: Vec<TestFile>,
+}
+
+/// A `<tenant>/<Trigger>.test.yaml` (or `.test.yml`) file and the trigger it tests.
+#[derive(Debug, Clone)]
+pub struct TestFile {
+    pub path: PathBuf,
+    pub tenant: TenantName,
+    pub trigger: String,
 }
 
 /// Remembers the last good version of every file between loads.
@@ -126,9 +136,11 @@ impl Loader {
             return LoadReport {
                 catalog,
                 diagnostics,
+                tests: Vec::new(),
             };
         }
         let mut seen: Vec<PathBuf> = Vec::new();
+        let mut tests = Vec::new();
         for (dir, files) in self.files() {
             let dir_name = dir.file_name().and_then(|n| n.to_str()).unwrap_or_default();
             if dir_name.starts_with('.') {
@@ -165,10 +177,18 @@ impl Loader {
                 catalog.insert_tenant(tenant.clone());
             }
             for (path, name) in files {
-                if name == TENANT_FILE
-                    || name.ends_with(".test.yaml")
-                    || name.ends_with(".test.yml")
+                if name == TENANT_FILE {
+                    continue;
+                }
+                if let Some(trigger) = name
+                    .strip_suffix(".test.yaml")
+                    .or_else(|| name.strip_suffix(".test.yml"))
                 {
+                    tests.push(TestFile {
+                        path,
+                        tenant: tenant_name.clone(),
+                        trigger: trigger.to_owned(),
+                    });
                     continue;
                 }
                 seen.push(path.clone());
@@ -186,6 +206,7 @@ impl Loader {
         LoadReport {
             catalog,
             diagnostics,
+            tests,
         }
     }
 

@@ -18,5 +18,5 @@ pub mod value;
 pub use catalog::{Catalog, SharedCatalog};
 pub use diagnostic::Diagnostic;
 pub use expr::{EvalError, Expr, Template};
-pub use loader::{LoadReport, Loader, check_dir};
+pub use loader::{LoadReport, Loader, TestFile, check_dir};
 pub use model::{Auth, Method, OnExhausted, Step, StepKind, Subscription, Tenant, Trigger};

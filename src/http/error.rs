@@ -69,8 +69,21 @@ pub enum ApiError {
     Internal(String),
 }
 
+/// The body of an error answer: one error.
+pub fn errors_body(code: &str, message: &str) -> serde_json::Value {
+    json!({"errors": [{"code": code, "message": message}]})
+}
+
 fn body(code: &str, message: impl Into<String>) -> serde_json::Value {
-    json!({"errors": [{"code": code, "message": message.into()}]})
+    errors_body(code, &message.into())
+}
+
+/// The body of a `400`: every problem of the request's input.
+pub fn input_errors_body(errors: &[InputError]) -> serde_json::Value {
+    json!({"errors": errors
+        .iter()
+        .map(|e| json!({"code": e.code, "message": e.message}))
+        .collect::<Vec<_>>()})
 }
 
 impl ResponseError for ApiError {
@@ -120,10 +133,7 @@ impl ResponseError for ApiError {
                 "payload_too_large",
                 format!("the body is larger than the limit of {limit} bytes"),
             ),
-            Self::BadRequest(errors) => json!({"errors": errors
-                .iter()
-                .map(|e| json!({"code": e.code, "message": e.message}))
-                .collect::<Vec<_>>()}),
+            Self::BadRequest(errors) => input_errors_body(errors),
             Self::BacklogFull => {
                 res.insert_header((header::RETRY_AFTER, "1"));
                 body("backlog_full", "this trigger's queue is full; retry later")

@@ -21,7 +21,7 @@ const X_MESSAGE_ID: actix_web::http::header::HeaderName =
     actix_web::http::header::HeaderName::from_static("x-message-id");
 
 pub use callers::client_ip;
-pub use error::ApiError;
+pub use error::{ApiError, errors_body, input_errors_body};
 
 /// What every handler can reach.
 pub struct AppState {

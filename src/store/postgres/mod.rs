@@ -768,20 +768,25 @@ async fn insert_batch<C: deadpool_postgres::GenericClient>(
         &store.lease_us(),
         &claimed_log,
     ];
-    if !keyed && !ordered {
-        // Nothing to tell apart: the count alone says the batch went in.
+    // Which messages went in: every one of a batch without keys (its count says
+    // so, with no ids sent back), else those the insert returns.
+    let inserted: Option<std::collections::HashSet<uuid::Uuid>> = if !keyed && !ordered {
         let n = client.execute(&insert, &params).await.map_err(db)?;
-        return all_inserted(client, rows, mine, n).await;
-    }
-    let inserted = client.query(&insert, &params).await.map_err(db)?;
-    if !keyed {
-        return all_inserted(client, rows, mine, inserted.len() as u64).await;
-    }
-    let inserted: std::collections::HashSet<uuid::Uuid> =
-        inserted.iter().map(|r| r.get(0)).collect();
+        if n != rows.id.len() as u64 {
+            return Err(StoreError::Corrupt(format!(
+                "a batch of {} messages stored {n}",
+                rows.id.len()
+            )));
+        }
+        None
+    } else {
+        let returned = client.query(&insert, &params).await.map_err(db)?;
+        Some(returned.iter().map(|r| r.get(0)).collect())
+    };
+    let went_in = |id: &uuid::Uuid| inserted.as_ref().is_none_or(|set| set.contains(id));
     let mut out = Vec::with_capacity(rows.id.len());
     for (i, id) in rows.id.iter().enumerate() {
-        if inserted.contains(id) {
+        if went_in(id) {
             out.push(EnqueueOutcome::Inserted);
             continue;
         }
@@ -809,29 +814,9 @@ async fn insert_batch<C: deadpool_postgres::GenericClient>(
         .id
         .iter()
         .zip(mine)
-        .any(|(id, mine)| !mine && inserted.contains(id));
+        .any(|(id, mine)| !mine && went_in(id));
     if unclaimed {
         notify_work(client).await?;
     }
     Ok(out)
-}
-
-/// The outcome of a batch without Idempotency-Keys, of which `n` rows went in:
-/// all of them, or the database broke its word.
-async fn all_inserted<C: deadpool_postgres::GenericClient>(
-    client: &C,
-    rows: &rows::NewRows,
-    mine: &[bool],
-    n: u64,
-) -> Result<Vec<EnqueueOutcome>, StoreError> {
-    if n != rows.id.len() as u64 {
-        return Err(StoreError::Corrupt(format!(
-            "a batch of {} messages stored {n}",
-            rows.id.len()
-        )));
-    }
-    if mine.iter().any(|m| !m) {
-        notify_work(client).await?;
-    }
-    Ok(vec![EnqueueOutcome::Inserted; rows.id.len()])
 }
