@@ -174,7 +174,7 @@ pub async fn answer(trigger: &Trigger, case: &Case) -> Result<Answer, String> {
             });
         }
     };
-    let ex = crate::engine::execute(trigger, &document, None).await;
+    let ex = crate::engine::execute(trigger, &document, None, &crate::engine::Stop::new()).await;
     let vars = ex.vars();
     let errors = crate::http::errors_body;
     Ok(match ex.result {

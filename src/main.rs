@@ -452,7 +452,12 @@ fn run(args: RunArgs) -> Result<ExitCode> {
         .enable_all()
         .build()
         .context("cannot start the runtime")?;
-    let ex = runtime.block_on(flowgate::engine::execute(&t, &document, None));
+    let ex = runtime.block_on(flowgate::engine::execute(
+        &t,
+        &document,
+        None,
+        &flowgate::engine::Stop::new(),
+    ));
     let out = json!({
         "status": if ex.result.is_ok() { "succeeded" } else { "failed" },
         "error": ex.result.as_ref().err().map(ToString::to_string),

@@ -4,6 +4,7 @@
 
 mod http_step;
 mod sql_step;
+mod stop;
 mod trace;
 
 use std::time::Instant;
@@ -17,6 +18,7 @@ use crate::flow::model::SetValue;
 use crate::flow::value::{from_json, string, to_json, truthy};
 use crate::flow::{Step, StepKind, Trigger};
 
+pub use stop::{Stop, StopReason};
 pub use trace::TraceEntry;
 
 /// Upper bound on `for_each` iterations, against runaway input.
@@ -41,6 +43,10 @@ pub enum ExecError {
     /// The step's own `retry:` does not apply, and neither does `delivery.retry`.
     #[error("step `{step}`: {message}")]
     Refused { step: String, message: String },
+    /// Stopped from outside (see [`Stop`]): not an outcome of the flow. Whoever
+    /// stopped it decides what becomes of the message; the result is not written.
+    #[error("stopped at step `{step}`: {reason}")]
+    Stopped { step: String, reason: StopReason },
 }
 
 impl ExecError {
@@ -50,12 +56,16 @@ impl ExecError {
             Self::Fail { status, .. } => *status >= 500,
             Self::Step { .. } => true,
             Self::Refused { .. } => false,
+            Self::Stopped { .. } => true,
         }
     }
 
     pub fn step(&self) -> &str {
         match self {
-            Self::Fail { step, .. } | Self::Step { step, .. } | Self::Refused { step, .. } => step,
+            Self::Fail { step, .. }
+            | Self::Step { step, .. }
+            | Self::Refused { step, .. }
+            | Self::Stopped { step, .. } => step,
         }
     }
 }
@@ -114,6 +124,8 @@ struct Run<'a> {
     started: Instant,
     /// Indices of the enclosing `for_each` items (part of idempotency keys).
     iteration: Vec<usize>,
+    /// The label of the step running now (named in a stop's error).
+    current: Option<std::sync::Arc<str>>,
     _trigger: &'a Trigger,
 }
 
@@ -121,8 +133,14 @@ struct Run<'a> {
 /// that timeouts and other requests get their turn.
 const YIELD_AFTER: std::time::Duration = std::time::Duration::from_millis(2);
 
-/// Runs `trigger`'s steps over `input` (the input document object).
-pub async fn execute(trigger: &Trigger, input: &Value, responder: Option<Responder>) -> Execution {
+/// Runs `trigger`'s steps over `input` (the input document object). `stop` ends
+/// the execution from outside at once, whatever step is in flight.
+pub async fn execute(
+    trigger: &Trigger,
+    input: &Value,
+    responder: Option<Responder>,
+    stop: &Stop,
+) -> Execution {
     // Converting the whole document (headers, query, body, ...) for flows that
     // read two of its fields was a fifth of a lookup request's work.
     let base = match (&trigger.reads, input) {
@@ -146,9 +164,29 @@ pub async fn execute(trigger: &Trigger, input: &Value, responder: Option<Respond
         last_yield: Instant::now(),
         started: Instant::now(),
         iteration: Vec::new(),
+        current: None,
         _trigger: trigger,
     };
-    let result = run.steps(&trigger.steps).await;
+    let result = {
+        let steps = run.steps(&trigger.steps);
+        tokio::select! {
+            biased;
+            reason = stop.stopped() => Err(ExecError::Stopped { step: String::new(), reason }),
+            r = steps => r,
+        }
+    };
+    // The step in flight when the stop came is the one after the last traced.
+    let result = match result {
+        Err(ExecError::Stopped { reason, .. }) => {
+            let step = run
+                .current
+                .take()
+                .map(|s| s.to_string())
+                .unwrap_or_else(|| "-".to_owned());
+            Err(ExecError::Stopped { step, reason })
+        }
+        other => other,
+    };
     Execution {
         result,
         response: run.response,
@@ -186,6 +224,7 @@ impl Run<'_> {
             }
             let before = self._trigger.trace_full.then(|| self.vars_json());
             let started = Instant::now();
+            self.current = Some(step.label_arc());
             let outcome = self.step(step).await;
             let mut entry = TraceEntry::new(step, started - self.started, started.elapsed());
             if let Some(before) = before {

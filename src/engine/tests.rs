@@ -31,7 +31,7 @@ steps:
   - respond: { status: 201, headers: { x-size: '{{ .vars.size }}' }, body: '{n: .vars.n, size: .vars.size}' }
 "#,
     );
-    let ex = execute(&t, &json!({"params": {"qty": 3}}), None).await;
+    let ex = execute(&t, &json!({"params": {"qty": 3}}), None, &Stop::new()).await;
     assert!(ex.result.is_ok());
     let r = ex.response.unwrap();
     assert_eq!(r.status, 201);
@@ -57,6 +57,7 @@ steps:
         &t,
         &json!({"body": {"lines": [{"qty": 2, "price": 5}, {"qty": 1, "price": 3}]}}),
         None,
+        &Stop::new(),
     )
     .await;
     assert!(ex.result.is_ok());
@@ -74,7 +75,7 @@ steps:
   - set: { never: 1 }
 "#,
     );
-    let ex = execute(&t, &json!({"params": {"x": "A"}}), None).await;
+    let ex = execute(&t, &json!({"params": {"x": "A"}}), None, &Stop::new()).await;
     let err = ex.result.clone().unwrap_err();
     assert_eq!(
         err,
@@ -91,7 +92,7 @@ steps:
 #[tokio::test]
 async fn expression_errors_are_retryable_failures() {
     let t = trigger("steps:\n  - set: { x: '.body + 1' }\n");
-    let ex = execute(&t, &json!({"body": "text"}), None).await;
+    let ex = execute(&t, &json!({"body": "text"}), None, &Stop::new()).await;
     let err = ex.result.unwrap_err();
     assert!(err.retryable());
     assert_eq!(err.step(), "steps[0]");
@@ -109,7 +110,7 @@ steps:
 "#,
     );
     let (tx, mut rx) = tokio::sync::oneshot::channel();
-    let ex = execute(&t, &json!({}), Some(tx)).await;
+    let ex = execute(&t, &json!({}), Some(tx), &Stop::new()).await;
     assert_eq!(rx.try_recv().unwrap().body, json!("early"));
     assert!(ex.result.is_err());
     assert_eq!(ex.trace[1].detail.as_deref(), Some("after"));
@@ -127,7 +128,7 @@ steps:
   - set: { price: '.vars.table[.params.id].price * .vars.n' }
 "#,
     );
-    let ex = execute(&t, &json!({"params": {"id": "B"}}), None).await;
+    let ex = execute(&t, &json!({"params": {"id": "B"}}), None, &Stop::new()).await;
     assert!(ex.result.is_ok());
     assert_eq!(ex.vars()["price"], json!(3));
     assert_eq!(ex.vars()["codes"], json!(["x", "y"]));
@@ -137,13 +138,13 @@ steps:
 async fn full_trace_keeps_variables_before_and_after_each_step() {
     let yaml = "steps:\n  - set: { a: 1 }\n  - set: { b: '.vars.a + 1' }\n";
     let t = trigger(&format!("trace: full\n{yaml}"));
-    let ex = execute(&t, &json!({}), None).await;
+    let ex = execute(&t, &json!({}), None, &Stop::new()).await;
     let trace = ex.trace_json();
     assert_eq!(trace[1]["vars_before"], json!({"a": 1}));
     assert_eq!(trace[1]["vars_after"], json!({"a": 1, "b": 2}));
     let text: serde_json::Value = serde_json::from_str(&ex.trace_text()).unwrap();
     assert_eq!(text, trace, "the stored text is the same document");
-    let plain = execute(&trigger(yaml), &json!({}), None).await;
+    let plain = execute(&trigger(yaml), &json!({}), None, &Stop::new()).await;
     assert!(plain.trace_json()[1].get("vars_before").is_none());
 }
 
@@ -163,7 +164,7 @@ steps:
         Some(&["message_id".to_owned(), "params".to_owned()][..])
     );
     let doc = json!({"message_id": "m-1", "params": {"qty": 3}, "headers": {"host": "x"}});
-    let ex = execute(&t, &doc, None).await;
+    let ex = execute(&t, &doc, None, &Stop::new()).await;
     assert_eq!(ex.response.unwrap().body, json!({"n": 6, "id": "m-1"}));
 
     // A step that reads the whole document (or leaves the reading to jaq) gets it all.
@@ -172,7 +173,53 @@ steps:
             "steps:\n  - {step}\n  - respond: {{ body: '.headers.host' }}\n"
         ));
         assert_eq!(t.reads, None, "{step}");
-        let ex = execute(&t, &doc, None).await;
+        let ex = execute(&t, &doc, None, &Stop::new()).await;
         assert_eq!(ex.response.unwrap().body, json!("x"), "{step}");
     }
+}
+
+#[tokio::test]
+async fn a_stop_from_outside_ends_the_execution_inside_a_long_loop() {
+    let t = trigger(
+        r#"
+steps:
+  - for_each: '[range(100000)]'
+    as: i
+    do:
+      - set: { j: '.vars.i + 1' }
+      - log: '.vars.j'
+  - respond: { body: '"done"' }
+"#,
+    );
+    let stop = Stop::new();
+    let stopper = stop.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        stopper.stop(StopReason::LeaseLost);
+    });
+    let ex = execute(&t, &json!({}), None, &stop).await;
+    match ex.result {
+        Err(ExecError::Stopped { reason, step }) => {
+            assert_eq!(reason, StopReason::LeaseLost);
+            assert_ne!(step, "-", "the step in flight is named");
+        }
+        other => panic!("expected a stop, got {other:?}"),
+    }
+    assert!(ex.response.is_none(), "the flow never reached its respond");
+}
+
+#[tokio::test]
+async fn an_execution_stopped_before_it_starts_runs_no_step() {
+    let t = trigger("steps:\n  - log: '\"x\"'\n");
+    let stop = Stop::new();
+    stop.stop(StopReason::Shutdown);
+    let ex = execute(&t, &json!({}), None, &stop).await;
+    assert!(matches!(
+        ex.result,
+        Err(ExecError::Stopped {
+            reason: StopReason::Shutdown,
+            ..
+        })
+    ));
+    assert!(ex.trace.is_empty());
 }

@@ -295,6 +295,11 @@ impl Step {
     pub fn label(&self) -> &str {
         self.name.as_deref().unwrap_or(&self.path)
     }
+
+    /// As [`Self::label`], shared.
+    pub fn label_arc(&self) -> Arc<str> {
+        self.name.clone().unwrap_or_else(|| self.path.clone())
+    }
 }
 
 /// What a `set` assigns: an expression's value, or data from the file.

@@ -135,6 +135,10 @@ fn failed(id: MessageId, e: ExecError) -> ApiError {
         ExecError::Step { step, .. } | ExecError::Refused { step, .. } => {
             ApiError::FlowFailed { id, step }
         }
+        // The node stopped the execution (it is shutting down): another try may work.
+        ExecError::Stopped { reason, .. } => ApiError::StoreUnavailable(format!(
+            "the execution of message {id} was stopped: {reason}"
+        )),
     }
 }
 

@@ -493,7 +493,9 @@ impl Dispatcher {
                 },
             )
             .await;
-        let done = self.run_attempt(job, started_at).await;
+        let done = self
+            .run_attempt(job, started_at, &engine::Stop::new())
+            .await;
         self.store.finished(done.completion).await;
         if let Some(w) = done.wake {
             self.waiters.notify(job.id, w);
@@ -504,14 +506,19 @@ impl Dispatcher {
     /// Runs the flow for the job's next attempt (counting it) and decides what
     /// comes next; the caller records the completion, then wakes a waiting caller
     /// with `wake`.
-    pub(crate) async fn run_attempt(&self, job: &mut Job, started_at: Micros) -> Attempted {
+    pub(crate) async fn run_attempt(
+        &self,
+        job: &mut Job,
+        started_at: Micros,
+        stop: &engine::Stop,
+    ) -> Attempted {
         let trigger = self.trigger(&job.key);
         job.attempts += 1;
         let number = job.attempts;
         let waiting = self.waiters.has(job.id);
         let (result, response, trace) = match &trigger {
             Some(t) => {
-                let ex = engine::execute(t, &job.input, None).await;
+                let ex = engine::execute(t, &job.input, None, stop).await;
                 let trace = ex.trace_text();
                 (ex.result, ex.response, trace)
             }

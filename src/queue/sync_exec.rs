@@ -92,7 +92,9 @@ impl Queue {
         // The flow reads the document while it runs; the record gets it back after.
         let run_input = Arc::new(std::mem::take(&mut message.input));
         let input = run_input.clone();
-        let mut exec = Box::pin(async move { engine::execute(&t, &run_input, Some(rtx)).await });
+        let mut exec = Box::pin(async move {
+            engine::execute(&t, &run_input, Some(rtx), &engine::Stop::new()).await
+        });
         let store = self.store().clone();
         let id = message.id;
 

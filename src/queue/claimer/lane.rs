@@ -88,7 +88,10 @@ impl Claimer {
                     run_at: m.run_at,
                     input: Arc::new(m.input),
                 };
-                let a = self.dispatcher.run_attempt(&mut job, now).await;
+                let a = self
+                    .dispatcher
+                    .run_attempt(&mut job, now, &crate::engine::Stop::new())
+                    .await;
                 drop(permit);
                 let fail = fail_status_of(&a);
                 let end = a.end;

@@ -468,7 +468,10 @@ impl Claimer {
             return;
         }
         let started_at = claimed_at.unwrap_or_else(now_micros);
-        let done = self.dispatcher.run_attempt(&mut job, started_at).await;
+        let done = self
+            .dispatcher
+            .run_attempt(&mut job, started_at, &crate::engine::Stop::new())
+            .await;
         drop(permit);
         let fail = fail_status(&done);
         self.store.finished_with(done.completion, fail).await;
