@@ -217,9 +217,17 @@ struct Claimer {
     wake: Arc<Wake>,
 }
 
-/// Starts claiming on the current runtime; from now on `dispatcher` wakes the
-/// claimer instead of running what is pushed to it.
-pub fn start(store: PgStore, dispatcher: Arc<Dispatcher>) {
+/// A claimer made but not yet running: the dispatcher already hands it what it
+/// must run (held until it starts), so that startup recovery finishes before
+/// anything is claimed or run.
+pub struct Ready {
+    claimer: Arc<Claimer>,
+    claimed_here: mpsc::UnboundedReceiver<Job>,
+}
+
+/// Makes the claimer; from now on `dispatcher` wakes it instead of running what
+/// is pushed to it. Nothing runs until [`Ready::start`].
+pub fn prepare(store: PgStore, dispatcher: Arc<Dispatcher>) -> Ready {
     let (here, claimed_here) = mpsc::unbounded_channel();
     let wake = Arc::new(Wake {
         lanes: Notify::new(),
@@ -232,19 +240,30 @@ pub fn start(store: PgStore, dispatcher: Arc<Dispatcher>) {
         ended: Notify::new(),
     });
     dispatcher.claim_from_store(wake.clone());
-    let c = Arc::new(Claimer {
+    let claimer = Arc::new(Claimer {
         store,
         dispatcher,
         wake,
     });
-    tokio::spawn(c.clone().run_claimed_here(claimed_here));
-    tokio::spawn(c.clone().listen());
-    tokio::spawn(c.clone().claim_loop(Kind::Messages));
-    tokio::spawn(c.clone().claim_loop(Kind::Lanes));
-    tokio::spawn(c.clone().heartbeat());
-    tokio::spawn(c.clone().follow_clock());
-    tokio::spawn(c.clone().count_backlogs());
-    tokio::spawn(c.poll_waiters());
+    Ready {
+        claimer,
+        claimed_here,
+    }
+}
+
+impl Ready {
+    /// Starts claiming and running on the current runtime.
+    pub fn start(self) {
+        let c = self.claimer;
+        tokio::spawn(c.clone().run_claimed_here(self.claimed_here));
+        tokio::spawn(c.clone().listen());
+        tokio::spawn(c.clone().claim_loop(Kind::Messages));
+        tokio::spawn(c.clone().claim_loop(Kind::Lanes));
+        tokio::spawn(c.clone().heartbeat());
+        tokio::spawn(c.clone().follow_clock());
+        tokio::spawn(c.clone().count_backlogs());
+        tokio::spawn(c.poll_waiters());
+    }
 }
 
 impl Claimer {

@@ -162,7 +162,7 @@ impl PgStore {
                         WHERE pending > 0 AND blocked_by IS NULL AND run_at <= $1
                           AND (holder IS NULL OR lease_until < $1)
                         ORDER BY run_at LIMIT $2 FOR UPDATE SKIP LOCKED)
-                     UPDATE lanes l SET holder = $3, epoch = l.epoch + 1, lease_until = $1 + $4
+                     UPDATE lanes l SET holder = $3, epoch = nextval('lane_epochs'), lease_until = $1 + $4
                      FROM c WHERE l.tenant = c.tenant AND l.trigger = c.trigger AND l.lane = c.lane
                      RETURNING l.tenant, l.trigger, l.lane, l.epoch",
                 )
@@ -558,33 +558,40 @@ impl PgStore {
         .await
     }
 
-    /// Frees what this node (by name) or a lapsed lease held: those attempts end as
-    /// interrupted and their messages are queued again. Returns how many messages.
+    /// Frees what lapsed leases held (nodes that stopped or lost them): those
+    /// attempts end as interrupted and their messages are queued again, and those
+    /// lanes are let go with their epoch moved on, so that whoever held them can
+    /// write nothing more and the lane's next holder runs under a higher epoch.
+    /// Never touches a live lease, this process's own included. Returns how many
+    /// messages.
     pub async fn reclaim(&self, now: Micros) -> Result<u64, StoreError> {
-        self.with(move |store, client| async move {
+        self.with(move |_, client| async move {
             // Served by messages_lane (it holds every unfinished message).
             let n = client
                 .execute(
                     "UPDATE messages m SET status = 'queued', holder = NULL, lease_until = NULL,
                             attempt_log = CASE WHEN jsonb_array_length(m.attempt_log) > 0
                                 THEN jsonb_set(m.attempt_log, ARRAY[(jsonb_array_length(m.attempt_log) - 1)::text],
-                                     (m.attempt_log -> -1) || jsonb_build_object('finished_at', $2::int8,
+                                     (m.attempt_log -> -1) || jsonb_build_object('finished_at', $1::int8,
                                         'outcome', 'interrupted',
                                         'error', 'the node running this attempt stopped or lost its lease'))
                                 ELSE m.attempt_log END
-                     WHERE finished_at IS NULL AND status = 'running' AND (holder = $1 OR lease_until < $2)",
-                    &[&&*store.node, &now],
+                     WHERE finished_at IS NULL AND status = 'running' AND lease_until < $1",
+                    &[&now],
                 )
                 .await
                 .map_err(db)?;
+            // Rows are locked in key order, as enqueues lock them. A scan of the
+            // lanes table, once at start.
             client
                 .execute(
                     "WITH k AS (
-                        SELECT tenant, trigger, lane FROM lanes WHERE holder = $1 OR lease_until < $2
+                        SELECT tenant, trigger, lane FROM lanes
+                        WHERE holder IS NOT NULL AND lease_until < $1
                         ORDER BY 1, 2, 3 FOR UPDATE)
-                     UPDATE lanes l SET holder = NULL FROM k
+                     UPDATE lanes l SET holder = NULL, epoch = nextval('lane_epochs') FROM k
                      WHERE l.tenant = k.tenant AND l.trigger = k.trigger AND l.lane = k.lane",
-                    &[&&*store.node, &now],
+                    &[&now],
                 )
                 .await
                 .map_err(db)?;

@@ -76,6 +76,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "no_running_status_index",
         include_str!("../../../migrations/postgres/0009_no_running_status_index.sql"),
     ),
+    (
+        10,
+        "lane_epochs",
+        include_str!("../../../migrations/postgres/0010_lane_epochs.sql"),
+    ),
 ];
 
 /// Set on each of the store's connections as it is made. The store's statements
@@ -260,6 +265,14 @@ impl PgStore {
             config.get_application_name().unwrap_or_default()
         ));
         let listener = Arc::new((listen, tls.clone()));
+        // The node's name in leases (`holder`): its connections' application name
+        // (operators may name each node in the URL), made unique per process.
+        let node: Arc<str> = format!(
+            "{}-{}",
+            config.get_application_name().unwrap_or("flowgate"),
+            uuid::Uuid::now_v7().simple()
+        )
+        .into();
         let manager = Manager::from_config(
             config,
             tls,
@@ -284,7 +297,6 @@ impl PgStore {
             .recycle_timeout(Some(options.connect_timeout))
             .build()
             .map_err(|e| StoreError::Config(format!("connection pool: {e}")))?;
-        let node: Arc<str> = format!("node-{}", uuid::Uuid::now_v7().simple()).into();
         let (tx, rx) = mpsc::channel(writer::CHANNEL);
         let store = Self {
             pool,
@@ -573,9 +585,9 @@ impl PgStore {
             .await
     }
 
-    /// At start: attempts this node (under an earlier name) or any node whose lease
-    /// lapsed was running end as interrupted and their messages are queued again;
-    /// returns every open message (unfinished or blocking) in acceptance order.
+    /// After a restart: attempts whose lease lapsed (their node stopped) end as
+    /// interrupted and their messages are queued again (see `reclaim`); returns
+    /// every open message (unfinished or blocking) in acceptance order.
     pub async fn recover(&self, now: Micros) -> Result<Vec<PendingMessage>, StoreError> {
         let _ = tokio::time::timeout(self.timeout, self.flush()).await;
         self.reclaim(now).await?;
