@@ -630,25 +630,39 @@ fn started(tx: &Transaction<'_>, r: &StartRow) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// Records an attempt's end, fenced by attempt: only while the message is
+/// unfinished and that attempt is its current one: running with its start
+/// recorded, or newer than every attempt recorded (a start written in the same
+/// batch is skipped, see `apply_batch`). A late end (its attempt was interrupted
+/// by a restart, or a newer one started) is discarded and logged.
 fn finished(tx: &Transaction<'_>, r: &FinishRow) -> Result<(), StoreError> {
     // Served by the UNIQUE index on id. The attempt replaces its start entry (or is
     // appended when the start was never recorded).
-    tx.prepare_cached(
-        "UPDATE messages SET status = ?2, attempts = ?3, run_at = ?4, finished_at = ?5, blocking = ?6,
+    let n = tx
+        .prepare_cached(
+            "UPDATE messages SET status = ?2, attempts = ?3, run_at = ?4, finished_at = ?5, blocking = ?6,
                 open = (?5 IS NULL OR ?6), response = COALESCE(?7, response), trace = ?8, error = ?9,
                 attempt_log = CASE WHEN ?3 = 1 THEN '[' || ?10 || ']'
                     WHEN json_array_length(attempt_log) >= ?3
                     THEN json_set(attempt_log, '$[' || (?3 - 1) || ']', json(?10))
                     ELSE json_insert(attempt_log, '$[#]', json(?10)) END
-         WHERE id = ?1",
-    )
-    .and_then(|mut s| {
-        s.execute(params![
-            r.id, r.status, r.number, r.run_at, r.finished_at, r.blocking, r.response, r.trace, r.error,
-            r.attempt,
-        ])
-    })
-    .map_err(unavailable)?;
+             WHERE id = ?1 AND finished_at IS NULL
+               AND ((status = 'running' AND attempts = ?3) OR (status <> 'running' AND attempts < ?3))",
+        )
+        .and_then(|mut s| {
+            s.execute(params![
+                r.id, r.status, r.number, r.run_at, r.finished_at, r.blocking, r.response, r.trace, r.error,
+                r.attempt,
+            ])
+        })
+        .map_err(unavailable)?;
+    if n == 0 {
+        tracing::warn!(
+            message = r.id,
+            attempt = r.number,
+            "a late result was discarded: the attempt is no longer the message's current one"
+        );
+    }
     Ok(())
 }
 

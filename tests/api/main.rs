@@ -7,6 +7,7 @@ mod check;
 mod cli;
 mod contract;
 mod crash;
+mod fence;
 mod helpers;
 mod http_steps;
 mod metrics;

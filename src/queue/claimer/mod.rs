@@ -14,8 +14,15 @@
 //!   commit. A retry or a block ends the run and releases the lane; so does a
 //!   turn's budget, to share lanes among nodes. A lane claimed with nothing to run
 //!   has its count repaired.
-//! - Leases are renewed by a heartbeat; a node that dies loses them after
-//!   `lease`, and others take its work over. A late result is fenced out.
+//! - Leases are renewed by a heartbeat, per attempt and per lane epoch; a node
+//!   that dies loses them after `lease`, and others take its work over. A node
+//!   fences itself: a lease whose renewal failed, came late or found it taken
+//!   over is lost, and what runs under it is stopped through its [`Stop`]
+//!   (nothing is written for it); held work starts only under a live lease, and
+//!   a lane's holder checks its lease before each message. A late result that
+//!   reaches the store is discarded there.
+//!
+//! [`Stop`]: crate::engine::Stop
 //! - Wake-ups come by LISTEN/NOTIFY, with a poll every `POLL` as a fallback.
 //!   Sync callers waiting here for a message run elsewhere are answered from
 //!   the store when its node says it is done (or when a poll finds it done).
@@ -33,7 +40,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use tokio::sync::{Notify, Semaphore, mpsc};
 
 use crate::domain::{MessageId, MessageStatus, Micros, TriggerKey, now_micros};
-use crate::engine::ExecError;
+use crate::engine::{ExecError, Stop, StopReason};
 use crate::store::{ClaimedMessage, LaneClaim, PgStore, StoreError, Wakeup};
 
 use super::dispatcher::{AttemptEnd, Dispatcher, Job};
@@ -260,6 +267,7 @@ impl Ready {
         tokio::spawn(c.clone().claim_loop(Kind::Messages));
         tokio::spawn(c.clone().claim_loop(Kind::Lanes));
         tokio::spawn(c.clone().heartbeat());
+        tokio::spawn(c.clone().watch_leases());
         tokio::spawn(c.clone().follow_clock());
         tokio::spawn(c.clone().count_backlogs());
         tokio::spawn(c.poll_waiters());
@@ -336,12 +344,36 @@ impl Claimer {
         }
     }
 
+    /// Renews this node's leases every `lease / 3`. A renewal that fails leaves
+    /// them to `watch_leases`; one that finds leases gone stops their work.
     async fn heartbeat(self: Arc<Self>) {
-        let every = self.store.lease() / 3;
+        let lease = self.store.lease();
+        loop {
+            tokio::time::sleep(lease / 3).await;
+            match tokio::time::timeout(lease, self.store.heartbeat(self.store.now())).await {
+                Ok(Ok(0)) => {}
+                Ok(Ok(n)) => tracing::warn!(
+                    leases = n,
+                    "leases lost (taken over, or lapsed before they were renewed); the work under them was stopped"
+                ),
+                Ok(Err(e)) => tracing::warn!(error = %e, "lease heartbeat failed"),
+                Err(_) => tracing::warn!("lease heartbeat did not finish within the lease"),
+            }
+        }
+    }
+
+    /// Counts leases that no renewal kept live as lost, as soon as they are:
+    /// with the store away, held work stops within one lease.
+    async fn watch_leases(self: Arc<Self>) {
+        let every = (self.store.lease() / 20).clamp(Duration::from_millis(20), POLL);
         loop {
             tokio::time::sleep(every).await;
-            if let Err(e) = self.store.heartbeat(self.store.now()).await {
-                tracing::warn!(error = %e, "lease heartbeat failed");
+            let n = self.store.expire(self.store.now());
+            if n > 0 {
+                tracing::warn!(
+                    leases = n,
+                    "leases lost: not renewed in time; the work under them was stopped"
+                );
             }
         }
     }
@@ -474,7 +506,9 @@ impl Claimer {
     }
 
     /// Runs a claimed message's attempt (started at the claim, or now when it was
-    /// claimed as it was stored) and writes its end behind.
+    /// claimed as it was stored) under its lease, and writes its end behind.
+    /// Nothing starts under a lease that is no longer live; an execution whose
+    /// lease is lost is stopped and nothing is written for it.
     async fn run_job(self: &Arc<Self>, mut job: Job, claimed_at: Option<Micros>) {
         let concurrency = self
             .dispatcher
@@ -486,15 +520,37 @@ impl Claimer {
             // Handed back by a stopping node; another node runs it.
             return;
         }
+        let attempt = job.attempts + 1;
+        let stop = Stop::new();
+        let on_lost = stop.clone();
+        if !self
+            .store
+            .guard_message(job.id, attempt, move || on_lost.stop(StopReason::LeaseLost))
+        {
+            tracing::info!(message = %job.id, attempt, "the lease on a message was lost before it started; it runs elsewhere");
+            self.wake.end();
+            return;
+        }
         let started_at = claimed_at.unwrap_or_else(now_micros);
         let done = self
             .dispatcher
-            .run_attempt(&mut job, started_at, &crate::engine::Stop::new())
+            .run_attempt(&mut job, started_at, &stop)
             .await;
         drop(permit);
+        if let AttemptEnd::Stopped(reason) = done.end {
+            tracing::warn!(message = %job.id, attempt, %reason, "execution stopped; nothing is written for it and it runs again");
+            self.wake.end();
+            return;
+        }
         let fail = fail_status(&done);
-        self.store.finished_with(done.completion, fail).await;
+        let status = done.completion.status;
+        let written = self.store.end_attempt(done.completion, fail).await;
         self.wake.end();
+        // A discarded end (logged by the store) is no result: nobody hears of it.
+        if !written.await.unwrap_or(false) {
+            return;
+        }
+        self.dispatcher.announce(&job.key, job.id, status);
         if let Some(w) = done.wake {
             self.dispatcher.waiters().notify(job.id, w);
         }

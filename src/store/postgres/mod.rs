@@ -12,6 +12,7 @@
 mod admin;
 mod claims;
 mod deliveries;
+mod leases;
 mod rows;
 mod writer;
 
@@ -130,38 +131,11 @@ pub struct PgStore {
     timeout: Duration,
     writer: mpsc::Sender<writer::Op>,
     closed: Arc<AtomicBool>,
-    held: Arc<Held>,
+    held: Arc<leases::Held>,
     /// The database's clock minus this machine's, in microseconds (see `now`).
     clock_offset: Arc<AtomicI64>,
     /// Added to this machine's clock: tests play a node whose clock is wrong.
     local_skew: Arc<AtomicI64>,
-}
-
-/// What this node holds leases on: the heartbeat renews these and nothing else,
-/// so work whose task ended without a result is left to lapse.
-#[derive(Default)]
-struct Held {
-    messages: std::sync::Mutex<std::collections::HashSet<uuid::Uuid>>,
-    lanes: std::sync::Mutex<std::collections::HashMap<(String, String, String), i64>>,
-}
-
-impl Held {
-    fn messages(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<uuid::Uuid>> {
-        self.messages.lock().unwrap_or_else(|p| p.into_inner())
-    }
-    /// Stops renewing the leases on these messages (they ended or were given back).
-    fn release(&self, ids: impl IntoIterator<Item = uuid::Uuid>) {
-        let mut held = self.messages();
-        for id in ids {
-            held.remove(&id);
-        }
-    }
-    #[allow(clippy::type_complexity)]
-    fn lanes(
-        &self,
-    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<(String, String, String), i64>> {
-        self.lanes.lock().unwrap_or_else(|p| p.into_inner())
-    }
 }
 
 pub(crate) fn unavailable(e: impl std::fmt::Display) -> StoreError {
@@ -388,8 +362,8 @@ impl PgStore {
             in_use: s.size.saturating_sub(s.available),
             idle: s.available,
             waiting: s.waiting,
-            messages_held: self.held.messages().len(),
-            lanes_held: self.held.lanes().len(),
+            messages_held: self.held.counts().0,
+            lanes_held: self.held.counts().1,
             clock_offset: self.clock_offset.load(Ordering::Relaxed),
         }
     }
@@ -515,7 +489,7 @@ impl PgStore {
                 // One statement is a transaction of its own: no BEGIN and COMMIT
                 // round trips. Duplicates are read and others told after it commits.
                 let out = insert_batch(&client, &store, &rows, &mine, now, false).await?;
-                store.hold_claimed(&rows, &mine, &out);
+                store.hold_claimed(&rows, &mine, &out, now);
                 return Ok(out);
             }
             let tx = client.transaction().await.map_err(db)?;
@@ -533,38 +507,56 @@ impl PgStore {
                 .map_err(db)?;
             let out = insert_batch(&tx, &store, &rows, &mine, now, true).await?;
             tx.commit().await.map_err(db)?;
-            store.hold_claimed(&rows, &mine, &out);
+            store.hold_claimed(&rows, &mine, &out, now);
             Ok(out)
         })
     }
 
-    /// Leases taken as messages were stored are renewed by the heartbeat from now on.
-    fn hold_claimed(&self, rows: &rows::NewRows, mine: &[bool], out: &[EnqueueOutcome]) {
-        self.held.messages().extend(
-            rows.id
-                .iter()
-                .zip(mine)
-                .zip(out)
-                .filter(|((_, mine), o)| **mine && matches!(o, EnqueueOutcome::Inserted))
-                .map(|((id, _), _)| *id),
-        );
+    /// Leases taken as messages were stored (their first attempt, from `now`) are
+    /// renewed by the heartbeat from now on.
+    fn hold_claimed(
+        &self,
+        rows: &rows::NewRows,
+        mine: &[bool],
+        out: &[EnqueueOutcome],
+        now: Micros,
+    ) {
+        let until = now + self.lease_us();
+        for ((id, mine), o) in rows.id.iter().zip(mine).zip(out) {
+            if *mine && matches!(o, EnqueueOutcome::Inserted) {
+                self.held.hold_message(*id, 1, until);
+            }
+        }
     }
 
-    /// Records an attempt's start: the message runs here, under this node's lease.
+    /// Records an attempt's start: the message runs here, under this node's lease
+    /// (renewed from now on; it is taken when the record is written).
     pub async fn started(&self, id: MessageId, attempt: AttemptRecord) {
-        self.held.messages().insert(id.as_uuid());
+        self.held
+            .hold_message(id.as_uuid(), attempt.number, self.now() + self.lease_us());
         self.send(writer::Op::Started(id, attempt)).await
     }
 
     pub async fn finished(&self, c: Completion) {
-        self.finished_with(c, None).await
+        self.send(writer::Op::Finished(Box::new(c), None, None))
+            .await
     }
 
     /// Records an attempt's end; `fail_status` is the status of the `fail` step
-    /// that ended it, for a sync caller answered on another node.
-    pub async fn finished_with(&self, c: Completion, fail_status: Option<u16>) {
-        self.send(writer::Op::Finished(Box::new(c), fail_status))
-            .await
+    /// that ended it, for a sync caller answered on another node. The answer
+    /// comes once it is written: whether the end was taken, or discarded because
+    /// its attempt is no longer the message's current one or its lease lapsed
+    /// (false too when it could not be written). The attempt's lease is renewed
+    /// until then.
+    pub async fn end_attempt(
+        &self,
+        c: Completion,
+        fail_status: Option<u16>,
+    ) -> oneshot::Receiver<bool> {
+        let (tx, rx) = oneshot::channel();
+        self.send(writer::Op::Finished(Box::new(c), fail_status, Some(tx)))
+            .await;
+        rx
     }
 
     pub async fn record_executed(&self, m: NewMessage, c: Completion) {
