@@ -11,7 +11,7 @@ use serde_json::Value;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::domain::{
-    AttemptRecord, MessageId, MessageStatus, Micros, Mode, NewMessage, Outcome, TriggerKey,
+    AttemptRecord, MessageId, MessageStatus, Micros, Mode, NewMessage, Outcome, RunMeta, TriggerKey,
 };
 use crate::engine::{self, ExecError};
 use crate::events::Events;
@@ -31,6 +31,8 @@ pub struct Job {
     pub attempts: u32,
     pub run_at: Micros,
     pub input: Arc<Value>,
+    /// On a shared store, the epoch of the lane claim it runs under.
+    pub lane_epoch: i64,
 }
 
 impl Job {
@@ -46,6 +48,7 @@ impl Job {
             attempts: 0,
             run_at: m.received_at,
             input: Arc::new(m.input),
+            lane_epoch: 0,
         }
     }
 
@@ -61,6 +64,7 @@ impl Job {
             attempts: p.attempts,
             run_at: p.run_at,
             input: Arc::new(p.input),
+            lane_epoch: 0,
         }
     }
 }
@@ -537,9 +541,22 @@ impl Dispatcher {
         job.attempts += 1;
         let number = job.attempts;
         let waiting = self.waiters.has(job.id);
+        let meta = RunMeta {
+            message_id: job.id,
+            attempt: number,
+            // A lane changes hands on the embedded store only when it restarts.
+            lane: job.lane.clone().map(|lane| {
+                let epoch = if self.shared() {
+                    job.lane_epoch
+                } else {
+                    self.store.generation()
+                };
+                (lane, epoch)
+            }),
+        };
         let (result, response, trace) = match &trigger {
             Some(t) => {
-                let ex = engine::execute(t, &job.input, None, stop).await;
+                let ex = engine::execute_with(t, &job.input, Some(&meta), None, stop).await;
                 let trace = ex.trace_text();
                 (ex.result, ex.response, trace)
             }

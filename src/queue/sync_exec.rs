@@ -129,8 +129,14 @@ impl Queue {
         // this node then loses the lease it stored the message under.
         let stop = engine::Stop::new();
         let run_stop = stop.clone();
-        let mut exec =
-            Box::pin(async move { engine::execute(&t, &run_input, Some(rtx), &run_stop).await });
+        let meta = crate::domain::RunMeta {
+            message_id: message.id,
+            attempt: 1,
+            lane: None,
+        };
+        let mut exec = Box::pin(async move {
+            engine::execute_with(&t, &run_input, Some(&meta), Some(rtx), &run_stop).await
+        });
         let store = self.store().clone();
         let id = message.id;
 

@@ -121,6 +121,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "admin",
         include_str!("../../migrations/sqlite/0003_admin.sql"),
     ),
+    (
+        4,
+        "generation",
+        include_str!("../../migrations/sqlite/0004_generation.sql"),
+    ),
 ];
 
 type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
@@ -149,6 +154,8 @@ pub struct SqliteStore {
     wake: Arc<Wake>,
     /// Transactions the writer thread has committed.
     commits: Arc<AtomicU64>,
+    /// See `generation`.
+    generation: i64,
 }
 
 pub(super) fn unavailable(e: impl std::fmt::Display) -> StoreError {
@@ -178,6 +185,14 @@ impl SqliteStore {
         conn.busy_timeout(std::time::Duration::from_secs(5))
             .map_err(unavailable)?;
         migrate(&mut conn)?;
+        // Served by the table's one row.
+        let generation = conn
+            .query_row(
+                "UPDATE generation SET value = value + 1 RETURNING value",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(unavailable)?;
         let (tx, rx) = mpsc::channel(CHANNEL);
         let commits = Arc::new(AtomicU64::new(0));
         let wake = Arc::new(Wake::default());
@@ -190,7 +205,19 @@ impl SqliteStore {
             })
             .map_err(|e| StoreError::Config(format!("cannot start the store thread: {e}")))?;
         let _ = wake.thread.set(handle.thread().clone());
-        Ok(Self { tx, wake, commits })
+        Ok(Self {
+            tx,
+            wake,
+            commits,
+            generation,
+        })
+    }
+
+    /// One more each time the file was opened (each start of flowgate): ordered
+    /// flows read it as `.meta.lane_epoch`. On one node a lane changes hands
+    /// only when flowgate restarts, and what ran before ran under a lower value.
+    pub fn generation(&self) -> i64 {
+        self.generation
     }
 
     async fn call<T: Send + 'static>(
@@ -969,6 +996,20 @@ mod tests {
         assert!(store.get(id).await.unwrap().is_some());
         assert!(sent.elapsed() < Duration::from_millis(300));
         store.close().await.unwrap();
+    }
+
+    /// Each opening of the file is a new generation, above every one before.
+    #[tokio::test]
+    async fn the_generation_grows_at_each_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("generation.db");
+        let path = path.to_str().unwrap();
+        let first = SqliteStore::open(path).unwrap();
+        first.close().await.unwrap();
+        let second = SqliteStore::open(path).unwrap();
+        assert_eq!(second.generation(), first.generation() + 1);
+        assert!(first.generation() >= 1);
+        second.close().await.unwrap();
     }
 
     /// A database made before inputs had a table of their own keeps every input.

@@ -87,7 +87,7 @@ async fn pg_a_sync_message_handed_over_past_its_timeout_runs_once_here() {
             write_flow(
                 flows,
                 "t/Slow.yaml",
-                "auth: { none: true }\nresponse: { mode: sync, timeout: 100ms }\nsteps:\n  - sql: { connection: db, query: 'select pg_sleep(0.6)::text' }\n  - respond: { body: '{done: true}' }\n",
+                "auth: { none: true }\nresponse: { mode: sync, timeout: 100ms }\nsteps:\n  - sql: { connection: db, query: 'select pg_sleep(0.6)::text' }\n  - respond: { body: '{attempt: .meta.attempt}' }\n",
             );
         },
         |s| {
@@ -114,5 +114,5 @@ async fn pg_a_sync_message_handed_over_past_its_timeout_runs_once_here() {
         .await;
     assert_eq!(doc["status"], "succeeded", "{doc}");
     assert_eq!(doc["attempts"].as_array().unwrap().len(), 1, "{doc}");
-    assert_eq!(doc["response"]["body"], json!({"done": true}));
+    assert_eq!(doc["response"]["body"], json!({"attempt": 1}));
 }

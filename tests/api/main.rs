@@ -10,6 +10,7 @@ mod crash;
 mod fence;
 mod helpers;
 mod http_steps;
+mod meta;
 mod metrics;
 mod multinode;
 mod pg;

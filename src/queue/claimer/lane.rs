@@ -111,6 +111,7 @@ impl Claimer {
                     attempts: m.attempts,
                     run_at: m.run_at,
                     input: Arc::new(m.input),
+                    lane_epoch: lane.epoch,
                 };
                 let a = self.dispatcher.run_attempt(&mut job, now, &stop).await;
                 drop(permit);

@@ -501,6 +501,7 @@ impl Claimer {
             attempts: c.attempt.saturating_sub(1),
             run_at: c.started_at,
             input: Arc::new(c.input),
+            lane_epoch: 0,
         };
         self.run_job(job, Some(c.started_at)).await
     }
