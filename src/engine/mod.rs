@@ -13,6 +13,7 @@ use jaq_json::Val;
 use serde_json::Value;
 use tokio::sync::oneshot;
 
+use crate::connect::effects::OnceKey;
 use crate::domain::{RunMeta, StoredResponse};
 use crate::flow::model::SetValue;
 use crate::flow::value::{from_json, string, to_json, truthy};
@@ -469,8 +470,12 @@ impl Run<'_> {
                     params.push(to_json(&self.eval(step, p)?));
                 }
                 let secrets = sql.connection.secrets();
+                let once = match sql.once {
+                    true => Some(self.once_key(step)?),
+                    false => None,
+                };
                 let outcome =
-                    sql_step::run(sql, params)
+                    sql_step::run(sql, params, once.as_ref())
                         .await
                         .map_err(|message| ExecError::Step {
                             step: step.label().to_owned(),
@@ -498,6 +503,28 @@ impl Run<'_> {
             key.push_str(&i.to_string());
         }
         key
+    }
+
+    /// Where a `once: true` step's effect is recorded: the message id and the
+    /// step's name, with `[i]` for each enclosing `for_each` item.
+    fn once_key(&self, step: &Step) -> Result<OnceKey, ExecError> {
+        let id = self
+            .message_id
+            .as_deref()
+            .or_else(|| self.input["message_id"].as_str())
+            .and_then(|id| uuid::Uuid::parse_str(id).ok())
+            .ok_or_else(|| ExecError::Step {
+                step: step.label().to_owned(),
+                message: "`once: true` needs the message's id, and this run has none".into(),
+            })?;
+        let mut name = step.label().to_owned();
+        for i in &self.iteration {
+            name.push_str(&format!("[{i}]"));
+        }
+        Ok(OnceKey {
+            message_id: id,
+            step: name,
+        })
     }
 
     /// Whether the caller's `Accept` header ranks an XML type above JSON.

@@ -23,6 +23,7 @@ mod pg_tls;
 mod query_plans;
 mod queue;
 mod reload;
+mod sql_once;
 mod sql_steps;
 mod store_admin_contract;
 mod store_contract;

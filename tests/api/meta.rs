@@ -32,15 +32,7 @@ async fn app(store: Option<String>) -> TestApp {
 
 /// Posts to an async trigger and waits for the message's final answer.
 async fn run(app: &TestApp, trigger: &str, body: Value) -> (String, Value) {
-    let res = app.post_json(&format!("/t/{trigger}"), None, &body).await;
-    assert_eq!(res.status(), 202);
-    let id = res.json::<Value>().await.unwrap()["message_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let doc = app
-        .wait_final(&format!("t/{trigger}"), &id, "", Duration::from_secs(10))
-        .await;
+    let (id, doc) = app.post_until_final(&format!("/t/{trigger}"), &body).await;
     assert_eq!(doc["status"], "succeeded", "{doc}");
     (id, doc["response"]["body"].clone())
 }
