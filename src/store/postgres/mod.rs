@@ -84,7 +84,8 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     ),
 ];
 
-/// Set on each of the store's connections as it is made. The store's statements
+/// Set on each of the store's connections as it is made (with the lock and
+/// idle-in-transaction timeouts, see `session_settings`). The store's statements
 /// are each written to be served by an index (the query plan tests check them);
 /// these rule out the two kinds of plan that pass those indexes by. The partial
 /// indexes of unfinished messages keep an entry for every message finished since
@@ -108,16 +109,43 @@ pub struct PgOptions {
     pub connect_timeout: Duration,
     /// A node's claim on a message or lane lapses this long after its last heartbeat.
     pub lease: Duration,
+    /// The longest a statement waits for a lock (`lock_timeout`).
+    pub lock_timeout: Duration,
+    /// A session idle inside a transaction this long is ended by the server,
+    /// releasing its locks (`idle_in_transaction_session_timeout`).
+    pub idle_in_transaction_timeout: Duration,
+}
+
+impl PgOptions {
+    /// The default of both timeouts for a lease: half of it, at most 5 s. Below
+    /// the lease, so that a node paused inside a transaction (holding a lane's
+    /// row) loses its session and locks before its lease lapses, and others
+    /// neither wait on it longer nor are kept from taking its work over.
+    pub fn session_timeout(lease: Duration) -> Duration {
+        (lease / 2).min(Duration::from_secs(5))
+    }
 }
 
 impl Default for PgOptions {
     fn default() -> Self {
+        let lease = Duration::from_secs(15);
         Self {
             pool_size: 16,
             connect_timeout: Duration::from_secs(2),
-            lease: Duration::from_secs(15),
+            lease,
+            lock_timeout: Self::session_timeout(lease),
+            idle_in_transaction_timeout: Self::session_timeout(lease),
         }
     }
+}
+
+/// Every setting made on a store connection as it is made.
+fn session_settings(options: &PgOptions) -> String {
+    format!(
+        "{SESSION_SETTINGS}; SET lock_timeout = {}; SET idle_in_transaction_session_timeout = {}",
+        options.lock_timeout.as_millis().max(1),
+        options.idle_in_transaction_timeout.as_millis().max(1),
+    )
 }
 
 #[derive(Clone)]
@@ -255,11 +283,13 @@ impl PgStore {
             },
         );
         // Without timeouts `get()` waits for ever while the database is away.
+        let settings: Arc<str> = session_settings(&options).into();
         let pool = Pool::builder(manager)
-            .post_create(Hook::async_fn(|client, _| {
+            .post_create(Hook::async_fn(move |client, _| {
+                let settings = settings.clone();
                 Box::pin(async move {
                     client
-                        .batch_execute(SESSION_SETTINGS)
+                        .batch_execute(&settings)
                         .await
                         .map_err(HookError::Backend)
                 })
@@ -420,6 +450,11 @@ impl PgStore {
     async fn migrate(&self) -> Result<(), StoreError> {
         self.with(|_, mut client| async move {
             let tx = client.transaction().await.map_err(db)?;
+            // Another node's migration may take a while (an index rebuilt on a
+            // large table): wait for it, and for running nodes' row locks.
+            tx.batch_execute("SET LOCAL lock_timeout = 0")
+                .await
+                .map_err(db)?;
             tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
                 .await
                 .map_err(db)?;
@@ -638,6 +673,23 @@ impl PgStore {
         self.closed.store(true, Ordering::Relaxed);
         self.pool.close();
         flushed
+    }
+
+    /// What a store connection's session runs with: `lock_timeout` and
+    /// `idle_in_transaction_session_timeout`, as the server reports them.
+    #[doc(hidden)]
+    pub async fn session_timeouts(&self) -> Result<(String, String), StoreError> {
+        self.with(|_, client| async move {
+            let row = client
+                .query_one(
+                    "SELECT current_setting('lock_timeout'), current_setting('idle_in_transaction_session_timeout')",
+                    &[],
+                )
+                .await
+                .map_err(db)?;
+            Ok((row.get(0), row.get(1)))
+        })
+        .await
     }
 
     /// Whether the database answers.

@@ -257,3 +257,53 @@ async fn pg_a_lanes_epoch_grows_after_retention_deleted_its_row() {
         lane.epoch
     );
 }
+
+/// The store's sessions give up waiting for a lock after `lock_timeout` and
+/// are ended by the server when idle inside a transaction: a node paused inside
+/// a lane's commit (holding the lane's row) stalls others' enqueues to that lane
+/// only that long.
+#[tokio::test]
+async fn pg_store_sessions_bound_lock_waits_and_idle_transactions() {
+    let Some(pg) = crate::pg::schema("pg_session_timeouts").await else {
+        return;
+    };
+    let options = flowgate::store::PgOptions {
+        pool_size: 4,
+        lease: std::time::Duration::from_secs(2),
+        lock_timeout: std::time::Duration::from_millis(300),
+        idle_in_transaction_timeout: std::time::Duration::from_millis(400),
+        ..Default::default()
+    };
+    let store = flowgate::store::PgStore::connect(&pg.url, options)
+        .await
+        .unwrap();
+    let (lock, idle) = store.session_timeouts().await.unwrap();
+    assert_eq!((lock.as_str(), idle.as_str()), ("300ms", "400ms"));
+
+    store
+        .enqueue(&[message(Some("l"), None, now_micros())])
+        .await
+        .unwrap();
+    let (paused, conn) = tokio_postgres::connect(&pg.url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    paused
+        .batch_execute("BEGIN; SELECT * FROM lanes FOR UPDATE")
+        .await
+        .unwrap();
+    // Without a lock timeout the enqueue would wait as long as the session.
+    let refused = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        store.enqueue(&[message(Some("l"), None, now_micros())]),
+    )
+    .await
+    .expect("the enqueue gave up waiting for the lane's lock");
+    let err = refused.unwrap_err().to_string();
+    assert!(err.contains("55P03"), "{err}");
+    paused.batch_execute("ROLLBACK").await.unwrap();
+    store
+        .enqueue(&[message(Some("l"), None, now_micros())])
+        .await
+        .unwrap();
+}
