@@ -3,6 +3,7 @@
 mod admin;
 mod browser;
 mod callers;
+mod chaos;
 mod check;
 mod cli;
 mod contract;
