@@ -168,6 +168,9 @@ fn lost(calls: Vec<Option<OnLost>>) -> usize {
 pub(super) struct Held {
     messages: Leases<uuid::Uuid, u32>,
     lanes: Leases<LaneKey, i64>,
+    /// Leases lost so far, and attempts' ends discarded as late (for metrics).
+    lost: std::sync::atomic::AtomicU64,
+    discarded: std::sync::atomic::AtomicU64,
 }
 
 impl Held {
@@ -195,6 +198,24 @@ impl Held {
 
     pub(super) fn counts(&self) -> (usize, usize) {
         (self.messages.len(), self.lanes.len())
+    }
+
+    /// Counts `n` more leases lost; returns `n`.
+    fn count_lost(&self, n: usize) -> usize {
+        self.lost
+            .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+        n
+    }
+
+    pub(super) fn count_discarded(&self, n: usize) {
+        self.discarded
+            .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Leases lost and ends discarded so far.
+    pub(super) fn losses(&self) -> (u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        (self.lost.load(Relaxed), self.discarded.load(Relaxed))
     }
 }
 
@@ -297,7 +318,9 @@ impl PgStore {
     /// the margin); returns how many were lost.
     pub fn expire(&self, now: Micros) -> usize {
         let margin = self.margin_us();
-        lost(self.held.messages.expire(now, margin)) + lost(self.held.lanes.expire(now, margin))
+        let n = lost(self.held.messages.expire(now, margin))
+            + lost(self.held.lanes.expire(now, margin));
+        self.held.count_lost(n)
     }
 
     /// Renews this node's leases on the attempts and lanes it still works on.
@@ -345,16 +368,16 @@ impl PgStore {
                 Ok(renewed)
             })
             .await?;
-        gone += lost(self.held.messages.settle(
+        let taken_over = lost(self.held.messages.settle(
             messages,
             |id| renewed_messages.contains(id),
             until,
+        )) + lost(self.held.lanes.settle(
+            lanes,
+            |k| renewed_lanes.contains(k),
+            until,
         ));
-        gone += lost(
-            self.held
-                .lanes
-                .settle(lanes, |k| renewed_lanes.contains(k), until),
-        );
+        gone += self.held.count_lost(taken_over);
         Ok(gone)
     }
 }

@@ -234,6 +234,10 @@ pub struct PgStats {
     /// Leases this node renews: messages it runs and ordered lanes it holds.
     pub messages_held: usize,
     pub lanes_held: usize,
+    /// Leases this node lost (the work under them stopped), since it started.
+    pub leases_lost: u64,
+    /// Attempts' ends this node sent that were discarded as late.
+    pub results_discarded: u64,
     /// How far the database's clock is followed from this machine's (µs; 0 while
     /// they agree to within `CLOCK_TOLERANCE`).
     pub clock_offset: Micros,
@@ -394,6 +398,8 @@ impl PgStore {
             waiting: s.waiting,
             messages_held: self.held.counts().0,
             lanes_held: self.held.counts().1,
+            leases_lost: self.held.losses().0,
+            results_discarded: self.held.losses().1,
             clock_offset: self.clock_offset.load(Ordering::Relaxed),
         }
     }

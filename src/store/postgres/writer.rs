@@ -414,6 +414,7 @@ pub async fn apply_completions<C: GenericClient>(
         .unwrap_or_default()
         .into_iter()
         .collect();
+    store.held.count_discarded(discarded.len());
     for (c, _) in done
         .iter()
         .filter(|(c, _)| discarded.contains(&c.id.as_uuid()))

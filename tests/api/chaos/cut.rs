@@ -63,12 +63,24 @@ async fn pg_a_node_cut_off_from_the_store_stops_executing_within_one_lease() {
         )
         .await;
     assert!(n[1] > 0, "b took the work over");
+    let metrics = reqwest::get(format!("{}/_metrics", a.base))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let lost: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("flowgate_leases_lost_total "))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_default();
+    assert!(lost > 0.0, "a counted the leases it lost:\n{metrics}");
     let (effects, messages, duplicates) = c.effects().await;
     assert_eq!(messages as usize, MESSAGES);
     assert_eq!(duplicates, 0, "{effects} effects for {messages} messages");
     println!(
         "cut off after {} runs started there: last run started {} ms and last effect made {} ms \
-         after the cut (lease {} ms); b ran {}; duplicate effects: {duplicates}",
+         after the cut (lease {} ms), {lost} leases lost; b ran {}; duplicate effects: {duplicates}",
         n[0],
         (last_start - cut_at) / 1000,
         (last_effect - cut_at) / 1000,

@@ -85,6 +85,7 @@ async fn pg_a_result_is_taken_only_under_a_live_lease() {
         .end_attempt(end(m.id, 1, MessageStatus::Succeeded, a.now()), None)
         .await;
     assert!(!written.await.unwrap(), "told it was discarded");
+    assert_eq!(a.stats().results_discarded, 1);
     let v = a.get(m.id).await.unwrap().unwrap();
     assert_eq!(v.status, MessageStatus::Running);
     let again = b.claim_messages(1, b.now()).await.unwrap();
@@ -147,6 +148,7 @@ async fn pg_a_lost_lease_is_reported_and_nothing_starts_under_it() {
     assert!(b.claim_lanes(1, later).await.unwrap()[0].epoch > lane.epoch);
     let lost = a.heartbeat(a.now()).await.unwrap();
     assert_eq!(lost, 3, "two messages and a lane");
+    assert_eq!(a.stats().leases_lost, 3);
     assert_eq!(m1_lost.load(Ordering::SeqCst), 1);
     assert_eq!(lane_lost.load(Ordering::SeqCst), 1);
     assert!(!a.lane_live(&lane) && !a.message_live(m1.id, 1));
