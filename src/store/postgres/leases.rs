@@ -27,11 +27,14 @@ type LaneKey = (String, String, String);
 type OnLost = Box<dyn FnOnce() + Send>;
 
 /// One lease: its fencing value (a message's attempt, a lane's epoch), when it
-/// lapses on the database, and who is told if it is lost.
+/// lapses on the database, and who is told if it is lost. An `ending` lease's
+/// work is over and its end is being written: it is renewed meanwhile, but a
+/// renewal that finds it gone (the end was written) or no renewal is no loss.
 struct Lease<T> {
     token: T,
     until: Micros,
     on_lost: Option<OnLost>,
+    ending: bool,
 }
 
 impl<T> Lease<T> {
@@ -40,6 +43,7 @@ impl<T> Lease<T> {
             token,
             until,
             on_lost: None,
+            ending: false,
         }
     }
 }
@@ -83,6 +87,14 @@ impl<K: std::hash::Hash + Eq + Clone, T: Copy + PartialEq> Leases<K, T> {
         self.map().remove(key);
     }
 
+    /// The work under `key` at `token` is over; its end is being written.
+    fn ending(&self, key: &K, token: T) {
+        if let Some(l) = self.map().get_mut(key).filter(|l| l.token == token) {
+            l.ending = true;
+            l.on_lost = None;
+        }
+    }
+
     /// Whether `key` is held at `token` and live at `now` (`margin` before it lapses).
     fn live(&self, key: &K, token: T, now: Micros, margin: Micros) -> bool {
         self.map()
@@ -113,7 +125,7 @@ impl<K: std::hash::Hash + Eq + Clone, T: Copy + PartialEq> Leases<K, T> {
         let mut map = self.map();
         let gone: Vec<K> = map
             .iter()
-            .filter(|(_, l)| l.until - margin <= now)
+            .filter(|(_, l)| !l.ending && l.until - margin <= now)
             .map(|(k, _)| k.clone())
             .collect();
         gone.iter()
@@ -145,7 +157,9 @@ impl<K: std::hash::Hash + Eq + Clone, T: Copy + PartialEq> Leases<K, T> {
             };
             if renewed(&key) {
                 l.until = l.until.max(until);
-            } else if let Some(l) = map.remove(&key) {
+            } else if !l.ending
+                && let Some(l) = map.remove(&key)
+            {
                 gone.push(l.on_lost);
             }
         }
@@ -176,6 +190,13 @@ pub(super) struct Held {
 impl Held {
     pub(super) fn hold_message(&self, id: uuid::Uuid, attempt: u32, until: Micros) {
         self.messages.hold(id, attempt, until)
+    }
+
+    /// These attempts are over and their ends are being written (see `Lease`).
+    pub(super) fn ending(&self, ended: &[(uuid::Uuid, u32)]) {
+        for (id, attempt) in ended {
+            self.messages.ending(id, *attempt);
+        }
     }
 
     /// Stops renewing these attempts' leases (their ends were written).
@@ -442,6 +463,15 @@ mod tests {
         assert!(held.messages.live(&b, 1, 8_000, 100));
         assert_eq!(lost(held.messages.settle(sent, |_| false, 9_000)), 1);
         assert_eq!(b_lost.load(Ordering::SeqCst), 1);
+        assert_eq!(held.counts(), (0, 0));
+
+        // An attempt whose end is being written is no loss, renewed or not.
+        held.hold_message(a, 2, 1_000);
+        held.ending(&[(a, 2)]);
+        assert_eq!(lost(held.messages.expire(5_000, 100)), 0);
+        let sent = held.messages.snapshot();
+        assert_eq!(lost(held.messages.settle(sent, |_| false, 9_000)), 0);
+        held.release([(a, 2)]);
         assert_eq!(held.counts(), (0, 0));
     }
 

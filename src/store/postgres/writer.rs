@@ -72,6 +72,7 @@ pub async fn run(store: PgStore, mut rx: mpsc::Receiver<Op>) {
                 op => writes.push(op),
             }
         }
+        store.held.ending(&finished);
         let writes = std::sync::Arc::new(writes);
         let mut tries = 0;
         let discarded = loop {
