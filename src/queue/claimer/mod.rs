@@ -21,15 +21,16 @@
 //!   (nothing is written for it); held work starts only under a live lease, and
 //!   a lane's holder checks its lease before each message. A late result that
 //!   reaches the store is discarded there.
-//!
-//! [`Stop`]: crate::engine::Stop
 //! - Wake-ups come by LISTEN/NOTIFY, with a poll every `POLL` as a fallback.
 //!   Sync callers waiting here for a message run elsewhere are answered from
 //!   the store when its node says it is done (or when a poll finds it done).
 //! - Admission: each trigger's unfinished messages in the shared queue are
 //!   counted every `BACKLOG_COUNT`, and `max_backlog` applies to that count.
+//!
+//! [`Stop`]: crate::engine::Stop
 
 mod lane;
+mod leases;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -340,40 +341,6 @@ impl Claimer {
             let ids = self.dispatcher.waiters().ids();
             if !ids.is_empty() {
                 self.answer(ids).await;
-            }
-        }
-    }
-
-    /// Renews this node's leases every `lease / 3`. A renewal that fails leaves
-    /// them to `watch_leases`; one that finds leases gone stops their work.
-    async fn heartbeat(self: Arc<Self>) {
-        let lease = self.store.lease();
-        loop {
-            tokio::time::sleep(lease / 3).await;
-            match tokio::time::timeout(lease, self.store.heartbeat(self.store.now())).await {
-                Ok(Ok(0)) => {}
-                Ok(Ok(n)) => tracing::warn!(
-                    leases = n,
-                    "leases lost (taken over, or lapsed before they were renewed); the work under them was stopped"
-                ),
-                Ok(Err(e)) => tracing::warn!(error = %e, "lease heartbeat failed"),
-                Err(_) => tracing::warn!("lease heartbeat did not finish within the lease"),
-            }
-        }
-    }
-
-    /// Counts leases that no renewal kept live as lost, as soon as they are:
-    /// with the store away, held work stops within one lease.
-    async fn watch_leases(self: Arc<Self>) {
-        let every = (self.store.lease() / 20).clamp(Duration::from_millis(20), POLL);
-        loop {
-            tokio::time::sleep(every).await;
-            let n = self.store.expire(self.store.now());
-            if n > 0 {
-                tracing::warn!(
-                    leases = n,
-                    "leases lost: not renewed in time; the work under them was stopped"
-                );
             }
         }
     }
