@@ -33,6 +33,9 @@ async fn pg_a_lane_holder_paused_past_its_lease_writes_nothing_stale_or_out_of_o
         assert_eq!(res.status(), 202);
     }
     c.until("SELECT count(*) FROM effects", 5).await;
+    // The lane's holder (between two of its turns nobody holds it, briefly).
+    c.until("SELECT count(*) FROM lanes WHERE holder IS NOT NULL", 1)
+        .await;
     let held = query(&c.pg.url, "SELECT holder, epoch FROM lanes").await;
     let holder: String = held[0]
         .get::<_, Option<String>>(0)
@@ -44,6 +47,10 @@ async fn pg_a_lane_holder_paused_past_its_lease_writes_nothing_stale_or_out_of_o
         (&b, "b", "a")
     };
     signal(paused, "STOP");
+    // Running there, or run there and not yet committed.
+    let unfinished: Vec<String> = c
+        .column("SELECT id::text FROM messages WHERE finished_at IS NULL")
+        .await;
     let before = c
         .numbers(&format!(
             "SELECT count(*) FROM effects WHERE node = '{other}'"
@@ -77,6 +84,18 @@ async fn pg_a_lane_holder_paused_past_its_lease_writes_nothing_stale_or_out_of_o
         epochs.iter().any(|e| *e > paused_epoch),
         "the lane was taken over"
     );
+    let ids = unfinished
+        .iter()
+        .map(|id| format!("'{id}'"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let stale = c
+        .numbers(&format!(
+            "SELECT count(*) FROM messages WHERE id IN ({ids})
+               AND (response::jsonb #>> '{{body,epoch}}')::int8 <= {paused_epoch}"
+        ))
+        .await[0];
+    assert_eq!(stale, 0, "a result of the paused holder was written");
     assert!(while_paused > 0, "the other node ran the lane meanwhile");
     let log = std::fs::read_to_string(c.dir().join(format!("{name}.log"))).unwrap();
     assert!(
@@ -84,8 +103,10 @@ async fn pg_a_lane_holder_paused_past_its_lease_writes_nothing_stale_or_out_of_o
         "the paused node knew it lost the lane:\n{log}"
     );
     println!(
-        "lane held at epoch {paused_epoch} by the paused node; {while_paused} messages run by the \
-         other meanwhile; effects out of order: {out_of_order}, duplicates: {}",
+        "lane held at epoch {paused_epoch} by the paused node, {} messages unfinished; \
+         {while_paused} run by the other meanwhile; stale results written: {stale}, effects out \
+         of order: {out_of_order}, duplicates: {}",
+        unfinished.len(),
         c.effects().await.2
     );
 }
