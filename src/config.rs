@@ -26,6 +26,14 @@ pub struct Settings {
     /// last heartbeat, and another node takes the work over.
     #[serde(deserialize_with = "duration")]
     pub lease: Duration,
+    /// PostgreSQL: the longest a store statement waits for a lock; default half
+    /// the lease, at most 5 s.
+    #[serde(deserialize_with = "opt_duration")]
+    pub store_lock_timeout: Option<Duration>,
+    /// PostgreSQL: a store session idle inside a transaction this long is ended
+    /// by the server, and its locks released; default half the lease, at most 5 s.
+    #[serde(deserialize_with = "opt_duration")]
+    pub store_idle_in_transaction_timeout: Option<Duration>,
     /// HTTP worker threads; 0 = one per core.
     pub workers: usize,
     /// Largest request body in bytes.
@@ -86,6 +94,8 @@ impl Default for Settings {
             pool_size: 16,
             store_timeout: Duration::from_secs(2),
             lease: Duration::from_secs(15),
+            store_lock_timeout: None,
+            store_idle_in_transaction_timeout: None,
             workers: 0,
             body_limit: 10 * 1024 * 1024,
             max_backlog: 10_000,
@@ -118,6 +128,10 @@ fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     humantime::parse_duration(&s).map_err(serde::de::Error::custom)
 }
 
+fn opt_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    duration(d).map(Some)
+}
+
 fn durations<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Duration>, D::Error> {
     Vec::<String>::deserialize(d)?
         .iter()
@@ -128,10 +142,13 @@ fn durations<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Duration>, D::Error>
 impl Settings {
     /// How the PostgreSQL store is reached.
     pub fn pg_options(&self) -> crate::store::PgOptions {
+        let derived = crate::store::PgOptions::session_timeout(self.lease);
         crate::store::PgOptions {
             pool_size: self.pool_size,
             connect_timeout: self.store_timeout,
             lease: self.lease,
+            lock_timeout: self.store_lock_timeout.unwrap_or(derived),
+            idle_in_transaction_timeout: self.store_idle_in_transaction_timeout.unwrap_or(derived),
         }
     }
 
@@ -179,6 +196,16 @@ impl Settings {
                     Ok(d) => self.lease = d,
                     Err(e) => errors.push(bad(&e.to_string())),
                 },
+                "FLOWGATE_STORE_LOCK_TIMEOUT" => match humantime::parse_duration(v) {
+                    Ok(d) => self.store_lock_timeout = Some(d),
+                    Err(e) => errors.push(bad(&e.to_string())),
+                },
+                "FLOWGATE_STORE_IDLE_IN_TRANSACTION_TIMEOUT" => {
+                    match humantime::parse_duration(v) {
+                        Ok(d) => self.store_idle_in_transaction_timeout = Some(d),
+                        Err(e) => errors.push(bad(&e.to_string())),
+                    }
+                }
                 "FLOWGATE_WORKERS" => match v.parse() {
                     Ok(n) => self.workers = n,
                     Err(_) => errors.push(bad("not a number")),
@@ -274,6 +301,22 @@ impl Settings {
         if self.store_timeout.is_zero() {
             errors.push("store_timeout must be greater than 0".into());
         }
+        for (name, value) in [
+            ("store_lock_timeout", self.store_lock_timeout),
+            (
+                "store_idle_in_transaction_timeout",
+                self.store_idle_in_transaction_timeout,
+            ),
+        ] {
+            match value {
+                Some(d) if d.is_zero() || d >= self.lease => errors.push(format!(
+                    "{name} must be greater than 0 and below the lease ({}), not {}",
+                    humantime::format_duration(self.lease),
+                    humantime::format_duration(d)
+                )),
+                _ => {}
+            }
+        }
         if self.body_limit == 0 {
             errors.push("body_limit must be greater than 0".into());
         }
@@ -336,6 +379,33 @@ mod tests {
             vec!["FLOWGATE_MAX_BACKLOG=lots: not a number".to_owned()]
         );
         assert!(toml::from_str::<Settings>("nope = 1").is_err());
+    }
+
+    #[test]
+    fn store_session_timeouts_default_below_the_lease() {
+        let mut s = Settings::default();
+        let o = s.pg_options();
+        assert_eq!(o.lock_timeout, Duration::from_secs(5));
+        assert_eq!(o.idle_in_transaction_timeout, Duration::from_secs(5));
+        s.apply_env(&[("FLOWGATE_LEASE".into(), "2s".into())])
+            .unwrap();
+        assert_eq!(s.pg_options().lock_timeout, Duration::from_secs(1));
+        s.apply_env(&[
+            ("FLOWGATE_STORE_LOCK_TIMEOUT".into(), "300ms".into()),
+            (
+                "FLOWGATE_STORE_IDLE_IN_TRANSACTION_TIMEOUT".into(),
+                "2s".into(),
+            ),
+        ])
+        .unwrap();
+        assert_eq!(s.pg_options().lock_timeout, Duration::from_millis(300));
+        let errs = s.validate().unwrap_err();
+        assert_eq!(
+            errs,
+            vec!["store_idle_in_transaction_timeout must be greater than 0 and below the lease (2s), not 2s".to_owned()]
+        );
+        let file: Settings = toml::from_str("store_lock_timeout = \"1s\"").unwrap();
+        assert_eq!(file.store_lock_timeout, Some(Duration::from_secs(1)));
     }
 
     #[test]

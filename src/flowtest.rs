@@ -138,6 +138,31 @@ pub fn local_input(
     .map(|d| d.input)
 }
 
+/// Runs the trigger's flow over a document made by `local_input`, as `flowgate
+/// run` and `flowgate test` do: no store, so `.meta` says a first attempt, and
+/// on an ordered trigger its lane at epoch 0 (below any a store gives out).
+pub async fn run_local(trigger: &Trigger, document: &Value) -> crate::engine::Execution {
+    let meta = document["message_id"]
+        .as_str()
+        .and_then(|id| id.parse().ok())
+        .map(|message_id| crate::domain::RunMeta {
+            message_id,
+            attempt: 1,
+            lane: crate::input::lane(trigger, document)
+                .ok()
+                .flatten()
+                .map(|lane| (lane, 0)),
+        });
+    crate::engine::execute_with(
+        trigger,
+        document,
+        meta.as_ref(),
+        None,
+        &crate::engine::Stop::new(),
+    )
+    .await
+}
+
 /// Runs one case's request through the trigger's flow.
 pub async fn answer(trigger: &Trigger, case: &Case) -> Result<Answer, String> {
     let method = method(trigger, case.method.as_deref())?;
@@ -174,7 +199,7 @@ pub async fn answer(trigger: &Trigger, case: &Case) -> Result<Answer, String> {
             });
         }
     };
-    let ex = crate::engine::execute(trigger, &document, None, &crate::engine::Stop::new()).await;
+    let ex = run_local(trigger, &document).await;
     let vars = ex.vars();
     let errors = crate::http::errors_body;
     Ok(match ex.result {

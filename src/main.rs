@@ -452,12 +452,7 @@ fn run(args: RunArgs) -> Result<ExitCode> {
         .enable_all()
         .build()
         .context("cannot start the runtime")?;
-    let ex = runtime.block_on(flowgate::engine::execute(
-        &t,
-        &document,
-        None,
-        &flowgate::engine::Stop::new(),
-    ));
+    let ex = runtime.block_on(flowgate::flowtest::run_local(&t, &document));
     let out = json!({
         "status": if ex.result.is_ok() { "succeeded" } else { "failed" },
         "error": ex.result.as_ref().err().map(ToString::to_string),

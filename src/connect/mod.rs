@@ -1,11 +1,13 @@
 //! The systems a flow reaches: a tenant's named `connections:` (PostgreSQL pools,
-//! HTTP endpoints), the shared outbound HTTP client with its policy, `${VAR}`
+//! and the effects table of `once: true` steps; HTTP endpoints), the shared
+//! outbound HTTP client with its policy, `${VAR}`
 //! expansion of the fields that may read the server's environment, and the
 //! redaction of the secrets those fields hold.
 //!
 //! Nothing here knows flows or HTTP callers; `flow::compile` builds these objects
 //! from `_tenant.yaml` and the engine's `http` and `sql` steps use them.
 
+pub mod effects;
 pub mod env;
 pub mod http;
 pub mod pgtypes;

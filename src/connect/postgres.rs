@@ -13,11 +13,16 @@ use std::sync::{Mutex, OnceLock};
 use std::thread::ThreadId;
 use std::time::Duration;
 
-use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use deadpool_postgres::{
+    GenericClient, Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime,
+};
 use serde_json::{Map, Value, json};
 use tokio_postgres::types::ToSql;
 
 use super::Secrets;
+use super::effects::{self, OnceKey};
 use super::pgtypes::{Cell, Param};
 
 pub const DEFAULT_POOL_SIZE: usize = 16;
@@ -71,6 +76,8 @@ pub struct PgConnection {
     manager: OnceLock<tokio_postgres::Config>,
     /// One pool per thread that has run a query; a handful of entries at most.
     pools: Mutex<Vec<(ThreadId, Pool)>>,
+    /// The effects table of `once: true` steps exists.
+    effects_table: AtomicBool,
 }
 
 impl std::fmt::Debug for PgConnection {
@@ -99,6 +106,7 @@ impl PgConnection {
             options,
             manager: OnceLock::new(),
             pools: Mutex::new(Vec::new()),
+            effects_table: AtomicBool::new(false),
         }
     }
 
@@ -200,78 +208,145 @@ impl PgConnection {
         timeout: Duration,
         single: bool,
     ) -> Result<Value, SqlError> {
-        let pool = self.pool()?;
-        let client = match tokio::time::timeout(timeout, pool.get()).await {
-            Ok(Ok(c)) => c,
-            Ok(Err(PoolError::Backend(e))) => return Err(self.describe(&e)),
-            Ok(Err(PoolError::Timeout(_))) | Err(_) => {
-                return Err(SqlError {
-                    message: format!("no connection to `{}` became available in time", self.name),
-                    transient: true,
-                });
-            }
-            Ok(Err(e)) => {
-                return Err(SqlError {
-                    message: self.options.secrets.redact(&e.to_string()).into_owned(),
-                    transient: true,
-                });
-            }
-        };
+        let client = self.client(timeout).await?;
+        let work = self.statement(&client, query, params, single);
+        self.within(&client, timeout, work).await
+    }
+
+    /// As `run`, once per `key` (see [`super::effects`]): the statement and the
+    /// record of its effect commit together. Returns the result, and whether it
+    /// is the one stored when the statement ran before (it did not run now).
+    pub async fn run_once(
+        &self,
+        key: &OnceKey,
+        query: &str,
+        params: &[Value],
+        timeout: Duration,
+        single: bool,
+    ) -> Result<(Value, bool), SqlError> {
+        let mut client = self.client(timeout).await?;
+        let cancel = client.cancel_token();
         let work = async {
-            let stmt = client
-                .prepare_cached(query)
-                .await
-                .map_err(|e| self.describe(&e))?;
-            if stmt.params().len() != params.len() {
-                return Err(SqlError::permanent(format!(
-                    "the query has {} parameter(s) but `params` gives {}",
-                    stmt.params().len(),
-                    params.len()
-                )));
-            }
-            let bound: Vec<Param<'_>> = params.iter().map(Param).collect();
-            let refs: Vec<&(dyn ToSql + Sync)> =
-                bound.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
-            if stmt.columns().is_empty() {
-                let n = client
-                    .execute(&stmt, &refs)
+            if !self.effects_table.load(Ordering::Acquire) {
+                effects::create_table(&client)
                     .await
-                    .map_err(|e| self.describe(&e))?;
-                return Ok(json!({"rows_affected": n}));
+                    .map_err(|e| self.effects_error(&e))?;
+                self.effects_table.store(true, Ordering::Release);
             }
-            let rows = client
-                .query(&stmt, &refs)
+            let tx = client.transaction().await.map_err(|e| self.describe(&e))?;
+            if let Some(stored) = effects::claim(&tx, key)
+                .await
+                .map_err(|e| self.describe(&e))?
+            {
+                tx.rollback().await.map_err(|e| self.describe(&e))?;
+                return Ok((stored, true));
+            }
+            let result = self.statement(&tx, query, params, single).await?;
+            effects::record(&tx, key, &result)
                 .await
                 .map_err(|e| self.describe(&e))?;
-            if single && rows.len() > 1 {
-                return Err(SqlError::permanent(format!(
-                    "`single: true` expects at most one row; the query returned {}",
-                    rows.len()
-                )));
-            }
-            let mut out = Vec::with_capacity(rows.len());
-            for row in &rows {
-                let mut obj = Map::with_capacity(row.len());
-                for (i, col) in row.columns().iter().enumerate() {
-                    let cell: Cell = row.try_get(i).map_err(|e| {
-                        SqlError::permanent(format!("column `{}`: {}", col.name(), source_text(&e)))
-                    })?;
-                    obj.insert(col.name().to_owned(), cell.0);
-                }
-                out.push(Value::Object(obj));
-            }
-            Ok(if single {
-                out.pop().unwrap_or(Value::Null)
-            } else {
-                Value::Array(out)
-            })
+            tx.commit().await.map_err(|e| self.describe(&e))?;
+            Ok((result, false))
         };
+        self.cancel_past(cancel, timeout, work).await
+    }
+
+    /// A pooled connection of this thread's pool, waited for at most `timeout`.
+    async fn client(&self, timeout: Duration) -> Result<deadpool_postgres::Object, SqlError> {
+        let pool = self.pool()?;
+        match tokio::time::timeout(timeout, pool.get()).await {
+            Ok(Ok(c)) => Ok(c),
+            Ok(Err(PoolError::Backend(e))) => Err(self.describe(&e)),
+            Ok(Err(PoolError::Timeout(_))) | Err(_) => Err(SqlError {
+                message: format!("no connection to `{}` became available in time", self.name),
+                transient: true,
+            }),
+            Ok(Err(e)) => Err(SqlError {
+                message: self.options.secrets.redact(&e.to_string()).into_owned(),
+                transient: true,
+            }),
+        }
+    }
+
+    /// One statement on `client` (a connection, or a transaction on one).
+    async fn statement<C: GenericClient>(
+        &self,
+        client: &C,
+        query: &str,
+        params: &[Value],
+        single: bool,
+    ) -> Result<Value, SqlError> {
+        let stmt = client
+            .prepare_cached(query)
+            .await
+            .map_err(|e| self.describe(&e))?;
+        if stmt.params().len() != params.len() {
+            return Err(SqlError::permanent(format!(
+                "the query has {} parameter(s) but `params` gives {}",
+                stmt.params().len(),
+                params.len()
+            )));
+        }
+        let bound: Vec<Param<'_>> = params.iter().map(Param).collect();
+        let refs: Vec<&(dyn ToSql + Sync)> =
+            bound.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
+        if stmt.columns().is_empty() {
+            let n = client
+                .execute(&stmt, &refs)
+                .await
+                .map_err(|e| self.describe(&e))?;
+            return Ok(json!({"rows_affected": n}));
+        }
+        let rows = client
+            .query(&stmt, &refs)
+            .await
+            .map_err(|e| self.describe(&e))?;
+        if single && rows.len() > 1 {
+            return Err(SqlError::permanent(format!(
+                "`single: true` expects at most one row; the query returned {}",
+                rows.len()
+            )));
+        }
+        let mut out = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let mut obj = Map::with_capacity(row.len());
+            for (i, col) in row.columns().iter().enumerate() {
+                let cell: Cell = row.try_get(i).map_err(|e| {
+                    SqlError::permanent(format!("column `{}`: {}", col.name(), source_text(&e)))
+                })?;
+                obj.insert(col.name().to_owned(), cell.0);
+            }
+            out.push(Value::Object(obj));
+        }
+        Ok(if single {
+            out.pop().unwrap_or(Value::Null)
+        } else {
+            Value::Array(out)
+        })
+    }
+
+    /// `work` on `client`, given up after `timeout` (see `cancel_past`).
+    async fn within<T>(
+        &self,
+        client: &deadpool_postgres::Object,
+        timeout: Duration,
+        work: impl std::future::Future<Output = Result<T, SqlError>>,
+    ) -> Result<T, SqlError> {
+        self.cancel_past(client.cancel_token(), timeout, work).await
+    }
+
+    /// `work`, given up after `timeout`: the statement is then cancelled on the
+    /// server too (a transaction left open is rolled back as it is dropped), and
+    /// the pooled connection stays usable once the server has answered.
+    async fn cancel_past<T>(
+        &self,
+        cancel: tokio_postgres::CancelToken,
+        timeout: Duration,
+        work: impl std::future::Future<Output = Result<T, SqlError>>,
+    ) -> Result<T, SqlError> {
         match tokio::time::timeout(timeout, work).await {
             Ok(r) => r,
             Err(_) => {
-                // Stop the statement on the server too; the pooled connection
-                // stays usable once the server has answered the cancel.
-                let cancel = client.cancel_token();
                 let tls = self.options.tls.clone();
                 tokio::spawn(async move {
                     let _ = cancel.cancel_query(tls).await;
@@ -282,6 +357,22 @@ impl PgConnection {
                 })
             }
         }
+    }
+
+    /// Why the effects table could not be made, with what to do about it.
+    fn effects_error(&self, e: &tokio_postgres::Error) -> SqlError {
+        let mut err = self.describe(e);
+        err.message = format!(
+            "`once: true` records effects in the table {} of connection `{}`, which could not be created ({}); create it with: {}",
+            effects::TABLE,
+            self.name,
+            err.message,
+            effects::CREATE_TABLE
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" ")
+        );
+        err
     }
 }
 

@@ -4,6 +4,7 @@
 mod cidr;
 mod event;
 mod message;
+mod meta;
 mod names;
 mod time;
 
@@ -12,5 +13,6 @@ pub use event::EventKind;
 pub use message::{
     AttemptRecord, MessageId, MessageStatus, MessageView, Mode, NewMessage, Outcome, StoredResponse,
 };
+pub use meta::RunMeta;
 pub use names::{NameError, TenantName, TriggerKey, TriggerName};
 pub use time::{Micros, format_rfc3339, now_micros};

@@ -13,7 +13,8 @@ use jaq_json::Val;
 use serde_json::Value;
 use tokio::sync::oneshot;
 
-use crate::domain::StoredResponse;
+use crate::connect::effects::OnceKey;
+use crate::domain::{RunMeta, StoredResponse};
 use crate::flow::model::SetValue;
 use crate::flow::value::{from_json, string, to_json, truthy};
 use crate::flow::{Step, StepKind, Trigger};
@@ -111,9 +112,12 @@ impl Execution {
 pub type Responder = oneshot::Sender<StoredResponse>;
 
 struct Run<'a> {
-    /// The input document's fields the steps read (all of it when unknown).
+    /// The input document's fields the steps read (all of it when unknown),
+    /// and `.meta`.
     base: jaq_json::Map<Val, Val>,
     input: &'a Value,
+    /// The message's id from `.meta` (else the document's).
+    message_id: Option<String>,
     vars: jaq_json::Map<Val, Val>,
     /// `base` with `vars`, rebuilt only after `vars` changed.
     context: Option<Val>,
@@ -133,17 +137,31 @@ struct Run<'a> {
 /// that timeouts and other requests get their turn.
 const YIELD_AFTER: std::time::Duration = std::time::Duration::from_millis(2);
 
-/// Runs `trigger`'s steps over `input` (the input document object). `stop` ends
-/// the execution from outside at once, whatever step is in flight.
+/// Runs `trigger`'s steps over `input` (the input document object), with no
+/// `.meta`. `stop` ends the execution from outside at once, whatever step is in
+/// flight.
 pub async fn execute(
     trigger: &Trigger,
     input: &Value,
     responder: Option<Responder>,
     stop: &Stop,
 ) -> Execution {
+    execute_with(trigger, input, None, responder, stop).await
+}
+
+/// As [`execute`], with `.meta` (the run's message id, attempt and lane
+/// epoch) beside the input document: every run of a message executes with its
+/// own, while the stored document stays as it was accepted.
+pub async fn execute_with(
+    trigger: &Trigger,
+    input: &Value,
+    meta: Option<&RunMeta>,
+    responder: Option<Responder>,
+    stop: &Stop,
+) -> Execution {
     // Converting the whole document (headers, query, body, ...) for flows that
     // read two of its fields was a fifth of a lookup request's work.
-    let base = match (&trigger.reads, input) {
+    let mut base = match (&trigger.reads, input) {
         (Some(keys), Value::Object(doc)) => keys
             .iter()
             .filter_map(|k| Some((string(k), from_json(doc.get(k.as_str())?))))
@@ -153,9 +171,18 @@ pub async fn execute(
             _ => jaq_json::Map::default(),
         },
     };
+    if let Some(meta) = meta
+        && trigger
+            .reads
+            .as_ref()
+            .is_none_or(|keys| keys.iter().any(|k| k == "meta"))
+    {
+        base.insert(string("meta"), from_json(&meta.to_json()));
+    }
     let mut run = Run {
         base,
         input,
+        message_id: meta.map(|m| m.message_id.to_string()),
         vars: jaq_json::Map::default(),
         context: None,
         trace: Vec::new(),
@@ -443,8 +470,12 @@ impl Run<'_> {
                     params.push(to_json(&self.eval(step, p)?));
                 }
                 let secrets = sql.connection.secrets();
+                let once = match sql.once {
+                    true => Some(self.once_key(step)?),
+                    false => None,
+                };
                 let outcome =
-                    sql_step::run(sql, params)
+                    sql_step::run(sql, params, once.as_ref())
                         .await
                         .map_err(|message| ExecError::Step {
                             step: step.label().to_owned(),
@@ -461,13 +492,39 @@ impl Run<'_> {
     /// `<message_id>-<step>`, plus the item index inside `for_each` loops: the
     /// same for every try and every re-run of this step of this message.
     fn idempotency_key(&self, step: &Step) -> String {
-        let id = self.input["message_id"].as_str().unwrap_or_default();
+        let id = self
+            .message_id
+            .as_deref()
+            .or_else(|| self.input["message_id"].as_str())
+            .unwrap_or_default();
         let mut key = format!("{id}-{}", step.label());
         for i in &self.iteration {
             key.push('-');
             key.push_str(&i.to_string());
         }
         key
+    }
+
+    /// Where a `once: true` step's effect is recorded: the message id and the
+    /// step's name, with `[i]` for each enclosing `for_each` item.
+    fn once_key(&self, step: &Step) -> Result<OnceKey, ExecError> {
+        let id = self
+            .message_id
+            .as_deref()
+            .or_else(|| self.input["message_id"].as_str())
+            .and_then(|id| uuid::Uuid::parse_str(id).ok())
+            .ok_or_else(|| ExecError::Step {
+                step: step.label().to_owned(),
+                message: "`once: true` needs the message's id, and this run has none".into(),
+            })?;
+        let mut name = step.label().to_owned();
+        for i in &self.iteration {
+            name.push_str(&format!("[{i}]"));
+        }
+        Ok(OnceKey {
+            message_id: id,
+            step: name,
+        })
     }
 
     /// Whether the caller's `Accept` header ranks an XML type above JSON.

@@ -1,8 +1,10 @@
 //! The `sql` step: one statement on a tenant's PostgreSQL connection, its
-//! parameters bound (never spliced into the text), retried on transient errors.
+//! parameters bound (never spliced into the text), retried on transient errors;
+//! with `once: true`, run once per message (see `connect::effects`).
 
 use serde_json::Value;
 
+use crate::connect::effects::OnceKey;
 use crate::flow::model::SqlStep;
 
 pub struct Outcome {
@@ -10,16 +12,27 @@ pub struct Outcome {
     pub detail: String,
 }
 
-pub async fn run(step: &SqlStep, params: Vec<Value>) -> Result<Outcome, String> {
+pub async fn run(
+    step: &SqlStep,
+    params: Vec<Value>,
+    once: Option<&OnceKey>,
+) -> Result<Outcome, String> {
     let mut attempt = 0usize;
     loop {
         attempt += 1;
-        match step
-            .connection
-            .run(&step.query, &params, step.timeout, step.single)
-            .await
-        {
-            Ok(result) => {
+        let c = &step.connection;
+        let ran = match once {
+            Some(key) => {
+                c.run_once(key, &step.query, &params, step.timeout, step.single)
+                    .await
+            }
+            None => c
+                .run(&step.query, &params, step.timeout, step.single)
+                .await
+                .map(|r| (r, false)),
+        };
+        match ran {
+            Ok((result, before)) => {
                 let detail = match &result {
                     Value::Array(rows) => format!("{} row(s)", rows.len()),
                     Value::Null => "no row".to_owned(),
@@ -27,6 +40,11 @@ pub async fn run(step: &SqlStep, params: Vec<Value>) -> Result<Outcome, String> 
                         format!("{} row(s) affected", o["rows_affected"])
                     }
                     _ => "1 row".to_owned(),
+                };
+                let detail = if before {
+                    format!("done before by this message (once); its result: {detail}")
+                } else {
+                    detail
                 };
                 return Ok(Outcome { result, detail });
             }

@@ -41,6 +41,9 @@ pub struct FileCx<'a> {
     pub file: &'a Path,
     lines: Vec<&'a str>,
     pub diagnostics: Vec<Diagnostic>,
+    /// Names of the file's `once: true` steps: each records its effect under its
+    /// name, so two may not share one.
+    pub once_steps: std::collections::HashSet<String>,
 }
 
 impl<'a> FileCx<'a> {
@@ -49,6 +52,7 @@ impl<'a> FileCx<'a> {
             file,
             lines: source.lines().collect(),
             diagnostics: Vec::new(),
+            once_steps: std::collections::HashSet::new(),
         }
     }
 
@@ -887,7 +891,13 @@ fn compile_step(
         }
         "log" => StepKind::Log(cx.expr(s.log.as_ref()?, "log")?),
         "http" => StepKind::Http(Box::new(compile_http_step(cx, tenant, s.http?, retry)?)),
-        "sql" => StepKind::Sql(Box::new(compile_sql_step(cx, tenant, s.sql?, retry)?)),
+        "sql" => StepKind::Sql(Box::new(compile_sql_step(
+            cx,
+            tenant,
+            s.sql?,
+            retry,
+            s.name.as_deref(),
+        )?)),
         _ => return None,
     };
     (cx.diagnostics.len() == before).then_some(Step {

@@ -477,9 +477,24 @@ pub fn compile_sql_step(
     tenant: &Tenant,
     raw: Spanned<RawSqlStep>,
     retry: Vec<Duration>,
+    name: Option<&str>,
 ) -> Option<SqlStep> {
     let raw = raw.value;
     let before = cx.diagnostics.len();
+    let once = raw.once.as_ref().is_some_and(|o| o.value);
+    if let Some(o) = raw.once.as_ref().filter(|o| o.value) {
+        match name {
+            None => cx.error(
+                o.referenced,
+                "`once: true` needs the step to have a `name:`: its effect is recorded under the message id and that name, which must not change when the file is edited",
+            ),
+            Some(n) if !cx.once_steps.insert(n.to_owned()) => cx.error(
+                o.referenced,
+                format!("another `once: true` step is named `{n}`: each records its effect under its own name"),
+            ),
+            Some(_) => {}
+        }
+    }
     let connection = match tenant.connections.get(&raw.connection.value) {
         Some(Connection::Postgres(p)) => Some(p.clone()),
         Some(other) => {
@@ -534,6 +549,7 @@ pub fn compile_sql_step(
         into,
         single: raw.single,
         retry,
+        once,
     })
 }
 

@@ -377,6 +377,10 @@ pub struct SqlStep {
     pub single: bool,
     pub timeout: Duration,
     pub retry: Vec<Duration>,
+    /// `once: true`: the statement's effect is recorded with the message id and
+    /// the step's name in `flowgate_effects`, in its transaction; a rerun of the
+    /// message skips it and gets the stored result.
+    pub once: bool,
 }
 
 /// The top-level input fields `steps` read, or `None` when some expression reads

@@ -158,6 +158,9 @@ pub struct RawSqlStep {
     pub single: bool,
     #[serde(default)]
     pub timeout: Option<Spanned<String>>,
+    /// Run the statement once per message: a rerun returns the stored result.
+    #[serde(default)]
+    pub once: Option<Spanned<bool>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -132,6 +132,11 @@ fn render_store(out: &mut String, s: crate::store::PgStats) {
     );
     let _ = writeln!(
         out,
+        "# HELP flowgate_leases_lost_total Leases this node lost (not renewed in time, or taken over); the work under them was stopped\n# TYPE flowgate_leases_lost_total counter\nflowgate_leases_lost_total {}\n# HELP flowgate_results_discarded_total Attempts' ends this node wrote late (no longer the message's current attempt, or the lease lapsed) and the store discarded\n# TYPE flowgate_results_discarded_total counter\nflowgate_results_discarded_total {}",
+        s.leases_lost, s.results_discarded
+    );
+    let _ = writeln!(
+        out,
         "# HELP flowgate_store_clock_offset_seconds The database's clock minus this machine's, as leases follow it (0 below 250 ms)\n# TYPE flowgate_store_clock_offset_seconds gauge\nflowgate_store_clock_offset_seconds {}",
         s.clock_offset as f64 / 1e6
     );

@@ -13,7 +13,6 @@ use crate::domain::{
     MessageId, MessageStatus, MessageView, Mode, NewMessage, StoredResponse, now_micros,
 };
 use crate::engine::ExecError;
-use crate::flow::value::{from_json, to_json};
 use crate::flow::{Method, Tenant, Trigger};
 use crate::input::{self, InputError};
 use crate::queue::{SyncResult, WaitOutcome};
@@ -164,27 +163,15 @@ fn repeat(trigger: &Trigger, view: MessageView) -> Result<HttpResponse, ApiError
     }
 }
 
-/// The lane of an ordered trigger: the ordering key's value, or one lane.
+/// The lane of an ordered trigger (see `input::lane`); a key that cannot be
+/// computed from the request is the caller's problem.
 fn lane(trigger: &Trigger, input: &Value) -> Result<Option<String>, ApiError> {
-    if !trigger.delivery.ordered {
-        return Ok(None);
-    }
-    let Some(expr) = &trigger.delivery.ordering_key else {
-        return Ok(Some(String::new()));
-    };
-    match expr.eval(&from_json(input)) {
-        Ok(v) => Ok(Some(match to_json(&v) {
-            Value::String(s) => s,
-            other => other.to_string(),
-        })),
-        Err(e) => Err(ApiError::BadRequest(vec![InputError {
+    crate::input::lane(trigger, input).map_err(|e| {
+        ApiError::BadRequest(vec![InputError {
             code: "invalid_body",
-            message: format!(
-                "the ordering key cannot be computed from this request: {}",
-                e.0
-            ),
-        }])),
-    }
+            message: format!("the ordering key cannot be computed from this request: {e}"),
+        }])
+    })
 }
 
 /// Every path that is not one of flowgate's own: `/<tenant>/<trigger>` and its

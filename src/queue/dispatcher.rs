@@ -11,7 +11,7 @@ use serde_json::Value;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::domain::{
-    AttemptRecord, MessageId, MessageStatus, Micros, Mode, NewMessage, Outcome, TriggerKey,
+    AttemptRecord, MessageId, MessageStatus, Micros, Mode, NewMessage, Outcome, RunMeta, TriggerKey,
 };
 use crate::engine::{self, ExecError};
 use crate::events::Events;
@@ -31,6 +31,8 @@ pub struct Job {
     pub attempts: u32,
     pub run_at: Micros,
     pub input: Arc<Value>,
+    /// On a shared store, the epoch of the lane claim it runs under.
+    pub lane_epoch: i64,
 }
 
 impl Job {
@@ -46,6 +48,7 @@ impl Job {
             attempts: 0,
             run_at: m.received_at,
             input: Arc::new(m.input),
+            lane_epoch: 0,
         }
     }
 
@@ -61,6 +64,7 @@ impl Job {
             attempts: p.attempts,
             run_at: p.run_at,
             input: Arc::new(p.input),
+            lane_epoch: 0,
         }
     }
 }
@@ -109,12 +113,18 @@ impl TriggerState {
 /// How an attempt ended for the dispatcher.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum AttemptEnd {
-    Done { blocking: bool },
+    Done {
+        blocking: bool,
+    },
     RetryAt(Micros),
+    /// Stopped from outside (its lease was lost, or the node is stopping): not
+    /// a result of the flow. Nothing is written; the message runs again.
+    Stopped(engine::StopReason),
 }
 
 /// An attempt that ran: its record, what comes next, and what a waiting caller
-/// is told once the record is written.
+/// is told once the record is written (then `Dispatcher::announce` tells the
+/// subscribers).
 pub(crate) struct Attempted {
     pub completion: Completion,
     pub end: AttemptEnd,
@@ -419,7 +429,7 @@ impl Dispatcher {
             let end = self.attempt(&mut job).await;
             drop(permit);
             match end {
-                AttemptEnd::Done { .. } => break,
+                AttemptEnd::Done { .. } | AttemptEnd::Stopped(_) => break,
                 AttemptEnd::RetryAt(at) => job.run_at = at,
             }
         }
@@ -455,6 +465,8 @@ impl Dispatcher {
                 match end {
                     AttemptEnd::Done { blocking } => break blocking,
                     AttemptEnd::RetryAt(at) => job.run_at = at,
+                    // The process is stopping: the lane waits for the next start.
+                    AttemptEnd::Stopped(_) => return,
                 }
             };
             self.release(&key);
@@ -496,11 +508,24 @@ impl Dispatcher {
         let done = self
             .run_attempt(job, started_at, &engine::Stop::new())
             .await;
+        if let AttemptEnd::Stopped(_) = done.end {
+            // Left running: recovery at the next start runs it again.
+            return done.end;
+        }
+        let (id, status) = (done.completion.id, done.completion.status);
         self.store.finished(done.completion).await;
+        self.announce(&job.key, id, status);
         if let Some(w) = done.wake {
             self.waiters.notify(job.id, w);
         }
         done.end
+    }
+
+    /// Tells the subscribers that a message finished, once its end was written.
+    pub(crate) fn announce(&self, key: &TriggerKey, id: MessageId, status: MessageStatus) {
+        if status.is_final() {
+            self.events.message_finished(key, id, status);
+        }
     }
 
     /// Runs the flow for the job's next attempt (counting it) and decides what
@@ -516,9 +541,22 @@ impl Dispatcher {
         job.attempts += 1;
         let number = job.attempts;
         let waiting = self.waiters.has(job.id);
+        let meta = RunMeta {
+            message_id: job.id,
+            attempt: number,
+            // A lane changes hands on the embedded store only when it restarts.
+            lane: job.lane.clone().map(|lane| {
+                let epoch = if self.shared() {
+                    job.lane_epoch
+                } else {
+                    self.store.generation()
+                };
+                (lane, epoch)
+            }),
+        };
         let (result, response, trace) = match &trigger {
             Some(t) => {
-                let ex = engine::execute(t, &job.input, None, stop).await;
+                let ex = engine::execute_with(t, &job.input, Some(&meta), None, stop).await;
                 let trace = ex.trace_text();
                 (ex.result, ex.response, trace)
             }
@@ -530,6 +568,10 @@ impl Dispatcher {
                 None,
                 "[]".to_owned(),
             ),
+        };
+        let stopped = match &result {
+            Err(ExecError::Stopped { reason, .. }) => Some(*reason),
+            _ => None,
         };
         // A waiting caller hears of the response only once the record is on its
         // way to the store (the caller of this records, then wakes), so that a
@@ -548,7 +590,9 @@ impl Dispatcher {
         } else {
             ExecOutcome::Failed
         };
-        m.executed(outcome, finished_at - started_at);
+        if stopped.is_none() {
+            m.executed(outcome, finished_at - started_at);
+        }
         let retry: Vec<Duration> = trigger
             .as_ref()
             .map(|t| t.delivery.retry.clone())
@@ -573,7 +617,9 @@ impl Dispatcher {
             && status.is_final()
             && status != MessageStatus::Succeeded
             && on_exhausted == OnExhausted::Block;
-        if let Err(e) = &result {
+        if let Err(e) = &result
+            && stopped.is_none()
+        {
             tracing::info!(trigger = %job.key, message = %job.id, attempt = number, status = status.as_str(), error = %e, "execution failed");
         }
         let completion = Completion {
@@ -593,8 +639,13 @@ impl Dispatcher {
             trace,
             error: result.as_ref().err().map(ToString::to_string),
         };
-        if status.is_final() {
-            self.events.message_finished(&job.key, job.id, status);
+        if let Some(reason) = stopped {
+            Attempted {
+                completion,
+                end: AttemptEnd::Stopped(reason),
+                wake: None,
+            }
+        } else if status.is_final() {
             Attempted {
                 completion,
                 end: AttemptEnd::Done { blocking },

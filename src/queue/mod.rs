@@ -39,10 +39,13 @@ pub struct Queue {
     submit: mpsc::Sender<enqueuer::Submission>,
     /// How long a caller waits for the store to take its message (`store_timeout`).
     store_timeout: Duration,
+    /// On a shared store, the claimer until `recover` starts it.
+    claimer: Arc<std::sync::Mutex<Option<claimer::Ready>>>,
 }
 
 impl Queue {
-    /// Starts the enqueuer; executions run on the current tokio runtime.
+    /// Starts the enqueuer; executions run on the current tokio runtime once
+    /// `recover` has run.
     pub fn start(
         store: Store,
         catalog: SharedCatalog,
@@ -59,14 +62,15 @@ impl Queue {
         let (tx, rx) = mpsc::channel(enqueuer::MAX_BATCH * 8);
         enqueuer::start(rx, store.clone(), dispatcher.clone())
             .map_err(|e| StoreError::Config(format!("cannot start the enqueuer thread: {e}")))?;
-        if let Some(shared) = store.shared() {
-            claimer::start(shared.clone(), dispatcher.clone());
-        }
+        let claimer = store
+            .shared()
+            .map(|shared| claimer::prepare(shared.clone(), dispatcher.clone()));
         Ok(Self {
             store,
             dispatcher,
             submit: tx,
             store_timeout,
+            claimer: Arc::new(std::sync::Mutex::new(claimer)),
         })
     }
 
@@ -106,12 +110,23 @@ impl Queue {
         }
     }
 
-    /// Re-queues every unfinished message after a restart (on a shared store:
-    /// frees what nodes that stopped held). Call before serving.
+    /// Re-queues every unfinished message after a restart, then starts executing:
+    /// nothing is claimed or run before recovery has finished. On a shared store
+    /// only what lapsed is freed (the work of nodes that stopped, each lane's epoch
+    /// moved on); this process holds nothing yet, and recovery never touches its
+    /// claims. Call once, before serving.
     pub async fn recover(&self) -> Result<usize, StoreError> {
         if let Some(shared) = self.store.shared() {
-            // Work is claimed from the store; free only what lapsed.
-            return Ok(shared.reclaim(shared.now()).await? as usize);
+            let n = shared.reclaim(shared.now()).await? as usize;
+            let ready = self
+                .claimer
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take();
+            if let Some(ready) = ready {
+                ready.start();
+            }
+            return Ok(n);
         }
         let pending = self.store.recover(now_micros()).await?;
         let n = pending.len();

@@ -69,6 +69,39 @@ fn completion(id: MessageId, started_at: i64, ex: &Execution) -> Completion {
     }
 }
 
+/// Stores a sync message whose execution outlives its timeout as running its
+/// first attempt here. On a shared store it is stored claimed by this node, so
+/// no other node runs it meanwhile, and the execution is stopped if the lease
+/// is lost.
+async fn hand_over(
+    store: &Store,
+    message: NewMessage,
+    started_at: i64,
+    stop: engine::Stop,
+) -> Result<(), crate::store::StoreError> {
+    let id = message.id;
+    if let Some(shared) = store.shared() {
+        shared.enqueue_claiming(&[message], &[true]).await?;
+        if !shared.guard_message(id, 1, {
+            let stop = stop.clone();
+            move || stop.stop(engine::StopReason::LeaseLost)
+        }) {
+            stop.stop(engine::StopReason::LeaseLost);
+        }
+        return Ok(());
+    }
+    store.enqueue(&[message]).await?;
+    let attempt = AttemptRecord {
+        number: 1,
+        started_at,
+        finished_at: None,
+        outcome: None,
+        error: None,
+    };
+    store.started(id, attempt).await;
+    Ok(())
+}
+
 impl Queue {
     /// Runs `message` now. Its id is the one the caller sees in `X-Message-Id`.
     pub async fn execute_sync(
@@ -92,33 +125,48 @@ impl Queue {
         // The flow reads the document while it runs; the record gets it back after.
         let run_input = Arc::new(std::mem::take(&mut message.input));
         let input = run_input.clone();
+        // Stopped only if the execution outlives its timeout on a shared store and
+        // this node then loses the lease it stored the message under.
+        let stop = engine::Stop::new();
+        let run_stop = stop.clone();
+        let meta = crate::domain::RunMeta {
+            message_id: message.id,
+            attempt: 1,
+            lane: None,
+        };
         let mut exec = Box::pin(async move {
-            engine::execute(&t, &run_input, Some(rtx), &engine::Stop::new()).await
+            engine::execute_with(&t, &run_input, Some(&meta), Some(rtx), &run_stop).await
         });
         let store = self.store().clone();
         let id = message.id;
 
-        let finish_later =
-            |exec: std::pin::Pin<Box<dyn std::future::Future<Output = Execution> + Send>>,
-             store: Store,
-             mut message: NewMessage,
-             input: Arc<serde_json::Value>,
-             durable: bool| {
-                let dispatcher = dispatcher.clone();
-                let key = key.clone();
-                tokio::spawn(async move {
-                    let ex = exec.await;
-                    message.input = unwrap_input(input);
-                    let c = completion(message.id, started_at, &ex);
-                    dispatcher.executed_sync(&key, &c);
-                    if durable {
-                        store.finished(c).await;
-                    } else {
-                        store.record_executed(message, c).await;
-                    }
+        let finish_later = |exec: std::pin::Pin<
+            Box<dyn std::future::Future<Output = Execution> + Send>,
+        >,
+                            store: Store,
+                            mut message: NewMessage,
+                            input: Arc<serde_json::Value>,
+                            durable: bool| {
+            let dispatcher = dispatcher.clone();
+            let key = key.clone();
+            tokio::spawn(async move {
+                let ex = exec.await;
+                if let Err(ExecError::Stopped { reason, .. }) = &ex.result {
+                    tracing::warn!(message = %message.id, %reason, "execution stopped; nothing is written for it and it runs again");
                     dispatcher.release(&key);
-                });
-            };
+                    return;
+                }
+                message.input = unwrap_input(input);
+                let c = completion(message.id, started_at, &ex);
+                dispatcher.executed_sync(&key, &c);
+                if durable {
+                    store.finished(c).await;
+                } else {
+                    store.record_executed(message, c).await;
+                }
+                dispatcher.release(&key);
+            });
+        };
 
         // The flow yields between steps; the deadline is read from the clock as
         // well as the timer, which a busy thread may not have fired yet.
@@ -163,18 +211,10 @@ impl Queue {
                 // Hand over: durable as running before the caller hears 202.
                 let mut stored = message.clone();
                 stored.input = (*input).clone();
-                if let Err(e) = store.enqueue(&[stored]).await {
+                if let Err(e) = hand_over(&store, stored, started_at, stop).await {
                     dispatcher.metrics().store_error();
                     tracing::error!(message = %id, error = %e, "could not store a timed-out sync message");
                 }
-                let attempt = AttemptRecord {
-                    number: 1,
-                    started_at,
-                    finished_at: None,
-                    outcome: None,
-                    error: None,
-                };
-                store.started(id, attempt).await;
                 finish_later(exec, store, message, input, true);
                 Ok(SyncResult::TimedOut)
             }

@@ -146,6 +146,15 @@ impl Store {
         }
     }
 
+    /// The embedded store's generation: one more at each start (see
+    /// `SqliteStore::generation`). A shared store's lanes carry epochs of their own.
+    pub fn generation(&self) -> i64 {
+        match self {
+            Self::Sqlite(s) => s.generation(),
+            Self::Postgres(_) => 0,
+        }
+    }
+
     /// Whether the store answers.
     pub async fn ping(&self) -> Result<(), StoreError> {
         match self {

@@ -121,6 +121,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "admin",
         include_str!("../../migrations/sqlite/0003_admin.sql"),
     ),
+    (
+        4,
+        "generation",
+        include_str!("../../migrations/sqlite/0004_generation.sql"),
+    ),
 ];
 
 type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
@@ -149,6 +154,8 @@ pub struct SqliteStore {
     wake: Arc<Wake>,
     /// Transactions the writer thread has committed.
     commits: Arc<AtomicU64>,
+    /// See `generation`.
+    generation: i64,
 }
 
 pub(super) fn unavailable(e: impl std::fmt::Display) -> StoreError {
@@ -178,6 +185,14 @@ impl SqliteStore {
         conn.busy_timeout(std::time::Duration::from_secs(5))
             .map_err(unavailable)?;
         migrate(&mut conn)?;
+        // Served by the table's one row.
+        let generation = conn
+            .query_row(
+                "UPDATE generation SET value = value + 1 RETURNING value",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(unavailable)?;
         let (tx, rx) = mpsc::channel(CHANNEL);
         let commits = Arc::new(AtomicU64::new(0));
         let wake = Arc::new(Wake::default());
@@ -190,7 +205,19 @@ impl SqliteStore {
             })
             .map_err(|e| StoreError::Config(format!("cannot start the store thread: {e}")))?;
         let _ = wake.thread.set(handle.thread().clone());
-        Ok(Self { tx, wake, commits })
+        Ok(Self {
+            tx,
+            wake,
+            commits,
+            generation,
+        })
+    }
+
+    /// One more each time the file was opened (each start of flowgate): ordered
+    /// flows read it as `.meta.lane_epoch`. On one node a lane changes hands
+    /// only when flowgate restarts, and what ran before ran under a lower value.
+    pub fn generation(&self) -> i64 {
+        self.generation
     }
 
     async fn call<T: Send + 'static>(
@@ -630,25 +657,39 @@ fn started(tx: &Transaction<'_>, r: &StartRow) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// Records an attempt's end, fenced by attempt: only while the message is
+/// unfinished and that attempt is its current one: running with its start
+/// recorded, or newer than every attempt recorded (a start written in the same
+/// batch is skipped, see `apply_batch`). A late end (its attempt was interrupted
+/// by a restart, or a newer one started) is discarded and logged.
 fn finished(tx: &Transaction<'_>, r: &FinishRow) -> Result<(), StoreError> {
     // Served by the UNIQUE index on id. The attempt replaces its start entry (or is
     // appended when the start was never recorded).
-    tx.prepare_cached(
-        "UPDATE messages SET status = ?2, attempts = ?3, run_at = ?4, finished_at = ?5, blocking = ?6,
+    let n = tx
+        .prepare_cached(
+            "UPDATE messages SET status = ?2, attempts = ?3, run_at = ?4, finished_at = ?5, blocking = ?6,
                 open = (?5 IS NULL OR ?6), response = COALESCE(?7, response), trace = ?8, error = ?9,
                 attempt_log = CASE WHEN ?3 = 1 THEN '[' || ?10 || ']'
                     WHEN json_array_length(attempt_log) >= ?3
                     THEN json_set(attempt_log, '$[' || (?3 - 1) || ']', json(?10))
                     ELSE json_insert(attempt_log, '$[#]', json(?10)) END
-         WHERE id = ?1",
-    )
-    .and_then(|mut s| {
-        s.execute(params![
-            r.id, r.status, r.number, r.run_at, r.finished_at, r.blocking, r.response, r.trace, r.error,
-            r.attempt,
-        ])
-    })
-    .map_err(unavailable)?;
+             WHERE id = ?1 AND finished_at IS NULL
+               AND ((status = 'running' AND attempts = ?3) OR (status <> 'running' AND attempts < ?3))",
+        )
+        .and_then(|mut s| {
+            s.execute(params![
+                r.id, r.status, r.number, r.run_at, r.finished_at, r.blocking, r.response, r.trace, r.error,
+                r.attempt,
+            ])
+        })
+        .map_err(unavailable)?;
+    if n == 0 {
+        tracing::warn!(
+            message = r.id,
+            attempt = r.number,
+            "a late result was discarded: the attempt is no longer the message's current one"
+        );
+    }
     Ok(())
 }
 
@@ -955,6 +996,20 @@ mod tests {
         assert!(store.get(id).await.unwrap().is_some());
         assert!(sent.elapsed() < Duration::from_millis(300));
         store.close().await.unwrap();
+    }
+
+    /// Each opening of the file is a new generation, above every one before.
+    #[tokio::test]
+    async fn the_generation_grows_at_each_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("generation.db");
+        let path = path.to_str().unwrap();
+        let first = SqliteStore::open(path).unwrap();
+        first.close().await.unwrap();
+        let second = SqliteStore::open(path).unwrap();
+        assert_eq!(second.generation(), first.generation() + 1);
+        assert!(first.generation() >= 1);
+        second.close().await.unwrap();
     }
 
     /// A database made before inputs had a table of their own keeps every input.

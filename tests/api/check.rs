@@ -27,6 +27,8 @@ fn broken_fixtures_report_every_problem_with_its_position() {
         "{D}/bad name:1:1: tenant folder: name `bad name` may only contain letters, digits, `_` and `-`, and must start with a letter or digit",
         "{D}/io/Basic.yaml:1:7: `auth` has api_keys and basic; choose one",
         "{D}/io/Basic.yaml:1:37: unknown api key label `x` (labels in io/_tenant.yaml: none)",
+        "{D}/io/Once.yaml:3:69: `once: true` needs the step to have a `name:`: its effect is recorded under the message id and that name, which must not change when the file is edited",
+        "{D}/io/Once.yaml:7:69: another `once: true` step is named `ship`: each records its effect under its own name",
         "{D}/io/Signed.yaml:2:19: unknown preset `gitlab` (duro, github or stripe)",
         "{D}/io/Signed.yaml:2:35: secret: environment variable `FLOWGATE_CHECK_SURELY_UNSET` is not set (use `${FLOWGATE_CHECK_SURELY_UNSET:-default}` for a default)",
         "{D}/io/Signed.yaml:2:80: `tolerance` needs `timestamp_header` (or the stripe preset)",

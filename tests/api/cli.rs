@@ -96,6 +96,17 @@ fn run_executes_a_flow_locally_and_prints_result_and_trace() {
         .unwrap();
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["response"]["body"]["total"], 7.0);
+    // A local run is a first attempt (`.meta`).
+    let log = v["trace"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["kind"] == "log")
+        .unwrap();
+    assert_eq!(
+        log["detail"], "work order o1 for c1: 7.0 (attempt 1)",
+        "{log}"
+    );
 
     // A failing flow exits non-zero and names the error.
     let out = flowgate()

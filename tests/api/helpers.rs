@@ -139,6 +139,21 @@ impl TestApp {
         }
     }
 
+    /// Posts `body` to `path` (no key) expecting 202, then waits (up to 10 s) for
+    /// the message to finish: its id and its status document.
+    pub async fn post_until_final(&self, path: &str, body: &Value) -> (String, Value) {
+        let res = self.post_json(path, None, body).await;
+        assert_eq!(res.status(), 202, "{path}");
+        let id = res.json::<Value>().await.unwrap()["message_id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let doc = self
+            .wait_final(&path[1..], &id, "", Duration::from_secs(10))
+            .await;
+        (id, doc)
+    }
+
     /// A counter from `/_metrics`.
     pub async fn metric(&self, name: &str) -> f64 {
         self.metrics(&[name]).await[0]

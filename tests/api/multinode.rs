@@ -94,7 +94,7 @@ async fn post_in_order(
 }
 
 /// Waits until every stored message has succeeded, at most `within`.
-async fn all_succeed(url: &str, within: Duration) {
+pub async fn all_succeed(url: &str, within: Duration) {
     let deadline = tokio::time::Instant::now() + within;
     loop {
         let rows = query(

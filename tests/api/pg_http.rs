@@ -117,4 +117,7 @@ async fn two_nodes_serve_the_http_contract() {
             .await;
         assert!(held >= 0.0, "{kind}: {held}");
     }
+    // A node that ran its work undisturbed lost nothing.
+    assert_eq!(a.metric("flowgate_leases_lost_total").await, 0.0);
+    assert_eq!(a.metric("flowgate_results_discarded_total").await, 0.0);
 }

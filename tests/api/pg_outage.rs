@@ -21,8 +21,8 @@ use crate::pg_server::{Cluster, Login, checked, cluster};
 
 /// Forwards a local port to PostgreSQL; `cut` drops every connection, `stall`
 /// keeps them open but passes nothing on (a frozen server, a lost route).
-struct Proxy {
-    port: u16,
+pub struct Proxy {
+    pub port: u16,
     up: Arc<AtomicBool>,
     stalled: Arc<AtomicBool>,
     links: Arc<Mutex<Vec<JoinHandle<()>>>>,
@@ -53,7 +53,7 @@ async fn pump(
 impl Proxy {
     /// Listens on `bind` (an address with port 0) and forwards to `target`
     /// (`host:port`).
-    async fn start(target: String, bind: &str) -> Self {
+    pub async fn start(target: String, bind: &str) -> Self {
         let listener = TcpListener::bind(bind).await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let up = Arc::new(AtomicBool::new(true));
@@ -87,7 +87,7 @@ impl Proxy {
         self.stalled.store(stalled, Ordering::SeqCst);
     }
 
-    fn cut(&self) {
+    pub fn cut(&self) {
         self.up.store(false, Ordering::SeqCst);
         for link in self.links.lock().unwrap().drain(..) {
             link.abort();
@@ -100,7 +100,7 @@ impl Proxy {
 }
 
 /// `host:port` of the test database, for a proxy to forward to.
-fn database_host() -> String {
+pub fn database_host() -> String {
     let base = std::env::var("FLOWGATE_TEST_DATABASE_URL").unwrap();
     base.split('@')
         .nth(1)

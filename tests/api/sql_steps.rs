@@ -70,7 +70,7 @@ impl Schema {
     }
 }
 
-async fn spawn(schema: &Schema, triggers: &[(&str, &str)]) -> TestApp {
+pub async fn spawn(schema: &Schema, triggers: &[(&str, &str)]) -> TestApp {
     let tenant = format!(
         "connections:\n  db: {{ postgres: \"{}\", pool_size: 4, statement_timeout: 10s }}\n",
         schema.url

@@ -4,7 +4,7 @@
 use flowgate::domain::{MessageId, MessageStatus, TenantName, TriggerKey, TriggerName, now_micros};
 use flowgate::store::{DeliveryAttempt, DeliveryStatus, MessageQuery, NewDelivery, Release};
 
-use crate::store_contract::{done, message, stores};
+use crate::store_contract::{done, message, ran, stores};
 
 fn key() -> TriggerKey {
     TriggerKey {
@@ -22,12 +22,8 @@ async fn log_history_pages_filters_counts_and_lanes() {
             .map(|i| message((i % 2 == 0).then_some("a"), None, t0 + i * 1_000_000))
             .collect();
         store.enqueue(&ms).await.unwrap();
-        store
-            .finished(done(ms[0].id, 1, MessageStatus::Dead, true))
-            .await;
-        store
-            .finished(done(ms[1].id, 1, MessageStatus::Succeeded, false))
-            .await;
+        ran(&store, done(ms[0].id, 1, MessageStatus::Dead, true)).await;
+        ran(&store, done(ms[1].id, 1, MessageStatus::Succeeded, false)).await;
         let q = MessageQuery {
             triggers: vec![key()],
             limit: 2,

@@ -1,12 +1,14 @@
 //! Running a claimed ordered lane: its messages one at a time in acceptance
 //! order (they stay `queued` in the store while they run), and each run of
-//! results written in one commit fenced by the lane's holder and epoch.
+//! results written in one commit fenced by the lane's holder and epoch. The
+//! lane's lease is checked before each message; once it is lost, the message
+//! running is stopped and nothing more starts.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::domain::TriggerKey;
-use crate::engine::ExecError;
+use crate::engine::{ExecError, Stop, StopReason};
 use crate::store::LaneClaim;
 
 use super::super::dispatcher::{AttemptEnd, Attempted, Job};
@@ -33,13 +35,27 @@ pub(super) fn fail_status_of(a: &Attempted) -> Option<u16> {
 }
 
 impl Claimer {
-    /// Runs a claimed lane until it is empty, waits for a retry, is blocked, or
-    /// its turn is over. On any store error the lane is left to its lease.
+    /// Runs a claimed lane until it is empty, waits for a retry, is blocked, its
+    /// turn is over or its lease is lost. On any store error the lane is left to
+    /// its lease.
     pub(super) async fn run_lane(self: &Arc<Self>, lane: LaneClaim) {
         let key = TriggerKey {
             tenant: lane.tenant.clone(),
             trigger: lane.trigger.clone(),
         };
+        let stop = Stop::new();
+        let on_lost = stop.clone();
+        if !self
+            .store
+            .guard_lane(&lane, move || on_lost.stop(StopReason::LeaseLost))
+        {
+            tracing::info!(
+                lane = lane.lane,
+                "the lease on a lane was lost before it ran"
+            );
+            self.store.forget_lane(&lane);
+            return;
+        }
         let turn = Instant::now();
         let mut ran = 0usize;
         loop {
@@ -65,11 +81,19 @@ impl Claimer {
             }
             let mut release = batch.is_empty().then_some(0);
             let mut done = Vec::new();
+            let mut finals = Vec::new();
             let mut wakes = Vec::new();
             let mut blocked = None;
             let round = Instant::now();
             for m in batch {
                 let now = self.store.now();
+                if stop.reason().is_some() || !self.store.lane_live(&lane) {
+                    // The lease is lost: nothing more starts. What ran is
+                    // written if the store still takes it (fenced).
+                    tracing::warn!(lane = lane.lane, message = %m.id, "lost the lane's lease; its next message does not start here");
+                    release = Some(now);
+                    break;
+                }
                 if m.run_at > now {
                     release = Some(m.run_at);
                     break;
@@ -87,20 +111,25 @@ impl Claimer {
                     attempts: m.attempts,
                     run_at: m.run_at,
                     input: Arc::new(m.input),
+                    lane_epoch: lane.epoch,
                 };
-                let a = self
-                    .dispatcher
-                    .run_attempt(&mut job, now, &crate::engine::Stop::new())
-                    .await;
+                let a = self.dispatcher.run_attempt(&mut job, now, &stop).await;
                 drop(permit);
+                if let AttemptEnd::Stopped(reason) = a.end {
+                    tracing::warn!(lane = lane.lane, message = %m.id, %reason, "execution stopped; nothing is written for it and it runs again");
+                    release = Some(self.store.now());
+                    break;
+                }
                 let fail = fail_status_of(&a);
                 let end = a.end;
+                finals.push((m.id, a.completion.status));
                 done.push((a.completion, fail));
                 if let Some(w) = a.wake {
                     wakes.push((m.id, w));
                 }
                 match end {
-                    AttemptEnd::Done { blocking: false } => {}
+                    // A stopped execution ended the round above.
+                    AttemptEnd::Done { blocking: false } | AttemptEnd::Stopped(_) => {}
                     AttemptEnd::Done { blocking: true } => {
                         tracing::warn!(trigger = %key, lane = lane.lane, message = %m.id, "ordered lane blocked by a failed message");
                         release = Some(0);
@@ -138,6 +167,9 @@ impl Claimer {
                     tracing::warn!(error = %e, lane = lane.lane, "writing a lane's results failed");
                     return;
                 }
+            }
+            for (id, status) in finals {
+                self.dispatcher.announce(&key, id, status);
             }
             for (id, w) in wakes {
                 self.dispatcher.waiters().notify(id, w);

@@ -14,15 +14,23 @@
 //!   commit. A retry or a block ends the run and releases the lane; so does a
 //!   turn's budget, to share lanes among nodes. A lane claimed with nothing to run
 //!   has its count repaired.
-//! - Leases are renewed by a heartbeat; a node that dies loses them after
-//!   `lease`, and others take its work over. A late result is fenced out.
+//! - Leases are renewed by a heartbeat, per attempt and per lane epoch; a node
+//!   that dies loses them after `lease`, and others take its work over. A node
+//!   fences itself: a lease whose renewal failed, came late or found it taken
+//!   over is lost, and what runs under it is stopped through its [`Stop`]
+//!   (nothing is written for it); held work starts only under a live lease, and
+//!   a lane's holder checks its lease before each message. A late result that
+//!   reaches the store is discarded there.
 //! - Wake-ups come by LISTEN/NOTIFY, with a poll every `POLL` as a fallback.
 //!   Sync callers waiting here for a message run elsewhere are answered from
 //!   the store when its node says it is done (or when a poll finds it done).
 //! - Admission: each trigger's unfinished messages in the shared queue are
 //!   counted every `BACKLOG_COUNT`, and `max_backlog` applies to that count.
+//!
+//! [`Stop`]: crate::engine::Stop
 
 mod lane;
+mod leases;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -33,7 +41,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use tokio::sync::{Notify, Semaphore, mpsc};
 
 use crate::domain::{MessageId, MessageStatus, Micros, TriggerKey, now_micros};
-use crate::engine::ExecError;
+use crate::engine::{ExecError, Stop, StopReason};
 use crate::store::{ClaimedMessage, LaneClaim, PgStore, StoreError, Wakeup};
 
 use super::dispatcher::{AttemptEnd, Dispatcher, Job};
@@ -217,9 +225,17 @@ struct Claimer {
     wake: Arc<Wake>,
 }
 
-/// Starts claiming on the current runtime; from now on `dispatcher` wakes the
-/// claimer instead of running what is pushed to it.
-pub fn start(store: PgStore, dispatcher: Arc<Dispatcher>) {
+/// A claimer made but not yet running: the dispatcher already hands it what it
+/// must run (held until it starts), so that startup recovery finishes before
+/// anything is claimed or run.
+pub struct Ready {
+    claimer: Arc<Claimer>,
+    claimed_here: mpsc::UnboundedReceiver<Job>,
+}
+
+/// Makes the claimer; from now on `dispatcher` wakes it instead of running what
+/// is pushed to it. Nothing runs until [`Ready::start`].
+pub fn prepare(store: PgStore, dispatcher: Arc<Dispatcher>) -> Ready {
     let (here, claimed_here) = mpsc::unbounded_channel();
     let wake = Arc::new(Wake {
         lanes: Notify::new(),
@@ -232,19 +248,31 @@ pub fn start(store: PgStore, dispatcher: Arc<Dispatcher>) {
         ended: Notify::new(),
     });
     dispatcher.claim_from_store(wake.clone());
-    let c = Arc::new(Claimer {
+    let claimer = Arc::new(Claimer {
         store,
         dispatcher,
         wake,
     });
-    tokio::spawn(c.clone().run_claimed_here(claimed_here));
-    tokio::spawn(c.clone().listen());
-    tokio::spawn(c.clone().claim_loop(Kind::Messages));
-    tokio::spawn(c.clone().claim_loop(Kind::Lanes));
-    tokio::spawn(c.clone().heartbeat());
-    tokio::spawn(c.clone().follow_clock());
-    tokio::spawn(c.clone().count_backlogs());
-    tokio::spawn(c.poll_waiters());
+    Ready {
+        claimer,
+        claimed_here,
+    }
+}
+
+impl Ready {
+    /// Starts claiming and running on the current runtime.
+    pub fn start(self) {
+        let c = self.claimer;
+        tokio::spawn(c.clone().run_claimed_here(self.claimed_here));
+        tokio::spawn(c.clone().listen());
+        tokio::spawn(c.clone().claim_loop(Kind::Messages));
+        tokio::spawn(c.clone().claim_loop(Kind::Lanes));
+        tokio::spawn(c.clone().heartbeat());
+        tokio::spawn(c.clone().watch_leases());
+        tokio::spawn(c.clone().follow_clock());
+        tokio::spawn(c.clone().count_backlogs());
+        tokio::spawn(c.poll_waiters());
+    }
 }
 
 impl Claimer {
@@ -313,16 +341,6 @@ impl Claimer {
             let ids = self.dispatcher.waiters().ids();
             if !ids.is_empty() {
                 self.answer(ids).await;
-            }
-        }
-    }
-
-    async fn heartbeat(self: Arc<Self>) {
-        let every = self.store.lease() / 3;
-        loop {
-            tokio::time::sleep(every).await;
-            if let Err(e) = self.store.heartbeat(self.store.now()).await {
-                tracing::warn!(error = %e, "lease heartbeat failed");
             }
         }
     }
@@ -450,12 +468,15 @@ impl Claimer {
             attempts: c.attempt.saturating_sub(1),
             run_at: c.started_at,
             input: Arc::new(c.input),
+            lane_epoch: 0,
         };
         self.run_job(job, Some(c.started_at)).await
     }
 
     /// Runs a claimed message's attempt (started at the claim, or now when it was
-    /// claimed as it was stored) and writes its end behind.
+    /// claimed as it was stored) under its lease, and writes its end behind.
+    /// Nothing starts under a lease that is no longer live; an execution whose
+    /// lease is lost is stopped and nothing is written for it.
     async fn run_job(self: &Arc<Self>, mut job: Job, claimed_at: Option<Micros>) {
         let concurrency = self
             .dispatcher
@@ -467,15 +488,37 @@ impl Claimer {
             // Handed back by a stopping node; another node runs it.
             return;
         }
+        let attempt = job.attempts + 1;
+        let stop = Stop::new();
+        let on_lost = stop.clone();
+        if !self
+            .store
+            .guard_message(job.id, attempt, move || on_lost.stop(StopReason::LeaseLost))
+        {
+            tracing::info!(message = %job.id, attempt, "the lease on a message was lost before it started; it runs elsewhere");
+            self.wake.end();
+            return;
+        }
         let started_at = claimed_at.unwrap_or_else(now_micros);
         let done = self
             .dispatcher
-            .run_attempt(&mut job, started_at, &crate::engine::Stop::new())
+            .run_attempt(&mut job, started_at, &stop)
             .await;
         drop(permit);
+        if let AttemptEnd::Stopped(reason) = done.end {
+            tracing::warn!(message = %job.id, attempt, %reason, "execution stopped; nothing is written for it and it runs again");
+            self.wake.end();
+            return;
+        }
         let fail = fail_status(&done);
-        self.store.finished_with(done.completion, fail).await;
+        let status = done.completion.status;
+        let written = self.store.end_attempt(done.completion, fail).await;
         self.wake.end();
+        // A discarded end (logged by the store) is no result: nobody hears of it.
+        if !written.await.unwrap_or(false) {
+            return;
+        }
+        self.dispatcher.announce(&job.key, job.id, status);
         if let Some(w) = done.wake {
             self.dispatcher.waiters().notify(job.id, w);
         }

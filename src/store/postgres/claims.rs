@@ -96,11 +96,6 @@ const CLAIM_MESSAGES: &str = "WITH c AS (
  FROM c WHERE m.id = c.id
  RETURNING m.id, m.tenant, m.trigger, m.mode, m.attempts, m.input, m.seq";
 
-/// Renews this node's leases on the messages it runs. Served by the UNIQUE index
-/// on id.
-const RENEW_MESSAGES: &str = "UPDATE messages SET lease_until = $2
-     WHERE id = ANY($3) AND holder = $1 AND status = 'running'";
-
 /// Unfinished messages per trigger. Served by messages_lane (it holds every
 /// unfinished message, lane or not).
 const BACKLOGS: &str = "SELECT tenant, trigger, count(*) FROM messages
@@ -125,10 +120,12 @@ impl PgStore {
                 .await
                 .map_err(db)?;
             rows.sort_by_key(|r| r.get::<_, i64>(6));
-            store
-                .held
-                .messages()
-                .extend(rows.iter().map(|r| r.get::<_, uuid::Uuid>(0)));
+            let until = now + store.lease_us();
+            for r in &rows {
+                store
+                    .held
+                    .hold_message(r.get(0), r.get::<_, i32>(4) as u32, until);
+            }
             rows.iter()
                 .map(|r| {
                     let (tenant, trigger) = names(r.get(1), r.get(2))?;
@@ -162,7 +159,7 @@ impl PgStore {
                         WHERE pending > 0 AND blocked_by IS NULL AND run_at <= $1
                           AND (holder IS NULL OR lease_until < $1)
                         ORDER BY run_at LIMIT $2 FOR UPDATE SKIP LOCKED)
-                     UPDATE lanes l SET holder = $3, epoch = l.epoch + 1, lease_until = $1 + $4
+                     UPDATE lanes l SET holder = $3, epoch = nextval('lane_epochs'), lease_until = $1 + $4
                      FROM c WHERE l.tenant = c.tenant AND l.trigger = c.trigger AND l.lane = c.lane
                      RETURNING l.tenant, l.trigger, l.lane, l.epoch",
                 )
@@ -175,11 +172,12 @@ impl PgStore {
                 )
                 .await
                 .map_err(db)?;
-            let mut held = store.held.lanes();
+            let until = now + store.lease_us();
             for r in &rows {
-                held.insert((r.get(0), r.get(1), r.get(2)), r.get(3));
+                store
+                    .held
+                    .hold_lane((r.get(0), r.get(1), r.get(2)), r.get(3), until);
             }
-            drop(held);
             rows.iter()
                 .map(|r| {
                     let (tenant, trigger) = names(r.get(0), r.get(1))?;
@@ -245,8 +243,9 @@ impl PgStore {
 
     /// Writes a run of a lane's results (each with the status of the `fail` step
     /// that ended it) in one transaction, only while this node still holds the
-    /// lane at `epoch`; renews the lease, or releases the lane (`release`: not
-    /// before that time). Returns false when the lane was lost: nothing was written.
+    /// lane at `epoch` under a live lease; renews the lease, or releases the lane
+    /// (`release`: not before that time). Returns false when the lane was lost:
+    /// nothing was written.
     pub async fn commit_lane(
         &self,
         lane: &LaneClaim,
@@ -255,25 +254,13 @@ impl PgStore {
         now: Micros,
     ) -> Result<bool, StoreError> {
         let claim = lane.clone();
-        self.held.release(done.iter().map(|(c, _)| c.id.as_uuid()));
         let result = self.commit_lane_inner(claim, done, release, now).await;
         if !matches!(result, Ok(true)) || release.is_some() {
             self.forget_lane(lane);
+        } else {
+            self.renewed_lane(lane, now + self.lease_us());
         }
         result
-    }
-
-    /// Stops renewing a lane's lease (its task ended): it lapses unless released.
-    pub fn forget_lane(&self, lane: &LaneClaim) {
-        let key = (
-            lane.tenant.as_str().to_owned(),
-            lane.trigger.as_str().to_owned(),
-            lane.lane.clone(),
-        );
-        let mut held = self.held.lanes();
-        if held.get(&key) == Some(&lane.epoch) {
-            held.remove(&key);
-        }
     }
 
     async fn commit_lane_inner(
@@ -291,7 +278,8 @@ impl PgStore {
                     "UPDATE lanes SET lease_until = $5,
                             holder = CASE WHEN $6 THEN NULL ELSE holder END,
                             run_at = CASE WHEN $6 THEN $7 ELSE run_at END
-                     WHERE tenant = $1 AND trigger = $2 AND lane = $3 AND holder = $4 AND epoch = $8",
+                     WHERE tenant = $1 AND trigger = $2 AND lane = $3 AND holder = $4 AND epoch = $8
+                       AND lease_until >= $9",
                 )
                 .await
                 .map_err(db)?;
@@ -307,6 +295,7 @@ impl PgStore {
                         &release.is_some(),
                         &release.unwrap_or(0),
                         &lane.epoch,
+                        &now,
                     ],
                 )
                 .await
@@ -318,7 +307,7 @@ impl PgStore {
             if !done.is_empty() {
                 let refs: Vec<(&Completion, Option<u16>)> =
                     done.iter().map(|(c, f)| (c, *f)).collect();
-                apply_completions(&tx, &store.node, &refs).await?;
+                apply_completions(&tx, &store, &refs).await?;
             }
             tx.commit().await.map_err(db)?;
             Ok(true)
@@ -408,7 +397,7 @@ impl PgStore {
             return Ok(0);
         }
         let ids: Vec<uuid::Uuid> = ids.iter().map(|id| id.as_uuid()).collect();
-        self.held.release(ids.iter().copied());
+        self.held.release_any(ids.iter().copied());
         self.with(move |store, mut client| async move {
             let tx = client.transaction().await.map_err(db)?;
             // Served by the UNIQUE index on id.
@@ -461,7 +450,7 @@ impl PgStore {
             let n = ids.len();
             let now = crate::domain::now_micros();
             let node: &str = &store.node;
-            let end: [&(dyn tokio_postgres::types::ToSql + Sync); 12] = [
+            let end: [&(dyn tokio_postgres::types::ToSql + Sync); 13] = [
                 &ids,
                 &vec![1i32; n],
                 &vec!["succeeded"; n],
@@ -474,6 +463,7 @@ impl PgStore {
                 &vec![serde_json::json!({"number": 1}); n],
                 &node,
                 &vec![None::<i32>; n],
+                &now,
             ];
             let day_ago = now - 86_400_000_000;
             let floor = super::admin::id_floor(day_ago + 1000);
@@ -485,8 +475,8 @@ impl PgStore {
                 ("end of attempts", format!("EXPLAIN {END_ATTEMPTS}"), &end),
                 (
                     "lease renewal",
-                    format!("EXPLAIN {RENEW_MESSAGES}"),
-                    &[&node, &now, &ids],
+                    format!("EXPLAIN {}", super::leases::RENEW_MESSAGES),
+                    &[&node, &now, &ids, &vec![1i32; n], &now],
                 ),
                 (
                     "claim",
@@ -517,74 +507,40 @@ impl PgStore {
         .await
     }
 
-    /// Renews this node's leases on the messages and lanes it still works on.
-    pub async fn heartbeat(&self, now: Micros) -> Result<(), StoreError> {
-        let ids: Vec<uuid::Uuid> = self.held.messages().iter().copied().collect();
-        let mut lanes: (Vec<String>, Vec<String>, Vec<String>, Vec<i64>) = Default::default();
-        for ((t, g, l), e) in self.held.lanes().iter() {
-            lanes.0.push(t.clone());
-            lanes.1.push(g.clone());
-            lanes.2.push(l.clone());
-            lanes.3.push(*e);
-        }
-        self.with(move |store, client| async move {
-            let until = now + store.lease_us();
-            if !ids.is_empty() {
-                client
-                    .execute(RENEW_MESSAGES, &[&&*store.node, &until, &ids])
-                    .await
-                    .map_err(db)?;
-            }
-            if !lanes.0.is_empty() {
-                // Served by the lanes primary key. Rows are locked in key order, as
-                // enqueues lock them: in any other order the two can deadlock.
-                client
-                    .execute(
-                        "WITH k AS (
-                            SELECT l.tenant, l.trigger, l.lane FROM lanes l
-                            JOIN unnest($3::text[], $4::text[], $5::text[], $6::int8[]) AS u(t, g, n, e)
-                              ON l.tenant = u.t AND l.trigger = u.g AND l.lane = u.n AND l.epoch = u.e
-                            WHERE l.holder = $1
-                            ORDER BY 1, 2, 3 FOR UPDATE OF l)
-                         UPDATE lanes l SET lease_until = $2 FROM k
-                         WHERE l.tenant = k.tenant AND l.trigger = k.trigger AND l.lane = k.lane",
-                        &[&&*store.node, &until, &lanes.0, &lanes.1, &lanes.2, &lanes.3],
-                    )
-                    .await
-                    .map_err(db)?;
-            }
-            Ok(())
-        })
-        .await
-    }
-
-    /// Frees what this node (by name) or a lapsed lease held: those attempts end as
-    /// interrupted and their messages are queued again. Returns how many messages.
+    /// Frees what lapsed leases held (nodes that stopped or lost them): those
+    /// attempts end as interrupted and their messages are queued again, and those
+    /// lanes are let go with their epoch moved on, so that whoever held them can
+    /// write nothing more and the lane's next holder runs under a higher epoch.
+    /// Never touches a live lease, this process's own included. Returns how many
+    /// messages.
     pub async fn reclaim(&self, now: Micros) -> Result<u64, StoreError> {
-        self.with(move |store, client| async move {
+        self.with(move |_, client| async move {
             // Served by messages_lane (it holds every unfinished message).
             let n = client
                 .execute(
                     "UPDATE messages m SET status = 'queued', holder = NULL, lease_until = NULL,
                             attempt_log = CASE WHEN jsonb_array_length(m.attempt_log) > 0
                                 THEN jsonb_set(m.attempt_log, ARRAY[(jsonb_array_length(m.attempt_log) - 1)::text],
-                                     (m.attempt_log -> -1) || jsonb_build_object('finished_at', $2::int8,
+                                     (m.attempt_log -> -1) || jsonb_build_object('finished_at', $1::int8,
                                         'outcome', 'interrupted',
                                         'error', 'the node running this attempt stopped or lost its lease'))
                                 ELSE m.attempt_log END
-                     WHERE finished_at IS NULL AND status = 'running' AND (holder = $1 OR lease_until < $2)",
-                    &[&&*store.node, &now],
+                     WHERE finished_at IS NULL AND status = 'running' AND lease_until < $1",
+                    &[&now],
                 )
                 .await
                 .map_err(db)?;
+            // Rows are locked in key order, as enqueues lock them. A scan of the
+            // lanes table, once at start.
             client
                 .execute(
                     "WITH k AS (
-                        SELECT tenant, trigger, lane FROM lanes WHERE holder = $1 OR lease_until < $2
+                        SELECT tenant, trigger, lane FROM lanes
+                        WHERE holder IS NOT NULL AND lease_until < $1
                         ORDER BY 1, 2, 3 FOR UPDATE)
-                     UPDATE lanes l SET holder = NULL FROM k
+                     UPDATE lanes l SET holder = NULL, epoch = nextval('lane_epochs') FROM k
                      WHERE l.tenant = k.tenant AND l.trigger = k.trigger AND l.lane = k.lane",
-                    &[&&*store.node, &now],
+                    &[&now],
                 )
                 .await
                 .map_err(db)?;

@@ -12,6 +12,7 @@
 mod admin;
 mod claims;
 mod deliveries;
+mod leases;
 mod rows;
 mod writer;
 
@@ -76,9 +77,15 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "no_running_status_index",
         include_str!("../../../migrations/postgres/0009_no_running_status_index.sql"),
     ),
+    (
+        10,
+        "lane_epochs",
+        include_str!("../../../migrations/postgres/0010_lane_epochs.sql"),
+    ),
 ];
 
-/// Set on each of the store's connections as it is made. The store's statements
+/// Set on each of the store's connections as it is made (with the lock and
+/// idle-in-transaction timeouts, see `session_settings`). The store's statements
 /// are each written to be served by an index (the query plan tests check them);
 /// these rule out the two kinds of plan that pass those indexes by. The partial
 /// indexes of unfinished messages keep an entry for every message finished since
@@ -102,16 +109,43 @@ pub struct PgOptions {
     pub connect_timeout: Duration,
     /// A node's claim on a message or lane lapses this long after its last heartbeat.
     pub lease: Duration,
+    /// The longest a statement waits for a lock (`lock_timeout`).
+    pub lock_timeout: Duration,
+    /// A session idle inside a transaction this long is ended by the server,
+    /// releasing its locks (`idle_in_transaction_session_timeout`).
+    pub idle_in_transaction_timeout: Duration,
+}
+
+impl PgOptions {
+    /// The default of both timeouts for a lease: half of it, at most 5 s. Below
+    /// the lease, so that a node paused inside a transaction (holding a lane's
+    /// row) loses its session and locks before its lease lapses, and others
+    /// neither wait on it longer nor are kept from taking its work over.
+    pub fn session_timeout(lease: Duration) -> Duration {
+        (lease / 2).min(Duration::from_secs(5))
+    }
 }
 
 impl Default for PgOptions {
     fn default() -> Self {
+        let lease = Duration::from_secs(15);
         Self {
             pool_size: 16,
             connect_timeout: Duration::from_secs(2),
-            lease: Duration::from_secs(15),
+            lease,
+            lock_timeout: Self::session_timeout(lease),
+            idle_in_transaction_timeout: Self::session_timeout(lease),
         }
     }
+}
+
+/// Every setting made on a store connection as it is made.
+fn session_settings(options: &PgOptions) -> String {
+    format!(
+        "{SESSION_SETTINGS}; SET lock_timeout = {}; SET idle_in_transaction_session_timeout = {}",
+        options.lock_timeout.as_millis().max(1),
+        options.idle_in_transaction_timeout.as_millis().max(1),
+    )
 }
 
 #[derive(Clone)]
@@ -125,38 +159,11 @@ pub struct PgStore {
     timeout: Duration,
     writer: mpsc::Sender<writer::Op>,
     closed: Arc<AtomicBool>,
-    held: Arc<Held>,
+    held: Arc<leases::Held>,
     /// The database's clock minus this machine's, in microseconds (see `now`).
     clock_offset: Arc<AtomicI64>,
     /// Added to this machine's clock: tests play a node whose clock is wrong.
     local_skew: Arc<AtomicI64>,
-}
-
-/// What this node holds leases on: the heartbeat renews these and nothing else,
-/// so work whose task ended without a result is left to lapse.
-#[derive(Default)]
-struct Held {
-    messages: std::sync::Mutex<std::collections::HashSet<uuid::Uuid>>,
-    lanes: std::sync::Mutex<std::collections::HashMap<(String, String, String), i64>>,
-}
-
-impl Held {
-    fn messages(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<uuid::Uuid>> {
-        self.messages.lock().unwrap_or_else(|p| p.into_inner())
-    }
-    /// Stops renewing the leases on these messages (they ended or were given back).
-    fn release(&self, ids: impl IntoIterator<Item = uuid::Uuid>) {
-        let mut held = self.messages();
-        for id in ids {
-            held.remove(&id);
-        }
-    }
-    #[allow(clippy::type_complexity)]
-    fn lanes(
-        &self,
-    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<(String, String, String), i64>> {
-        self.lanes.lock().unwrap_or_else(|p| p.into_inner())
-    }
 }
 
 pub(crate) fn unavailable(e: impl std::fmt::Display) -> StoreError {
@@ -227,6 +234,10 @@ pub struct PgStats {
     /// Leases this node renews: messages it runs and ordered lanes it holds.
     pub messages_held: usize,
     pub lanes_held: usize,
+    /// Leases this node lost (the work under them stopped), since it started.
+    pub leases_lost: u64,
+    /// Attempts' ends this node sent that were discarded as late.
+    pub results_discarded: u64,
     /// How far the database's clock is followed from this machine's (µs; 0 while
     /// they agree to within `CLOCK_TOLERANCE`).
     pub clock_offset: Micros,
@@ -260,6 +271,14 @@ impl PgStore {
             config.get_application_name().unwrap_or_default()
         ));
         let listener = Arc::new((listen, tls.clone()));
+        // The node's name in leases (`holder`): its connections' application name
+        // (operators may name each node in the URL), made unique per process.
+        let node: Arc<str> = format!(
+            "{}-{}",
+            config.get_application_name().unwrap_or("flowgate"),
+            uuid::Uuid::now_v7().simple()
+        )
+        .into();
         let manager = Manager::from_config(
             config,
             tls,
@@ -268,11 +287,13 @@ impl PgStore {
             },
         );
         // Without timeouts `get()` waits for ever while the database is away.
+        let settings: Arc<str> = session_settings(&options).into();
         let pool = Pool::builder(manager)
-            .post_create(Hook::async_fn(|client, _| {
+            .post_create(Hook::async_fn(move |client, _| {
+                let settings = settings.clone();
                 Box::pin(async move {
                     client
-                        .batch_execute(SESSION_SETTINGS)
+                        .batch_execute(&settings)
                         .await
                         .map_err(HookError::Backend)
                 })
@@ -284,7 +305,6 @@ impl PgStore {
             .recycle_timeout(Some(options.connect_timeout))
             .build()
             .map_err(|e| StoreError::Config(format!("connection pool: {e}")))?;
-        let node: Arc<str> = format!("node-{}", uuid::Uuid::now_v7().simple()).into();
         let (tx, rx) = mpsc::channel(writer::CHANNEL);
         let store = Self {
             pool,
@@ -376,8 +396,10 @@ impl PgStore {
             in_use: s.size.saturating_sub(s.available),
             idle: s.available,
             waiting: s.waiting,
-            messages_held: self.held.messages().len(),
-            lanes_held: self.held.lanes().len(),
+            messages_held: self.held.counts().0,
+            lanes_held: self.held.counts().1,
+            leases_lost: self.held.losses().0,
+            results_discarded: self.held.losses().1,
             clock_offset: self.clock_offset.load(Ordering::Relaxed),
         }
     }
@@ -434,6 +456,11 @@ impl PgStore {
     async fn migrate(&self) -> Result<(), StoreError> {
         self.with(|_, mut client| async move {
             let tx = client.transaction().await.map_err(db)?;
+            // Another node's migration may take a while (an index rebuilt on a
+            // large table): wait for it, and for running nodes' row locks.
+            tx.batch_execute("SET LOCAL lock_timeout = 0")
+                .await
+                .map_err(db)?;
             tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
                 .await
                 .map_err(db)?;
@@ -503,7 +530,7 @@ impl PgStore {
                 // One statement is a transaction of its own: no BEGIN and COMMIT
                 // round trips. Duplicates are read and others told after it commits.
                 let out = insert_batch(&client, &store, &rows, &mine, now, false).await?;
-                store.hold_claimed(&rows, &mine, &out);
+                store.hold_claimed(&rows, &mine, &out, now);
                 return Ok(out);
             }
             let tx = client.transaction().await.map_err(db)?;
@@ -521,38 +548,56 @@ impl PgStore {
                 .map_err(db)?;
             let out = insert_batch(&tx, &store, &rows, &mine, now, true).await?;
             tx.commit().await.map_err(db)?;
-            store.hold_claimed(&rows, &mine, &out);
+            store.hold_claimed(&rows, &mine, &out, now);
             Ok(out)
         })
     }
 
-    /// Leases taken as messages were stored are renewed by the heartbeat from now on.
-    fn hold_claimed(&self, rows: &rows::NewRows, mine: &[bool], out: &[EnqueueOutcome]) {
-        self.held.messages().extend(
-            rows.id
-                .iter()
-                .zip(mine)
-                .zip(out)
-                .filter(|((_, mine), o)| **mine && matches!(o, EnqueueOutcome::Inserted))
-                .map(|((id, _), _)| *id),
-        );
+    /// Leases taken as messages were stored (their first attempt, from `now`) are
+    /// renewed by the heartbeat from now on.
+    fn hold_claimed(
+        &self,
+        rows: &rows::NewRows,
+        mine: &[bool],
+        out: &[EnqueueOutcome],
+        now: Micros,
+    ) {
+        let until = now + self.lease_us();
+        for ((id, mine), o) in rows.id.iter().zip(mine).zip(out) {
+            if *mine && matches!(o, EnqueueOutcome::Inserted) {
+                self.held.hold_message(*id, 1, until);
+            }
+        }
     }
 
-    /// Records an attempt's start: the message runs here, under this node's lease.
+    /// Records an attempt's start: the message runs here, under this node's lease
+    /// (renewed from now on; it is taken when the record is written).
     pub async fn started(&self, id: MessageId, attempt: AttemptRecord) {
-        self.held.messages().insert(id.as_uuid());
+        self.held
+            .hold_message(id.as_uuid(), attempt.number, self.now() + self.lease_us());
         self.send(writer::Op::Started(id, attempt)).await
     }
 
     pub async fn finished(&self, c: Completion) {
-        self.finished_with(c, None).await
+        self.send(writer::Op::Finished(Box::new(c), None, None))
+            .await
     }
 
     /// Records an attempt's end; `fail_status` is the status of the `fail` step
-    /// that ended it, for a sync caller answered on another node.
-    pub async fn finished_with(&self, c: Completion, fail_status: Option<u16>) {
-        self.send(writer::Op::Finished(Box::new(c), fail_status))
-            .await
+    /// that ended it, for a sync caller answered on another node. The answer
+    /// comes once it is written: whether the end was taken, or discarded because
+    /// its attempt is no longer the message's current one or its lease lapsed
+    /// (false too when it could not be written). The attempt's lease is renewed
+    /// until then.
+    pub async fn end_attempt(
+        &self,
+        c: Completion,
+        fail_status: Option<u16>,
+    ) -> oneshot::Receiver<bool> {
+        let (tx, rx) = oneshot::channel();
+        self.send(writer::Op::Finished(Box::new(c), fail_status, Some(tx)))
+            .await;
+        rx
     }
 
     pub async fn record_executed(&self, m: NewMessage, c: Completion) {
@@ -573,9 +618,9 @@ impl PgStore {
             .await
     }
 
-    /// At start: attempts this node (under an earlier name) or any node whose lease
-    /// lapsed was running end as interrupted and their messages are queued again;
-    /// returns every open message (unfinished or blocking) in acceptance order.
+    /// After a restart: attempts whose lease lapsed (their node stopped) end as
+    /// interrupted and their messages are queued again (see `reclaim`); returns
+    /// every open message (unfinished or blocking) in acceptance order.
     pub async fn recover(&self, now: Micros) -> Result<Vec<PendingMessage>, StoreError> {
         let _ = tokio::time::timeout(self.timeout, self.flush()).await;
         self.reclaim(now).await?;
@@ -634,6 +679,23 @@ impl PgStore {
         self.closed.store(true, Ordering::Relaxed);
         self.pool.close();
         flushed
+    }
+
+    /// What a store connection's session runs with: `lock_timeout` and
+    /// `idle_in_transaction_session_timeout`, as the server reports them.
+    #[doc(hidden)]
+    pub async fn session_timeouts(&self) -> Result<(String, String), StoreError> {
+        self.with(|_, client| async move {
+            let row = client
+                .query_one(
+                    "SELECT current_setting('lock_timeout'), current_setting('idle_in_transaction_session_timeout')",
+                    &[],
+                )
+                .await
+                .map_err(db)?;
+            Ok((row.get(0), row.get(1)))
+        })
+        .await
     }
 
     /// Whether the database answers.

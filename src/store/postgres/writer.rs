@@ -1,7 +1,8 @@
 //! Records of executions, written behind in batches: whatever has queued up goes
-//! in one transaction. Results are fenced: a message held by another node (its
-//! lease lapsed and it was claimed again) keeps that node's claim, and the late
-//! result is dropped.
+//! in one transaction. Results are fenced by attempt: an attempt's end is taken
+//! only while that attempt is the message's current one and this node's lease on
+//! it is live; a late result (the message was taken over, or its lease lapsed)
+//! is discarded and logged, and whoever waits on it is told.
 
 use std::time::Duration;
 
@@ -46,8 +47,9 @@ async fn gather(rx: &mut mpsc::Receiver<Op>, first: Op) -> Vec<Op> {
 
 pub enum Op {
     Started(MessageId, AttemptRecord),
-    /// An attempt's end, and the status of the `fail` step that ended it.
-    Finished(Box<Completion>, Option<u16>),
+    /// An attempt's end, the status of the `fail` step that ended it, and who
+    /// is told whether it was taken.
+    Finished(Box<Completion>, Option<u16>, Option<oneshot::Sender<bool>>),
     Executed(Box<(NewMessage, Completion)>),
     Flush(oneshot::Sender<()>),
 }
@@ -55,33 +57,35 @@ pub enum Op {
 pub async fn run(store: PgStore, mut rx: mpsc::Receiver<Op>) {
     while let Some(first) = rx.recv().await {
         let ops = gather(&mut rx, first).await;
-        let (mut writes, mut flushes) = (Vec::new(), Vec::new());
+        let (mut writes, mut flushes, mut told) = (Vec::new(), Vec::new(), Vec::new());
+        let mut finished: Vec<(uuid::Uuid, u32)> = Vec::new();
         for op in ops {
             match op {
                 Op::Flush(reply) => flushes.push(reply),
+                Op::Finished(c, fail, reply) => {
+                    finished.push((c.id.as_uuid(), c.attempt));
+                    if let Some(reply) = reply {
+                        told.push((c.id.as_uuid(), reply));
+                    }
+                    writes.push(Op::Finished(c, fail, None));
+                }
                 op => writes.push(op),
             }
         }
+        store.held.ending(&finished);
         let writes = std::sync::Arc::new(writes);
-        let finished: Vec<uuid::Uuid> = writes
-            .iter()
-            .filter_map(|op| match op {
-                Op::Finished(c, _) => Some(c.id.as_uuid()),
-                _ => None,
-            })
-            .collect();
         let mut tries = 0;
-        loop {
+        let discarded = loop {
             let w = writes.clone();
             match store
                 .with(move |store, mut client| async move { apply(&store, &mut client, &w).await })
                 .await
             {
-                Ok(()) => {
+                Ok(discarded) => {
                     for f in flushes.drain(..) {
                         let _ = f.send(());
                     }
-                    break;
+                    break Some(discarded);
                 }
                 Err(e)
                     if tries < RETRIES
@@ -94,19 +98,26 @@ pub async fn run(store: PgStore, mut rx: mpsc::Receiver<Op>) {
                 Err(e) => {
                     // The messages run again when their leases lapse (at-least-once).
                     tracing::error!(error = %e, records = writes.len(), "execution records dropped");
-                    break;
+                    break None;
                 }
             }
+        };
+        for (id, reply) in told {
+            let taken = discarded.as_ref().is_some_and(|d| !d.contains(&id));
+            let _ = reply.send(taken);
         }
         store.held.release(finished);
     }
 }
 
+/// Attempts' ends that were not taken (see `END_ATTEMPTS`), logged.
+type Discarded = std::collections::HashSet<uuid::Uuid>;
+
 async fn apply(
     store: &PgStore,
     client: &mut deadpool_postgres::Object,
     ops: &[Op],
-) -> Result<(), StoreError> {
+) -> Result<Discarded, StoreError> {
     if ops.iter().all(|op| matches!(op, Op::Finished(..))) {
         // Only attempts' ends (flushes are answered by `run`, never written):
         // one statement, a transaction of its own, with no BEGIN and COMMIT
@@ -114,14 +125,14 @@ async fn apply(
         let finished: Vec<_> = ops
             .iter()
             .filter_map(|op| match op {
-                Op::Finished(c, fail) => Some((c.as_ref(), *fail)),
+                Op::Finished(c, fail, _) => Some((c.as_ref(), *fail)),
                 _ => None,
             })
             .collect();
-        if !finished.is_empty() {
-            apply_completions(&*client, store.node(), &finished).await?;
+        if finished.is_empty() {
+            return Ok(Discarded::new());
         }
-        return Ok(());
+        return apply_completions(&*client, store, &finished).await;
     }
     let tx = client.transaction().await.map_err(db)?;
     let mut executed = Vec::new();
@@ -130,7 +141,7 @@ async fn apply(
     for op in ops {
         match op {
             Op::Started(id, a) => started.push((id.as_uuid(), a)),
-            Op::Finished(c, fail) => finished.push((c.as_ref(), *fail)),
+            Op::Finished(c, fail, _) => finished.push((c.as_ref(), *fail)),
             Op::Executed(b) => executed.push((&b.0, &b.1)),
             Op::Flush(_) => {}
         }
@@ -141,10 +152,13 @@ async fn apply(
     if !executed.is_empty() {
         insert_executed(&tx, &executed).await?;
     }
-    if !finished.is_empty() {
-        apply_completions(&tx, store.node(), &finished).await?;
-    }
-    tx.commit().await.map_err(db)
+    let discarded = if finished.is_empty() {
+        Discarded::new()
+    } else {
+        apply_completions(&tx, store, &finished).await?
+    };
+    tx.commit().await.map_err(db)?;
+    Ok(discarded)
 }
 
 fn attempt_of(c: &Completion) -> serde_json::Value {
@@ -299,10 +313,14 @@ async fn insert_executed<C: GenericClient>(
 
 /// The ends of a batch of attempts (see `apply_completions`). Served by the
 /// UNIQUE index on id and the lanes primary key: unfinished is said by status, as
-/// in `apply_starts`. The attempt replaces its start entry, or is appended when
-/// the start was never written. Callers waiting on other nodes for sync messages
-/// that finished are told through NOTIFY (sent at commit), 200 ids a payload: a
-/// payload is at most 8,000 bytes.
+/// in `apply_starts`. An unordered message takes the end of its current attempt
+/// from its holder (`$11`) while its lease is live at `$13`; a lane's message
+/// (fenced by the lane's holder and epoch, see `commit_lane`) of no attempt
+/// older than the last recorded. The attempt replaces its start entry, or is
+/// appended when the start was never written. Callers waiting on other nodes
+/// for sync messages that finished are told through NOTIFY (sent at commit),
+/// 200 ids a payload: a payload is at most 8,000 bytes. Returns the ends taken,
+/// the notifications, and the ids of the ends discarded.
 pub(super) const END_ATTEMPTS: &str = "WITH u AS (
     SELECT * FROM unnest($1::uuid[], $2::int4[], $3::text[], $4::int8[], $5::int8[],
                          $6::bool[], $7::text[], $8::text[], $9::text[], $10::jsonb[], $12::int4[])
@@ -318,7 +336,9 @@ pub(super) const END_ATTEMPTS: &str = "WITH u AS (
                ELSE m.attempt_log || jsonb_build_array(u.attempt) END
     FROM u
     WHERE m.id = u.id AND m.status IN ('queued', 'running', 'retrying')
-      AND (m.lane IS NOT NULL OR m.holder IS NULL OR (m.holder = $11 AND m.attempts = u.number))
+      AND CASE WHEN m.lane IS NOT NULL THEN m.attempts <= u.number
+          ELSE m.status = 'running' AND m.holder = $11 AND m.attempts = u.number
+               AND m.lease_until >= $13 END
     RETURNING m.id, m.tenant, m.trigger, m.lane, m.mode, u.finished_at IS NOT NULL AS final,
               u.blocking),
  lanes_done AS (
@@ -331,19 +351,18 @@ pub(super) const END_ATTEMPTS: &str = "WITH u AS (
     SELECT pg_notify('flowgate_done', string_agg(id::text, ','))
     FROM (SELECT id, row_number() OVER () - 1 AS n FROM done WHERE mode = 'sync' AND final) s
     GROUP BY n / 200)
- SELECT (SELECT count(*) FROM done), (SELECT count(*) FROM notified)";
+ SELECT (SELECT count(*) FROM done), (SELECT count(*) FROM notified),
+        (SELECT array_agg(u.id) FROM u WHERE NOT EXISTS (SELECT 1 FROM done d WHERE d.id = u.id))";
 
-/// Writes the ends of attempts, fenced: a message with a holder takes the result
-/// only from that holder for that attempt. A lane's messages are fenced by the
-/// caller (the lane's holder and epoch): their own holder is only who started
-/// them. Finished lane messages leave their lane's count, and a blocking one
-/// blocks the lane. One statement: on a client outside a transaction it is a
-/// transaction of its own. Returns how many results were taken.
+/// Writes the ends of attempts, fenced (see `END_ATTEMPTS`). Finished lane
+/// messages leave their lane's count, and a blocking one blocks the lane. One
+/// statement: on a client outside a transaction it is a transaction of its own.
+/// Returns the ids of the ends discarded (each logged).
 pub async fn apply_completions<C: GenericClient>(
     tx: &C,
-    node: &str,
+    store: &PgStore,
     done: &[(&Completion, Option<u16>)],
-) -> Result<u64, StoreError> {
+) -> Result<Discarded, StoreError> {
     let n = done.len();
     let mut id = Vec::with_capacity(n);
     let mut number = Vec::with_capacity(n);
@@ -384,11 +403,28 @@ pub async fn apply_completions<C: GenericClient>(
                 &trace,
                 &error,
                 &attempt,
-                &node,
+                &store.node(),
                 &fail_status,
+                &store.now(),
             ],
         )
         .await
         .map_err(db)?;
-    Ok(row.get::<_, i64>(0) as u64)
+    let discarded: Discarded = row
+        .get::<_, Option<Vec<uuid::Uuid>>>(2)
+        .unwrap_or_default()
+        .into_iter()
+        .collect();
+    store.held.count_discarded(discarded.len());
+    for (c, _) in done
+        .iter()
+        .filter(|(c, _)| discarded.contains(&c.id.as_uuid()))
+    {
+        tracing::warn!(
+            message = %c.id,
+            attempt = c.attempt,
+            "a late result was discarded: the attempt is no longer the message's current one, or this node's lease on it lapsed"
+        );
+    }
+    Ok(discarded)
 }
