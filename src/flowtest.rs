@@ -139,7 +139,11 @@ pub fn local_input(
 }
 
 /// Runs one case's request through the trigger's flow.
-pub async fn answer(trigger: &Trigger, case: &Case) -> Result<Answer, String> {
+pub async fn answer(
+    executor: &crate::engine::Executor,
+    trigger: &Trigger,
+    case: &Case,
+) -> Result<Answer, String> {
     let method = method(trigger, case.method.as_deref())?;
     let params: Vec<(String, String)> = case
         .params
@@ -174,7 +178,9 @@ pub async fn answer(trigger: &Trigger, case: &Case) -> Result<Answer, String> {
             });
         }
     };
-    let ex = crate::engine::execute(trigger, &document, None, &crate::engine::Stop::new()).await;
+    let ex = executor
+        .execute(trigger, &document, None, &crate::engine::Stop::new())
+        .await;
     let vars = ex.vars();
     let errors = crate::http::errors_body;
     Ok(match ex.result {
@@ -204,7 +210,7 @@ pub async fn answer(trigger: &Trigger, case: &Case) -> Result<Answer, String> {
             let message = e.to_string();
             Answer {
                 status: 500,
-                body: errors("flow_failed", &message),
+                body: errors(e.code(), &message),
                 error: Some(message),
                 vars,
             }

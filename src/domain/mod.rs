@@ -5,6 +5,7 @@ mod cidr;
 mod event;
 mod message;
 mod names;
+mod size;
 mod time;
 
 pub use cidr::Cidr;
@@ -13,4 +14,5 @@ pub use message::{
     AttemptRecord, MessageId, MessageStatus, MessageView, Mode, NewMessage, Outcome, StoredResponse,
 };
 pub use names::{NameError, TenantName, TriggerKey, TriggerName};
+pub use size::parse_size;
 pub use time::{Micros, format_rfc3339, now_micros};

@@ -13,7 +13,6 @@ use crate::domain::{
     MessageId, MessageStatus, MessageView, Mode, NewMessage, StoredResponse, now_micros,
 };
 use crate::engine::ExecError;
-use crate::flow::value::{from_json, to_json};
 use crate::flow::{Method, Tenant, Trigger};
 use crate::input::{self, InputError};
 use crate::queue::{SyncResult, WaitOutcome};
@@ -135,6 +134,10 @@ fn failed(id: MessageId, e: ExecError) -> ApiError {
         ExecError::Step { step, .. } | ExecError::Refused { step, .. } => {
             ApiError::FlowFailed { id, step }
         }
+        ExecError::Budget { kind, .. } => ApiError::BudgetExceeded {
+            id,
+            budget: kind.as_str(),
+        },
         // The node stopped the execution (it is shutting down): another try may work.
         ExecError::Stopped { reason, .. } => ApiError::StoreUnavailable(format!(
             "the execution of message {id} was stopped: {reason}"
@@ -164,25 +167,29 @@ fn repeat(trigger: &Trigger, view: MessageView) -> Result<HttpResponse, ApiError
     }
 }
 
-/// The lane of an ordered trigger: the ordering key's value, or one lane.
-fn lane(trigger: &Trigger, input: &Value) -> Result<Option<String>, ApiError> {
+/// The lane of an ordered trigger: the ordering key's value, or one lane. The
+/// key is evaluated as the flow's expressions are (in a jq worker unless the
+/// native evaluator covers it), within the trigger's budgets.
+async fn lane(
+    state: &AppState,
+    trigger: &Trigger,
+    input: &Value,
+) -> Result<Option<String>, ApiError> {
     if !trigger.delivery.ordered {
         return Ok(None);
     }
     let Some(expr) = &trigger.delivery.ordering_key else {
         return Ok(Some(String::new()));
     };
-    match expr.eval(&from_json(input)) {
-        Ok(v) => Ok(Some(match to_json(&v) {
+    let executor = state.queue.dispatcher().executor();
+    match executor.evaluate(trigger, expr, input).await {
+        Ok(v) => Ok(Some(match v {
             Value::String(s) => s,
             other => other.to_string(),
         })),
         Err(e) => Err(ApiError::BadRequest(vec![InputError {
             code: "invalid_body",
-            message: format!(
-                "the ordering key cannot be computed from this request: {}",
-                e.0
-            ),
+            message: format!("the ordering key cannot be computed from this request: {e}"),
         }])),
     }
 }
@@ -305,7 +312,7 @@ async fn call(
         },
     )
     .map_err(ApiError::BadRequest)?;
-    let lane = lane(&trigger, &document)?;
+    let lane = lane(state, &trigger, &document).await?;
     let message = NewMessage {
         id,
         tenant: trigger.key.tenant.clone(),

@@ -13,7 +13,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use crate::domain::{
     AttemptRecord, MessageId, MessageStatus, Micros, Mode, NewMessage, Outcome, TriggerKey,
 };
-use crate::engine::{self, ExecError};
+use crate::engine::{self, ExecError, Executor};
 use crate::events::Events;
 use crate::flow::{OnExhausted, SharedCatalog, Trigger};
 use crate::metrics::{ExecOutcome, Metrics};
@@ -134,6 +134,11 @@ pub struct Dispatcher {
     claimed: std::sync::OnceLock<Arc<super::claimer::Wake>>,
     metrics: Arc<Metrics>,
     events: Events,
+    executor: Executor,
+    /// Per tenant: its executions running at once from the queue on this node
+    /// (`tenant_max_running`), so that one tenant's backlog leaves room for others.
+    running: Mutex<HashMap<String, Arc<Semaphore>>>,
+    tenant_max: usize,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -146,6 +151,8 @@ impl Dispatcher {
         catalog: SharedCatalog,
         max_backlog: usize,
         runtime: tokio::runtime::Handle,
+        executor: Executor,
+        tenant_max: usize,
     ) -> Self {
         let events = Events::start(store.clone(), catalog.clone());
         Self {
@@ -158,7 +165,32 @@ impl Dispatcher {
             claimed: std::sync::OnceLock::new(),
             metrics: Arc::new(Metrics::default()),
             events,
+            executor,
+            running: Mutex::new(HashMap::new()),
+            tenant_max: tenant_max.max(1),
         }
+    }
+
+    /// What executions run on (jq workers, default budgets).
+    pub fn executor(&self) -> &Executor {
+        &self.executor
+    }
+
+    /// A place among `tenant`'s executions running from the queue; waits while
+    /// the tenant has `tenant_max_running` of them.
+    async fn running_slot(&self, tenant: &str) -> Option<OwnedSemaphorePermit> {
+        let sem = {
+            let mut running = lock(&self.running);
+            match running.get(tenant) {
+                Some(s) => s.clone(),
+                None => {
+                    let s = Arc::new(Semaphore::new(self.tenant_max));
+                    running.insert(tenant.to_owned(), s.clone());
+                    s
+                }
+            }
+        };
+        sem.acquire_owned().await.ok()
     }
 
     pub fn metrics(&self) -> &Arc<Metrics> {
@@ -490,6 +522,7 @@ impl Dispatcher {
                     finished_at: None,
                     outcome: None,
                     error: None,
+                    error_code: None,
                 },
             )
             .await;
@@ -518,7 +551,13 @@ impl Dispatcher {
         let waiting = self.waiters.has(job.id);
         let (result, response, trace) = match &trigger {
             Some(t) => {
-                let ex = engine::execute(t, &job.input, None, stop).await;
+                // A stop while waiting for a place: the engine answers it at once.
+                let _running = tokio::select! {
+                    biased;
+                    _ = stop.stopped() => None,
+                    slot = self.running_slot(job.key.tenant.as_str()) => slot,
+                };
+                let ex = self.executor.execute(t, &job.input, None, stop).await;
                 let trace = ex.trace_text();
                 (ex.result, ex.response, trace)
             }
@@ -592,6 +631,7 @@ impl Dispatcher {
             response,
             trace,
             error: result.as_ref().err().map(ToString::to_string),
+            error_code: result.as_ref().err().map(ExecError::code),
         };
         if status.is_final() {
             self.events.message_finished(&job.key, job.id, status);

@@ -66,6 +66,7 @@ fn completion(id: MessageId, started_at: i64, ex: &Execution) -> Completion {
         response: ex.response.clone(),
         trace: ex.trace_text(),
         error: ex.result.as_ref().err().map(ToString::to_string),
+        error_code: ex.result.as_ref().err().map(ExecError::code),
     }
 }
 
@@ -92,8 +93,11 @@ impl Queue {
         // The flow reads the document while it runs; the record gets it back after.
         let run_input = Arc::new(std::mem::take(&mut message.input));
         let input = run_input.clone();
+        let executor = dispatcher.executor().clone();
         let mut exec = Box::pin(async move {
-            engine::execute(&t, &run_input, Some(rtx), &engine::Stop::new()).await
+            executor
+                .execute(&t, &run_input, Some(rtx), &engine::Stop::new())
+                .await
         });
         let store = self.store().clone();
         let id = message.id;
@@ -173,6 +177,7 @@ impl Queue {
                     finished_at: None,
                     outcome: None,
                     error: None,
+                    error_code: None,
                 };
                 store.started(id, attempt).await;
                 finish_later(exec, store, message, input, true);

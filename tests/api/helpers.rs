@@ -49,6 +49,8 @@ pub fn settings_in(dir: &Path) -> Settings {
         reload_interval: Duration::from_millis(100),
         // Tests share one PostgreSQL server (100 connections) and run in parallel.
         pool_size: 4,
+        // The test binary cannot be a jq worker; the flowgate binary is.
+        executor_binary: Some(env!("CARGO_BIN_EXE_flowgate").into()),
         ..Settings::default()
     }
 }

@@ -21,6 +21,7 @@ mod pg_tls;
 mod query_plans;
 mod queue;
 mod reload;
+mod sandbox;
 mod sql_steps;
 mod store_admin_contract;
 mod store_contract;

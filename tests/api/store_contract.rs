@@ -84,6 +84,7 @@ pub fn done(id: MessageId, attempt: u32, status: MessageStatus, blocking: bool) 
         response: None,
         trace: "[]".into(),
         error: (status != MessageStatus::Succeeded).then(|| "boom".to_owned()),
+        error_code: (status != MessageStatus::Succeeded).then_some("flow_failed"),
     }
 }
 
@@ -185,6 +186,7 @@ async fn attempts_are_recorded_and_recovery_requeues_running_messages() {
             finished_at: None,
             outcome: None,
             error: None,
+            error_code: None,
         };
         store.started(m3.id, attempt(1)).await;
         store
@@ -229,6 +231,12 @@ async fn a_blocking_message_is_recovered_as_such() {
             "{name}"
         );
         assert!(!pending[1].blocking, "{name}");
+        // The attempt keeps its error and the error's code.
+        store.flush().await.unwrap();
+        let view = store.get(m1.id).await.unwrap().unwrap();
+        let last = view.attempts.last().unwrap();
+        assert_eq!(last.error.as_deref(), Some("boom"), "{name}");
+        assert_eq!(last.error_code.as_deref(), Some("flow_failed"), "{name}");
     }
 }
 

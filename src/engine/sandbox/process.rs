@@ -1,0 +1,333 @@
+//! One jq worker process seen from the server: starting it, sending it a
+//! request and reading its answer before a deadline (its pipes are
+//! non-blocking and waited on with `poll`), killing it, and telling why it died.
+
+use std::io::{self, Read, Write};
+use std::os::fd::AsRawFd;
+use std::path::Path;
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use super::wire::{self, Reply, Request};
+use super::{Failure, Outputs};
+use crate::flow::value::TooBig;
+
+/// How long a new worker may take to say hello.
+const START_TIMEOUT: Duration = Duration::from_secs(10);
+/// What a reply may take beyond the evaluation's memory (framing, error text).
+const REPLY_SLACK: u64 = 64 << 10;
+/// The end of a worker's stderr kept to tell why it died.
+const STDERR_TAIL: usize = 4096;
+
+/// Lets other threads kill the worker while it runs a given job, and only then
+/// (never a process reaped already, whose pid may belong to another by now).
+#[derive(Default)]
+pub struct KillSwitch(Mutex<Armed>);
+
+#[derive(Default)]
+struct Armed {
+    pid: Option<u32>,
+    job: u64,
+}
+
+impl KillSwitch {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Armed> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Kills the worker if it is running `job`.
+    pub fn kill(&self, job: u64) {
+        let a = self.lock();
+        if a.job == job
+            && let Some(pid) = a.pid
+        {
+            // SAFETY: `pid` is our child and not yet reaped (the driver clears it
+            // under this lock before it waits for the child).
+            unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+        }
+    }
+
+    fn running(&self, job: u64) {
+        self.lock().job = job;
+    }
+}
+
+pub struct Process {
+    child: Child,
+    stdin: ChildStdin,
+    stdout: ChildStdout,
+    tail: Arc<Mutex<Vec<u8>>>,
+    drain: Option<JoinHandle<()>>,
+    switch: Arc<KillSwitch>,
+}
+
+enum IoEnd {
+    Timeout,
+    Closed,
+    /// The worker announced a frame longer than allowed (and was stopped).
+    TooLong,
+}
+
+impl Process {
+    /// Starts `binary` as a worker and waits for its hello.
+    pub fn start(binary: &Path, switch: Arc<KillSwitch>) -> Result<Self, String> {
+        let mut child = Command::new(binary)
+            .arg(super::worker::SUBCOMMAND)
+            .arg(std::process::id().to_string())
+            .env_clear()
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("cannot start `{}`: {e}", binary.display()))?;
+        let (Some(stdin), Some(stdout), Some(stderr)) =
+            (child.stdin.take(), child.stdout.take(), child.stderr.take())
+        else {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err("the worker's pipes are missing".into());
+        };
+        switch.lock().pid = Some(child.id());
+        let tail = Arc::new(Mutex::new(Vec::new()));
+        let drain = {
+            let tail = tail.clone();
+            std::thread::Builder::new()
+                .name("flowgate-jq-stderr".into())
+                .spawn(move || drain(stderr, &tail))
+                .ok()
+        };
+        let mut p = Self {
+            child,
+            stdin,
+            stdout,
+            tail,
+            drain,
+            switch,
+        };
+        for fd in [p.stdin.as_raw_fd(), p.stdout.as_raw_fd()] {
+            // SAFETY: fcntl on descriptors this process owns.
+            unsafe {
+                let flags = libc::fcntl(fd, libc::F_GETFL);
+                libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK);
+            }
+        }
+        match p.read_frame(64, Instant::now() + START_TIMEOUT) {
+            Ok(hello) if hello == wire::HELLO => Ok(p),
+            Ok(_) => Err(format!(
+                "`{}` is not a flowgate jq worker (it answered something else)",
+                binary.display()
+            )),
+            Err(IoEnd::Timeout) => {
+                p.stop();
+                Err(format!(
+                    "`{}` did not start within {START_TIMEOUT:?}",
+                    binary.display()
+                ))
+            }
+            Err(IoEnd::Closed | IoEnd::TooLong) => {
+                let why = p.died();
+                Err(format!(
+                    "`{}` is not a flowgate jq worker: {why:?}",
+                    binary.display()
+                ))
+            }
+        }
+    }
+
+    /// Runs one request. `Err((failure, alive))`: whether the process survived.
+    pub fn run(
+        &mut self,
+        job: u64,
+        request: &Request<'_>,
+        deadline: Instant,
+    ) -> Result<Outputs, (Failure, bool)> {
+        let frame = wire::request(request, Some(deadline)).map_err(|e| (e.into(), true))?;
+        self.switch.running(job);
+        let result = self.exchange(&frame, request.memory, deadline);
+        self.switch.running(0);
+        result
+    }
+
+    fn exchange(
+        &mut self,
+        frame: &[u8],
+        memory: u64,
+        deadline: Instant,
+    ) -> Result<Outputs, (Failure, bool)> {
+        let sent = self
+            .write_all(&(frame.len() as u64).to_le_bytes(), deadline)
+            .and_then(|()| self.write_all(frame, deadline));
+        let answer =
+            sent.and_then(|()| self.read_frame(memory.saturating_add(REPLY_SLACK), deadline));
+        let reply = match answer {
+            Ok(reply) => reply,
+            Err(IoEnd::Timeout) => {
+                self.stop();
+                return Err((Failure::Time, false));
+            }
+            Err(IoEnd::Closed) => return Err((self.died(), false)),
+            Err(IoEnd::TooLong) => return Err((Failure::Memory, false)),
+        };
+        match wire::read_reply(&reply) {
+            Ok(Reply::Values(values, more)) => Ok((values, more)),
+            Ok(Reply::Failed(message)) => Err((Failure::Eval(message), true)),
+            Ok(Reply::TooBig(why)) => Err((why.into(), true)),
+            Err(e) => {
+                self.stop();
+                Err((
+                    Failure::Crashed(format!("the worker's answer is unreadable: {e}")),
+                    false,
+                ))
+            }
+        }
+    }
+
+    fn write_all(&mut self, mut buf: &[u8], deadline: Instant) -> Result<(), IoEnd> {
+        while !buf.is_empty() {
+            match self.stdin.write(buf) {
+                Ok(0) => return Err(IoEnd::Closed),
+                Ok(n) => buf = &buf[n..],
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    wait(self.stdin.as_raw_fd(), libc::POLLOUT, deadline)?
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return Err(IoEnd::Closed),
+            }
+        }
+        Ok(())
+    }
+
+    fn read_exact(&mut self, buf: &mut [u8], deadline: Instant) -> Result<(), IoEnd> {
+        let mut done = 0;
+        while done < buf.len() {
+            match self.stdout.read(&mut buf[done..]) {
+                Ok(0) => return Err(IoEnd::Closed),
+                Ok(n) => done += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    wait(self.stdout.as_raw_fd(), libc::POLLIN, deadline)?
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return Err(IoEnd::Closed),
+            }
+        }
+        Ok(())
+    }
+
+    /// A frame of at most `max` bytes; a longer one ends the worker.
+    fn read_frame(&mut self, max: u64, deadline: Instant) -> Result<Vec<u8>, IoEnd> {
+        let mut len = [0u8; 8];
+        self.read_exact(&mut len, deadline)?;
+        let len = u64::from_le_bytes(len);
+        if len > max {
+            self.stop();
+            return Err(IoEnd::TooLong);
+        }
+        let mut frame = vec![0u8; len as usize];
+        self.read_exact(&mut frame, deadline)?;
+        Ok(frame)
+    }
+
+    /// Kills the worker (if alive) and reaps it.
+    pub fn stop(&mut self) {
+        self.switch.lock().pid = None;
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if let Some(d) = self.drain.take() {
+            let _ = d.join();
+        }
+    }
+
+    /// Why the worker ended (it closed its pipe): from its exit and the last
+    /// lines it wrote to stderr.
+    fn died(&mut self) -> Failure {
+        self.switch.lock().pid = None;
+        let _ = self.child.kill();
+        let status = self.child.wait();
+        if let Some(d) = self.drain.take() {
+            let _ = d.join();
+        }
+        let tail = self.tail.lock().unwrap_or_else(|e| e.into_inner());
+        let text = String::from_utf8_lossy(&tail);
+        if text.contains("memory allocation of") {
+            return Failure::Memory;
+        }
+        if text.contains("has overflowed its stack") {
+            return Failure::Crashed(
+                "the expression recursed too deep: its evaluation overflowed the stack".into(),
+            );
+        }
+        let how = match status {
+            Ok(s) => match std::os::unix::process::ExitStatusExt::signal(&s) {
+                Some(sig) => format!("signal {sig}"),
+                None => format!("exit status {}", s.code().unwrap_or(-1)),
+            },
+            Err(e) => e.to_string(),
+        };
+        Failure::Crashed(format!("the expression's worker process ended ({how})"))
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        if self.drain.is_some() {
+            self.stop();
+        }
+    }
+}
+
+impl From<TooBig> for Failure {
+    fn from(why: TooBig) -> Self {
+        match why {
+            TooBig::Depth => Failure::TooDeep,
+            TooBig::Size => Failure::Memory,
+            TooBig::Time => Failure::Time,
+        }
+    }
+}
+
+/// Waits until `fd` is ready for `events`, at most until `deadline`.
+fn wait(fd: i32, events: libc::c_short, deadline: Instant) -> Result<(), IoEnd> {
+    let left = deadline.saturating_duration_since(Instant::now());
+    if left.is_zero() {
+        return Err(IoEnd::Timeout);
+    }
+    let mut p = libc::pollfd {
+        fd,
+        events,
+        revents: 0,
+    };
+    let ms = left.as_millis().clamp(1, i32::MAX as u128) as i32;
+    // SAFETY: one pollfd on the stack, counted as one.
+    let n = unsafe { libc::poll(&mut p, 1, ms) };
+    if n == 0 && Instant::now() >= deadline {
+        return Err(IoEnd::Timeout);
+    }
+    // Ready, an error on the pipe (the next read or write reports it), a signal
+    // or an early wake-up: the caller tries again.
+    Ok(())
+}
+
+/// Reads a worker's stderr to its end: each line goes to the log (jq's `stderr`
+/// and panics land here), the last bytes are kept to tell why it died.
+fn drain(mut stderr: std::process::ChildStderr, tail: &Mutex<Vec<u8>>) {
+    let mut buf = [0u8; 4096];
+    loop {
+        match stderr.read(&mut buf) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => {
+                let chunk = &buf[..n];
+                for line in String::from_utf8_lossy(chunk).lines() {
+                    tracing::debug!(target: "flowgate::jq", "{line}");
+                }
+                let mut t = tail.lock().unwrap_or_else(|e| e.into_inner());
+                t.extend_from_slice(chunk);
+                if t.len() > STDERR_TAIL {
+                    let cut = t.len() - STDERR_TAIL;
+                    t.drain(..cut);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,98 @@
+//! A slot of the pool: one worker process and the thread that drives it. The
+//! thread starts the process (so the process's death signal is tied to a
+//! thread that lives as long as the slot), runs the jobs sent to it one at a
+//! time, starts a new process after one died or was killed, and retires the
+//! slot when it has been idle for a while.
+
+use std::path::PathBuf;
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use jaq_json::Val;
+use tokio::sync::oneshot;
+
+use super::process::{KillSwitch, Process};
+use super::wire::Request;
+use super::{Failure, Outputs, Pool};
+
+/// A slot unused this long stops its worker process and ends.
+pub const IDLE_RETIRE: Duration = Duration::from_secs(30);
+
+/// One evaluation for a slot's worker.
+pub struct Job {
+    pub id: u64,
+    pub source: Arc<str>,
+    pub input: Val,
+    pub max_outputs: u32,
+    pub memory: u64,
+    pub deadline: Instant,
+    pub reply: oneshot::Sender<Result<Outputs, Failure>>,
+}
+
+pub struct Slot {
+    pub id: u64,
+    pub jobs: mpsc::Sender<Job>,
+    pub switch: Arc<KillSwitch>,
+}
+
+impl Slot {
+    /// Starts the slot's thread (which starts its worker process).
+    pub fn start(id: u64, binary: PathBuf, pool: Weak<Pool>) -> Result<Self, Failure> {
+        let (jobs, rx) = mpsc::channel();
+        let switch = Arc::new(KillSwitch::default());
+        let s = switch.clone();
+        std::thread::Builder::new()
+            .name("flowgate-jq".into())
+            .spawn(move || drive(id, &binary, &rx, &s, &pool))
+            .map_err(|e| Failure::Unavailable(format!("cannot start a worker thread: {e}")))?;
+        Ok(Self { id, jobs, switch })
+    }
+}
+
+fn drive(
+    id: u64,
+    binary: &std::path::Path,
+    jobs: &mpsc::Receiver<Job>,
+    switch: &Arc<KillSwitch>,
+    pool: &Weak<Pool>,
+) {
+    let mut process: Result<Process, String> = Process::start(binary, switch.clone());
+    loop {
+        let job = match jobs.recv_timeout(IDLE_RETIRE) {
+            Ok(job) => job,
+            Err(RecvTimeoutError::Timeout) => match pool.upgrade() {
+                Some(p) if !p.retire(id) => continue,
+                _ => break,
+            },
+            Err(RecvTimeoutError::Disconnected) => break,
+        };
+        if process.is_err() {
+            // It could not start before: try again for this job.
+            process = Process::start(binary, switch.clone());
+        }
+        let (result, alive) = match &mut process {
+            Ok(p) => {
+                let request = Request {
+                    source: &job.source,
+                    max_outputs: job.max_outputs,
+                    memory: job.memory,
+                    input: &job.input,
+                };
+                match p.run(job.id, &request, job.deadline) {
+                    Ok(out) => (Ok(out), true),
+                    Err((failure, alive)) => (Err(failure), alive),
+                }
+            }
+            Err(why) => (Err(Failure::Unavailable(why.clone())), true),
+        };
+        let _ = job.reply.send(result);
+        if !alive {
+            // Ready for the next job before it comes.
+            process = Process::start(binary, switch.clone());
+        }
+    }
+    if let Ok(mut p) = process {
+        p.stop();
+    }
+}

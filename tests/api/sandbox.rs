@@ -1,0 +1,310 @@
+//! The jq worker pool with real worker processes (the flowgate binary): values
+//! cross exactly, runaway evaluations end at their deadline or memory budget,
+//! crashes are reported, a dropped evaluation's worker is killed, and one
+//! tenant's evaluations leave workers for the others.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use flowgate::engine::{Failure, Sandbox, SandboxOptions};
+use flowgate::flow::value::{Bound, from_json, to_json};
+use jaq_json::Val;
+use serde_json::{Value, json};
+
+pub fn sandbox(max_workers: usize, tenant_max: usize) -> Sandbox {
+    Sandbox::new(SandboxOptions {
+        binary: env!("CARGO_BIN_EXE_flowgate").into(),
+        max_workers,
+        tenant_max,
+    })
+}
+
+async fn eval(
+    s: &Sandbox,
+    tenant: &str,
+    src: &str,
+    input: Value,
+    memory: u64,
+    within: Duration,
+) -> Result<Vec<Value>, Failure> {
+    let source: Arc<str> = src.into();
+    let (values, _) = s
+        .eval(
+            tenant,
+            &source,
+            from_json(&input).unwrap(),
+            10,
+            memory,
+            Instant::now() + within,
+        )
+        .await?;
+    Ok(values
+        .iter()
+        .map(|(v, _)| to_json(v, &mut Bound::generous()).unwrap())
+        .collect())
+}
+
+const MIB: u64 = 1 << 20;
+
+/// This process's jq workers: (pid, state letter from /proc).
+pub fn workers_of(parent: u32) -> Vec<(u32, char)> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        if !String::from_utf8_lossy(&cmdline).contains("__jq-worker") {
+            continue;
+        }
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        // pid (comm) state ppid ...
+        let Some(rest) = stat.rsplit_once(") ").map(|(_, r)| r) else {
+            continue;
+        };
+        let mut fields = rest.split(' ');
+        let state = fields.next().and_then(|s| s.chars().next()).unwrap_or('?');
+        let ppid: u32 = fields.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+        if ppid == parent {
+            out.push((pid, state));
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn values_cross_exactly_and_errors_are_errors() {
+    let s = sandbox(2, 2);
+    let input = json!({"a": 1, "s": "é", "big": 12345678901234567890u64, "f": 2.5});
+    let got = eval(
+        &s,
+        "t",
+        "{a: (.a + 1), s, big, f, r: [range(3)]}",
+        input,
+        64 * MIB,
+        Duration::from_secs(10),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        got,
+        vec![json!({"a": 2, "s": "é", "big": 12345678901234567890u64, "f": 2.5, "r": [0, 1, 2]})]
+    );
+    // Generators: up to the number asked for, and whether there were more.
+    let source: Arc<str> = "range(100)".into();
+    let (values, more) = s
+        .eval(
+            "t",
+            &source,
+            Val::Null,
+            10,
+            MIB,
+            Instant::now() + Duration::from_secs(10),
+        )
+        .await
+        .unwrap();
+    assert_eq!((values.len(), more), (10, true));
+    match eval(
+        &s,
+        "t",
+        "error(\"boom\")",
+        json!(null),
+        MIB,
+        Duration::from_secs(10),
+    )
+    .await
+    {
+        Err(Failure::Eval(m)) => assert!(m.contains("boom"), "{m}"),
+        other => panic!("{other:?}"),
+    }
+    match eval(
+        &s,
+        "t",
+        "halt_error",
+        json!("x"),
+        MIB,
+        Duration::from_secs(10),
+    )
+    .await
+    {
+        Err(Failure::Eval(_)) => {}
+        other => panic!("{other:?}"),
+    }
+    // A worker is reused: many evaluations in a row are quick.
+    let started = Instant::now();
+    for i in 0..50 {
+        let got = eval(&s, "t", ". * 2", json!(i), MIB, Duration::from_secs(10)).await;
+        assert_eq!(got.unwrap(), vec![json!(i * 2)]);
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn a_loop_ends_at_its_deadline_and_the_next_evaluation_runs() {
+    let s = sandbox(1, 1);
+    let started = Instant::now();
+    let within = Duration::from_millis(400);
+    let r = eval(&s, "t", "last(range(1e15))", json!(null), 64 * MIB, within).await;
+    let took = started.elapsed();
+    assert_eq!(r, Err(Failure::Time));
+    assert!(took >= within, "{took:?}");
+    assert!(
+        took < within + Duration::from_millis(100),
+        "stopped {took:?} after its start"
+    );
+    // The only worker was killed and started again.
+    let r = eval(&s, "t", "1 + 1", json!(null), MIB, Duration::from_secs(10)).await;
+    assert_eq!(r.unwrap(), vec![json!(2)]);
+    let r = eval(
+        &s,
+        "t",
+        "[repeat(1)] | length",
+        json!(null),
+        64 * MIB,
+        within,
+    )
+    .await;
+    assert!(matches!(r, Err(Failure::Time | Failure::Memory)), "{r:?}");
+}
+
+#[tokio::test]
+async fn recursion_memory_and_huge_values_end_the_worker_not_flowgate() {
+    let s = sandbox(2, 2);
+    let long = Duration::from_secs(20);
+    match eval(&s, "t", "def f: 1 + f; f", json!(null), 64 * MIB, long).await {
+        Err(Failure::Crashed(m)) => assert!(m.contains("overflowed the stack"), "{m}"),
+        other => panic!("{other:?}"),
+    }
+    let r = eval(
+        &s,
+        "t",
+        "[range(1e9)] | length",
+        json!(null),
+        32 * MIB,
+        long,
+    )
+    .await;
+    assert_eq!(r, Err(Failure::Memory));
+    // 2^40 values in a few bytes of memory: writing them out is the memory budget.
+    let dag = format!("[range(1)] {}| tostring | length", "| [., .] ".repeat(40));
+    assert_eq!(
+        eval(&s, "t", &dag, json!(null), 32 * MIB, long).await,
+        Err(Failure::Memory)
+    );
+    let r = eval(
+        &s,
+        "t",
+        "[limit(100000000; repeat(\"x\"))]",
+        json!(null),
+        32 * MIB,
+        long,
+    )
+    .await;
+    assert_eq!(r, Err(Failure::Memory));
+    // Text nested 10,000 deep: an error of the expression, whatever jaq does with it.
+    let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
+    let r = eval(&s, "t", ".s | fromjson", json!({"s": deep}), 64 * MIB, long).await;
+    assert!(
+        matches!(
+            r,
+            Err(Failure::TooDeep | Failure::Crashed(_) | Failure::Eval(_))
+        ),
+        "{r:?}"
+    );
+    // An input larger than the budget is not even sent.
+    let big = "x".repeat(2 * MIB as usize);
+    let r = eval(&s, "t", ".s | length", json!({"s": big}), MIB, long).await;
+    assert_eq!(r, Err(Failure::Memory));
+    // And still: a worker answers.
+    let r = eval(&s, "t", "[.[] | . * 10]", json!([1, 2]), MIB, long).await;
+    assert_eq!(r.unwrap(), vec![json!([10, 20])]);
+}
+
+#[tokio::test]
+async fn a_dropped_evaluation_kills_its_worker() {
+    let s = sandbox(1, 1);
+    let me = std::process::id();
+    let spinning = eval(
+        &s,
+        "t",
+        "last(range(1e15))",
+        json!(null),
+        64 * MIB,
+        Duration::from_secs(60),
+    );
+    let r = tokio::time::timeout(Duration::from_millis(700), spinning).await;
+    assert!(r.is_err(), "the loop cannot have ended");
+    // Killed at once; the slot starts a fresh (idle) worker.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let workers = workers_of(me);
+        if workers.iter().all(|(_, state)| *state != 'R') {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "a worker still runs: {workers:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let r = eval(&s, "t", "2 + 2", json!(null), MIB, Duration::from_secs(10)).await;
+    assert_eq!(r.unwrap(), vec![json!(4)]);
+}
+
+#[tokio::test]
+async fn a_tenant_at_its_share_leaves_workers_to_the_others() {
+    let s = sandbox(4, 1);
+    let spin = {
+        let s = s.clone();
+        tokio::spawn(async move {
+            eval(
+                &s,
+                "a",
+                "last(range(1e15))",
+                json!(null),
+                64 * MIB,
+                Duration::from_secs(3),
+            )
+            .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Tenant b is answered at once; tenant a's next evaluation waits for its share
+    // and, its deadline passing first, ends there.
+    let started = Instant::now();
+    let b = eval(
+        &s,
+        "b",
+        ".n + 1",
+        json!({"n": 1}),
+        MIB,
+        Duration::from_secs(10),
+    )
+    .await;
+    assert_eq!(b.unwrap(), vec![json!(2)]);
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+    let a = eval(&s, "a", "1", json!(null), MIB, Duration::from_millis(300)).await;
+    assert_eq!(a, Err(Failure::Time));
+    assert_eq!(spin.await.unwrap(), Err(Failure::Time));
+}
+
+#[tokio::test]
+async fn a_program_that_is_not_a_worker_is_reported() {
+    let s = Sandbox::new(SandboxOptions {
+        binary: "/bin/true".into(),
+        max_workers: 1,
+        tenant_max: 1,
+    });
+    match eval(&s, "t", "1", json!(null), MIB, Duration::from_secs(10)).await {
+        Err(Failure::Unavailable(m)) => assert!(m.contains("not a flowgate jq worker"), "{m}"),
+        other => panic!("{other:?}"),
+    }
+}
