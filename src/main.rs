@@ -479,6 +479,7 @@ fn run(args: RunArgs) -> Result<ExitCode> {
     let out = json!({
         "status": if ex.result.is_ok() { "succeeded" } else { "failed" },
         "error": ex.result.as_ref().err().map(ToString::to_string),
+        "error_code": ex.result.as_ref().err().map(flowgate::engine::ExecError::code),
         "response": ex.response,
         "vars": ex.vars(),
         "trace": ex.trace_json(),

@@ -57,6 +57,8 @@ pub struct Execution {
     pub response: Option<StoredResponse>,
     pub trace: Vec<TraceEntry>,
     vars: jaq_json::Map<Val, Val>,
+    /// The budgets it ran under.
+    pub limits: Limits,
 }
 
 impl Execution {
@@ -80,9 +82,10 @@ impl Execution {
     }
 
     /// The variables at the end of the execution (converted on demand: they may
-    /// hold large lookup tables).
+    /// hold large lookup tables), within its memory budget.
     pub fn vars(&self) -> Value {
-        shown(&Val::obj(self.vars.clone()), &mut Bound::generous())
+        let mut bound = Bound::new(self.limits.memory, None);
+        shown(&Val::obj(self.vars.clone()), &mut bound)
     }
 }
 
@@ -214,6 +217,7 @@ impl Executor {
             response: run.response,
             trace: run.trace,
             vars: run.vars,
+            limits: run.budget.limits,
         }
     }
 

@@ -237,6 +237,15 @@ async fn an_execution_stopped_before_it_starts_runs_no_step() {
     assert!(ex.trace.is_empty());
 }
 
+/// The execution ended over its `kind` budget.
+fn assert_over(ex: &Execution, kind: BudgetKind) {
+    assert!(
+        matches!(&ex.result, Err(ExecError::Budget { kind: k, .. }) if *k == kind),
+        "{:?}",
+        ex.result
+    );
+}
+
 #[tokio::test]
 async fn the_time_budget_stops_a_long_loop_promptly() {
     let t = trigger(
@@ -316,17 +325,7 @@ steps:
     );
     let items: Vec<u32> = (0..10_000).collect();
     let ex = execute(&t, &json!({"body": {"items": items}}), None, &Stop::new()).await;
-    assert!(
-        matches!(
-            ex.result,
-            Err(ExecError::Budget {
-                kind: BudgetKind::Memory,
-                ..
-            })
-        ),
-        "{:?}",
-        ex.result
-    );
+    assert_over(&ex, BudgetKind::Memory);
 }
 
 #[tokio::test]
@@ -350,16 +349,6 @@ steps:
         &Stop::new(),
     )
     .await;
-    assert!(
-        matches!(
-            ex.result,
-            Err(ExecError::Budget {
-                kind: BudgetKind::Memory,
-                ..
-            })
-        ),
-        "{:?}",
-        ex.result
-    );
+    assert_over(&ex, BudgetKind::Memory);
     assert!(ex.response.is_none());
 }

@@ -62,7 +62,8 @@ impl Bound {
         Self::new(1 << 30, None)
     }
 
-    fn spend(&mut self, bytes: u64) -> Result<(), TooBig> {
+    /// Takes `bytes` from what is left; checks the deadline now and then.
+    pub fn spend(&mut self, bytes: u64) -> Result<(), TooBig> {
         self.bytes_left = self.bytes_left.checked_sub(bytes).ok_or(TooBig::Size)?;
         self.ticks += 1;
         if self.ticks >= 4096 {

@@ -510,8 +510,10 @@ impl Dispatcher {
             .cloned()
     }
 
-    /// One attempt: run the flow, record it, decide what comes next.
+    /// One attempt: run the flow, record it, decide what comes next. The
+    /// message is marked running once it has its tenant's place.
     async fn attempt(&self, job: &mut Job) -> AttemptEnd {
+        let slot = self.running_slot(job.key.tenant.as_str()).await;
         let started_at = self.store.now();
         self.store
             .started(
@@ -527,7 +529,7 @@ impl Dispatcher {
             )
             .await;
         let done = self
-            .run_attempt(job, started_at, &engine::Stop::new())
+            .run_attempt_in(job, started_at, &engine::Stop::new(), slot)
             .await;
         self.store.finished(done.completion).await;
         if let Some(w) = done.wake {
@@ -545,6 +547,18 @@ impl Dispatcher {
         started_at: Micros,
         stop: &engine::Stop,
     ) -> Attempted {
+        self.run_attempt_in(job, started_at, stop, None).await
+    }
+
+    /// As `run_attempt`, in the tenant's place `slot` when one is held already
+    /// (else it waits for one).
+    async fn run_attempt_in(
+        &self,
+        job: &mut Job,
+        started_at: Micros,
+        stop: &engine::Stop,
+        slot: Option<OwnedSemaphorePermit>,
+    ) -> Attempted {
         let trigger = self.trigger(&job.key);
         job.attempts += 1;
         let number = job.attempts;
@@ -552,10 +566,13 @@ impl Dispatcher {
         let (result, response, trace) = match &trigger {
             Some(t) => {
                 // A stop while waiting for a place: the engine answers it at once.
-                let _running = tokio::select! {
-                    biased;
-                    _ = stop.stopped() => None,
-                    slot = self.running_slot(job.key.tenant.as_str()) => slot,
+                let _running = match slot {
+                    Some(s) => Some(s),
+                    None => tokio::select! {
+                        biased;
+                        _ = stop.stopped() => None,
+                        slot = self.running_slot(job.key.tenant.as_str()) => slot,
+                    },
                 };
                 let ex = self.executor.execute(t, &job.input, None, stop).await;
                 let trace = ex.trace_text();

@@ -46,28 +46,80 @@ async fn eval(
 
 const MIB: u64 = 1 << 20;
 
-/// This process's jq workers: (pid, state letter from /proc).
-pub fn workers_of(parent: u32) -> Vec<(u32, char)> {
+/// The state letter of a /proc stat line (`pid (comm) state ppid ...`) and the ppid.
+fn stat_fields(stat: &str) -> Option<(char, u32)> {
+    let rest = stat.rsplit_once(") ")?.1;
+    let mut fields = rest.split(' ');
+    let state = fields.next()?.chars().next()?;
+    Some((state, fields.next()?.parse().ok()?))
+}
+
+/// A link to the flowgate binary in `dir`: workers started through it are told
+/// apart from those of other tests in this process by their command line.
+pub fn own_binary(dir: &std::path::Path) -> std::path::PathBuf {
+    let link = dir.join("flowgate-worker");
+    std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_flowgate"), &link).unwrap();
+    link
+}
+
+/// The highest nice value among the threads of process `pid` (a worker whose
+/// evaluation ran long has its evaluation thread at 19).
+pub fn max_nice(pid: u32) -> i64 {
+    let mut nice = i64::MIN;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
+        // After "pid (comm) ": state is field 3; nice is field 19.
+        if let Some(rest) = stat.rsplit_once(") ").map(|(_, r)| r)
+            && let Some(n) = rest.split(' ').nth(16).and_then(|n| n.parse().ok())
+        {
+            nice = nice.max(n);
+        }
+    }
+    nice
+}
+
+/// The jq workers started by process `parent` through `binary` (any, when
+/// `None`): (pid, `R` when one of its threads is running, else the state of its
+/// main thread).
+pub fn workers_of(parent: u32, binary: Option<&std::path::Path>) -> Vec<(u32, char)> {
     let mut out = Vec::new();
     for entry in std::fs::read_dir("/proc").unwrap().flatten() {
         let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
             continue;
         };
         let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-        if !String::from_utf8_lossy(&cmdline).contains("__jq-worker") {
+        let cmdline = String::from_utf8_lossy(&cmdline);
+        if !cmdline.contains("__jq-worker") {
+            continue;
+        }
+        if let Some(b) = binary
+            && cmdline.split('\0').next() != Some(&*b.to_string_lossy())
+        {
             continue;
         }
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        // pid (comm) state ppid ...
-        let Some(rest) = stat.rsplit_once(") ").map(|(_, r)| r) else {
+        let Some((mut state, ppid)) = stat_fields(&stat) else {
             continue;
         };
-        let mut fields = rest.split(' ');
-        let state = fields.next().and_then(|s| s.chars().next()).unwrap_or('?');
-        let ppid: u32 = fields.next().and_then(|p| p.parse().ok()).unwrap_or(0);
-        if ppid == parent {
-            out.push((pid, state));
+        if ppid != parent {
+            continue;
         }
+        // The evaluation runs on a thread of its own.
+        for task in std::fs::read_dir(format!("/proc/{pid}/task"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
+            if stat_fields(&stat).is_some_and(|(s, _)| s == 'R') {
+                state = 'R';
+            }
+        }
+        out.push((pid, state));
     }
     out
 }
@@ -226,7 +278,13 @@ async fn recursion_memory_and_huge_values_end_the_worker_not_flowgate() {
 
 #[tokio::test]
 async fn a_dropped_evaluation_kills_its_worker() {
-    let s = sandbox(1, 1);
+    let dir = tempfile::tempdir().unwrap();
+    let binary = own_binary(dir.path());
+    let s = Sandbox::new(SandboxOptions {
+        binary: binary.clone(),
+        max_workers: 1,
+        tenant_max: 1,
+    });
     let me = std::process::id();
     let spinning = eval(
         &s,
@@ -236,12 +294,23 @@ async fn a_dropped_evaluation_kills_its_worker() {
         64 * MIB,
         Duration::from_secs(60),
     );
-    let r = tokio::time::timeout(Duration::from_millis(700), spinning).await;
+    let watch = async {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        workers_of(me, Some(&binary))
+    };
+    let (r, seen) = tokio::join!(
+        tokio::time::timeout(Duration::from_millis(700), spinning),
+        watch
+    );
     assert!(r.is_err(), "the loop cannot have ended");
+    assert!(
+        seen.iter().any(|(_, s)| *s == 'R'),
+        "the worker spun: {seen:?}"
+    );
     // Killed at once; the slot starts a fresh (idle) worker.
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
-        let workers = workers_of(me);
+        let workers = workers_of(me, Some(&binary));
         if workers.iter().all(|(_, state)| *state != 'R') {
             break;
         }

@@ -240,7 +240,12 @@ impl Sandbox {
             job: id,
             done: false,
         };
-        let answer = answer.await;
+        // The worker is killed at the deadline by its slot's thread; this side
+        // does not wait past it either (a worker may still be starting).
+        let answer = tokio::time::timeout_at(until, answer).await;
+        let Ok(answer) = answer else {
+            return Err(Failure::Time);
+        };
         armed.done = true;
         answer.unwrap_or_else(|_| Err(Failure::Unavailable("the worker's thread has ended".into())))
     }

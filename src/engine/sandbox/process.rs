@@ -20,6 +20,13 @@ const START_TIMEOUT: Duration = Duration::from_secs(10);
 const REPLY_SLACK: u64 = 64 << 10;
 /// The end of a worker's stderr kept to tell why it died.
 const STDERR_TAIL: usize = 4096;
+/// An evaluation that has used this much CPU is lowered to the least priority
+/// (nice 19): fresh evaluations and the server come first. CPU time, not time
+/// waited: on a busy machine a short evaluation may wait long for a core.
+const DEMOTE_AFTER: Duration = Duration::from_millis(50);
+/// How often a running evaluation's CPU time is looked at.
+const DEMOTE_CHECK: Duration = Duration::from_millis(20);
+const DEMOTED_NICE: i32 = 19;
 
 /// Lets other threads kill the worker while it runs a given job, and only then
 /// (never a process reaped already, whose pid may belong to another by now).
@@ -55,6 +62,11 @@ impl KillSwitch {
 }
 
 pub struct Process {
+    /// The worker's evaluation thread (lowered when an evaluation runs long).
+    eval_tid: u64,
+    /// Its priority was lowered: the worker is replaced after its job (raising
+    /// it again needs a privilege).
+    demoted: bool,
     child: Child,
     stdin: ChildStdin,
     stdout: ChildStdout,
@@ -99,6 +111,8 @@ impl Process {
                 .ok()
         };
         let mut p = Self {
+            eval_tid: 0,
+            demoted: false,
             child,
             stdin,
             stdout,
@@ -114,7 +128,12 @@ impl Process {
             }
         }
         match p.read_frame(64, Instant::now() + START_TIMEOUT) {
-            Ok(hello) if hello == wire::HELLO => Ok(p),
+            Ok(hello) if hello.len() == wire::HELLO.len() + 8 && hello.starts_with(wire::HELLO) => {
+                let mut tid = [0u8; 8];
+                tid.copy_from_slice(&hello[wire::HELLO.len()..]);
+                p.eval_tid = u64::from_le_bytes(tid);
+                Ok(p)
+            }
             Ok(_) => Err(format!(
                 "`{}` is not a flowgate jq worker (it answered something else)",
                 binary.display()
@@ -134,6 +153,12 @@ impl Process {
                 ))
             }
         }
+    }
+
+    /// Whether the worker should be replaced after its job (its priority was
+    /// lowered during a long evaluation).
+    pub fn demoted(&self) -> bool {
+        self.demoted
     }
 
     /// Runs one request. `Err((failure, alive))`: whether the process survived.
@@ -159,8 +184,10 @@ impl Process {
         let sent = self
             .write_all(&(frame.len() as u64).to_le_bytes(), deadline)
             .and_then(|()| self.write_all(frame, deadline));
-        let answer =
-            sent.and_then(|()| self.read_frame(memory.saturating_add(REPLY_SLACK), deadline));
+        let cpu_at_start = self.cpu_time();
+        let answer = sent.and_then(|()| {
+            self.read_frame_demoting(memory.saturating_add(REPLY_SLACK), deadline, cpu_at_start)
+        });
         let reply = match answer {
             Ok(reply) => reply,
             Err(IoEnd::Timeout) => {
@@ -213,6 +240,65 @@ impl Process {
             }
         }
         Ok(())
+    }
+
+    /// As `read_frame`, lowering the worker's priority once the evaluation has
+    /// used `DEMOTE_AFTER` of CPU since `cpu_at_start` (before its answer began).
+    fn read_frame_demoting(
+        &mut self,
+        max: u64,
+        deadline: Instant,
+        cpu_at_start: Option<Duration>,
+    ) -> Result<Vec<u8>, IoEnd> {
+        if let Some(start) = cpu_at_start {
+            loop {
+                let next = (Instant::now() + DEMOTE_CHECK).min(deadline);
+                match wait(self.stdout.as_raw_fd(), libc::POLLIN, next) {
+                    Err(IoEnd::Timeout) if next < deadline => {}
+                    _ => break,
+                }
+                if self
+                    .cpu_time()
+                    .is_some_and(|now| now >= start + DEMOTE_AFTER)
+                {
+                    self.demote();
+                    break;
+                }
+            }
+        }
+        self.read_frame(max, deadline)
+    }
+
+    /// The CPU time the worker process has used.
+    fn cpu_time(&self) -> Option<Duration> {
+        let mut clock: libc::clockid_t = 0;
+        let mut t = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: both calls write only to the locals passed; the pid is our
+        // child's (alive while we hold it).
+        let ok = unsafe {
+            libc::clock_getcpuclockid(self.child.id() as libc::pid_t, &mut clock) == 0
+                && libc::clock_gettime(clock, &mut t) == 0
+        };
+        ok.then(|| Duration::new(t.tv_sec as u64, t.tv_nsec as u32))
+    }
+
+    fn demote(&mut self) {
+        if self.eval_tid == 0 || self.demoted {
+            return;
+        }
+        // SAFETY: setpriority on the worker's own thread, by id; raising a nice
+        // value needs no privilege.
+        unsafe {
+            libc::setpriority(
+                libc::PRIO_PROCESS,
+                self.eval_tid as libc::id_t,
+                DEMOTED_NICE,
+            )
+        };
+        self.demoted = true;
     }
 
     /// A frame of at most `max` bytes; a longer one ends the worker.
@@ -287,26 +373,30 @@ impl From<TooBig> for Failure {
     }
 }
 
-/// Waits until `fd` is ready for `events`, at most until `deadline`.
+/// Waits until `fd` is ready for `events` (or has an error, which the next
+/// read or write reports), at most until `deadline`.
 fn wait(fd: i32, events: libc::c_short, deadline: Instant) -> Result<(), IoEnd> {
-    let left = deadline.saturating_duration_since(Instant::now());
-    if left.is_zero() {
-        return Err(IoEnd::Timeout);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(IoEnd::Timeout);
+        }
+        let mut p = libc::pollfd {
+            fd,
+            events,
+            revents: 0,
+        };
+        let ms = left
+            .as_nanos()
+            .div_ceil(1_000_000)
+            .clamp(1, i32::MAX as u128) as i32;
+        // SAFETY: one pollfd on the stack, counted as one.
+        let n = unsafe { libc::poll(&mut p, 1, ms) };
+        if n > 0 || (n < 0 && io::Error::last_os_error().kind() != io::ErrorKind::Interrupted) {
+            return Ok(());
+        }
+        // Timed out (perhaps a little early) or interrupted: look at the clock again.
     }
-    let mut p = libc::pollfd {
-        fd,
-        events,
-        revents: 0,
-    };
-    let ms = left.as_millis().clamp(1, i32::MAX as u128) as i32;
-    // SAFETY: one pollfd on the stack, counted as one.
-    let n = unsafe { libc::poll(&mut p, 1, ms) };
-    if n == 0 && Instant::now() >= deadline {
-        return Err(IoEnd::Timeout);
-    }
-    // Ready, an error on the pipe (the next read or write reports it), a signal
-    // or an early wake-up: the caller tries again.
-    Ok(())
 }
 
 /// Reads a worker's stderr to its end: each line goes to the log (jq's `stderr`

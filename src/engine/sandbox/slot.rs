@@ -67,6 +67,14 @@ fn drive(
             },
             Err(RecvTimeoutError::Disconnected) => break,
         };
+        if job.reply.is_closed() {
+            // Its evaluation was dropped while it waited here.
+            continue;
+        }
+        if Instant::now() >= job.deadline {
+            let _ = job.reply.send(Err(Failure::Time));
+            continue;
+        }
         if process.is_err() {
             // It could not start before: try again for this job.
             process = Process::start(binary, switch.clone());
@@ -87,7 +95,11 @@ fn drive(
             Err(why) => (Err(Failure::Unavailable(why.clone())), true),
         };
         let _ = job.reply.send(result);
-        if !alive {
+        let demoted = process.as_ref().is_ok_and(Process::demoted);
+        if demoted && let Ok(p) = &mut process {
+            p.stop();
+        }
+        if !alive || demoted {
             // Ready for the next job before it comes.
             process = Process::start(binary, switch.clone());
         }

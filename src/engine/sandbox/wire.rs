@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use jaq_json::{Num, Rc, Val};
 
-use crate::flow::value::{MAX_DEPTH, TooBig};
+use crate::flow::value::{Bound, MAX_DEPTH, TooBig};
 
 /// The first frame a worker sends: who it is and which protocol it speaks.
 pub const HELLO: &[u8] = b"flowgate-jq-worker/1";
@@ -55,33 +55,19 @@ pub enum Reply {
 /// Encodes values within a byte count, a nesting depth and a deadline.
 pub struct Writer {
     pub out: Vec<u8>,
-    max_bytes: usize,
-    deadline: Option<Instant>,
-    ticks: u32,
+    bound: Bound,
 }
 
 impl Writer {
     pub fn new(max_bytes: u64, deadline: Option<Instant>) -> Self {
         Self {
             out: Vec::new(),
-            max_bytes: usize::try_from(max_bytes).unwrap_or(usize::MAX),
-            deadline,
-            ticks: 0,
+            bound: Bound::new(max_bytes, deadline),
         }
     }
 
     fn room(&mut self, more: usize) -> Result<(), TooBig> {
-        if self.out.len().saturating_add(more) > self.max_bytes {
-            return Err(TooBig::Size);
-        }
-        self.ticks += 1;
-        if self.ticks >= 4096 {
-            self.ticks = 0;
-            if self.deadline.is_some_and(|d| Instant::now() >= d) {
-                return Err(TooBig::Time);
-            }
-        }
-        Ok(())
+        self.bound.spend(more as u64)
     }
 
     fn byte(&mut self, b: u8) -> Result<(), TooBig> {

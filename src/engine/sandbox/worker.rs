@@ -4,9 +4,10 @@
 //!
 //! It evaluates on a thread with a large stack, counts its allocations against
 //! each request's memory budget (an allocation past it ends the process), dies
-//! with the thread of the server that started it (`PR_SET_PDEATHSIG`), writes
-//! no core dump, and runs at a lower priority than the server, whose threads
-//! answer callers. A panic inside jaq becomes an error reply.
+//! with the thread of the server that started it (`PR_SET_PDEATHSIG`) and
+//! writes no core dump. Its hello names the evaluation thread, whose priority
+//! the server lowers when one evaluation runs long. A panic inside jaq becomes
+//! an error reply.
 
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
@@ -24,14 +25,12 @@ pub const SUBCOMMAND: &str = "__jq-worker";
 const EVAL_STACK: usize = 64 << 20;
 /// Compiled programs kept (compiling costs about a millisecond).
 const PROGRAMS: usize = 256;
-/// How much lower than the server a worker runs (a `nice` value).
-const NICE: i32 = 10;
 
 /// Runs the worker; `parent` is the server's pid (the worker exits if it is
 /// already gone).
 pub fn main(parent: Option<u32>) -> ExitCode {
     alloc::start_counting();
-    // SAFETY: plain system calls with constant arguments; none touches memory
+    // SAFETY: plain system calls with constant arguments; neither touches memory
     // of this process.
     unsafe {
         libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong);
@@ -40,7 +39,6 @@ pub fn main(parent: Option<u32>) -> ExitCode {
             rlim_max: 0,
         };
         libc::setrlimit(libc::RLIMIT_CORE, &no_core);
-        libc::setpriority(libc::PRIO_PROCESS, 0, NICE);
     }
     // The server may have died before the death signal was asked for.
     // SAFETY: getppid has no arguments and cannot fail.
@@ -61,7 +59,13 @@ pub fn main(parent: Option<u32>) -> ExitCode {
 fn serve() -> io::Result<()> {
     let mut input = io::stdin().lock();
     let mut output = io::stdout().lock();
-    write_frame(&mut output, wire::HELLO)?;
+    // The evaluation thread's id: the server lowers its priority when an
+    // evaluation runs long.
+    // SAFETY: gettid has no arguments and cannot fail.
+    let tid = unsafe { libc::gettid() } as u64;
+    let mut hello = wire::HELLO.to_vec();
+    hello.extend_from_slice(&tid.to_le_bytes());
+    write_frame(&mut output, &hello)?;
     let mut programs: HashMap<String, Arc<Program>> = HashMap::new();
     loop {
         let mut len = [0u8; 8];
