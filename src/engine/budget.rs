@@ -85,10 +85,6 @@ impl<'a> Budget<'a> {
         }
     }
 
-    pub fn expired(&self) -> bool {
-        Instant::now() >= self.deadline
-    }
-
     /// The limit of a budget, for messages: `2s`, `64 MiB`.
     pub fn limit(&self, kind: BudgetKind) -> String {
         match kind {

@@ -32,7 +32,7 @@ use crate::flow::{Expr, Step, Template, Trigger};
 
 pub use budget::{BudgetKind, Limits};
 pub use error::ExecError;
-pub use sandbox::{Failure, Sandbox, SandboxOptions};
+pub use sandbox::{EvalInput, Failure, Sandbox, SandboxOptions};
 pub use steps::prefers_xml;
 pub use stop::{Stop, StopReason};
 pub use trace::TraceEntry;
@@ -101,6 +101,10 @@ struct Run<'a> {
     exec: &'a Executor,
     /// The input document's fields the steps read (all of it when unknown).
     base: jaq_json::Map<Val, Val>,
+    /// `base` as one value (made for the first evaluation in a worker), and the
+    /// execution's number under which workers keep it.
+    base_val: Option<Val>,
+    token: u64,
     input: &'a Value,
     vars: jaq_json::Map<Val, Val>,
     /// `base` with `vars`, rebuilt only after `vars` changed.
@@ -154,6 +158,8 @@ impl Executor {
         let mut run = Run {
             exec: self,
             base: jaq_json::Map::default(),
+            base_val: None,
+            token: self.sandbox.token(),
             input,
             vars: jaq_json::Map::default(),
             context: None,
@@ -238,7 +244,14 @@ impl Executor {
                 let tenant = trigger.key.tenant.as_str();
                 let out = self
                     .sandbox
-                    .eval(tenant, expr.source_arc(), input, 1, limits.memory, deadline)
+                    .eval(
+                        tenant,
+                        expr.source_arc(),
+                        EvalInput::Whole(input),
+                        1,
+                        limits.memory,
+                        deadline,
+                    )
                     .await
                     .map_err(|f| match f {
                         Failure::Eval(m) | Failure::Crashed(m) | Failure::Unavailable(m) => m,
@@ -320,12 +333,13 @@ impl<'a> Run<'a> {
 
     async fn steps(&mut self, steps: &'a [Step]) -> Result<(), ExecError> {
         for step in steps {
-            if self.last_yield.elapsed() > YIELD_AFTER {
+            let now = Instant::now();
+            if now >= self.budget.deadline {
+                return Err(self.over(step, BudgetKind::Time));
+            }
+            if now - self.last_yield > YIELD_AFTER {
                 tokio::task::yield_now().await;
                 self.last_yield = Instant::now();
-            }
-            if self.budget.expired() {
-                return Err(self.over(step, BudgetKind::Time));
             }
             let before = self.trigger.trace_full.then(|| self.vars_json());
             let started = Instant::now();
@@ -354,11 +368,21 @@ impl<'a> Run<'a> {
         expr: &Expr,
         max: u32,
     ) -> Result<sandbox::Outputs, ExecError> {
-        let ctx = self.context();
         let mut fuel = Fuel::default();
-        if let Some(v) = expr.native(&ctx, &mut fuel) {
+        if expr.is_native()
+            && let Some(v) = expr.native(&self.context(), &mut fuel)
+        {
             return Ok((vec![(v, fuel.built())], false));
         }
+        let base = self
+            .base_val
+            .get_or_insert_with(|| Val::obj(self.base.clone()))
+            .clone();
+        let ctx = EvalInput::Context {
+            token: self.token,
+            base,
+            vars: Val::obj(self.vars.clone()),
+        };
         let tenant = self.trigger.key.tenant.as_str();
         self.exec
             .sandbox

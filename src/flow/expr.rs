@@ -31,9 +31,9 @@ const FORBIDDEN: &[&str] = &["env", "input_filename", "get_search_list"];
 pub const MAX_TOKENS: usize = 4096;
 /// Most brackets (and string interpolations) open at once in one expression.
 pub const MAX_NESTING: usize = 256;
-/// The stack jaq's parser and compiler get: enough for `MAX_TOKENS` levels of
-/// recursion in a debug build, with room to spare.
-const COMPILE_STACK: usize = 256 << 20;
+/// The stack jaq's parser and compiler get: twice what the deepest source within
+/// the bounds needs in a debug build (a unit test compiles those).
+const COMPILE_STACK: usize = 64 << 20;
 
 /// A checked jq expression with its source.
 #[derive(Clone)]
@@ -481,6 +481,15 @@ pub(crate) mod tests {
         assert!(Expr::compile(&at_tokens).is_ok());
         let ifs = format!("{}1{}", "if . then ".repeat(600), " else 2 end".repeat(600));
         assert!(Expr::compile(&ifs).is_ok());
+        // One level of recursion per token: the deepest sources within the bound.
+        for deepest in [
+            format!("{}1", "-".repeat(MAX_TOKENS - 1)),
+            format!("{}1", "try ".repeat(MAX_TOKENS - 1)),
+            format!("{}.", ". as $x | ".repeat(MAX_TOKENS / 5)),
+            format!("{}1", "label $f | ".repeat(MAX_TOKENS / 4 - 1)),
+        ] {
+            assert!(Expr::compile(&deepest).is_ok(), "{}", &deepest[..20]);
+        }
         let comments = "# [[[[[[\n.a # ((((((\n";
         assert!(Expr::compile(comments).is_ok());
         let strings = format!("\"{}\"", "[(".repeat(2000));

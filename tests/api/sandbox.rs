@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use flowgate::engine::{Failure, Sandbox, SandboxOptions};
+use flowgate::engine::{EvalInput, Failure, Sandbox, SandboxOptions};
 use flowgate::flow::value::{Bound, from_json, to_json};
 use jaq_json::Val;
 use serde_json::{Value, json};
@@ -32,7 +32,7 @@ async fn eval(
         .eval(
             tenant,
             &source,
-            from_json(&input).unwrap(),
+            EvalInput::Whole(from_json(&input).unwrap()),
             10,
             memory,
             Instant::now() + within,
@@ -148,7 +148,7 @@ async fn values_cross_exactly_and_errors_are_errors() {
         .eval(
             "t",
             &source,
-            Val::Null,
+            EvalInput::Whole(Val::Null),
             10,
             MIB,
             Instant::now() + Duration::from_secs(10),
@@ -195,6 +195,37 @@ async fn values_cross_exactly_and_errors_are_errors() {
     );
 }
 
+/// An execution's input goes to a worker once: later evaluations send only the
+/// variables (a base sent again under the same number would be ignored).
+#[tokio::test]
+async fn a_worker_keeps_an_executions_input() {
+    let s = sandbox(1, 1);
+    let source: Arc<str> = "[.b, .vars.v]".into();
+    let run = |token: u64, b: i64, v: i64| {
+        let (s, source) = (s.clone(), source.clone());
+        async move {
+            let input = EvalInput::Context {
+                token,
+                base: from_json(&json!({"b": b})).unwrap(),
+                vars: from_json(&json!({"v": v})).unwrap(),
+            };
+            let deadline = Instant::now() + Duration::from_secs(10);
+            let (out, _) = s.eval("t", &source, input, 1, MIB, deadline).await.unwrap();
+            to_json(&out[0].0, &mut Bound::generous()).unwrap()
+        }
+    };
+    let (first, second) = (s.token(), s.token());
+    assert_eq!(run(first, 1, 1).await, json!([1, 1]));
+    assert_eq!(run(first, 99, 2).await, json!([1, 2]), "the base was kept");
+    assert_eq!(run(second, 3, 3).await, json!([3, 3]));
+    // Past four executions the oldest base is dropped, and sent again when needed.
+    for _ in 0..4 {
+        let t = s.token();
+        assert_eq!(run(t, 5, 5).await, json!([5, 5]));
+    }
+    assert_eq!(run(first, 7, 7).await, json!([7, 7]));
+}
+
 #[tokio::test]
 async fn a_loop_ends_at_its_deadline_and_the_next_evaluation_runs() {
     let s = sandbox(1, 1);
@@ -231,20 +262,12 @@ async fn recursion_memory_and_huge_values_end_the_worker_not_flowgate() {
         Err(Failure::Crashed(m)) => assert!(m.contains("overflowed the stack"), "{m}"),
         other => panic!("{other:?}"),
     }
-    let r = eval(
-        &s,
-        "t",
-        "[range(1e9)] | length",
-        json!(null),
-        32 * MIB,
-        long,
-    )
-    .await;
+    let r = eval(&s, "t", "[range(1e9)] | length", json!(null), 8 * MIB, long).await;
     assert_eq!(r, Err(Failure::Memory));
     // 2^40 values in a few bytes of memory: writing them out is the memory budget.
     let dag = format!("[range(1)] {}| tostring | length", "| [., .] ".repeat(40));
     assert_eq!(
-        eval(&s, "t", &dag, json!(null), 32 * MIB, long).await,
+        eval(&s, "t", &dag, json!(null), 8 * MIB, long).await,
         Err(Failure::Memory)
     );
     let r = eval(
@@ -252,7 +275,7 @@ async fn recursion_memory_and_huge_values_end_the_worker_not_flowgate() {
         "t",
         "[limit(100000000; repeat(\"x\"))]",
         json!(null),
-        32 * MIB,
+        8 * MIB,
         long,
     )
     .await;

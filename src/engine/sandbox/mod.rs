@@ -39,6 +39,17 @@ use slot::{Job, Slot};
 /// and whether there were more than asked for.
 pub type Outputs = (Vec<(Val, u64)>, bool);
 
+/// What an evaluation runs on.
+#[derive(Debug)]
+pub enum EvalInput {
+    /// This value.
+    Whole(Val),
+    /// An execution's context: its input document's fields (`base`, the same
+    /// all through the execution `token`, sent to a worker only once) and its
+    /// variables, which go under `vars`.
+    Context { token: u64, base: Val, vars: Val },
+}
+
 /// Why an evaluation gave no outputs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Failure {
@@ -170,6 +181,12 @@ impl Sandbox {
         &self.0.options
     }
 
+    /// A number no other execution on this pool has: workers keep an
+    /// execution's input under it ([`EvalInput::Context`]).
+    pub fn token(&self) -> u64 {
+        self.0.next.fetch_add(1, Ordering::Relaxed)
+    }
+
     fn tenant(&self, tenant: &str) -> Arc<Semaphore> {
         let mut t = lock(&self.0.tenants);
         if let Some(s) = t.get(tenant) {
@@ -188,7 +205,7 @@ impl Sandbox {
         &self,
         tenant: &str,
         source: &Arc<str>,
-        input: Val,
+        input: EvalInput,
         max_outputs: u32,
         memory: u64,
         deadline: Instant,
@@ -206,7 +223,21 @@ impl Sandbox {
         if self.0.inline {
             return inline(source, input, max_outputs).await;
         }
-        let slot = match lock(&self.0.idle).pop() {
+        // A worker that holds this execution's base, else the last returned.
+        let idle = {
+            let mut idle = lock(&self.0.idle);
+            let held = match &input {
+                EvalInput::Context { token, .. } => {
+                    idle.iter().rposition(|s| s.bases.holds(*token))
+                }
+                EvalInput::Whole(_) => None,
+            };
+            match held {
+                Some(i) => Some(idle.remove(i)),
+                None => idle.pop(),
+            }
+        };
+        let slot = match idle {
             Some(s) => s,
             None => Slot::start(
                 self.0.next.fetch_add(1, Ordering::Relaxed),
@@ -214,12 +245,9 @@ impl Sandbox {
                 Arc::downgrade(&self.0),
             )?,
         };
-        let lease = Lease {
+        let mut lease = Lease {
             pool: &self.0,
             slot: Some(slot),
-        };
-        let Some(slot) = lease.slot.as_ref() else {
-            return Err(Failure::Unavailable("no worker".into()));
         };
         let id = self.0.next.fetch_add(1, Ordering::Relaxed);
         let (reply, answer) = oneshot::channel();
@@ -232,27 +260,52 @@ impl Sandbox {
             deadline,
             reply,
         };
-        if slot.jobs.send(job).is_err() {
-            return Err(Failure::Unavailable("the worker's thread has ended".into()));
+        let ended = || Failure::Unavailable("the worker's thread has ended".into());
+        let answer = {
+            let Some(slot) = lease.slot.as_ref() else {
+                return Err(ended());
+            };
+            if slot.jobs.send(job).is_err() {
+                Err(ended())
+            } else {
+                let mut armed = Armed {
+                    slot,
+                    job: id,
+                    done: false,
+                };
+                // The worker is killed at the deadline by its slot's thread; this
+                // side does not wait past it either (a worker may still be starting).
+                let Ok(answer) = tokio::time::timeout_at(until, answer).await else {
+                    return Err(Failure::Time);
+                };
+                armed.done = true;
+                answer.map_err(|_| ended())
+            }
+        };
+        match answer {
+            Ok(result) => result,
+            Err(gone) => {
+                // A slot whose thread has ended is not lent again.
+                lease.slot = None;
+                Err(gone)
+            }
         }
-        let mut armed = Armed {
-            slot,
-            job: id,
-            done: false,
-        };
-        // The worker is killed at the deadline by its slot's thread; this side
-        // does not wait past it either (a worker may still be starting).
-        let answer = tokio::time::timeout_at(until, answer).await;
-        let Ok(answer) = answer else {
-            return Err(Failure::Time);
-        };
-        armed.done = true;
-        answer.unwrap_or_else(|_| Err(Failure::Unavailable("the worker's thread has ended".into())))
     }
 }
 
 #[cfg(test)]
-async fn inline(source: &Arc<str>, input: Val, max_outputs: u32) -> Result<Outputs, Failure> {
+async fn inline(source: &Arc<str>, input: EvalInput, max_outputs: u32) -> Result<Outputs, Failure> {
+    let input = match input {
+        EvalInput::Whole(v) => v,
+        EvalInput::Context { base, vars, .. } => {
+            let mut m = match base {
+                Val::Obj(m) => (*m).clone(),
+                _ => jaq_json::Map::default(),
+            };
+            m.insert(crate::flow::value::string("vars"), vars);
+            Val::obj(m)
+        }
+    };
     let source = source.clone();
     let (tx, rx) = oneshot::channel();
     std::thread::Builder::new()

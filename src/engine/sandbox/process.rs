@@ -10,8 +10,9 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use super::wire::{self, Reply, Request};
-use super::{Failure, Outputs};
+use super::slot::Job;
+use super::wire::{self, Input, Reply, Request};
+use super::{EvalInput, Failure, Outputs};
 use crate::flow::value::TooBig;
 
 /// How long a new worker may take to say hello.
@@ -61,7 +62,37 @@ impl KillSwitch {
     }
 }
 
+/// The execution contexts whose base a worker holds, oldest first: the same
+/// account the worker keeps (`worker::BASES` of them). Shared with the pool,
+/// which lends a slot to the execution whose base it holds when it can.
+#[derive(Default)]
+pub struct Bases(Mutex<std::collections::VecDeque<u64>>);
+
+impl Bases {
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::VecDeque<u64>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn holds(&self, token: u64) -> bool {
+        self.lock().contains(&token)
+    }
+
+    fn hold(&self, token: u64) {
+        let mut b = self.lock();
+        b.retain(|t| *t != token);
+        if b.len() == super::worker::BASES {
+            b.pop_front();
+        }
+        b.push_back(token);
+    }
+
+    fn clear(&self) {
+        self.lock().clear();
+    }
+}
+
 pub struct Process {
+    bases: Arc<Bases>,
     /// The worker's evaluation thread (lowered when an evaluation runs long).
     eval_tid: u64,
     /// Its priority was lowered: the worker is replaced after its job (raising
@@ -83,8 +114,13 @@ enum IoEnd {
 }
 
 impl Process {
-    /// Starts `binary` as a worker and waits for its hello.
-    pub fn start(binary: &Path, switch: Arc<KillSwitch>) -> Result<Self, String> {
+    /// Starts `binary` as a worker and waits for its hello; it holds no base.
+    pub fn start(
+        binary: &Path,
+        switch: Arc<KillSwitch>,
+        bases: Arc<Bases>,
+    ) -> Result<Self, String> {
+        bases.clear();
         let mut child = Command::new(binary)
             .arg(super::worker::SUBCOMMAND)
             .arg(std::process::id().to_string())
@@ -111,6 +147,7 @@ impl Process {
                 .ok()
         };
         let mut p = Self {
+            bases,
             eval_tid: 0,
             demoted: false,
             child,
@@ -161,18 +198,60 @@ impl Process {
         self.demoted
     }
 
-    /// Runs one request. `Err((failure, alive))`: whether the process survived.
-    pub fn run(
-        &mut self,
-        job: u64,
-        request: &Request<'_>,
-        deadline: Instant,
-    ) -> Result<Outputs, (Failure, bool)> {
-        let frame = wire::request(request, Some(deadline)).map_err(|e| (e.into(), true))?;
-        self.switch.running(job);
-        let result = self.exchange(&frame, request.memory, deadline);
+    /// Runs one job. `Err((failure, alive))`: whether the process survived.
+    pub fn run(&mut self, job: &Job) -> Result<Outputs, (Failure, bool)> {
+        self.switch.running(job.id);
+        let result = self.run_job(job);
         self.switch.running(0);
         result
+    }
+
+    fn run_job(&mut self, job: &Job) -> Result<Outputs, (Failure, bool)> {
+        let token = match &job.input {
+            EvalInput::Whole(_) => None,
+            EvalInput::Context { token, .. } => Some(*token),
+        };
+        // An execution's base goes to a worker once; if the worker lost it after
+        // all, it says so and gets it again.
+        let mut with_base = token.is_some_and(|t| !self.bases.holds(t));
+        loop {
+            let input = match &job.input {
+                EvalInput::Whole(v) => Input::Whole(v),
+                EvalInput::Context { token, base, vars } => Input::Context {
+                    token: *token,
+                    base: with_base.then_some(base),
+                    vars,
+                },
+            };
+            let request = Request {
+                source: &job.source,
+                max_outputs: job.max_outputs,
+                memory: job.memory,
+                input,
+            };
+            let frame =
+                wire::request(&request, Some(job.deadline)).map_err(|e| (e.into(), true))?;
+            let reply = self.exchange(&frame, job.memory, job.deadline)?;
+            if let (Some(t), true) = (token, with_base) {
+                self.bases.hold(t);
+            }
+            return match reply {
+                Reply::Values(values, more) => Ok((values, more)),
+                Reply::Failed(message) => Err((Failure::Eval(message), true)),
+                Reply::TooBig(why) => Err((why.into(), true)),
+                Reply::NeedBase if !with_base => {
+                    with_base = true;
+                    continue;
+                }
+                Reply::NeedBase => {
+                    self.stop();
+                    Err((
+                        Failure::Crashed("the worker lost its context".into()),
+                        false,
+                    ))
+                }
+            };
+        }
     }
 
     fn exchange(
@@ -180,7 +259,7 @@ impl Process {
         frame: &[u8],
         memory: u64,
         deadline: Instant,
-    ) -> Result<Outputs, (Failure, bool)> {
+    ) -> Result<Reply, (Failure, bool)> {
         let sent = self
             .write_all(&(frame.len() as u64).to_le_bytes(), deadline)
             .and_then(|()| self.write_all(frame, deadline));
@@ -198,9 +277,7 @@ impl Process {
             Err(IoEnd::TooLong) => return Err((Failure::Memory, false)),
         };
         match wire::read_reply(&reply) {
-            Ok(Reply::Values(values, more)) => Ok((values, more)),
-            Ok(Reply::Failed(message)) => Err((Failure::Eval(message), true)),
-            Ok(Reply::TooBig(why)) => Err((why.into(), true)),
+            Ok(reply) => Ok(reply),
             Err(e) => {
                 self.stop();
                 Err((

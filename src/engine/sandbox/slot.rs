@@ -9,12 +9,10 @@ use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
-use jaq_json::Val;
 use tokio::sync::oneshot;
 
-use super::process::{KillSwitch, Process};
-use super::wire::Request;
-use super::{Failure, Outputs, Pool};
+use super::process::{Bases, KillSwitch, Process};
+use super::{EvalInput, Failure, Outputs, Pool};
 
 /// A slot unused this long stops its worker process and ends.
 pub const IDLE_RETIRE: Duration = Duration::from_secs(30);
@@ -23,7 +21,7 @@ pub const IDLE_RETIRE: Duration = Duration::from_secs(30);
 pub struct Job {
     pub id: u64,
     pub source: Arc<str>,
-    pub input: Val,
+    pub input: EvalInput,
     pub max_outputs: u32,
     pub memory: u64,
     pub deadline: Instant,
@@ -34,6 +32,8 @@ pub struct Slot {
     pub id: u64,
     pub jobs: mpsc::Sender<Job>,
     pub switch: Arc<KillSwitch>,
+    /// The execution contexts whose base its worker holds.
+    pub bases: Arc<Bases>,
 }
 
 impl Slot {
@@ -41,12 +41,18 @@ impl Slot {
     pub fn start(id: u64, binary: PathBuf, pool: Weak<Pool>) -> Result<Self, Failure> {
         let (jobs, rx) = mpsc::channel();
         let switch = Arc::new(KillSwitch::default());
-        let s = switch.clone();
+        let bases = Arc::new(Bases::default());
+        let (s, b) = (switch.clone(), bases.clone());
         std::thread::Builder::new()
             .name("flowgate-jq".into())
-            .spawn(move || drive(id, &binary, &rx, &s, &pool))
+            .spawn(move || drive(id, &binary, &rx, &s, &b, &pool))
             .map_err(|e| Failure::Unavailable(format!("cannot start a worker thread: {e}")))?;
-        Ok(Self { id, jobs, switch })
+        Ok(Self {
+            id,
+            jobs,
+            switch,
+            bases,
+        })
     }
 }
 
@@ -55,9 +61,11 @@ fn drive(
     binary: &std::path::Path,
     jobs: &mpsc::Receiver<Job>,
     switch: &Arc<KillSwitch>,
+    bases: &Arc<Bases>,
     pool: &Weak<Pool>,
 ) {
-    let mut process: Result<Process, String> = Process::start(binary, switch.clone());
+    let mut process: Result<Process, String> =
+        Process::start(binary, switch.clone(), bases.clone());
     loop {
         let job = match jobs.recv_timeout(IDLE_RETIRE) {
             Ok(job) => job,
@@ -77,21 +85,13 @@ fn drive(
         }
         if process.is_err() {
             // It could not start before: try again for this job.
-            process = Process::start(binary, switch.clone());
+            process = Process::start(binary, switch.clone(), bases.clone());
         }
         let (result, alive) = match &mut process {
-            Ok(p) => {
-                let request = Request {
-                    source: &job.source,
-                    max_outputs: job.max_outputs,
-                    memory: job.memory,
-                    input: &job.input,
-                };
-                match p.run(job.id, &request, job.deadline) {
-                    Ok(out) => (Ok(out), true),
-                    Err((failure, alive)) => (Err(failure), alive),
-                }
-            }
+            Ok(p) => match p.run(&job) {
+                Ok(out) => (Ok(out), true),
+                Err((failure, alive)) => (Err(failure), alive),
+            },
             Err(why) => (Err(Failure::Unavailable(why.clone())), true),
         };
         let _ = job.reply.send(result);
@@ -101,7 +101,7 @@ fn drive(
         }
         if !alive || demoted {
             // Ready for the next job before it comes.
-            process = Process::start(binary, switch.clone());
+            process = Process::start(binary, switch.clone(), bases.clone());
         }
     }
     if let Ok(mut p) = process {

@@ -37,7 +37,33 @@ pub struct Request<'a> {
     pub max_outputs: u32,
     /// Bytes the evaluation may allocate beyond its input.
     pub memory: u64,
-    pub input: &'a Val,
+    pub input: Input<'a>,
+}
+
+/// What an evaluation runs on.
+#[derive(Debug, Clone, Copy)]
+pub enum Input<'a> {
+    /// This value.
+    Whole(&'a Val),
+    /// An execution's context: the input document's fields (`base`, the same for
+    /// the whole execution, sent to a worker once and kept there under `token`)
+    /// with `vars` added.
+    Context {
+        token: u64,
+        base: Option<&'a Val>,
+        vars: &'a Val,
+    },
+}
+
+/// What a worker reads: as [`Input`], owned.
+#[derive(Debug)]
+pub enum Received {
+    Whole(Val),
+    Context {
+        token: u64,
+        base: Option<Val>,
+        vars: Val,
+    },
 }
 
 /// A worker's answer.
@@ -50,6 +76,8 @@ pub enum Reply {
     Failed(String),
     /// The outputs were too large or too deep to send back.
     TooBig(TooBig),
+    /// The worker does not hold the base of this context (send it again).
+    NeedBase,
 }
 
 /// Encodes values within a byte count, a nesting depth and a deadline.
@@ -277,6 +305,9 @@ const EVAL: u8 = b'E';
 const VALUES: u8 = b'V';
 const FAILED: u8 = b'F';
 const TOO_BIG: u8 = b'B';
+const NEED_BASE: u8 = b'N';
+const WHOLE: u8 = b'W';
+const CONTEXT: u8 = b'C';
 
 /// A request's frame; fails when its input is too large, deep or slow to write.
 pub fn request(r: &Request<'_>, deadline: Option<Instant>) -> Result<Vec<u8>, TooBig> {
@@ -288,13 +319,32 @@ pub fn request(r: &Request<'_>, deadline: Option<Instant>) -> Result<Vec<u8>, To
     w.u32(r.max_outputs)?;
     w.u64(r.memory)?;
     w.bytes(TSTR, r.source.as_bytes())?;
-    w.value(r.input)?;
+    match r.input {
+        Input::Whole(v) => {
+            w.byte(WHOLE)?;
+            w.value(v)?;
+        }
+        Input::Context { token, base, vars } => {
+            w.byte(CONTEXT)?;
+            w.u64(token)?;
+            w.byte(u8::from(base.is_some()))?;
+            if let Some(b) = base {
+                w.value(b)?;
+            }
+            w.value(vars)?;
+        }
+    }
     Ok(w.out)
+}
+
+/// The frame of a worker's `NeedBase` answer.
+pub fn need_base() -> Vec<u8> {
+    vec![NEED_BASE]
 }
 
 /// A request as the worker reads it: the source, the most outputs, the memory
 /// and the input.
-pub fn read_request(frame: &[u8]) -> Result<(&str, u32, u64, Val), Malformed> {
+pub fn read_request(frame: &[u8]) -> Result<(&str, u32, u64, Received), Malformed> {
     let mut r = Reader::new(frame);
     match r.byte()? {
         EVAL => {}
@@ -306,7 +356,22 @@ pub fn read_request(frame: &[u8]) -> Result<(&str, u32, u64, Val), Malformed> {
         return Err(Malformed::Kind(TSTR));
     }
     let source = r.text()?;
-    let input = r.value()?;
+    let input = match r.byte()? {
+        WHOLE => Received::Whole(r.value()?),
+        CONTEXT => {
+            let token = r.u64()?;
+            let base = match r.byte()? {
+                0 => None,
+                _ => Some(r.value()?),
+            };
+            Received::Context {
+                token,
+                base,
+                vars: r.value()?,
+            }
+        }
+        k => return Err(Malformed::Kind(k)),
+    };
     r.finish()?;
     Ok((source, max, memory, input))
 }
@@ -366,6 +431,10 @@ pub fn read_reply(frame: &[u8]) -> Result<Reply, Malformed> {
             Reply::Values(values, more)
         }
         FAILED => Reply::Failed(String::from_utf8_lossy(&frame[1..]).into_owned()),
+        NEED_BASE => {
+            r.finish()?;
+            Reply::NeedBase
+        }
         TOO_BIG => Reply::TooBig(match r.byte()? {
             0 => TooBig::Depth,
             1 => TooBig::Size,
@@ -409,15 +478,36 @@ mod tests {
             source: ".a",
             max_outputs: 1,
             memory: 1000,
-            input,
+            input: Input::Whole(input),
         };
         let frame = request(&req, None).unwrap();
         let (src, max, mem, got) = read_request(&frame).unwrap();
         assert_eq!((src, max, mem), (".a", 1, 1000));
+        let Received::Whole(got) = got else {
+            panic!("not whole")
+        };
         assert_eq!(
             to_json(&got, &mut Bound::generous()),
             to_json(input, &mut Bound::generous())
         );
+        let context = Request {
+            input: Input::Context {
+                token: 7,
+                base: None,
+                vars: input,
+            },
+            ..req
+        };
+        let frame = request(&context, None).unwrap();
+        assert!(matches!(
+            read_request(&frame).unwrap().3,
+            Received::Context {
+                token: 7,
+                base: None,
+                ..
+            }
+        ));
+        assert!(matches!(read_reply(&need_base()), Ok(Reply::NeedBase)));
     }
 
     #[test]
@@ -430,7 +520,7 @@ mod tests {
             source: ".",
             max_outputs: 1,
             memory: 1 << 20,
-            input: &v,
+            input: Input::Whole(&v),
         };
         assert_eq!(request(&req, None), Err(TooBig::Size));
         assert!(matches!(

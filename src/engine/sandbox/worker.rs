@@ -9,13 +9,15 @@
 //! the server lowers when one evaluation runs long. A panic inside jaq becomes
 //! an error reply.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::io::{self, Read, Write};
 use std::process::ExitCode;
 use std::sync::Arc;
 
+use jaq_json::Val;
+
 use super::alloc;
-use super::wire;
+use super::wire::{self, Received};
 use crate::flow::expr::Program;
 
 /// The hidden subcommand that makes `flowgate` a worker.
@@ -25,6 +27,9 @@ pub const SUBCOMMAND: &str = "__jq-worker";
 const EVAL_STACK: usize = 64 << 20;
 /// Compiled programs kept (compiling costs about a millisecond).
 const PROGRAMS: usize = 256;
+/// Bases of execution contexts kept, the oldest dropped first; the server keeps
+/// the same account of them (`process::Bases`).
+pub const BASES: usize = 4;
 
 /// Runs the worker; `parent` is the server's pid (the worker exits if it is
 /// already gone).
@@ -67,6 +72,7 @@ fn serve() -> io::Result<()> {
     hello.extend_from_slice(&tid.to_le_bytes());
     write_frame(&mut output, &hello)?;
     let mut programs: HashMap<String, Arc<Program>> = HashMap::new();
+    let mut bases: VecDeque<(u64, Val)> = VecDeque::new();
     loop {
         let mut len = [0u8; 8];
         match input.read_exact(&mut len) {
@@ -78,17 +84,37 @@ fn serve() -> io::Result<()> {
             .map_err(|_| io::Error::other("a frame too large for this machine"))?;
         let mut frame = vec![0u8; len];
         input.read_exact(&mut frame)?;
-        let answer = answer(&frame, &mut programs);
+        let answer = answer(&frame, &mut programs, &mut bases);
         drop(frame);
         write_frame(&mut output, &answer)?;
     }
 }
 
 /// One request's reply frame.
-fn answer(frame: &[u8], programs: &mut HashMap<String, Arc<Program>>) -> Vec<u8> {
-    let (source, max_outputs, memory, input) = match wire::read_request(frame) {
+fn answer(
+    frame: &[u8],
+    programs: &mut HashMap<String, Arc<Program>>,
+    bases: &mut VecDeque<(u64, Val)>,
+) -> Vec<u8> {
+    let (source, max_outputs, memory, received) = match wire::read_request(frame) {
         Ok(r) => r,
         Err(e) => return wire::reply(Err(&format!("a bad request: {e}")), 0),
+    };
+    let input = match received {
+        Received::Whole(v) => v,
+        Received::Context { token, base, vars } => {
+            if let Some(base) = base {
+                bases.retain(|(t, _)| *t != token);
+                if bases.len() == BASES {
+                    bases.pop_front();
+                }
+                bases.push_back((token, base));
+            }
+            match bases.iter().find(|(t, _)| *t == token) {
+                Some((_, base)) => with_vars(base, vars),
+                None => return wire::need_base(),
+            }
+        }
     };
     let program = match programs.get(source) {
         Some(p) => p.clone(),
@@ -119,6 +145,16 @@ fn answer(frame: &[u8], programs: &mut HashMap<String, Arc<Program>>) -> Vec<u8>
         Ok(Err(e)) => wire::reply(Err(&e.0), 0),
         Err(_) => wire::reply(Err("the expression's evaluation failed (a panic in jq)"), 0),
     }
+}
+
+/// An execution's context: its input document's fields and `vars`.
+fn with_vars(base: &Val, vars: Val) -> Val {
+    let mut m = match base {
+        Val::Obj(m) => (**m).clone(),
+        _ => jaq_json::Map::default(),
+    };
+    m.insert(crate::flow::value::string("vars"), vars);
+    Val::obj(m)
 }
 
 fn write_frame(out: &mut impl Write, payload: &[u8]) -> io::Result<()> {
