@@ -151,9 +151,18 @@ fn repeat(trigger: &Trigger, view: MessageView) -> Result<HttpResponse, ApiError
     if trigger.response.mode == Mode::Async || !view.status.is_final() {
         return Ok(accepted(trigger, id, view.status));
     }
+    let last = view.attempts.last();
+    let over_budget = last.filter(|a| a.error_code.as_deref() == Some("budget_exceeded"));
     match (view.response, view.status) {
         (Some(r), _) => Ok(responded(id, r)),
         (None, MessageStatus::Succeeded) => Ok(succeeded(id)),
+        (None, _) if let Some(a) = over_budget => Err(ApiError::BudgetExceeded {
+            id,
+            budget: match a.error.as_deref() {
+                Some(e) if e.starts_with("memory") => "memory",
+                _ => "time",
+            },
+        }),
         (None, _) => Err(ApiError::FlowFailed {
             id,
             step: view

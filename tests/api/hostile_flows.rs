@@ -417,3 +417,63 @@ async fn a_budget_failure_is_final_blocks_or_skips_its_lane_and_stays_after_a_re
     handle.stop(true).await;
     running.await.unwrap().unwrap();
 }
+
+/// `response.timeout` decides when a sync caller stops waiting (202 and the
+/// status URL); the budget decides when the execution stops. A repeated
+/// Idempotency-Key of a sync message that ran out of its budget gets the same
+/// answer as the first call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_callers_see_the_budget_past_their_timeout_and_on_a_repeat() {
+    let spin = "steps:\n  - name: spin\n    set: { x: 'last(range(1e15))' }\n";
+    let app = TestApp::spawn_with(
+        |flows| {
+            write_flow(flows, "evil/_tenant.yaml", "api_keys: {}\n");
+            write_flow(
+                flows,
+                "evil/Short.yaml",
+                &format!("auth: {{ none: true }}\nlimits: {{ time: 1s }}\nresponse: {{ mode: sync, timeout: 200ms }}\n{spin}"),
+            );
+            write_flow(
+                flows,
+                "evil/Keyed.yaml",
+                &format!("auth: {{ none: true }}\nlimits: {{ time: 1s }}\nresponse: {{ mode: sync, timeout: 10s }}\n{spin}"),
+            );
+        },
+        |_| {},
+    )
+    .await;
+    let started = std::time::Instant::now();
+    let res = app.post_json("/evil/Short", None, &json!({})).await;
+    assert_eq!(res.status(), 202);
+    assert!(
+        started.elapsed() < Duration::from_millis(900),
+        "{:?}",
+        started.elapsed()
+    );
+    let location = res.headers()["location"].to_str().unwrap().to_owned();
+    let id = location.rsplit('/').next().unwrap().to_owned();
+    let doc = app
+        .wait_final("evil/Short", &id, "", Duration::from_secs(10))
+        .await;
+    assert_eq!(doc["status"], "failed", "{doc}");
+    assert_eq!(doc["attempts"][0]["error_code"], "budget_exceeded");
+    assert_eq!(
+        doc["attempts"][0]["error"],
+        "time budget exceeded (1s) at step `spin`"
+    );
+
+    let keyed = || {
+        app.client
+            .post(app.url("/evil/Keyed"))
+            .header("idempotency-key", "k1")
+            .json(&json!({}))
+    };
+    let first = keyed().send().await.unwrap();
+    assert_eq!(first.status(), 500);
+    let first: Value = first.json().await.unwrap();
+    assert_eq!(first["errors"][0]["code"], "budget_exceeded", "{first}");
+    let again = keyed().send().await.unwrap();
+    assert_eq!(again.status(), 500);
+    let again: Value = again.json().await.unwrap();
+    assert_eq!(again, first);
+}
