@@ -400,3 +400,54 @@ async fn a_program_that_is_not_a_worker_is_reported() {
         other => panic!("{other:?}"),
     }
 }
+
+/// A Stop from outside (a lost lease, a shutdown) ends an execution whose step
+/// is in a jq worker, and kills that worker at once.
+#[tokio::test]
+async fn stopping_an_execution_kills_the_worker_it_waits_on() {
+    use flowgate::domain::{TenantName, TriggerName};
+    use flowgate::engine::{ExecError, Executor, Limits, Stop, StopReason};
+    let dir = tempfile::tempdir().unwrap();
+    let binary = own_binary(dir.path());
+    let executor = Executor::new(
+        Sandbox::new(SandboxOptions {
+            binary: binary.clone(),
+            max_workers: 1,
+            tenant_max: 1,
+        }),
+        Limits::default(),
+    );
+    let tenant = flowgate::flow::Tenant::empty(TenantName::parse("t").unwrap());
+    let trigger = flowgate::flow::loader::compile_trigger_source(
+        &tenant,
+        TriggerName::parse("Spin").unwrap(),
+        std::path::Path::new("Spin.yaml"),
+        "auth: { none: true }\nsteps:\n  - name: spin\n    set: { x: 'last(range(1e15))' }\n",
+    )
+    .unwrap();
+    let stop = Stop::new();
+    let stopper = stop.clone();
+    let me = std::process::id();
+    let input = json!({});
+    let watch = async move {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let before = workers_of(me, Some(&binary));
+        stopper.stop(StopReason::LeaseLost);
+        (before, binary)
+    };
+    let (ex, (before, binary)) =
+        tokio::join!(executor.execute(&trigger, &input, None, &stop), watch);
+    match ex.result {
+        Err(ExecError::Stopped { step, reason }) => {
+            assert_eq!((step.as_str(), reason), ("spin", StopReason::LeaseLost));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(before.iter().any(|(_, s)| *s == 'R'), "it spun: {before:?}");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let after = workers_of(me, Some(&binary));
+    assert!(
+        after.iter().all(|(_, s)| *s != 'R'),
+        "still spinning: {after:?}"
+    );
+}
