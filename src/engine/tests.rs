@@ -237,6 +237,11 @@ async fn an_execution_stopped_before_it_starts_runs_no_step() {
     assert!(ex.trace.is_empty());
 }
 
+/// An input whose body has forty items (for loops that double something).
+fn forty_items() -> serde_json::Value {
+    json!({"body": {"items": vec![0; 40]}})
+}
+
 /// The execution ended over its `kind` budget.
 fn assert_over(ex: &Execution, kind: BudgetKind) {
     assert!(
@@ -293,13 +298,7 @@ steps:
       - set: { s: '.vars.s + .vars.s' }
 "#,
     );
-    let ex = execute(
-        &t,
-        &json!({"body": {"items": vec![0; 40]}}),
-        None,
-        &Stop::new(),
-    )
-    .await;
+    let ex = execute(&t, &forty_items(), None, &Stop::new()).await;
     match ex.result {
         Err(ExecError::Budget {
             kind: BudgetKind::Memory,
@@ -342,13 +341,7 @@ steps:
   - respond: { body: .vars.d }
 "#,
     );
-    let ex = execute(
-        &t,
-        &json!({"body": {"items": vec![0; 40]}}),
-        None,
-        &Stop::new(),
-    )
-    .await;
+    let ex = execute(&t, &forty_items(), None, &Stop::new()).await;
     assert_over(&ex, BudgetKind::Memory);
     assert!(ex.response.is_none());
 }

@@ -18,6 +18,7 @@
 //! work of encoding and decoding values is done by the slot's thread.
 
 pub mod alloc;
+pub mod codec;
 mod process;
 mod slot;
 pub mod wire;
