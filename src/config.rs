@@ -7,6 +7,7 @@ use std::time::Duration;
 use serde::{Deserialize, Deserializer};
 
 use crate::domain::Cidr;
+use crate::engine::{Limits, SandboxOptions};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -69,6 +70,22 @@ pub struct Settings {
     /// Time allowed for one event delivery request.
     #[serde(deserialize_with = "duration")]
     pub subscriptions_timeout: Duration,
+    /// How long one execution may run (a trigger's `limits.time` overrides it).
+    #[serde(deserialize_with = "duration")]
+    pub flow_time_limit: Duration,
+    /// Memory one execution's values and evaluations may take, in bytes
+    /// (written like `256MiB`; a trigger's `limits.memory` overrides it).
+    #[serde(deserialize_with = "size")]
+    pub flow_memory_limit: u64,
+    /// Executor threads: jq worker processes flowgate plans for; up to four
+    /// per executor thread evaluate at once. 0 = one per core.
+    pub executor_threads: usize,
+    /// Executions of one tenant running at once on this node (from the queue),
+    /// and its expressions evaluating at once in workers. 0 = twice the
+    /// executor threads.
+    pub tenant_max_running: usize,
+    /// The program started as a jq worker; absent: this flowgate binary.
+    pub executor_binary: Option<PathBuf>,
 }
 
 /// One admin token: `flowgate key new --label NAME` makes the hash.
@@ -114,6 +131,11 @@ impl Default for Settings {
                 .collect(),
             subscriptions_poll: Duration::from_secs(1),
             subscriptions_timeout: Duration::from_secs(10),
+            flow_time_limit: Limits::default().time,
+            flow_memory_limit: Limits::default().memory,
+            executor_threads: 0,
+            tenant_max_running: 0,
+            executor_binary: None,
         }
     }
 }
@@ -130,6 +152,19 @@ fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
 
 fn opt_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
     duration(d).map(Some)
+}
+
+fn size<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Size {
+        Bytes(u64),
+        Text(String),
+    }
+    match Size::deserialize(d)? {
+        Size::Bytes(n) => Ok(n),
+        Size::Text(s) => crate::domain::parse_size(&s).map_err(serde::de::Error::custom),
+    }
 }
 
 fn durations<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Duration>, D::Error> {
@@ -150,6 +185,45 @@ impl Settings {
             lock_timeout: self.store_lock_timeout.unwrap_or(derived),
             idle_in_transaction_timeout: self.store_idle_in_transaction_timeout.unwrap_or(derived),
         }
+    }
+
+    /// The default budgets of every execution.
+    pub fn flow_limits(&self) -> Limits {
+        Limits {
+            time: self.flow_time_limit,
+            memory: self.flow_memory_limit,
+        }
+    }
+
+    /// `executor_threads`, with 0 resolved to the number of cores.
+    pub fn executor_threads(&self) -> usize {
+        match self.executor_threads {
+            0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
+            n => n,
+        }
+    }
+
+    /// `tenant_max_running`, with 0 resolved to twice the executor threads.
+    pub fn tenant_max_running(&self) -> usize {
+        match self.tenant_max_running {
+            0 => 2 * self.executor_threads(),
+            n => n,
+        }
+    }
+
+    /// Where jq runs: `executor_binary` (else this binary), four workers per
+    /// executor thread, `tenant_max_running` of them for one tenant.
+    pub fn sandbox_options(&self) -> Result<SandboxOptions, String> {
+        let binary = match &self.executor_binary {
+            Some(b) => b.clone(),
+            None => std::env::current_exe()
+                .map_err(|e| format!("executor_binary: cannot find this binary: {e}"))?,
+        };
+        Ok(SandboxOptions {
+            binary,
+            max_workers: 4 * self.executor_threads(),
+            tenant_max: self.tenant_max_running(),
+        })
     }
 
     /// Defaults, then the file (when given or when `flowgate.toml` exists), then
@@ -252,6 +326,23 @@ impl Settings {
                 "FLOWGATE_OUTBOUND_ALLOW_HOSTS" => {
                     self.outbound_allow_hosts = list(v).map(str::to_owned).collect()
                 }
+                "FLOWGATE_FLOW_TIME_LIMIT" => match humantime::parse_duration(v) {
+                    Ok(d) => self.flow_time_limit = d,
+                    Err(e) => errors.push(bad(&e.to_string())),
+                },
+                "FLOWGATE_FLOW_MEMORY_LIMIT" => match crate::domain::parse_size(v) {
+                    Ok(n) => self.flow_memory_limit = n,
+                    Err(e) => errors.push(bad(&e)),
+                },
+                "FLOWGATE_EXECUTOR_THREADS" => match v.parse() {
+                    Ok(n) => self.executor_threads = n,
+                    Err(_) => errors.push(bad("not a number")),
+                },
+                "FLOWGATE_TENANT_MAX_RUNNING" => match v.parse() {
+                    Ok(n) => self.tenant_max_running = n,
+                    Err(_) => errors.push(bad("not a number")),
+                },
+                "FLOWGATE_EXECUTOR_BINARY" => self.executor_binary = Some(PathBuf::from(v)),
                 "FLOWGATE_OUTBOUND_DENY_PRIVATE" => match v.as_str() {
                     "true" | "1" => self.outbound_deny_private = true,
                     "false" | "0" => self.outbound_deny_private = false,
@@ -325,6 +416,17 @@ impl Settings {
         }
         if self.reload_interval.is_zero() {
             errors.push("reload_interval must be greater than 0".into());
+        }
+        if self.flow_time_limit.is_zero() {
+            errors.push("flow_time_limit must be greater than 0".into());
+        }
+        if self.flow_memory_limit == 0 {
+            errors.push("flow_memory_limit must be greater than 0".into());
+        }
+        if let Some(b) = &self.executor_binary
+            && !b.is_file()
+        {
+            errors.push(format!("executor_binary: `{}` is not a file", b.display()));
         }
         if self.subscriptions_poll.is_zero() {
             errors.push("subscriptions_poll must be greater than 0".into());
@@ -406,6 +508,36 @@ mod tests {
         );
         let file: Settings = toml::from_str("store_lock_timeout = \"1s\"").unwrap();
         assert_eq!(file.store_lock_timeout, Some(Duration::from_secs(1)));
+    }
+
+    #[test]
+    fn budgets_and_executors() {
+        let s = Settings::default();
+        assert_eq!(s.flow_time_limit, Duration::from_secs(30));
+        assert_eq!(s.flow_memory_limit, 256 << 20);
+        assert_eq!(s.tenant_max_running(), 2 * s.executor_threads());
+        let s: Settings = toml::from_str(
+            "flow_time_limit = \"2s\"\nflow_memory_limit = \"64MiB\"\nexecutor_threads = 3\n",
+        )
+        .unwrap();
+        assert_eq!(s.flow_limits().time, Duration::from_secs(2));
+        assert_eq!(s.flow_limits().memory, 64 << 20);
+        assert_eq!(s.tenant_max_running(), 6);
+        assert_eq!(s.sandbox_options().unwrap().max_workers, 12);
+        let mut s = Settings::default();
+        let errs = s
+            .apply_env(&[
+                ("FLOWGATE_FLOW_MEMORY_LIMIT".into(), "1GiB".into()),
+                ("FLOWGATE_TENANT_MAX_RUNNING".into(), "5".into()),
+                ("FLOWGATE_FLOW_TIME_LIMIT".into(), "soon".into()),
+            ])
+            .unwrap_err();
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert_eq!((s.flow_memory_limit, s.tenant_max_running()), (1 << 30, 5));
+        assert!(toml::from_str::<Settings>("flow_memory_limit = \"lots\"").is_err());
+        let zero: Settings =
+            toml::from_str("flow_memory_limit = 0\nflow_time_limit = \"0s\"").unwrap();
+        assert_eq!(zero.validate().unwrap_err().len(), 2);
     }
 
     #[test]

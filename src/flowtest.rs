@@ -141,30 +141,37 @@ pub fn local_input(
 /// Runs the trigger's flow over a document made by `local_input`, as `flowgate
 /// run` and `flowgate test` do: no store, so `.meta` says a first attempt, and
 /// on an ordered trigger its lane at epoch 0 (below any a store gives out).
-pub async fn run_local(trigger: &Trigger, document: &Value) -> crate::engine::Execution {
+pub async fn run_local(
+    executor: &crate::engine::Executor,
+    trigger: &Trigger,
+    document: &Value,
+) -> crate::engine::Execution {
+    let lane = executor.lane(trigger, document).await.ok().flatten();
     let meta = document["message_id"]
         .as_str()
         .and_then(|id| id.parse().ok())
         .map(|message_id| crate::domain::RunMeta {
             message_id,
             attempt: 1,
-            lane: crate::input::lane(trigger, document)
-                .ok()
-                .flatten()
-                .map(|lane| (lane, 0)),
+            lane: lane.map(|lane| (lane, 0)),
         });
-    crate::engine::execute_with(
-        trigger,
-        document,
-        meta.as_ref(),
-        None,
-        &crate::engine::Stop::new(),
-    )
-    .await
+    executor
+        .execute_with(
+            trigger,
+            document,
+            meta.as_ref(),
+            None,
+            &crate::engine::Stop::new(),
+        )
+        .await
 }
 
 /// Runs one case's request through the trigger's flow.
-pub async fn answer(trigger: &Trigger, case: &Case) -> Result<Answer, String> {
+pub async fn answer(
+    executor: &crate::engine::Executor,
+    trigger: &Trigger,
+    case: &Case,
+) -> Result<Answer, String> {
     let method = method(trigger, case.method.as_deref())?;
     let params: Vec<(String, String)> = case
         .params
@@ -199,7 +206,7 @@ pub async fn answer(trigger: &Trigger, case: &Case) -> Result<Answer, String> {
             });
         }
     };
-    let ex = run_local(trigger, &document).await;
+    let ex = run_local(executor, trigger, &document).await;
     let vars = ex.vars();
     let errors = crate::http::errors_body;
     Ok(match ex.result {
@@ -229,7 +236,7 @@ pub async fn answer(trigger: &Trigger, case: &Case) -> Result<Answer, String> {
             let message = e.to_string();
             Answer {
                 status: 500,
-                body: errors("flow_failed", &message),
+                body: errors(e.code(), &message),
                 error: Some(message),
                 vars,
             }

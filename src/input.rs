@@ -6,7 +6,6 @@ use serde_json::{Map, Value, json};
 
 use crate::domain::{MessageId, Micros, format_rfc3339};
 use crate::flow::params::{parse_params, query_object};
-use crate::flow::value::{from_json, to_json};
 use crate::flow::{Method, Trigger};
 
 /// Headers whose values never reach a flow, a trace or the store.
@@ -124,25 +123,6 @@ pub fn document(trigger: &Trigger, req: Request<'_>) -> Result<Document, Vec<Inp
         input: Value::Object(doc),
         json_body,
     })
-}
-
-/// The lane of an ordered trigger's message: the ordering key's value over the
-/// input document (a string as it is, anything else as JSON text), or `""` (the
-/// trigger's one lane) without a key; `None` for an unordered trigger.
-pub fn lane(trigger: &Trigger, input: &Value) -> Result<Option<String>, String> {
-    if !trigger.delivery.ordered {
-        return Ok(None);
-    }
-    let Some(expr) = &trigger.delivery.ordering_key else {
-        return Ok(Some(String::new()));
-    };
-    match expr.eval(&from_json(input)) {
-        Ok(v) => Ok(Some(match to_json(&v) {
-            Value::String(s) => s,
-            other => other.to_string(),
-        })),
-        Err(e) => Err(e.0),
-    }
 }
 
 fn essence(content_type: Option<&str>) -> String {

@@ -12,9 +12,11 @@ use flowgate::flow::check_dir;
 use flowgate::startup::{Application, StartupError};
 
 /// Requests allocate on the HTTP workers and are freed on the store's writer
-/// thread; glibc's arenas serialise that on a lock, mimalloc does not.
+/// thread; glibc's arenas serialise that on a lock, mimalloc does not. The
+/// counter around it bounds a jq worker's memory (off in the server).
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: flowgate::engine::sandbox::Counting<mimalloc::MiMalloc> =
+    flowgate::engine::sandbox::Counting(mimalloc::MiMalloc);
 
 #[derive(Parser)]
 #[command(
@@ -158,6 +160,12 @@ struct RunArgs {
 }
 
 fn main() -> ExitCode {
+    // A worker starts with the least work possible: no argument parser, no logs.
+    let mut args = std::env::args();
+    if args.nth(1).as_deref() == Some(flowgate::engine::sandbox::worker::SUBCOMMAND) {
+        let parent = args.next().and_then(|p| p.parse().ok());
+        return flowgate::engine::sandbox::worker::main(parent);
+    }
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve(args) => serve(args),
@@ -232,6 +240,18 @@ fn serve(args: ServeArgs) -> Result<ExitCode> {
     })
 }
 
+/// Runs flows in this process (`run`, `test`) as `serve` does: budgets and jq
+/// workers from the settings (`flowgate.toml`, `FLOWGATE_*`).
+fn local_executor() -> Result<flowgate::engine::Executor> {
+    let settings =
+        Settings::load(None).map_err(|e| anyhow::anyhow!("settings: {}", e.join("; ")))?;
+    let options = settings.sandbox_options().map_err(anyhow::Error::msg)?;
+    Ok(flowgate::engine::Executor::new(
+        flowgate::engine::Sandbox::new(options),
+        settings.flow_limits(),
+    ))
+}
+
 fn check(dir: &std::path::Path) -> Result<ExitCode> {
     let report = check_dir(dir);
     for d in &report.diagnostics {
@@ -271,6 +291,7 @@ fn test(dir: &std::path::Path) -> Result<ExitCode> {
         .enable_all()
         .build()
         .context("cannot start the runtime")?;
+    let executor = local_executor()?;
     let (mut passed, mut failed, mut broken) = (0, 0, 0);
     for file in files {
         println!("{}", file.path.display());
@@ -286,7 +307,7 @@ fn test(dir: &std::path::Path) -> Result<ExitCode> {
             }
         };
         for case in &cases {
-            match runtime.block_on(flowgate::flowtest::answer(trigger, case)) {
+            match runtime.block_on(flowgate::flowtest::answer(&executor, trigger, case)) {
                 Ok(got) => {
                     let diffs = flowgate::flowtest::differences(&case.expect, &got);
                     if diffs.is_empty() {
@@ -452,10 +473,12 @@ fn run(args: RunArgs) -> Result<ExitCode> {
         .enable_all()
         .build()
         .context("cannot start the runtime")?;
-    let ex = runtime.block_on(flowgate::flowtest::run_local(&t, &document));
+    let executor = local_executor()?;
+    let ex = runtime.block_on(flowgate::flowtest::run_local(&executor, &t, &document));
     let out = json!({
         "status": if ex.result.is_ok() { "succeeded" } else { "failed" },
         "error": ex.result.as_ref().err().map(ToString::to_string),
+        "error_code": ex.result.as_ref().err().map(flowgate::engine::ExecError::code),
         "response": ex.response,
         "vars": ex.vars(),
         "trace": ex.trace_json(),

@@ -13,10 +13,11 @@ use crate::admin_auth::AdminTokens;
 use crate::auth::KeyVerifier;
 use crate::config::Settings;
 use crate::connect::Registry;
+use crate::engine::{Executor, Sandbox};
 use crate::events::sender::{self, SenderSettings};
 use crate::flow::{Diagnostic, Loader, SharedCatalog};
 use crate::http::{self, AppState};
-use crate::queue::Queue;
+use crate::queue::{Queue, QueueLimits};
 use crate::store::{Store, StoreError};
 
 /// How long a stopping node waits for the attempts it runs (shared store).
@@ -67,11 +68,20 @@ impl Application {
                 store: crate::store::redact_url(&settings.store),
                 error,
             })?;
+        let sandbox = Sandbox::new(
+            settings
+                .sandbox_options()
+                .map_err(|e| StartupError::Settings(vec![e]))?,
+        );
         let queue = Queue::start(
             store,
             catalog.clone(),
-            settings.max_backlog,
-            settings.store_timeout,
+            QueueLimits {
+                max_backlog: settings.max_backlog,
+                store_timeout: settings.store_timeout,
+                tenant_max_running: settings.tenant_max_running(),
+            },
+            Executor::new(sandbox, settings.flow_limits()),
         )?;
         let recovered = queue.recover().await?;
         if recovered > 0 {

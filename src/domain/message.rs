@@ -216,7 +216,7 @@ impl Outcome {
 }
 
 /// One attempt at executing a message. Serialized, it is one entry of a stored
-/// `attempt_log`: `{number, started_at, finished_at, outcome, error}`.
+/// `attempt_log`: `{number, started_at, finished_at, outcome, error[, error_code]}`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct AttemptRecord {
     pub number: u32,
@@ -224,6 +224,10 @@ pub struct AttemptRecord {
     pub finished_at: Option<Micros>,
     pub outcome: Option<Outcome>,
     pub error: Option<String>,
+    /// What kind of failure (`budget_exceeded`, `flow_failed`, `rejected`,
+    /// `interrupted`), for people and tools that sort failures.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error_code: Option<String>,
 }
 
 impl AttemptRecord {
@@ -236,6 +240,7 @@ impl AttemptRecord {
             finished_at: a["finished_at"].as_i64(),
             outcome: a["outcome"].as_str().and_then(Outcome::parse),
             error: a["error"].as_str().map(str::to_owned),
+            error_code: a["error_code"].as_str().map(str::to_owned),
         }
     }
 }
@@ -280,6 +285,7 @@ impl MessageView {
                     "finished_at": a.finished_at.map(format_rfc3339),
                     "outcome": a.outcome.map(Outcome::as_str),
                     "error": a.error,
+                    "error_code": a.error_code,
                 })
             })
             .collect();

@@ -6,6 +6,7 @@ mod event;
 mod message;
 mod meta;
 mod names;
+mod size;
 mod time;
 
 pub use cidr::Cidr;
@@ -15,4 +16,5 @@ pub use message::{
 };
 pub use meta::RunMeta;
 pub use names::{NameError, TenantName, TriggerKey, TriggerName};
+pub use size::parse_size;
 pub use time::{Micros, format_rfc3339, now_micros};

@@ -1,74 +1,52 @@
 //! Runs one flow over one input document: steps in order, variables, branches,
 //! loops, the response and a trace of what happened. Knows nothing of HTTP,
 //! queues or stores; a test of a step needs none of them.
+//!
+//! Every execution runs under its budgets ([`budget`]): at its deadline it is
+//! stopped wherever it is (the step in flight is dropped, a jq worker running
+//! for it is killed), and what its values and evaluations may take is bounded.
+//! Expressions the native evaluator covers run here under fuel; the others run
+//! in the [`sandbox`]'s worker processes.
 
+pub mod budget;
+mod error;
 mod http_step;
+pub mod sandbox;
 mod sql_step;
+mod steps;
 mod stop;
 mod trace;
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use jaq_json::Val;
 use serde_json::Value;
 use tokio::sync::oneshot;
 
-use crate::connect::effects::OnceKey;
 use crate::domain::{RunMeta, StoredResponse};
-use crate::flow::model::SetValue;
-use crate::flow::value::{from_json, string, to_json, truthy};
-use crate::flow::{Step, StepKind, Trigger};
+use crate::flow::expr::TemplatePart;
+use crate::flow::fast::Fuel;
+use crate::flow::value::{Bound, TooBig, from_json, from_json_sized, string, to_json};
+use crate::flow::{Expr, Step, Template, Trigger};
 
+pub use budget::{BudgetKind, Limits};
+pub use error::ExecError;
+pub use sandbox::{EvalInput, Failure, Sandbox, SandboxOptions};
+pub use steps::prefers_xml;
 pub use stop::{Stop, StopReason};
 pub use trace::TraceEntry;
+
+use budget::Budget;
 
 /// Upper bound on `for_each` iterations, against runaway input.
 pub const MAX_ITERATIONS: usize = 100_000;
 
-/// Why an execution failed.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub enum ExecError {
-    /// A `fail` step: the flow decided. Statuses below 500 are not retried.
-    #[error("{message}")]
-    Fail {
-        step: String,
-        status: u16,
-        message: String,
-    },
-    /// An expression failed at run time, or a step's call failed in a way that
-    /// another run may not repeat (a timeout, a 5xx, a lost connection).
-    #[error("step `{step}`: {message}")]
-    Step { step: String, message: String },
-    /// A step's call was refused in a way another run would only repeat: an
-    /// `http` step answered with a 4xx (not 408 or 429) or its URL is refused.
-    /// The step's own `retry:` does not apply, and neither does `delivery.retry`.
-    #[error("step `{step}`: {message}")]
-    Refused { step: String, message: String },
-    /// Stopped from outside (see [`Stop`]): not an outcome of the flow. Whoever
-    /// stopped it decides what becomes of the message; the result is not written.
-    #[error("stopped at step `{step}`: {reason}")]
-    Stopped { step: String, reason: StopReason },
-}
-
-impl ExecError {
-    /// Whether running the message again could give another result.
-    pub fn retryable(&self) -> bool {
-        match self {
-            Self::Fail { status, .. } => *status >= 500,
-            Self::Step { .. } => true,
-            Self::Refused { .. } => false,
-            Self::Stopped { .. } => true,
-        }
-    }
-
-    pub fn step(&self) -> &str {
-        match self {
-            Self::Fail { step, .. }
-            | Self::Step { step, .. }
-            | Self::Refused { step, .. }
-            | Self::Stopped { step, .. } => step,
-        }
-    }
+/// What executions run on: the jq workers and the default budgets. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Executor {
+    sandbox: Sandbox,
+    defaults: Limits,
 }
 
 /// The result of one execution.
@@ -79,6 +57,8 @@ pub struct Execution {
     pub response: Option<StoredResponse>,
     pub trace: Vec<TraceEntry>,
     vars: jaq_json::Map<Val, Val>,
+    /// The budgets it ran under.
+    pub limits: Limits,
 }
 
 impl Execution {
@@ -102,19 +82,29 @@ impl Execution {
     }
 
     /// The variables at the end of the execution (converted on demand: they may
-    /// hold large lookup tables).
+    /// hold large lookup tables), within its memory budget.
     pub fn vars(&self) -> Value {
-        to_json(&Val::obj(self.vars.clone()))
+        let mut bound = Bound::new(self.limits.memory, None);
+        shown(&Val::obj(self.vars.clone()), &mut bound)
     }
+}
+
+/// A value for a trace or a report: its JSON, or what kept it from being shown.
+fn shown(v: &Val, bound: &mut Bound) -> Value {
+    to_json(v, bound).unwrap_or_else(|why| Value::String(format!("({why})")))
 }
 
 /// Where a `respond` step sends the answer while the flow goes on.
 pub type Responder = oneshot::Sender<StoredResponse>;
 
 struct Run<'a> {
-    /// The input document's fields the steps read (all of it when unknown),
-    /// and `.meta`.
+    exec: &'a Executor,
+    /// The input document's fields the steps read (all of it when unknown).
     base: jaq_json::Map<Val, Val>,
+    /// `base` as one value (made for the first evaluation in a worker), and the
+    /// execution's number under which workers keep it.
+    base_val: Option<Val>,
+    token: u64,
     input: &'a Value,
     /// The message's id from `.meta` (else the document's).
     message_id: Option<String>,
@@ -126,47 +116,210 @@ struct Run<'a> {
     responder: Option<Responder>,
     last_yield: Instant,
     started: Instant,
+    budget: Budget<'a>,
     /// Indices of the enclosing `for_each` items (part of idempotency keys).
     iteration: Vec<usize>,
     /// The label of the step running now (named in a stop's error).
-    current: Option<std::sync::Arc<str>>,
-    _trigger: &'a Trigger,
+    current: Option<Arc<str>>,
+    trigger: &'a Trigger,
 }
 
 /// How long an execution may hold its thread before it yields between steps, so
 /// that timeouts and other requests get their turn.
 const YIELD_AFTER: std::time::Duration = std::time::Duration::from_millis(2);
 
-/// Runs `trigger`'s steps over `input` (the input document object), with no
-/// `.meta`. `stop` ends the execution from outside at once, whatever step is in
-/// flight.
-pub async fn execute(
-    trigger: &Trigger,
-    input: &Value,
-    responder: Option<Responder>,
-    stop: &Stop,
-) -> Execution {
-    execute_with(trigger, input, None, responder, stop).await
+impl Executor {
+    pub fn new(sandbox: Sandbox, defaults: Limits) -> Self {
+        Self { sandbox, defaults }
+    }
+
+    pub fn sandbox(&self) -> &Sandbox {
+        &self.sandbox
+    }
+
+    /// The budgets of `trigger`'s executions: its `limits:`, else the defaults.
+    pub fn limits(&self, trigger: &Trigger) -> Limits {
+        Limits {
+            time: trigger.limits.time.unwrap_or(self.defaults.time),
+            memory: trigger.limits.memory.unwrap_or(self.defaults.memory),
+        }
+    }
+
+    /// Runs `trigger`'s steps over `input` (the input document object) within
+    /// the trigger's budgets, with no `.meta`. `stop` ends the execution from
+    /// outside at once, whatever step is in flight.
+    pub async fn execute(
+        &self,
+        trigger: &Trigger,
+        input: &Value,
+        responder: Option<Responder>,
+        stop: &Stop,
+    ) -> Execution {
+        self.execute_with(trigger, input, None, responder, stop)
+            .await
+    }
+
+    /// As [`Self::execute`], with `.meta` (the run's message id, attempt and
+    /// lane epoch) beside the input document: every run of a message executes
+    /// with its own, while the stored document stays as it was accepted.
+    pub async fn execute_with(
+        &self,
+        trigger: &Trigger,
+        input: &Value,
+        meta: Option<&RunMeta>,
+        responder: Option<Responder>,
+        stop: &Stop,
+    ) -> Execution {
+        let budget = Budget::start(self.limits(trigger));
+        let deadline = tokio::time::Instant::from_std(budget.deadline);
+        let mut run = Run {
+            exec: self,
+            base: jaq_json::Map::default(),
+            base_val: None,
+            token: self.sandbox.token(),
+            input,
+            message_id: meta.map(|m| m.message_id.to_string()),
+            vars: jaq_json::Map::default(),
+            context: None,
+            trace: Vec::new(),
+            response: None,
+            responder,
+            last_yield: Instant::now(),
+            started: Instant::now(),
+            budget,
+            iteration: Vec::new(),
+            current: None,
+            trigger,
+        };
+        let result = match base(trigger, input, meta) {
+            Ok(base) => {
+                run.base = base;
+                let steps = run.steps(&trigger.steps);
+                // The steps before the timer: a flow that finishes on its first
+                // poll (a lookup) never registers it.
+                tokio::select! {
+                    biased;
+                    reason = stop.stopped() => Err(ExecError::Stopped { step: String::new(), reason }),
+                    r = steps => r,
+                    () = tokio::time::sleep_until(deadline) => Err(ExecError::Budget {
+                        step: String::new(),
+                        kind: BudgetKind::Time,
+                        limit: String::new(),
+                    }),
+                }
+            }
+            Err(why) => Err(ExecError::Step {
+                step: "-".into(),
+                message: format!("the input document cannot be read: {why}"),
+            }),
+        };
+        // The step in flight when the stop came is the one after the last traced.
+        let in_flight = || {
+            run.current
+                .as_ref()
+                .map(|s| s.to_string())
+                .unwrap_or_else(|| "-".to_owned())
+        };
+        let result = match result {
+            Err(ExecError::Stopped { step, reason }) if step.is_empty() => {
+                Err(ExecError::Stopped {
+                    step: in_flight(),
+                    reason,
+                })
+            }
+            Err(ExecError::Budget { step, kind, .. }) if step.is_empty() => {
+                Err(ExecError::Budget {
+                    step: in_flight(),
+                    kind,
+                    limit: run.budget.limit(kind),
+                })
+            }
+            other => other,
+        };
+        Execution {
+            result,
+            response: run.response,
+            trace: run.trace,
+            vars: run.vars,
+            limits: run.budget.limits,
+        }
+    }
+
+    /// The lane of an ordered trigger's message: the ordering key's value over
+    /// the input document (a string as it is, anything else as JSON text), or
+    /// `""` (the trigger's one lane) without a key; `None` for an unordered
+    /// trigger. The key is evaluated as the flow's expressions are.
+    pub async fn lane(&self, trigger: &Trigger, input: &Value) -> Result<Option<String>, String> {
+        if !trigger.delivery.ordered {
+            return Ok(None);
+        }
+        let Some(expr) = &trigger.delivery.ordering_key else {
+            return Ok(Some(String::new()));
+        };
+        Ok(Some(match self.evaluate(trigger, expr, input).await? {
+            Value::String(s) => s,
+            other => other.to_string(),
+        }))
+    }
+
+    /// Evaluates one of `trigger`'s expressions outside an execution (an
+    /// ordering key, on a request), within the trigger's budgets.
+    pub async fn evaluate(
+        &self,
+        trigger: &Trigger,
+        expr: &Expr,
+        input: &Value,
+    ) -> Result<Value, String> {
+        let limits = self.limits(trigger);
+        let deadline = Instant::now() + limits.time;
+        let input = from_json(input).map_err(|e| e.to_string())?;
+        let value = match expr.native(&input, &mut Fuel::default()) {
+            Some(v) => v,
+            None => {
+                let tenant = trigger.key.tenant.as_str();
+                let out = self
+                    .sandbox
+                    .eval(
+                        tenant,
+                        expr.source_arc(),
+                        EvalInput::Whole(input),
+                        1,
+                        limits.memory,
+                        deadline,
+                    )
+                    .await
+                    .map_err(|f| match f {
+                        Failure::Eval(m) | Failure::Crashed(m) | Failure::Unavailable(m) => m,
+                        Failure::Time => format!("time budget exceeded ({:?})", limits.time),
+                        Failure::Memory => "memory budget exceeded".to_owned(),
+                        Failure::TooDeep => TooBig::Depth.to_string(),
+                    })?;
+                out.0.into_iter().next().map_or(Val::Null, |(v, _)| v)
+            }
+        };
+        to_json(&value, &mut Bound::new(limits.memory, Some(deadline))).map_err(|e| e.to_string())
+    }
 }
 
-/// As [`execute`], with `.meta` (the run's message id, attempt and lane
-/// epoch) beside the input document: every run of a message executes with its
-/// own, while the stored document stays as it was accepted.
-pub async fn execute_with(
+/// The input document's fields the trigger's steps read (all when unknown).
+fn base(
     trigger: &Trigger,
     input: &Value,
     meta: Option<&RunMeta>,
-    responder: Option<Responder>,
-    stop: &Stop,
-) -> Execution {
+) -> Result<jaq_json::Map<Val, Val>, TooBig> {
     // Converting the whole document (headers, query, body, ...) for flows that
     // read two of its fields was a fifth of a lookup request's work.
     let mut base = match (&trigger.reads, input) {
-        (Some(keys), Value::Object(doc)) => keys
-            .iter()
-            .filter_map(|k| Some((string(k), from_json(doc.get(k.as_str())?))))
-            .collect(),
-        _ => match from_json(input) {
+        (Some(keys), Value::Object(doc)) => {
+            let mut m = jaq_json::Map::default();
+            for k in keys.iter() {
+                if let Some(v) = doc.get(k.as_str()) {
+                    m.insert(string(k), from_json(v)?);
+                }
+            }
+            m
+        }
+        _ => match from_json(input)? {
             Val::Obj(m) => (*m).clone(),
             _ => jaq_json::Map::default(),
         },
@@ -177,52 +330,12 @@ pub async fn execute_with(
             .as_ref()
             .is_none_or(|keys| keys.iter().any(|k| k == "meta"))
     {
-        base.insert(string("meta"), from_json(&meta.to_json()));
+        base.insert(string("meta"), from_json(&meta.to_json())?);
     }
-    let mut run = Run {
-        base,
-        input,
-        message_id: meta.map(|m| m.message_id.to_string()),
-        vars: jaq_json::Map::default(),
-        context: None,
-        trace: Vec::new(),
-        response: None,
-        responder,
-        last_yield: Instant::now(),
-        started: Instant::now(),
-        iteration: Vec::new(),
-        current: None,
-        _trigger: trigger,
-    };
-    let result = {
-        let steps = run.steps(&trigger.steps);
-        tokio::select! {
-            biased;
-            reason = stop.stopped() => Err(ExecError::Stopped { step: String::new(), reason }),
-            r = steps => r,
-        }
-    };
-    // The step in flight when the stop came is the one after the last traced.
-    let result = match result {
-        Err(ExecError::Stopped { reason, .. }) => {
-            let step = run
-                .current
-                .take()
-                .map(|s| s.to_string())
-                .unwrap_or_else(|| "-".to_owned());
-            Err(ExecError::Stopped { step, reason })
-        }
-        other => other,
-    };
-    Execution {
-        result,
-        response: run.response,
-        trace: run.trace,
-        vars: run.vars,
-    }
+    Ok(base)
 }
 
-impl Run<'_> {
+impl<'a> Run<'a> {
     fn context(&mut self) -> Val {
         if let Some(c) = &self.context {
             return c.clone();
@@ -235,21 +348,48 @@ impl Run<'_> {
     }
 
     fn vars_json(&self) -> Value {
-        to_json(&Val::obj(self.vars.clone()))
+        let mut bound = Bound::new(self.budget.limits.memory, Some(self.budget.deadline));
+        shown(&Val::obj(self.vars.clone()), &mut bound)
     }
 
-    fn set_var(&mut self, name: &str, v: Val) {
+    /// Assigns a variable whose value took `size` bytes to make; fails when the
+    /// variables then hold more than the memory budget.
+    fn set_var(&mut self, step: &Step, name: &'a str, v: Val, size: u64) -> Result<(), ExecError> {
         self.vars.insert(string(name), v);
         self.context = None;
+        if self.budget.hold(name, size, 0) {
+            Ok(())
+        } else {
+            Err(self.over(step, BudgetKind::Memory))
+        }
     }
 
-    async fn steps(&mut self, steps: &[Step]) -> Result<(), ExecError> {
+    fn over(&self, step: &Step, kind: BudgetKind) -> ExecError {
+        ExecError::Budget {
+            step: step.label().to_owned(),
+            kind,
+            limit: self.budget.limit(kind),
+        }
+    }
+
+    fn failed(step: &Step, message: impl Into<String>) -> ExecError {
+        ExecError::Step {
+            step: step.label().to_owned(),
+            message: message.into(),
+        }
+    }
+
+    async fn steps(&mut self, steps: &'a [Step]) -> Result<(), ExecError> {
         for step in steps {
-            if self.last_yield.elapsed() > YIELD_AFTER {
+            let now = Instant::now();
+            if now >= self.budget.deadline {
+                return Err(self.over(step, BudgetKind::Time));
+            }
+            if now - self.last_yield > YIELD_AFTER {
                 tokio::task::yield_now().await;
                 self.last_yield = Instant::now();
             }
-            let before = self._trigger.trace_full.then(|| self.vars_json());
+            let before = self.trigger.trace_full.then(|| self.vars_json());
             let started = Instant::now();
             self.current = Some(step.label_arc());
             let outcome = self.step(step).await;
@@ -268,294 +408,103 @@ impl Run<'_> {
         Ok(())
     }
 
-    fn eval(&mut self, step: &Step, expr: &crate::flow::Expr) -> Result<Val, ExecError> {
-        expr.eval(&self.context()).map_err(|e| ExecError::Step {
-            step: step.label().to_owned(),
-            message: e.0,
+    /// Every output of `expr` (at most `max`), each with what it took to make;
+    /// and whether there were more.
+    async fn outputs(
+        &mut self,
+        step: &Step,
+        expr: &Expr,
+        max: u32,
+    ) -> Result<sandbox::Outputs, ExecError> {
+        let mut fuel = Fuel::default();
+        if expr.is_native()
+            && let Some(v) = expr.native(&self.context(), &mut fuel)
+        {
+            return Ok((vec![(v, fuel.built())], false));
+        }
+        let base = self
+            .base_val
+            .get_or_insert_with(|| Val::obj(self.base.clone()))
+            .clone();
+        let ctx = EvalInput::Context {
+            token: self.token,
+            base,
+            vars: Val::obj(self.vars.clone()),
+        };
+        let tenant = self.trigger.key.tenant.as_str();
+        self.exec
+            .sandbox
+            .eval(
+                tenant,
+                expr.source_arc(),
+                ctx,
+                max,
+                self.budget.limits.memory,
+                self.budget.deadline,
+            )
+            .await
+            .map_err(|f| match f {
+                Failure::Eval(m) | Failure::Crashed(m) => Self::failed(step, m),
+                Failure::Unavailable(m) => Self::failed(step, format!("jq could not run: {m}")),
+                Failure::Time => self.over(step, BudgetKind::Time),
+                Failure::Memory => self.over(step, BudgetKind::Memory),
+                Failure::TooDeep => Self::failed(step, TooBig::Depth.to_string()),
+            })
+    }
+
+    /// The first output of `expr` (null when none) and what it took to make.
+    async fn eval_sized(&mut self, step: &Step, expr: &Expr) -> Result<(Val, u64), ExecError> {
+        if expr.is_native() {
+            let mut fuel = Fuel::default();
+            if let Some(v) = expr.native(&self.context(), &mut fuel) {
+                return Ok((v, fuel.built()));
+            }
+        }
+        let (out, _) = self.outputs(step, expr, 1).await?;
+        Ok(out.into_iter().next().unwrap_or((Val::Null, 0)))
+    }
+
+    async fn eval(&mut self, step: &Step, expr: &Expr) -> Result<Val, ExecError> {
+        Ok(self.eval_sized(step, expr).await?.0)
+    }
+
+    /// `v` as JSON, within the execution's memory budget and deadline.
+    fn json(&self, step: &Step, v: &Val) -> Result<Value, ExecError> {
+        let mut bound = Bound::new(self.budget.limits.memory, Some(self.budget.deadline));
+        to_json(v, &mut bound).map_err(|why| match why {
+            TooBig::Size => self.over(step, BudgetKind::Memory),
+            TooBig::Time => self.over(step, BudgetKind::Time),
+            TooBig::Depth => Self::failed(step, why.to_string()),
         })
     }
 
-    /// Runs one step; the `Ok` value is a note for the trace.
-    async fn step(&mut self, step: &Step) -> Result<Option<String>, ExecError> {
-        match &step.kind {
-            StepKind::Set(pairs) => {
-                for (name, value) in pairs {
-                    let v = match value {
-                        SetValue::Expr(expr) => self.eval(step, expr)?,
-                        SetValue::Data(data) => data.clone(),
-                    };
-                    self.set_var(name, v);
-                }
-                Ok(None)
-            }
-            StepKind::If {
-                cond,
-                then,
-                otherwise,
-            } => {
-                let taken = truthy(&self.eval(step, cond)?);
-                Box::pin(self.steps(if taken { then } else { otherwise })).await?;
-                Ok(Some(if taken { "then" } else { "else" }.to_owned()))
-            }
-            StepKind::ForEach {
-                items,
-                var,
-                body,
-                collect,
-                into,
-            } => {
-                let outputs = items
-                    .eval_all(&self.context())
-                    .map_err(|e| ExecError::Step {
-                        step: step.label().to_owned(),
-                        message: e.0,
-                    })?;
-                let items: Vec<Val> = match outputs.as_slice() {
-                    [Val::Arr(a)] => a.iter().cloned().collect(),
-                    [Val::Null] => Vec::new(),
-                    _ => outputs,
-                };
-                if items.len() > MAX_ITERATIONS {
-                    return Err(ExecError::Step {
-                        step: step.label().to_owned(),
-                        message: format!(
-                            "{} items exceed the limit of {MAX_ITERATIONS}",
-                            items.len()
-                        ),
-                    });
-                }
-                let mut collected = Vec::with_capacity(items.len());
-                let count = items.len();
-                for (i, item) in items.into_iter().enumerate() {
-                    self.set_var(var, item);
-                    self.iteration.push(i);
-                    let done = Box::pin(self.steps(body)).await;
-                    self.iteration.pop();
-                    done?;
-                    if into.is_some() {
-                        let v = match collect {
-                            Some(c) => self.eval(step, c)?,
-                            None => self.vars.get(&string(var)).cloned().unwrap_or(Val::Null),
-                        };
-                        collected.push(v);
-                    }
-                }
-                if let Some(into) = into {
-                    self.set_var(into, collected.into_iter().collect());
-                }
-                Ok(Some(format!("{count} items")))
-            }
-            StepKind::Respond {
-                status,
-                headers,
-                body,
-                xml,
-            } => {
-                let ctx = self.context();
-                let mut rendered = Vec::with_capacity(headers.len());
-                for (name, tpl) in headers {
-                    let value = tpl.render(&ctx).map_err(|e| ExecError::Step {
-                        step: step.label().to_owned(),
-                        message: format!("header {name}: {}", e.0),
-                    })?;
-                    rendered.push((name.clone(), value));
-                }
-                let body = match xml {
-                    Some(x) if self.wants_xml() => {
-                        let text = match to_json(&self.eval(step, x)?) {
-                            Value::String(s) => s,
-                            other => crate::xml::to_xml(&other).map_err(|e| ExecError::Step {
-                                step: step.label().to_owned(),
-                                message: format!("xml: {e}"),
-                            })?,
-                        };
-                        rendered.retain(|(n, _)| n != "content-type");
-                        rendered.push((
-                            "content-type".to_owned(),
-                            "application/xml; charset=utf-8".to_owned(),
-                        ));
-                        rendered.push(("vary".to_owned(), "Accept".to_owned()));
-                        Value::String(text)
-                    }
-                    _ => {
-                        if xml.is_some() {
-                            rendered.push(("vary".to_owned(), "Accept".to_owned()));
-                        }
-                        match body {
-                            Some(b) => to_json(&self.eval(step, b)?),
-                            None => Value::Null,
-                        }
-                    }
-                };
-                let response = StoredResponse {
-                    status: *status,
-                    headers: rendered,
-                    body,
-                };
-                if self.response.is_some() {
-                    return Ok(Some(
-                        "a response was already sent; this one is ignored".to_owned(),
-                    ));
-                }
-                if let Some(tx) = self.responder.take() {
-                    let _ = tx.send(response.clone());
-                }
-                self.response = Some(response);
-                Ok(Some(format!("status {status}")))
-            }
-            StepKind::Fail { status, message } => {
-                let message = match self.eval(step, message)? {
-                    Val::TStr(b) | Val::BStr(b) => String::from_utf8_lossy(&b).into_owned(),
-                    other => to_json(&other).to_string(),
-                };
-                Err(ExecError::Fail {
-                    step: step.label().to_owned(),
-                    status: *status,
-                    message,
-                })
-            }
-            StepKind::Log(expr) => {
-                let line = match self.eval(step, expr)? {
-                    Val::TStr(b) | Val::BStr(b) => String::from_utf8_lossy(&b).into_owned(),
-                    other => to_json(&other).to_string(),
-                };
-                Ok(Some(line))
-            }
-            StepKind::Http(http) => {
-                let ctx = self.context();
-                let failed = |message: String| ExecError::Step {
-                    step: step.label().to_owned(),
-                    message: http.secrets.redact(&message).into_owned(),
-                };
-                let url = http
-                    .url
-                    .render(&ctx)
-                    .map_err(|e| failed(format!("url: {}", e.0)))?;
-                let mut headers = Vec::with_capacity(http.headers.len());
-                for (name, tpl) in &http.headers {
-                    let value = tpl
-                        .render(&ctx)
-                        .map_err(|e| failed(format!("header {name}: {}", e.0)))?;
-                    headers.push((name.clone(), value));
-                }
-                let body = match &http.body {
-                    Some(b) => Some(to_json(&self.eval(step, b)?)),
-                    None => None,
-                };
-                let prepared = http_step::Prepared {
-                    url,
-                    headers,
-                    body,
-                    idempotency_key: self.idempotency_key(step),
-                };
-                drop(ctx);
-                let outcome = http_step::run(http, prepared).await.map_err(|f| {
-                    if f.retryable {
-                        failed(f.message)
-                    } else {
-                        ExecError::Refused {
-                            step: step.label().to_owned(),
-                            message: http.secrets.redact(&f.message).into_owned(),
-                        }
-                    }
-                })?;
-                if let Some(into) = &http.into {
-                    self.set_var(into, from_json(&outcome.result));
-                }
-                Ok(Some(outcome.detail))
-            }
-            StepKind::Sql(sql) => {
-                let mut params = Vec::with_capacity(sql.params.len());
-                for p in &sql.params {
-                    params.push(to_json(&self.eval(step, p)?));
-                }
-                let secrets = sql.connection.secrets();
-                let once = match sql.once {
-                    true => Some(self.once_key(step)?),
-                    false => None,
-                };
-                let outcome =
-                    sql_step::run(sql, params, once.as_ref())
-                        .await
-                        .map_err(|message| ExecError::Step {
-                            step: step.label().to_owned(),
-                            message: secrets.redact(&message).into_owned(),
-                        })?;
-                if let Some(into) = &sql.into {
-                    self.set_var(into, from_json(&outcome.result));
-                }
-                Ok(Some(outcome.detail))
-            }
-        }
-    }
-
-    /// `<message_id>-<step>`, plus the item index inside `for_each` loops: the
-    /// same for every try and every re-run of this step of this message.
-    fn idempotency_key(&self, step: &Step) -> String {
-        let id = self
-            .message_id
-            .as_deref()
-            .or_else(|| self.input["message_id"].as_str())
-            .unwrap_or_default();
-        let mut key = format!("{id}-{}", step.label());
-        for i in &self.iteration {
-            key.push('-');
-            key.push_str(&i.to_string());
-        }
-        key
-    }
-
-    /// Where a `once: true` step's effect is recorded: the message id and the
-    /// step's name, with `[i]` for each enclosing `for_each` item.
-    fn once_key(&self, step: &Step) -> Result<OnceKey, ExecError> {
-        let id = self
-            .message_id
-            .as_deref()
-            .or_else(|| self.input["message_id"].as_str())
-            .and_then(|id| uuid::Uuid::parse_str(id).ok())
-            .ok_or_else(|| ExecError::Step {
-                step: step.label().to_owned(),
-                message: "`once: true` needs the message's id, and this run has none".into(),
-            })?;
-        let mut name = step.label().to_owned();
-        for i in &self.iteration {
-            name.push_str(&format!("[{i}]"));
-        }
-        Ok(OnceKey {
-            message_id: id,
-            step: name,
+    /// A value for text (a message, a header): strings as they are, others as JSON.
+    fn text(&self, step: &Step, v: &Val) -> Result<String, ExecError> {
+        Ok(match v {
+            Val::TStr(b) | Val::BStr(b) => String::from_utf8_lossy(b).into_owned(),
+            other => self.json(step, other)?.to_string(),
         })
     }
 
-    /// Whether the caller's `Accept` header ranks an XML type above JSON.
-    fn wants_xml(&self) -> bool {
-        self.input["headers"]["accept"]
-            .as_str()
-            .is_some_and(prefers_xml)
+    /// A JSON value from a step's call (an http answer, sql rows) for the
+    /// flow, and its size.
+    fn from_call(step: &Step, v: &Value) -> Result<(Val, u64), ExecError> {
+        from_json_sized(v).map_err(|why| Self::failed(step, why.to_string()))
     }
-}
 
-/// Reads an Accept header: the highest-quality type that is XML or JSON (or
-/// `*/*`) decides; ties go to the one listed first.
-pub fn prefers_xml(accept: &str) -> bool {
-    let mut best: Option<(f32, bool)> = None;
-    for item in accept.split(',') {
-        let mut parts = item.split(';');
-        let ty = parts.next().unwrap_or("").trim().to_ascii_lowercase();
-        let q = parts
-            .filter_map(|p| p.trim().strip_prefix("q="))
-            .find_map(|q| q.trim().parse::<f32>().ok())
-            .unwrap_or(1.0);
-        let is_xml = ty == "application/xml" || ty == "text/xml" || ty.ends_with("+xml");
-        let is_other = ty == "application/json" || ty.ends_with("+json") || ty == "*/*";
-        if q <= 0.0 || !(is_xml || is_other) {
-            continue;
+    async fn render(&mut self, step: &Step, template: &Template) -> Result<String, ExecError> {
+        let mut out = String::new();
+        for part in template.parts() {
+            match part {
+                TemplatePart::Text(t) => out.push_str(t),
+                TemplatePart::Expr(e) => {
+                    let v = self.eval(step, e).await?;
+                    out.push_str(&self.text(step, &v)?);
+                }
+            }
         }
-        if best.is_none_or(|(bq, _)| q > bq) {
-            best = Some((q, is_xml));
-        }
+        Ok(out)
     }
-    best.is_some_and(|(_, xml)| xml)
 }
 
 #[cfg(test)]

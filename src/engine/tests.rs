@@ -7,6 +7,19 @@ use crate::domain::{TenantName, TriggerName};
 use crate::flow::Tenant;
 use crate::flow::loader::compile_trigger_source;
 
+/// Runs like `Executor::execute`, with jq evaluated in this process (the test
+/// binary cannot be a worker; tests/api run real workers).
+async fn execute(
+    trigger: &Trigger,
+    input: &serde_json::Value,
+    responder: Option<Responder>,
+    stop: &Stop,
+) -> Execution {
+    Executor::new(Sandbox::inline(), Limits::default())
+        .execute(trigger, input, responder, stop)
+        .await
+}
+
 fn trigger(yaml: &str) -> Trigger {
     let tenant = Tenant::empty(TenantName::parse("t").unwrap());
     let src = format!("auth: {{ none: true }}\n{yaml}");
@@ -222,4 +235,113 @@ async fn an_execution_stopped_before_it_starts_runs_no_step() {
         })
     ));
     assert!(ex.trace.is_empty());
+}
+
+/// An input whose body has forty items (for loops that double something).
+fn forty_items() -> serde_json::Value {
+    json!({"body": {"items": vec![0; 40]}})
+}
+
+/// The execution ended over its `kind` budget.
+fn assert_over(ex: &Execution, kind: BudgetKind) {
+    assert!(
+        matches!(&ex.result, Err(ExecError::Budget { kind: k, .. }) if *k == kind),
+        "{:?}",
+        ex.result
+    );
+}
+
+#[tokio::test]
+async fn the_time_budget_stops_a_long_loop_promptly() {
+    let t = trigger(
+        r#"
+limits: { time: 50ms }
+steps:
+  - name: loop
+    for_each: .body.items
+    as: i
+    do:
+      - set: { j: '.vars.i + 1' }
+      - log: '"item \(.vars.j)"'
+"#,
+    );
+    let items: Vec<u32> = (0..100_000).collect();
+    let started = std::time::Instant::now();
+    let ex = execute(&t, &json!({"body": {"items": items}}), None, &Stop::new()).await;
+    let took = started.elapsed();
+    let err = ex.result.unwrap_err();
+    assert!(
+        matches!(&err, ExecError::Budget { kind: BudgetKind::Time, limit, .. } if limit == "50ms"),
+        "{err:?}"
+    );
+    assert_eq!(err.code(), "budget_exceeded");
+    assert!(!err.retryable(), "another run would run out again");
+    assert!(
+        err.to_string()
+            .starts_with("time budget exceeded (50ms) at step `"),
+        "{err}"
+    );
+    assert!(took < std::time::Duration::from_millis(150), "{took:?}");
+}
+
+#[tokio::test]
+async fn the_memory_budget_bounds_what_variables_hold() {
+    let t = trigger(
+        r#"
+limits: { memory: 1MiB }
+steps:
+  - set: { s: '"x"' }
+  - name: double
+    for_each: .body.items
+    as: i
+    do:
+      - set: { s: '.vars.s + .vars.s' }
+"#,
+    );
+    let ex = execute(&t, &forty_items(), None, &Stop::new()).await;
+    match ex.result {
+        Err(ExecError::Budget {
+            kind: BudgetKind::Memory,
+            limit,
+            step,
+        }) => {
+            assert_eq!(limit, "1 MiB");
+            assert_eq!(step, "steps[1].do[0]", "the step in flight");
+        }
+        other => panic!("{other:?}"),
+    }
+    // Collected results count too.
+    let t = trigger(
+        r#"
+limits: { memory: 64KiB }
+steps:
+  - for_each: .body.items
+    as: i
+    do: [ { set: { row: '{n: .vars.i, text: "\(.vars.i) \(.vars.i) \(.vars.i) \(.vars.i)"}' } } ]
+    collect: .vars.row
+    into: rows
+"#,
+    );
+    let items: Vec<u32> = (0..10_000).collect();
+    let ex = execute(&t, &json!({"body": {"items": items}}), None, &Stop::new()).await;
+    assert_over(&ex, BudgetKind::Memory);
+}
+
+#[tokio::test]
+async fn values_shared_past_any_size_are_refused_where_they_would_be_written_out() {
+    // Native construction shares values: 2^40 leaves after 40 doublings.
+    let t = trigger(
+        r#"
+limits: { memory: 16MiB }
+steps:
+  - set: { d: '[1]' }
+  - for_each: .body.items
+    as: i
+    do: [ { set: { d: '[.vars.d, .vars.d]' } } ]
+  - respond: { body: .vars.d }
+"#,
+    );
+    let ex = execute(&t, &forty_items(), None, &Stop::new()).await;
+    assert_over(&ex, BudgetKind::Memory);
+    assert!(ex.response.is_none());
 }

@@ -409,6 +409,7 @@ pub fn compile_trigger(
         .collect();
     let delivery = compile_delivery(cx, raw.delivery);
     let response = compile_response(cx, raw.response);
+    let limits = compile_limits(cx, raw.limits);
     if delivery.ordered && response.mode == Mode::Sync && delivery.ordering_key.is_none() {
         // Allowed: a sync caller waits for its turn in the lane.
     }
@@ -444,10 +445,44 @@ pub fn compile_trigger(
         params,
         delivery,
         response,
+        limits,
         trace_full,
         reads: super::model::input_reads(&steps),
         steps,
     })
+}
+
+/// `limits:`: a positive duration and size each, when given.
+fn compile_limits(
+    cx: &mut FileCx<'_>,
+    raw: Option<Spanned<super::raw::RawLimits>>,
+) -> super::model::TriggerLimits {
+    let Some(raw) = raw else {
+        return Default::default();
+    };
+    let time = raw.value.time.and_then(|t| {
+        let d = cx.duration(&t, "limits.time")?;
+        if d.is_zero() {
+            cx.error(t.referenced, "limits.time must be greater than 0");
+            return None;
+        }
+        Some(d)
+    });
+    let memory = raw
+        .value
+        .memory
+        .and_then(|m| match crate::domain::parse_size(&m.value) {
+            Ok(0) => {
+                cx.error(m.referenced, "limits.memory must be greater than 0");
+                None
+            }
+            Ok(bytes) => Some(bytes),
+            Err(e) => {
+                cx.error(m.referenced, format!("limits.memory: {e}"));
+                None
+            }
+        });
+    super::model::TriggerLimits { time, memory }
 }
 
 fn compile_methods(cx: &mut FileCx<'_>, raw: Option<Vec<Spanned<String>>>) -> Vec<Method> {
@@ -767,9 +802,10 @@ fn compile_step(
                     cx.error(e.referenced, format!("`set`: `{name}` is not a variable name (letters, digits and `_`, not starting with a digit)"));
                 }
                 match e.value {
-                    RawSetValue::Data(v) => {
-                        pairs.push((name, SetValue::Data(super::value::from_json(&v))))
-                    }
+                    RawSetValue::Data(v) => match super::value::from_json(&v) {
+                        Ok(data) => pairs.push((name, SetValue::Data(data))),
+                        Err(why) => cx.error(e.referenced, format!("`set {name}`: {why}")),
+                    },
                     RawSetValue::Expr(text) => {
                         let spanned = Spanned::new(text, e.referenced, e.defined);
                         if let Some(expr) = cx.expr(&spanned, &format!("set {name}")) {

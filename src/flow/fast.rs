@@ -7,12 +7,90 @@
 //! It composes jaq's own value operations (indexing, arithmetic, ordering,
 //! truthiness), so values are identical; and it answers only when it is sure: any
 //! error, or any source outside the subset, is left to jaq (`None`).
+//!
+//! It runs on the calling thread (a lookup pays no hop to a worker process), so
+//! it is bounded: programs nest at most [`MAX_NODE_DEPTH`] deep, and each
+//! evaluation spends [`Fuel`]: a step per value visited and per 64 bytes of text
+//! handled. Values jq shares (`[.,.] | [.,.]`) are weighed before anything
+//! walks them (comparisons, `tostring`). Out of fuel, or where an operation could
+//! build without bound (`"x" * 1e9`), the expression is left to jaq, which runs
+//! under the execution's budgets in a worker process.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use jaq_core::ValT;
 use jaq_json::Val;
+
+use super::value::{MAX_DEPTH, measure};
+
+/// Programs nested deeper than this (an operator chain counts a level per
+/// operator) are left to jaq: evaluation recurses on the program.
+pub const MAX_NODE_DEPTH: usize = 64;
+
+/// The steps one native evaluation may take: well under a millisecond.
+pub const FUEL: u64 = 200_000;
+
+/// What one native evaluation may still spend, and what it built.
+#[derive(Debug, Clone)]
+pub struct Fuel {
+    left: u64,
+    built: u64,
+}
+
+impl Default for Fuel {
+    fn default() -> Self {
+        Self::new(FUEL)
+    }
+}
+
+impl Fuel {
+    pub fn new(steps: u64) -> Self {
+        Self {
+            left: steps,
+            built: 0,
+        }
+    }
+
+    /// Bytes of new values built so far (approximately).
+    pub fn built(&self) -> u64 {
+        self.built
+    }
+
+    fn burn(&mut self, steps: u64) -> Option<()> {
+        self.left = self.left.checked_sub(steps)?;
+        Some(())
+    }
+
+    /// Pays for `bytes` of new text or values.
+    fn build(&mut self, bytes: u64) -> Option<()> {
+        self.burn(1 + bytes / 64)?;
+        self.built += bytes;
+        Some(())
+    }
+
+    /// Pays for walking `v`, or `None` when it is too big.
+    fn weigh(&mut self, v: &Val) -> Option<()> {
+        if matches!(v, Val::Arr(_) | Val::Obj(_)) {
+            measure(v, &mut self.left)?;
+        }
+        Some(())
+    }
+
+    /// Takes `v` into a new array or object: it must stay within `MAX_DEPTH`
+    /// levels there, and what it holds counts as built (a value made by
+    /// gathering others holds them all).
+    fn nest(&mut self, v: &Val) -> Option<()> {
+        if matches!(v, Val::Arr(_) | Val::Obj(_)) {
+            let m = measure(v, &mut self.left)?;
+            if m.depth >= MAX_DEPTH {
+                return None;
+            }
+            self.built += m.bytes;
+        }
+        Some(())
+    }
+}
 
 /// A compiled program of the subset.
 #[derive(Debug, Clone)]
@@ -465,14 +543,17 @@ impl Parser {
 }
 
 impl Fast {
-    /// `None` when `source` is not entirely within the subset.
+    /// `None` when `source` is not entirely within the subset, or nests deeper
+    /// than [`MAX_NODE_DEPTH`].
     pub fn compile(source: &str) -> Option<Self> {
-        compile_node(source).map(|node| Self(Arc::new(node)))
+        let node = compile_node(source)?;
+        (depth(&node) <= MAX_NODE_DEPTH).then(|| Self(Arc::new(node)))
     }
 
-    /// The value jaq would give, or `None` to let jaq answer (errors included).
-    pub fn eval(&self, input: &Val) -> Option<Val> {
-        eval(&self.0, input)
+    /// The value jaq would give, or `None` to let jaq answer (errors included,
+    /// and when `fuel` runs out).
+    pub fn eval(&self, input: &Val, fuel: &mut Fuel) -> Option<Val> {
+        eval(&self.0, input, fuel)
     }
 
     /// Adds to `keys` the top-level fields of its input the program reads; false
@@ -508,6 +589,24 @@ fn root_keys(node: &Node, keys: &mut BTreeSet<String>) -> bool {
     }
 }
 
+/// How deep a program nests (a leaf is 1).
+fn depth(node: &Node) -> usize {
+    1 + match node {
+        Node::Identity | Node::Lit(_) | Node::Call(_) => 0,
+        Node::Index(a, b) | Node::Bin(a, _, b) | Node::Pipe(a, b) => depth(a).max(depth(b)),
+        Node::Object(fields) => fields.iter().map(|(_, v)| depth(v)).max().unwrap_or(0),
+        Node::Array(items) => items.iter().map(depth).max().unwrap_or(0),
+        Node::Format(parts) => parts
+            .iter()
+            .map(|p| match p {
+                Part::Text(_) => 0,
+                Part::Expr(e) => depth(e),
+            })
+            .max()
+            .unwrap_or(0),
+    }
+}
+
 fn compile_node(source: &str) -> Option<Node> {
     let mut p = Parser {
         toks: lex(source)?,
@@ -526,21 +625,32 @@ fn text(v: &Val) -> Option<&[u8]> {
 }
 
 /// `tostring`: strings as they are, anything else as JSON text.
-fn push_string(out: &mut Vec<u8>, v: &Val) -> Option<()> {
+fn push_string(out: &mut Vec<u8>, v: &Val, fuel: &mut Fuel) -> Option<()> {
     match v {
-        Val::TStr(b) => out.extend_from_slice(b),
+        Val::TStr(b) => {
+            fuel.build(b.len() as u64)?;
+            out.extend_from_slice(b)
+        }
         Val::BStr(_) => return None,
-        other => out.extend_from_slice(other.to_string().as_bytes()),
+        other => {
+            fuel.weigh(other)?;
+            let text = other.to_string();
+            fuel.build(text.len() as u64)?;
+            out.extend_from_slice(text.as_bytes())
+        }
     }
     Some(())
 }
 
-fn call(f: Builtin, input: &Val) -> Option<Val> {
+fn call(f: Builtin, input: &Val, fuel: &mut Fuel) -> Option<Val> {
     Some(match f {
         Builtin::Not => Val::Bool(!input.as_bool()),
         Builtin::Length => match input {
             Val::Null => Val::from(0isize),
-            Val::TStr(b) => Val::from(std::str::from_utf8(b).ok()?.chars().count() as isize),
+            Val::TStr(b) => {
+                fuel.burn(b.len() as u64 / 64)?;
+                Val::from(std::str::from_utf8(b).ok()?.chars().count() as isize)
+            }
             Val::Arr(a) => Val::from(a.len() as isize),
             Val::Obj(o) => Val::from(o.len() as isize),
             _ => return None,
@@ -563,11 +673,19 @@ fn call(f: Builtin, input: &Val) -> Option<Val> {
                 return Some(input.clone());
             }
             let mut out = Vec::new();
-            push_string(&mut out, input)?;
+            push_string(&mut out, input, fuel)?;
             Val::utf8_str(out)
         }
-        Builtin::Downcase => Val::utf8_str(text(input)?.to_ascii_lowercase()),
-        Builtin::Upcase => Val::utf8_str(text(input)?.to_ascii_uppercase()),
+        Builtin::Downcase => {
+            let t = text(input)?;
+            fuel.build(t.len() as u64)?;
+            Val::utf8_str(t.to_ascii_lowercase())
+        }
+        Builtin::Upcase => {
+            let t = text(input)?;
+            fuel.build(t.len() as u64)?;
+            Val::utf8_str(t.to_ascii_uppercase())
+        }
     })
 }
 
@@ -596,7 +714,35 @@ fn lookup<'a>(node: &Node, input: &'a Val) -> Option<Found<'a>> {
     }
 }
 
-fn eval(node: &Node, input: &Val) -> Option<Val> {
+/// What `left op right` costs and whether the native evaluator does it at all:
+/// only operations whose cost is the size of what they build; others (string
+/// repetition, array difference, deep merge, ...) are left to jaq.
+fn charge(op: Op, left: &Val, right: &Val, fuel: &mut Fuel) -> Option<()> {
+    let compound = |v: &Val| matches!(v, Val::Arr(_) | Val::Obj(_));
+    match op {
+        Op::Eq | Op::Ne | Op::Lt | Op::Le | Op::Gt | Op::Ge => {
+            fuel.weigh(left)?;
+            fuel.weigh(right)
+        }
+        Op::Add => match (left, right) {
+            (Val::TStr(a), Val::TStr(b)) => fuel.build((a.len() + b.len()) as u64),
+            (Val::Arr(_), Val::Arr(_)) | (Val::Obj(_), Val::Obj(_)) => {
+                fuel.nest(left)?;
+                fuel.nest(right)
+            }
+            (Val::Num(_) | Val::Null, Val::Num(_) | Val::Null) => Some(()),
+            (Val::Null, v) | (v, Val::Null) if compound(v) || matches!(v, Val::TStr(_)) => Some(()),
+            _ => None,
+        },
+        Op::Sub | Op::Mul | Op::Div => {
+            (matches!(left, Val::Num(_)) && matches!(right, Val::Num(_))).then_some(())
+        }
+        Op::Alt | Op::And | Op::Or => Some(()),
+    }
+}
+
+fn eval(node: &Node, input: &Val, fuel: &mut Fuel) -> Option<Val> {
+    fuel.burn(1)?;
     Some(match node {
         Node::Identity => input.clone(),
         Node::Lit(v) => v.clone(),
@@ -605,8 +751,8 @@ fn eval(node: &Node, input: &Val) -> Option<Val> {
             Found::Null => Val::Null,
         },
         Node::Index(base, index) => {
-            let b = eval(base, input)?;
-            let i = eval(index, input)?;
+            let b = eval(base, input, fuel)?;
+            let i = eval(index, input, fuel)?;
             // Integer indices may be negative or fractional in jq; leave those to jaq.
             if matches!(i, Val::Num(_)) && !matches!(b, Val::Null) {
                 return None;
@@ -614,16 +760,17 @@ fn eval(node: &Node, input: &Val) -> Option<Val> {
             b.index(&i).ok()?
         }
         Node::Bin(l, op, r) => {
-            let left = eval(l, input)?;
+            let left = eval(l, input, fuel)?;
             match op {
                 Op::Alt if left.as_bool() => left,
-                Op::Alt => eval(r, input)?,
+                Op::Alt => eval(r, input, fuel)?,
                 Op::And if !left.as_bool() => Val::Bool(false),
-                Op::And => Val::Bool(eval(r, input)?.as_bool()),
+                Op::And => Val::Bool(eval(r, input, fuel)?.as_bool()),
                 Op::Or if left.as_bool() => Val::Bool(true),
-                Op::Or => Val::Bool(eval(r, input)?.as_bool()),
+                Op::Or => Val::Bool(eval(r, input, fuel)?.as_bool()),
                 _ => {
-                    let right = eval(r, input)?;
+                    let right = eval(r, input, fuel)?;
+                    charge(*op, &left, &right, fuel)?;
                     match op {
                         Op::Eq => Val::Bool(left == right),
                         Op::Ne => Val::Bool(left != right),
@@ -641,39 +788,53 @@ fn eval(node: &Node, input: &Val) -> Option<Val> {
             }
         }
         Node::Object(fields) => {
+            fuel.build(48 * fields.len() as u64)?;
             let mut map = jaq_json::Map::default();
             for (k, v) in fields {
-                map.insert(k.clone(), eval(v, input)?);
+                let v = eval(v, input, fuel)?;
+                fuel.nest(&v)?;
+                map.insert(k.clone(), v);
             }
             Val::obj(map)
         }
-        Node::Pipe(l, r) => eval(r, &eval(l, input)?)?,
-        Node::Call(f) => call(*f, input)?,
+        Node::Pipe(l, r) => eval(r, &eval(l, input, fuel)?, fuel)?,
+        Node::Call(f) => call(*f, input, fuel)?,
         Node::Format(parts) => {
             let mut out = Vec::new();
             for part in parts {
                 match part {
-                    Part::Text(t) => out.extend_from_slice(t.as_bytes()),
-                    Part::Expr(e) => push_string(&mut out, &eval(e, input)?)?,
+                    Part::Text(t) => {
+                        fuel.build(t.len() as u64)?;
+                        out.extend_from_slice(t.as_bytes())
+                    }
+                    Part::Expr(e) => push_string(&mut out, &eval(e, input, fuel)?, fuel)?,
                 }
             }
             Val::utf8_str(out)
         }
-        Node::Array(items) => items
-            .iter()
-            .map(|i| eval(i, input))
-            .collect::<Option<Vec<Val>>>()?
-            .into_iter()
-            .collect(),
+        Node::Array(items) => {
+            fuel.build(16 * items.len() as u64)?;
+            let mut out = Vec::with_capacity(items.len());
+            for i in items {
+                let v = eval(i, input, fuel)?;
+                fuel.nest(&v)?;
+                out.push(v);
+            }
+            out.into_iter().collect()
+        }
     })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::flow::expr::Expr;
-    use crate::flow::value::{from_json, to_json};
+    use crate::flow::expr::tests::jaq;
+    use crate::flow::value::{Bound, from_json};
     use serde_json::json;
+
+    fn to_json(v: &Val) -> serde_json::Value {
+        crate::flow::value::to_json(v, &mut Bound::generous()).unwrap()
+    }
 
     const IN_SUBSET: &[&str] = &[
         ".",
@@ -831,12 +992,16 @@ mod tests {
         for src in IN_SUBSET {
             let fast =
                 Fast::compile(src).unwrap_or_else(|| panic!("`{src}` should be in the subset"));
-            let jaq = Expr::compile(src).unwrap_or_else(|e| panic!("jaq rejects `{src}`: {e:?}"));
+            let program = crate::flow::expr::Program::compile(src)
+                .unwrap_or_else(|e| panic!("jaq rejects `{src}`: {e:?}"));
             for input in inputs() {
-                let v = from_json(&input);
-                if let Some(f) = fast.eval(&v) {
+                let v = from_json(&input).unwrap();
+                if let Some(f) = fast.eval(&v, &mut Fuel::default()) {
                     answered += 1;
-                    let j = jaq.eval(&v).unwrap_or_else(|e| {
+                    let j = program
+                        .run(v.clone(), 1)
+                        .map(|(mut o, _)| o.pop().unwrap_or(Val::Null));
+                    let j = j.unwrap_or_else(|e| {
                         panic!("`{src}` on {input}: fast gave {f:?}, jaq failed: {e}")
                     });
                     assert_eq!(to_json(&f), to_json(&j), "`{src}` on {input}");
@@ -860,7 +1025,8 @@ mod tests {
             "message_id": "m1",
             "body": {"name": "Ada LOVELACE", "email": "ada@example.com", "tags": [1, 2]},
             "vars": {"customer": {"id": "c-1"}},
-        }));
+        }))
+        .unwrap();
         let cases = [
             (
                 "(.body | type) != \"object\" or (.body.name // \"\" | length) == 0",
@@ -879,7 +1045,7 @@ mod tests {
         for (src, want) in cases {
             let fast = Fast::compile(src).unwrap_or_else(|| panic!("`{src}` not in the subset"));
             let got = fast
-                .eval(&input)
+                .eval(&input, &mut Fuel::default())
                 .unwrap_or_else(|| panic!("`{src}` was left to jaq"));
             assert_eq!(to_json(&got), want, "`{src}`");
         }
@@ -927,5 +1093,77 @@ mod tests {
                 .then(|| keys.iter().map(String::as_str).collect::<Vec<_>>());
             assert_eq!(got.as_deref(), *want, "`{src}`");
         }
+    }
+
+    /// 2^n leaves held in n shared levels.
+    fn shared(n: usize) -> Val {
+        let mut v = Val::from(1isize);
+        for _ in 0..n {
+            v = [v.clone(), v].into_iter().collect();
+        }
+        v
+    }
+
+    #[test]
+    fn what_could_run_without_bound_is_left_to_jaq() {
+        let mut m = jaq_json::Map::default();
+        m.insert(crate::flow::value::string("d"), shared(60));
+        m.insert(
+            crate::flow::value::string("s"),
+            crate::flow::value::string("x"),
+        );
+        m.insert(
+            crate::flow::value::string("n"),
+            Val::from(1_000_000_000isize),
+        );
+        let input = Val::obj(m);
+        for src in [
+            ".d == .d",
+            ".d | tostring",
+            "\"\\(.d)\"",
+            ".d < .d",
+            ".s * .n",
+            ".d - .d",
+        ] {
+            let fast = Fast::compile(src).unwrap_or_else(|| panic!("`{src}` not in the subset"));
+            let mut fuel = Fuel::default();
+            assert!(fast.eval(&input, &mut fuel).is_none(), "`{src}`");
+        }
+        // Small shared values are fine.
+        let small = Fast::compile("[.d, .d] | tostring | length").unwrap();
+        let mut m = jaq_json::Map::default();
+        m.insert(crate::flow::value::string("d"), shared(4));
+        let input = Val::obj(m);
+        let mut fuel = Fuel::default();
+        assert_eq!(
+            to_json(&small.eval(&input, &mut fuel).unwrap()),
+            to_json(&jaq("[.d, .d] | tostring | length", &input).unwrap())
+        );
+        assert!(fuel.built() > 60);
+    }
+
+    #[test]
+    fn values_built_natively_stay_within_the_depth_limit() {
+        let mut v = Val::from(1isize);
+        for _ in 0..MAX_DEPTH - 1 {
+            v = [v].into_iter().collect();
+        }
+        let wrap = Fast::compile("[.]").unwrap();
+        let once = wrap.eval(&v, &mut Fuel::default()).unwrap();
+        assert!(wrap.eval(&once, &mut Fuel::default()).is_none());
+        assert!(
+            Fast::compile("{a: .}")
+                .unwrap()
+                .eval(&once, &mut Fuel::default())
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn deep_programs_are_left_to_jaq() {
+        let chain = vec![".n"; MAX_NODE_DEPTH + 1].join(" + ");
+        assert!(Fast::compile(&chain).is_none());
+        let short = vec![".n"; MAX_NODE_DEPTH / 2].join(" + ");
+        assert!(Fast::compile(&short).is_some());
     }
 }

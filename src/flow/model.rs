@@ -243,6 +243,15 @@ pub struct ResponseSettings {
     pub timeout: Duration,
 }
 
+/// A trigger's own execution budgets (`limits:`); what is absent comes from the
+/// settings `flow_time_limit` and `flow_memory_limit`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TriggerLimits {
+    pub time: Option<Duration>,
+    /// Bytes.
+    pub memory: Option<u64>,
+}
+
 /// One trigger and its flow.
 #[derive(Debug, Clone)]
 pub struct Trigger {
@@ -259,6 +268,7 @@ pub struct Trigger {
     pub params: Vec<Param>,
     pub delivery: Delivery,
     pub response: ResponseSettings,
+    pub limits: TriggerLimits,
     /// `trace: full`: the trace keeps the variables before and after each step.
     pub trace_full: bool,
     pub steps: Vec<Step>,

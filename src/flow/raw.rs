@@ -45,6 +45,8 @@ pub struct RawTrigger {
     pub delivery: Option<RawDelivery>,
     #[serde(default)]
     pub response: Option<RawResponse>,
+    #[serde(default)]
+    pub limits: Option<Spanned<RawLimits>>,
     /// `steps` (default) or `full`: also the variables before and after each step.
     #[serde(default)]
     pub trace: Option<Spanned<String>>,
@@ -204,6 +206,16 @@ pub struct RawResponse {
     pub mode: Option<Spanned<String>>,
     #[serde(default)]
     pub timeout: Option<Spanned<String>>,
+}
+
+/// `limits: { time: 30s, memory: 256MiB }`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimits {
+    #[serde(default)]
+    pub time: Option<Spanned<String>>,
+    #[serde(default)]
+    pub memory: Option<Spanned<String>>,
 }
 
 /// One step: exactly one of the step keys, plus the keys that go with it.

@@ -55,6 +55,10 @@ pub enum ApiError {
     /// The flow failed; callers learn the message id and the step, no more.
     #[error("flow failed")]
     FlowFailed { id: MessageId, step: String },
+    /// The flow ran out of its time or memory budget; callers learn the
+    /// message id and which budget.
+    #[error("budget exceeded")]
+    BudgetExceeded { id: MessageId, budget: &'static str },
     /// A `fail` step with its own status and message.
     #[error("rejected")]
     Rejected {
@@ -98,7 +102,9 @@ impl ResponseError for ApiError {
             Self::BacklogFull => StatusCode::TOO_MANY_REQUESTS,
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::StoreUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-            Self::FlowFailed { .. } | Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::FlowFailed { .. } | Self::BudgetExceeded { .. } | Self::Internal(_) => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
             Self::Rejected { status, .. } => {
                 StatusCode::from_u16(*status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
             }
@@ -151,6 +157,15 @@ impl ResponseError for ApiError {
                 let mut b = body(
                     "flow_failed",
                     format!("the flow failed at step `{step}`; see message {id}"),
+                );
+                b["message_id"] = json!(id.to_string());
+                b
+            }
+            Self::BudgetExceeded { id, budget } => {
+                res.insert_header((super::X_MESSAGE_ID, id.to_string()));
+                let mut b = body(
+                    "budget_exceeded",
+                    format!("the flow exceeded its {budget} budget; see message {id}"),
                 );
                 b["message_id"] = json!(id.to_string());
                 b

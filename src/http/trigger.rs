@@ -134,6 +134,10 @@ fn failed(id: MessageId, e: ExecError) -> ApiError {
         ExecError::Step { step, .. } | ExecError::Refused { step, .. } => {
             ApiError::FlowFailed { id, step }
         }
+        ExecError::Budget { kind, .. } => ApiError::BudgetExceeded {
+            id,
+            budget: kind.as_str(),
+        },
         // The node stopped the execution (it is shutting down): another try may work.
         ExecError::Stopped { reason, .. } => ApiError::StoreUnavailable(format!(
             "the execution of message {id} was stopped: {reason}"
@@ -147,9 +151,18 @@ fn repeat(trigger: &Trigger, view: MessageView) -> Result<HttpResponse, ApiError
     if trigger.response.mode == Mode::Async || !view.status.is_final() {
         return Ok(accepted(trigger, id, view.status));
     }
+    let last = view.attempts.last();
+    let over_budget = last.filter(|a| a.error_code.as_deref() == Some("budget_exceeded"));
     match (view.response, view.status) {
         (Some(r), _) => Ok(responded(id, r)),
         (None, MessageStatus::Succeeded) => Ok(succeeded(id)),
+        (None, _) if let Some(a) = over_budget => Err(ApiError::BudgetExceeded {
+            id,
+            budget: match a.error.as_deref() {
+                Some(e) if e.starts_with("memory") => "memory",
+                _ => "time",
+            },
+        }),
         (None, _) => Err(ApiError::FlowFailed {
             id,
             step: view
@@ -163,10 +176,15 @@ fn repeat(trigger: &Trigger, view: MessageView) -> Result<HttpResponse, ApiError
     }
 }
 
-/// The lane of an ordered trigger (see `input::lane`); a key that cannot be
+/// The lane of an ordered trigger (see `Executor::lane`); a key that cannot be
 /// computed from the request is the caller's problem.
-fn lane(trigger: &Trigger, input: &Value) -> Result<Option<String>, ApiError> {
-    crate::input::lane(trigger, input).map_err(|e| {
+async fn lane(
+    state: &AppState,
+    trigger: &Trigger,
+    input: &Value,
+) -> Result<Option<String>, ApiError> {
+    let executor = state.queue.dispatcher().executor();
+    executor.lane(trigger, input).await.map_err(|e| {
         ApiError::BadRequest(vec![InputError {
             code: "invalid_body",
             message: format!("the ordering key cannot be computed from this request: {e}"),
@@ -292,7 +310,7 @@ async fn call(
         },
     )
     .map_err(ApiError::BadRequest)?;
-    let lane = lane(&trigger, &document)?;
+    let lane = lane(state, &trigger, &document).await?;
     let message = NewMessage {
         id,
         tenant: trigger.key.tenant.clone(),

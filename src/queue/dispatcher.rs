@@ -13,7 +13,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use crate::domain::{
     AttemptRecord, MessageId, MessageStatus, Micros, Mode, NewMessage, Outcome, RunMeta, TriggerKey,
 };
-use crate::engine::{self, ExecError};
+use crate::engine::{self, ExecError, Executor};
 use crate::events::Events;
 use crate::flow::{OnExhausted, SharedCatalog, Trigger};
 use crate::metrics::{ExecOutcome, Metrics};
@@ -144,6 +144,11 @@ pub struct Dispatcher {
     claimed: std::sync::OnceLock<Arc<super::claimer::Wake>>,
     metrics: Arc<Metrics>,
     events: Events,
+    executor: Executor,
+    /// Per tenant: its executions running at once from the queue on this node
+    /// (`tenant_max_running`), so that one tenant's backlog leaves room for others.
+    running: Mutex<HashMap<String, Arc<Semaphore>>>,
+    tenant_max: usize,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -156,6 +161,8 @@ impl Dispatcher {
         catalog: SharedCatalog,
         max_backlog: usize,
         runtime: tokio::runtime::Handle,
+        executor: Executor,
+        tenant_max: usize,
     ) -> Self {
         let events = Events::start(store.clone(), catalog.clone());
         Self {
@@ -168,7 +175,32 @@ impl Dispatcher {
             claimed: std::sync::OnceLock::new(),
             metrics: Arc::new(Metrics::default()),
             events,
+            executor,
+            running: Mutex::new(HashMap::new()),
+            tenant_max: tenant_max.max(1),
         }
+    }
+
+    /// What executions run on (jq workers, default budgets).
+    pub fn executor(&self) -> &Executor {
+        &self.executor
+    }
+
+    /// A place among `tenant`'s executions running from the queue; waits while
+    /// the tenant has `tenant_max_running` of them.
+    async fn running_slot(&self, tenant: &str) -> Option<OwnedSemaphorePermit> {
+        let sem = {
+            let mut running = lock(&self.running);
+            match running.get(tenant) {
+                Some(s) => s.clone(),
+                None => {
+                    let s = Arc::new(Semaphore::new(self.tenant_max));
+                    running.insert(tenant.to_owned(), s.clone());
+                    s
+                }
+            }
+        };
+        sem.acquire_owned().await.ok()
     }
 
     pub fn metrics(&self) -> &Arc<Metrics> {
@@ -490,8 +522,10 @@ impl Dispatcher {
             .cloned()
     }
 
-    /// One attempt: run the flow, record it, decide what comes next.
+    /// One attempt: run the flow, record it, decide what comes next. The
+    /// message is marked running once it has its tenant's place.
     async fn attempt(&self, job: &mut Job) -> AttemptEnd {
+        let slot = self.running_slot(job.key.tenant.as_str()).await;
         let started_at = self.store.now();
         self.store
             .started(
@@ -502,11 +536,12 @@ impl Dispatcher {
                     finished_at: None,
                     outcome: None,
                     error: None,
+                    error_code: None,
                 },
             )
             .await;
         let done = self
-            .run_attempt(job, started_at, &engine::Stop::new())
+            .run_attempt_in(job, started_at, &engine::Stop::new(), slot)
             .await;
         if let AttemptEnd::Stopped(_) = done.end {
             // Left running: recovery at the next start runs it again.
@@ -537,6 +572,18 @@ impl Dispatcher {
         started_at: Micros,
         stop: &engine::Stop,
     ) -> Attempted {
+        self.run_attempt_in(job, started_at, stop, None).await
+    }
+
+    /// As `run_attempt`, in the tenant's place `slot` when one is held already
+    /// (else it waits for one).
+    async fn run_attempt_in(
+        &self,
+        job: &mut Job,
+        started_at: Micros,
+        stop: &engine::Stop,
+        slot: Option<OwnedSemaphorePermit>,
+    ) -> Attempted {
         let trigger = self.trigger(&job.key);
         job.attempts += 1;
         let number = job.attempts;
@@ -556,7 +603,19 @@ impl Dispatcher {
         };
         let (result, response, trace) = match &trigger {
             Some(t) => {
-                let ex = engine::execute_with(t, &job.input, Some(&meta), None, stop).await;
+                // A stop while waiting for a place: the engine answers it at once.
+                let _running = match slot {
+                    Some(s) => Some(s),
+                    None => tokio::select! {
+                        biased;
+                        _ = stop.stopped() => None,
+                        slot = self.running_slot(job.key.tenant.as_str()) => slot,
+                    },
+                };
+                let ex = self
+                    .executor
+                    .execute_with(t, &job.input, Some(&meta), None, stop)
+                    .await;
                 let trace = ex.trace_text();
                 (ex.result, ex.response, trace)
             }
@@ -638,6 +697,7 @@ impl Dispatcher {
             response,
             trace,
             error: result.as_ref().err().map(ToString::to_string),
+            error_code: result.as_ref().err().map(ExecError::code),
         };
         if let Some(reason) = stopped {
             Attempted {

@@ -32,6 +32,17 @@ pub enum AcceptError {
     Store(#[from] StoreError),
 }
 
+/// The queue's bounds, from the settings.
+#[derive(Debug, Clone, Copy)]
+pub struct QueueLimits {
+    /// `max_backlog`: messages per trigger queued or running on this node.
+    pub max_backlog: usize,
+    /// `store_timeout`: how long a caller waits for the store.
+    pub store_timeout: Duration,
+    /// `tenant_max_running`: a tenant's executions from the queue at once.
+    pub tenant_max_running: usize,
+}
+
 #[derive(Clone)]
 pub struct Queue {
     store: Store,
@@ -49,15 +60,18 @@ impl Queue {
     pub fn start(
         store: Store,
         catalog: SharedCatalog,
-        max_backlog: usize,
-        store_timeout: Duration,
+        limits: QueueLimits,
+        executor: crate::engine::Executor,
     ) -> Result<Self, StoreError> {
         let runtime = tokio::runtime::Handle::current();
+        let store_timeout = limits.store_timeout;
         let dispatcher = Arc::new(Dispatcher::new(
             store.clone(),
             catalog,
-            max_backlog,
+            limits.max_backlog,
             runtime,
+            executor,
+            limits.tenant_max_running,
         ));
         let (tx, rx) = mpsc::channel(enqueuer::MAX_BATCH * 8);
         enqueuer::start(rx, store.clone(), dispatcher.clone())

@@ -66,6 +66,7 @@ fn completion(id: MessageId, started_at: i64, ex: &Execution) -> Completion {
         response: ex.response.clone(),
         trace: ex.trace_text(),
         error: ex.result.as_ref().err().map(ToString::to_string),
+        error_code: ex.result.as_ref().err().map(ExecError::code),
     }
 }
 
@@ -97,6 +98,7 @@ async fn hand_over(
         finished_at: None,
         outcome: None,
         error: None,
+        error_code: None,
     };
     store.started(id, attempt).await;
     Ok(())
@@ -134,8 +136,11 @@ impl Queue {
             attempt: 1,
             lane: None,
         };
+        let executor = dispatcher.executor().clone();
         let mut exec = Box::pin(async move {
-            engine::execute_with(&t, &run_input, Some(&meta), Some(rtx), &run_stop).await
+            executor
+                .execute_with(&t, &run_input, Some(&meta), Some(rtx), &run_stop)
+                .await
         });
         let store = self.store().clone();
         let id = message.id;

@@ -80,6 +80,7 @@ impl From<&Completion> for FinishRow {
             finished_at: Some(c.finished_at),
             outcome: Some(c.outcome),
             error: c.error.clone(),
+            error_code: c.error_code.map(str::to_owned),
         };
         Self {
             id: c.id.to_string(),
@@ -821,6 +822,7 @@ fn recover(conn: &mut Connection, now: Micros) -> Result<Vec<PendingMessage>, St
             a.finished_at = Some(now);
             a.outcome = Some(Outcome::Interrupted);
             a.error = Some("flowgate stopped while this attempt ran".into());
+            a.error_code = Some("interrupted".into());
         }
         let log = format!(
             "[{}]",
@@ -954,6 +956,7 @@ mod tests {
             response: None,
             trace: "[]".into(),
             error: None,
+            error_code: None,
         };
         (m, c)
     }

@@ -50,6 +50,8 @@ pub struct Completion {
     /// The step trace as JSON text.
     pub trace: String,
     pub error: Option<String>,
+    /// The failure's code (`ExecError::code`), kept with the attempt.
+    pub error_code: Option<&'static str>,
 }
 
 /// An unfinished message, as recovery hands it to the dispatcher.

@@ -263,6 +263,7 @@ async fn lists_triggers_messages_and_message_detail() {
             .any(|s| s["name"] == "validate" && s["duration_us"].is_u64())
     );
     assert_eq!(d["attempts"][0]["outcome"], "failed");
+    assert_eq!(d["attempts"][0]["error_code"], "rejected");
     assert_eq!(d["error"], "a customer needs a name");
     let (_, d) = app
         .admin("GET", &format!("/messages/{ok}"), GLOBAL_TOKEN, None)

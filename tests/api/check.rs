@@ -60,6 +60,8 @@ fn broken_fixtures_report_every_problem_with_its_position() {
         "{D}/shop/Delivery.yaml:5:15: retry: `soon` is not a duration like 500ms, 5s, 2m or 1h (expected number at 0)",
         "{D}/shop/Delivery.yaml:6:17: `on_exhausted` is `block` or `skip`, not `maybe`",
         "{D}/shop/Delivery.yaml:8:9: `mode` is `sync` or `async`, not `later`",
+        "{D}/shop/Delivery.yaml:9:17: limits.time must be greater than 0",
+        "{D}/shop/Delivery.yaml:9:29: limits.memory: `12 parsecs` is not a size like 256MiB, 64MB or 512KiB (unknown unit `parsecs`)",
         "{D}/shop/NoAuth.yaml:1:1: missing `auth`: list `api_keys` labels from _tenant.yaml, or set `none: true` to leave the trigger open",
         "{D}/shop/Params.yaml:4:14: parameter `a`: unknown type `text` (string, integer, number or boolean)",
         "{D}/shop/Params.yaml:5:31: parameter `b`: default \"GBP\" must be one of EUR, SEK",
@@ -77,7 +79,7 @@ fn broken_fixtures_report_every_problem_with_its_position() {
         "{D}/shop/Syntax.yaml:2:5: illegal placement of ':' indicator",
         "{D}/shop/TopLevel.yaml:1:16: unknown method `PATCH`: use GET or POST",
         "{D}/shop/TopLevel.yaml:2:29: unknown api key label `partner` (labels in shop/_tenant.yaml: webshop, legacy)",
-        "{D}/shop/TopLevel.yaml:3:1: unknown field `timeout`, expected one of description, methods, enabled, auth, params, delivery, response, trace, steps",
+        "{D}/shop/TopLevel.yaml:3:1: unknown field `timeout`, expected one of description, methods, enabled, auth, params, delivery, response, limits, trace, steps",
         "{D}/shop/_Hidden.yaml:1:1: trigger file name: name `_Hidden` starts with `_`, which is reserved for flowgate",
         "{D}/shop/_tenant.yaml:3:11: api key `legacy`: not a PHC hash string (password hash string missing field); make one with `flowgate key new --label legacy`",
     ]
@@ -104,5 +106,45 @@ fn a_missing_directory_is_named() {
     assert_eq!(
         stdout.trim(),
         "/nonexistent/flows:1:1: flows directory not found"
+    );
+}
+
+/// Sources jaq's parser would recurse too deep on are load errors with their
+/// position; flows that merely could run without end are accepted (budgets are
+/// their guard at run time).
+#[test]
+fn deep_sources_are_load_errors_and_unbounded_flows_are_accepted() {
+    let dir = tempfile::tempdir().unwrap();
+    let flows = dir.path();
+    let deep = format!("{}1{}", "[".repeat(10_000), "]".repeat(10_000));
+    let long = vec!["1"; 5000].join(" + ");
+    let write = |name: &str, text: &str| {
+        std::fs::create_dir_all(flows.join("t")).unwrap();
+        std::fs::write(flows.join("t").join(name), text).unwrap();
+    };
+    write("_tenant.yaml", "api_keys: {}\n");
+    write(
+        "Deep.yaml",
+        &format!("auth: {{ none: true }}\nsteps:\n  - set: {{ x: '{deep}' }}\n  - log: '{long}'\n"),
+    );
+    write(
+        "Unbounded.yaml",
+        "auth: { none: true }\nsteps:\n  - set: { a: 'def f: 1 + f; f', b: '[range(1e9)] | length' }\n  - set: { c: 'last(range(1e15))', d: '.body.s | fromjson' }\n",
+    );
+    let (ok, stdout, stderr) = check(flows);
+    assert!(!ok);
+    let lines: Vec<&str> = stdout.lines().collect();
+    let d = flows.display();
+    assert_eq!(
+        lines,
+        vec![
+            format!(
+                "{d}/t/Deep.yaml:3:272: set x: brackets are nested more than 256 deep; split the expression into steps"
+            ),
+            format!(
+                "{d}/t/Deep.yaml:4:8203: log: the expression is longer than 4096 tokens; split it into steps, or put data under `set:`"
+            ),
+        ],
+        "{stderr}"
     );
 }

@@ -47,8 +47,12 @@ async fn pg_nothing_is_claimed_before_startup_recovery_has_finished() {
     let queue = Queue::start(
         store.clone(),
         SharedCatalog::new(report.catalog),
-        1000,
-        Duration::from_secs(2),
+        flowgate::queue::QueueLimits {
+            max_backlog: 1000,
+            store_timeout: Duration::from_secs(2),
+            tenant_max_running: 4,
+        },
+        crate::helpers::executor(),
     )
     .unwrap();
     // Several of the claimer's polls (every 250 ms) would have taken it.

@@ -49,6 +49,8 @@ pub fn settings_in(dir: &Path) -> Settings {
         reload_interval: Duration::from_millis(100),
         // Tests share one PostgreSQL server (100 connections) and run in parallel.
         pool_size: 4,
+        // The test binary cannot be a jq worker; the flowgate binary is.
+        executor_binary: Some(env!("CARGO_BIN_EXE_flowgate").into()),
         ..Settings::default()
     }
 }
@@ -197,4 +199,17 @@ pub fn write_flow(flows: &Path, rel: &str, text: &str) {
     let path = flows.join(rel);
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
     std::fs::write(path, text).unwrap();
+}
+
+/// An executor like a server's, whose jq workers are this build's `flowgate`.
+pub fn executor() -> flowgate::engine::Executor {
+    use flowgate::engine::{Executor, Limits, Sandbox, SandboxOptions};
+    Executor::new(
+        Sandbox::new(SandboxOptions {
+            binary: env!("CARGO_BIN_EXE_flowgate").into(),
+            max_workers: 4,
+            tenant_max: 4,
+        }),
+        Limits::default(),
+    )
 }

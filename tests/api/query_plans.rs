@@ -55,6 +55,7 @@ async fn seed(store: &Store) {
             response: None,
             trace: "[]".into(),
             error: None,
+            error_code: None,
         };
         store.record_executed(m, c).await;
     }

@@ -5,7 +5,7 @@
 use serde_json::json;
 
 use flowgate::domain::{MessageId, RunMeta};
-use flowgate::engine::{Stop, execute_with};
+use flowgate::engine::Stop;
 use flowgate::flow::Loader;
 
 use crate::helpers::write_flow;
@@ -110,9 +110,10 @@ steps:
     };
     let doc = json!({"message_id": meta.message_id.to_string()});
     let (stop_a, stop_b) = (Stop::new(), Stop::new());
+    let executor = crate::helpers::executor();
     let (a, b) = tokio::join!(
-        execute_with(&trigger, &doc, Some(&meta), None, &stop_a),
-        execute_with(&trigger, &doc, Some(&meta), None, &stop_b),
+        executor.execute_with(&trigger, &doc, Some(&meta), None, &stop_a),
+        executor.execute_with(&trigger, &doc, Some(&meta), None, &stop_b),
     );
     assert!(a.result.is_ok() && b.result.is_ok(), "{a:?} {b:?}");
     assert_eq!(a.vars()["r"], json!({"rows_affected": 1}));

@@ -59,6 +59,7 @@ pub fn detail(v: &MessageView, replay_of: Option<MessageId>, blocking: bool) -> 
                 "duration_ms": a.finished_at.map(|f| ms(f - a.started_at)),
                 "outcome": a.outcome.map(Outcome::as_str),
                 "error": a.error,
+                "error_code": a.error_code,
             })
         })
         .collect();

@@ -804,6 +804,7 @@ async fn insert_batch<C: deadpool_postgres::GenericClient>(
         finished_at: None,
         outcome: None,
         error: None,
+        error_code: None,
     })]);
     let keyed = rows.ikey.iter().any(Option::is_some);
     let insert = client

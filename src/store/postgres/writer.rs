@@ -168,6 +168,7 @@ fn attempt_of(c: &Completion) -> serde_json::Value {
         finished_at: Some(c.finished_at),
         outcome: Some(c.outcome),
         error: c.error.clone(),
+        error_code: c.error_code.map(str::to_owned),
     })
 }
 

@@ -17,6 +17,7 @@ fn start(n: u32) -> AttemptRecord {
         finished_at: None,
         outcome: None,
         error: None,
+        error_code: None,
     }
 }
 

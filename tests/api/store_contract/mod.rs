@@ -87,6 +87,7 @@ pub fn done(id: MessageId, attempt: u32, status: MessageStatus, blocking: bool) 
         response: None,
         trace: "[]".into(),
         error: (status != MessageStatus::Succeeded).then(|| "boom".to_owned()),
+        error_code: (status != MessageStatus::Succeeded).then_some("flow_failed"),
     }
 }
 
@@ -98,6 +99,7 @@ pub async fn ran(store: &Store, c: Completion) {
         finished_at: None,
         outcome: None,
         error: None,
+        error_code: None,
     };
     store.started(c.id, start).await;
     store.finished(c).await;
@@ -201,6 +203,7 @@ async fn attempts_are_recorded_and_recovery_requeues_running_messages() {
             finished_at: None,
             outcome: None,
             error: None,
+            error_code: None,
         };
         ran(&store, done(m3.id, 1, MessageStatus::Succeeded, false)).await;
         store.started(m1.id, attempt(1)).await;
@@ -241,6 +244,12 @@ async fn a_blocking_message_is_recovered_as_such() {
             "{name}"
         );
         assert!(!pending[1].blocking, "{name}");
+        // The attempt keeps its error and the error's code.
+        store.flush().await.unwrap();
+        let view = store.get(m1.id).await.unwrap().unwrap();
+        let last = view.attempts.last().unwrap();
+        assert_eq!(last.error.as_deref(), Some("boom"), "{name}");
+        assert_eq!(last.error_code.as_deref(), Some("flow_failed"), "{name}");
     }
 }
 

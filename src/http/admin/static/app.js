@@ -171,7 +171,8 @@ async function detailRow(id) {
     el("tr", {}, el("th", {}, "#"), el("th", {}, "Started"), el("th", {}, "Finished"), el("th", {}, "Duration"), el("th", {}, "Outcome"), el("th", {}, "Error")),
     d.attempts.map((a) => el("tr", { class: "attempt", "data-outcome": a.outcome },
       el("td", {}, a.number), el("td", {}, time(a.started_at)), el("td", {}, time(a.finished_at)),
-      el("td", {}, ms(a.duration_ms)), el("td", {}, a.outcome ? status(a.outcome) : "running"), el("td", {}, a.error || ""))));
+      el("td", {}, ms(a.duration_ms)), el("td", {}, a.outcome ? status(a.outcome) : "running"),
+      el("td", {}, (a.error_code ? "[" + a.error_code + "] " : "") + (a.error || "")))));
   const trace = el("table", { class: "trace" },
     el("tr", {}, el("th", {}, "Step"), el("th", {}, "Kind"), el("th", {}, "At"), el("th", {}, "Took"), el("th", {}, "Outcome"), el("th", {}, "Detail")),
     (Array.isArray(d.trace) ? d.trace : []).map((s) => el("tr", {},
