@@ -65,6 +65,11 @@ pub enum ApiError {
     /// The request is valid but the resource is not in a state for it.
     #[error("conflict")]
     Conflict(String),
+    /// A message's stored documents cannot be read back (told to admins only:
+    /// callers get `Internal`). `replay`: it was asked to run again (409), else
+    /// to be shown (500).
+    #[error("unreadable message")]
+    Unreadable { why: String, replay: bool },
     #[error("internal error")]
     Internal(String),
 }
@@ -96,7 +101,8 @@ impl ResponseError for ApiError {
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::BacklogFull => StatusCode::TOO_MANY_REQUESTS,
-            Self::Conflict(_) => StatusCode::CONFLICT,
+            Self::Conflict(_) | Self::Unreadable { replay: true, .. } => StatusCode::CONFLICT,
+            Self::Unreadable { replay: false, .. } => StatusCode::INTERNAL_SERVER_ERROR,
             Self::StoreUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::FlowFailed { .. } | Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             Self::Rejected { status, .. } => {
@@ -162,6 +168,14 @@ impl ResponseError for ApiError {
                 b
             }
             Self::Conflict(why) => body("conflict", why.clone()),
+            Self::Unreadable { why, replay } => {
+                tracing::error!(error = %why, "a stored message cannot be read back");
+                if *replay {
+                    body("unreadable", format!("cannot replay: {why}"))
+                } else {
+                    body("unreadable", why.clone())
+                }
+            }
             Self::Internal(why) => {
                 tracing::error!(error = %why, "internal error");
                 body("internal", "internal error")

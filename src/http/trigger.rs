@@ -17,7 +17,7 @@ use crate::flow::value::{from_json, to_json};
 use crate::flow::{Method, Tenant, Trigger};
 use crate::input::{self, InputError};
 use crate::queue::{SyncResult, WaitOutcome};
-use crate::store::EnqueueOutcome;
+use crate::store::{EnqueueOutcome, StoreError};
 
 use super::{ApiError, AppState, X_MESSAGE_ID, callers};
 
@@ -302,6 +302,7 @@ async fn call(
                 .and_then(|v| v.to_str().ok()),
             body: &body,
             auth,
+            max_depth: state.settings.max_input_depth,
         },
     )
     .map_err(ApiError::BadRequest)?;
@@ -380,7 +381,19 @@ async fn message_status(
     callers::verify_body(req, admitted, req.path().as_bytes())?;
     let not_found = || ApiError::NotFound(format!("no message `{id}` for this trigger"));
     let parsed: MessageId = id.parse().map_err(|_| not_found())?;
-    let view = state.queue.message(parsed).await?.ok_or_else(not_found)?;
+    let view = match state.queue.message(parsed).await {
+        Ok(view) => view.ok_or_else(not_found)?,
+        // Told to this trigger's callers as the opaque 500 it is for them.
+        Err(StoreError::Unreadable {
+            tenant,
+            trigger: t,
+            why,
+        }) if tenant == trigger.key.tenant && t == trigger.key.trigger => {
+            return Err(ApiError::Internal(why));
+        }
+        Err(StoreError::Unreadable { .. }) => return Err(not_found()),
+        Err(e) => return Err(e.into()),
+    };
     if view.tenant != trigger.key.tenant || view.trigger != trigger.key.trigger {
         return Err(not_found());
     }

@@ -30,7 +30,8 @@ pub struct Job {
     pub mode: Mode,
     pub attempts: u32,
     pub run_at: Micros,
-    pub input: Arc<Value>,
+    /// `Err`: the stored input cannot be read back; the attempt fails saying so.
+    pub input: Result<Arc<Value>, String>,
 }
 
 impl Job {
@@ -45,7 +46,7 @@ impl Job {
             mode: m.mode,
             attempts: 0,
             run_at: m.received_at,
-            input: Arc::new(m.input),
+            input: Ok(Arc::new(m.input)),
         }
     }
 
@@ -60,7 +61,7 @@ impl Job {
             mode: p.mode,
             attempts: p.attempts,
             run_at: p.run_at,
-            input: Arc::new(p.input),
+            input: p.input.map(Arc::new),
         }
     }
 }
@@ -516,13 +517,23 @@ impl Dispatcher {
         job.attempts += 1;
         let number = job.attempts;
         let waiting = self.waiters.has(job.id);
-        let (result, response, trace) = match &trigger {
-            Some(t) => {
-                let ex = engine::execute(t, &job.input, None, stop).await;
+        let (result, response, trace) = match (&trigger, &job.input) {
+            (Some(t), Ok(input)) => {
+                let ex = engine::execute(t, input, None, stop).await;
                 let trace = ex.trace_text();
                 (ex.result, ex.response, trace)
             }
-            None => (
+            // Running it on anything but its input would be wrong, and so
+            // would every later attempt.
+            (Some(_), Err(why)) => (
+                Err(ExecError::Refused {
+                    step: "-".into(),
+                    message: why.clone(),
+                }),
+                None,
+                "[]".to_owned(),
+            ),
+            (None, _) => (
                 Err(ExecError::Step {
                     step: "-".into(),
                     message: format!("trigger {} is not loaded", job.key),

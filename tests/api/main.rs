@@ -9,6 +9,7 @@ mod contract;
 mod crash;
 mod helpers;
 mod http_steps;
+mod inputs;
 mod metrics;
 mod multinode;
 mod pg;

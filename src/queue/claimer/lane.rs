@@ -86,7 +86,7 @@ impl Claimer {
                     mode: m.mode,
                     attempts: m.attempts,
                     run_at: m.run_at,
-                    input: Arc::new(m.input),
+                    input: m.input.map(Arc::new),
                 };
                 let a = self
                     .dispatcher

@@ -449,7 +449,7 @@ impl Claimer {
             mode: c.mode,
             attempts: c.attempt.saturating_sub(1),
             run_at: c.started_at,
-            input: Arc::new(c.input),
+            input: c.input.map(Arc::new),
         };
         self.run_job(job, Some(c.started_at)).await
     }
