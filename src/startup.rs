@@ -138,17 +138,26 @@ impl Application {
             queue: queue.clone(),
             reload_errors,
         });
-        let server =
-            HttpServer::new(move || App::new().app_data(state.clone()).configure(http::routes))
-                .workers(workers)
-                .backlog(4096)
-                .shutdown_timeout(30)
-                .listen(listener)
-                .map_err(|source| StartupError::Listen {
-                    addr: addr.to_string(),
-                    source,
-                })?
-                .run();
+        let body_timeout = state.settings.body_timeout;
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(state.clone())
+                .app_data(http::json_config())
+                .wrap_fn(move |mut req, srv| {
+                    http::body::limit(&mut req, body_timeout);
+                    actix_web::dev::Service::call(srv, req)
+                })
+                .configure(http::routes)
+        })
+        .workers(workers)
+        .backlog(4096)
+        .shutdown_timeout(30)
+        .listen(listener)
+        .map_err(|source| StartupError::Listen {
+            addr: addr.to_string(),
+            source,
+        })?
+        .run();
         tracing::info!(%addr, "listening");
         Ok(Self {
             server,

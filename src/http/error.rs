@@ -46,6 +46,9 @@ pub enum ApiError {
     Forbidden(String),
     #[error("payload too large")]
     PayloadTooLarge(usize),
+    /// The body did not arrive within `body_timeout` (the connection is closed).
+    #[error("request timeout")]
+    BodyTimeout,
     #[error("bad request")]
     BadRequest(Vec<InputError>),
     #[error("backlog full")]
@@ -99,6 +102,7 @@ impl ResponseError for ApiError {
             Self::Unauthorized(_) | Self::Challenge { .. } => StatusCode::UNAUTHORIZED,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::BacklogFull => StatusCode::TOO_MANY_REQUESTS,
             Self::Conflict(_) | Self::Unreadable { replay: true, .. } => StatusCode::CONFLICT,
@@ -139,6 +143,15 @@ impl ResponseError for ApiError {
                 "payload_too_large",
                 format!("the body is larger than the limit of {limit} bytes"),
             ),
+            Self::BodyTimeout => {
+                // The rest of the body may still be on its way: nothing more is
+                // read from this connection.
+                res.force_close();
+                body(
+                    "body_timeout",
+                    "the request body did not arrive within the time allowed (body_timeout)",
+                )
+            }
             Self::BadRequest(errors) => input_errors_body(errors),
             Self::BacklogFull => {
                 res.insert_header((header::RETRY_AFTER, "1"));

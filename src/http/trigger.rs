@@ -57,6 +57,9 @@ async fn read_body(
     let mut body = BytesMut::with_capacity(declared.unwrap_or(0));
     while let Some(chunk) = payload.next().await {
         let chunk = chunk.map_err(|e| {
+            if super::body::is_late(&e) {
+                return ApiError::BodyTimeout;
+            }
             ApiError::BadRequest(vec![InputError {
                 code: "invalid_body",
                 message: format!("the body could not be read: {e}"),

@@ -8,6 +8,7 @@ mod cli;
 mod contract;
 mod crash;
 mod helpers;
+mod hostile_requests;
 mod http_steps;
 mod inputs;
 mod metrics;
