@@ -131,8 +131,13 @@ pub async fn admit(
     }
 }
 
-/// Finishes `admit` once the raw body is known.
-pub fn verify_body(req: &HttpRequest, admitted: Admitted, body: &[u8]) -> Result<Value, ApiError> {
+/// Finishes `admit` once what is signed is known: the raw body of a call, or
+/// the path of a status URL.
+pub fn verify_signed(
+    req: &HttpRequest,
+    admitted: Admitted,
+    signed: crate::signature::Signed<'_>,
+) -> Result<Value, ApiError> {
     let rule = match admitted {
         Admitted::Done(auth) => return Ok(auth),
         Admitted::Signed(rule) => rule,
@@ -146,7 +151,7 @@ pub fn verify_body(req: &HttpRequest, admitted: Admitted, body: &[u8]) -> Result
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned)
     };
-    crate::signature::verify(&rule, header, body, now)
+    crate::signature::verify(&rule, header, signed, now)
         .map(|()| json!({"method": "hmac", "header": rule.header}))
         .map_err(|e| ApiError::Challenge {
             scheme: Challenge::Signature(rule.header.clone()),

@@ -17,6 +17,7 @@ use crate::flow::value::{from_json, to_json};
 use crate::flow::{Method, Tenant, Trigger};
 use crate::input::{self, InputError};
 use crate::queue::{SyncResult, WaitOutcome};
+use crate::signature::Signed;
 use crate::store::{EnqueueOutcome, StoreError};
 
 use super::{ApiError, AppState, X_MESSAGE_ID, callers};
@@ -262,7 +263,7 @@ async fn call(
             })?;
     let admitted = callers::admit(req, state, &tenant, &trigger).await?;
     let body = read_body(req, payload, state.settings.body_limit).await?;
-    let auth = callers::verify_body(req, admitted, &body)?;
+    let auth = callers::verify_signed(req, admitted, Signed::Body(&body))?;
     let idempotency_key = match req.headers().get(IDEMPOTENCY_KEY).map(|v| v.to_str()) {
         None => None,
         Some(Ok(k)) if !k.trim().is_empty() && k.len() <= MAX_IDEMPOTENCY_KEY => {
@@ -378,10 +379,11 @@ async fn message_status(
     state: &AppState,
 ) -> Result<HttpResponse, ApiError> {
     let (tenant, trigger) = find(state, &tenant_name, &trigger_name)?;
-    // A GET has no body: a signing caller signs the path instead, so that a
-    // signature seen once reads that one message, never the trigger's others.
+    // A GET has no body: a signing caller signs the path instead (after a
+    // context of its own, so that it never stands for a body), and a signature
+    // seen once reads that one message, never the trigger's others.
     let admitted = callers::admit(req, state, &tenant, &trigger).await?;
-    callers::verify_body(req, admitted, req.path().as_bytes())?;
+    callers::verify_signed(req, admitted, Signed::StatusUrl(req.path()))?;
     let not_found = || ApiError::NotFound(format!("no message `{id}` for this trigger"));
     let parsed: MessageId = id.parse().map_err(|_| not_found())?;
     let view = match state.queue.message(parsed).await {
