@@ -15,6 +15,7 @@ use crate::config::Settings;
 use crate::connect::Registry;
 use crate::events::sender::{self, SenderSettings};
 use crate::flow::{Diagnostic, Loader, SharedCatalog};
+use crate::gate::Gate;
 use crate::http::{self, AppState};
 use crate::queue::Queue;
 use crate::store::{Store, StoreError};
@@ -123,16 +124,11 @@ impl Application {
         } else {
             settings.workers
         };
+        let gate = Gate::new(settings.key_verify_parallel, settings.auth_failure_budget);
         let state = web::Data::new(AppState {
-            admin: Arc::new(AdminTokens::new(
-                &settings.admin_tokens,
-                settings.key_verify_parallel,
-            )),
+            admin: Arc::new(AdminTokens::new(&settings.admin_tokens, gate.clone())),
             problems,
-            keys: Arc::new(KeyVerifier::new(
-                settings.key_cache_size,
-                settings.key_verify_parallel,
-            )),
+            keys: Arc::new(KeyVerifier::new(settings.key_cache_size, gate)),
             settings: Arc::new(settings),
             catalog,
             queue: queue.clone(),

@@ -53,6 +53,12 @@ pub enum ApiError {
     BadRequest(Vec<InputError>),
     #[error("backlog full")]
     BacklogFull,
+    /// The caller's address spent its budget of failed verifications.
+    #[error("too many failed verifications")]
+    Throttled { retry_after: u64 },
+    /// Too many verifications are waiting already.
+    #[error("verifications busy")]
+    AuthBusy,
     #[error("store unavailable")]
     StoreUnavailable(String),
     /// The flow failed; callers learn the message id and the step, no more.
@@ -104,7 +110,8 @@ impl ResponseError for ApiError {
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
-            Self::BacklogFull => StatusCode::TOO_MANY_REQUESTS,
+            Self::BacklogFull | Self::Throttled { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::AuthBusy => StatusCode::SERVICE_UNAVAILABLE,
             Self::Conflict(_) | Self::Unreadable { replay: true, .. } => StatusCode::CONFLICT,
             Self::Unreadable { replay: false, .. } => StatusCode::INTERNAL_SERVER_ERROR,
             Self::StoreUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -157,6 +164,20 @@ impl ResponseError for ApiError {
                 res.insert_header((header::RETRY_AFTER, "1"));
                 body("backlog_full", "this trigger's queue is full; retry later")
             }
+            Self::Throttled { retry_after } => {
+                res.insert_header((header::RETRY_AFTER, retry_after.to_string()));
+                body(
+                    "too_many_failures",
+                    "too many failed credentials from this address; retry later",
+                )
+            }
+            Self::AuthBusy => {
+                res.insert_header((header::RETRY_AFTER, "1"));
+                body(
+                    "auth_busy",
+                    "too many credentials are waiting to be verified; retry later",
+                )
+            }
             Self::StoreUnavailable(why) => {
                 tracing::error!(error = %why, "store unavailable");
                 res.insert_header((header::RETRY_AFTER, "5"));
@@ -203,6 +224,15 @@ impl From<crate::store::StoreError> for ApiError {
         match e {
             crate::store::StoreError::Unavailable(why) => Self::StoreUnavailable(why),
             other => Self::Internal(other.to_string()),
+        }
+    }
+}
+
+impl From<crate::gate::Refused> for ApiError {
+    fn from(e: crate::gate::Refused) -> Self {
+        match e {
+            crate::gate::Refused::Throttled { retry_after } => Self::Throttled { retry_after },
+            crate::gate::Refused::Busy => Self::AuthBusy,
         }
     }
 }
