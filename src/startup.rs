@@ -90,6 +90,7 @@ impl Application {
                 poll: settings.subscriptions_poll,
                 timeout: settings.subscriptions_timeout,
                 allow_http: settings.subscriptions_allow_http,
+                deny_private: settings.subscriptions_deny_private,
             },
         );
 

@@ -13,6 +13,7 @@ mod http_steps;
 mod inputs;
 mod metrics;
 mod multinode;
+mod outbound;
 mod pg;
 mod pg_admin;
 mod pg_auth;
