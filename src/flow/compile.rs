@@ -110,7 +110,13 @@ impl<'a> FileCx<'a> {
 
     /// Compiles a jq expression; a failure becomes a diagnostic at its position.
     pub fn expr(&mut self, s: &Spanned<ExprText>, what: &str) -> Option<Expr> {
-        match Expr::compile(&s.value.0) {
+        if let Err(e) = super::nesting::check(&s.value.0) {
+            self.expr_errors(s.referenced, &s.value.0, what, vec![e]);
+            return None;
+        }
+        let compiled = super::nesting::on_large_stack(|| Expr::compile(&s.value.0))
+            .unwrap_or_else(|| Err(vec![super::nesting::no_thread()]));
+        match compiled {
             Ok(e) => Some(e),
             Err(errs) => {
                 self.expr_errors(s.referenced, &s.value.0, what, errs);
@@ -120,7 +126,13 @@ impl<'a> FileCx<'a> {
     }
 
     pub fn template(&mut self, s: &Spanned<String>, what: &str) -> Option<Template> {
-        match Template::compile(&s.value) {
+        if let Err(e) = super::nesting::check(&s.value) {
+            self.expr_errors(s.referenced, &s.value, what, vec![e]);
+            return None;
+        }
+        let compiled = super::nesting::on_large_stack(|| Template::compile(&s.value))
+            .unwrap_or_else(|| Err(vec![super::nesting::no_thread()]));
+        match compiled {
             Ok(t) => Some(t),
             Err(errs) => {
                 self.expr_errors(s.referenced, &s.value, what, errs);

@@ -10,6 +10,7 @@ pub mod expr;
 pub mod fast;
 pub mod loader;
 pub mod model;
+pub mod nesting;
 pub mod params;
 pub mod raw;
 pub mod subscriptions;

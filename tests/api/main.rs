@@ -23,6 +23,7 @@ mod pg_server;
 mod pg_tls;
 mod query_plans;
 mod queue;
+mod randomized;
 mod reload;
 mod sql_steps;
 mod store_admin_contract;
