@@ -55,6 +55,11 @@ async fn too_deep(res: reqwest::Response, limit: usize) {
     assert!(message.contains(&format!("{limit} levels")), "{message}");
 }
 
+async fn replay(app: &TestApp, id: &str, token: &str) -> (StatusCode, Value) {
+    app.admin("POST", &format!("/messages/{id}/replay"), token, None)
+        .await
+}
+
 /// Accepts `body` and checks that the flow, the status URL, the admin detail and
 /// a replay all see `expected` as `.body`.
 async fn round_trip(app: &TestApp, content_type: &str, body: String, expected: &Value) {
@@ -75,14 +80,7 @@ async fn round_trip(app: &TestApp, content_type: &str, body: String, expected: &
     assert_eq!(status, StatusCode::OK);
     assert_eq!(&detail["input"]["body"], expected, "the admin detail");
     assert_eq!(&detail["response"]["body"], expected);
-    let (status, replayed) = app
-        .admin(
-            "POST",
-            &format!("/messages/{id}/replay"),
-            GLOBAL_TOKEN,
-            None,
-        )
-        .await;
+    let (status, replayed) = replay(app, &id, GLOBAL_TOKEN).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{replayed}");
     let again = replayed["message_id"].as_str().unwrap();
     let done = app
@@ -212,9 +210,7 @@ async fn a_message_whose_input_cannot_be_read_is_not_shown_as_null_nor_replayed(
         why.contains("the stored input cannot be read: nested deeper than"),
         "{why}"
     );
-    let (status, body) = app
-        .admin("POST", &format!("/messages/{id}/replay"), ACME_TOKEN, None)
-        .await;
+    let (status, body) = replay(&app, &id, ACME_TOKEN).await;
     assert_eq!(status, StatusCode::CONFLICT, "{body}");
     assert!(
         body["errors"][0]["message"]
@@ -242,14 +238,7 @@ async fn a_message_whose_input_cannot_be_read_is_not_shown_as_null_nor_replayed(
 
     // Not JSON at all: the same refusal.
     damage_input(&app, &id, "{\"body\": ");
-    let (status, body) = app
-        .admin(
-            "POST",
-            &format!("/messages/{id}/replay"),
-            GLOBAL_TOKEN,
-            None,
-        )
-        .await;
+    let (status, body) = replay(&app, &id, GLOBAL_TOKEN).await;
     assert_eq!(status, StatusCode::CONFLICT, "{body}");
 }
 
