@@ -23,7 +23,9 @@ use std::time::{Duration, Instant};
 const PER_CLIENT_QUEUE: usize = 4;
 /// Verifications waiting in all, at most.
 const QUEUE: usize = 256;
-/// Addresses whose budgets are remembered before full buckets are forgotten.
+/// Addresses whose budgets are remembered before full buckets are forgotten
+/// (and then again each time the count doubles, so that many addresses cost
+/// one sweep per doubling, not one per request).
 const BUDGETS_KEPT: usize = 10_000;
 /// A refusal is answered after this (or its `Retry-After`, when shorter): a
 /// client that retries at once cannot spin on cheap answers and take the
@@ -98,6 +100,13 @@ impl Queue {
     }
 }
 
+#[derive(Default)]
+struct Budgets {
+    by_client: HashMap<Client, Bucket>,
+    /// How many entries start the next sweep.
+    sweep_at: usize,
+}
+
 struct Bucket {
     tokens: f64,
     at: Instant,
@@ -111,7 +120,7 @@ const CLEAN_AFTER: Duration = Duration::from_secs(60);
 /// The shared pool, queue and budgets.
 pub struct Gate {
     queue: Arc<(Mutex<Queue>, Condvar)>,
-    budgets: Mutex<HashMap<Client, Bucket>>,
+    budgets: Mutex<Budgets>,
     /// Failures allowed per minute and address.
     budget: f64,
 }
@@ -159,7 +168,10 @@ impl Gate {
         }
         Arc::new(Self {
             queue,
-            budgets: Mutex::new(HashMap::new()),
+            budgets: Mutex::new(Budgets {
+                by_client: HashMap::new(),
+                sweep_at: BUDGETS_KEPT,
+            }),
             budget: f64::from(failures_per_minute.max(1)),
         })
     }
@@ -168,14 +180,19 @@ impl Gate {
     /// reserved from its budget until the verification ends ([`Gate::matched`]
     /// gives it back), so that verifications already queued cannot overdraw it.
     fn admit(&self, client: Client) -> Result<bool, Refused> {
-        let mut budgets = lock(&self.budgets);
-        if budgets.len() >= BUDGETS_KEPT {
+        let mut guard = lock(&self.budgets);
+        let Budgets {
+            by_client: budgets,
+            sweep_at,
+        } = &mut *guard;
+        if budgets.len() >= *sweep_at {
             // Full buckets say nothing a new one would not.
             let now = Instant::now();
             let (budget, per_minute) = (self.budget, self.budget / 60.0);
             budgets.retain(|_, b| {
                 b.tokens + now.duration_since(b.at).as_secs_f64() * per_minute < budget
             });
+            *sweep_at = BUDGETS_KEPT.max(2 * budgets.len());
         }
         let budget = self.budget;
         let b = budgets.entry(client).or_insert(Bucket {
@@ -197,7 +214,7 @@ impl Gate {
     /// A verification admitted for `client` matched, or was never made: its
     /// reserved failure goes back to the budget.
     pub fn matched(&self, client: Client) {
-        if let Some(b) = lock(&self.budgets).get_mut(&client) {
+        if let Some(b) = lock(&self.budgets).by_client.get_mut(&client) {
             b.tokens = (b.tokens + 1.0).min(self.budget);
         }
     }
@@ -205,7 +222,7 @@ impl Gate {
     /// A verification for `client` failed: its reserved failure stays spent,
     /// and the address waits its turn with the others that fail.
     pub fn failed(&self, client: Client) {
-        if let Some(b) = lock(&self.budgets).get_mut(&client) {
+        if let Some(b) = lock(&self.budgets).by_client.get_mut(&client) {
             b.failed = Some(Instant::now());
         }
     }
@@ -335,10 +352,28 @@ mod tests {
         assert_eq!(gate.run(ip("10.0.0.2"), || 2).await, Ok(2));
         gate.matched(ip("10.0.0.2"));
         // Refilled (as if 20 s had passed).
-        if let Some(b) = lock(&gate.budgets).get_mut(&a) {
+        if let Some(b) = lock(&gate.budgets).by_client.get_mut(&a) {
             b.at -= Duration::from_secs(21);
         }
         assert_eq!(gate.run(a, || 3).await, Ok(3));
+    }
+
+    #[test]
+    fn many_addresses_are_forgotten_once_their_budgets_are_full() {
+        let gate = Gate::new(1, 20);
+        for i in 0..BUDGETS_KEPT as u32 {
+            let c = Client::new(Some(IpAddr::V4(i.into())));
+            assert!(gate.admit(c).is_ok());
+            if i % 2 == 0 {
+                gate.matched(c);
+            }
+        }
+        assert_eq!(lock(&gate.budgets).by_client.len(), BUDGETS_KEPT);
+        assert!(gate.admit(ip("10.9.9.9")).is_ok());
+        let kept = lock(&gate.budgets);
+        // The full half went; the next sweep waits for twice what is left.
+        assert_eq!(kept.by_client.len(), BUDGETS_KEPT / 2 + 1);
+        assert_eq!(kept.sweep_at, BUDGETS_KEPT);
     }
 
     #[tokio::test]
