@@ -1,18 +1,18 @@
 //! Admin tokens for `/_admin`: argon2id hashes from the settings, each global or
 //! scoped to tenants. As with API keys, each distinct token is verified once per
-//! process (off the request threads, a few at a time) and the answer cached under a
-//! SHA-256 of the token, never the token.
+//! process (admitted by the same [`Gate`]: its pool, turns and failure budgets)
+//! and the answer cached under a SHA-256 of the token, never the token.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use quick_cache::sync::Cache;
 use sha2::{Digest, Sha256};
-use tokio::sync::Semaphore;
 
 use crate::auth::KeyStats;
 use crate::config::AdminToken;
 use crate::domain::TenantName;
+use crate::gate::{Client, Gate, Refused};
 
 /// Who an admin request is, and what it may see.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,7 +33,7 @@ impl AdminIdentity {
 pub struct AdminTokens {
     tokens: Arc<Vec<(AdminIdentity, String)>>,
     cache: Cache<[u8; 32], Option<Arc<AdminIdentity>>>,
-    limit: Arc<Semaphore>,
+    gate: Arc<Gate>,
     pub stats: KeyStats,
 }
 
@@ -46,7 +46,7 @@ fn cache_key(token: &str) -> [u8; 32] {
 
 impl AdminTokens {
     /// Tokens with invalid tenant names are refused by `Settings::validate`.
-    pub fn new(tokens: &[AdminToken], max_parallel: usize) -> Self {
+    pub fn new(tokens: &[AdminToken], gate: Arc<Gate>) -> Self {
         let tokens = tokens
             .iter()
             .map(|t| {
@@ -67,7 +67,7 @@ impl AdminTokens {
         Self {
             tokens: Arc::new(tokens),
             cache: Cache::new(1024),
-            limit: Arc::new(Semaphore::new(max_parallel.max(1))),
+            gate,
             stats: KeyStats::default(),
         }
     }
@@ -76,39 +76,52 @@ impl AdminTokens {
         self.tokens.is_empty()
     }
 
-    /// The identity of `token`, if it is one of the admin tokens.
-    pub async fn identify(&self, token: &str) -> Option<Arc<AdminIdentity>> {
+    /// The identity of `token`, if it is one of the admin tokens; `client` is
+    /// who asks.
+    pub async fn identify(
+        &self,
+        token: &str,
+        client: Client,
+    ) -> Result<Option<Arc<AdminIdentity>>, Refused> {
         let ck = cache_key(token);
         match self.cache.get_value_or_guard_async(&ck).await {
             Ok(found) => {
                 self.stats.cache_hits.fetch_add(1, Ordering::Relaxed);
-                found
+                Ok(found)
             }
             Err(guard) => {
                 self.stats.cache_misses.fetch_add(1, Ordering::Relaxed);
-                let found = self.verify(token).await;
+                let found = self.verify(token, client).await?;
+                if found.is_some() {
+                    self.gate.matched(client);
+                } else {
+                    self.gate.failed(client);
+                }
                 let _ = guard.insert(found.clone());
-                found
+                Ok(found)
             }
         }
     }
 
-    async fn verify(&self, token: &str) -> Option<Arc<AdminIdentity>> {
-        let _permit = self.limit.clone().acquire_owned().await.ok()?;
+    async fn verify(
+        &self,
+        token: &str,
+        client: Client,
+    ) -> Result<Option<Arc<AdminIdentity>>, Refused> {
         let tokens = self.tokens.clone();
         let token = token.to_owned();
-        self.stats
-            .verifications
-            .fetch_add(tokens.len() as u64, Ordering::Relaxed);
-        tokio::task::spawn_blocking(move || {
-            tokens
-                .iter()
-                .find(|(_, phc)| crate::keys::verify(&token, phc))
-                .map(|(who, _)| Arc::new(who.clone()))
-        })
-        .await
-        .ok()
-        .flatten()
+        let tried = tokens.len() as u64;
+        let found = self
+            .gate
+            .run(client, move || {
+                tokens
+                    .iter()
+                    .find(|(_, phc)| crate::keys::verify(&token, phc))
+                    .map(|(who, _)| Arc::new(who.clone()))
+            })
+            .await?;
+        self.stats.verifications.fetch_add(tried, Ordering::Relaxed);
+        Ok(found)
     }
 }
 
@@ -131,22 +144,24 @@ mod tests {
                     tenants: Some(vec!["acme".into()]),
                 },
             ],
-            2,
+            Gate::new(2, 1000),
         );
-        let acme = tokens.identify("acme-secret").await.unwrap();
+        let me = Client::LOCAL;
+        let acme = tokens.identify("acme-secret", me).await.unwrap().unwrap();
         assert_eq!(acme.label, "acme-ops");
         assert!(acme.sees("acme") && !acme.sees("other"));
         assert!(
             tokens
-                .identify("global-secret")
+                .identify("global-secret", me)
                 .await
+                .unwrap()
                 .unwrap()
                 .sees("other")
         );
-        assert!(tokens.identify("nope").await.is_none());
+        assert!(tokens.identify("nope", me).await.unwrap().is_none());
         let before = tokens.stats.verifications.load(Ordering::Relaxed);
-        assert!(tokens.identify("acme-secret").await.is_some());
-        assert!(tokens.identify("nope").await.is_none());
+        assert!(tokens.identify("acme-secret", me).await.unwrap().is_some());
+        assert!(tokens.identify("nope", me).await.unwrap().is_none());
         assert_eq!(tokens.stats.verifications.load(Ordering::Relaxed), before);
     }
 }

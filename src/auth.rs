@@ -1,18 +1,24 @@
 //! API key verification. argon2 costs ~30 ms of CPU, so each distinct key is
 //! verified once per process: the result (match or no match) is cached under a
 //! SHA-256 of tenant and key — never the key itself — and revalidated when the
-//! tenant's key list changes. Verifications run on tokio's blocking pool, never
-//! on a request thread, and at most `max_parallel` at once; concurrent requests
-//! with the same unknown key wait for one verification instead of starting many.
+//! tenant's key list changes. Verifications are admitted by the [`Gate`] (a
+//! fixed pool, turns per client address, a budget of failures per address);
+//! concurrent requests with the same unknown key wait for one verification
+//! instead of starting many.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use quick_cache::sync::{Cache, GuardResult};
 use sha2::{Digest, Sha256};
-use tokio::sync::Semaphore;
 
 use crate::flow::Tenant;
+use crate::gate::{Client, Gate, Refused};
+
+/// Verified in place of a Basic user that does not exist, so that an unknown
+/// user costs what a wrong password does (users cannot be found by timing).
+/// The hash of 24 random bytes that were thrown away: nothing matches it.
+const DUMMY_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$yDec7/LCqk4YkPJ/Ut1n1Q$22eAS/r9D0iiP9nwgdMYVs2awa/63PUplsyW8Z7Vrfk";
 
 #[derive(Clone)]
 struct Entry {
@@ -32,7 +38,7 @@ pub struct KeyStats {
 
 pub struct KeyVerifier {
     cache: Cache<[u8; 32], Entry>,
-    limit: Arc<Semaphore>,
+    gate: Arc<Gate>,
     pub stats: KeyStats,
 }
 
@@ -45,28 +51,39 @@ fn cache_key(tenant: &Tenant, key: &str) -> [u8; 32] {
 }
 
 impl KeyVerifier {
-    pub fn new(capacity: usize, max_parallel: usize) -> Self {
+    pub fn new(capacity: usize, gate: Arc<Gate>) -> Self {
         Self {
             cache: Cache::new(capacity.max(16)),
-            limit: Arc::new(Semaphore::new(max_parallel.max(1))),
+            gate,
             stats: KeyStats::default(),
         }
     }
 
-    /// The label of `tenant`'s key that `key` is, if any.
-    pub async fn identify(&self, tenant: &Tenant, key: &str) -> Option<String> {
+    /// The label of `tenant`'s key that `key` is, if any; `client` is who asks.
+    pub async fn identify(
+        &self,
+        tenant: &Tenant,
+        key: &str,
+        client: Client,
+    ) -> Result<Option<String>, Refused> {
         let ck = cache_key(tenant, key);
-        self.cached(ck, tenant.keys_fingerprint, &tenant.api_keys, key)
+        self.cached(ck, tenant.keys_fingerprint, &tenant.api_keys, key, client)
             .await
     }
 
     /// Whether `password` is Basic user `user`'s, with the same cache: the entry
     /// is keyed by a SHA-256 over tenant, user and password, and trusted only while
-    /// the user's hash is unchanged.
-    pub async fn check_basic(&self, tenant: &Tenant, user: &str, password: &str) -> bool {
-        let Some(hash) = tenant.basic_hash(user) else {
-            return false;
-        };
+    /// the user's hash is unchanged. A user that does not exist is checked
+    /// against a hash nothing matches, at the same cost.
+    pub async fn check_basic(
+        &self,
+        tenant: &Tenant,
+        user: &str,
+        password: &str,
+        client: Client,
+    ) -> Result<bool, Refused> {
+        let known = tenant.basic_hash(user);
+        let hash = known.unwrap_or(DUMMY_HASH);
         let mut h = Sha256::new();
         h.update(b"basic\0");
         h.update(tenant.name.as_str().as_bytes());
@@ -77,7 +94,8 @@ impl KeyVerifier {
         let ck: [u8; 32] = h.finalize().into();
         let fp: [u8; 32] = Sha256::digest(hash.as_bytes()).into();
         let candidates = [(user.to_owned(), hash.to_owned())];
-        self.cached(ck, fp, &candidates, password).await.is_some()
+        let matched = self.cached(ck, fp, &candidates, password, client).await?;
+        Ok(known.is_some() && matched.is_some())
     }
 
     async fn cached(
@@ -86,12 +104,13 @@ impl KeyVerifier {
         fp: [u8; 32],
         candidates: &[(String, String)],
         key: &str,
-    ) -> Option<String> {
+        client: Client,
+    ) -> Result<Option<String>, Refused> {
         loop {
             match self.cache.get_value_or_guard_async(&ck).await {
                 Ok(entry) if entry.keys == fp => {
                     self.stats.cache_hits.fetch_add(1, Ordering::Relaxed);
-                    return entry.label;
+                    return Ok(entry.label);
                 }
                 Ok(_) => {
                     // The tenant's keys changed since: verify again.
@@ -100,34 +119,45 @@ impl KeyVerifier {
                 }
                 Err(guard) => {
                     self.stats.cache_misses.fetch_add(1, Ordering::Relaxed);
-                    let label = self.verify(candidates, key).await;
+                    // Refused: nothing is cached (the guard is dropped), and
+                    // whoever waited on it tries for itself.
+                    let label = self.verify(candidates, key, client).await?;
+                    if label.is_some() {
+                        self.gate.matched(client);
+                    } else {
+                        self.gate.failed(client);
+                    }
                     let _ = guard.insert(Entry {
                         label: label.clone(),
                         keys: fp,
                     });
-                    return label;
+                    return Ok(label);
                 }
             }
         }
     }
 
-    async fn verify(&self, candidates: &[(String, String)], key: &str) -> Option<String> {
-        let Ok(_permit) = self.limit.clone().acquire_owned().await else {
-            return None;
-        };
+    async fn verify(
+        &self,
+        candidates: &[(String, String)],
+        key: &str,
+        client: Client,
+    ) -> Result<Option<String>, Refused> {
         let candidates = candidates.to_vec();
         let key = key.to_owned();
         let tried = candidates.len() as u64;
-        self.stats.verifications.fetch_add(tried, Ordering::Relaxed);
-        tokio::task::spawn_blocking(move || {
-            candidates
-                .into_iter()
-                .find(|(_, phc)| crate::keys::verify(&key, phc))
-                .map(|(label, _)| label)
-        })
-        .await
-        .ok()
-        .flatten()
+        let stats_tried = &self.stats.verifications;
+        let label = self
+            .gate
+            .run(client, move || {
+                candidates
+                    .into_iter()
+                    .find(|(_, phc)| crate::keys::verify(&key, phc))
+                    .map(|(label, _)| label)
+            })
+            .await?;
+        stats_tried.fetch_add(tried, Ordering::Relaxed);
+        Ok(label)
     }
 
     /// Whether a cached answer exists (for tests of the cache itself).
@@ -153,35 +183,43 @@ mod tests {
         )
     }
 
+    const ME: Client = Client::LOCAL;
+
     #[tokio::test]
     async fn verifies_once_per_key_and_rechecks_when_keys_change() {
-        let v = KeyVerifier::new(100, 2);
+        let v = KeyVerifier::new(100, Gate::new(2, 1000));
         let t = tenant(&[("a", "key-a"), ("b", "key-b")]);
-        assert_eq!(v.identify(&t, "key-b").await.as_deref(), Some("b"));
+        assert_eq!(
+            v.identify(&t, "key-b", ME).await.unwrap().as_deref(),
+            Some("b")
+        );
         let after_first = v.stats.verifications.load(Ordering::Relaxed);
-        assert_eq!(v.identify(&t, "key-b").await.as_deref(), Some("b"));
+        assert_eq!(
+            v.identify(&t, "key-b", ME).await.unwrap().as_deref(),
+            Some("b")
+        );
         assert_eq!(v.stats.verifications.load(Ordering::Relaxed), after_first);
-        assert_eq!(v.identify(&t, "nope").await, None);
+        assert_eq!(v.identify(&t, "nope", ME).await.unwrap(), None);
         let after_wrong = v.stats.verifications.load(Ordering::Relaxed);
         assert_eq!(
-            v.identify(&t, "nope").await,
+            v.identify(&t, "nope", ME).await.unwrap(),
             None,
             "a wrong key is cached too"
         );
         assert_eq!(v.stats.verifications.load(Ordering::Relaxed), after_wrong);
         // The key is removed from the tenant: the cached match no longer counts.
         let t2 = Tenant::new(t.name.clone(), t.api_keys[..1].to_vec());
-        assert_eq!(v.identify(&t2, "key-b").await, None);
+        assert_eq!(v.identify(&t2, "key-b", ME).await.unwrap(), None);
     }
 
     #[tokio::test]
     async fn concurrent_requests_share_one_verification() {
-        let v = Arc::new(KeyVerifier::new(100, 2));
+        let v = Arc::new(KeyVerifier::new(100, Gate::new(2, 1000)));
         let t = Arc::new(tenant(&[("a", "key-a")]));
         let tasks: Vec<_> = (0..8)
             .map(|_| {
                 let (v, t) = (v.clone(), t.clone());
-                tokio::spawn(async move { v.identify(&t, "key-a").await })
+                tokio::spawn(async move { v.identify(&t, "key-a", ME).await.unwrap() })
             })
             .collect();
         for task in tasks {

@@ -39,6 +39,11 @@ pub struct Settings {
     pub workers: usize,
     /// Largest request body in bytes.
     pub body_limit: usize,
+    /// Time allowed to receive a request's body once its head has arrived (408 past it).
+    #[serde(deserialize_with = "duration")]
+    pub body_timeout: Duration,
+    /// How deep a JSON or XML body may nest (400 `too_deep` past it).
+    pub max_input_depth: usize,
     /// Messages per trigger queued or running on this node before 429.
     pub max_backlog: usize,
     /// How long finished messages are kept.
@@ -51,6 +56,9 @@ pub struct Settings {
     pub key_cache_size: usize,
     /// argon2 verifications that may run at once.
     pub key_verify_parallel: usize,
+    /// Failed verifications (wrong keys, tokens, passwords) a client address may
+    /// cause per minute before it gets 429 without any more being verified.
+    pub auth_failure_budget: u32,
     /// Proxies whose `X-Forwarded-For` names the caller (for `allow_ips`).
     pub trusted_proxies: Vec<Cidr>,
     /// Hosts `http` steps may call (`api.example.com`, `*.example.com`); empty: any.
@@ -61,6 +69,8 @@ pub struct Settings {
     pub admin_tokens: Vec<AdminToken>,
     /// Event subscriptions may use `http://` URLs (local use); otherwise https only.
     pub subscriptions_allow_http: bool,
+    /// Refuse event deliveries to loopback, private and link-local addresses.
+    pub subscriptions_deny_private: bool,
     /// Delays between attempts at an event delivery; after the last, it has failed.
     #[serde(deserialize_with = "durations")]
     pub subscriptions_retry: Vec<Duration>,
@@ -115,16 +125,20 @@ impl Default for Settings {
             store_idle_in_transaction_timeout: None,
             workers: 0,
             body_limit: 10 * 1024 * 1024,
+            body_timeout: Duration::from_secs(10),
+            max_input_depth: 128,
             max_backlog: 10_000,
             retention: Duration::from_secs(7 * 24 * 3600),
             reload_interval: Duration::from_millis(250),
             key_cache_size: 10_000,
             key_verify_parallel: 2,
+            auth_failure_budget: 20,
             trusted_proxies: Vec::new(),
             outbound_allow_hosts: Vec::new(),
             outbound_deny_private: false,
             admin_tokens: Vec::new(),
             subscriptions_allow_http: false,
+            subscriptions_deny_private: true,
             subscriptions_retry: SUBSCRIPTIONS_RETRY
                 .iter()
                 .map(|s| Duration::from_secs(*s))
@@ -288,6 +302,23 @@ impl Settings {
                     Ok(n) => self.body_limit = n,
                     Err(_) => errors.push(bad("not a number of bytes")),
                 },
+                "FLOWGATE_BODY_TIMEOUT" => match humantime::parse_duration(v) {
+                    Ok(d) => self.body_timeout = d,
+                    Err(e) => errors.push(bad(&e.to_string())),
+                },
+                "FLOWGATE_MAX_INPUT_DEPTH" => match v.parse() {
+                    Ok(n) => self.max_input_depth = n,
+                    Err(_) => errors.push(bad("not a number")),
+                },
+                "FLOWGATE_AUTH_FAILURE_BUDGET" => match v.parse() {
+                    Ok(n) => self.auth_failure_budget = n,
+                    Err(_) => errors.push(bad("not a number")),
+                },
+                "FLOWGATE_SUBSCRIPTIONS_DENY_PRIVATE" => match v.as_str() {
+                    "true" | "1" => self.subscriptions_deny_private = true,
+                    "false" | "0" => self.subscriptions_deny_private = false,
+                    _ => errors.push(bad("not true or false")),
+                },
                 "FLOWGATE_MAX_BACKLOG" => match v.parse() {
                     Ok(n) => self.max_backlog = n,
                     Err(_) => errors.push(bad("not a number")),
@@ -410,6 +441,16 @@ impl Settings {
         }
         if self.body_limit == 0 {
             errors.push("body_limit must be greater than 0".into());
+        }
+        if self.body_timeout.is_zero() {
+            errors.push("body_timeout must be greater than 0".into());
+        }
+        let deepest = crate::domain::depth::MAX_INPUT_DEPTH;
+        if !(1..=deepest).contains(&self.max_input_depth) {
+            errors.push(format!("max_input_depth must be between 1 and {deepest}"));
+        }
+        if self.auth_failure_budget == 0 {
+            errors.push("auth_failure_budget must be at least 1 (failed verifications per minute and address)".into());
         }
         if self.max_backlog == 0 {
             errors.push("max_backlog must be greater than 0".into());

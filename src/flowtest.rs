@@ -133,6 +133,7 @@ pub fn local_input(
             content_type,
             body,
             auth: json!({"method": "local"}),
+            max_depth: crate::config::Settings::default().max_input_depth,
         },
     )
     .map(|d| d.input)

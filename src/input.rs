@@ -4,6 +4,7 @@
 use base64::Engine;
 use serde_json::{Map, Value, json};
 
+use crate::domain::depth::{self, DepthError, MAX_INPUT_DEPTH};
 use crate::domain::{MessageId, Micros, format_rfc3339};
 use crate::flow::params::{parse_params, query_object};
 use crate::flow::{Method, Trigger};
@@ -36,6 +37,8 @@ pub struct Request<'a> {
     pub body: &'a [u8],
     /// `{"method": "api_key", "label": ...}` or `{"method": "none"}`
     pub auth: Value,
+    /// How deep the body may nest (`max_input_depth`).
+    pub max_depth: usize,
 }
 
 /// The input document built from one request.
@@ -50,7 +53,7 @@ pub struct Document {
 /// Builds the input document for `trigger`, or every error found.
 pub fn document(trigger: &Trigger, req: Request<'_>) -> Result<Document, Vec<InputError>> {
     let mut errors = Vec::new();
-    let pairs: Vec<(String, String)> = match serde_urlencoded::from_str(req.query) {
+    let pairs = match form_pairs(req.query.as_bytes()) {
         Ok(p) => p,
         Err(e) => {
             errors.push(InputError {
@@ -71,13 +74,10 @@ pub fn document(trigger: &Trigger, req: Request<'_>) -> Result<Document, Vec<Inp
         }
     };
     let xml = is_xml(req.content_type);
-    let (body, json_body) = match decode(req.content_type, req.body) {
+    let (body, json_body) = match decode(req.content_type, req.body, req.max_depth) {
         Ok(b) => b,
-        Err(message) => {
-            errors.push(InputError {
-                code: "invalid_body",
-                message,
-            });
+        Err(e) => {
+            errors.push(e);
             (Value::Null, false)
         }
     };
@@ -144,55 +144,128 @@ pub fn is_xml(content_type: Option<&str>) -> bool {
 }
 
 /// JSON -> value; form -> object; XML -> value (see `crate::xml`); text ->
-/// string; anything else -> `{"base64": ...}`; an empty body -> null.
+/// string; anything else -> `{"base64": ...}`; an empty body -> null. Nested
+/// at most [`MAX_INPUT_DEPTH`] deep (for answers of outbound calls).
 pub fn decode_body(content_type: Option<&str>, body: &[u8]) -> Result<Value, String> {
-    decode(content_type, body).map(|(value, _)| value)
+    decode(content_type, body, MAX_INPUT_DEPTH)
+        .map(|(value, _)| value)
+        .map_err(|e| e.message)
 }
 
-/// `decode_body`, and whether the value is the parse of the body as JSON.
-fn decode(content_type: Option<&str>, body: &[u8]) -> Result<(Value, bool), String> {
+fn body_error(message: String) -> InputError {
+    InputError {
+        code: "invalid_body",
+        message,
+    }
+}
+
+fn too_deep(limit: usize) -> InputError {
+    InputError {
+        code: "too_deep",
+        message: format!(
+            "the body is nested deeper than the limit of {limit} levels (max_input_depth)"
+        ),
+    }
+}
+
+/// `decode_body` within `max_depth`, and whether the value is the parse of the
+/// body as JSON.
+fn decode(
+    content_type: Option<&str>,
+    body: &[u8],
+    max_depth: usize,
+) -> Result<(Value, bool), InputError> {
     if body.is_empty() {
         return Ok((Value::Null, false));
     }
     let essence = essence(content_type);
     let text = || {
-        std::str::from_utf8(body)
-            .map(|s| Value::String(s.to_owned()))
-            .map_err(|_| format!("the body is declared as {essence} but is not valid UTF-8"))
+        std::str::from_utf8(body).map_err(|_| {
+            body_error(format!(
+                "the body is declared as {essence} but is not valid UTF-8"
+            ))
+        })
     };
-    let json = |body| json_body(body).map(|v| (v, true));
-    let other = |v: Result<Value, String>| v.map(|v| (v, false));
+    let json = |body| json_body(body, max_depth).map(|v| (v, true));
     match essence.as_str() {
         "application/json" => json(body),
         e if e.ends_with("+json") => json(body),
-        "application/x-www-form-urlencoded" => other(
-            serde_urlencoded::from_bytes::<Vec<(String, String)>>(body)
-                .map(|pairs| Value::Object(query_object(&pairs)))
-                .map_err(|e| format!("the body is not valid form data: {e}")),
-        ),
+        "application/x-www-form-urlencoded" => form_pairs(body)
+            .map(|pairs| (Value::Object(query_object(&pairs)), false))
+            .map_err(|e| body_error(format!("the body is not valid form data: {e}"))),
         e if e == "application/xml" || e == "text/xml" || e.ends_with("+xml") => {
-            let text = text()?;
-            other(
-                crate::xml::parse(text.as_str().unwrap_or_default())
-                    .map_err(|e| format!("the body is not valid XML: {e}")),
-            )
+            match crate::xml::parse(text()?, max_depth) {
+                Ok(v) => Ok((v, false)),
+                Err(crate::xml::XmlError::TooDeep(limit)) => Err(too_deep(limit)),
+                Err(e) => Err(body_error(format!("the body is not valid XML: {e}"))),
+            }
         }
-        e if e.starts_with("text/") => other(text()),
-        "" => Ok(match serde_json::from_slice(body) {
-            Ok(v) => (v, true),
-            Err(_) => (
+        e if e.starts_with("text/") => Ok((Value::String(text()?.to_owned()), false)),
+        "" => match depth::parse(body, max_depth) {
+            Ok(v) => Ok((v, true)),
+            Err(DepthError::TooDeep { limit }) => Err(too_deep(limit)),
+            Err(DepthError::Invalid(_)) => Ok((
                 std::str::from_utf8(body)
                     .map(|s| Value::String(s.to_owned()))
                     .unwrap_or_else(|_| base64_body(body)),
                 false,
-            ),
-        }),
+            )),
+        },
         _ => Ok((base64_body(body), false)),
     }
 }
 
-fn json_body(body: &[u8]) -> Result<Value, String> {
-    serde_json::from_slice(body).map_err(|e| format!("the body is not valid JSON: {e}"))
+fn json_body(body: &[u8], max_depth: usize) -> Result<Value, InputError> {
+    depth::parse(body, max_depth).map_err(|e| match e {
+        DepthError::TooDeep { limit } => too_deep(limit),
+        DepthError::Invalid(e) => body_error(format!("the body is not valid JSON: {e}")),
+    })
+}
+
+/// `application/x-www-form-urlencoded` pairs (a query string or a form body):
+/// `+` is a space, `%XX` a byte, and every name and value must be UTF-8 once
+/// decoded (nothing is silently replaced). A `%` not followed by two hex
+/// digits stays as it is.
+pub fn form_pairs(text: &[u8]) -> Result<Vec<(String, String)>, String> {
+    fn unescape(part: &[u8]) -> Vec<u8> {
+        let hex = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
+        let mut out = Vec::with_capacity(part.len());
+        let mut i = 0;
+        while i < part.len() {
+            match part[i] {
+                b'+' => out.push(b' '),
+                b'%' => match (
+                    part.get(i + 1).and_then(|b| hex(*b)),
+                    part.get(i + 2).and_then(|b| hex(*b)),
+                ) {
+                    (Some(h), Some(l)) => {
+                        out.push(h << 4 | l);
+                        i += 2;
+                    }
+                    _ => out.push(b'%'),
+                },
+                b => out.push(b),
+            }
+            i += 1;
+        }
+        out
+    }
+    let mut pairs = Vec::new();
+    for (n, part) in text.split(|b| *b == b'&').enumerate() {
+        if part.is_empty() {
+            continue;
+        }
+        let (name, value) = match part.iter().position(|b| *b == b'=') {
+            Some(i) => (&part[..i], &part[i + 1..]),
+            None => (part, &b""[..]),
+        };
+        let name = String::from_utf8(unescape(name))
+            .map_err(|_| format!("the name of pair {} is not valid UTF-8", n + 1))?;
+        let value = String::from_utf8(unescape(value))
+            .map_err(|_| format!("the value of `{name}` is not valid UTF-8"))?;
+        pairs.push((name, value));
+    }
+    Ok(pairs)
 }
 
 fn base64_body(body: &[u8]) -> Value {
@@ -242,7 +315,7 @@ mod tests {
 
     #[test]
     fn only_bodies_parsed_as_json_may_be_stored_as_sent() {
-        let json = |ct: Option<&str>, body: &[u8]| decode(ct, body).unwrap().1;
+        let json = |ct: Option<&str>, body: &[u8]| decode(ct, body, 128).unwrap().1;
         assert!(json(Some("application/json"), b"{\"a\": 1}"));
         assert!(json(Some("application/vnd.x+json"), b"[1]"));
         assert!(json(None, b" {\"a\":1} "));

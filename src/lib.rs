@@ -9,7 +9,8 @@
 //! - [`admin_auth`]: admin tokens for `/_admin` (global or tenant-scoped), verified once, cached.
 //! - [`events`]: outbound event webhooks: deliveries stored, signed, sent on a schedule.
 //! - [`metrics`]: per-trigger atomics rendered for `/_metrics`.
-//! - [`auth`]: API key verification with a bounded cache (argon2 off the request threads).
+//! - [`auth`]: API key verification with a bounded cache.
+//! - [`gate`]: admits argon2 work: a fixed pool, turns per client address, failure budgets.
 //! - [`input`]: request -> input document (shared by HTTP and `flowgate run`).
 //! - [`keys`]: generating and hashing API keys.
 //! - [`http`]: actix routes, request -> input document, errors -> responses.
@@ -25,6 +26,7 @@ pub mod engine;
 pub mod events;
 pub mod flow;
 pub mod flowtest;
+pub mod gate;
 pub mod http;
 pub mod input;
 pub mod keys;

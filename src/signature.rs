@@ -9,6 +9,34 @@ use subtle::ConstantTimeEq;
 
 use crate::flow::model::{HmacAlgorithm, HmacRule, SignatureEncoding, SignatureScheme};
 
+/// What a status URL's signature covers before the path: signatures are bound
+/// to their use, so a signature made for a status URL is never a body's, nor
+/// the reverse (a body that begins with this is refused).
+pub const STATUS_URL_CONTEXT: &[u8] = b"flowgate:status-url:";
+
+/// What a request's signature is checked against.
+#[derive(Debug, Clone, Copy)]
+pub enum Signed<'a> {
+    /// A webhook's raw body, as its sender signs it.
+    Body(&'a [u8]),
+    /// A status URL's path (`/<tenant>/<trigger>/messages/<id>`), signed after
+    /// [`STATUS_URL_CONTEXT`].
+    StatusUrl(&'a str),
+}
+
+impl Signed<'_> {
+    /// The bytes the signature covers (after the timestamp, when one is signed).
+    fn parts(&self) -> Result<[&[u8]; 2], SignatureError> {
+        match self {
+            Self::Body(body) if body.starts_with(STATUS_URL_CONTEXT) => {
+                Err(SignatureError::Mismatch)
+            }
+            Self::Body(body) => Ok([b"", body]),
+            Self::StatusUrl(path) => Ok([STATUS_URL_CONTEXT, path.as_bytes()]),
+        }
+    }
+}
+
 /// Why a signature was refused (said to the caller: nothing here is secret).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SignatureError {
@@ -80,10 +108,11 @@ fn fresh(ts: &str, now: i64, rule: &HmacRule, header: &str) -> Result<(), Signat
 pub fn verify(
     rule: &HmacRule,
     header: impl Fn(&str) -> Option<String>,
-    body: &[u8],
+    signed: Signed<'_>,
     now: i64,
 ) -> Result<(), SignatureError> {
     let value = header(&rule.header).ok_or_else(|| SignatureError::Missing(rule.header.clone()))?;
+    let [context, content] = signed.parts()?;
     match rule.scheme {
         SignatureScheme::Plain => {
             let sig = value
@@ -98,11 +127,12 @@ pub fn verify(
             }
             .ok_or_else(|| SignatureError::Malformed(rule.header.clone()))?;
             let ok = match &rule.timestamp_header {
-                None => matches(rule, &[body], &presented),
+                None => matches(rule, &[context, content], &presented),
                 Some(th) => {
                     let ts = header(th).ok_or_else(|| SignatureError::Missing(th.clone()))?;
                     fresh(&ts, now, rule, th)?;
-                    matches(rule, &[ts.trim().as_bytes(), b".", body], &presented)
+                    let parts = [ts.trim().as_bytes(), b".", context, content];
+                    matches(rule, &parts, &presented)
                 }
             };
             if ok {
@@ -126,7 +156,11 @@ pub fn verify(
                 return Err(SignatureError::Malformed(rule.header.clone()));
             }
             fresh(&t, now, rule, &rule.header)?;
-            let expected = compute(rule.algorithm, &rule.secret, &[t.as_bytes(), b".", body]);
+            let expected = compute(
+                rule.algorithm,
+                &rule.secret,
+                &[t.as_bytes(), b".", context, content],
+            );
             let ok = candidates
                 .iter()
                 .filter_map(|c| unhex(&c.to_ascii_lowercase()))
@@ -165,13 +199,16 @@ mod tests {
         let r = rule(SignatureScheme::Plain, None);
         let sig = "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17";
         let headers = |n: &str| (n == "x-sig").then(|| sig.to_owned());
-        assert_eq!(verify(&r, headers, b"Hello, World!", 0), Ok(()));
         assert_eq!(
-            verify(&r, headers, b"Hello, World?", 0),
+            verify(&r, headers, Signed::Body(b"Hello, World!"), 0),
+            Ok(())
+        );
+        assert_eq!(
+            verify(&r, headers, Signed::Body(b"Hello, World?"), 0),
             Err(SignatureError::Mismatch)
         );
         assert!(matches!(
-            verify(&r, |_| None, b"x", 0),
+            verify(&r, |_| None, Signed::Body(b"x"), 0),
             Err(SignatureError::Missing(_))
         ));
     }
@@ -198,16 +235,31 @@ mod tests {
             }
         };
         assert_eq!(
-            verify(&r, req(now - 10, sign(now - 10, b"b")), b"b", now),
+            verify(
+                &r,
+                req(now - 10, sign(now - 10, b"b")),
+                Signed::Body(b"b"),
+                now
+            ),
             Ok(())
         );
         assert_eq!(
-            verify(&r, req(now - 3600, sign(now - 3600, b"b")), b"b", now),
+            verify(
+                &r,
+                req(now - 3600, sign(now - 3600, b"b")),
+                Signed::Body(b"b"),
+                now
+            ),
             Err(SignatureError::Stale)
         );
         // Moving the timestamp breaks the signature.
         assert_eq!(
-            verify(&r, req(now, sign(now - 3600, b"b")), b"b", now),
+            verify(
+                &r,
+                req(now, sign(now - 3600, b"b")),
+                Signed::Body(b"b"),
+                now
+            ),
             Err(SignatureError::Mismatch)
         );
 
@@ -223,11 +275,68 @@ mod tests {
         ));
         let value = format!("t={now},v1=00ff,v1={v1},v0=abc");
         let h = |n: &str| (n == "stripe-signature").then(|| value.clone());
-        assert_eq!(verify(&s, h, b"{}", now + 5), Ok(()));
+        assert_eq!(verify(&s, h, Signed::Body(b"{}"), now + 5), Ok(()));
         assert_eq!(
-            verify(&s, h, b"{ }", now + 5),
+            verify(&s, h, Signed::Body(b"{ }"), now + 5),
             Err(SignatureError::Mismatch)
         );
-        assert_eq!(verify(&s, h, b"{}", now + 301), Err(SignatureError::Stale));
+        assert_eq!(
+            verify(&s, h, Signed::Body(b"{}"), now + 301),
+            Err(SignatureError::Stale)
+        );
+    }
+
+    #[test]
+    fn a_signature_serves_the_use_it_was_made_for() {
+        let r = rule(SignatureScheme::Plain, None);
+        let path = "/hooks/Duro/messages/0";
+        let sig =
+            |parts: &[&[u8]]| format!("sha256={}", hex(&compute(r.algorithm, &r.secret, parts)));
+        let for_url = sig(&[STATUS_URL_CONTEXT, path.as_bytes()]);
+        let header = |s: String| move |n: &str| (n == "x-sig").then(|| s.clone());
+        assert_eq!(
+            verify(&r, header(for_url.clone()), Signed::StatusUrl(path), 0),
+            Ok(())
+        );
+        // The status URL's signature, sent with its signed bytes as a body.
+        let as_body = [STATUS_URL_CONTEXT, path.as_bytes()].concat();
+        assert_eq!(
+            verify(&r, header(for_url), Signed::Body(&as_body), 0),
+            Err(SignatureError::Mismatch)
+        );
+        // A body's signature of the path is not the status URL's.
+        let for_body = sig(&[path.as_bytes()]);
+        assert_eq!(
+            verify(
+                &r,
+                header(for_body.clone()),
+                Signed::Body(path.as_bytes()),
+                0
+            ),
+            Ok(())
+        );
+        assert_eq!(
+            verify(&r, header(for_body), Signed::StatusUrl(path), 0),
+            Err(SignatureError::Mismatch)
+        );
+    }
+
+    #[test]
+    fn the_status_url_example_of_the_docs() {
+        // docs/http.md, "Status URL": `printf '%s' '1767225600.flowgate:status-url:/hooks/...'
+        // | openssl dgst -sha256 -hmac example-secret`.
+        let r = HmacRule {
+            secret: b"example-secret".to_vec(),
+            ..rule(SignatureScheme::Plain, Some("x-duro-timestamp"))
+        };
+        let h = |n: &str| match n {
+            "x-sig" => Some(
+                "sha256=170ade5da861ef23ae555629d9b5f6e90faf21bd8455755f8efc141bbf337b21".into(),
+            ),
+            "x-duro-timestamp" => Some("1767225600".into()),
+            _ => None,
+        };
+        let path = "/hooks/Duro/messages/0193f8a0-5c4e-7b21-9a3d-2f1e0c4b5a69";
+        assert_eq!(verify(&r, h, Signed::StatusUrl(path), 1767225600), Ok(()));
     }
 }

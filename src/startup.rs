@@ -16,6 +16,7 @@ use crate::connect::Registry;
 use crate::engine::{Executor, Sandbox};
 use crate::events::sender::{self, SenderSettings};
 use crate::flow::{Diagnostic, Loader, SharedCatalog};
+use crate::gate::Gate;
 use crate::http::{self, AppState};
 use crate::queue::{Queue, QueueLimits};
 use crate::store::{Store, StoreError};
@@ -99,6 +100,7 @@ impl Application {
                 poll: settings.subscriptions_poll,
                 timeout: settings.subscriptions_timeout,
                 allow_http: settings.subscriptions_allow_http,
+                deny_private: settings.subscriptions_deny_private,
             },
         );
 
@@ -133,32 +135,36 @@ impl Application {
         } else {
             settings.workers
         };
+        let gate = Gate::new(settings.key_verify_parallel, settings.auth_failure_budget);
         let state = web::Data::new(AppState {
-            admin: Arc::new(AdminTokens::new(
-                &settings.admin_tokens,
-                settings.key_verify_parallel,
-            )),
+            admin: Arc::new(AdminTokens::new(&settings.admin_tokens, gate.clone())),
             problems,
-            keys: Arc::new(KeyVerifier::new(
-                settings.key_cache_size,
-                settings.key_verify_parallel,
-            )),
+            keys: Arc::new(KeyVerifier::new(settings.key_cache_size, gate)),
             settings: Arc::new(settings),
             catalog,
             queue: queue.clone(),
             reload_errors,
         });
-        let server =
-            HttpServer::new(move || App::new().app_data(state.clone()).configure(http::routes))
-                .workers(workers)
-                .backlog(4096)
-                .shutdown_timeout(30)
-                .listen(listener)
-                .map_err(|source| StartupError::Listen {
-                    addr: addr.to_string(),
-                    source,
-                })?
-                .run();
+        let body_timeout = state.settings.body_timeout;
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(state.clone())
+                .app_data(http::json_config())
+                .wrap_fn(move |mut req, srv| {
+                    http::body::limit(&mut req, body_timeout);
+                    actix_web::dev::Service::call(srv, req)
+                })
+                .configure(http::routes)
+        })
+        .workers(workers)
+        .backlog(4096)
+        .shutdown_timeout(30)
+        .listen(listener)
+        .map_err(|source| StartupError::Listen {
+            addr: addr.to_string(),
+            source,
+        })?
+        .run();
         tracing::info!(%addr, "listening");
         Ok(Self {
             server,

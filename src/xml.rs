@@ -16,8 +16,32 @@ use quick_xml::events::Event;
 use quick_xml::{Reader, XmlVersion};
 use serde_json::{Map, Value};
 
-/// Elements nested deeper than this are refused (against stack and memory abuse).
-const MAX_DEPTH: usize = 256;
+use crate::domain::depth::{self, MAX_INPUT_DEPTH};
+
+/// Values nested deeper than this are not written as XML.
+const MAX_DEPTH: usize = MAX_INPUT_DEPTH;
+
+/// Why a text was not read as XML.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum XmlError {
+    /// Elements (or the JSON value they map to) nest deeper than the limit.
+    #[error("nested deeper than {0} levels")]
+    TooDeep(usize),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl From<String> for XmlError {
+    fn from(s: String) -> Self {
+        Self::Invalid(s)
+    }
+}
+
+impl From<&str> for XmlError {
+    fn from(s: &str) -> Self {
+        Self::Invalid(s.to_owned())
+    }
+}
 
 struct Open {
     name: String,
@@ -74,8 +98,10 @@ fn add_child(parent: &mut Map<String, Value>, name: String, value: Value) {
     }
 }
 
-/// Parses an XML document into the JSON value described above.
-pub fn parse(text: &str) -> Result<Value, String> {
+/// Parses an XML document into the JSON value described above, nested at most
+/// `max_depth` deep: elements (each is at least one level of the value; an
+/// element name that repeats adds an array level).
+pub fn parse(text: &str, max_depth: usize) -> Result<Value, XmlError> {
     let mut reader = Reader::from_str(text);
     let mut stack: Vec<Open> = Vec::new();
     let mut root: Option<(String, Value)> = None;
@@ -91,8 +117,8 @@ pub fn parse(text: &str) -> Result<Value, String> {
                 if root.is_some() {
                     return Err("more than one root element".into());
                 }
-                if stack.len() >= MAX_DEPTH {
-                    return Err(format!("elements are nested deeper than {MAX_DEPTH}"));
+                if stack.len() >= max_depth {
+                    return Err(XmlError::TooDeep(max_depth));
                 }
                 stack.push(open(&e)?);
             }
@@ -136,9 +162,9 @@ pub fn parse(text: &str) -> Result<Value, String> {
                     Ok(Some(c)) => o.text.push(c),
                     Ok(None) => match quick_xml::escape::resolve_xml_entity(&r) {
                         Some(s) => o.text.push_str(s),
-                        None => return Err(format!("unknown entity `&{};`", &*r)),
+                        None => return Err(format!("unknown entity `&{};`", &*r).into()),
                     },
-                    Err(e) => return Err(format!("bad character reference: {e}")),
+                    Err(e) => return Err(format!("bad character reference: {e}").into()),
                 }
             }
             Event::Eof => break,
@@ -146,12 +172,16 @@ pub fn parse(text: &str) -> Result<Value, String> {
         }
     }
     if !stack.is_empty() {
-        return Err(format!("`<{}>` is not closed", stack[stack.len() - 1].name));
+        return Err(format!("`<{}>` is not closed", stack[stack.len() - 1].name).into());
     }
     let (name, value) = root.ok_or("no root element")?;
     let mut doc = Map::new();
     doc.insert(name, value);
-    Ok(Value::Object(doc))
+    let doc = Value::Object(doc);
+    if depth::depth(&doc) > max_depth {
+        return Err(XmlError::TooDeep(max_depth));
+    }
+    Ok(doc)
 }
 
 fn valid_name(name: &str) -> bool {
@@ -274,7 +304,7 @@ mod tests {
               <x:total>12.50</x:total>
               <ch>&#65;&lt;</ch>
             </order>"#;
-        let v = parse(xml).unwrap();
+        let v = parse(xml, 128).unwrap();
         assert_eq!(
             v,
             json!({"order": {
@@ -287,16 +317,23 @@ mod tests {
 
     #[test]
     fn refuses_what_is_not_a_document() {
-        assert!(parse("<a><b></a>").is_err());
-        assert!(parse("<a/><b/>").is_err());
-        assert!(parse("").is_err());
+        assert!(parse("<a><b></a>", 128).is_err());
+        assert!(parse("<a/><b/>", 128).is_err());
+        assert!(parse("", 128).is_err());
         assert!(
-            parse("<a>&xxe;</a>")
+            parse("<a>&xxe;</a>", 128)
                 .unwrap_err()
+                .to_string()
                 .contains("unknown entity")
         );
-        let deep = "<a>".repeat(300) + &"</a>".repeat(300);
-        assert!(parse(&deep).is_err());
+        let deep = |n: usize| "<a>".repeat(n) + &"</a>".repeat(n);
+        assert_eq!(parse(&deep(300), 128), Err(XmlError::TooDeep(128)));
+        // The innermost element is text (`null` when empty): n elements, n levels.
+        assert_eq!(depth::depth(&parse(&deep(128), 128).unwrap()), 128);
+        // A repeated name is an array: one more level of the value.
+        let repeated = "<a>".repeat(127) + "<b/><b/>" + &"</a>".repeat(127);
+        assert_eq!(parse(&repeated, 128), Err(XmlError::TooDeep(128)));
+        assert!(parse(&repeated, 129).is_ok());
     }
 
     #[test]
@@ -308,7 +345,7 @@ mod tests {
             "<?xml version=\"1.0\" encoding=\"UTF-8\"?><price currency=\"EUR\"><item>A-100</item><amount>12.5</amount><tags>x</tags><tags>y</tags><none/></price>"
         );
         assert_eq!(
-            parse(&xml).unwrap(),
+            parse(&xml, 128).unwrap(),
             json!({"price": {"@currency": "EUR", "item": "A-100", "amount": "12.5", "tags": ["x", "y"], "none": null}})
         );
         assert!(to_xml(&json!({"a": 1, "b": 2})).is_err());

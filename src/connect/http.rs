@@ -2,13 +2,12 @@
 //! the outbound policy (allow-listed hosts, no private addresses) and the `http:`
 //! connections of `_tenant.yaml`.
 
-use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, OnceLock};
+use std::net::IpAddr;
+use std::sync::OnceLock;
 use std::time::Duration;
 
-use reqwest::dns::{Addrs, Name, Resolve, Resolving};
-
 use super::Secrets;
+use super::address::{client_builder, is_public};
 
 /// Used when neither the step nor its connection sets a timeout.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -47,7 +46,7 @@ impl OutboundPolicy {
             && !is_public(&ip)
         {
             return Err(format!(
-                "address {ip} is private and outbound calls to private addresses are denied"
+                "address {ip} is private, and calls to private addresses are denied"
             ));
         }
         Ok(())
@@ -59,69 +58,6 @@ fn host_matches(pattern: &str, host: &str) -> bool {
     match pattern.strip_prefix("*.") {
         Some(suffix) => host.len() > suffix.len() && host.ends_with(&format!(".{suffix}")),
         None => pattern == host,
-    }
-}
-
-/// Whether `ip` is an address of the public internet.
-pub fn is_public(ip: &IpAddr) -> bool {
-    match ip {
-        IpAddr::V4(v4) => {
-            let o = v4.octets();
-            !(v4.is_private()
-                || v4.is_loopback()
-                || v4.is_link_local()
-                || v4.is_unspecified()
-                || v4.is_broadcast()
-                || v4.is_multicast()
-                || v4.is_documentation()
-                || o[0] == 0
-                || (o[0] == 100 && (o[1] & 0xc0) == 64) // 100.64/10 shared address space
-                || (o[0] == 198 && (o[1] & 0xfe) == 18) // 198.18/15 benchmarking
-                || o[0] >= 240)
-        }
-        IpAddr::V6(v6) => {
-            if let Some(v4) = v6.to_ipv4_mapped() {
-                return is_public(&IpAddr::V4(v4));
-            }
-            let s = v6.segments();
-            !(v6.is_loopback()
-                || v6.is_unspecified()
-                || v6.is_multicast()
-                || (s[0] & 0xfe00) == 0xfc00 // unique local
-                || (s[0] & 0xffc0) == 0xfe80 // link-local
-                || s[0] == 0x2001 && s[1] == 0x0db8) // documentation
-        }
-    }
-}
-
-/// Resolves names and, under `deny_private`, keeps only public addresses: the
-/// check happens on the addresses actually connected to, so a name that resolves
-/// to an internal address (or changes to one) cannot be used to reach it.
-struct PolicyResolver {
-    deny_private: bool,
-}
-
-impl Resolve for PolicyResolver {
-    fn resolve(&self, name: Name) -> Resolving {
-        let deny_private = self.deny_private;
-        Box::pin(async move {
-            let host = name.as_str().to_owned();
-            let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0))
-                .await?
-                .filter(|a| !deny_private || is_public(&a.ip()))
-                .collect();
-            if addrs.is_empty() {
-                let why = if deny_private {
-                    format!(
-                        "`{host}` resolves only to private addresses, and outbound calls to private addresses are denied"
-                    )
-                } else {
-                    format!("`{host}` has no address")
-                };
-                return Err(why.into());
-            }
-            Ok(Box::new(addrs.into_iter()) as Addrs)
-        })
     }
 }
 
@@ -152,20 +88,9 @@ impl Outbound {
     pub fn client(&self) -> Result<&reqwest::Client, String> {
         self.client
             .get_or_init(|| {
-                let policy = self.policy.clone();
-                reqwest::Client::builder()
-                    .dns_resolver(Arc::new(PolicyResolver {
-                        deny_private: policy.deny_private,
-                    }))
-                    .redirect(reqwest::redirect::Policy::custom(move |attempt| {
-                        if attempt.previous().len() >= MAX_REDIRECTS {
-                            return attempt.error("too many redirects");
-                        }
-                        match policy.check(attempt.url()) {
-                            Ok(()) => attempt.follow(),
-                            Err(why) => attempt.error(why),
-                        }
-                    }))
+                // Redirects are followed by `send`, which checks each hop.
+                client_builder(self.policy.deny_private)
+                    .redirect(reqwest::redirect::Policy::none())
                     .pool_idle_timeout(Duration::from_secs(60))
                     .build()
                     .map_err(|e| format!("the outbound HTTP client cannot start: {e}"))
@@ -173,6 +98,116 @@ impl Outbound {
             .as_ref()
             .map_err(Clone::clone)
     }
+}
+
+/// One request of an `http` step, sent by [`Outbound::send`].
+pub struct OutboundRequest {
+    pub method: reqwest::Method,
+    pub url: reqwest::Url,
+    /// The connection's headers and Basic credentials: sent to the first URL's
+    /// origin only, never to another a redirect leads to.
+    pub credentials: Vec<(String, String)>,
+    pub basic: Option<BasicCredentials>,
+    /// The step's own headers: on every hop, but for credential headers
+    /// (`authorization`, cookies, `x-api-key`...) on another origin.
+    pub headers: Vec<(String, String)>,
+    /// The body and its content type.
+    pub body: Option<(Vec<u8>, String)>,
+    /// For each hop.
+    pub timeout: Duration,
+}
+
+/// Why [`Outbound::send`] gave no response.
+#[derive(Debug)]
+pub enum SendError {
+    /// The policy refused a hop: sending again would be refused again.
+    Refused(String),
+    Http(reqwest::Error),
+}
+
+impl Outbound {
+    /// Sends `r`, following up to 5 redirects. Each hop is checked against the
+    /// policy as the first URL was (its name resolved through the same filter);
+    /// a hop to another origin (scheme, host or port) carries no credentials;
+    /// 303, and 301/302 after a POST, go on as a GET without the body.
+    pub async fn send(&self, r: &OutboundRequest) -> Result<reqwest::Response, SendError> {
+        let client = self.client().map_err(SendError::Refused)?;
+        let origin = r.url.origin();
+        let mut url = r.url.clone();
+        let mut method = r.method.clone();
+        let mut body = r.body.as_ref();
+        for hop in 0..=MAX_REDIRECTS {
+            let home = url.origin() == origin;
+            let mut req = client
+                .request(method.clone(), url.clone())
+                .timeout(r.timeout);
+            if home {
+                for (k, v) in &r.credentials {
+                    if !r.headers.iter().any(|(n, _)| n == k) {
+                        req = req.header(k.as_str(), v.as_str());
+                    }
+                }
+                if let Some(b) = &r.basic {
+                    req = req.basic_auth(&b.username, Some(&b.password));
+                }
+            }
+            for (k, v) in &r.headers {
+                if home || !crate::input::SECRET_HEADERS.contains(&k.as_str()) {
+                    req = req.header(k.as_str(), v.as_str());
+                }
+            }
+            if let Some((bytes, ct)) = body {
+                if !r.headers.iter().any(|(n, _)| n == "content-type") {
+                    req = req.header(reqwest::header::CONTENT_TYPE, ct.as_str());
+                }
+                req = req.body(bytes.clone());
+            }
+            let res = req.send().await.map_err(SendError::Http)?;
+            let status = res.status().as_u16();
+            let location = res
+                .headers()
+                .get(reqwest::header::LOCATION)
+                .and_then(|l| l.to_str().ok());
+            let (true, Some(location)) = (matches!(status, 301 | 302 | 303 | 307 | 308), location)
+            else {
+                return Ok(res);
+            };
+            if hop == MAX_REDIRECTS {
+                return Err(SendError::Refused(format!(
+                    "more than {MAX_REDIRECTS} redirects"
+                )));
+            }
+            let next = url
+                .join(location)
+                .map_err(|e| SendError::Refused(format!("a redirect to `{location}`: {e}")))?;
+            self.policy
+                .check(&next)
+                .map_err(|why| SendError::Refused(format!("a redirect to {next}: {why}")))?;
+            if status == 303 || (matches!(status, 301 | 302) && method == reqwest::Method::POST) {
+                if method != reqwest::Method::HEAD {
+                    method = reqwest::Method::GET;
+                }
+                body = None;
+            }
+            url = next;
+        }
+        Err(SendError::Refused(format!(
+            "more than {MAX_REDIRECTS} redirects"
+        )))
+    }
+}
+
+/// A request error with its causes (a name refused by the address filter says
+/// why only there).
+pub fn error_text(e: &reqwest::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
 }
 
 /// Basic credentials of a connection.
@@ -201,23 +236,67 @@ pub struct HttpConnection {
 }
 
 impl HttpConnection {
-    /// `url` resolved against the base URL (an absolute URL stays as it is). A
-    /// relative path is appended to the base path: `https://h/api` + `items/1`
-    /// or `/items/1` gives `https://h/api/items/1`.
+    /// `url` resolved against the base URL. A relative path is appended to the
+    /// base path: `https://h/api` + `items/1` or `/items/1` gives
+    /// `https://h/api/items/1`. The result never leaves the base URL, since the
+    /// connection's credentials go with it: a `.` or `..` segment (also written
+    /// `%2e`) is refused before anything is sent, and so is an absolute URL on
+    /// another origin or outside the base path.
     pub fn resolve(&self, url: &str) -> Result<reqwest::Url, String> {
-        if url.starts_with("http://") || url.starts_with("https://") {
-            return reqwest::Url::parse(url).map_err(|e| format!("`{url}` is not a URL: {e}"));
+        if let Some(segment) = dot_segment(url) {
+            return Err(format!(
+                "`{url}` has a `{segment}` path segment; the URL of a connection's request may not move up its path"
+            ));
         }
-        let base = self.base_url.as_str().trim_end_matches('/');
-        let joined = if url.is_empty() {
-            base.to_owned()
-        } else if url.starts_with('?') {
-            format!("{base}{url}")
+        let resolved = if url.starts_with("http://") || url.starts_with("https://") {
+            reqwest::Url::parse(url).map_err(|e| format!("`{url}` is not a URL: {e}"))?
         } else {
-            format!("{base}/{}", url.trim_start_matches('/'))
+            let base = self.base_url.as_str().trim_end_matches('/');
+            let joined = if url.is_empty() {
+                base.to_owned()
+            } else if url.starts_with('?') {
+                format!("{base}{url}")
+            } else {
+                format!("{base}/{}", url.trim_start_matches(['/', '\\']))
+            };
+            reqwest::Url::parse(&joined).map_err(|e| format!("`{url}` is not a URL path: {e}"))?
         };
-        reqwest::Url::parse(&joined).map_err(|e| format!("`{url}` is not a URL path: {e}"))
+        let base_path = self.base_url.path().trim_end_matches('/');
+        let path = resolved.path();
+        let under = path == base_path
+            || path
+                .strip_prefix(base_path)
+                .is_some_and(|rest| rest.starts_with('/'));
+        if resolved.origin() != self.base_url.origin() || !under {
+            return Err(format!(
+                "`{url}` is outside the base URL of connection `{}`",
+                self.name
+            ));
+        }
+        Ok(resolved)
     }
+}
+
+/// The first `.` or `..` segment of `url`'s path, however it is written: `%2e`
+/// for a dot, and `\`, `%2f` or `%5c` as a separator (as URL parsers, or the
+/// servers behind them, read them).
+fn dot_segment(url: &str) -> Option<String> {
+    let path = url.split(['?', '#']).next().unwrap_or("");
+    let path = path
+        .strip_prefix("http://")
+        .or_else(|| path.strip_prefix("https://"))
+        .map_or(path, |rest| {
+            rest.find(['/', '\\']).map_or("", |i| &rest[i..])
+        });
+    let path = path
+        .to_ascii_lowercase()
+        .replace("%2e", ".")
+        .replace(['\\'], "/")
+        .replace("%2f", "/")
+        .replace("%5c", "/");
+    path.split('/')
+        .find(|seg| *seg == "." || *seg == "..")
+        .map(str::to_owned)
 }
 
 #[cfg(test)]
@@ -278,8 +357,42 @@ mod tests {
             "https://h.example/api/items?x=1"
         );
         assert_eq!(
-            c.resolve("http://o.example/z").unwrap().as_str(),
-            "http://o.example/z"
+            c.resolve("https://h.example/api/z").unwrap().as_str(),
+            "https://h.example/api/z"
         );
+        for outside in [
+            "http://o.example/z",
+            "http://h.example/api/z",
+            "https://h.example/apis/z",
+            "https://h.example/",
+            "https://h.example:444/api/z",
+        ] {
+            assert!(
+                c.resolve(outside)
+                    .unwrap_err()
+                    .contains("outside the base URL"),
+                "{outside}"
+            );
+        }
+        for dots in [
+            "..",
+            "/items/..",
+            "items/./x",
+            "%2e%2e/x",
+            "%2E%2e",
+            ".%2E",
+            "..\\x",
+            "https://h.example/api/../x",
+            "/a/..?q=1",
+        ] {
+            assert!(
+                c.resolve(dots).unwrap_err().contains("path segment"),
+                "{dots}"
+            );
+        }
+        // Dots that are not whole segments, and dots in the query, are fine.
+        for fine in ["/a..b/c", "/v1.2/x", "/x?path=../y", "/.well-known/x"] {
+            assert!(c.resolve(fine).is_ok(), "{fine}");
+        }
     }
 }

@@ -7,6 +7,7 @@
 //! Nothing here knows flows or HTTP callers; `flow::compile` builds these objects
 //! from `_tenant.yaml` and the engine's `http` and `sql` steps use them.
 
+pub mod address;
 pub mod effects;
 pub mod env;
 pub mod http;
@@ -18,7 +19,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
 
 pub use env::{EnvLookup, expand};
-pub use http::{HttpConnection, Outbound, OutboundPolicy};
+pub use http::{HttpConnection, Outbound, OutboundPolicy, OutboundRequest, SendError};
 pub use postgres::{PgConnection, PgOptions};
 pub use secrets::Secrets;
 

@@ -2,7 +2,9 @@
 //! Nothing here knows about HTTP, SQL or the runtime.
 
 mod cidr;
+pub mod depth;
 mod event;
+mod json_iter;
 mod message;
 mod meta;
 mod names;

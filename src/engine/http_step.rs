@@ -8,6 +8,8 @@ use std::time::Duration;
 use serde_json::{Map, Value, json};
 
 use crate::connect::http::DEFAULT_TIMEOUT;
+use crate::connect::http::error_text;
+use crate::connect::{OutboundRequest, SendError};
 use crate::flow::model::{BodyEncoding, HttpStep};
 use crate::input::SECRET_HEADERS;
 
@@ -153,17 +155,6 @@ fn decode(content_type: Option<&str>, body: &[u8]) -> Value {
     })
 }
 
-fn error_text(e: &reqwest::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
-}
-
 /// Sends the request, retrying as the step says.
 pub async fn run(step: &HttpStep, p: Prepared) -> Result<Outcome, Failure> {
     let secrets = &step.secrets;
@@ -181,7 +172,6 @@ pub async fn run(step: &HttpStep, p: Prepared) -> Result<Outcome, Failure> {
     }
     .map_err(refuse)?;
     step.outbound.policy.check(&url).map_err(refuse)?;
-    let client = step.outbound.client().map_err(fail)?;
     let body = match &p.body {
         Some(b) => Some(encode_body(&step.encoding, b).map_err(fail)?),
         None => None,
@@ -196,34 +186,26 @@ pub async fn run(step: &HttpStep, p: Prepared) -> Result<Outcome, Failure> {
         let _ = u.set_password(None);
         secrets.redact(u.as_str()).into_owned()
     };
+    let mut headers = p.headers.clone();
+    headers.push(("idempotency-key".into(), p.idempotency_key.clone()));
+    let request = OutboundRequest {
+        method: step.method.clone(),
+        url: url.clone(),
+        credentials: step
+            .connection
+            .as_ref()
+            .map(|c| c.headers.clone())
+            .unwrap_or_default(),
+        basic: step.connection.as_ref().and_then(|c| c.basic.clone()),
+        headers,
+        body,
+        timeout,
+    };
     let mut attempt = 0usize;
     loop {
         attempt += 1;
-        let mut req = client
-            .request(step.method.clone(), url.clone())
-            .timeout(timeout);
-        if let Some(c) = &step.connection {
-            for (k, v) in &c.headers {
-                if !p.headers.iter().any(|(n, _)| n == k) {
-                    req = req.header(k.as_str(), v.as_str());
-                }
-            }
-            if let Some(b) = &c.basic {
-                req = req.basic_auth(&b.username, Some(&b.password));
-            }
-        }
-        for (k, v) in &p.headers {
-            req = req.header(k.as_str(), v.as_str());
-        }
-        req = req.header("idempotency-key", p.idempotency_key.as_str());
-        if let Some((bytes, ct)) = &body {
-            if !p.headers.iter().any(|(n, _)| n == "content-type") {
-                req = req.header(reqwest::header::CONTENT_TYPE, ct.as_str());
-            }
-            req = req.body(bytes.clone());
-        }
         let wait = step.retry.get(attempt - 1).copied();
-        let (why, retry_wait) = match req.send().await {
+        let (why, retry_wait) = match step.outbound.send(&request).await {
             Ok(res) => {
                 let status = res.status().as_u16();
                 let accepted = res.status().is_success() || step.accept_status.contains(&status);
@@ -268,7 +250,10 @@ pub async fn run(step: &HttpStep, p: Prepared) -> Result<Outcome, Failure> {
                 let after = retry_after(res.headers());
                 (format!("answered {status}"), after.or(wait))
             }
-            Err(e) => {
+            Err(SendError::Refused(why)) => {
+                return Err(refuse(format!("{} {shown}: {why}", step.method)));
+            }
+            Err(SendError::Http(e)) => {
                 let transient = e.is_connect() || e.is_timeout() || e.is_request();
                 let why = if e.is_timeout() {
                     format!("no answer within {timeout:?}")

@@ -30,6 +30,8 @@ pub struct SenderSettings {
     pub poll: Duration,
     pub timeout: Duration,
     pub allow_http: bool,
+    /// Refuse receivers at private addresses (`subscriptions_deny_private`).
+    pub deny_private: bool,
 }
 
 /// `sha256=<hex>` of HMAC-SHA256(secret, "<timestamp>.<body>").
@@ -50,7 +52,9 @@ pub fn signature(secret: &str, timestamp: &str, body: &str) -> String {
 
 /// Starts the sender task.
 pub fn start(store: Store, catalog: SharedCatalog, wake: Arc<Notify>, settings: SenderSettings) {
-    let client = match reqwest::Client::builder()
+    // Names resolve through the address filter: what is checked is what is
+    // connected to.
+    let client = match crate::connect::address::client_builder(settings.deny_private)
         .timeout(settings.timeout)
         .redirect(reqwest::redirect::Policy::none())
         .build()
@@ -118,7 +122,10 @@ async fn send_one(
             at,
             "http:// URLs need the setting subscriptions_allow_http = true",
         ),
-        Some(s) => post(client, &s, &d, number, at).await,
+        Some(s) => match refused(&s.url, settings.deny_private) {
+            Some(why) => failed(number, at, &why),
+            None => post(client, &s, &d, number, at).await,
+        },
     };
     let ok = attempt.status.is_some_and(|c| (200..300).contains(&c));
     let (status, next_at): (DeliveryStatus, Micros) = if ok {
@@ -141,6 +148,23 @@ async fn send_one(
     {
         tracing::warn!(error = %e, delivery = %d.id, "cannot record an event delivery attempt");
     }
+}
+
+/// Why a receiver's URL may not be posted to: a literal private address (names
+/// are filtered as they resolve).
+fn refused(url: &str, deny_private: bool) -> Option<String> {
+    let policy = crate::connect::OutboundPolicy {
+        allow_hosts: Vec::new(),
+        deny_private,
+    };
+    let parsed = match reqwest::Url::parse(url) {
+        Ok(u) => u,
+        Err(e) => return Some(format!("`{url}` is not a URL: {e}")),
+    };
+    policy
+        .check(&parsed)
+        .err()
+        .map(|why| format!("{why} (subscriptions_deny_private)"))
 }
 
 fn failed(number: u32, at: Micros, why: &str) -> DeliveryAttempt {
@@ -202,7 +226,7 @@ async fn post(
                 error: None,
             }
         }
-        Err(e) => failed(number, at, &e.to_string()),
+        Err(e) => failed(number, at, &crate::connect::http::error_text(&e)),
     }
 }
 

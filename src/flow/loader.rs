@@ -222,13 +222,9 @@ impl Loader {
                 None => Loaded::CheckOnly(Arc::new(Tenant::empty(name))),
             };
         };
-        let mut cx = FileCx::new(path, &source);
-        let tenant = match parse_recovering::<RawTenant>(&mut cx, &source) {
-            Some(raw) => compile_tenant(&mut cx, name, raw, &self.registry),
-            None => Tenant::empty(name),
-        };
-        let clean = cx.diagnostics.is_empty();
-        diagnostics.append(&mut cx.diagnostics);
+        let (tenant, mut problems) = compile_tenant_source(name, path, &source, &self.registry);
+        let clean = problems.is_empty();
+        diagnostics.append(&mut problems);
         if clean {
             let t = Arc::new(tenant);
             self.good_tenants.insert(path.to_path_buf(), t.clone());
@@ -294,6 +290,22 @@ fn read(path: &Path, diagnostics: &mut Vec<Diagnostic>) -> Option<String> {
 /// `flowgate check`: every problem in every file, nothing remembered.
 pub fn check_dir(dir: &Path) -> LoadReport {
     Loader::new(dir).load()
+}
+
+/// Compiles a `_tenant.yaml` from its text: the tenant (with what of it is
+/// valid) and every problem.
+pub fn compile_tenant_source(
+    name: TenantName,
+    path: &Path,
+    source: &str,
+    registry: &Registry,
+) -> (Tenant, Vec<Diagnostic>) {
+    let mut cx = FileCx::new(path, source);
+    let tenant = match parse_recovering::<RawTenant>(&mut cx, source) {
+        Some(raw) => compile_tenant(&mut cx, name, raw, registry),
+        None => Tenant::empty(name),
+    };
+    (tenant, cx.diagnostics)
 }
 
 /// Compiles one trigger from its text (tests, `flowgate run` on a single file).

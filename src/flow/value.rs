@@ -340,3 +340,13 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod depth_bounds {
+    /// Whatever the edge may accept fits in an execution's values, with the
+    /// input document and the variables around it.
+    #[test]
+    fn the_deepest_accepted_input_fits_in_a_flows_values() {
+        const { assert!(crate::domain::depth::MAX_INPUT_DEPTH + 3 <= super::MAX_DEPTH) };
+    }
+}

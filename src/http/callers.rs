@@ -12,6 +12,7 @@ use serde_json::{Value, json};
 use crate::domain::Cidr;
 use crate::flow::model::HmacRule;
 use crate::flow::{Auth, Tenant, Trigger};
+use crate::gate::Client;
 
 use super::error::Challenge;
 use super::{ApiError, AppState};
@@ -86,14 +87,15 @@ pub async fn admit(
     tenant: &Tenant,
     trigger: &Trigger,
 ) -> Result<Admitted, ApiError> {
-    if !trigger.allow_ips.is_empty() {
-        let ip = client_ip(req, &state.settings.trusted_proxies);
-        if !ip.is_some_and(|ip| Cidr::any_contains(&trigger.allow_ips, &ip)) {
-            return Err(ApiError::Forbidden(format!(
-                "calls from {} are not allowed for this trigger",
-                ip.map_or("an unknown address".to_owned(), |ip| ip.to_string())
-            )));
-        }
+    let ip = client_ip(req, &state.settings.trusted_proxies);
+    let client = Client::new(ip);
+    if !trigger.allow_ips.is_empty()
+        && !ip.is_some_and(|ip| Cidr::any_contains(&trigger.allow_ips, &ip))
+    {
+        return Err(ApiError::Forbidden(format!(
+            "calls from {} are not allowed for this trigger",
+            ip.map_or("an unknown address".to_owned(), |ip| ip.to_string())
+        )));
     }
     match &trigger.auth {
         Auth::None => Ok(Admitted::Done(json!({"method": "none"}))),
@@ -104,7 +106,7 @@ pub async fn admit(
                         .into(),
                 )
             })?;
-            match state.keys.identify(tenant, key).await {
+            match state.keys.identify(tenant, key, client).await? {
                 Some(label) if labels.contains(&label) => {
                     Ok(Admitted::Done(json!({"method": "api_key", "label": label})))
                 }
@@ -121,7 +123,13 @@ pub async fn admit(
             };
             let (user, password) = basic_credentials(req)
                 .ok_or_else(|| refuse("missing credentials: use HTTP Basic auth"))?;
-            if users.contains(&user) && state.keys.check_basic(tenant, &user, &password).await {
+            // Checked whoever the user is, so that an unknown or unlisted user
+            // takes the time a wrong password does.
+            let matched = state
+                .keys
+                .check_basic(tenant, &user, &password, client)
+                .await?;
+            if matched && users.contains(&user) {
                 Ok(Admitted::Done(json!({"method": "basic", "user": user})))
             } else {
                 Err(refuse("invalid user or password"))
@@ -131,8 +139,13 @@ pub async fn admit(
     }
 }
 
-/// Finishes `admit` once the raw body is known.
-pub fn verify_body(req: &HttpRequest, admitted: Admitted, body: &[u8]) -> Result<Value, ApiError> {
+/// Finishes `admit` once what is signed is known: the raw body of a call, or
+/// the path of a status URL.
+pub fn verify_signed(
+    req: &HttpRequest,
+    admitted: Admitted,
+    signed: crate::signature::Signed<'_>,
+) -> Result<Value, ApiError> {
     let rule = match admitted {
         Admitted::Done(auth) => return Ok(auth),
         Admitted::Signed(rule) => rule,
@@ -146,7 +159,7 @@ pub fn verify_body(req: &HttpRequest, admitted: Admitted, body: &[u8]) -> Result
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned)
     };
-    crate::signature::verify(&rule, header, body, now)
+    crate::signature::verify(&rule, header, signed, now)
         .map(|()| json!({"method": "hmac", "header": rule.header}))
         .map_err(|e| ApiError::Challenge {
             scheme: Challenge::Signature(rule.header.clone()),

@@ -46,10 +46,19 @@ pub enum ApiError {
     Forbidden(String),
     #[error("payload too large")]
     PayloadTooLarge(usize),
+    /// The body did not arrive within `body_timeout` (the connection is closed).
+    #[error("request timeout")]
+    BodyTimeout,
     #[error("bad request")]
     BadRequest(Vec<InputError>),
     #[error("backlog full")]
     BacklogFull,
+    /// The caller's address spent its budget of failed verifications.
+    #[error("too many failed verifications")]
+    Throttled { retry_after: u64 },
+    /// Too many verifications are waiting already.
+    #[error("verifications busy")]
+    AuthBusy,
     #[error("store unavailable")]
     StoreUnavailable(String),
     /// The flow failed; callers learn the message id and the step, no more.
@@ -69,6 +78,11 @@ pub enum ApiError {
     /// The request is valid but the resource is not in a state for it.
     #[error("conflict")]
     Conflict(String),
+    /// A message's stored documents cannot be read back (told to admins only:
+    /// callers get `Internal`). `replay`: it was asked to run again (409), else
+    /// to be shown (500).
+    #[error("unreadable message")]
+    Unreadable { why: String, replay: bool },
     #[error("internal error")]
     Internal(String),
 }
@@ -98,9 +112,12 @@ impl ResponseError for ApiError {
             Self::Unauthorized(_) | Self::Challenge { .. } => StatusCode::UNAUTHORIZED,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
-            Self::BacklogFull => StatusCode::TOO_MANY_REQUESTS,
-            Self::Conflict(_) => StatusCode::CONFLICT,
+            Self::BacklogFull | Self::Throttled { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::AuthBusy => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Conflict(_) | Self::Unreadable { replay: true, .. } => StatusCode::CONFLICT,
+            Self::Unreadable { replay: false, .. } => StatusCode::INTERNAL_SERVER_ERROR,
             Self::StoreUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::FlowFailed { .. } | Self::BudgetExceeded { .. } | Self::Internal(_) => {
                 StatusCode::INTERNAL_SERVER_ERROR
@@ -139,10 +156,33 @@ impl ResponseError for ApiError {
                 "payload_too_large",
                 format!("the body is larger than the limit of {limit} bytes"),
             ),
+            Self::BodyTimeout => {
+                // The rest of the body may still be on its way: nothing more is
+                // read from this connection.
+                res.force_close();
+                body(
+                    "body_timeout",
+                    "the request body did not arrive within the time allowed (body_timeout)",
+                )
+            }
             Self::BadRequest(errors) => input_errors_body(errors),
             Self::BacklogFull => {
                 res.insert_header((header::RETRY_AFTER, "1"));
                 body("backlog_full", "this trigger's queue is full; retry later")
+            }
+            Self::Throttled { retry_after } => {
+                res.insert_header((header::RETRY_AFTER, retry_after.to_string()));
+                body(
+                    "too_many_failures",
+                    "too many failed credentials from this address; retry later",
+                )
+            }
+            Self::AuthBusy => {
+                res.insert_header((header::RETRY_AFTER, "1"));
+                body(
+                    "auth_busy",
+                    "too many credentials are waiting to be verified; retry later",
+                )
             }
             Self::StoreUnavailable(why) => {
                 tracing::error!(error = %why, "store unavailable");
@@ -177,6 +217,14 @@ impl ResponseError for ApiError {
                 b
             }
             Self::Conflict(why) => body("conflict", why.clone()),
+            Self::Unreadable { why, replay } => {
+                tracing::error!(error = %why, "a stored message cannot be read back");
+                if *replay {
+                    body("unreadable", format!("cannot replay: {why}"))
+                } else {
+                    body("unreadable", why.clone())
+                }
+            }
             Self::Internal(why) => {
                 tracing::error!(error = %why, "internal error");
                 body("internal", "internal error")
@@ -191,6 +239,15 @@ impl From<crate::store::StoreError> for ApiError {
         match e {
             crate::store::StoreError::Unavailable(why) => Self::StoreUnavailable(why),
             other => Self::Internal(other.to_string()),
+        }
+    }
+}
+
+impl From<crate::gate::Refused> for ApiError {
+    fn from(e: crate::gate::Refused) -> Self {
+        match e {
+            crate::gate::Refused::Throttled { retry_after } => Self::Throttled { retry_after },
+            crate::gate::Refused::Busy => Self::AuthBusy,
         }
     }
 }

@@ -1,6 +1,7 @@
 //! actix only: every route on one screen, the shared state, and nothing else.
 
 mod admin;
+pub mod body;
 mod callers;
 mod error;
 mod ops;
@@ -33,6 +34,26 @@ pub struct AppState {
     pub admin: Arc<AdminTokens>,
     /// The problems of the last load of the flow files.
     pub problems: Arc<std::sync::RwLock<Vec<Diagnostic>>>,
+}
+
+/// JSON bodies read by extractors (the admin API) fail as the trigger routes'
+/// do: 408 past `body_timeout`, 413 past the limit, 400 with the JSON error body.
+pub fn json_config() -> web::JsonConfig {
+    web::JsonConfig::default().error_handler(|e, _| {
+        use actix_web::error::JsonPayloadError;
+        let api = match &e {
+            JsonPayloadError::Payload(p) if body::is_late(p) => ApiError::BodyTimeout,
+            JsonPayloadError::Overflow { limit }
+            | JsonPayloadError::OverflowKnownLength { limit, .. } => {
+                ApiError::PayloadTooLarge(*limit)
+            }
+            other => ApiError::BadRequest(vec![crate::input::InputError {
+                code: "invalid_body",
+                message: other.to_string(),
+            }]),
+        };
+        api.into()
+    })
 }
 
 pub fn routes(cfg: &mut web::ServiceConfig) {

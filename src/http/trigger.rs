@@ -16,7 +16,8 @@ use crate::engine::ExecError;
 use crate::flow::{Method, Tenant, Trigger};
 use crate::input::{self, InputError};
 use crate::queue::{SyncResult, WaitOutcome};
-use crate::store::EnqueueOutcome;
+use crate::signature::Signed;
+use crate::store::{EnqueueOutcome, StoreError};
 
 use super::{ApiError, AppState, X_MESSAGE_ID, callers};
 
@@ -56,6 +57,9 @@ async fn read_body(
     let mut body = BytesMut::with_capacity(declared.unwrap_or(0));
     while let Some(chunk) = payload.next().await {
         let chunk = chunk.map_err(|e| {
+            if super::body::is_late(&e) {
+                return ApiError::BodyTimeout;
+            }
             ApiError::BadRequest(vec![InputError {
                 code: "invalid_body",
                 message: format!("the body could not be read: {e}"),
@@ -264,7 +268,7 @@ async fn call(
             })?;
     let admitted = callers::admit(req, state, &tenant, &trigger).await?;
     let body = read_body(req, payload, state.settings.body_limit).await?;
-    let auth = callers::verify_body(req, admitted, &body)?;
+    let auth = callers::verify_signed(req, admitted, Signed::Body(&body))?;
     let idempotency_key = match req.headers().get(IDEMPOTENCY_KEY).map(|v| v.to_str()) {
         None => None,
         Some(Ok(k)) if !k.trim().is_empty() && k.len() <= MAX_IDEMPOTENCY_KEY => {
@@ -307,6 +311,7 @@ async fn call(
                 .and_then(|v| v.to_str().ok()),
             body: &body,
             auth,
+            max_depth: state.settings.max_input_depth,
         },
     )
     .map_err(ApiError::BadRequest)?;
@@ -379,13 +384,26 @@ async fn message_status(
     state: &AppState,
 ) -> Result<HttpResponse, ApiError> {
     let (tenant, trigger) = find(state, &tenant_name, &trigger_name)?;
-    // A GET has no body: a signing caller signs the path instead, so that a
-    // signature seen once reads that one message, never the trigger's others.
+    // A GET has no body: a signing caller signs the path instead (after a
+    // context of its own, so that it never stands for a body), and a signature
+    // seen once reads that one message, never the trigger's others.
     let admitted = callers::admit(req, state, &tenant, &trigger).await?;
-    callers::verify_body(req, admitted, req.path().as_bytes())?;
+    callers::verify_signed(req, admitted, Signed::StatusUrl(req.path()))?;
     let not_found = || ApiError::NotFound(format!("no message `{id}` for this trigger"));
     let parsed: MessageId = id.parse().map_err(|_| not_found())?;
-    let view = state.queue.message(parsed).await?.ok_or_else(not_found)?;
+    let view = match state.queue.message(parsed).await {
+        Ok(view) => view.ok_or_else(not_found)?,
+        // Told to this trigger's callers as the opaque 500 it is for them.
+        Err(StoreError::Unreadable {
+            tenant,
+            trigger: t,
+            why,
+        }) if tenant == trigger.key.tenant && t == trigger.key.trigger => {
+            return Err(ApiError::Internal(why));
+        }
+        Err(StoreError::Unreadable { .. }) => return Err(not_found()),
+        Err(e) => return Err(e.into()),
+    };
     if view.tenant != trigger.key.tenant || view.trigger != trigger.key.trigger {
         return Err(not_found());
     }

@@ -30,7 +30,8 @@ pub struct Job {
     pub mode: Mode,
     pub attempts: u32,
     pub run_at: Micros,
-    pub input: Arc<Value>,
+    /// `Err`: the stored input cannot be read back; the attempt fails saying so.
+    pub input: Result<Arc<Value>, String>,
     /// On a shared store, the epoch of the lane claim it runs under.
     pub lane_epoch: i64,
 }
@@ -47,7 +48,7 @@ impl Job {
             mode: m.mode,
             attempts: 0,
             run_at: m.received_at,
-            input: Arc::new(m.input),
+            input: Ok(Arc::new(m.input)),
             lane_epoch: 0,
         }
     }
@@ -63,7 +64,7 @@ impl Job {
             mode: p.mode,
             attempts: p.attempts,
             run_at: p.run_at,
-            input: Arc::new(p.input),
+            input: p.input.map(Arc::new),
             lane_epoch: 0,
         }
     }
@@ -601,8 +602,8 @@ impl Dispatcher {
                 (lane, epoch)
             }),
         };
-        let (result, response, trace) = match &trigger {
-            Some(t) => {
+        let (result, response, trace) = match (&trigger, &job.input) {
+            (Some(t), Ok(input)) => {
                 // A stop while waiting for a place: the engine answers it at once.
                 let _running = match slot {
                     Some(s) => Some(s),
@@ -614,12 +615,22 @@ impl Dispatcher {
                 };
                 let ex = self
                     .executor
-                    .execute_with(t, &job.input, Some(&meta), None, stop)
+                    .execute_with(t, input, Some(&meta), None, stop)
                     .await;
                 let trace = ex.trace_text();
                 (ex.result, ex.response, trace)
             }
-            None => (
+            // Running it on anything but its input would be wrong, and so
+            // would every later attempt.
+            (Some(_), Err(why)) => (
+                Err(ExecError::Refused {
+                    step: "-".into(),
+                    message: why.clone(),
+                }),
+                None,
+                "[]".to_owned(),
+            ),
+            (None, _) => (
                 Err(ExecError::Step {
                     step: "-".into(),
                     message: format!("trigger {} is not loaded", job.key),

@@ -30,7 +30,10 @@ pub use postgres::{
     ClaimedMessage, Ended, LaneClaim, LaneMessage, PgOptions, PgStats, PgStore, Wakeup,
 };
 pub use sqlite::SqliteStore;
-pub use types::{Completion, EnqueueOutcome, PendingMessage, StoreError, Submitted};
+pub use types::{
+    Completion, EnqueueOutcome, PendingMessage, StoreError, StoredInput, Submitted, read_document,
+    read_documents, read_input, read_response,
+};
 
 use crate::domain::{AttemptRecord, MessageId, MessageView, Micros, NewMessage, TriggerKey};
 

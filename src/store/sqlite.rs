@@ -718,11 +718,6 @@ fn json_text<T: serde::Serialize>(v: &T) -> String {
     serde_json::to_string(v).unwrap_or_else(|_| "null".into())
 }
 
-fn parse_json(s: Option<String>) -> serde_json::Value {
-    s.and_then(|s| serde_json::from_str(&s).ok())
-        .unwrap_or(serde_json::Value::Null)
-}
-
 pub(super) fn corrupt(what: &str, v: &str) -> StoreError {
     StoreError::Corrupt(format!("{what} `{v}`"))
 }
@@ -769,7 +764,7 @@ pub(super) fn get(conn: &Connection, id: MessageId) -> Result<Option<MessageView
     else {
         return Ok(None);
     };
-    Ok(Some(MessageView {
+    let view = MessageView {
         id,
         tenant: TenantName::parse(&tenant).map_err(|_| corrupt("tenant", &tenant))?,
         trigger: TriggerName::parse(&trigger).map_err(|_| corrupt("trigger", &trigger))?,
@@ -779,11 +774,18 @@ pub(super) fn get(conn: &Connection, id: MessageId) -> Result<Option<MessageView
         received_at,
         finished_at,
         attempts: parse_attempts(&log),
-        response: response.and_then(|r| serde_json::from_str(&r).ok()),
+        response: None,
         error,
-        input: parse_json(input),
-        trace: parse_json(trace),
-    }))
+        input: serde_json::Value::Null,
+        trace: serde_json::Value::Null,
+    };
+    super::read_documents(
+        view,
+        input.as_deref(),
+        trace.as_deref(),
+        response.as_deref(),
+    )
+    .map(Some)
 }
 
 fn parse_mode(s: &str) -> Result<Mode, StoreError> {
@@ -884,7 +886,7 @@ fn recover(conn: &mut Connection, now: Micros) -> Result<Vec<PendingMessage>, St
                     run_at,
                     attempts,
                     blocking,
-                    input: parse_json(input),
+                    input: input.map_or(Ok(serde_json::Value::Null), |s| super::read_input(&s)),
                 })
             },
         )
@@ -1050,7 +1052,7 @@ mod tests {
         assert_eq!(view.input, serde_json::json!({"order": 7}));
         let pending = store.recover(2).await.unwrap();
         assert_eq!(pending.len(), 1);
-        assert_eq!(pending[0].input, serde_json::json!({"order": 7}));
+        assert_eq!(pending[0].input, Ok(serde_json::json!({"order": 7})));
         store.close().await.unwrap();
     }
 }

@@ -16,6 +16,77 @@ pub enum StoreError {
     Config(String),
     #[error("corrupt record: {0}")]
     Corrupt(String),
+    /// A message whose stored input, trace or response cannot be read back
+    /// (deeper than `domain::depth::MAX_STORED_DEPTH`, or not JSON). Its names
+    /// say who may be told.
+    #[error("{why}")]
+    Unreadable {
+        tenant: TenantName,
+        trigger: TriggerName,
+        why: String,
+    },
+}
+
+/// A stored JSON document read back within `domain::depth::MAX_STORED_DEPTH`:
+/// text that cannot be read is an error naming the message and the field,
+/// never `null`. `None` (SQL `NULL`) is `null`.
+pub fn read_document(id: MessageId, what: &str, text: Option<&str>) -> Result<Value, String> {
+    text.map_or(Ok(Value::Null), |text| {
+        crate::domain::depth::parse_stored(text)
+            .map_err(|e| format!("message {id}: the stored {what} cannot be read: {e}"))
+    })
+}
+
+/// A stored response read back (see [`read_document`]).
+pub fn read_response(id: MessageId, text: Option<&str>) -> Result<Option<StoredResponse>, String> {
+    let Some(text) = text else {
+        return Ok(None);
+    };
+    let v = read_document(id, "response", Some(text))?;
+    serde_json::from_value(v)
+        .map(Some)
+        .map_err(|e| format!("message {id}: the stored response cannot be read: {e}"))
+}
+
+/// A message's stored input, trace and response (as JSON text) read back into
+/// `view`, or the error naming the first that cannot be.
+pub fn read_documents(
+    mut view: MessageView,
+    input: Option<&str>,
+    trace: Option<&str>,
+    response: Option<&str>,
+) -> Result<MessageView, StoreError> {
+    let id = view.id;
+    let read = || -> Result<_, String> {
+        Ok((
+            read_document(id, "input", input)?,
+            read_document(id, "trace", trace)?,
+            read_response(id, response)?,
+        ))
+    };
+    match read() {
+        Ok((input, trace, response)) => {
+            view.input = input;
+            view.trace = trace;
+            view.response = response;
+            Ok(view)
+        }
+        Err(why) => Err(StoreError::Unreadable {
+            tenant: view.tenant,
+            trigger: view.trigger,
+            why,
+        }),
+    }
+}
+
+/// A message's input as execution reads it back: a message whose input cannot
+/// be read is not run on anything else (it fails, saying why).
+pub type StoredInput = Result<Value, String>;
+
+/// Reads a stored input for execution (see [`StoredInput`]).
+pub fn read_input(text: &str) -> StoredInput {
+    crate::domain::depth::parse_stored(text)
+        .map_err(|e| format!("the stored input cannot be read: {e}"))
 }
 
 /// The answer to storing one accepted message.
@@ -67,5 +138,5 @@ pub struct PendingMessage {
     pub run_at: Micros,
     pub attempts: u32,
     pub blocking: bool,
-    pub input: Value,
+    pub input: StoredInput,
 }

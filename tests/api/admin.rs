@@ -85,7 +85,11 @@ impl TestApp {
         }
         let res = r.send().await.unwrap();
         let status = res.status();
-        (status, res.json().await.unwrap_or(Value::Null))
+        let text = res.text().await.unwrap_or_default();
+        (
+            status,
+            flowgate::domain::depth::parse_stored(&text).unwrap_or(Value::Null),
+        )
     }
 
     pub async fn post_async(&self, path: &str, key: Option<&str>, body: Value) -> String {

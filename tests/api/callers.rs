@@ -200,10 +200,12 @@ async fn the_status_url_of_a_signed_trigger_takes_a_signature_of_its_path() {
             .send()
     };
 
+    let for_url = |p: &str| sign(format!("flowgate:status-url:{p}").as_bytes());
+
     // Signed path: the message's status (the sync execution is recorded just after).
     let mut status = StatusCode::NOT_FOUND;
     for _ in 0..100 {
-        status = get(sign(path.as_bytes())).await.unwrap().status();
+        status = get(for_url(&path)).await.unwrap().status();
         if status != StatusCode::NOT_FOUND {
             break;
         }
@@ -211,8 +213,13 @@ async fn the_status_url_of_a_signed_trigger_takes_a_signature_of_its_path() {
     }
     assert_eq!(status, StatusCode::OK);
 
-    // A signature of the empty body, or of another message's path, opens nothing.
-    for sig in [sign(b""), sign(b"/hooks/Duro/messages/other")] {
+    // A signature of the empty body, of the bare path (a body's signature), or
+    // of another message's status URL opens nothing.
+    for sig in [
+        sign(b""),
+        sign(path.as_bytes()),
+        for_url("/hooks/Duro/messages/other"),
+    ] {
         let res = get(sig).await.unwrap();
         assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
         assert_eq!(
@@ -220,6 +227,19 @@ async fn the_status_url_of_a_signed_trigger_takes_a_signature_of_its_path() {
             "Signature realm=\"flowgate\", header=\"x-duro-signature\""
         );
     }
+
+    // The status URL's signature does not sign a body, not even the bytes it covers.
+    let covered = format!("flowgate:status-url:{path}");
+    let res = app
+        .client
+        .post(app.url("/hooks/Duro"))
+        .header("x-duro-signature", for_url(&path))
+        .header("x-duro-timestamp", ts.clone())
+        .body(covered)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -8,7 +8,7 @@ use serde_json::json;
 use crate::admin_auth::AdminIdentity;
 use crate::domain::{MessageStatus, MessageView, TenantName, TriggerKey, TriggerName};
 use crate::queue::LaneError;
-use crate::store::{MessageQuery, Release};
+use crate::store::{MessageQuery, Release, StoreError};
 
 use super::json::{bad, detail as detail_doc, parse_time, summary};
 use super::{ApiError, AppState, authorize, parse_id, visible};
@@ -163,10 +163,32 @@ pub async fn list(
 }
 
 /// The message `id` if `who` may see it, else 404.
+/// Why a message cannot be used, for an admin: unreadable documents are named
+/// to those who may see the tenant, and 404 to others.
+fn unusable(who: &AdminIdentity, id: &str, e: StoreError, replay: bool) -> ApiError {
+    match e {
+        StoreError::Unreadable { tenant, why, .. } if who.sees(tenant.as_str()) => {
+            ApiError::Unreadable { why, replay }
+        }
+        StoreError::Unreadable { .. } => ApiError::NotFound(format!("no message `{id}`")),
+        other => other.into(),
+    }
+}
+
 async fn find(
     who: &AdminIdentity,
     state: &AppState,
     id: &str,
+) -> Result<(MessageView, Option<crate::domain::MessageId>), ApiError> {
+    find_for(who, state, id, false).await
+}
+
+/// `find`, saying whether the message is wanted for a replay.
+async fn find_for(
+    who: &AdminIdentity,
+    state: &AppState,
+    id: &str,
+    replay: bool,
 ) -> Result<(MessageView, Option<crate::domain::MessageId>), ApiError> {
     let not_found = || ApiError::NotFound(format!("no message `{id}`"));
     let parsed = parse_id(id, "message")?;
@@ -174,7 +196,8 @@ async fn find(
         .queue
         .store()
         .message_detail(parsed)
-        .await?
+        .await
+        .map_err(|e| unusable(who, id, e, replay))?
         .ok_or_else(not_found)?;
     if !who.sees(view.tenant.as_str()) {
         return Err(not_found());
@@ -221,7 +244,7 @@ pub async fn replay(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let who = authorize(&req, &state).await?;
-    let (view, _) = find(&who, &state, &id).await?;
+    let (view, _) = find_for(&who, &state, &id, true).await?;
     let new = state.queue.replay(&view).await?;
     tracing::info!(admin = who.label, original = %view.id, replay = %new, "message replayed");
     Ok(HttpResponse::Accepted().json(json!({
@@ -326,7 +349,9 @@ pub async fn bulk_replay(
     for chunk in rows.chunks(BULK_BATCH) {
         let mut views = Vec::with_capacity(chunk.len());
         for m in chunk {
-            if let Some((view, _)) = state.queue.store().message_detail(m.id).await? {
+            let detail = state.queue.store().message_detail(m.id).await;
+            let detail = detail.map_err(|e| unusable(&who, &m.id.to_string(), e, true))?;
+            if let Some((view, _)) = detail {
                 views.push(view);
             }
         }

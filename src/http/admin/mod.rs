@@ -83,10 +83,11 @@ pub async fn authorize(
     let token = presented(req).ok_or_else(|| {
         ApiError::Unauthorized("missing admin token: send Authorization: Bearer <token>".into())
     })?;
+    let client = crate::gate::Client::new(super::client_ip(req, &state.settings.trusted_proxies));
     state
         .admin
-        .identify(token)
-        .await
+        .identify(token, client)
+        .await?
         .ok_or_else(|| ApiError::Unauthorized("invalid admin token".into()))
 }
 

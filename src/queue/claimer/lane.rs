@@ -110,7 +110,7 @@ impl Claimer {
                     mode: m.mode,
                     attempts: m.attempts,
                     run_at: m.run_at,
-                    input: Arc::new(m.input),
+                    input: m.input.map(Arc::new),
                     lane_epoch: lane.epoch,
                 };
                 let a = self.dispatcher.run_attempt(&mut job, now, &stop).await;

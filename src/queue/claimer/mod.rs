@@ -467,7 +467,7 @@ impl Claimer {
             mode: c.mode,
             attempts: c.attempt.saturating_sub(1),
             run_at: c.started_at,
-            input: Arc::new(c.input),
+            input: c.input.map(Arc::new),
             lane_epoch: 0,
         };
         self.run_job(job, Some(c.started_at)).await

@@ -10,7 +10,6 @@
 use std::str::FromStr;
 use std::time::Duration;
 
-use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio_postgres::AsyncMessage;
 
@@ -30,7 +29,7 @@ pub struct ClaimedMessage {
     pub mode: Mode,
     pub attempt: u32,
     pub started_at: Micros,
-    pub input: Value,
+    pub input: crate::store::StoredInput,
 }
 
 /// This node's hold on an ordered lane.
@@ -52,7 +51,7 @@ pub struct LaneMessage {
     /// Attempts made before.
     pub attempts: u32,
     pub run_at: Micros,
-    pub input: Value,
+    pub input: crate::store::StoredInput,
 }
 
 /// How a finished message ended, as a sync caller is told.
@@ -136,7 +135,7 @@ impl PgStore {
                         mode: mode(r.get(3))?,
                         attempt: r.get::<_, i32>(4) as u32,
                         started_at: now,
-                        input: serde_json::from_str(r.get(5)).unwrap_or(Value::Null),
+                        input: crate::store::read_input(r.get(5)),
                     })
                 })
                 .collect()
@@ -233,7 +232,7 @@ impl PgStore {
                         status: status(r.get(3))?,
                         attempts: r.get::<_, i32>(4) as u32,
                         run_at: r.get(5),
-                        input: serde_json::from_str(r.get(6)).unwrap_or(Value::Null),
+                        input: crate::store::read_input(r.get(6)),
                     })
                 })
                 .collect()
@@ -374,13 +373,17 @@ impl PgStore {
                 .map_err(db)?;
             rows.iter()
                 .map(|r| {
+                    let id = message_id(r.get(0));
+                    // A response that cannot be read is told as the error it is.
+                    let (response, unreadable) = match crate::store::read_response(id, r.get(2)) {
+                        Ok(response) => (response, None),
+                        Err(why) => (None, Some(why)),
+                    };
                     Ok(Ended {
-                        id: message_id(r.get(0)),
+                        id,
                         status: status(r.get(1))?,
-                        response: r
-                            .get::<_, Option<&str>>(2)
-                            .and_then(|s| serde_json::from_str(s).ok()),
-                        error: r.get(3),
+                        response,
+                        error: unreadable.or(r.get(3)),
                         fail_status: r.get::<_, Option<i32>>(4).map(|s| s as u16),
                     })
                 })

@@ -101,11 +101,6 @@ pub fn status(s: &str) -> Result<MessageStatus, StoreError> {
     MessageStatus::parse(s).ok_or_else(|| corrupt("status", s))
 }
 
-fn json(s: Option<&str>) -> serde_json::Value {
-    s.and_then(|s| serde_json::from_str(s).ok())
-        .unwrap_or(serde_json::Value::Null)
-}
-
 /// One attempt as the `attempt_log` array holds it.
 pub fn attempt_json(a: &AttemptRecord) -> serde_json::Value {
     serde_json::to_value(a).unwrap_or(serde_json::Value::Null)
@@ -138,7 +133,7 @@ pub async fn get<C: GenericClient>(
         return Ok(None);
     };
     let (tenant, trigger) = names(r.get(0), r.get(1))?;
-    Ok(Some(MessageView {
+    let view = MessageView {
         id,
         tenant,
         trigger,
@@ -147,14 +142,13 @@ pub async fn get<C: GenericClient>(
         status: status(r.get(4))?,
         received_at: r.get(5),
         finished_at: r.get(6),
-        response: r
-            .get::<_, Option<&str>>(7)
-            .and_then(|s| serde_json::from_str(s).ok()),
+        response: None,
         error: r.get(8),
-        input: json(r.get(9)),
-        trace: json(r.get(10)),
+        input: serde_json::Value::Null,
+        trace: serde_json::Value::Null,
         attempts: attempts(&r.get::<_, serde_json::Value>(11)),
-    }))
+    };
+    crate::store::read_documents(view, r.get(9), r.get(10), r.get(7)).map(Some)
 }
 
 /// A row of `SELECT id, tenant, trigger, lane, mode, status, received_at, run_at,
@@ -172,6 +166,8 @@ pub fn pending(r: &Row) -> Result<PendingMessage, StoreError> {
         run_at: r.get(7),
         attempts: r.get::<_, i32>(8) as u32,
         blocking: r.get(9),
-        input: json(r.get(10)),
+        input: r
+            .get::<_, Option<&str>>(10)
+            .map_or(Ok(serde_json::Value::Null), crate::store::read_input),
     })
 }
