@@ -71,6 +71,41 @@ impl ExecError {
         }
     }
 
+    /// An attempt's failure as it was recorded (its error code, message and the
+    /// `fail` step's status), as the error again: for a caller waiting on one
+    /// node for a message that ran on another. The step is not recorded apart,
+    /// except in a budget's message, which names it.
+    pub fn recorded(code: Option<&str>, message: String, fail_status: Option<u16>) -> Self {
+        if let Some(status) = fail_status {
+            return Self::Fail {
+                step: "-".into(),
+                status,
+                message,
+            };
+        }
+        if code == Some("budget_exceeded") {
+            let kind = if message.starts_with(BudgetKind::Memory.as_str()) {
+                BudgetKind::Memory
+            } else {
+                BudgetKind::Time
+            };
+            let between = |open: char, close: char| {
+                let start = message.find(open)? + open.len_utf8();
+                let end = start + message[start..].find(close)?;
+                Some(message[start..end].to_owned())
+            };
+            return Self::Budget {
+                limit: between('(', ')').unwrap_or_default(),
+                step: between('`', '`').unwrap_or_else(|| "-".into()),
+                kind,
+            };
+        }
+        Self::Step {
+            step: "-".into(),
+            message,
+        }
+    }
+
     /// With `prefix` in front of an evaluation's message (`url: ...`); budget
     /// and stop errors are left as they are.
     pub(crate) fn prefixed(self, prefix: &str) -> Self {
@@ -81,5 +116,35 @@ impl ExecError {
             },
             other => other,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_recorded_failure_is_the_same_error_again() {
+        for e in [
+            ExecError::Budget {
+                step: "price".into(),
+                kind: BudgetKind::Memory,
+                limit: "64 MiB".into(),
+            },
+            ExecError::Budget {
+                step: "spin".into(),
+                kind: BudgetKind::Time,
+                limit: "2s".into(),
+            },
+        ] {
+            assert_eq!(ExecError::recorded(Some(e.code()), e.to_string(), None), e);
+        }
+        let fail = ExecError::recorded(Some("rejected"), "no such item".into(), Some(404));
+        assert_eq!(
+            (fail.code(), fail.to_string()),
+            ("rejected", "no such item".into())
+        );
+        let step = ExecError::recorded(Some("flow_failed"), "boom".into(), None);
+        assert_eq!(step.code(), "flow_failed");
     }
 }

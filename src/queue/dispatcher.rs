@@ -182,6 +182,11 @@ impl Dispatcher {
         }
     }
 
+    /// `tenant_max_running`: a tenant's executions running at once here.
+    pub fn tenant_max(&self) -> usize {
+        self.tenant_max
+    }
+
     /// What executions run on (jq workers, default budgets).
     pub fn executor(&self) -> &Executor {
         &self.executor

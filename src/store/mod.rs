@@ -27,7 +27,8 @@ pub use admin::{
     NewDelivery, Release, StatusCount,
 };
 pub use postgres::{
-    ClaimedMessage, Ended, LaneClaim, LaneMessage, PgOptions, PgStats, PgStore, Wakeup,
+    ClaimedMessage, Ended, LaneClaim, LaneMessage, PgOptions, PgStats, PgStore, TenantShares,
+    Wakeup,
 };
 pub use sqlite::SqliteStore;
 pub use types::{

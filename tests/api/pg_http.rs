@@ -14,9 +14,14 @@ const SYNC_ORDERED: &str = "auth: { none: true }\ndelivery: { ordered: true }\nr
 const POOL_SIZE: usize = 3;
 
 async fn node(url: &str) -> TestApp {
+    node_with(url, "t/SyncOrdered.yaml", SYNC_ORDERED).await
+}
+
+/// A node on `url` with one more flow, `yaml` at `path`.
+async fn node_with(url: &str, path: &'static str, yaml: &'static str) -> TestApp {
     let url = url.to_owned();
     TestApp::spawn_with(
-        |flows| write_flow(flows, "t/SyncOrdered.yaml", SYNC_ORDERED),
+        move |flows| write_flow(flows, path, yaml),
         move |s| {
             s.store = url;
             s.lease = Duration::from_secs(2);
@@ -120,4 +125,57 @@ async fn two_nodes_serve_the_http_contract() {
     // A node that ran its work undisturbed lost nothing.
     assert_eq!(a.metric("flowgate_leases_lost_total").await, 0.0);
     assert_eq!(a.metric("flowgate_results_discarded_total").await, 0.0);
+}
+
+/// Spins until its time budget when asked; ordered per key, so that a message
+/// accepted on one node runs on the node holding its lane.
+const SPIN_ORDERED: &str = "auth: { none: true }\nlimits: { time: 1s }\ndelivery: { ordered: true, ordering_key: .body.k, on_exhausted: skip }\nresponse: { mode: sync, timeout: 20s }\nsteps:\n  - set: { x: 'if .body.spin then last(range(1e15)) else 0 end' }\n  - respond: { body: '{k: .body.k}' }\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_budget_failure_run_on_another_node_is_answered_as_such() {
+    let Some(pg) = schema("pg_budget_answer").await else {
+        return;
+    };
+    let a = node_with(&pg.url, "t/Spin.yaml", SPIN_ORDERED).await;
+    let b = node_with(&pg.url, "t/Spin.yaml", SPIN_ORDERED).await;
+    let call = |app: &TestApp, body: Value| {
+        let (client, url) = (app.client.clone(), app.url("/t/Spin"));
+        tokio::spawn(async move {
+            let res = client.post(url).json(&body).send().await.unwrap();
+            (res.status().as_u16(), res.json::<Value>().await.unwrap())
+        })
+    };
+    // One node takes lane "k" and spins in its first message; the next one,
+    // accepted on the other node while the lane is held, runs on the holder.
+    let first = call(&b, json!({"k": "k", "spin": true}));
+    let lanes = "flowgate_leases_held{kind=\"lane\"}";
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let other = loop {
+        if b.metric(lanes).await >= 1.0 {
+            break &a;
+        }
+        if a.metric(lanes).await >= 1.0 {
+            break &b;
+        }
+        assert!(std::time::Instant::now() < deadline, "nobody took the lane");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    let second = call(other, json!({"k": "k", "spin": true}));
+    for (which, call) in [("first", first), ("second", second)] {
+        let (status, body) = call.await.unwrap();
+        assert_eq!(status, 500, "{which}: {body}");
+        assert_eq!(
+            body["errors"][0]["code"], "budget_exceeded",
+            "{which}: {body}"
+        );
+        assert!(
+            body["errors"][0]["message"]
+                .as_str()
+                .unwrap()
+                .contains("time budget"),
+            "{which}: {body}"
+        );
+    }
+    // The caller of the second was answered by its node for a run elsewhere.
+    assert_eq!(other.metric(lanes).await, 0.0);
 }

@@ -31,6 +31,7 @@
 
 mod lane;
 mod leases;
+mod tenants;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -223,6 +224,8 @@ struct Claimer {
     store: PgStore,
     dispatcher: Arc<Dispatcher>,
     wake: Arc<Wake>,
+    /// Each tenant's claimed work on this node (see `claim_cap`).
+    load: Arc<tenants::TenantLoad>,
 }
 
 /// A claimer made but not yet running: the dispatcher already hands it what it
@@ -252,6 +255,7 @@ pub fn prepare(store: PgStore, dispatcher: Arc<Dispatcher>) -> Ready {
         store,
         dispatcher,
         wake,
+        load: Default::default(),
     });
     Ready {
         claimer,
@@ -316,18 +320,11 @@ impl Claimer {
                 None => WaitOutcome::Finished {
                     status: e.status,
                     error: (e.status != MessageStatus::Succeeded).then(|| {
-                        let message = e.error.unwrap_or_default();
-                        match e.fail_status {
-                            Some(status) => ExecError::Fail {
-                                step: "-".into(),
-                                status,
-                                message,
-                            },
-                            None => ExecError::Step {
-                                step: "-".into(),
-                                message,
-                            },
-                        }
+                        ExecError::recorded(
+                            e.error_code.as_deref(),
+                            e.error.unwrap_or_default(),
+                            e.fail_status,
+                        )
                     }),
                 },
             };
@@ -376,19 +373,27 @@ impl Claimer {
         }
     }
 
+    /// How much of one tenant's work this node claims: its running places
+    /// (`tenant_max_running`) and as many again waiting for them, so that a
+    /// tenant's backlog keeps its places busy but leaves claim slots to others.
+    fn claim_cap(&self) -> usize {
+        self.dispatcher.tenant_max().saturating_mul(2)
+    }
+
     async fn claim(&self, kind: Kind, want: usize) -> Result<Vec<Work>, StoreError> {
         let now = self.store.now();
+        let shares = self.load.shares(self.claim_cap());
         Ok(match kind {
             Kind::Messages => self
                 .store
-                .claim_messages(want, now)
+                .claim_messages_fairly(want, now, &shares)
                 .await?
                 .into_iter()
                 .map(Work::Message)
                 .collect(),
             Kind::Lanes => self
                 .store
-                .claim_lanes(want, now)
+                .claim_lanes_fairly(want, now, &shares)
                 .await?
                 .into_iter()
                 .map(Work::Lane)
@@ -417,12 +422,17 @@ impl Claimer {
                             let Ok(permit) = slots.clone().try_acquire_owned() else {
                                 break;
                             };
+                            let held = self.load.hold(match &work {
+                                Work::Message(m) => m.tenant.as_str(),
+                                Work::Lane(l) => l.tenant.as_str(),
+                            });
                             let this = self.clone();
                             tokio::spawn(async move {
                                 match work {
                                     Work::Message(m) => this.run_message(m).await,
                                     Work::Lane(l) => this.run_lane(l).await,
                                 }
+                                drop(held);
                                 drop(permit);
                                 this.wake.of(kind).notify_one();
                             });
@@ -448,9 +458,11 @@ impl Claimer {
     /// Runs the messages this node stored claimed, each on a task of its own.
     async fn run_claimed_here(self: Arc<Self>, mut claimed: mpsc::UnboundedReceiver<Job>) {
         while let Some(job) = claimed.recv().await {
+            let held = self.load.hold(job.key.tenant.as_str());
             let this = self.clone();
             tokio::spawn(async move {
                 this.run_job(job, None).await;
+                drop(held);
                 this.wake.unreserve(1);
             });
         }

@@ -63,6 +63,8 @@ pub struct Ended {
     pub error: Option<String>,
     /// The status of the `fail` step that ended it.
     pub fail_status: Option<u16>,
+    /// The last attempt's error code (`budget_exceeded`, ...).
+    pub error_code: Option<String>,
 }
 
 /// What other nodes said.
@@ -76,12 +78,19 @@ pub enum Wakeup {
 
 /// Claims unordered messages (see `claim_messages`). Served by messages_unordered
 /// (same predicate, in seq order), read by a plain index scan.
-const CLAIM_MESSAGES: &str = "WITH c AS (
-    SELECT id FROM messages
+/// Tenants in `$5` are left out (this node runs enough of theirs), and no tenant
+/// gets more than `$7` of the claim: the oldest `$6` candidates are locked and
+/// the claim takes up to `$2` of them, at most `$7` a tenant.
+const CLAIM_MESSAGES: &str = "WITH cand AS (
+    SELECT id, tenant, seq FROM messages
     WHERE lane IS NULL AND finished_at IS NULL
       AND ((status IN ('queued', 'retrying') AND run_at <= $1)
            OR (status = 'running' AND lease_until < $1))
-    ORDER BY seq LIMIT $2 FOR UPDATE SKIP LOCKED)
+      AND tenant <> ALL($5::text[])
+    ORDER BY seq LIMIT $6 FOR UPDATE SKIP LOCKED),
+ c AS (
+    SELECT id FROM (SELECT id, seq, row_number() OVER (PARTITION BY tenant ORDER BY seq) AS n FROM cand) r
+    WHERE n <= $7 ORDER BY seq LIMIT $2)
  UPDATE messages m SET status = 'running', holder = $3, lease_until = $1 + $4,
         attempts = m.attempts + 1,
         attempt_log = (CASE WHEN m.status = 'running' AND jsonb_array_length(m.attempt_log) > 0
@@ -100,6 +109,37 @@ const CLAIM_MESSAGES: &str = "WITH c AS (
 const BACKLOGS: &str = "SELECT tenant, trigger, count(*) FROM messages
      WHERE finished_at IS NULL GROUP BY 1, 2";
 
+/// How a claim shares itself among tenants: tenants this node already runs
+/// enough of are left out, and no tenant takes more than `each` of one claim.
+#[derive(Clone, Debug)]
+pub struct TenantShares {
+    pub full: Vec<String>,
+    pub each: usize,
+}
+
+impl Default for TenantShares {
+    fn default() -> Self {
+        Self {
+            full: Vec::new(),
+            each: usize::MAX,
+        }
+    }
+}
+
+impl TenantShares {
+    /// The claim's parameters: tenants left out, candidates to look at, most a
+    /// tenant takes. Only a claim one tenant could fill looks past `limit`.
+    fn params(&self, limit: usize) -> (Vec<String>, i64, i64) {
+        let each = self.each.clamp(1, limit.max(1));
+        let candidates = if each >= limit {
+            limit
+        } else {
+            limit.saturating_mul(4)
+        };
+        (self.full.clone(), candidates as i64, each as i64)
+    }
+}
+
 impl PgStore {
     /// Claims up to `limit` runnable unordered messages, oldest first: queued or
     /// due for retry, or running under a lapsed lease (that attempt is recorded as
@@ -109,12 +149,32 @@ impl PgStore {
         limit: usize,
         now: Micros,
     ) -> Result<Vec<ClaimedMessage>, StoreError> {
+        self.claim_messages_fairly(limit, now, &TenantShares::default())
+            .await
+    }
+
+    /// As `claim_messages`, leaving room for other tenants as `shares` says.
+    pub async fn claim_messages_fairly(
+        &self,
+        limit: usize,
+        now: Micros,
+        shares: &TenantShares,
+    ) -> Result<Vec<ClaimedMessage>, StoreError> {
+        let (full, candidates, each) = shares.params(limit);
         self.with(move |store, client| async move {
             let stmt = client.prepare_cached(CLAIM_MESSAGES).await.map_err(db)?;
             let mut rows = client
                 .query(
                     &stmt,
-                    &[&now, &(limit as i64), &&*store.node, &store.lease_us()],
+                    &[
+                        &now,
+                        &(limit as i64),
+                        &&*store.node,
+                        &store.lease_us(),
+                        &full,
+                        &candidates,
+                        &each,
+                    ],
                 )
                 .await
                 .map_err(db)?;
@@ -149,15 +209,34 @@ impl PgStore {
         limit: usize,
         now: Micros,
     ) -> Result<Vec<LaneClaim>, StoreError> {
+        self.claim_lanes_fairly(limit, now, &TenantShares::default())
+            .await
+    }
+
+    /// As `claim_lanes`, leaving room for other tenants as `shares` says.
+    pub async fn claim_lanes_fairly(
+        &self,
+        limit: usize,
+        now: Micros,
+        shares: &TenantShares,
+    ) -> Result<Vec<LaneClaim>, StoreError> {
+        let (full, candidates, each) = shares.params(limit);
         self.with(move |store, client| async move {
             // Served by lanes_ready (same predicate).
             let stmt = client
                 .prepare_cached(
-                    "WITH c AS (
-                        SELECT tenant, trigger, lane FROM lanes
+                    "WITH cand AS (
+                        SELECT tenant, trigger, lane, run_at FROM lanes
                         WHERE pending > 0 AND blocked_by IS NULL AND run_at <= $1
                           AND (holder IS NULL OR lease_until < $1)
-                        ORDER BY run_at LIMIT $2 FOR UPDATE SKIP LOCKED)
+                          AND tenant <> ALL($5::text[])
+                        ORDER BY run_at LIMIT $6 FOR UPDATE SKIP LOCKED),
+                     c AS (
+                        SELECT tenant, trigger, lane FROM (
+                            SELECT tenant, trigger, lane, run_at,
+                                   row_number() OVER (PARTITION BY tenant ORDER BY run_at) AS n
+                            FROM cand) r
+                        WHERE n <= $7 ORDER BY run_at LIMIT $2)
                      UPDATE lanes l SET holder = $3, epoch = nextval('lane_epochs'), lease_until = $1 + $4
                      FROM c WHERE l.tenant = c.tenant AND l.trigger = c.trigger AND l.lane = c.lane
                      RETURNING l.tenant, l.trigger, l.lane, l.epoch",
@@ -167,7 +246,15 @@ impl PgStore {
             let rows = client
                 .query(
                     &stmt,
-                    &[&now, &(limit as i64), &&*store.node, &store.lease_us()],
+                    &[
+                        &now,
+                        &(limit as i64),
+                        &&*store.node,
+                        &store.lease_us(),
+                        &full,
+                        &candidates,
+                        &each,
+                    ],
                 )
                 .await
                 .map_err(db)?;
@@ -365,7 +452,8 @@ impl PgStore {
             // Served by the UNIQUE index on id.
             let rows = client
                 .query(
-                    "SELECT id, status, response, error, fail_status FROM messages
+                    "SELECT id, status, response, error, fail_status,
+                            attempt_log -> -1 ->> 'error_code' FROM messages
                      WHERE id = ANY($1) AND finished_at IS NOT NULL",
                     &[&ids],
                 )
@@ -385,6 +473,7 @@ impl PgStore {
                         response,
                         error: unreadable.or(r.get(3)),
                         fail_status: r.get::<_, Option<i32>>(4).map(|s| s as u16),
+                        error_code: r.get(5),
                     })
                 })
                 .collect()
@@ -484,7 +573,15 @@ impl PgStore {
                 (
                     "claim",
                     format!("EXPLAIN {CLAIM_MESSAGES}"),
-                    &[&now, &32i64, &node, &store.lease_us()],
+                    &[
+                        &now,
+                        &32i64,
+                        &node,
+                        &store.lease_us(),
+                        &Vec::<String>::new(),
+                        &32i64,
+                        &32i64,
+                    ],
                 ),
                 ("backlog count", format!("EXPLAIN {BACKLOGS}"), &[]),
                 ("recovery", format!("EXPLAIN {}", super::RECOVER), &[]),

@@ -29,7 +29,7 @@ use crate::pgtls::with_causes;
 
 use super::types::{Completion, EnqueueOutcome, PendingMessage, StoreError};
 
-pub use claims::{ClaimedMessage, Ended, LaneClaim, LaneMessage, Wakeup};
+pub use claims::{ClaimedMessage, Ended, LaneClaim, LaneMessage, TenantShares, Wakeup};
 
 const MIGRATIONS: &[(i64, &str, &str)] = &[
     (

@@ -9,7 +9,7 @@ use flowgate::domain::{
     AttemptRecord, MessageId, MessageStatus, Mode, NewMessage, Outcome, TenantName, TriggerName,
     now_micros,
 };
-use flowgate::store::{Completion, EnqueueOutcome, PgOptions, PgStore, Store};
+use flowgate::store::{Completion, EnqueueOutcome, PgOptions, PgStore, Store, TenantShares};
 
 use crate::pg::{PgSchema, schema};
 
@@ -506,4 +506,67 @@ async fn pg_retry_holds_the_lane_until_due_and_exhaustion_blocks_it() {
     );
     let v = a.get(m2.id).await.unwrap().unwrap();
     assert_eq!(v.status, MessageStatus::Queued);
+}
+
+/// A message of `tenant` (unordered, or in `lane`).
+fn of_tenant(tenant: &str, lane: Option<&str>, received_at: i64) -> NewMessage {
+    NewMessage {
+        tenant: TenantName::parse(tenant).unwrap(),
+        ..message(lane, None, received_at)
+    }
+}
+
+#[tokio::test]
+async fn pg_claims_leave_room_for_other_tenants() {
+    let Some((a, _b, _pg)) = two_nodes("pg_claims_share").await else {
+        return;
+    };
+    let t0 = now_micros();
+    // One tenant's backlog is older than anything the other has.
+    let mut batch: Vec<NewMessage> = (0..20).map(|i| of_tenant("big", None, t0 + i)).collect();
+    batch.extend((0..4).map(|i| of_tenant("big", Some(&format!("l{i}")), t0 + i)));
+    batch.push(of_tenant("small", None, t0 + 100));
+    batch.push(of_tenant("small", Some("l"), t0 + 100));
+    a.enqueue(&batch).await.unwrap();
+    let now = now_micros();
+    let tenants = |claimed: &[String]| {
+        let big = claimed.iter().filter(|t| *t == "big").count();
+        (big, claimed.len() - big)
+    };
+
+    // Unshared, the oldest come first: the backlog takes the whole claim.
+    let whole = TenantShares::default();
+    let shares = TenantShares {
+        full: vec![],
+        each: 3,
+    };
+    let claimed = a.claim_messages_fairly(3, now, &whole).await.unwrap();
+    let names: Vec<String> = claimed.iter().map(|m| m.tenant.to_string()).collect();
+    assert_eq!(tenants(&names), (3, 0));
+    // At most three a tenant: the other tenant's message comes with them.
+    let claimed = a.claim_messages_fairly(8, now, &shares).await.unwrap();
+    let names: Vec<String> = claimed.iter().map(|m| m.tenant.to_string()).collect();
+    assert_eq!(tenants(&names), (3, 1));
+    let lanes = a.claim_lanes_fairly(8, now, &shares).await.unwrap();
+    let names: Vec<String> = lanes.iter().map(|l| l.tenant.to_string()).collect();
+    assert_eq!(tenants(&names), (3, 1));
+    // A tenant this node runs enough of is left out altogether.
+    let full = TenantShares {
+        full: vec!["big".into()],
+        each: 3,
+    };
+    assert!(
+        a.claim_messages_fairly(8, now, &full)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        a.claim_lanes_fairly(8, now, &full)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let rest = a.claim_messages_fairly(8, now, &shares).await.unwrap();
+    assert_eq!(rest.len(), 3);
 }
