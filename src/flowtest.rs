@@ -12,7 +12,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::domain::{MessageId, now_micros};
-use crate::engine::ExecError;
+use crate::engine::{ExecError, FailedAnswer, errors_body};
 use crate::flow::{Catalog, Method, TestFile, Trigger};
 use crate::input::InputError;
 
@@ -209,7 +209,6 @@ pub async fn answer(
     };
     let ex = run_local(executor, trigger, &document).await;
     let vars = ex.vars();
-    let errors = crate::http::errors_body;
     Ok(match ex.result {
         Ok(()) => match ex.response {
             Some(r) => Answer {
@@ -225,20 +224,23 @@ pub async fn answer(
                 vars,
             },
         },
-        Err(ExecError::Fail {
-            status, message, ..
-        }) => Answer {
-            status,
-            body: errors("rejected", &message),
-            error: Some(message),
-            vars,
-        },
+        // What a caller would be answered; the whole error is for the report.
         Err(e) => {
-            let message = e.to_string();
+            let id = document["message_id"]
+                .as_str()
+                .and_then(|id| id.parse().ok())
+                .unwrap_or_else(|| crate::domain::MessageId::at(crate::domain::now_micros()));
+            let (status, body) = match FailedAnswer::of(id, &e) {
+                Some(a) => (a.status, a.body()),
+                None => (503, errors_body(e.code(), &e.to_string())),
+            };
             Answer {
-                status: 500,
-                body: errors(e.code(), &message),
-                error: Some(message),
+                status,
+                body,
+                error: Some(match e {
+                    ExecError::Fail { message, .. } => message,
+                    other => other.to_string(),
+                }),
                 vars,
             }
         }

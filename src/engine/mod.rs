@@ -8,6 +8,7 @@
 //! Expressions the native evaluator covers run here under fuel; the others run
 //! in the [`sandbox`]'s worker processes.
 
+mod answer;
 pub mod budget;
 mod error;
 mod http_step;
@@ -30,6 +31,7 @@ use crate::flow::fast::Fuel;
 use crate::flow::value::{Bound, TooBig, from_json, from_json_sized, string, to_json};
 use crate::flow::{Expr, Step, Template, Trigger};
 
+pub use answer::{FailedAnswer, errors_body};
 pub use budget::{BudgetKind, Limits};
 pub use error::ExecError;
 pub use sandbox::{EvalInput, Failure, Sandbox, SandboxOptions};

@@ -6,7 +6,8 @@ use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpResponse, ResponseError};
 use serde_json::json;
 
-use crate::domain::MessageId;
+use crate::engine::FailedAnswer;
+pub use crate::engine::errors_body;
 use crate::input::InputError;
 
 /// The credential a 401 asks for (RFC 9110 requires a `WWW-Authenticate`).
@@ -61,20 +62,10 @@ pub enum ApiError {
     AuthBusy,
     #[error("store unavailable")]
     StoreUnavailable(String),
-    /// The flow failed; callers learn the message id and the step, no more.
+    /// The flow failed: its answer (a `fail` step's status and message, or the
+    /// step or budget it failed at).
     #[error("flow failed")]
-    FlowFailed { id: MessageId, step: String },
-    /// The flow ran out of its time or memory budget; callers learn the
-    /// message id and which budget.
-    #[error("budget exceeded")]
-    BudgetExceeded { id: MessageId, budget: &'static str },
-    /// A `fail` step with its own status and message.
-    #[error("rejected")]
-    Rejected {
-        id: MessageId,
-        status: u16,
-        message: String,
-    },
+    Failed(FailedAnswer),
     /// The request is valid but the resource is not in a state for it.
     #[error("conflict")]
     Conflict(String),
@@ -85,11 +76,6 @@ pub enum ApiError {
     Unreadable { why: String, replay: bool },
     #[error("internal error")]
     Internal(String),
-}
-
-/// The body of an error answer: one error.
-pub fn errors_body(code: &str, message: &str) -> serde_json::Value {
-    json!({"errors": [{"code": code, "message": message}]})
 }
 
 fn body(code: &str, message: impl Into<String>) -> serde_json::Value {
@@ -119,11 +105,9 @@ impl ResponseError for ApiError {
             Self::Conflict(_) | Self::Unreadable { replay: true, .. } => StatusCode::CONFLICT,
             Self::Unreadable { replay: false, .. } => StatusCode::INTERNAL_SERVER_ERROR,
             Self::StoreUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-            Self::FlowFailed { .. } | Self::BudgetExceeded { .. } | Self::Internal(_) => {
-                StatusCode::INTERNAL_SERVER_ERROR
-            }
-            Self::Rejected { status, .. } => {
-                StatusCode::from_u16(*status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::Failed(a) => {
+                StatusCode::from_u16(a.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
             }
         }
     }
@@ -192,29 +176,9 @@ impl ResponseError for ApiError {
                     "messages cannot be stored right now; retry later",
                 )
             }
-            Self::FlowFailed { id, step } => {
-                res.insert_header((super::X_MESSAGE_ID, id.to_string()));
-                let mut b = body(
-                    "flow_failed",
-                    format!("the flow failed at step `{step}`; see message {id}"),
-                );
-                b["message_id"] = json!(id.to_string());
-                b
-            }
-            Self::BudgetExceeded { id, budget } => {
-                res.insert_header((super::X_MESSAGE_ID, id.to_string()));
-                let mut b = body(
-                    "budget_exceeded",
-                    format!("the flow exceeded its {budget} budget; see message {id}"),
-                );
-                b["message_id"] = json!(id.to_string());
-                b
-            }
-            Self::Rejected { id, message, .. } => {
-                res.insert_header((super::X_MESSAGE_ID, id.to_string()));
-                let mut b = body("rejected", message.clone());
-                b["message_id"] = json!(id.to_string());
-                b
+            Self::Failed(a) => {
+                res.insert_header((super::X_MESSAGE_ID, a.id.to_string()));
+                a.body()
             }
             Self::Conflict(why) => body("conflict", why.clone()),
             Self::Unreadable { why, replay } => {

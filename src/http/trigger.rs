@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use crate::domain::{
     MessageId, MessageStatus, MessageView, Mode, NewMessage, StoredResponse, now_micros,
 };
-use crate::engine::ExecError;
+use crate::engine::{ExecError, FailedAnswer};
 use crate::flow::{Method, Tenant, Trigger};
 use crate::input::{self, InputError};
 use crate::queue::{SyncResult, WaitOutcome};
@@ -127,25 +127,12 @@ fn succeeded(id: MessageId) -> HttpResponse {
 }
 
 fn failed(id: MessageId, e: ExecError) -> ApiError {
-    match e {
-        ExecError::Fail {
-            status, message, ..
-        } => ApiError::Rejected {
-            id,
-            status,
-            message,
-        },
-        ExecError::Step { step, .. } | ExecError::Refused { step, .. } => {
-            ApiError::FlowFailed { id, step }
-        }
-        ExecError::Budget { kind, .. } => ApiError::BudgetExceeded {
-            id,
-            budget: kind.as_str(),
-        },
+    match FailedAnswer::of(id, &e) {
+        Some(answer) => ApiError::Failed(answer),
         // The node stopped the execution (it is shutting down): another try may work.
-        ExecError::Stopped { reason, .. } => ApiError::StoreUnavailable(format!(
-            "the execution of message {id} was stopped: {reason}"
-        )),
+        None => {
+            ApiError::StoreUnavailable(format!("the execution of message {id} was stopped: {e}"))
+        }
     }
 }
 
@@ -155,28 +142,31 @@ fn repeat(trigger: &Trigger, view: MessageView) -> Result<HttpResponse, ApiError
     if trigger.response.mode == Mode::Async || !view.status.is_final() {
         return Ok(accepted(trigger, id, view.status));
     }
-    let last = view.attempts.last();
-    let over_budget = last.filter(|a| a.error_code.as_deref() == Some("budget_exceeded"));
     match (view.response, view.status) {
         (Some(r), _) => Ok(responded(id, r)),
         (None, MessageStatus::Succeeded) => Ok(succeeded(id)),
-        (None, _) if let Some(a) = over_budget => Err(ApiError::BudgetExceeded {
-            id,
-            budget: match a.error.as_deref() {
-                Some(e) if e.starts_with("memory") => "memory",
-                _ => "time",
-            },
-        }),
-        (None, _) => Err(ApiError::FlowFailed {
-            id,
-            step: view
-                .trace
-                .as_array()
-                .and_then(|t| t.last())
-                .and_then(|s| s["name"].as_str().or(s["step"].as_str()))
-                .unwrap_or("-")
-                .to_owned(),
-        }),
+        (None, _) => {
+            // The failure as recorded; the step it failed at is the trace's last.
+            let last = view.attempts.last();
+            let e = match ExecError::recorded(
+                last.and_then(|a| a.error_code.as_deref()),
+                last.and_then(|a| a.error.clone()).unwrap_or_default(),
+                None,
+            ) {
+                ExecError::Step { message, .. } => ExecError::Step {
+                    step: view
+                        .trace
+                        .as_array()
+                        .and_then(|t| t.last())
+                        .and_then(|s| s["name"].as_str().or(s["step"].as_str()))
+                        .unwrap_or("-")
+                        .to_owned(),
+                    message,
+                },
+                other => other,
+            };
+            Err(failed(id, e))
+        }
     }
 }
 

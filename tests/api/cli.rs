@@ -344,3 +344,67 @@ fn serve_names_a_store_it_cannot_reach_without_its_password() {
     assert!(!err.contains("s3cret"), "{err}");
     assert!(!err.contains("creating a new object"), "{err}");
 }
+
+/// Triggers failing each way a flow can: a `fail` step, a step's error, a budget.
+fn failing(flows: &std::path::Path) {
+    write_flow(flows, "f/_tenant.yaml", "api_keys: {}\n");
+    let sync = "auth: { none: true }\nresponse: { mode: sync, timeout: 20s }\n";
+    write_flow(
+        flows,
+        "f/Refuses.yaml",
+        &format!(
+            "{sync}steps:\n  - name: check\n    fail: {{ status: 422, message: '\"no \\(.body.n)\"' }}\n"
+        ),
+    );
+    write_flow(
+        flows,
+        "f/Breaks.yaml",
+        &format!("{sync}steps:\n  - name: compute\n    set: {{ x: '.body.n | error' }}\n"),
+    );
+    write_flow(
+        flows,
+        "f/Spins.yaml",
+        &format!(
+            "{sync}limits: {{ time: 300ms }}\nsteps:\n  - name: spin\n    set: {{ x: 'last(range(1e15))' }}\n"
+        ),
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_flow_is_answered_alike_by_the_server_and_by_flowgate_test() {
+    let app = crate::helpers::TestApp::spawn_with(failing, |_| {}).await;
+    let report = flowgate::flow::loader::check_dir(&app.flows_dir());
+    assert!(report.diagnostics.is_empty(), "{:?}", report.diagnostics);
+    let executor = app.queue.dispatcher().executor();
+    for (name, code) in [
+        ("Refuses", "rejected"),
+        ("Breaks", "flow_failed"),
+        ("Spins", "budget_exceeded"),
+    ] {
+        let res = app
+            .post_json(&format!("/f/{name}"), None, &serde_json::json!({"n": 7}))
+            .await;
+        let status = res.status().as_u16();
+        let served: Value = res.json().await.unwrap();
+        let trigger = report.catalog.trigger("f", name).unwrap();
+        let case: Vec<flowgate::flowtest::Case> = flowgate::flowtest::parse(
+            "- name: c\n  method: POST\n  body: { n: 7 }\n  expect: { status: 200 }\n",
+        )
+        .unwrap();
+        let tested = flowgate::flowtest::answer(executor, trigger, &case[0])
+            .await
+            .unwrap();
+        // The same but for the message's id.
+        let without_id = |body: &Value| {
+            let id = body["message_id"].as_str().unwrap_or_default().to_owned();
+            assert!(!id.is_empty(), "{name}: {body}");
+            serde_json::from_str::<Value>(&body.to_string().replace(&id, "ID")).unwrap()
+        };
+        assert_eq!(served["errors"][0]["code"], code, "{name}: {served}");
+        assert_eq!(
+            (tested.status, without_id(&tested.body)),
+            (status, without_id(&served)),
+            "{name}"
+        );
+    }
+}

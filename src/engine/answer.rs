@@ -1,0 +1,101 @@
+//! The answer a waiting caller gets for an execution that failed. The server
+//! and `flowgate test` both build it here, so that a test's expected body is
+//! exactly what a caller receives.
+
+use serde_json::{Value, json};
+
+use super::ExecError;
+use crate::domain::MessageId;
+
+/// A failed execution's answer: its HTTP status, error code and message.
+/// Callers learn the message id and, for a `fail` step, its message; for any
+/// other failure only the step or the budget (details are in the message's
+/// record, for operators).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FailedAnswer {
+    pub id: MessageId,
+    pub status: u16,
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl FailedAnswer {
+    /// The answer for message `id` whose execution ended with `e`; `None` for an
+    /// execution stopped from outside, which has no answer of its own (the node
+    /// is stopping and the caller is told to try again).
+    pub fn of(id: MessageId, e: &ExecError) -> Option<Self> {
+        let (status, message) = match e {
+            ExecError::Fail {
+                status, message, ..
+            } => (*status, message.clone()),
+            ExecError::Step { step, .. } | ExecError::Refused { step, .. } => (
+                500,
+                format!("the flow failed at step `{step}`; see message {id}"),
+            ),
+            ExecError::Budget { kind, .. } => (
+                500,
+                format!("the flow exceeded its {kind} budget; see message {id}"),
+            ),
+            ExecError::Stopped { .. } => return None,
+        };
+        Some(Self {
+            id,
+            status,
+            code: e.code(),
+            message,
+        })
+    }
+
+    /// The answer's body: the error, and the message id to ask about it.
+    pub fn body(&self) -> Value {
+        let mut body = errors_body(self.code, &self.message);
+        body["message_id"] = json!(self.id.to_string());
+        body
+    }
+}
+
+/// The body of an error answer: one error.
+pub fn errors_body(code: &str, message: &str) -> Value {
+    json!({"errors": [{"code": code, "message": message}]})
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::BudgetKind;
+
+    #[test]
+    fn each_failure_answers_with_its_status_code_and_message() {
+        let id = MessageId::at(1);
+        let answer = |e: ExecError| {
+            let a = FailedAnswer::of(id, &e).unwrap();
+            (a.status, a.code, a.body()["errors"][0]["message"].clone())
+        };
+        let fail = ExecError::Fail {
+            step: "check".into(),
+            status: 404,
+            message: "no such item".into(),
+        };
+        assert_eq!(answer(fail), (404, "rejected", json!("no such item")));
+        let step = ExecError::Step {
+            step: "price".into(),
+            message: "secret detail".into(),
+        };
+        let (status, code, message) = answer(step);
+        assert_eq!((status, code), (500, "flow_failed"));
+        assert!(!message.as_str().unwrap().contains("secret"), "{message}");
+        let budget = ExecError::Budget {
+            step: "spin".into(),
+            kind: BudgetKind::Memory,
+            limit: "1 MiB".into(),
+        };
+        let (status, code, message) = answer(budget);
+        assert_eq!((status, code), (500, "budget_exceeded"));
+        assert!(message.as_str().unwrap().contains("memory budget"));
+        let stopped = ExecError::Stopped {
+            step: "-".into(),
+            reason: crate::engine::StopReason::Shutdown,
+        };
+        assert!(FailedAnswer::of(id, &stopped).is_none());
+    }
+}
