@@ -7,7 +7,7 @@ use actix_web::{HttpResponse, ResponseError};
 use serde_json::json;
 
 use crate::domain::MessageId;
-use crate::input::InputError;
+use crate::codec::input::InputError;
 
 /// The credential a 401 asks for (RFC 9110 requires a `WWW-Authenticate`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -243,11 +243,11 @@ impl From<crate::store::StoreError> for ApiError {
     }
 }
 
-impl From<crate::gate::Refused> for ApiError {
-    fn from(e: crate::gate::Refused) -> Self {
+impl From<crate::auth::gate::Refused> for ApiError {
+    fn from(e: crate::auth::gate::Refused) -> Self {
         match e {
-            crate::gate::Refused::Throttled { retry_after } => Self::Throttled { retry_after },
-            crate::gate::Refused::Busy => Self::AuthBusy,
+            crate::auth::gate::Refused::Throttled { retry_after } => Self::Throttled { retry_after },
+            crate::auth::gate::Refused::Busy => Self::AuthBusy,
         }
     }
 }

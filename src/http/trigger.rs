@@ -14,9 +14,9 @@ use crate::domain::{
 };
 use crate::engine::ExecError;
 use crate::flow::{Method, Tenant, Trigger};
-use crate::input::{self, InputError};
+use crate::codec::input::{self, InputError};
 use crate::queue::{SyncResult, WaitOutcome};
-use crate::signature::Signed;
+use crate::auth::signature::Signed;
 use crate::store::{EnqueueOutcome, StoreError};
 
 use super::{ApiError, AppState, X_MESSAGE_ID, callers};

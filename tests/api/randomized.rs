@@ -21,7 +21,7 @@ use serde_json::{Value, json};
 
 use flowgate::domain::{MessageId, NewMessage, depth};
 use flowgate::flow::{Method, Tenant, Trigger};
-use flowgate::input::{self, Request};
+use flowgate::codec::input::{self, Request};
 
 const PARAMS_TRIGGER: &str = r#"methods: [GET, POST]
 auth: { none: true }

@@ -5,7 +5,7 @@ use serde_json::{Value, json};
 
 use crate::domain::{MessageId, MessageView, Micros, Outcome, format_rfc3339};
 use crate::flow::{Auth, Diagnostic, Subscription, Trigger};
-use crate::input::InputError;
+use crate::codec::input::InputError;
 use crate::store::{BlockedLane, DeliveryView, MessageSummary};
 
 use super::ApiError;
