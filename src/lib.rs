@@ -6,36 +6,29 @@
 //! - [`engine`]: runs one flow over one input document; knows nothing of HTTP or queues.
 //! - [`store`]: the only place with SQL; the durable record of every message.
 //! - [`queue`]: group commit of accepted messages, lanes, concurrency, retries, recovery.
-//! - [`admin_auth`]: admin tokens for `/_admin` (global or tenant-scoped), verified once, cached.
+//! - [`auth::admin`]: admin tokens for `/_admin` (global or tenant-scoped), verified once, cached.
 //! - [`events`]: outbound event webhooks: deliveries stored, signed, sent on a schedule.
-//! - [`metrics`]: per-trigger atomics rendered for `/_metrics`.
-//! - [`auth`]: API key verification with a bounded cache.
-//! - [`gate`]: admits argon2 work: a fixed pool, turns per client address, failure budgets.
-//! - [`input`]: request -> input document (shared by HTTP and `flowgate run`).
-//! - [`keys`]: generating and hashing API keys.
+//! - [`ops::metrics`]: per-trigger atomics rendered for `/_metrics`.
+//! - [`auth::key_cache`]: API key verification with a bounded cache.
+//! - [`auth::gate`]: admits argon2 work: a fixed pool, turns per client address, failure budgets.
+//! - [`codec::input`]: request -> input document (shared by HTTP and `flowgate run`).
+//! - [`auth::keys`]: generating and hashing API keys.
 //! - [`http`]: actix routes, request -> input document, errors -> responses.
 //! - [`config`]: settings from defaults, `flowgate.toml` and `FLOWGATE_*`.
 //! - [`startup`]: builds the application from settings; the one place that picks backends.
 
-pub mod admin_auth;
 pub mod auth;
+pub mod cli;
+pub mod codec;
 pub mod config;
 pub mod connect;
 pub mod domain;
 pub mod engine;
 pub mod events;
 pub mod flow;
-pub mod flowtest;
-pub mod gate;
 pub mod http;
-pub mod input;
-pub mod keys;
-pub mod messages_cli;
-pub mod metrics;
+pub mod ops;
 pub mod pgtls;
 pub mod queue;
-pub mod signature;
 pub mod startup;
 pub mod store;
-pub mod telemetry;
-pub mod xml;

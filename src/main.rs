@@ -108,7 +108,7 @@ enum MessagesCommand {
     /// One page of the log history, newest first.
     List {
         #[command(flatten)]
-        filter: flowgate::messages_cli::ListFilter,
+        filter: flowgate::cli::messages::ListFilter,
         /// Print the admin API's JSON instead of a table.
         #[arg(long)]
         json: bool,
@@ -188,7 +188,7 @@ fn main() -> ExitCode {
 }
 
 fn serve(args: ServeArgs) -> Result<ExitCode> {
-    flowgate::telemetry::init();
+    flowgate::ops::telemetry::init();
     let mut settings = match Settings::load(args.config.as_deref()) {
         Ok(s) => s,
         Err(errors) => {
@@ -297,8 +297,11 @@ fn test(dir: &std::path::Path) -> Result<ExitCode> {
         println!("{}", file.path.display());
         let cases = std::fs::read_to_string(&file.path)
             .map_err(|e| e.to_string())
-            .and_then(|text| flowgate::flowtest::parse(&text));
-        let (trigger, cases) = match (flowgate::flowtest::trigger(&report.catalog, file), cases) {
+            .and_then(|text| flowgate::cli::flowtest::parse(&text));
+        let (trigger, cases) = match (
+            flowgate::cli::flowtest::trigger(&report.catalog, file),
+            cases,
+        ) {
             (Ok(t), Ok(c)) => (t, c),
             (Err(why), _) | (_, Err(why)) => {
                 println!("  BROKEN {why}");
@@ -307,9 +310,9 @@ fn test(dir: &std::path::Path) -> Result<ExitCode> {
             }
         };
         for case in &cases {
-            match runtime.block_on(flowgate::flowtest::answer(&executor, trigger, case)) {
+            match runtime.block_on(flowgate::cli::flowtest::answer(&executor, trigger, case)) {
                 Ok(got) => {
-                    let diffs = flowgate::flowtest::differences(&case.expect, &got);
+                    let diffs = flowgate::cli::flowtest::differences(&case.expect, &got);
                     if diffs.is_empty() {
                         println!("  ok     {}", case.name);
                         passed += 1;
@@ -345,7 +348,7 @@ fn messages(command: MessagesCommand, args: AdminArgs) -> Result<ExitCode> {
     let Some(token) = args.token else {
         bail!("an admin token is needed: --token or FLOWGATE_ADMIN_TOKEN");
     };
-    let admin = flowgate::messages_cli::Admin {
+    let admin = flowgate::cli::messages::Admin {
         url: args.url,
         token,
     };
@@ -361,7 +364,7 @@ fn messages(command: MessagesCommand, args: AdminArgs) -> Result<ExitCode> {
                 Ok(if json {
                     pretty(page)
                 } else {
-                    flowgate::messages_cli::table(&page)
+                    flowgate::cli::messages::table(&page)
                 })
             }
             MessagesCommand::Show { id } => admin.show(&id).await.map(pretty),
@@ -405,9 +408,9 @@ fn key_new(label: &str, key: Option<String>, as_json: bool) -> Result<ExitCode> 
     let key = match key {
         Some(k) if k.trim().is_empty() => bail!("--key is empty"),
         Some(k) => k,
-        None => flowgate::keys::generate(),
+        None => flowgate::auth::keys::generate(),
     };
-    let hash = flowgate::keys::hash(&key).map_err(anyhow::Error::msg)?;
+    let hash = flowgate::auth::keys::hash(&key).map_err(anyhow::Error::msg)?;
     if as_json {
         println!("{}", json!({"label": label, "key": key, "hash": hash}));
     } else {
@@ -434,7 +437,7 @@ fn run(args: RunArgs) -> Result<ExitCode> {
         .trigger(tenant, trigger)
         .with_context(|| format!("no trigger {tenant}/{trigger} in {}", args.flows.display()))?
         .clone();
-    let method = flowgate::flowtest::method(&t, args.method.as_deref())
+    let method = flowgate::cli::flowtest::method(&t, args.method.as_deref())
         .map_err(|why| anyhow::anyhow!("--{why}"))?;
     let params = args
         .params
@@ -452,7 +455,7 @@ fn run(args: RunArgs) -> Result<ExitCode> {
         }
         None => Vec::new(),
     };
-    let document = flowgate::flowtest::local_input(
+    let document = flowgate::cli::flowtest::local_input(
         &t,
         method,
         &params,
@@ -474,7 +477,7 @@ fn run(args: RunArgs) -> Result<ExitCode> {
         .build()
         .context("cannot start the runtime")?;
     let executor = local_executor()?;
-    let ex = runtime.block_on(flowgate::flowtest::run_local(&executor, &t, &document));
+    let ex = runtime.block_on(flowgate::cli::flowtest::run_local(&executor, &t, &document));
     let out = json!({
         "status": if ex.result.is_ok() { "succeeded" } else { "failed" },
         "error": ex.result.as_ref().err().map(ToString::to_string),

@@ -9,14 +9,14 @@ use std::time::Duration;
 
 use actix_web::{App, HttpServer, web};
 
-use crate::admin_auth::AdminTokens;
-use crate::auth::KeyVerifier;
+use crate::auth::admin::AdminTokens;
+use crate::auth::gate::Gate;
+use crate::auth::key_cache::KeyVerifier;
 use crate::config::Settings;
 use crate::connect::Registry;
 use crate::engine::{Executor, Sandbox};
 use crate::events::sender::{self, SenderSettings};
 use crate::flow::{Diagnostic, Loader, SharedCatalog};
-use crate::gate::Gate;
 use crate::http::{self, AppState};
 use crate::queue::{Queue, QueueLimits};
 use crate::store::{Store, StoreError};

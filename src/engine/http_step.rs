@@ -7,11 +7,11 @@ use std::time::Duration;
 
 use serde_json::{Map, Value, json};
 
+use crate::codec::input::SECRET_HEADERS;
 use crate::connect::http::DEFAULT_TIMEOUT;
 use crate::connect::http::error_text;
 use crate::connect::{OutboundRequest, SendError};
 use crate::flow::model::{BodyEncoding, HttpStep};
-use crate::input::SECRET_HEADERS;
 
 /// Largest response body read into the flow.
 const MAX_RESPONSE: usize = 10 * 1024 * 1024;
@@ -103,7 +103,7 @@ fn response_headers(headers: &reqwest::header::HeaderMap) -> Map<String, Value> 
     for (name, value) in headers {
         let name = name.as_str();
         let value = if SECRET_HEADERS.contains(&name) {
-            crate::input::REDACTED.to_owned()
+            crate::codec::input::REDACTED.to_owned()
         } else {
             String::from_utf8_lossy(value.as_bytes()).into_owned()
         };
@@ -146,10 +146,10 @@ async fn read_body(mut res: reqwest::Response) -> Result<Vec<u8>, String> {
 }
 
 fn decode(content_type: Option<&str>, body: &[u8]) -> Value {
-    crate::input::decode_body(content_type, body).unwrap_or_else(|_| {
+    crate::codec::input::decode_body(content_type, body).unwrap_or_else(|_| {
         match std::str::from_utf8(body) {
             Ok(s) => Value::String(s.to_owned()),
-            Err(_) => crate::input::decode_body(Some("application/octet-stream"), body)
+            Err(_) => crate::codec::input::decode_body(Some("application/octet-stream"), body)
                 .unwrap_or(Value::Null),
         }
     })

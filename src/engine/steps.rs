@@ -118,7 +118,7 @@ impl<'a> Run<'a> {
                         let v = self.eval(step, x).await?;
                         let text = match self.json(step, &v)? {
                             Value::String(s) => s,
-                            other => crate::xml::to_xml(&other)
+                            other => crate::codec::xml::to_xml(&other)
                                 .map_err(|e| Self::failed(step, format!("xml: {e}")))?,
                         };
                         rendered.retain(|(n, _)| n != "content-type");

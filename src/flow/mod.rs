@@ -4,7 +4,6 @@
 
 pub mod catalog;
 pub mod compile;
-pub mod compile_io;
 pub mod diagnostic;
 pub mod expr;
 pub mod fast;

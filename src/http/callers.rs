@@ -9,10 +9,10 @@ use actix_web::HttpRequest;
 use base64::Engine;
 use serde_json::{Value, json};
 
+use crate::auth::gate::Client;
 use crate::domain::Cidr;
 use crate::flow::model::HmacRule;
 use crate::flow::{Auth, Tenant, Trigger};
-use crate::gate::Client;
 
 use super::error::Challenge;
 use super::{ApiError, AppState};
@@ -144,7 +144,7 @@ pub async fn admit(
 pub fn verify_signed(
     req: &HttpRequest,
     admitted: Admitted,
-    signed: crate::signature::Signed<'_>,
+    signed: crate::auth::signature::Signed<'_>,
 ) -> Result<Value, ApiError> {
     let rule = match admitted {
         Admitted::Done(auth) => return Ok(auth),
@@ -159,7 +159,7 @@ pub fn verify_signed(
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned)
     };
-    crate::signature::verify(&rule, header, signed, now)
+    crate::auth::signature::verify(&rule, header, signed, now)
         .map(|()| json!({"method": "hmac", "header": rule.header}))
         .map_err(|e| ApiError::Challenge {
             scheme: Challenge::Signature(rule.header.clone()),

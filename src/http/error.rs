@@ -6,9 +6,9 @@ use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpResponse, ResponseError};
 use serde_json::json;
 
+use crate::codec::input::InputError;
 use crate::engine::FailedAnswer;
 pub use crate::engine::errors_body;
-use crate::input::InputError;
 
 /// The credential a 401 asks for (RFC 9110 requires a `WWW-Authenticate`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -207,11 +207,13 @@ impl From<crate::store::StoreError> for ApiError {
     }
 }
 
-impl From<crate::gate::Refused> for ApiError {
-    fn from(e: crate::gate::Refused) -> Self {
+impl From<crate::auth::gate::Refused> for ApiError {
+    fn from(e: crate::auth::gate::Refused) -> Self {
         match e {
-            crate::gate::Refused::Throttled { retry_after } => Self::Throttled { retry_after },
-            crate::gate::Refused::Busy => Self::AuthBusy,
+            crate::auth::gate::Refused::Throttled { retry_after } => {
+                Self::Throttled { retry_after }
+            }
+            crate::auth::gate::Refused::Busy => Self::AuthBusy,
         }
     }
 }

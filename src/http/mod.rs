@@ -11,8 +11,8 @@ use std::sync::Arc;
 
 use actix_web::web;
 
-use crate::admin_auth::AdminTokens;
-use crate::auth::KeyVerifier;
+use crate::auth::admin::AdminTokens;
+use crate::auth::key_cache::KeyVerifier;
 use crate::config::Settings;
 use crate::flow::{Diagnostic, SharedCatalog};
 use crate::queue::Queue;
@@ -47,7 +47,7 @@ pub fn json_config() -> web::JsonConfig {
             | JsonPayloadError::OverflowKnownLength { limit, .. } => {
                 ApiError::PayloadTooLarge(*limit)
             }
-            other => ApiError::BadRequest(vec![crate::input::InputError {
+            other => ApiError::BadRequest(vec![crate::codec::input::InputError {
                 code: "invalid_body",
                 message: other.to_string(),
             }]),

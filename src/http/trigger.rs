@@ -9,14 +9,14 @@ use bytes::BytesMut;
 use futures_util::StreamExt;
 use serde_json::{Value, json};
 
+use crate::auth::signature::Signed;
+use crate::codec::input::{self, InputError};
 use crate::domain::{
     MessageId, MessageStatus, MessageView, Mode, NewMessage, StoredResponse, now_micros,
 };
 use crate::engine::{ExecError, FailedAnswer};
 use crate::flow::{Method, Tenant, Trigger};
-use crate::input::{self, InputError};
 use crate::queue::{SyncResult, WaitOutcome};
-use crate::signature::Signed;
 use crate::store::{EnqueueOutcome, StoreError};
 
 use super::{ApiError, AppState, X_MESSAGE_ID, callers};

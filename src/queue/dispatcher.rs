@@ -16,7 +16,7 @@ use crate::domain::{
 use crate::engine::{self, ExecError, Executor};
 use crate::events::Events;
 use crate::flow::{OnExhausted, SharedCatalog, Trigger};
-use crate::metrics::{ExecOutcome, Metrics};
+use crate::ops::metrics::{ExecOutcome, Metrics};
 use crate::store::{Completion, PendingMessage, Store};
 
 use super::waiters::{WaitOutcome, Waiters};

@@ -17,12 +17,12 @@ pub fn admin_tokens() -> Vec<flowgate::config::AdminToken> {
     vec![
         flowgate::config::AdminToken {
             label: "ops".into(),
-            hash: flowgate::keys::hash(GLOBAL_TOKEN).unwrap(),
+            hash: flowgate::auth::keys::hash(GLOBAL_TOKEN).unwrap(),
             tenants: None,
         },
         flowgate::config::AdminToken {
             label: "acme-ops".into(),
-            hash: flowgate::keys::hash(ACME_TOKEN).unwrap(),
+            hash: flowgate::auth::keys::hash(ACME_TOKEN).unwrap(),
             tenants: Some(vec!["acme".into()]),
         },
     ]

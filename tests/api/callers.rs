@@ -19,7 +19,7 @@ fn now() -> i64 {
 }
 
 fn sha256_hex(parts: &[&[u8]]) -> String {
-    flowgate::signature::hex(&flowgate::signature::compute(
+    flowgate::auth::signature::hex(&flowgate::auth::signature::compute(
         flowgate::flow::model::HmacAlgorithm::Sha256,
         SECRET,
         parts,
@@ -159,7 +159,7 @@ async fn each_signature_preset_accepts_valid_and_refuses_tampered_and_replayed()
     );
 
     use base64::Engine;
-    let sig = base64::engine::general_purpose::STANDARD.encode(flowgate::signature::compute(
+    let sig = base64::engine::general_purpose::STANDARD.encode(flowgate::auth::signature::compute(
         flowgate::flow::model::HmacAlgorithm::Sha512,
         SECRET,
         &[body.as_bytes()],
@@ -244,7 +244,7 @@ async fn the_status_url_of_a_signed_trigger_takes_a_signature_of_its_path() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn basic_users_and_ip_rules_with_and_without_trusted_proxies() {
-    let hash = flowgate::keys::hash("p4ssw0rd").unwrap();
+    let hash = flowgate::auth::keys::hash("p4ssw0rd").unwrap();
     let tenant = format!("basic_users:\n  partner: \"{hash}\"\n");
     let flows = move |trusted: bool| {
         let tenant = tenant.clone();

@@ -31,7 +31,7 @@ fn key_new_prints_the_key_once_and_its_argon2id_hash() {
     assert_eq!(v["label"], "partner");
     let (key, hash) = (v["key"].as_str().unwrap(), v["hash"].as_str().unwrap());
     assert!(hash.starts_with("$argon2id$"));
-    assert!(flowgate::keys::verify(key, hash));
+    assert!(flowgate::auth::keys::verify(key, hash));
 
     let out = flowgate()
         .args(["key", "new", "--label", "erp", "--key", "pasted-key"])
@@ -44,7 +44,7 @@ fn key_new_prints_the_key_once_and_its_argon2id_hash() {
         .find(|l| l.trim_start().starts_with("erp: \"$argon2id$"))
         .unwrap();
     let hash = line.trim().trim_start_matches("erp: ").trim_matches('"');
-    assert!(flowgate::keys::verify("pasted-key", hash));
+    assert!(flowgate::auth::keys::verify("pasted-key", hash));
 
     let out = flowgate()
         .args(["key", "new", "--label", "bad label"])
@@ -387,11 +387,11 @@ async fn a_failed_flow_is_answered_alike_by_the_server_and_by_flowgate_test() {
         let status = res.status().as_u16();
         let served: Value = res.json().await.unwrap();
         let trigger = report.catalog.trigger("f", name).unwrap();
-        let case: Vec<flowgate::flowtest::Case> = flowgate::flowtest::parse(
+        let case: Vec<flowgate::cli::flowtest::Case> = flowgate::cli::flowtest::parse(
             "- name: c\n  method: POST\n  body: { n: 7 }\n  expect: { status: 200 }\n",
         )
         .unwrap();
-        let tested = flowgate::flowtest::answer(executor, trigger, &case[0])
+        let tested = flowgate::cli::flowtest::answer(executor, trigger, &case[0])
             .await
             .unwrap();
         // The same but for the message's id.

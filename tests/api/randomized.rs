@@ -19,9 +19,9 @@ use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 use serde_json::{Value, json};
 
+use flowgate::codec::input::{self, Request};
 use flowgate::domain::{MessageId, NewMessage, depth};
 use flowgate::flow::{Method, Tenant, Trigger};
-use flowgate::input::{self, Request};
 
 const PARAMS_TRIGGER: &str = r#"methods: [GET, POST]
 auth: { none: true }

@@ -16,7 +16,7 @@ const GLOBAL_TOKEN: &str = "fg_admin_flood_test";
 fn admin_tokens() -> Vec<flowgate::config::AdminToken> {
     vec![flowgate::config::AdminToken {
         label: "ops".into(),
-        hash: flowgate::keys::hash(GLOBAL_TOKEN).unwrap(),
+        hash: flowgate::auth::keys::hash(GLOBAL_TOKEN).unwrap(),
         tenants: None,
     }]
 }
@@ -27,8 +27,8 @@ const FRESH: &str = "fg_flood_fresh_key";
 async fn flood_app(budget: u32) -> TestApp {
     let tenant = format!(
         "api_keys:\n  warm: \"{}\"\n  fresh: \"{}\"\n",
-        flowgate::keys::hash(WARM).unwrap(),
-        flowgate::keys::hash(FRESH).unwrap()
+        flowgate::auth::keys::hash(WARM).unwrap(),
+        flowgate::auth::keys::hash(FRESH).unwrap()
     );
     TestApp::spawn_with(
         move |f| {
@@ -269,8 +269,8 @@ async fn basic_auth_costs_the_same_for_unknown_users_and_wrong_passwords() {
     let _alone = crate::ALONE.lock().await;
     let tenant = format!(
         "basic_users:\n  partner: \"{}\"\n  other: \"{}\"\n",
-        flowgate::keys::hash("p4ssw0rd").unwrap(),
-        flowgate::keys::hash("0ther").unwrap()
+        flowgate::auth::keys::hash("p4ssw0rd").unwrap(),
+        flowgate::auth::keys::hash("0ther").unwrap()
     );
     let app = TestApp::spawn_with(
         move |f| {

@@ -3,9 +3,9 @@
 
 use serde_json::{Value, json};
 
+use crate::codec::input::InputError;
 use crate::domain::{MessageId, MessageView, Micros, Outcome, format_rfc3339};
 use crate::flow::{Auth, Diagnostic, Subscription, Trigger};
-use crate::input::InputError;
 use crate::store::{BlockedLane, DeliveryView, MessageSummary};
 
 use super::ApiError;

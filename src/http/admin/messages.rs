@@ -5,7 +5,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::admin_auth::AdminIdentity;
+use crate::auth::admin::AdminIdentity;
 use crate::domain::{MessageStatus, MessageView, TenantName, TriggerKey, TriggerName};
 use crate::queue::LaneError;
 use crate::store::{MessageQuery, Release, StoreError};

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use actix_web::{HttpRequest, web};
 
-use crate::admin_auth::AdminIdentity;
+use crate::auth::admin::AdminIdentity;
 use crate::domain::MessageId;
 
 use super::{ApiError, AppState};
@@ -83,7 +83,8 @@ pub async fn authorize(
     let token = presented(req).ok_or_else(|| {
         ApiError::Unauthorized("missing admin token: send Authorization: Bearer <token>".into())
     })?;
-    let client = crate::gate::Client::new(super::client_ip(req, &state.settings.trusted_proxies));
+    let client =
+        crate::auth::gate::Client::new(super::client_ip(req, &state.settings.trusted_proxies));
     state
         .admin
         .identify(token, client)

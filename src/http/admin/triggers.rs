@@ -7,7 +7,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::admin_auth::AdminIdentity;
+use crate::auth::admin::AdminIdentity;
 use crate::domain::TenantName;
 use crate::flow::Diagnostic;
 

@@ -143,7 +143,7 @@ pub fn is_xml(content_type: Option<&str>) -> bool {
     e == "application/xml" || e == "text/xml" || e.ends_with("+xml")
 }
 
-/// JSON -> value; form -> object; XML -> value (see `crate::xml`); text ->
+/// JSON -> value; form -> object; XML -> value (see `crate::codec::xml`); text ->
 /// string; anything else -> `{"base64": ...}`; an empty body -> null. Nested
 /// at most [`MAX_INPUT_DEPTH`] deep (for answers of outbound calls).
 pub fn decode_body(content_type: Option<&str>, body: &[u8]) -> Result<Value, String> {
@@ -194,9 +194,9 @@ fn decode(
             .map(|pairs| (Value::Object(query_object(&pairs)), false))
             .map_err(|e| body_error(format!("the body is not valid form data: {e}"))),
         e if e == "application/xml" || e == "text/xml" || e.ends_with("+xml") => {
-            match crate::xml::parse(text()?, max_depth) {
+            match crate::codec::xml::parse(text()?, max_depth) {
                 Ok(v) => Ok((v, false)),
-                Err(crate::xml::XmlError::TooDeep(limit)) => Err(too_deep(limit)),
+                Err(crate::codec::xml::XmlError::TooDeep(limit)) => Err(too_deep(limit)),
                 Err(e) => Err(body_error(format!("the body is not valid XML: {e}"))),
             }
         }

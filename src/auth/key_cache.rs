@@ -12,8 +12,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use quick_cache::sync::{Cache, GuardResult};
 use sha2::{Digest, Sha256};
 
+use crate::auth::gate::{Client, Gate, Refused};
 use crate::flow::Tenant;
-use crate::gate::{Client, Gate, Refused};
 
 /// Verified in place of a Basic user that does not exist, so that an unknown
 /// user costs what a wrong password does (users cannot be found by timing).
@@ -152,7 +152,7 @@ impl KeyVerifier {
             .run(client, move || {
                 candidates
                     .into_iter()
-                    .find(|(_, phc)| crate::keys::verify(&key, phc))
+                    .find(|(_, phc)| crate::auth::keys::verify(&key, phc))
                     .map(|(label, _)| label)
             })
             .await?;
@@ -178,7 +178,7 @@ mod tests {
         Tenant::new(
             TenantName::parse("t").unwrap(),
             keys.iter()
-                .map(|(l, k)| (l.to_string(), crate::keys::hash(k).unwrap()))
+                .map(|(l, k)| (l.to_string(), crate::auth::keys::hash(k).unwrap()))
                 .collect(),
         )
     }

@@ -23,7 +23,7 @@ pub fn hash(key: &str) -> Result<String, String> {
 }
 
 /// Whether `key` matches the PHC string. Costs tens of milliseconds of CPU:
-/// call it through [`crate::auth::KeyVerifier`], never per request.
+/// call it through [`crate::auth::key_cache::KeyVerifier`], never per request.
 pub fn verify(key: &str, phc: &str) -> bool {
     use argon2::password_hash::PasswordVerifier;
     let Ok(parsed) = argon2::password_hash::phc::PasswordHash::new(phc) else {

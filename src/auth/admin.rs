@@ -9,10 +9,10 @@ use std::sync::atomic::Ordering;
 use quick_cache::sync::Cache;
 use sha2::{Digest, Sha256};
 
-use crate::auth::KeyStats;
+use crate::auth::gate::{Client, Gate, Refused};
+use crate::auth::key_cache::KeyStats;
 use crate::config::AdminToken;
 use crate::domain::TenantName;
-use crate::gate::{Client, Gate, Refused};
 
 /// Who an admin request is, and what it may see.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -116,7 +116,7 @@ impl AdminTokens {
             .run(client, move || {
                 tokens
                     .iter()
-                    .find(|(_, phc)| crate::keys::verify(&token, phc))
+                    .find(|(_, phc)| crate::auth::keys::verify(&token, phc))
                     .map(|(who, _)| Arc::new(who.clone()))
             })
             .await?;
@@ -135,12 +135,12 @@ mod tests {
             &[
                 AdminToken {
                     label: "all".into(),
-                    hash: crate::keys::hash("global-secret").unwrap(),
+                    hash: crate::auth::keys::hash("global-secret").unwrap(),
                     tenants: None,
                 },
                 AdminToken {
                     label: "acme-ops".into(),
-                    hash: crate::keys::hash("acme-secret").unwrap(),
+                    hash: crate::auth::keys::hash("acme-secret").unwrap(),
                     tenants: Some(vec!["acme".into()]),
                 },
             ],

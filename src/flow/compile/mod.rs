@@ -1,6 +1,8 @@
 //! Raw file structs -> the validated model. Every problem in a file is collected
 //! (not just the first) with its position; `flowgate check` and `serve` both come here.
 
+pub mod io;
+
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,10 +12,6 @@ use serde_saphyr::{Location, Spanned};
 use crate::connect::{EnvLookup, Registry, Secrets};
 use crate::domain::{Mode, TenantName, TriggerKey, TriggerName};
 
-use super::compile_io::{
-    compile_allow_ips, compile_connections, compile_hmac, compile_http_step, compile_retry,
-    compile_sql_step, is_header_name,
-};
 use super::diagnostic::Diagnostic;
 use super::expr::{Expr, ExprError, Template};
 use super::model::{
@@ -23,6 +21,10 @@ use super::model::{
 use super::raw::{
     ExprText, RawDelivery, RawParam, RawResponse, RawStep, RawTenant, RawTrigger,
     SetValue as RawSetValue,
+};
+use io::{
+    compile_allow_ips, compile_connections, compile_hmac, compile_http_step, compile_retry,
+    compile_sql_step, is_header_name,
 };
 
 pub const DEFAULT_RETRY: [Duration; 4] = [

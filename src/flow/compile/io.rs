@@ -8,19 +8,19 @@ use std::time::Duration;
 use indexmap::IndexMap;
 use serde_saphyr::{Location, Spanned};
 
+use crate::codec::input::SECRET_HEADERS;
 use crate::connect::http::BasicCredentials;
 use crate::connect::{
     Connection, EnvLookup, HttpConnection, PgOptions, Registry, Secrets, expand, postgres,
 };
 use crate::domain::Cidr;
-use crate::input::SECRET_HEADERS;
 
-use super::compile::FileCx;
-use super::model::{
+use super::FileCx;
+use crate::flow::model::{
     BodyEncoding, HmacAlgorithm, HmacRule, HttpStep, SignatureEncoding, SignatureScheme, SqlStep,
     Tenant,
 };
-use super::raw::{RawConnection, RawHmac, RawHttpStep, RawSqlStep};
+use crate::flow::raw::{RawConnection, RawHmac, RawHttpStep, RawSqlStep};
 
 /// How old a signed timestamp may be by default.
 pub const DEFAULT_TOLERANCE: Duration = Duration::from_secs(300);
@@ -207,7 +207,7 @@ fn compile_postgres(
 fn compile_http_connection(
     cx: &mut FileCx<'_>,
     name: &str,
-    raw: Spanned<super::raw::RawHttpConnection>,
+    raw: Spanned<crate::flow::raw::RawHttpConnection>,
     secret_headers: &[String],
     env: &EnvLookup,
     secrets: &mut Secrets,

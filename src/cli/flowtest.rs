@@ -11,10 +11,10 @@
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use crate::codec::input::InputError;
 use crate::domain::{MessageId, now_micros};
 use crate::engine::{ExecError, FailedAnswer, errors_body};
 use crate::flow::{Catalog, Method, TestFile, Trigger};
-use crate::input::InputError;
 
 /// One case of a test file.
 #[derive(Debug, Deserialize)]
@@ -122,9 +122,9 @@ pub fn local_input(
     {
         headers.push(("content-type".into(), ct.into()));
     }
-    crate::input::document(
+    crate::codec::input::document(
         trigger,
-        crate::input::Request {
+        crate::codec::input::Request {
             id: MessageId::new(),
             received_at: now_micros(),
             method,

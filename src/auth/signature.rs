@@ -1,6 +1,6 @@
 //! Signed webhooks: HMAC over the exact raw body (and a timestamp, when the sender
 //! signs one), compared in constant time, with replays refused by the age of the
-//! signed timestamp. Presets in `flow::compile_io` fill in the layouts of common
+//! signed timestamp. Presets in `flow::compile::io` fill in the layouts of common
 //! senders; this module only checks one request against one rule.
 
 use base64::Engine;

@@ -1,0 +1,4 @@
+//! Running the server: metrics kept for `/_metrics` and the log setup.
+
+pub mod metrics;
+pub mod telemetry;
