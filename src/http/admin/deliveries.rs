@@ -1,28 +1,41 @@
 //! The delivery log of outbound event webhooks, and manual redelivery.
 
-use actix_web::{HttpRequest, HttpResponse, web};
+use actix_web::{HttpRequest, HttpResponse, get, post, web};
 use serde::Deserialize;
-use serde_json::json;
 
 use crate::domain::{TenantName, now_micros};
 use crate::store::DeliveryView;
 
-use super::json::{bad, delivery};
-use super::{ApiError, AppState, authorize, parse_id, visible};
+use super::answers::{Delivery, DeliveryPage, Errors, Redelivered};
+use super::{ApiError, AppState, Json, authorize, bad, parse_id, visible};
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
 pub struct ListQuery {
+    /// Tenant name
     tenant: String,
+    /// Subscription name
     subscription: Option<String>,
+    /// next_cursor of the previous page
     cursor: Option<String>,
+    #[param(minimum = 1, maximum = 500, default = 50)]
     limit: Option<u32>,
 }
 
+/// A tenant's event deliveries, newest first.
+#[utoipa::path(
+    operation_id = "list_deliveries",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "A page of deliveries", body = DeliveryPage),
+        (status = 400, description = "A bad parameter", body = Errors),
+    )
+)]
+#[get("/deliveries")]
 pub async fn list(
     req: HttpRequest,
     q: web::Query<ListQuery>,
     state: web::Data<AppState>,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<Json<DeliveryPage>, ApiError> {
     let who = authorize(&req, &state).await?;
     visible(&who, &q.tenant)?;
     let tenant = TenantName::parse(&q.tenant)
@@ -44,10 +57,10 @@ pub async fn list(
     let next = (rows.len() == limit as usize)
         .then(|| rows.last().map(|d| d.id.to_string()))
         .flatten();
-    Ok(HttpResponse::Ok().json(json!({
-        "deliveries": rows.iter().map(|d| delivery(d, false)).collect::<Vec<_>>(),
-        "next_cursor": next,
-    })))
+    Ok(Json(DeliveryPage {
+        deliveries: rows.iter().map(|d| Delivery::new(d, false)).collect(),
+        next_cursor: next,
+    }))
 }
 
 async fn find(req: &HttpRequest, state: &AppState, id: &str) -> Result<DeliveryView, ApiError> {
@@ -65,15 +78,29 @@ async fn find(req: &HttpRequest, state: &AppState, id: &str) -> Result<DeliveryV
     Ok(d)
 }
 
+/// One delivery with its payload and every attempt (status, headers, body excerpt).
+#[utoipa::path(
+    operation_id = "get_delivery",
+    params(("id" = String, Path, format = Uuid)),
+    responses((status = 200, description = "The delivery", body = Delivery))
+)]
+#[get("/deliveries/{id}")]
 pub async fn detail(
     req: HttpRequest,
     id: web::Path<String>,
     state: web::Data<AppState>,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<Json<Delivery>, ApiError> {
     let d = find(&req, &state, &id).await?;
-    Ok(HttpResponse::Ok().json(delivery(&d, true)))
+    Ok(Json(Delivery::new(&d, true)))
 }
 
+/// Send the delivery again now.
+#[utoipa::path(
+    operation_id = "redeliver",
+    params(("id" = String, Path, format = Uuid)),
+    responses((status = 202, description = "Queued for sending", body = Redelivered))
+)]
+#[post("/deliveries/{id}/redeliver")]
 pub async fn redeliver(
     req: HttpRequest,
     id: web::Path<String>,
@@ -82,8 +109,8 @@ pub async fn redeliver(
     let d = find(&req, &state, &id).await?;
     state.queue.store().redeliver(d.id, now_micros()).await?;
     state.queue.dispatcher().events().wake_sender();
-    Ok(
-        HttpResponse::Accepted()
-            .json(json!({"delivery_id": d.id.to_string(), "status": "pending"})),
-    )
+    Ok(HttpResponse::Accepted().json(Redelivered {
+        delivery_id: d.id.to_string(),
+        status: "pending".into(),
+    }))
 }
