@@ -1,13 +1,14 @@
 //! The delivery log of outbound event webhooks, and manual redelivery.
 
-use actix_web::{HttpRequest, HttpResponse, get, post, web};
+use actix_web::{HttpResponse, get, post, web};
 use serde::Deserialize;
 
-use crate::domain::{TenantName, now_micros};
+use crate::domain::now_micros;
 use crate::store::DeliveryView;
 
 use super::answers::{Delivery, DeliveryPage, Errors, Redelivered};
-use super::{ApiError, AppState, Json, authorize, bad, parse_id, visible};
+use super::extract::{Admin, Found};
+use super::{ApiError, AppState, Json, bad};
 
 #[derive(Deserialize, utoipa::IntoParams)]
 pub struct ListQuery {
@@ -32,14 +33,11 @@ pub struct ListQuery {
 )]
 #[get("/deliveries")]
 pub async fn list(
-    req: HttpRequest,
     q: web::Query<ListQuery>,
+    who: Admin,
     state: web::Data<AppState>,
 ) -> Result<Json<DeliveryPage>, ApiError> {
-    let who = authorize(&req, &state).await?;
-    visible(&who, &q.tenant)?;
-    let tenant = TenantName::parse(&q.tenant)
-        .map_err(|_| ApiError::NotFound(format!("no tenant `{}`", q.tenant)))?;
+    let tenant = who.tenant(&q.tenant)?;
     let before = q
         .cursor
         .as_deref()
@@ -63,21 +61,6 @@ pub async fn list(
     }))
 }
 
-async fn find(req: &HttpRequest, state: &AppState, id: &str) -> Result<DeliveryView, ApiError> {
-    let who = authorize(req, state).await?;
-    let not_found = || ApiError::NotFound(format!("no delivery `{id}`"));
-    let d = state
-        .queue
-        .store()
-        .get_delivery(parse_id(id, "delivery")?)
-        .await?
-        .ok_or_else(not_found)?;
-    if !who.sees(d.tenant.as_str()) {
-        return Err(not_found());
-    }
-    Ok(d)
-}
-
 /// One delivery with its payload and every attempt (status, headers, body excerpt).
 #[utoipa::path(
     operation_id = "get_delivery",
@@ -85,13 +68,8 @@ async fn find(req: &HttpRequest, state: &AppState, id: &str) -> Result<DeliveryV
     responses((status = 200, description = "The delivery", body = Delivery))
 )]
 #[get("/deliveries/{id}")]
-pub async fn detail(
-    req: HttpRequest,
-    id: web::Path<String>,
-    state: web::Data<AppState>,
-) -> Result<Json<Delivery>, ApiError> {
-    let d = find(&req, &state, &id).await?;
-    Ok(Json(Delivery::new(&d, true)))
+pub async fn detail(found: Found<DeliveryView>) -> Result<Json<Delivery>, ApiError> {
+    Ok(Json(Delivery::new(&found.it, true)))
 }
 
 /// Send the delivery again now.
@@ -102,11 +80,10 @@ pub async fn detail(
 )]
 #[post("/deliveries/{id}/redeliver")]
 pub async fn redeliver(
-    req: HttpRequest,
-    id: web::Path<String>,
+    found: Found<DeliveryView>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let d = find(&req, &state, &id).await?;
+    let d = found.it;
     state.queue.store().redeliver(d.id, now_micros()).await?;
     state.queue.dispatcher().events().wake_sender();
     Ok(HttpResponse::Accepted().json(Redelivered {

@@ -1,19 +1,19 @@
 //! The log history: filtered, paged lists, one message in full, and what an
 //! operator does to messages (replay, bulk replay, skip, unblock).
 
-use actix_web::{HttpRequest, HttpResponse, get, post, web};
+use actix_web::{HttpResponse, get, post, web};
 use serde::Deserialize;
 
-use crate::auth::admin::AdminIdentity;
 use crate::domain::{MessageStatus, MessageView, TenantName, TriggerKey, TriggerName};
 use crate::queue::LaneError;
-use crate::store::{MessageQuery, Release, StoreError};
+use crate::store::{MessageQuery, Release};
 
 use super::answers::{
     BulkAnswer, BulkCount, BulkReplayed, Errors, MessageDetail, MessagePage, MessageSummary,
     Released, Replayed,
 };
-use super::{ApiError, AppState, Json, authorize, bad, parse_id, parse_time, visible};
+use super::extract::{Admin, Found, Message, ToReplay, unusable};
+use super::{ApiError, AppState, Json, bad, parse_time};
 
 const DEFAULT_LIMIT: u32 = 50;
 const MAX_LIMIT: u32 = 500;
@@ -71,11 +71,7 @@ impl ListQuery {
 }
 
 /// The store query for a filter as `who` may see it; `None` when nothing can match.
-fn to_query(
-    who: &AdminIdentity,
-    f: &Filter,
-    state: &AppState,
-) -> Result<Option<MessageQuery>, ApiError> {
+fn to_query(who: &Admin, f: &Filter, state: &AppState) -> Result<Option<MessageQuery>, ApiError> {
     let status = f
         .status
         .as_deref()
@@ -103,14 +99,14 @@ fn to_query(
             return Err(bad("invalid_parameter", "`trigger` needs `tenant`".into()));
         }
         (Some(t), Some(g)) => {
-            visible(who, t)?;
+            who.visible(t)?;
             let (Ok(tenant), Ok(trigger)) = (TenantName::parse(t), TriggerName::parse(g)) else {
                 return Ok(None);
             };
             vec![TriggerKey { tenant, trigger }]
         }
         (Some(t), None) => {
-            visible(who, t)?;
+            who.visible(t)?;
             let keys = of_tenant(t);
             if keys.is_empty() {
                 return Ok(None);
@@ -158,11 +154,10 @@ fn to_query(
 )]
 #[get("/messages")]
 pub async fn list(
-    req: HttpRequest,
     q: web::Query<ListQuery>,
+    who: Admin,
     state: web::Data<AppState>,
 ) -> Result<Json<MessagePage>, ApiError> {
-    let who = authorize(&req, &state).await?;
     let Some(mut query) = to_query(&who, &q.filter(), &state)? else {
         return Ok(Json(MessagePage {
             messages: Vec::new(),
@@ -187,52 +182,6 @@ pub async fn list(
         messages: rows.iter().map(MessageSummary::from).collect(),
         next_cursor: next,
     }))
-}
-
-/// The message `id` if `who` may see it, else 404.
-/// Why a message cannot be used, for an admin: unreadable documents are named
-/// to those who may see the tenant, and 404 to others.
-fn unusable(who: &AdminIdentity, id: &str, e: StoreError, to_replay: bool) -> ApiError {
-    match e {
-        StoreError::Unreadable { tenant, why, .. } if who.sees(tenant.as_str()) => {
-            ApiError::Unreadable {
-                why,
-                replay: to_replay,
-            }
-        }
-        StoreError::Unreadable { .. } => ApiError::NotFound(format!("no message `{id}`")),
-        other => other.into(),
-    }
-}
-
-async fn find(
-    who: &AdminIdentity,
-    state: &AppState,
-    id: &str,
-) -> Result<(MessageView, Option<crate::domain::MessageId>), ApiError> {
-    find_for(who, state, id, false).await
-}
-
-/// `find`, saying whether the message is wanted for a replay.
-async fn find_for(
-    who: &AdminIdentity,
-    state: &AppState,
-    id: &str,
-    to_replay: bool,
-) -> Result<(MessageView, Option<crate::domain::MessageId>), ApiError> {
-    let not_found = || ApiError::NotFound(format!("no message `{id}`"));
-    let parsed = parse_id(id, "message")?;
-    let (view, replay_of) = state
-        .queue
-        .store()
-        .message_detail(parsed)
-        .await
-        .map_err(|e| unusable(who, id, e, to_replay))?
-        .ok_or_else(not_found)?;
-    if !who.sees(view.tenant.as_str()) {
-        return Err(not_found());
-    }
-    Ok((view, replay_of))
 }
 
 /// Whether `v` holds its ordered lane: known here, or (lanes claimed from a
@@ -268,12 +217,10 @@ async fn blocking(state: &AppState, v: &MessageView) -> Result<bool, ApiError> {
 )]
 #[get("/messages/{id}")]
 pub async fn detail(
-    req: HttpRequest,
-    id: web::Path<String>,
+    found: Found<Message>,
     state: web::Data<AppState>,
 ) -> Result<Json<MessageDetail>, ApiError> {
-    let who = authorize(&req, &state).await?;
-    let (view, replay_of) = find(&who, &state, &id).await?;
+    let Message { view, replay_of } = found.it;
     let blocking = blocking(&state, &view).await?;
     Ok(Json(MessageDetail::new(&view, replay_of, blocking)))
 }
@@ -290,12 +237,10 @@ pub async fn detail(
 )]
 #[post("/messages/{id}/replay")]
 pub async fn replay(
-    req: HttpRequest,
-    id: web::Path<String>,
+    found: Found<ToReplay>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let who = authorize(&req, &state).await?;
-    let (view, _) = find_for(&who, &state, &id, true).await?;
+    let (who, view) = (found.who, found.it.view);
     let new = state.queue.replay(&view).await?;
     tracing::info!(admin = who.label, original = %view.id, replay = %new, "message replayed");
     Ok(HttpResponse::Accepted().json(Replayed {
@@ -306,13 +251,11 @@ pub async fn replay(
 }
 
 async fn release(
-    req: HttpRequest,
-    id: &str,
+    found: Found<Message>,
     state: &AppState,
     how: Release,
 ) -> Result<Json<Released>, ApiError> {
-    let who = authorize(&req, state).await?;
-    let (view, _) = find(&who, state, id).await?;
+    let (who, view) = (found.who, found.it.view);
     match state.queue.release_lane(&view, how).await {
         Ok(()) => {
             tracing::info!(admin = who.label, message = %view.id, action = ?how, "ordered lane released");
@@ -346,11 +289,10 @@ async fn release(
 )]
 #[post("/messages/{id}/skip")]
 pub async fn skip(
-    req: HttpRequest,
-    id: web::Path<String>,
+    found: Found<Message>,
     state: web::Data<AppState>,
 ) -> Result<Json<Released>, ApiError> {
-    release(req, &id, &state, Release::Skip).await
+    release(found, &state, Release::Skip).await
 }
 
 /// Let the lane go on, the blocking message keeping its status.
@@ -364,11 +306,10 @@ pub async fn skip(
 )]
 #[post("/messages/{id}/unblock")]
 pub async fn unblock(
-    req: HttpRequest,
-    id: web::Path<String>,
+    found: Found<Message>,
     state: web::Data<AppState>,
 ) -> Result<Json<Released>, ApiError> {
-    release(req, &id, &state, Release::Unblock).await
+    release(found, &state, Release::Unblock).await
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -397,11 +338,10 @@ pub struct BulkReplay {
 )]
 #[post("/replay")]
 pub async fn bulk_replay(
-    req: HttpRequest,
     body: web::Json<BulkReplay>,
+    who: Admin,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let who = authorize(&req, &state).await?;
     let body = body.into_inner();
     if body.filter.tenant.is_none() || body.filter.trigger.is_none() {
         return Err(bad(

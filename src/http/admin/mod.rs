@@ -4,6 +4,7 @@
 
 mod answers;
 mod deliveries;
+mod extract;
 mod messages;
 mod openapi;
 mod triggers;
@@ -90,11 +91,8 @@ fn presented(req: &HttpRequest) -> Option<&str> {
         .filter(|t| !t.is_empty())
 }
 
-/// The admin token's identity, or 401.
-pub async fn authorize(
-    req: &HttpRequest,
-    state: &AppState,
-) -> Result<Arc<AdminIdentity>, ApiError> {
+/// The admin token's identity, or 401 (handlers take it as `extract::Admin`).
+async fn authorize(req: &HttpRequest, state: &AppState) -> Result<Arc<AdminIdentity>, ApiError> {
     if state.admin.is_empty() {
         return Err(ApiError::Unauthorized(
             "no admin tokens are configured (admin_tokens in flowgate.toml)".into(),
@@ -110,15 +108,6 @@ pub async fn authorize(
         .identify(token, client)
         .await?
         .ok_or_else(|| ApiError::Unauthorized("invalid admin token".into()))
-}
-
-/// 404 for a tenant the identity cannot see (or that does not exist).
-fn visible(who: &AdminIdentity, tenant: &str) -> Result<(), ApiError> {
-    if who.sees(tenant) {
-        Ok(())
-    } else {
-        Err(ApiError::NotFound(format!("no tenant `{tenant}`")))
-    }
 }
 
 fn parse_id(s: &str, what: &str) -> Result<MessageId, ApiError> {

@@ -7,15 +7,15 @@ use actix_web::{HttpRequest, get, web};
 use indexmap::IndexMap;
 use serde::Deserialize;
 
-use crate::auth::admin::AdminIdentity;
 use crate::domain::TenantName;
 use crate::flow::Diagnostic;
 
 use super::answers::{Lane, LaneList, Tenant, TenantList, Trigger, TriggerList};
-use super::{ApiError, AppState, Json, authorize, visible};
+use super::extract::Admin;
+use super::{ApiError, AppState, Json};
 
 /// The tenants a token may see, as a store filter (`None`: all).
-pub fn scope(who: &AdminIdentity) -> Option<Vec<TenantName>> {
+pub fn scope(who: &Admin) -> Option<Vec<TenantName>> {
     who.tenants.clone()
 }
 
@@ -31,10 +31,10 @@ fn tenant_of(file: &Path, flows: &Path) -> Option<String> {
 #[utoipa::path(operation_id = "list_triggers", responses((status = 200, description = "The trigger table", body = TriggerList)))]
 #[get("/triggers")]
 pub async fn list(
+    who: Admin,
     req: HttpRequest,
     state: web::Data<AppState>,
 ) -> Result<Json<TriggerList>, ApiError> {
-    let who = authorize(&req, &state).await?;
     let store = state.queue.store();
     let counts = store.status_counts(scope(&who)).await?;
     let blocked = store.blocked_lanes(scope(&who)).await?;
@@ -93,11 +93,7 @@ pub async fn list(
 /// Tenants with their API key labels and subscriptions (never hashes or secrets).
 #[utoipa::path(operation_id = "list_tenants", responses((status = 200, description = "Tenants", body = TenantList)))]
 #[get("/tenants")]
-pub async fn tenants(
-    req: HttpRequest,
-    state: web::Data<AppState>,
-) -> Result<Json<TenantList>, ApiError> {
-    let who = authorize(&req, &state).await?;
+pub async fn tenants(who: Admin, state: web::Data<AppState>) -> Result<Json<TenantList>, ApiError> {
     let catalog = state.catalog.get();
     let mut names: Vec<String> = catalog
         .triggers()
@@ -126,13 +122,12 @@ pub struct LaneQuery {
 #[utoipa::path(operation_id = "list_lanes", params(LaneQuery), responses((status = 200, description = "Blocked lanes", body = LaneList)))]
 #[get("/lanes")]
 pub async fn lanes(
-    req: HttpRequest,
     q: web::Query<LaneQuery>,
+    who: Admin,
     state: web::Data<AppState>,
 ) -> Result<Json<LaneList>, ApiError> {
-    let who = authorize(&req, &state).await?;
     if let Some(t) = &q.tenant {
-        visible(&who, t)?;
+        who.visible(t)?;
     }
     let blocked = state.queue.store().blocked_lanes(scope(&who)).await?;
     let rows = blocked
