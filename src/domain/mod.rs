@@ -4,6 +4,7 @@
 mod cidr;
 pub mod depth;
 mod event;
+mod headers;
 mod json_iter;
 mod message;
 mod meta;
@@ -13,6 +14,7 @@ mod time;
 
 pub use cidr::Cidr;
 pub use event::EventKind;
+pub use headers::header_pairs;
 pub use message::{
     AttemptRecord, MessageId, MessageStatus, MessageView, Mode, NewMessage, Outcome, StoredResponse,
 };

@@ -75,22 +75,6 @@ async fn not_found() -> Result<actix_web::HttpResponse, ApiError> {
     Err(ApiError::NotFound("no such admin resource".into()))
 }
 
-fn presented(req: &HttpRequest) -> Option<&str> {
-    if let Some(t) = req
-        .headers()
-        .get("x-admin-token")
-        .and_then(|v| v.to_str().ok())
-    {
-        return Some(t.trim()).filter(|t| !t.is_empty());
-    }
-    let auth = req.headers().get("authorization")?.to_str().ok()?;
-    let (scheme, token) = auth.trim().split_once(' ')?;
-    scheme
-        .eq_ignore_ascii_case("bearer")
-        .then(|| token.trim())
-        .filter(|t| !t.is_empty())
-}
-
 /// The admin token's identity, or 401 (handlers take it as `extract::Admin`).
 async fn authorize(req: &HttpRequest, state: &AppState) -> Result<Arc<AdminIdentity>, ApiError> {
     if state.admin.is_empty() {
@@ -98,7 +82,7 @@ async fn authorize(req: &HttpRequest, state: &AppState) -> Result<Arc<AdminIdent
             "no admin tokens are configured (admin_tokens in flowgate.toml)".into(),
         ));
     }
-    let token = presented(req).ok_or_else(|| {
+    let token = super::callers::presented(req, "x-admin-token").ok_or_else(|| {
         ApiError::Unauthorized("missing admin token: send Authorization: Bearer <token>".into())
     })?;
     let client =
