@@ -364,6 +364,19 @@ async fn answers_unlike_the_document_fail() {
     // An error body unlike `{"errors": [...]}`.
     let wrong = json!({"error": "unauthorized"});
     assert!(c.check("GET", "/triggers", 401, &wrong).is_err());
+    // Every `{name}` of a path is a declared path parameter.
+    for (path, item) in c.doc["paths"].as_object().unwrap() {
+        let names = path.split('{').skip(1).filter_map(|p| p.split_once('}'));
+        for (name, _) in names {
+            for op in item.as_object().unwrap().values() {
+                let params = op["parameters"].as_array().cloned().unwrap_or_default();
+                let declared = params
+                    .iter()
+                    .any(|p| p["in"] == "path" && p["name"] == name);
+                assert!(declared, "{path} declares `{name}`");
+            }
+        }
+    }
     let ids = c.operation_ids();
     let unique: BTreeSet<&String> = ids.iter().filter(|i| !i.is_empty()).collect();
     assert_eq!(unique.len(), ids.len(), "operation ids are unique: {ids:?}");

@@ -64,7 +64,6 @@ pub async fn list(
 /// One delivery with its payload and every attempt (status, headers, body excerpt).
 #[utoipa::path(
     operation_id = "get_delivery",
-    params(("id" = String, Path, format = Uuid)),
     responses((status = 200, description = "The delivery", body = Delivery))
 )]
 #[get("/deliveries/{id}")]
@@ -75,7 +74,6 @@ pub async fn detail(found: Found<DeliveryView>) -> Result<Json<Delivery>, ApiErr
 /// Send the delivery again now.
 #[utoipa::path(
     operation_id = "redeliver",
-    params(("id" = String, Path, format = Uuid)),
     responses((status = 202, description = "Queued for sending", body = Redelivered))
 )]
 #[post("/deliveries/{id}/redeliver")]

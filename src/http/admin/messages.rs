@@ -209,7 +209,6 @@ async fn blocking(state: &AppState, v: &MessageView) -> Result<bool, ApiError> {
 /// One message: input (redacted), step trace, every attempt, response.
 #[utoipa::path(
     operation_id = "get_message",
-    params(("id" = String, Path, format = Uuid)),
     responses(
         (status = 200, description = "The message", body = MessageDetail),
         (status = 500, description = "The message's stored documents cannot be read back", body = Errors),
@@ -229,7 +228,6 @@ pub async fn detail(
 /// lane's blocking message takes the head of the lane.
 #[utoipa::path(
     operation_id = "replay_message",
-    params(("id" = String, Path, format = Uuid)),
     responses(
         (status = 202, description = "The new message", body = Replayed),
         (status = 409, description = "The message's stored input cannot be read back", body = Errors),
@@ -281,7 +279,6 @@ async fn release(
 /// Mark a lane's blocking message skipped; the lane goes on.
 #[utoipa::path(
     operation_id = "skip_message",
-    params(("id" = String, Path, format = Uuid)),
     responses(
         (status = 200, description = "Skipped", body = Released),
         (status = 409, description = "The message does not hold an ordered lane", body = Errors),
@@ -298,7 +295,6 @@ pub async fn skip(
 /// Let the lane go on, the blocking message keeping its status.
 #[utoipa::path(
     operation_id = "unblock_message",
-    params(("id" = String, Path, format = Uuid)),
     responses(
         (status = 200, description = "Unblocked", body = Released),
         (status = 409, description = "The message does not hold an ordered lane", body = Errors),

@@ -6,6 +6,8 @@
 use std::sync::LazyLock;
 
 use utoipa::OpenApi;
+use utoipa::openapi::path::{Parameter, ParameterBuilder, ParameterIn};
+use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, SchemaFormat, Type};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{self, ContentBuilder, Ref, RefOr, ResponseBuilder};
 
@@ -48,6 +50,19 @@ const EVERY_ENDPOINT: [(&str, &str, &str); 5] = [
     ),
 ];
 
+/// `{id}` in an admin path is always a message's or a delivery's id.
+fn id_parameter() -> Parameter {
+    let uuid = ObjectBuilder::new()
+        .schema_type(Type::String)
+        .format(Some(SchemaFormat::KnownFormat(KnownFormat::Uuid)));
+    ParameterBuilder::new()
+        .name("id")
+        .parameter_in(ParameterIn::Path)
+        .description(Some("A message id, or a delivery id under /deliveries"))
+        .schema(Some(uuid))
+        .build()
+}
+
 /// The whole document.
 pub fn document() -> openapi::OpenApi {
     let mut doc = About::openapi();
@@ -74,7 +89,7 @@ pub fn document() -> openapi::OpenApi {
             .responses
             .insert(name.to_owned(), RefOr::T(response));
     }
-    for item in doc.paths.paths.values_mut() {
+    for (path, item) in doc.paths.paths.iter_mut() {
         let operations = [
             &mut item.get,
             &mut item.post,
@@ -83,6 +98,13 @@ pub fn document() -> openapi::OpenApi {
             &mut item.patch,
         ];
         for op in operations.into_iter().flatten() {
+            let params = op.parameters.get_or_insert_with(Vec::new);
+            let declared = params
+                .iter()
+                .any(|p| matches!(p, RefOr::T(p) if p.name == "id"));
+            if path.contains("{id}") && !declared {
+                params.push(RefOr::T(id_parameter()));
+            }
             for (status, name, _) in EVERY_ENDPOINT {
                 op.responses
                     .responses
