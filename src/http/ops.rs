@@ -99,8 +99,8 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
             key.tenant, key.trigger,
         );
     }
-    if let Some(pg) = state.queue.store().shared() {
-        render_store(&mut out, pg.stats());
+    if let Some(stats) = state.queue.execution().store_stats() {
+        render_store(&mut out, stats);
     }
     state.queue.dispatcher().metrics().render(&mut out);
     HttpResponse::Ok()
@@ -146,7 +146,7 @@ fn render_store(out: &mut String, s: crate::store::PgStats) {
 /// lanes live in the database, so it is asked (nothing when it does not answer).
 async fn blocked_lanes(state: &AppState) -> Vec<(crate::domain::TriggerKey, usize)> {
     let mut counts: Vec<(crate::domain::TriggerKey, usize)> =
-        if state.queue.store().shared().is_some() {
+        if state.queue.execution().lanes_in_store() {
             let mut by_key = std::collections::BTreeMap::new();
             match state.queue.store().blocked_lanes(None).await {
                 Ok(lanes) => lanes

@@ -7,7 +7,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use serde_json::Value;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::domain::{
@@ -19,56 +18,10 @@ use crate::flow::{OnExhausted, SharedCatalog, Trigger};
 use crate::ops::metrics::{ExecOutcome, Metrics};
 use crate::store::{Completion, PendingMessage, Store};
 
+pub use super::job::Job;
+use super::job::{AttemptEnd, Attempted};
 use super::waiters::{WaitOutcome, Waiters};
-
-/// A message the dispatcher holds until it is finished.
-#[derive(Debug, Clone)]
-pub struct Job {
-    pub id: MessageId,
-    pub key: TriggerKey,
-    pub lane: Option<String>,
-    pub mode: Mode,
-    pub attempts: u32,
-    pub run_at: Micros,
-    /// `Err`: the stored input cannot be read back; the attempt fails saying so.
-    pub input: Result<Arc<Value>, String>,
-    /// On a shared store, the epoch of the lane claim it runs under.
-    pub lane_epoch: i64,
-}
-
-impl Job {
-    pub fn new(m: NewMessage) -> Self {
-        Self {
-            id: m.id,
-            key: TriggerKey {
-                tenant: m.tenant,
-                trigger: m.trigger,
-            },
-            lane: m.lane,
-            mode: m.mode,
-            attempts: 0,
-            run_at: m.received_at,
-            input: Ok(Arc::new(m.input)),
-            lane_epoch: 0,
-        }
-    }
-
-    fn recovered(p: PendingMessage) -> Self {
-        Self {
-            id: p.id,
-            key: TriggerKey {
-                tenant: p.tenant,
-                trigger: p.trigger,
-            },
-            lane: p.lane,
-            mode: p.mode,
-            attempts: p.attempts,
-            run_at: p.run_at,
-            input: p.input.map(Arc::new),
-            lane_epoch: 0,
-        }
-    }
-}
+use super::wake::Wake;
 
 #[derive(Default)]
 struct Lane {
@@ -111,27 +64,6 @@ impl TriggerState {
     }
 }
 
-/// How an attempt ended for the dispatcher.
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum AttemptEnd {
-    Done {
-        blocking: bool,
-    },
-    RetryAt(Micros),
-    /// Stopped from outside (its lease was lost, or the node is stopping): not
-    /// a result of the flow. Nothing is written; the message runs again.
-    Stopped(engine::StopReason),
-}
-
-/// An attempt that ran: its record, what comes next, and what a waiting caller
-/// is told once the record is written (then `Dispatcher::announce` tells the
-/// subscribers).
-pub(crate) struct Attempted {
-    pub completion: Completion,
-    pub end: AttemptEnd,
-    pub wake: Option<WaitOutcome>,
-}
-
 pub struct Dispatcher {
     store: Store,
     catalog: SharedCatalog,
@@ -140,9 +72,9 @@ pub struct Dispatcher {
     max_backlog: usize,
     /// Where executions run (pushes come from the enqueuer's own thread).
     runtime: tokio::runtime::Handle,
-    /// Set when executions are claimed from a shared store: a stored message is
-    /// not run here on push; the claimer is woken instead.
-    claimed: std::sync::OnceLock<Arc<super::claimer::Wake>>,
+    /// With the shared execution model: a stored message is not run here on
+    /// push; the claimer is woken through this instead.
+    shared: Option<Arc<Wake>>,
     metrics: Arc<Metrics>,
     events: Events,
     executor: Executor,
@@ -164,6 +96,7 @@ impl Dispatcher {
         runtime: tokio::runtime::Handle,
         executor: Executor,
         tenant_max: usize,
+        shared: Option<Arc<Wake>>,
     ) -> Self {
         let events = Events::start(store.clone(), catalog.clone());
         Self {
@@ -173,7 +106,7 @@ impl Dispatcher {
             waiters: Waiters::default(),
             max_backlog,
             runtime,
-            claimed: std::sync::OnceLock::new(),
+            shared,
             metrics: Arc::new(Metrics::default()),
             events,
             executor,
@@ -309,21 +242,11 @@ impl Dispatcher {
         }
     }
 
-    /// From now on executions are claimed from the store by a claimer woken by `wake`.
-    pub(crate) fn claim_from_store(&self, wake: Arc<super::claimer::Wake>) {
-        let _ = self.claimed.set(wake);
-    }
-
-    /// Whether executions are claimed from a shared store (lanes live there).
-    pub fn shared(&self) -> bool {
-        self.claimed.get().is_some()
-    }
-
     /// Which of these accepted messages this node runs itself (`Store::submit`'s
     /// `mine`): with a shared store, unordered ones while it holds fewer than its
     /// share; otherwise none is marked, as every message runs here anyway.
     pub fn claims(&self, messages: &[NewMessage]) -> Vec<bool> {
-        let Some(wake) = self.claimed.get() else {
+        let Some(wake) = self.shared.as_ref() else {
             return Vec::new();
         };
         let mut room = wake.reserve(messages.iter().filter(|m| m.lane.is_none()).count());
@@ -339,19 +262,14 @@ impl Dispatcher {
 
     /// Gives back what `claims` reserved for `n` messages that were not stored.
     pub fn unclaim(&self, n: usize) {
-        if let (Some(wake), true) = (self.claimed.get(), n > 0) {
+        if let (Some(wake), true) = (self.shared.as_ref(), n > 0) {
             wake.unreserve(n);
         }
     }
 
-    /// The claimer's side of this node, with a shared store.
-    pub(crate) fn claimer(&self) -> Option<&Arc<super::claimer::Wake>> {
-        self.claimed.get()
-    }
-
     /// Hands over a message stored claimed by this node (see `claims`).
     pub fn push_claimed(self: &Arc<Self>, job: Job) {
-        let Some(wake) = self.claimed.get() else {
+        let Some(wake) = self.shared.as_ref() else {
             return self.push(job);
         };
         self.count_as_shared(&job.key);
@@ -367,7 +285,7 @@ impl Dispatcher {
 
     /// Hands a stored message over for execution. Its backlog place is already taken.
     pub fn push(self: &Arc<Self>, job: Job) {
-        if let Some(wake) = self.claimed.get() {
+        if let Some(wake) = self.shared.as_ref() {
             // Any node may run it.
             self.count_as_shared(&job.key);
             wake.work(job.lane.is_some());
@@ -429,7 +347,7 @@ impl Dispatcher {
     /// An operator let go of a blocked lane: it runs again, `front` (a replay of
     /// the blocking message) first. The job's backlog place must be taken.
     pub fn unblock(self: &Arc<Self>, key: &TriggerKey, lane: &str, front: Option<Job>) {
-        if let Some(wake) = self.claimed.get() {
+        if let Some(wake) = self.shared.as_ref() {
             // The store let go of the lane (and put `front` at its head): any
             // node's claimer takes it up; here only the backlog place is returned.
             if front.is_some() {
@@ -531,6 +449,8 @@ impl Dispatcher {
     /// One attempt: run the flow, record it, decide what comes next. The
     /// message is marked running once it has its tenant's place.
     async fn attempt(&self, job: &mut Job) -> AttemptEnd {
+        // A lane changes hands on the embedded store only when it restarts.
+        job.lane_epoch = self.store.generation();
         let slot = self.running_slot(job.key.tenant.as_str()).await;
         let started_at = self.store.now();
         self.store
@@ -598,14 +518,7 @@ impl Dispatcher {
             message_id: job.id,
             attempt: number,
             // A lane changes hands on the embedded store only when it restarts.
-            lane: job.lane.clone().map(|lane| {
-                let epoch = if self.shared() {
-                    job.lane_epoch
-                } else {
-                    self.store.generation()
-                };
-                (lane, epoch)
-            }),
+            lane: job.lane.clone().map(|lane| (lane, job.lane_epoch)),
         };
         let (result, response, trace) = match (&trigger, &job.input) {
             (Some(t), Ok(input)) => {
