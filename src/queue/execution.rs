@@ -19,7 +19,7 @@ use crate::engine;
 use crate::store::{PgStats, SharedStore, Store, StoreError};
 
 use super::claimer;
-use super::dispatcher::Dispatcher;
+use super::dispatcher::{Dispatcher, Runs};
 use super::job::Job;
 use super::wake::Wake;
 
@@ -36,8 +36,9 @@ const IN_FLIGHT_SHARED: usize = 2;
 
 /// How this node runs the messages it stores.
 pub enum Execution {
-    /// Every message runs where it was accepted.
-    Embedded,
+    /// Every message runs where it was accepted; `by_hand`: each waits for
+    /// `Queue::run_due` instead of the clock (tests step time this way).
+    Embedded { by_hand: bool },
     /// Work is claimed from a store several nodes share.
     Shared(Shared),
 }
@@ -62,7 +63,14 @@ enum Claiming {
 impl Execution {
     /// One node: every message runs here.
     pub fn embedded() -> Self {
-        Self::Embedded
+        Self::Embedded { by_hand: false }
+    }
+
+    /// One node whose messages run only when [`crate::queue::Queue::run_due`]
+    /// is given a time at or past theirs, with that time as their clock: tests
+    /// step the dispatcher with it instead of waiting.
+    pub fn embedded_by_hand() -> Self {
+        Self::Embedded { by_hand: true }
     }
 
     /// Several nodes sharing `store`: work is claimed from it.
@@ -75,11 +83,13 @@ impl Execution {
         })
     }
 
-    /// The handle the dispatcher wakes the claimer through (shared model).
-    pub(crate) fn wake(&self) -> Option<Arc<Wake>> {
+    /// How the dispatcher runs what is pushed to it: here, or by waking the
+    /// claimer through the handle made with the shared model.
+    pub(crate) fn runs(&self) -> Runs {
         match self {
-            Self::Embedded => None,
-            Self::Shared(s) => Some(s.wake.clone()),
+            Self::Embedded { by_hand: false } => Runs::Here,
+            Self::Embedded { by_hand: true } => Runs::ByHand,
+            Self::Shared(s) => Runs::Claimed(s.wake.clone()),
         }
     }
 
@@ -105,7 +115,7 @@ impl Execution {
     /// How many batches the enqueuer may have handed to the store uncommitted.
     pub(crate) fn batches_in_flight(&self) -> usize {
         match self {
-            Self::Embedded => 1,
+            Self::Embedded { .. } => 1,
             Self::Shared(_) => IN_FLIGHT_SHARED,
         }
     }
@@ -119,7 +129,7 @@ impl Execution {
     /// The shared store's pool and this node's leases (for `/_metrics`).
     pub fn store_stats(&self) -> Option<PgStats> {
         match self {
-            Self::Embedded => None,
+            Self::Embedded { .. } => None,
             Self::Shared(s) => Some(s.store.stats()),
         }
     }
@@ -135,7 +145,7 @@ impl Execution {
         dispatcher: &Arc<Dispatcher>,
     ) -> Result<usize, StoreError> {
         match self {
-            Self::Embedded => {
+            Self::Embedded { .. } => {
                 let pending = store.recover(now_micros()).await?;
                 let n = pending.len();
                 dispatcher.recover(pending);

@@ -77,7 +77,7 @@ impl Queue {
             runtime,
             executor,
             limits.tenant_max_running,
-            execution.wake(),
+            execution.runs(),
         ));
         let (tx, rx) = mpsc::channel(enqueuer::MAX_BATCH * 8);
         enqueuer::start(
@@ -109,6 +109,12 @@ impl Queue {
     /// where lanes live, the shared store's figures).
     pub fn execution(&self) -> &Execution {
         &self.execution
+    }
+
+    /// Stepped by hand (`Execution::embedded_by_hand`): runs what is due by
+    /// `now`, with `now` as its clock; see [`Dispatcher::run_due`].
+    pub async fn run_due(&self, now: crate::domain::Micros) -> usize {
+        self.dispatcher.run_due(now).await
     }
 
     /// As the node stops: see [`Execution::stop`].

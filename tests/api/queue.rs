@@ -375,3 +375,93 @@ async fn a_sync_ordered_trigger_answers_once_its_turn_came() {
     assert!(res.headers().contains_key("x-message-id"));
     assert_eq!(res.json::<Value>().await.unwrap(), json!({"k": "x"}));
 }
+
+/// The dispatcher stepped by hand: a failing message walks its retry schedule
+/// (minutes long) as times are passed in, with nothing slept; each attempt
+/// starts at the time it was stepped to.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retrying_message_is_stepped_through_its_schedule_by_hand() {
+    use flowgate::domain::{
+        MessageStatus, Mode, NewMessage, Outcome, TenantName, TriggerName, now_micros,
+    };
+    use flowgate::flow::{Loader, SharedCatalog};
+    use flowgate::queue::{Execution, Queue, QueueLimits};
+    use flowgate::store::Store;
+
+    let dir = tempfile::tempdir().unwrap();
+    let settings = crate::helpers::settings_in(dir.path());
+    write_flow(
+        &settings.flows,
+        "t/Retry.yaml",
+        "auth: { none: true }\ndelivery: { retry: [10m, 1h] }\nresponse: { mode: async }\nsteps:\n  - fail: { status: 503, message: '\"downstream away\"' }\n",
+    );
+    let report = Loader::new(settings.flows.clone()).load();
+    assert!(report.diagnostics.is_empty(), "{:?}", report.diagnostics);
+    let store = Store::open(&settings.store).unwrap();
+    let queue = Queue::start(
+        store.clone(),
+        Execution::embedded_by_hand(),
+        SharedCatalog::new(report.catalog),
+        QueueLimits {
+            max_backlog: 100,
+            store_timeout: Duration::from_secs(5),
+            tenant_max_running: 4,
+        },
+        crate::helpers::executor(),
+    )
+    .unwrap();
+    queue.recover().await.unwrap();
+    let t0 = now_micros();
+    let (id, _, _) = queue
+        .accept(
+            NewMessage {
+                id: flowgate::domain::MessageId::new(),
+                tenant: TenantName::parse("t").unwrap(),
+                trigger: TriggerName::parse("Retry").unwrap(),
+                lane: None,
+                mode: Mode::Async,
+                received_at: t0,
+                idempotency_key: None,
+                input: json!({"body": {}}),
+                body_json: None,
+            },
+            false,
+        )
+        .await
+        .unwrap();
+    let seen = || async {
+        store.flush().await.unwrap();
+        let v = store.get(id).await.unwrap().unwrap();
+        let starts: Vec<i64> = v.attempts.iter().map(|a| a.started_at).collect();
+        assert!(
+            v.attempts
+                .iter()
+                .all(|a| a.outcome == Some(Outcome::Failed)),
+            "{:?}",
+            v.attempts
+        );
+        (v.status, starts)
+    };
+    let minute = 60_000_000;
+    assert_eq!(
+        seen().await,
+        (MessageStatus::Queued, vec![]),
+        "not stepped yet"
+    );
+    assert_eq!(queue.run_due(t0).await, 1);
+    assert_eq!(seen().await, (MessageStatus::Retrying, vec![t0]));
+    assert_eq!(queue.run_due(t0 + 9 * minute).await, 0, "not due yet");
+    assert_eq!(seen().await, (MessageStatus::Retrying, vec![t0]));
+    assert_eq!(queue.run_due(t0 + 10 * minute).await, 1);
+    let second = t0 + 10 * minute;
+    assert_eq!(seen().await, (MessageStatus::Retrying, vec![t0, second]));
+    assert_eq!(queue.run_due(second + 59 * minute).await, 0, "not due yet");
+    let third = second + 60 * minute;
+    assert_eq!(queue.run_due(third).await, 1);
+    assert_eq!(
+        seen().await,
+        (MessageStatus::Dead, vec![t0, second, third]),
+        "two retries, then dead"
+    );
+    assert_eq!(queue.run_due(third + 600 * minute).await, 0, "nothing left");
+}
