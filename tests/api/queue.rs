@@ -170,8 +170,16 @@ async fn a_failing_message_retries_on_schedule_then_blocks_its_lane() {
             .iter()
             .all(|a| a["outcome"] == "failed" && a["error"] == "downstream away")
     );
-    // The lane stays blocked: the second message does not run.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The lane stays blocked: once it is known blocked, its task has ended
+    // without starting the second message.
+    let blocked = r#"flowgate_lanes_blocked{tenant="t",trigger="Block"}"#;
+    assert!(
+        crate::helpers::eventually(Duration::from_secs(10), || async {
+            app.metric(blocked).await == 1.0
+        })
+        .await,
+        "the lane was never reported blocked"
+    );
     let doc: Value = app
         .get(&format!("/t/Block/messages/{second}"), None)
         .await
