@@ -109,7 +109,7 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
 }
 
 /// The shared store's pool and the leases this node holds.
-fn render_store(out: &mut String, s: crate::store::PgStats) {
+fn render_store(out: &mut String, s: crate::store::SharedStats) {
     let _ = writeln!(
         out,
         "# HELP flowgate_store_connections Connections of this node's PostgreSQL pool, by state\n# TYPE flowgate_store_connections gauge\nflowgate_store_connections{{state=\"in_use\"}} {}\nflowgate_store_connections{{state=\"idle\"}} {}",

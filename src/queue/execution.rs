@@ -16,7 +16,7 @@ use tokio::sync::mpsc;
 
 use crate::domain::{AttemptRecord, NewMessage, now_micros};
 use crate::engine;
-use crate::store::{PgStats, SharedStore, Store, StoreError};
+use crate::store::{SharedStats, SharedStore, Store, StoreError};
 
 use super::claimer;
 use super::dispatcher::{Dispatcher, Runs};
@@ -127,7 +127,7 @@ impl Execution {
     }
 
     /// The shared store's pool and this node's leases (for `/_metrics`).
-    pub fn store_stats(&self) -> Option<PgStats> {
+    pub fn store_stats(&self) -> Option<SharedStats> {
         match self {
             Self::Embedded { .. } => None,
             Self::Shared(s) => Some(s.store.stats()),

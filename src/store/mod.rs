@@ -31,7 +31,7 @@ pub use postgres::{
     ClaimedMessage, Ended, LaneClaim, LaneMessage, PgOptions, PgStats, PgStore, TenantShares,
     Wakeup,
 };
-pub use shared::{Claimed, SharedStore};
+pub use shared::{Claimed, SharedStats, SharedStore};
 pub use sqlite::SqliteStore;
 pub use types::{
     Completion, EnqueueOutcome, PendingMessage, StoreError, StoredInput, Submitted, read_document,

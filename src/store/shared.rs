@@ -18,6 +18,9 @@ use super::{
 /// Each trigger's count of unfinished messages in the shared queue.
 pub type Backlogs = Vec<(TenantName, TriggerName, i64)>;
 
+/// A shared store's pool and this node's leases, for `/_metrics`.
+pub type SharedStats = PgStats;
+
 /// What one claim took.
 pub enum Claimed {
     Messages(Vec<ClaimedMessage>),
@@ -37,7 +40,7 @@ pub trait SharedStore: Send + Sync + 'static {
     /// Reads the database's clock again.
     fn sync_clock(&self) -> BoxFuture<'_, Result<(), StoreError>>;
     /// This node's pool and leases, for `/_metrics`.
-    fn stats(&self) -> PgStats;
+    fn stats(&self) -> SharedStats;
 
     /// Stores a batch; those marked in `mine` are stored claimed by this node.
     fn enqueue_claiming(&self, batch: &[NewMessage], mine: &[bool]) -> Submitted;
@@ -116,7 +119,7 @@ impl SharedStore for PgStore {
     fn sync_clock(&self) -> BoxFuture<'_, Result<(), StoreError>> {
         Box::pin(PgStore::sync_clock(self))
     }
-    fn stats(&self) -> PgStats {
+    fn stats(&self) -> SharedStats {
         PgStore::stats(self)
     }
     fn enqueue_claiming(&self, batch: &[NewMessage], mine: &[bool]) -> Submitted {
