@@ -243,7 +243,14 @@ async fn outage_under_load(test: &str, how: How) {
         })
         .collect();
 
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // Traffic flows before the cut.
+    assert!(
+        crate::helpers::eventually(Duration::from_secs(30), || async {
+            !acked.lock().unwrap().is_empty()
+        })
+        .await,
+        "nothing accepted before the cut"
+    );
     let before = acked.lock().unwrap().len();
     let refused_before = refused.lock().unwrap().len();
     // `pg_ctl` waits for the server: off the runtime's workers.
