@@ -1,6 +1,19 @@
 //! Between the HTTP layer and the engine: accepting messages durably (group
 //! commit), running them (lanes, concurrency, retries), answering sync callers,
 //! recovery after a restart and retention.
+//!
+//! - `execution`: the embedded and the shared execution model behind one
+//!   interface, chosen once in `startup`.
+//! - `enqueuer`: group commit, on a thread of its own.
+//! - `dispatcher`: backlog, permits and one attempt's result; the embedded
+//!   model's lanes and retries (`Queue::run_due` steps them by hand).
+//! - `claimer`: the shared model: work claimed from the store under leases.
+//! - `wake`: the handle the dispatcher wakes the claimer through.
+//! - `job`, `waiters`, `sync_exec`, `admin`: a message while it runs, callers
+//!   waiting for it, the sync fast path, operators' actions.
+//!
+//! Dependencies point one way: execution -> claimer -> dispatcher -> wake,
+//! job; the claimer reaches the store only through `store::SharedStore`.
 
 mod admin;
 mod claimer;
