@@ -31,7 +31,7 @@ use crate::flow::fast::Fuel;
 use crate::flow::value::{Bound, TooBig, from_json, from_json_sized, string, to_json};
 use crate::flow::{Expr, Step, Template, Trigger};
 
-pub use answer::{FailedAnswer, errors_body};
+pub use answer::{FailedAnswer, errors_body, input_errors_body};
 pub use budget::{BudgetKind, Limits};
 pub use error::ExecError;
 pub use sandbox::{EvalInput, Failure, Sandbox, SandboxOptions};

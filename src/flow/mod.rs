@@ -11,7 +11,6 @@ pub mod loader;
 pub mod model;
 pub mod params;
 pub mod raw;
-pub mod subscriptions;
 pub mod value;
 
 pub use catalog::{Catalog, SharedCatalog};
