@@ -11,7 +11,8 @@ use indexmap::IndexMap;
 use crate::connect::{Connection, HttpConnection, Outbound, PgConnection, Secrets};
 use crate::domain::{Cidr, EventKind, HmacRule, Mode, TenantName, TriggerKey};
 
-use super::expr::{Expr, Template};
+use super::expr::Expr;
+use super::template::Template;
 
 /// A tenant's settings from `_tenant.yaml`.
 #[derive(Debug, Clone)]

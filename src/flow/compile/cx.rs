@@ -9,8 +9,9 @@ use serde_saphyr::{Location, Spanned};
 
 use crate::connect::{EnvLookup, Secrets, expand};
 use crate::flow::diagnostic::Diagnostic;
-use crate::flow::expr::{Expr, ExprError, Template};
+use crate::flow::expr::{Expr, ExprError};
 use crate::flow::raw::ExprText;
+use crate::flow::template::Template;
 
 /// Collects the diagnostics of one file and maps positions inside expressions
 /// back to the file.
