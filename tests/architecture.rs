@@ -221,7 +221,10 @@ fn paths_are_collected_and_resolved() {
              #[cfg(test)]\nmod tests { use crate::c::Tested; }\n",
         ),
         ("b", "use crate::a::Thing;\npub fn g() {}\n"),
-        ("c", "#[cfg(test)]\nuse crate::a::Thing;\n"),
+        (
+            "c",
+            "#[cfg(test)]\nconst X: [u8; 1] = [0];\n#[cfg(test)]\nuse crate::a::Thing;\n",
+        ),
     ];
     let crate_ = Crate::from_sources(
         files
@@ -780,20 +783,30 @@ fn is_cfg_test(t: &[Token], i: usize) -> bool {
 
 fn skip_attributes(t: &[Token], mut i: usize) -> usize {
     while t.get(i).is_some_and(|x| x.is("#")) && t.get(i + 1).is_some_and(|x| x.is("[")) {
-        let mut depth = 0;
-        i += 1;
-        while i < t.len() {
-            if t[i].is("[") {
-                depth += 1;
-            } else if t[i].is("]") {
-                depth -= 1;
-                if depth == 0 {
-                    i += 1;
-                    break;
-                }
+        i = past_group(t, i + 1);
+    }
+    i
+}
+
+/// Past the bracket opening at `i` and its match.
+fn past_group(t: &[Token], mut i: usize) -> usize {
+    let open = t[i].text.clone();
+    let close = match open.as_str() {
+        "(" => ")",
+        "[" => "]",
+        _ => "}",
+    };
+    let mut depth = 0;
+    while i < t.len() {
+        if t[i].is(&open) {
+            depth += 1;
+        } else if t[i].is(close) {
+            depth -= 1;
+            if depth == 0 {
+                return i + 1;
             }
-            i += 1;
         }
+        i += 1;
     }
     i
 }
@@ -811,21 +824,15 @@ fn skip_visibility(t: &[Token], mut i: usize) -> usize {
     i
 }
 
-/// Past one item: to its `;` or the end of its first top-level `{ }` block.
+/// Past one item: to its `;` or the end of its first `{ }` block.
 fn skip_item(t: &[Token], mut i: usize) -> usize {
-    let mut depth = 0;
     while i < t.len() {
-        if t[i].is("{") {
-            depth += 1;
-        } else if t[i].is("}") {
-            depth -= 1;
-            if depth == 0 {
-                return i + 1;
-            }
-        } else if t[i].is(";") && depth == 0 {
-            return i + 1;
+        match t[i].text.as_str() {
+            "{" => return past_group(t, i),
+            "(" | "[" => i = past_group(t, i),
+            ";" => return i + 1,
+            _ => i += 1,
         }
-        i += 1;
     }
     i
 }

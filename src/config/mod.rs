@@ -2,7 +2,7 @@
 //! `validate` reports every problem at once.
 //!
 //! Here the settings, their defaults and what is derived from them; reading
-//! `FLOWGATE_*` in [`env`], checking in [`validate`].
+//! `FLOWGATE_*` in `env.rs`, checking in `validate.rs`.
 
 mod env;
 mod validate;
