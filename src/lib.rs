@@ -3,7 +3,7 @@
 //! # Map of the crate
 //!
 //! Dependencies point one way, down this list; modules on one line do not name
-//! each other. `tests/architecture.rs` fails on a cycle, on a module naming one
+//! each other. `tests/architecture/` fails on a cycle, on a module naming one
 //! above it, and on a store backend named outside [`store`] and [`startup`]
 //! (docs/architecture.md shows the same layers).
 //!
