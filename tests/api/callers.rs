@@ -20,7 +20,7 @@ fn now() -> i64 {
 
 fn sha256_hex(parts: &[&[u8]]) -> String {
     flowgate::auth::signature::hex(&flowgate::auth::signature::compute(
-        flowgate::flow::model::HmacAlgorithm::Sha256,
+        flowgate::domain::HmacAlgorithm::Sha256,
         SECRET,
         parts,
     ))
@@ -160,7 +160,7 @@ async fn each_signature_preset_accepts_valid_and_refuses_tampered_and_replayed()
 
     use base64::Engine;
     let sig = base64::engine::general_purpose::STANDARD.encode(flowgate::auth::signature::compute(
-        flowgate::flow::model::HmacAlgorithm::Sha512,
+        flowgate::domain::HmacAlgorithm::Sha512,
         SECRET,
         &[body.as_bytes()],
     ));

@@ -261,7 +261,7 @@ async fn duro_item_sync_pings_then_pulls_then_upserts() {
     let app = spawn_examples(&schema, &stub.url()).await;
     let body = r#"{"event":"ITEM_UPDATE","id":"A-100"}"#;
     let sig = flowgate::auth::signature::hex(&flowgate::auth::signature::compute(
-        flowgate::flow::model::HmacAlgorithm::Sha256,
+        flowgate::domain::HmacAlgorithm::Sha256,
         b"example-duro-secret",
         &[body.as_bytes()],
     ));

@@ -111,7 +111,7 @@ impl Dispatcher {
         let retry: Vec<Duration> = trigger
             .as_ref()
             .map(|t| t.delivery.retry.clone())
-            .unwrap_or_else(|| crate::flow::compile::DEFAULT_RETRY.to_vec());
+            .unwrap_or_else(|| crate::flow::model::DEFAULT_RETRY.to_vec());
         let on_exhausted = trigger
             .as_ref()
             .map_or(OnExhausted::Block, |t| t.delivery.on_exhausted);
