@@ -15,6 +15,9 @@ use super::{
     TenantShares, Wakeup,
 };
 
+/// What a shared store's operations answer, once the database has.
+pub type Fut<'a, T> = BoxFuture<'a, Result<T, StoreError>>;
+
 /// Each trigger's count of unfinished messages in the shared queue.
 pub type Backlogs = Vec<(TenantName, TriggerName, i64)>;
 
@@ -36,22 +39,22 @@ pub trait SharedStore: Send + Sync + 'static {
     /// Wake-ups from other nodes (work to claim, messages done).
     fn listen(&self) -> mpsc::Receiver<Wakeup>;
     /// Waits until every write sent before it is committed.
-    fn flush(&self) -> BoxFuture<'_, Result<(), StoreError>>;
+    fn flush(&self) -> Fut<'_, ()>;
     /// Reads the database's clock again.
-    fn sync_clock(&self) -> BoxFuture<'_, Result<(), StoreError>>;
+    fn sync_clock(&self) -> Fut<'_, ()>;
     /// This node's pool and leases, for `/_metrics`.
     fn stats(&self) -> SharedStats;
 
     /// Stores a batch; those marked in `mine` are stored claimed by this node.
     fn enqueue_claiming(&self, batch: &[NewMessage], mine: &[bool]) -> Submitted;
     /// Each trigger's unfinished messages in the shared queue.
-    fn backlogs(&self) -> BoxFuture<'_, Result<Backlogs, StoreError>>;
+    fn backlogs(&self) -> Fut<'_, Backlogs>;
     /// How the given messages ended, for callers waiting on this node.
-    fn ended(&self, ids: Vec<MessageId>) -> BoxFuture<'_, Result<Vec<Ended>, StoreError>>;
+    fn ended(&self, ids: Vec<MessageId>) -> Fut<'_, Vec<Ended>>;
     /// Frees what lapsed (work of nodes that stopped); returns how much.
-    fn reclaim(&self, now: Micros) -> BoxFuture<'_, Result<u64, StoreError>>;
+    fn reclaim(&self, now: Micros) -> Fut<'_, u64>;
     /// Gives messages this node claimed and did not start back to the queue.
-    fn hand_back(&self, ids: Vec<MessageId>) -> BoxFuture<'_, Result<u64, StoreError>>;
+    fn hand_back(&self, ids: Vec<MessageId>) -> Fut<'_, u64>;
 
     /// Claims up to `limit` pieces of work due at `now` (unordered messages, or
     /// ordered lanes whole), shared among tenants as `shares` says.
@@ -61,14 +64,14 @@ pub trait SharedStore: Send + Sync + 'static {
         limit: usize,
         now: Micros,
         shares: &'a TenantShares,
-    ) -> BoxFuture<'a, Result<Claimed, StoreError>>;
+    ) -> Fut<'a, Claimed>;
     /// A claimed lane's next messages in acceptance order.
     fn lane_messages<'a>(
         &'a self,
         lane: &'a LaneClaim,
         after_seq: i64,
         limit: usize,
-    ) -> BoxFuture<'a, Result<Vec<LaneMessage>, StoreError>>;
+    ) -> Fut<'a, Vec<LaneMessage>>;
     /// Writes a run of a lane's results in one commit, fenced by its epoch;
     /// false when the lane's lease was lost.
     fn commit_lane<'a>(
@@ -77,9 +80,9 @@ pub trait SharedStore: Send + Sync + 'static {
         done: Vec<(Completion, Option<u16>)>,
         release: Option<Micros>,
         now: Micros,
-    ) -> BoxFuture<'a, Result<bool, StoreError>>;
+    ) -> Fut<'a, bool>;
     /// Repairs a lane's count of pending messages; returns what it was off by.
-    fn recount_lane<'a>(&'a self, lane: &'a LaneClaim) -> BoxFuture<'a, Result<i64, StoreError>>;
+    fn recount_lane<'a>(&'a self, lane: &'a LaneClaim) -> Fut<'a, i64>;
     /// Records an attempt's end; answers whether the store took it.
     fn end_attempt(
         &self,
@@ -98,7 +101,7 @@ pub trait SharedStore: Send + Sync + 'static {
     /// Stops renewing a lane's lease.
     fn forget_lane(&self, lane: &LaneClaim);
     /// Renews this node's leases; returns how many were lost.
-    fn heartbeat(&self, now: Micros) -> BoxFuture<'_, Result<usize, StoreError>>;
+    fn heartbeat(&self, now: Micros) -> Fut<'_, usize>;
     /// Counts leases no renewal kept live until `now` as lost; returns how many.
     fn expire(&self, now: Micros) -> usize;
 }
@@ -113,10 +116,10 @@ impl SharedStore for PgStore {
     fn listen(&self) -> mpsc::Receiver<Wakeup> {
         PgStore::listen(self)
     }
-    fn flush(&self) -> BoxFuture<'_, Result<(), StoreError>> {
+    fn flush(&self) -> Fut<'_, ()> {
         Box::pin(PgStore::flush(self))
     }
-    fn sync_clock(&self) -> BoxFuture<'_, Result<(), StoreError>> {
+    fn sync_clock(&self) -> Fut<'_, ()> {
         Box::pin(PgStore::sync_clock(self))
     }
     fn stats(&self) -> SharedStats {
@@ -125,16 +128,16 @@ impl SharedStore for PgStore {
     fn enqueue_claiming(&self, batch: &[NewMessage], mine: &[bool]) -> Submitted {
         Box::pin(PgStore::enqueue_claiming(self, batch, mine))
     }
-    fn backlogs(&self) -> BoxFuture<'_, Result<Backlogs, StoreError>> {
+    fn backlogs(&self) -> Fut<'_, Backlogs> {
         Box::pin(PgStore::backlogs(self))
     }
-    fn ended(&self, ids: Vec<MessageId>) -> BoxFuture<'_, Result<Vec<Ended>, StoreError>> {
+    fn ended(&self, ids: Vec<MessageId>) -> Fut<'_, Vec<Ended>> {
         Box::pin(PgStore::ended(self, ids))
     }
-    fn reclaim(&self, now: Micros) -> BoxFuture<'_, Result<u64, StoreError>> {
+    fn reclaim(&self, now: Micros) -> Fut<'_, u64> {
         Box::pin(PgStore::reclaim(self, now))
     }
-    fn hand_back(&self, ids: Vec<MessageId>) -> BoxFuture<'_, Result<u64, StoreError>> {
+    fn hand_back(&self, ids: Vec<MessageId>) -> Fut<'_, u64> {
         Box::pin(PgStore::hand_back(self, ids))
     }
     fn claim<'a>(
@@ -143,7 +146,7 @@ impl SharedStore for PgStore {
         limit: usize,
         now: Micros,
         shares: &'a TenantShares,
-    ) -> BoxFuture<'a, Result<Claimed, StoreError>> {
+    ) -> Fut<'a, Claimed> {
         Box::pin(async move {
             Ok(if ordered {
                 Claimed::Lanes(self.claim_lanes_fairly(limit, now, shares).await?)
@@ -157,7 +160,7 @@ impl SharedStore for PgStore {
         lane: &'a LaneClaim,
         after_seq: i64,
         limit: usize,
-    ) -> BoxFuture<'a, Result<Vec<LaneMessage>, StoreError>> {
+    ) -> Fut<'a, Vec<LaneMessage>> {
         Box::pin(PgStore::lane_messages(self, lane, after_seq, limit))
     }
     fn commit_lane<'a>(
@@ -166,10 +169,10 @@ impl SharedStore for PgStore {
         done: Vec<(Completion, Option<u16>)>,
         release: Option<Micros>,
         now: Micros,
-    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+    ) -> Fut<'a, bool> {
         Box::pin(PgStore::commit_lane(self, lane, done, release, now))
     }
-    fn recount_lane<'a>(&'a self, lane: &'a LaneClaim) -> BoxFuture<'a, Result<i64, StoreError>> {
+    fn recount_lane<'a>(&'a self, lane: &'a LaneClaim) -> Fut<'a, i64> {
         Box::pin(PgStore::recount_lane(self, lane))
     }
     fn end_attempt(
@@ -196,7 +199,7 @@ impl SharedStore for PgStore {
     fn forget_lane(&self, lane: &LaneClaim) {
         PgStore::forget_lane(self, lane)
     }
-    fn heartbeat(&self, now: Micros) -> BoxFuture<'_, Result<usize, StoreError>> {
+    fn heartbeat(&self, now: Micros) -> Fut<'_, usize> {
         Box::pin(PgStore::heartbeat(self, now))
     }
     fn expire(&self, now: Micros) -> usize {
