@@ -1,5 +1,20 @@
-//! Headers as flowgate keeps them (in input documents, stored answers and the
-//! delivery log): `(name, value)` text pairs, whichever HTTP crate read them.
+//! Headers as flowgate keeps them. Those that carry credentials: request
+//! decoding, flow compilation, outbound HTTP steps and connections all keep
+//! them out of documents, traces and the store, so the list lives here, below
+//! all of them. And the `(name, value)` text pairs that input documents,
+//! stored answers and the delivery log hold, whichever HTTP crate read them.
+
+/// Headers whose values never reach a flow, a trace or the store.
+pub const SECRET_HEADERS: &[&str] = &[
+    "authorization",
+    "proxy-authorization",
+    "x-api-key",
+    "cookie",
+    "set-cookie",
+];
+
+/// What stands in for a secret header's value.
+pub const REDACTED: &str = "[redacted]";
 
 /// The pairs of a header map: names as the map holds them (lower case),
 /// values decoded as UTF-8, lossily.

@@ -9,16 +9,18 @@ mod json_iter;
 mod message;
 mod meta;
 mod names;
+mod signature;
 mod size;
 mod time;
 
 pub use cidr::Cidr;
 pub use event::EventKind;
-pub use headers::header_pairs;
+pub use headers::{REDACTED, SECRET_HEADERS, header_pairs};
 pub use message::{
     AttemptRecord, MessageId, MessageStatus, MessageView, Mode, NewMessage, Outcome, StoredResponse,
 };
 pub use meta::RunMeta;
 pub use names::{NameError, TenantName, TriggerKey, TriggerName};
+pub use signature::{HmacAlgorithm, HmacRule, SignatureEncoding, SignatureScheme};
 pub use size::parse_size;
 pub use time::{Micros, format_rfc3339, now_micros};

@@ -10,8 +10,7 @@ use base64::Engine;
 use serde_json::{Value, json};
 
 use crate::auth::gate::Client;
-use crate::domain::Cidr;
-use crate::flow::model::HmacRule;
+use crate::domain::{Cidr, HmacRule};
 use crate::flow::{Auth, Tenant, Trigger};
 
 use super::error::Challenge;

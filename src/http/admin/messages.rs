@@ -191,7 +191,7 @@ async fn blocking(state: &AppState, v: &MessageView) -> Result<bool, ApiError> {
         return Ok(false);
     };
     let dispatcher = state.queue.dispatcher();
-    if !dispatcher.shared() {
+    if !state.queue.execution().lanes_in_store() {
         let key = TriggerKey {
             tenant: v.tenant.clone(),
             trigger: v.trigger.clone(),
