@@ -26,7 +26,8 @@
 //!   picks backends and spawns tasks.
 //! - [`http`]: actix only: routes, extractors, errors -> responses.
 //!   - [`http::body`]: reading request bodies within their size and time limits.
-//!   - `http/admin/`: the operators' API and web UI under `/_admin`.
+//!   - `http/admin/`: the operators' API and web UI under `/_admin`; its
+//!     answers are typed and its OpenAPI document generated from them.
 //! - [`auth`]: who may call.
 //!   - [`auth::keys`]: generating and hashing API keys.
 //!   - [`auth::key_cache`]: API key and Basic verification with a bounded cache.

@@ -15,7 +15,7 @@ mod time;
 
 pub use cidr::Cidr;
 pub use event::EventKind;
-pub use headers::{REDACTED, SECRET_HEADERS};
+pub use headers::{REDACTED, SECRET_HEADERS, header_pairs};
 pub use message::{
     AttemptRecord, MessageId, MessageStatus, MessageView, Mode, NewMessage, Outcome, StoredResponse,
 };
