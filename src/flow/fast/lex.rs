@@ -10,7 +10,10 @@ pub(super) enum Piece {
 
 #[derive(Debug, Clone, PartialEq)]
 pub(super) enum Tok {
+    /// A `.` not followed by a name: `.`, `."a"`, `.[e]`.
     Dot,
+    /// `.name`: one token, as in jaq, so that `.and` is a field, not `. and`.
+    Field(String),
     Ident(String),
     Str(String),
     /// A string literal with escapes or interpolations.
@@ -31,6 +34,18 @@ pub(super) fn lex(src: &str) -> Option<Vec<Tok>> {
         let c = b[i] as char;
         match c {
             ' ' | '\t' | '\n' | '\r' => i += 1,
+            '.' if b.get(i + 1) == Some(&b'.') => {
+                out.push(Tok::Op("..")); // recursion, left to jaq
+                i += 2;
+            }
+            '.' if b
+                .get(i + 1)
+                .is_some_and(|c| c.is_ascii_alphabetic() || *c == b'_') =>
+            {
+                let end = word_end(src, i + 1);
+                out.push(Tok::Field(src[i + 1..end].to_owned()));
+                i = end;
+            }
             '.' => {
                 out.push(Tok::Dot);
                 i += 1;
@@ -45,16 +60,12 @@ pub(super) fn lex(src: &str) -> Option<Vec<Tok>> {
                 i = end;
             }
             '0'..='9' => {
-                let end = src[i..]
-                    .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-                    .map_or(b.len(), |e| e + i);
+                let end = number_end(b, i)?;
                 out.push(Tok::Num(src[i..end].to_owned()));
                 i = end;
             }
             c if c.is_ascii_alphabetic() || c == '_' => {
-                let end = src[i..]
-                    .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-                    .map_or(b.len(), |e| e + i);
+                let end = word_end(src, i);
                 out.push(Tok::Ident(src[i..end].to_owned()));
                 i = end;
             }
@@ -94,6 +105,40 @@ pub(super) fn lex(src: &str) -> Option<Vec<Tok>> {
         }
     }
     Some(out)
+}
+
+/// The end of the name (`[a-zA-Z0-9_]*`) starting at `start`.
+fn word_end(src: &str, start: usize) -> usize {
+    src[start..]
+        .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .map_or(src.len(), |e| e + start)
+}
+
+/// The end of the number starting at `start`, read as jaq reads one: digits,
+/// a fraction (`.` and at least one digit), an exponent (`e`, a sign, digits);
+/// `None` where jaq's lexer fails (`1.`, `1e`).
+fn number_end(b: &[u8], start: usize) -> Option<usize> {
+    let digits = |i: usize| b[i..].iter().take_while(|c| c.is_ascii_digit()).count();
+    let mut i = start + digits(start);
+    if b.get(i) == Some(&b'.') {
+        let n = digits(i + 1);
+        if n == 0 {
+            return None;
+        }
+        i += 1 + n;
+    }
+    if matches!(b.get(i), Some(b'e' | b'E')) {
+        i += 1;
+        if matches!(b.get(i), Some(b'+' | b'-')) {
+            i += 1;
+        }
+        let n = digits(i);
+        if n == 0 {
+            return None;
+        }
+        i += n;
+    }
+    Some(i)
 }
 
 /// Reads a string literal whose opening quote is just before `start`; returns

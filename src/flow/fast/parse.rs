@@ -154,7 +154,8 @@ impl Parser {
 
     fn term(&mut self) -> Option<Node> {
         match self.next()? {
-            Tok::Dot => self.path(),
+            Tok::Dot => self.path(None),
+            Tok::Field(name) => self.path(Some(name)),
             Tok::Num(n) => Some(Node::Lit(Val::from_num(&n).ok()?)),
             Tok::Str(s) => Some(Node::Lit(Val::utf8_str(s.into_bytes()))),
             Tok::Template(pieces) => {
@@ -197,24 +198,26 @@ impl Parser {
         }
     }
 
-    /// After the leading `.`: `.`, `.a`, `."a"`, `.[e]`, `.a.b[e]...`
-    fn path(&mut self) -> Option<Node> {
+    /// A path, as jaq reads one: `.` or `.name`, then `[e]`, `.name`,
+    /// `."name"` and `.[e]` in any order (`."a"` also right after the `.`).
+    fn path(&mut self, first: Option<String>) -> Option<Node> {
+        let key = |node, name: String| {
+            let key = Val::utf8_str(name.into_bytes());
+            Node::Index(Box::new(node), Box::new(Node::Lit(key)))
+        };
         let mut node = Node::Identity;
-        let mut want_key = true;
+        match first {
+            Some(name) => node = key(node, name),
+            None => {
+                if let Some(Tok::Str(name)) = self.peek() {
+                    node = key(node, name.clone());
+                    self.pos += 1;
+                }
+            }
+        }
         loop {
-            match self.peek() {
-                Some(Tok::Ident(name)) if want_key && !matches!(name.as_str(), "and" | "or") => {
-                    let key = Val::utf8_str(name.clone().into_bytes());
-                    self.pos += 1;
-                    node = Node::Index(Box::new(node), Box::new(Node::Lit(key)));
-                }
-                Some(Tok::Str(name)) if want_key => {
-                    let key = Val::utf8_str(name.clone().into_bytes());
-                    self.pos += 1;
-                    node = Node::Index(Box::new(node), Box::new(Node::Lit(key)));
-                }
+            match self.next() {
                 Some(Tok::Open('[')) => {
-                    self.pos += 1;
                     if self.eat(&Tok::Close(']')) {
                         return None; // `.[]` iterates
                     }
@@ -224,18 +227,18 @@ impl Parser {
                     }
                     node = Node::Index(Box::new(node), Box::new(index));
                 }
-                Some(Tok::Dot) if !want_key => {}
-                _ => return Some(node),
-            }
-            want_key = false;
-            if self.peek() == Some(&Tok::Dot) {
-                self.pos += 1;
-                want_key = true;
-                if !matches!(
-                    self.peek(),
-                    Some(Tok::Ident(_) | Tok::Str(_) | Tok::Open('['))
-                ) {
-                    return None; // `..` or a dangling dot
+                Some(Tok::Field(name)) => node = key(node, name),
+                Some(Tok::Dot) => match self.peek() {
+                    Some(Tok::Str(name)) => {
+                        node = key(node, name.clone());
+                        self.pos += 1;
+                    }
+                    Some(Tok::Open('[')) => {}
+                    _ => return None, // a dangling dot
+                },
+                _ => {
+                    self.pos -= 1;
+                    return Some(node);
                 }
             }
         }

@@ -336,3 +336,70 @@ fn deep_programs_are_left_to_jaq() {
     let short = vec![".n"; MAX_NODE_DEPTH / 2].join(" + ");
     assert!(Fast::compile(&short).is_some());
 }
+
+/// What jaq and the native evaluator give for `src` on `input`; the native
+/// evaluator must answer.
+fn both(src: &str, input: &serde_json::Value) -> (serde_json::Value, serde_json::Value) {
+    let v = from_json(input).unwrap();
+    let fast = Fast::compile(src).unwrap_or_else(|| panic!("`{src}` not in the subset"));
+    let native = fast
+        .eval(&v, &mut Fuel::default())
+        .unwrap_or_else(|| panic!("`{src}` was left to jaq"));
+    let jaq = jaq(src, &v).unwrap_or_else(|e| panic!("`{src}`: jaq fails: {e}"));
+    assert_eq!(format!("{native}"), format!("{jaq}"), "`{src}` on {input}");
+    (to_json(&native), to_json(&jaq))
+}
+
+/// Found by the property test (`agree.rs`): jaq reads `.name` as one token,
+/// so `.and` and `.or` are fields, and `.and .b` is the path `.and.b`. The
+/// native parser read a dot and the operator: `. and .b`, true or false.
+#[test]
+fn keywords_after_a_dot_are_fields() {
+    let input = json!({"and": {"b": 5}, "or": [1], "a": {"or": {"x": "y"}}, "b": false});
+    for (src, want) in [
+        (".and .b", json!(5)),
+        (".and", json!({"b": 5})),
+        (".or", json!([1])),
+        (".a.or .x", json!("y")),
+        (".a.or", json!({"x": "y"})),
+        ("[.and .b, .b]", json!([5, false])),
+        ("{v: .and .b}", json!({"v": 5})),
+        ("\"\\(.and .b)\"", json!("5")),
+        (".b and .and", json!(false)),
+        (".b or .or", json!(true)),
+    ] {
+        let (native, jaq) = both(src, &input);
+        assert_eq!(native, jaq, "`{src}`");
+        assert_eq!(native, want, "`{src}`");
+    }
+}
+
+/// Found by the property test: the native lexer read text jaq's rejects, a
+/// dot and a name apart (`. a`, `.a . b`) as a path and digits with any dots
+/// (`1.`, `1.2.3`) as a number. Now numbers are read as jaq reads them,
+/// exponents included.
+#[test]
+fn only_what_jaq_reads_is_in_the_subset() {
+    for src in [". a", ".a . b", "1.", "1.2.3", "1.e3", "1e", "..a", ".a. b"] {
+        assert!(
+            crate::flow::expr::Program::compile(src).is_err(),
+            "jaq reads `{src}`"
+        );
+        assert!(Fast::compile(src).is_none(), "`{src}` is in the subset");
+    }
+    let input = json!({"a": {"b": 1.5}});
+    for (src, want) in [
+        ("1e3", json!(1000.0)),
+        ("2.5E-1 + .a.b", json!(1.75)),
+        ("1e+2 == 100", json!(true)),
+        (". \"a\"", json!({"b": 1.5})),
+        (". .a", json!({"b": 1.5})),
+        (".a .b", json!(1.5)),
+        (".a . [\"b\"]", json!(1.5)),
+        (".a . \"b\"", json!(1.5)),
+    ] {
+        let (native, jaq) = both(src, &input);
+        assert_eq!(native, jaq, "`{src}`");
+        assert_eq!(native, want, "`{src}`");
+    }
+}
