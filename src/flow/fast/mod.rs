@@ -6,7 +6,13 @@
 //!
 //! It composes jaq's own value operations (indexing, arithmetic, ordering,
 //! truthiness), so values are identical; and it answers only when it is sure: any
-//! error, or any source outside the subset, is left to jaq (`None`).
+//! error, or any source outside the subset, is left to jaq (`None`). Its lexer
+//! and parser read text as jaq's do (`.and` is a field). A property test
+//! (`agree.rs`) runs programs generated from this grammar (`generate.rs`) with
+//! both evaluators and holds the native answers to jaq's.
+//!
+//! Files: `lex` (tokens), `parse` (the grammar, to a `Node` tree), `eval` (the
+//! tree on a value), `builtins`, `fuel` (the bounds).
 //!
 //! It runs on the calling thread (a lookup pays no hop to a worker process), so
 //! it is bounded: programs nest at most [`MAX_NODE_DEPTH`] deep, and each
@@ -16,9 +22,13 @@
 //! build without bound (`"x" * 1e9`), the expression is left to jaq, which runs
 //! under the execution's budgets in a worker process.
 
+#[cfg(test)]
+mod agree;
 mod builtins;
 mod eval;
 mod fuel;
+#[cfg(test)]
+mod generate;
 mod lex;
 mod parse;
 #[cfg(test)]
