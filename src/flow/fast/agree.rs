@@ -7,7 +7,10 @@
 //! same value as its only output, written out identically, and no error; a
 //! decline is never a divergence. Every program the native parser accepts must
 //! compile in jaq as well: `Expr::compile` asks jaq first, but a looser
-//! grammar here could read the same text differently.
+//! grammar here could read the same text differently. And where the native
+//! evaluator says which top-level fields a program reads (`Fast::root_keys`,
+//! what `Trigger::reads` keeps of a flow's input), jaq must give the same
+//! answer from those fields alone.
 //!
 //! `cargo test` runs [`CASES`] cases; the long run is ignored by default
 //! (README, "Development"):
@@ -27,6 +30,7 @@
 //! Failures are not persisted to regression files: each divergence found is
 //! kept as a unit test in `tests.rs`, named for what it fixed.
 
+use std::collections::BTreeSet;
 use std::time::Instant;
 
 use jaq_json::Val;
@@ -59,7 +63,8 @@ struct Tally {
 struct Pending<T> {
     tree: T,
     src: String,
-    input: Val,
+    /// The case's input, and the fields of it the program says it reads.
+    inputs: Vec<Val>,
     native: Option<Val>,
 }
 
@@ -85,8 +90,30 @@ fn agrees(native: Option<&Val>, jaq: &Val) -> bool {
     }
 }
 
-/// Runs `src` on `input` with both evaluators: the check of one case alone,
-/// which proptest shrinks.
+/// `input` with only the top-level fields `fast` says it reads (what
+/// `Trigger::reads` keeps of a flow's input), or `None` when it does not say
+/// or `input` is not an object.
+fn restricted(fast: &Fast, input: &Val) -> Option<Val> {
+    let mut keys = BTreeSet::new();
+    let Val::Obj(fields) = input else {
+        return None;
+    };
+    if !fast.root_keys(&mut keys) {
+        return None;
+    }
+    let read = |k: &Val| match k {
+        Val::TStr(k) => std::str::from_utf8(k).is_ok_and(|k| keys.contains(k)),
+        _ => false,
+    };
+    let kept = fields.iter().filter(|(k, _)| read(k));
+    Some(Val::obj(
+        kept.map(|(k, v)| (k.clone(), v.clone())).collect(),
+    ))
+}
+
+/// Runs `src` on `input` with both evaluators, and with jaq again on the
+/// fields of `input` the native evaluator says it reads: the check of one case
+/// alone, which proptest shrinks.
 fn one(src: &str, input: &Value) -> Result<(), TestCaseError> {
     let Some(fast) = Fast::compile(src) else {
         return Ok(());
@@ -100,14 +127,17 @@ fn one(src: &str, input: &Value) -> Result<(), TestCaseError> {
     let Some(native) = fast.eval(&v, &mut Fuel::default()) else {
         return Ok(());
     };
-    let jaq = program.run(v, 2);
-    let answer = format!("`{src}` on {input}: native gave {native}, jaq gave {jaq:?}");
-    let Ok((outputs, more)) = jaq else {
-        return Err(TestCaseError::fail(answer));
-    };
-    prop_assert!(outputs.len() == 1 && !more, "{}", answer);
-    prop_assert_eq!(native.to_string(), outputs[0].to_string(), "{}", answer);
-    prop_assert_eq!(json_of(&native), json_of(&outputs[0]), "{}", answer);
+    let fields = restricted(&fast, &v).map(|f| (f, "on only the fields it says it reads, "));
+    for (v, only) in std::iter::once((v.clone(), "")).chain(fields) {
+        let jaq = program.run(v.clone(), 2);
+        let answer = format!("`{src}` {only}on {v}: native gave {native}, jaq gave {jaq:?}");
+        let Ok((outputs, more)) = jaq else {
+            return Err(TestCaseError::fail(answer));
+        };
+        prop_assert!(outputs.len() == 1 && !more, "{}", answer);
+        prop_assert_eq!(native.to_string(), outputs[0].to_string(), "{}", answer);
+        prop_assert_eq!(json_of(&native), json_of(&outputs[0]), "{}", answer);
+    }
     Ok(())
 }
 
@@ -132,23 +162,38 @@ where
         panic!("jaq rejects a batch, but each of its programs alone: {e:?}");
     }
     let answered: Vec<_> = batch.into_iter().filter(|p| p.native.is_some()).collect();
-    if answered.is_empty() {
-        return;
-    }
-    let src = answered
+    // One entry for each input of each case answered natively.
+    let entries: Vec<(usize, &Val)> = answered
         .iter()
         .enumerate()
-        .map(|(i, p)| format!("(.[{i}] | try ([{}] | [true, .]) catch [false, .])", p.src))
+        .flat_map(|(case, p)| p.inputs.iter().map(move |v| (case, v)))
+        .collect();
+    if entries.is_empty() {
+        return;
+    }
+    let src = entries
+        .iter()
+        .enumerate()
+        .map(|(i, (case, _))| {
+            let src = &answered[*case].src;
+            format!("(.[{i}] | try ([{src}] | [true, .]) catch [false, .])")
+        })
         .collect::<Vec<_>>()
         .join(",\n");
     let program = Program::compile(&src).expect("the batch's programs compile");
-    let inputs: Val = answered.iter().map(|p| p.input.clone()).collect();
+    let inputs: Val = entries.iter().map(|(_, v)| (*v).clone()).collect();
     let (outputs, _) = program
-        .run(inputs, answered.len())
+        .run(inputs, entries.len())
         .expect("each program's errors are caught");
-    assert_eq!(outputs.len(), answered.len(), "one output for each case");
-    for (p, out) in answered.into_iter().zip(&outputs) {
-        if !agrees(p.native.as_ref(), out) {
+    assert_eq!(outputs.len(), entries.len(), "one output for each case");
+    let disagree: BTreeSet<usize> = entries
+        .iter()
+        .zip(&outputs)
+        .filter(|((case, _), out)| !agrees(answered[*case].native.as_ref(), out))
+        .map(|((case, _), _)| *case)
+        .collect();
+    for (case, p) in answered.into_iter().enumerate() {
+        if disagree.contains(&case) {
             let src = p.src.clone();
             alone(runner, p);
             panic!("`{src}` disagrees in a batch but agrees alone: the batch changed it");
@@ -179,7 +224,8 @@ fn run(cases: u32) {
     let mut tally = Tally::default();
     let mut batch = Vec::new();
     // jaq's loader refuses more than MAX_TOKENS tokens (a non-blank byte is
-    // at most one); the batch adds some 24 to each program.
+    // at most one); the batch adds some 24 to each program, run on at most
+    // two inputs.
     let mut batch_tokens = 0;
     for _ in 0..cases {
         let tree = strategy.new_tree(&mut runner).expect("a case");
@@ -194,15 +240,18 @@ fn run(cases: u32) {
         let native = fast.eval(&input, &mut Fuel::default());
         tally.answered += u32::from(native.is_some());
         let tokens = src.bytes().filter(|b| !b.is_ascii_whitespace()).count() + 24;
-        if batch_tokens + tokens > MAX_TOKENS {
+        if batch_tokens + 2 * tokens > MAX_TOKENS {
             check(&mut runner, std::mem::take(&mut batch));
             batch_tokens = 0;
         }
-        batch_tokens += tokens;
+        batch_tokens += 2 * tokens;
+        // Where the program says which fields it reads, jaq must answer the
+        // same from those fields alone.
+        let fields = native.as_ref().and_then(|_| restricted(&fast, &input));
         batch.push(Pending {
             tree,
             src,
-            input,
+            inputs: std::iter::once(input).chain(fields).collect(),
             native,
         });
     }
