@@ -135,9 +135,15 @@ async fn load_then_kill(
             })
         })
         .collect();
-    while count.load(Ordering::SeqCst) < kill_after {
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
+    let counted = count.clone();
+    assert!(
+        crate::helpers::eventually(Duration::from_secs(60), || {
+            let counted = counted.clone();
+            async move { counted.load(Ordering::SeqCst) >= kill_after }
+        })
+        .await,
+        "{kill_after} messages not acknowledged within a minute"
+    );
     server.child.kill().unwrap();
     server.child.wait().unwrap();
     for t in tasks {

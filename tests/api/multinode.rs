@@ -154,9 +154,15 @@ async fn run(test: &str, kill_at: Option<usize>) {
         )));
     }
     if let Some(at) = kill_at {
-        while acked.load(Ordering::Relaxed) < at {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        let acked = acked.clone();
+        assert!(
+            crate::helpers::eventually(Duration::from_secs(60), || {
+                let acked = acked.clone();
+                async move { acked.load(Ordering::Relaxed) >= at }
+            })
+            .await,
+            "{at} messages not acknowledged within a minute"
+        );
         let killed = &mut servers[1].child;
         killed.kill().unwrap();
         killed.wait().unwrap();

@@ -182,17 +182,11 @@ async fn values_cross_exactly_and_errors_are_errors() {
         Err(Failure::Eval(_)) => {}
         other => panic!("{other:?}"),
     }
-    // A worker is reused: many evaluations in a row are quick.
-    let started = Instant::now();
+    // The worker that reported those errors goes on serving evaluations.
     for i in 0..50 {
         let got = eval(&s, "t", ". * 2", json!(i), MIB, Duration::from_secs(10)).await;
         assert_eq!(got.unwrap(), vec![json!(i * 2)]);
     }
-    assert!(
-        started.elapsed() < Duration::from_secs(5),
-        "{:?}",
-        started.elapsed()
-    );
 }
 
 /// An execution's input goes to a worker once: later evaluations send only the

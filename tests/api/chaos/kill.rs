@@ -27,9 +27,15 @@ async fn pg_kill_9_and_restart_under_load_runs_nothing_beyond_two_attempts() {
         .map(|n| json!({"n": n, "sleep": 0.05}))
         .collect();
     let posting = tokio::spawn(post_all(bases.clone(), "/t/Work", bodies, 8, acked.clone()));
-    while acked.load(Ordering::SeqCst) < MESSAGES / 2 {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    let half = acked.clone();
+    assert!(
+        crate::helpers::eventually(Duration::from_secs(60), || {
+            let half = half.clone();
+            async move { half.load(Ordering::SeqCst) >= MESSAGES / 2 }
+        })
+        .await,
+        "half the messages not acknowledged within a minute"
+    );
     a.child.kill().unwrap();
     a.child.wait().unwrap();
     // What the killed node held: running, or stored claimed and waiting for a slot.
