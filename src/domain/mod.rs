@@ -1,6 +1,7 @@
 //! Plain types shared by every layer: validated names, message ids, statuses, times.
 //! Nothing here knows about HTTP, SQL or the runtime.
 
+pub mod chain;
 mod cidr;
 pub mod depth;
 mod event;

@@ -16,6 +16,7 @@ macro_rules! each {
 }
 
 mod admin;
+mod error;
 mod postgres;
 mod sqlite;
 mod sqlite_admin;
@@ -26,6 +27,7 @@ pub use admin::{
     BlockedLane, DeliveryAttempt, DeliveryStatus, DeliveryView, MessageQuery, MessageSummary,
     NewDelivery, Release, StatusCount,
 };
+pub use error::{Cause, retryable_sqlstate};
 pub use postgres::{
     ClaimedMessage, Ended, LaneClaim, LaneMessage, PgOptions, PgStats, PgStore, TenantShares,
     Wakeup,

@@ -19,6 +19,7 @@ use crate::domain::{
     TenantName, TriggerName,
 };
 
+use super::error::sqlite;
 use super::types::{Completion, EnqueueOutcome, PendingMessage, StoreError, Submitted};
 
 const MAX_BATCH: usize = 2048;
@@ -159,8 +160,8 @@ pub struct SqliteStore {
     generation: i64,
 }
 
-pub(super) fn unavailable(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Unavailable(e.to_string())
+fn unavailable(why: &str) -> StoreError {
+    StoreError::Unavailable(why.into())
 }
 
 impl SqliteStore {
@@ -180,11 +181,11 @@ impl SqliteStore {
         let mut conn = Connection::open(path)
             .map_err(|e| StoreError::Config(format!("cannot open {}: {e}", path.display())))?;
         conn.pragma_update(None, "journal_mode", "WAL")
-            .map_err(unavailable)?;
+            .map_err(sqlite)?;
         conn.pragma_update(None, "synchronous", "FULL")
-            .map_err(unavailable)?;
+            .map_err(sqlite)?;
         conn.busy_timeout(std::time::Duration::from_secs(5))
-            .map_err(unavailable)?;
+            .map_err(sqlite)?;
         migrate(&mut conn)?;
         // Served by the table's one row.
         let generation = conn
@@ -193,7 +194,7 @@ impl SqliteStore {
                 [],
                 |r| r.get(0),
             )
-            .map_err(unavailable)?;
+            .map_err(sqlite)?;
         let (tx, rx) = mpsc::channel(CHANNEL);
         let commits = Arc::new(AtomicU64::new(0));
         let wake = Arc::new(Wake::default());
@@ -317,19 +318,19 @@ impl SqliteStore {
 fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     let tx = conn
         .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-        .map_err(unavailable)?;
+        .map_err(sqlite)?;
     tx.execute_batch(
         "CREATE TABLE IF NOT EXISTS schema_migrations (
             version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL)",
     )
-    .map_err(unavailable)?;
+    .map_err(sqlite)?;
     let applied = tx
         .prepare("SELECT version, name FROM schema_migrations ORDER BY version")
         .and_then(|mut q| {
             q.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
                 .collect::<Result<Vec<(i64, String)>, _>>()
         })
-        .map_err(unavailable)?;
+        .map_err(sqlite)?;
     super::check_migrations_known(&applied, MIGRATIONS)?;
     for (version, name, sql) in MIGRATIONS {
         if !applied.iter().any(|(v, _)| v == version) {
@@ -339,10 +340,10 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
                 "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?1, ?2, ?3)",
                 params![version, name, crate::domain::now_micros()],
             )
-            .map_err(unavailable)?;
+            .map_err(sqlite)?;
         }
     }
-    tx.commit().map_err(unavailable)
+    tx.commit().map_err(sqlite)
 }
 
 /// Execution records that arrive with nothing else (no caller waits for their
@@ -503,7 +504,7 @@ fn apply_batch(conn: &mut Connection, ops: Vec<Op>) {
     let mut tx = match conn.transaction() {
         Ok(tx) => tx,
         Err(e) => {
-            fail_all(ops, &e.to_string());
+            fail_all(ops, &sqlite(e));
             return;
         }
     };
@@ -520,12 +521,12 @@ fn apply_batch(conn: &mut Connection, ops: Vec<Op>) {
             Op::Started(r) if finishing.contains(&(r.id.clone(), r.number)) => {}
             Op::Enqueue(batch, reply) => {
                 // All of a batch or none of it: a savepoint per batch.
-                let r = tx.savepoint().map_err(unavailable).and_then(|sp| {
+                let r = tx.savepoint().map_err(sqlite).and_then(|sp| {
                     let out = batch
                         .iter()
                         .map(|m| insert_new(&sp, m))
                         .collect::<Result<Vec<_>, _>>()?;
-                    sp.commit().map_err(unavailable)?;
+                    sp.commit().map_err(sqlite)?;
                     Ok(out)
                 });
                 waiting.push((reply, r));
@@ -548,11 +549,12 @@ fn apply_batch(conn: &mut Connection, ops: Vec<Op>) {
         }
         Err(e) => {
             tracing::error!(error = %e, "store commit failed");
+            let e = sqlite(e);
             for (reply, _) in waiting {
-                let _ = reply.send(Err(unavailable(&e)));
+                let _ = reply.send(Err(e.clone()));
             }
             for reply in flushes {
-                let _ = reply.send(Err(unavailable(&e)));
+                let _ = reply.send(Err(e.clone()));
             }
         }
     }
@@ -573,15 +575,15 @@ fn apply_batch(conn: &mut Connection, ops: Vec<Op>) {
     }
 }
 
-fn fail_all(ops: Vec<Op>, why: &str) {
-    tracing::error!(error = why, "store transaction could not start");
+fn fail_all(ops: Vec<Op>, why: &StoreError) {
+    tracing::error!(error = %why, "store transaction could not start");
     for op in ops {
         match op {
-            Op::Enqueue(_, r) => drop(r.send(Err(unavailable(why)))),
-            Op::Get(_, r) => drop(r.send(Err(unavailable(why)))),
-            Op::Recover(_, r) => drop(r.send(Err(unavailable(why)))),
-            Op::Purge(_, r) => drop(r.send(Err(unavailable(why)))),
-            Op::Flush(r) | Op::Close(r) => drop(r.send(Err(unavailable(why)))),
+            Op::Enqueue(_, r) => drop(r.send(Err(why.clone()))),
+            Op::Get(_, r) => drop(r.send(Err(why.clone()))),
+            Op::Recover(_, r) => drop(r.send(Err(why.clone()))),
+            Op::Purge(_, r) => drop(r.send(Err(why.clone()))),
+            Op::Flush(r) | Op::Close(r) => drop(r.send(Err(why.clone()))),
             _ => {}
         }
     }
@@ -605,7 +607,7 @@ fn insert_new(tx: &Connection, m: &NewRow) -> Result<EnqueueOutcome, StoreError>
                 m.id, m.tenant, m.trigger, m.lane, m.mode, m.received_at, m.idempotency_key,
             ])
         })
-        .map_err(unavailable)?;
+        .map_err(sqlite)?;
     if n == 1 {
         insert_input(tx, &m.input)?;
         return Ok(EnqueueOutcome::Inserted);
@@ -618,7 +620,7 @@ fn insert_new(tx: &Connection, m: &NewRow) -> Result<EnqueueOutcome, StoreError>
             |r| r.get(0),
         )
         .optional()
-        .map_err(unavailable)?;
+        .map_err(sqlite)?;
     let Some(id) = existing.and_then(|s| s.parse::<MessageId>().ok()) else {
         return Err(StoreError::Corrupt(format!(
             "message {} conflicts but has no twin",
@@ -636,7 +638,7 @@ fn insert_input(conn: &Connection, input: &str) -> Result<(), StoreError> {
     // Served by the rowid: appends.
     conn.prepare_cached("INSERT INTO message_inputs (seq, input) VALUES (?1, ?2)")
         .and_then(|mut s| s.execute(params![conn.last_insert_rowid(), input]))
-        .map_err(unavailable)?;
+        .map_err(sqlite)?;
     Ok(())
 }
 
@@ -654,7 +656,7 @@ fn started(tx: &Transaction<'_>, r: &StartRow) -> Result<(), StoreError> {
          WHERE id = ?1 AND finished_at IS NULL AND attempts < ?2",
     )
     .and_then(|mut s| s.execute(params![r.id, r.number, r.attempt]))
-    .map_err(unavailable)?;
+    .map_err(sqlite)?;
     Ok(())
 }
 
@@ -683,7 +685,7 @@ fn finished(tx: &Transaction<'_>, r: &FinishRow) -> Result<(), StoreError> {
                 r.attempt,
             ])
         })
-        .map_err(unavailable)?;
+        .map_err(sqlite)?;
     if n == 0 {
         tracing::warn!(
             message = r.id,
@@ -707,7 +709,7 @@ fn record_executed(tx: &Transaction<'_>, m: &NewRow, r: &FinishRow) -> Result<()
             r.finished_at, m.idempotency_key, r.response, r.trace, r.error,
         ])
     })
-    .map_err(unavailable)?;
+    .map_err(sqlite)?;
     if n == 1 {
         insert_input(tx, &m.input)?;
     }
@@ -753,7 +755,7 @@ pub(super) fn get(conn: &Connection, id: MessageId) -> Result<Option<MessageView
             })
             .optional()
         })
-        .map_err(unavailable)?;
+        .map_err(sqlite)?;
     let Some((
         (tenant, trigger, lane),
         (mode, status),
@@ -811,13 +813,13 @@ type PendingRow = (
 );
 
 fn recover(conn: &mut Connection, now: Micros) -> Result<Vec<PendingMessage>, StoreError> {
-    let tx = conn.transaction().map_err(unavailable)?;
+    let tx = conn.transaction().map_err(sqlite)?;
     // Attempts that were running when the process stopped end as interrupted.
     let running: Vec<(i64, String)> = tx
         // Served by messages_open.
         .prepare("SELECT seq, attempt_log FROM messages WHERE open = 1 AND status = 'running'")
         .and_then(|mut s| s.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect())
-        .map_err(unavailable)?;
+        .map_err(sqlite)?;
     for (seq, log) in running {
         let mut attempts = parse_attempts(&log);
         for a in attempts.iter_mut().filter(|a| a.finished_at.is_none()) {
@@ -838,7 +840,7 @@ fn recover(conn: &mut Connection, now: Micros) -> Result<Vec<PendingMessage>, St
             "UPDATE messages SET status = 'queued', attempt_log = ?2 WHERE seq = ?1",
             params![seq, log],
         )
-        .map_err(unavailable)?;
+        .map_err(sqlite)?;
     }
     // Served by the partial index messages_open (same predicate).
     let rows: Vec<PendingRow> = tx
@@ -856,8 +858,8 @@ fn recover(conn: &mut Connection, now: Micros) -> Result<Vec<PendingMessage>, St
             })?
             .collect::<Result<Vec<_>, _>>()
         })
-        .map_err(unavailable)?;
-    tx.commit().map_err(unavailable)?;
+        .map_err(sqlite)?;
+    tx.commit().map_err(sqlite)?;
     rows.into_iter()
         .map(
             |(
@@ -903,7 +905,7 @@ fn purge(conn: &mut Connection, before: Micros) -> Result<u64, StoreError> {
     let floor = id_floor(before);
     let mut total = 0u64;
     loop {
-        let tx = conn.transaction().map_err(unavailable)?;
+        let tx = conn.transaction().map_err(sqlite)?;
         // Served by the UNIQUE index on id: ids sort by creation time.
         let seqs: Vec<i64> = tx
             .prepare_cached(
@@ -913,15 +915,15 @@ fn purge(conn: &mut Connection, before: Micros) -> Result<u64, StoreError> {
                 s.query_map(params![floor, before, PURGE_CHUNK as i64], |r| r.get(0))?
                     .collect::<Result<Vec<_>, _>>()
             })
-            .map_err(unavailable)?;
+            .map_err(sqlite)?;
         for seq in &seqs {
             // Both served by their rowid.
             tx.execute("DELETE FROM messages WHERE seq = ?1", [seq])
-                .map_err(unavailable)?;
+                .map_err(sqlite)?;
             tx.execute("DELETE FROM message_inputs WHERE seq = ?1", [seq])
-                .map_err(unavailable)?;
+                .map_err(sqlite)?;
         }
-        tx.commit().map_err(unavailable)?;
+        tx.commit().map_err(sqlite)?;
         total += seqs.len() as u64;
         if seqs.len() < PURGE_CHUNK {
             return Ok(total);

@@ -9,7 +9,8 @@ use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
 use crate::domain::{MessageId, MessageStatus, MessageView, TenantName, TriggerName};
 
 use super::admin::{BlockedLane, MessageQuery, MessageSummary, Release, StatusCount};
-use super::sqlite::{SqliteStore, corrupt, get, id_floor, unavailable};
+use super::error::sqlite;
+use super::sqlite::{SqliteStore, corrupt, get, id_floor};
 use super::{StoreError, TriggerKey};
 
 const SUMMARY_COLUMNS: &str =
@@ -123,7 +124,7 @@ fn list(conn: &Connection, q: &MessageQuery) -> Result<Vec<MessageSummary>, Stor
     // One indexed query per trigger, merged: each reads at most `limit` rows.
     for key in keys {
         let (sql, values) = list_sql(q, key);
-        let mut stmt = conn.prepare_cached(&sql).map_err(unavailable)?;
+        let mut stmt = conn.prepare_cached(&sql).map_err(sqlite)?;
         let rows = stmt
             .query_map(params_from_iter(values), |r| {
                 Ok((
@@ -139,7 +140,7 @@ fn list(conn: &Connection, q: &MessageQuery) -> Result<Vec<MessageSummary>, Stor
                 ))
             })
             .and_then(|rows| rows.collect::<Result<Vec<SummaryRow>, _>>())
-            .map_err(unavailable)?;
+            .map_err(sqlite)?;
         for row in rows {
             out.push(summary(row)?);
         }
@@ -166,7 +167,7 @@ fn count(conn: &Connection, q: &MessageQuery) -> Result<u64, StoreError> {
         let n: i64 = conn
             .prepare_cached(&format!("SELECT count(*) FROM messages {clause}"))
             .and_then(|mut s| s.query_row(params_from_iter(values), |r| r.get(0)))
-            .map_err(unavailable)?;
+            .map_err(sqlite)?;
         total += n as u64;
     }
     Ok(total)
@@ -208,7 +209,7 @@ fn status_counts(
             })?
             .collect()
         })
-        .map_err(unavailable)?;
+        .map_err(sqlite)?;
     rows.into_iter()
         .map(|(tenant, trigger, st, n)| {
             Ok(StatusCount {
@@ -246,7 +247,7 @@ fn blocked_lanes(
             })?
             .collect()
         })
-        .map_err(unavailable)?;
+        .map_err(sqlite)?;
     let mut out = Vec::new();
     for (tenant, trigger, lane, i, st, since) in rows {
         let tenant = name(TenantName::parse, &tenant)?;
@@ -301,23 +302,23 @@ impl SqliteStore {
                 params![id.to_string(), skip],
             )
             .map(|n| n == 1)
-            .map_err(unavailable)
+            .map_err(sqlite)
         })
         .await
     }
 
     pub async fn link_replays(&self, links: Vec<(MessageId, MessageId)>) -> Result<(), StoreError> {
         self.run_admin(move |c| {
-            let tx = c.transaction().map_err(unavailable)?;
+            let tx = c.transaction().map_err(sqlite)?;
             for (id, original) in &links {
                 // Served by the UNIQUE index on id.
                 tx.execute(
                     "UPDATE messages SET replay_of = ?2 WHERE id = ?1",
                     params![id.to_string(), original.to_string()],
                 )
-                .map_err(unavailable)?;
+                .map_err(sqlite)?;
             }
-            tx.commit().map_err(unavailable)
+            tx.commit().map_err(sqlite)
         })
         .await
     }
@@ -338,7 +339,7 @@ impl SqliteStore {
                     |r| r.get(0),
                 )
                 .optional()
-                .map_err(unavailable)?
+                .map_err(sqlite)?
                 .flatten();
             Ok(Some((view, replay.as_deref().map(self::id).transpose()?)))
         })
@@ -365,7 +366,7 @@ impl SqliteStore {
                         s.query_map(params_from_iter(values), |r| r.get::<_, String>(3))?
                             .collect()
                     })
-                    .map_err(unavailable)?;
+                    .map_err(sqlite)?;
                 plans.push(lines.join("\n"));
             }
             Ok(plans)

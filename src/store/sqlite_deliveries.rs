@@ -8,7 +8,8 @@ use crate::domain::{MessageId, Micros, TenantName};
 
 use super::StoreError;
 use super::admin::{DeliveryAttempt, DeliveryStatus, DeliveryView, NewDelivery};
-use super::sqlite::{SqliteStore, corrupt, id_floor, unavailable};
+use super::error::sqlite;
+use super::sqlite::{SqliteStore, corrupt, id_floor};
 use super::sqlite_admin::{id, name};
 
 const DELIVERY_COLUMNS: &str = "id, tenant, subscription, event, message_id, created_at, status, next_at, attempt_log, payload";
@@ -52,14 +53,14 @@ fn deliveries(
             s.query_map(params_from_iter(values), delivery_row)?
                 .collect()
         })
-        .map_err(unavailable)?;
+        .map_err(sqlite)?;
     rows.into_iter().map(delivery).collect()
 }
 
 impl SqliteStore {
     pub async fn add_deliveries(&self, batch: Vec<NewDelivery>) -> Result<(), StoreError> {
         self.run_admin(move |c| {
-            let tx = c.transaction().map_err(unavailable)?;
+            let tx = c.transaction().map_err(sqlite)?;
             for d in &batch {
                 tx.execute(
                     "INSERT INTO deliveries (id, tenant, subscription, event, message_id, created_at,
@@ -75,9 +76,9 @@ impl SqliteStore {
                         d.payload,
                     ],
                 )
-                .map_err(unavailable)?;
+                .map_err(sqlite)?;
             }
-            tx.commit().map_err(unavailable)
+            tx.commit().map_err(sqlite)
         })
         .await
     }
@@ -133,7 +134,7 @@ impl SqliteStore {
                 ],
             )
             .map(drop)
-            .map_err(unavailable)
+            .map_err(sqlite)
         })
         .await
     }
@@ -183,7 +184,7 @@ impl SqliteStore {
                 params![id_floor(before), before],
             )
             .map(|n| n as u64)
-            .map_err(unavailable)
+            .map_err(sqlite)
         })
         .await
     }
@@ -195,7 +196,7 @@ impl SqliteStore {
                 params![id.to_string(), now],
             )
             .map(|n| n == 1)
-            .map_err(unavailable)
+            .map_err(sqlite)
         })
         .await
     }

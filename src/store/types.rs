@@ -7,25 +7,7 @@ use crate::domain::{
     TriggerName,
 };
 
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    /// The store cannot take writes right now (disk, database away): callers get 503.
-    #[error("store unavailable: {0}")]
-    Unavailable(String),
-    #[error("store configuration: {0}")]
-    Config(String),
-    #[error("corrupt record: {0}")]
-    Corrupt(String),
-    /// A message whose stored input, trace or response cannot be read back
-    /// (deeper than `domain::depth::MAX_STORED_DEPTH`, or not JSON). Its names
-    /// say who may be told.
-    #[error("{why}")]
-    Unreadable {
-        tenant: TenantName,
-        trigger: TriggerName,
-        why: String,
-    },
-}
+pub use super::error::StoreError;
 
 /// A stored JSON document read back within `domain::depth::MAX_STORED_DEPTH`:
 /// text that cannot be read is an error naming the message and the field,

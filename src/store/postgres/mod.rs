@@ -25,8 +25,8 @@ use deadpool_postgres::{Hook, HookError, Manager, ManagerConfig, Pool, Recycling
 use tokio::sync::{mpsc, oneshot};
 
 use crate::domain::{AttemptRecord, MessageId, MessageView, Micros, NewMessage};
-use crate::pgtls::with_causes;
 
+use super::error::Cause;
 use super::types::{Completion, EnqueueOutcome, PendingMessage, StoreError};
 
 pub use claims::{ClaimedMessage, Ended, LaneClaim, LaneMessage, TenantShares, Wakeup};
@@ -167,7 +167,7 @@ pub struct PgStore {
 }
 
 pub(crate) fn unavailable(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Unavailable(e.to_string())
+    StoreError::Unavailable(e.to_string().into())
 }
 
 /// Tells every node (this one too) that the shared queue has work, once the
@@ -179,12 +179,10 @@ async fn notify_work<C: deadpool_postgres::GenericClient>(c: &C) -> Result<(), S
     Ok(())
 }
 
+/// A statement's error: an outage or a bug, by its SQLSTATE (see
+/// `store::error::postgres`).
 fn db(e: tokio_postgres::Error) -> StoreError {
-    // A constraint or syntax error is a bug, not an outage; both fail the request.
-    match e.as_db_error() {
-        Some(d) => StoreError::Unavailable(format!("{}: {}", d.code().code(), d.message())),
-        None => StoreError::Unavailable(with_causes(&e)),
-    }
+    super::error::postgres(e)
 }
 
 /// Clock differences smaller than this are not followed (see `sync_clock`).
@@ -207,7 +205,13 @@ fn tcp_user_timeout(store_timeout: Duration) -> Duration {
 fn pool_error(e: deadpool_postgres::PoolError) -> StoreError {
     use deadpool_postgres::{HookError, PoolError, TimeoutType};
     match e {
-        PoolError::Backend(e) | PoolError::PostCreateHook(HookError::Backend(e)) => db(e),
+        // A connection that could not be made is the database away, whatever
+        // it said (even credentials refused, which an operator mends).
+        PoolError::Backend(e) => match db(e) {
+            StoreError::Statement(cause) => StoreError::Unavailable(cause),
+            other => other,
+        },
+        PoolError::PostCreateHook(HookError::Backend(e)) => db(e),
         PoolError::Timeout(TimeoutType::Wait) => {
             unavailable("every connection is busy and none came free in time")
         }
@@ -218,7 +222,7 @@ fn pool_error(e: deadpool_postgres::PoolError) -> StoreError {
             unavailable("checking a pooled connection timed out")
         }
         PoolError::Closed => unavailable("the store is closed"),
-        e => unavailable(with_causes(&e)),
+        e => StoreError::Unavailable(Cause::of(e)),
     }
 }
 
@@ -447,7 +451,9 @@ impl PgStore {
         });
         async move {
             match running {
-                Some(handle) => handle.await.map_err(unavailable)?,
+                Some(handle) => handle
+                    .await
+                    .map_err(|e| StoreError::Unavailable(Cause::of(e)))?,
                 None => Err(unavailable("the store is closed")),
             }
         }
