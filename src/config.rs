@@ -9,6 +9,11 @@ use serde::{Deserialize, Deserializer};
 use crate::domain::Cidr;
 use crate::engine::{Limits, SandboxOptions};
 
+/// This binary could not be found to run jq workers (`executor_binary` unset).
+#[derive(Debug, thiserror::Error)]
+#[error("executor_binary: cannot find this binary: {0}")]
+pub struct NoBinary(#[source] std::io::Error);
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Settings {
@@ -227,11 +232,10 @@ impl Settings {
 
     /// Where jq runs: `executor_binary` (else this binary), four workers per
     /// executor thread, `tenant_max_running` of them for one tenant.
-    pub fn sandbox_options(&self) -> Result<SandboxOptions, String> {
+    pub fn sandbox_options(&self) -> Result<SandboxOptions, NoBinary> {
         let binary = match &self.executor_binary {
             Some(b) => b.clone(),
-            None => std::env::current_exe()
-                .map_err(|e| format!("executor_binary: cannot find this binary: {e}"))?,
+            None => std::env::current_exe().map_err(NoBinary)?,
         };
         Ok(SandboxOptions {
             binary,
@@ -351,7 +355,7 @@ impl Settings {
                 "FLOWGATE_TRUSTED_PROXIES" => {
                     match list(v).map(|s| s.parse()).collect::<Result<Vec<Cidr>, _>>() {
                         Ok(c) => self.trusted_proxies = c,
-                        Err(e) => errors.push(bad(&e)),
+                        Err(e) => errors.push(bad(&e.to_string())),
                     }
                 }
                 "FLOWGATE_OUTBOUND_ALLOW_HOSTS" => {
@@ -363,7 +367,7 @@ impl Settings {
                 },
                 "FLOWGATE_FLOW_MEMORY_LIMIT" => match crate::domain::parse_size(v) {
                     Ok(n) => self.flow_memory_limit = n,
-                    Err(e) => errors.push(bad(&e)),
+                    Err(e) => errors.push(bad(&e.to_string())),
                 },
                 "FLOWGATE_EXECUTOR_THREADS" => match v.parse() {
                     Ok(n) => self.executor_threads = n,

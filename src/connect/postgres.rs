@@ -54,7 +54,8 @@ impl PgOptions {
 }
 
 /// A failed query, and whether trying again could help.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
 pub struct SqlError {
     pub message: String,
     pub transient: bool,

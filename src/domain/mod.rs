@@ -12,12 +12,12 @@ mod names;
 mod size;
 mod time;
 
-pub use cidr::Cidr;
+pub use cidr::{Cidr, CidrError};
 pub use event::EventKind;
 pub use message::{
     AttemptRecord, MessageId, MessageStatus, MessageView, Mode, NewMessage, Outcome, StoredResponse,
 };
 pub use meta::RunMeta;
 pub use names::{NameError, TenantName, TriggerKey, TriggerName};
-pub use size::parse_size;
+pub use size::{SizeError, parse_size};
 pub use time::{Micros, format_rfc3339, now_micros};

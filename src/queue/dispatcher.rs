@@ -31,7 +31,7 @@ pub struct Job {
     pub attempts: u32,
     pub run_at: Micros,
     /// `Err`: the stored input cannot be read back; the attempt fails saying so.
-    pub input: Result<Arc<Value>, String>,
+    pub input: Result<Arc<Value>, crate::store::Unreadable>,
     /// On a shared store, the epoch of the lane claim it runs under.
     pub lane_epoch: i64,
 }
@@ -630,7 +630,7 @@ impl Dispatcher {
             (Some(_), Err(why)) => (
                 Err(ExecError::Refused {
                     step: "-".into(),
-                    message: why.clone(),
+                    message: why.to_string(),
                 }),
                 None,
                 "[]".to_owned(),

@@ -34,8 +34,8 @@ pub use postgres::{
 };
 pub use sqlite::SqliteStore;
 pub use types::{
-    Completion, EnqueueOutcome, PendingMessage, StoreError, StoredInput, Submitted, read_document,
-    read_documents, read_input, read_response,
+    Completion, EnqueueOutcome, PendingMessage, StoreError, StoredInput, Submitted, Unreadable,
+    read_document, read_documents, read_input, read_response,
 };
 
 use crate::domain::{AttemptRecord, MessageId, MessageView, Micros, NewMessage, TriggerKey};

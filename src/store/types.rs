@@ -9,25 +9,56 @@ use crate::domain::{
 
 pub use super::error::StoreError;
 
+/// A stored JSON document that cannot be read back: deeper than
+/// `domain::depth::MAX_STORED_DEPTH`, or not what was written.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Unreadable {
+    /// One of a message's documents, named by the message and the field;
+    /// `why`: the parser's words.
+    #[error("message {id}: the stored {what} cannot be read: {why}")]
+    Field {
+        id: MessageId,
+        what: &'static str,
+        why: String,
+    },
+    /// A message's input, as execution reads it back.
+    #[error("the stored input cannot be read: {0}")]
+    Input(crate::domain::depth::DepthError),
+}
+
 /// A stored JSON document read back within `domain::depth::MAX_STORED_DEPTH`:
 /// text that cannot be read is an error naming the message and the field,
 /// never `null`. `None` (SQL `NULL`) is `null`.
-pub fn read_document(id: MessageId, what: &str, text: Option<&str>) -> Result<Value, String> {
+pub fn read_document(
+    id: MessageId,
+    what: &'static str,
+    text: Option<&str>,
+) -> Result<Value, Unreadable> {
     text.map_or(Ok(Value::Null), |text| {
-        crate::domain::depth::parse_stored(text)
-            .map_err(|e| format!("message {id}: the stored {what} cannot be read: {e}"))
+        crate::domain::depth::parse_stored(text).map_err(|e| Unreadable::Field {
+            id,
+            what,
+            why: e.to_string(),
+        })
     })
 }
 
 /// A stored response read back (see [`read_document`]).
-pub fn read_response(id: MessageId, text: Option<&str>) -> Result<Option<StoredResponse>, String> {
+pub fn read_response(
+    id: MessageId,
+    text: Option<&str>,
+) -> Result<Option<StoredResponse>, Unreadable> {
     let Some(text) = text else {
         return Ok(None);
     };
     let v = read_document(id, "response", Some(text))?;
     serde_json::from_value(v)
         .map(Some)
-        .map_err(|e| format!("message {id}: the stored response cannot be read: {e}"))
+        .map_err(|e| Unreadable::Field {
+            id,
+            what: "response",
+            why: e.to_string(),
+        })
 }
 
 /// A message's stored input, trace and response (as JSON text) read back into
@@ -39,7 +70,7 @@ pub fn read_documents(
     response: Option<&str>,
 ) -> Result<MessageView, StoreError> {
     let id = view.id;
-    let read = || -> Result<_, String> {
+    let read = || -> Result<_, Unreadable> {
         Ok((
             read_document(id, "input", input)?,
             read_document(id, "trace", trace)?,
@@ -56,19 +87,18 @@ pub fn read_documents(
         Err(why) => Err(StoreError::Unreadable {
             tenant: view.tenant,
             trigger: view.trigger,
-            why,
+            why: why.to_string(),
         }),
     }
 }
 
 /// A message's input as execution reads it back: a message whose input cannot
 /// be read is not run on anything else (it fails, saying why).
-pub type StoredInput = Result<Value, String>;
+pub type StoredInput = Result<Value, Unreadable>;
 
 /// Reads a stored input for execution (see [`StoredInput`]).
 pub fn read_input(text: &str) -> StoredInput {
-    crate::domain::depth::parse_stored(text)
-        .map_err(|e| format!("the stored input cannot be read: {e}"))
+    crate::domain::depth::parse_stored(text).map_err(Unreadable::Input)
 }
 
 /// The answer to storing one accepted message.

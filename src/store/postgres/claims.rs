@@ -465,7 +465,7 @@ impl PgStore {
                     // A response that cannot be read is told as the error it is.
                     let (response, unreadable) = match crate::store::read_response(id, r.get(2)) {
                         Ok(response) => (response, None),
-                        Err(why) => (None, Some(why)),
+                        Err(why) => (None, Some(why.to_string())),
                     };
                     Ok(Ended {
                         id,
