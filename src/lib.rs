@@ -5,6 +5,8 @@
 //! - [`flow`]: flow files -> validated model (raw serde structs, compile, loader, jq expressions).
 //! - [`engine`]: runs one flow over one input document; knows nothing of HTTP or queues.
 //! - [`store`]: the only place with SQL; the durable record of every message.
+//! - [`pgtls`]: PostgreSQL connection strings and their TLS (libpq's `sslmode`s), for the
+//!   store and for `sql` steps' connections.
 //! - [`queue`]: group commit of accepted messages, lanes, concurrency, retries, recovery.
 //! - [`auth::admin`]: admin tokens for `/_admin` (global or tenant-scoped), verified once, cached.
 //! - [`events`]: outbound event webhooks: deliveries stored, signed, sent on a schedule.

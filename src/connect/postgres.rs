@@ -187,7 +187,7 @@ impl PgConnection {
                 (m, transient_state(db.code().code()))
             }
             None => {
-                let m = crate::pgtls::with_causes(e);
+                let m = crate::domain::chain::describe(e);
                 // Serializing a parameter is the flow's problem, not the network's.
                 let transient = e.is_closed() || (e.code().is_none() && !m.contains("serializing"));
                 (m, transient)
