@@ -2,7 +2,7 @@
 //! id), counts, blocked lanes, replay links and the outbound event deliveries.
 //!
 //! Plain domain types in and out; each backend implements the same methods
-//! (`sqlite_admin` for SQLite). Paging is by message id: ids are UUIDv7, so
+//! (`sqlite/admin` for SQLite). Paging is by message id: ids are UUIDv7, so
 //! "older than the last id on this page" is the next page, newest first.
 
 use crate::domain::{

@@ -19,8 +19,6 @@ mod admin;
 mod error;
 mod postgres;
 mod sqlite;
-mod sqlite_admin;
-mod sqlite_deliveries;
 mod types;
 
 pub use admin::{
@@ -38,7 +36,7 @@ pub use types::{
     read_document, read_documents, read_input, read_response,
 };
 
-use crate::domain::{AttemptRecord, MessageId, MessageView, Micros, NewMessage, TriggerKey};
+use crate::domain::{AttemptRecord, MessageId, MessageView, Micros, NewMessage};
 
 /// A message store backend.
 #[derive(Clone)]

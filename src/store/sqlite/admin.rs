@@ -1,5 +1,5 @@
 //! The operators' view on SQLite: log history queries, lanes and replays
-//! (deliveries are in `sqlite_deliveries`). Each query names the index that serves
+//! (deliveries are in `deliveries`). Each query names the index that serves
 //! it; every one runs on the writer thread after the writes sent before it
 //! (`SqliteStore::run_admin`).
 
@@ -8,10 +8,13 @@ use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
 
 use crate::domain::{MessageId, MessageStatus, MessageView, TenantName, TriggerName};
 
-use super::admin::{BlockedLane, MessageQuery, MessageSummary, Release, StatusCount};
-use super::error::sqlite;
-use super::sqlite::{SqliteStore, corrupt, get, id_floor};
-use super::{StoreError, TriggerKey};
+use crate::domain::TriggerKey;
+use crate::store::StoreError;
+use crate::store::admin::{BlockedLane, MessageQuery, MessageSummary, Release, StatusCount};
+use crate::store::error::sqlite;
+
+use super::SqliteStore;
+use super::reads::{corrupt, get, id_floor};
 
 const SUMMARY_COLUMNS: &str =
     "id, tenant, trigger, lane, status, received_at, finished_at, attempts,

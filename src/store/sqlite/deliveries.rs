@@ -6,11 +6,13 @@ use rusqlite::{Connection, params, params_from_iter};
 
 use crate::domain::{MessageId, Micros, TenantName};
 
-use super::StoreError;
-use super::admin::{DeliveryAttempt, DeliveryStatus, DeliveryView, NewDelivery};
-use super::error::sqlite;
-use super::sqlite::{SqliteStore, corrupt, id_floor};
-use super::sqlite_admin::{id, name};
+use crate::store::StoreError;
+use crate::store::admin::{DeliveryAttempt, DeliveryStatus, DeliveryView, NewDelivery};
+use crate::store::error::sqlite;
+
+use super::SqliteStore;
+use super::admin::{id, name};
+use super::reads::{corrupt, id_floor};
 
 const DELIVERY_COLUMNS: &str = "id, tenant, subscription, event, message_id, created_at, status, next_at, attempt_log, payload";
 
