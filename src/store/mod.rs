@@ -226,7 +226,7 @@ pub fn redact_url(url: &str) -> String {
 /// Refuses a database that a newer flowgate has migrated: its tables may no longer
 /// mean what this version's statements assume. `applied` is what the database's
 /// `schema_migrations` holds, `known` this version's migrations.
-fn check_migrations_known(
+pub(super) fn check_migrations_known(
     applied: &[(i64, String)],
     known: &[(i64, &str, &str)],
 ) -> Result<(), StoreError> {
