@@ -298,7 +298,7 @@ fn test(dir: &std::path::Path) -> Result<ExitCode> {
     for file in files {
         println!("{}", file.path.display());
         let cases = std::fs::read_to_string(&file.path)
-            .map_err(|e| e.to_string())
+            .map_err(Into::into)
             .and_then(|text| flowgate::cli::flowtest::parse(&text));
         let (trigger, cases) = match (
             flowgate::cli::flowtest::trigger(&report.catalog, file),
