@@ -3,8 +3,8 @@
 use serde_json::Value;
 
 use crate::domain::{
-    MessageId, MessageStatus, MessageView, Micros, Mode, Outcome, StoredResponse, TenantName,
-    TriggerName,
+    AttemptRecord, MessageId, MessageStatus, MessageView, Micros, Mode, Outcome, StoredResponse,
+    TenantName, TriggerName,
 };
 
 pub use super::error::StoreError;
@@ -135,6 +135,21 @@ pub struct Completion {
     pub error: Option<String>,
     /// The failure's code (`ExecError::code`), kept with the attempt.
     pub error_code: Option<&'static str>,
+}
+
+impl Completion {
+    /// The attempt this ends, as a message's attempt log keeps it (both stores
+    /// write it so).
+    pub fn attempt_record(&self) -> AttemptRecord {
+        AttemptRecord {
+            number: self.attempt,
+            started_at: self.started_at,
+            finished_at: Some(self.finished_at),
+            outcome: Some(self.outcome),
+            error: self.error.clone(),
+            error_code: self.error_code.map(str::to_owned),
+        }
+    }
 }
 
 /// An unfinished message, as recovery hands it to the dispatcher.

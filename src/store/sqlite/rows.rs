@@ -58,14 +58,7 @@ pub(super) struct FinishRow {
 
 impl From<&Completion> for FinishRow {
     fn from(c: &Completion) -> Self {
-        let attempt = AttemptRecord {
-            number: c.attempt,
-            started_at: c.started_at,
-            finished_at: Some(c.finished_at),
-            outcome: Some(c.outcome),
-            error: c.error.clone(),
-            error_code: c.error_code.map(str::to_owned),
-        };
+        let attempt = c.attempt_record();
         Self {
             id: c.id.to_string(),
             number: c.attempt,
