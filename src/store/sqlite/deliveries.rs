@@ -7,7 +7,7 @@ use rusqlite::{Connection, params, params_from_iter};
 use crate::domain::{MessageId, Micros, TenantName};
 
 use crate::store::StoreError;
-use crate::store::admin::{DeliveryAttempt, DeliveryStatus, DeliveryView, NewDelivery};
+use crate::store::admin::{DeliveryStatus, DeliveryView, NewDelivery};
 use crate::store::error::sqlite;
 
 use super::SqliteStore;
@@ -85,7 +85,8 @@ impl SqliteStore {
         .await
     }
 
-    pub async fn claim_deliveries(
+    /// In claim order: `Store::claim_deliveries` sorts them by creation.
+    pub(in crate::store) async fn claim_deliveries(
         &self,
         now: Micros,
         lease_until: Micros,
@@ -105,35 +106,26 @@ impl SqliteStore {
                 Sql::Integer(now),
                 Sql::Integer(limit.into()),
             ];
-            let mut out = deliveries(c, &sql, values)?;
-            out.sort_by_key(|d| d.created_at);
-            Ok(out)
+            deliveries(c, &sql, values)
         })
         .await
     }
 
-    pub async fn record_delivery_attempt(
+    /// `entry`: the attempt as the log keeps it (see `Store::record_delivery_attempt`).
+    pub(in crate::store) async fn record_delivery_attempt(
         &self,
         id: MessageId,
-        attempt: DeliveryAttempt,
-        status: DeliveryStatus,
-        next_at: Micros,
+        entry: serde_json::Value,
+        (number, status, next_at): (u32, DeliveryStatus, Micros),
     ) -> Result<(), StoreError> {
-        let entry =
-            serde_json::to_string(&attempt).map_err(|e| corrupt("attempt", &e.to_string()))?;
+        let entry = entry.to_string();
         self.run_admin(move |c| {
             // Served by the primary key.
             c.execute(
                 "UPDATE deliveries SET status = ?2, next_at = ?3, attempts = ?4,
                         attempt_log = json_insert(attempt_log, '$[#]', json(?5))
                  WHERE id = ?1",
-                params![
-                    id.to_string(),
-                    status.as_str(),
-                    next_at,
-                    attempt.number,
-                    entry
-                ],
+                params![id.to_string(), status.as_str(), next_at, number, entry],
             )
             .map(drop)
             .map_err(sqlite)
