@@ -146,10 +146,12 @@ pub struct OutboundRequest {
 }
 
 /// Why [`Outbound::send`] gave no response.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum SendError {
     /// The policy refused a hop: sending again would be refused again.
+    #[error("{0}")]
     Refused(String),
+    #[error(transparent)]
     Http(reqwest::Error),
 }
 

@@ -6,7 +6,8 @@ use serde_json::{Map, Value};
 use super::model::{Param, ParamType};
 
 /// A parameter the caller got wrong.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
 pub struct ParamError {
     pub param: String,
     pub message: String,
