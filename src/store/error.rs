@@ -265,6 +265,80 @@ mod tests {
         a.execute_batch("COMMIT").unwrap();
     }
 
+    /// A connection to the test database, or `None` without one (outside CI).
+    async fn test_database() -> Option<tokio_postgres::Client> {
+        let Ok(url) = std::env::var("FLOWGATE_TEST_DATABASE_URL") else {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "CI=true but FLOWGATE_TEST_DATABASE_URL is not set"
+            );
+            eprintln!("skipped: FLOWGATE_TEST_DATABASE_URL is not set");
+            return None;
+        };
+        let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+            .await
+            .expect("the test database answers");
+        tokio::spawn(conn);
+        Some(client)
+    }
+
+    /// The classifier over errors the real server and driver give.
+    #[tokio::test]
+    async fn real_postgres_errors_are_classified() {
+        let Some(client) = test_database().await else {
+            return;
+        };
+        let is_bug = |e: &StoreError| matches!(e, StoreError::Statement(_));
+        // A syntax error (42601).
+        let e = postgres(client.batch_execute("SELEC 1").await.unwrap_err());
+        assert!(is_bug(&e) && e.to_string().contains("42601"), "{e}");
+        // A parameter of the wrong type: the driver refuses it, no SQLSTATE.
+        let e = client.query("SELECT $1::int4", &[&"seven"]).await;
+        let e = postgres(e.unwrap_err());
+        assert!(is_bug(&e), "{e}");
+        // A real serialization failure (40001): two serializable transactions
+        // that each read what the other writes.
+        let table = format!("fg_serial_{}", std::process::id());
+        client
+            .batch_execute(&format!(
+                "DROP TABLE IF EXISTS {table}; CREATE TABLE {table} (v int)"
+            ))
+            .await
+            .unwrap();
+        let Some(other) = test_database().await else {
+            return;
+        };
+        let begin = "BEGIN ISOLATION LEVEL SERIALIZABLE";
+        let read = format!("SELECT count(*) FROM {table}");
+        for c in [&client, &other] {
+            c.batch_execute(begin).await.unwrap();
+            c.batch_execute(&read).await.unwrap();
+        }
+        let write = format!("INSERT INTO {table} VALUES (1)");
+        other.batch_execute(&write).await.unwrap();
+        other.batch_execute("COMMIT").await.unwrap();
+        let failed = match client.batch_execute(&write).await {
+            Err(e) => e,
+            Ok(()) => client.batch_execute("COMMIT").await.unwrap_err(),
+        };
+        let e = postgres(failed);
+        assert!(e.is_unavailable() && e.to_string().contains("40001"), "{e}");
+        let _ = client.batch_execute("ROLLBACK").await;
+        client
+            .batch_execute(&format!("DROP TABLE {table}"))
+            .await
+            .unwrap();
+        // The session terminated (57P01), then the connection closed.
+        let e = client
+            .batch_execute("SELECT pg_terminate_backend(pg_backend_pid())")
+            .await
+            .unwrap_err();
+        assert!(postgres(e).is_unavailable());
+        let e = client.batch_execute("SELECT 1").await.unwrap_err();
+        assert!(e.is_closed());
+        assert!(postgres(e).is_unavailable());
+    }
+
     #[test]
     fn a_cause_is_shown_as_said_and_keeps_its_source() {
         let io = std::io::Error::other("disk on fire");
