@@ -94,8 +94,9 @@ pub struct PgStore {
     local_skew: Arc<AtomicI64>,
 }
 
-pub(crate) fn unavailable(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Unavailable(e.to_string().into())
+/// The store cannot serve, for a reason of its own (closed, its writer gone).
+pub(crate) fn unavailable(why: &str) -> StoreError {
+    StoreError::Unavailable(why.into())
 }
 
 /// Tells every node (this one too) that the shared queue has work, once the
