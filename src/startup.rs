@@ -18,7 +18,7 @@ use crate::engine::{Executor, Sandbox};
 use crate::events::sender::{self, SenderSettings};
 use crate::flow::{Diagnostic, Loader, SharedCatalog};
 use crate::http::{self, AppState};
-use crate::queue::{Queue, QueueLimits};
+use crate::queue::{Execution, Queue, QueueLimits};
 use crate::store::{Store, StoreError};
 
 /// How long a stopping node waits for the attempts it runs (shared store).
@@ -74,8 +74,10 @@ impl Application {
                 .sandbox_options()
                 .map_err(|e| StartupError::Settings(vec![e.to_string()]))?,
         );
+        let execution = execution_for(&store);
         let queue = Queue::start(
             store,
+            execution,
             catalog.clone(),
             QueueLimits {
                 max_backlog: settings.max_backlog,
@@ -205,6 +207,16 @@ impl Application {
             tracing::error!(error = %e, "final store flush failed");
         }
         result
+    }
+}
+
+/// The execution model for `store`, picked here once: a store several nodes
+/// share (PostgreSQL) has its work claimed under leases; the embedded one
+/// (SQLite) runs every message where it was accepted.
+pub fn execution_for(store: &Store) -> Execution {
+    match store {
+        Store::Postgres(pg) => Execution::shared(Arc::new(pg.clone())),
+        Store::Sqlite(_) => Execution::embedded(),
     }
 }
 

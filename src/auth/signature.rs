@@ -1,13 +1,13 @@
 //! Signed webhooks: HMAC over the exact raw body (and a timestamp, when the sender
 //! signs one), compared in constant time, with replays refused by the age of the
-//! signed timestamp. Presets in `flow::compile::io` fill in the layouts of common
+//! signed timestamp. Presets in `flow::compile::auth` fill in the layouts of common
 //! senders; this module only checks one request against one rule.
 
 use base64::Engine;
 use hmac::{Hmac, KeyInit, Mac};
 use subtle::ConstantTimeEq;
 
-use crate::flow::model::{HmacAlgorithm, HmacRule, SignatureEncoding, SignatureScheme};
+use crate::domain::{HmacAlgorithm, HmacRule, SignatureEncoding, SignatureScheme};
 
 /// What a status URL's signature covers before the path: signatures are bound
 /// to their use, so a signature made for a status URL is never a body's, nor

@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 
 use crate::codec::input::InputError;
 use crate::domain::{MessageId, now_micros};
-use crate::engine::{ExecError, FailedAnswer, errors_body};
+use crate::engine::{ExecError, FailedAnswer, errors_body, input_errors_body};
 use crate::flow::{Catalog, Method, TestFile, Trigger};
 
 /// One case of a test file.
@@ -215,7 +215,7 @@ pub async fn answer(
             let messages: Vec<&str> = errors.iter().map(|e| e.message.as_str()).collect();
             return Ok(Answer {
                 status: 400,
-                body: crate::http::input_errors_body(&errors),
+                body: input_errors_body(&errors),
                 error: Some(messages.join("; ")),
                 vars: json!({}),
             });

@@ -2,6 +2,8 @@
 //! a running server's admin API (`/_admin/api`), so that a replay is queued by the
 //! server that runs it, whichever store it has.
 
+use std::process::ExitCode;
+
 use serde_json::Value;
 
 /// Where the admin API is and the token that opens it.
@@ -190,6 +192,71 @@ pub fn table(page: &Value) -> String {
         None => out.push_str("(end)\n"),
     }
     out
+}
+
+// `flowgate messages ...` (a plain comment: a doc comment would become its help).
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
+    /// One page of the log history, newest first.
+    List {
+        #[command(flatten)]
+        filter: ListFilter,
+        /// Print the admin API's JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// One message: input, trace, response and every attempt (JSON).
+    Show { id: String },
+    /// Queue a message again, as a new message linked to it.
+    Replay { id: String },
+    /// Mark the message that blocks its ordered lane skipped; the lane goes on.
+    Skip { id: String },
+    /// Let the lane a message blocks go on; the message keeps its status.
+    Unblock { id: String },
+}
+
+/// Runs one `messages` subcommand against the admin API at `url`.
+pub fn run(command: Command, url: String, token: Option<String>) -> anyhow::Result<ExitCode> {
+    let Some(token) = token else {
+        anyhow::bail!("an admin token is needed: --token or FLOWGATE_ADMIN_TOKEN");
+    };
+    let admin = Admin { url, token };
+    let runtime = super::current_thread()?;
+    let pretty = |v: serde_json::Value| format!("{v:#}\n");
+    let answer = runtime.block_on(async {
+        match command {
+            Command::List { filter, json } => {
+                let page = admin.list(&filter).await?;
+                Ok(if json { pretty(page) } else { table(&page) })
+            }
+            Command::Show { id } => admin.show(&id).await.map(pretty),
+            Command::Replay { id } => admin.act(&id, "replay").await.map(|r| {
+                format!(
+                    "replayed {} as {}\n",
+                    r["replay_of"].as_str().unwrap_or(&id),
+                    r["message_id"].as_str().unwrap_or("?")
+                )
+            }),
+            Command::Skip { id } => admin
+                .act(&id, "skip")
+                .await
+                .map(|r| format!("skipped {id}; lane {} goes on\n", r["lane"])),
+            Command::Unblock { id } => admin
+                .act(&id, "unblock")
+                .await
+                .map(|r| format!("unblocked lane {} held by {id}\n", r["lane"])),
+        }
+    });
+    match answer {
+        Ok(text) => {
+            print!("{text}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(why) => {
+            eprintln!("flowgate messages: {why}");
+            Ok(ExitCode::FAILURE)
+        }
+    }
 }
 
 #[cfg(test)]

@@ -5,19 +5,9 @@ use base64::Engine;
 use serde_json::{Map, Value, json};
 
 use crate::domain::depth::{self, DepthError, MAX_INPUT_DEPTH};
-use crate::domain::{MessageId, Micros, format_rfc3339};
+use crate::domain::{MessageId, Micros, REDACTED, SECRET_HEADERS, format_rfc3339};
 use crate::flow::params::{parse_params, query_object};
 use crate::flow::{Method, Trigger};
-
-/// Headers whose values never reach a flow, a trace or the store.
-pub const SECRET_HEADERS: &[&str] = &[
-    "authorization",
-    "proxy-authorization",
-    "x-api-key",
-    "cookie",
-    "set-cookie",
-];
-pub const REDACTED: &str = "[redacted]";
 
 /// What the caller got wrong, one entry per problem.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -184,7 +184,7 @@ impl Outbound {
                 }
             }
             for (k, v) in &r.headers {
-                if home || !crate::codec::input::SECRET_HEADERS.contains(&k.as_str()) {
+                if home || !crate::domain::SECRET_HEADERS.contains(&k.as_str()) {
                     req = req.header(k.as_str(), v.as_str());
                 }
             }

@@ -5,19 +5,23 @@ pub mod chain;
 mod cidr;
 pub mod depth;
 mod event;
+mod headers;
 mod json_iter;
 mod message;
 mod meta;
 mod names;
+mod signature;
 mod size;
 mod time;
 
 pub use cidr::{Cidr, CidrError};
 pub use event::EventKind;
+pub use headers::{REDACTED, SECRET_HEADERS, header_pairs};
 pub use message::{
     AttemptRecord, MessageId, MessageStatus, MessageView, Mode, NewMessage, Outcome, StoredResponse,
 };
 pub use meta::RunMeta;
 pub use names::{NameError, TenantName, TriggerKey, TriggerName};
+pub use signature::{HmacAlgorithm, HmacRule, SignatureEncoding, SignatureScheme};
 pub use size::{SizeError, parse_size};
 pub use time::{Micros, format_rfc3339, now_micros};

@@ -5,6 +5,7 @@
 use serde_json::{Value, json};
 
 use super::ExecError;
+use crate::codec::input::InputError;
 use crate::domain::MessageId;
 
 /// A failed execution's answer: its HTTP status, error code and message.
@@ -57,6 +58,14 @@ impl FailedAnswer {
 /// The body of an error answer: one error.
 pub fn errors_body(code: &str, message: &str) -> Value {
     json!({"errors": [{"code": code, "message": message}]})
+}
+
+/// The body of a `400`: every problem of the request's input.
+pub fn input_errors_body(errors: &[InputError]) -> Value {
+    json!({"errors": errors
+        .iter()
+        .map(|e| json!({"code": e.code, "message": e.message}))
+        .collect::<Vec<_>>()})
 }
 
 #[cfg(test)]

@@ -7,10 +7,10 @@ use std::time::Duration;
 
 use serde_json::{Map, Value, json};
 
-use crate::codec::input::SECRET_HEADERS;
 use crate::connect::http::error_text;
 use crate::connect::http::{DEFAULT_TIMEOUT, UrlRefused};
 use crate::connect::{OutboundRequest, SendError};
+use crate::domain::{REDACTED, SECRET_HEADERS};
 use crate::flow::model::{BodyEncoding, HttpStep};
 
 /// Largest response body read into the flow.
@@ -118,7 +118,7 @@ fn response_headers(headers: &reqwest::header::HeaderMap) -> Map<String, Value> 
     for (name, value) in headers {
         let name = name.as_str();
         let value = if SECRET_HEADERS.contains(&name) {
-            crate::codec::input::REDACTED.to_owned()
+            REDACTED.to_owned()
         } else {
             String::from_utf8_lossy(value.as_bytes()).into_owned()
         };

@@ -206,16 +206,7 @@ async fn post(
     match req.send().await {
         Ok(res) => {
             let status = res.status().as_u16();
-            let headers = res
-                .headers()
-                .iter()
-                .map(|(k, v)| {
-                    (
-                        k.as_str().to_owned(),
-                        String::from_utf8_lossy(v.as_bytes()).into_owned(),
-                    )
-                })
-                .collect();
+            let headers = crate::domain::header_pairs(res.headers());
             let body = res.text().await.unwrap_or_default();
             DeliveryAttempt {
                 number,

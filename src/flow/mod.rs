@@ -11,11 +11,12 @@ pub mod loader;
 pub mod model;
 pub mod params;
 pub mod raw;
-pub mod subscriptions;
+pub mod template;
 pub mod value;
 
 pub use catalog::{Catalog, SharedCatalog};
 pub use diagnostic::Diagnostic;
-pub use expr::{EvalError, Expr, Template};
+pub use expr::{EvalError, Expr};
 pub use loader::{LoadReport, Loader, TestFile, check_dir};
 pub use model::{Auth, Method, OnExhausted, Step, StepKind, Subscription, Tenant, Trigger};
+pub use template::{Template, TemplatePart};

@@ -9,9 +9,10 @@ use std::time::Duration;
 use indexmap::IndexMap;
 
 use crate::connect::{Connection, HttpConnection, Outbound, PgConnection, Secrets};
-use crate::domain::{Cidr, EventKind, Mode, TenantName, TriggerKey};
+use crate::domain::{Cidr, EventKind, HmacRule, Mode, TenantName, TriggerKey};
 
-use super::expr::{Expr, Template};
+use super::expr::Expr;
+use super::template::Template;
 
 /// A tenant's settings from `_tenant.yaml`.
 #[derive(Debug, Clone)]
@@ -138,60 +139,6 @@ pub enum Auth {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum HmacAlgorithm {
-    Sha1,
-    Sha256,
-    Sha512,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SignatureEncoding {
-    Hex,
-    Base64,
-}
-
-/// How a signing sender lays out its signature.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SignatureScheme {
-    /// The header holds `<prefix><signature>` of the body (or of
-    /// `<timestamp>.<body>` when a timestamp header is configured).
-    Plain,
-    /// Stripe: `t=<unix>,v1=<hex>[,v1=...]`, signed over `<t>.<body>`.
-    Stripe,
-}
-
-/// A trigger's `auth: hmac:` after presets and `${VAR}` are applied.
-#[derive(Clone, PartialEq, Eq)]
-pub struct HmacRule {
-    pub scheme: SignatureScheme,
-    /// Lower case.
-    pub header: String,
-    pub algorithm: HmacAlgorithm,
-    pub encoding: SignatureEncoding,
-    pub prefix: String,
-    pub secret: Vec<u8>,
-    /// Lower case; for `Plain`, the header with the unix time that is signed too.
-    pub timestamp_header: Option<String>,
-    /// How old a signed timestamp may be (either way) before the request is a replay.
-    pub tolerance: Duration,
-}
-
-impl std::fmt::Debug for HmacRule {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("HmacRule")
-            .field("scheme", &self.scheme)
-            .field("header", &self.header)
-            .field("algorithm", &self.algorithm)
-            .field("encoding", &self.encoding)
-            .field("prefix", &self.prefix)
-            .field("secret", &"[redacted]")
-            .field("timestamp_header", &self.timestamp_header)
-            .field("tolerance", &self.tolerance)
-            .finish()
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ParamType {
     String,
     Integer,
@@ -227,6 +174,18 @@ pub enum OnExhausted {
     Block,
     Skip,
 }
+
+/// Waits between runs of a failed message when a trigger gives no `retry:`.
+pub const DEFAULT_RETRY: [Duration; 4] = [
+    Duration::from_secs(5),
+    Duration::from_secs(30),
+    Duration::from_secs(120),
+    Duration::from_secs(600),
+];
+/// Executions of one trigger at a time when it gives no `concurrency:`.
+pub const DEFAULT_CONCURRENCY: usize = 16;
+/// How long a sync caller waits when a trigger gives no `response.timeout`.
+pub const DEFAULT_SYNC_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Clone)]
 pub struct Delivery {

@@ -24,7 +24,29 @@ pub struct RawTenant {
     #[serde(default)]
     pub secret_headers: Vec<Spanned<String>>,
     #[serde(default)]
-    pub subscriptions: Vec<Spanned<super::subscriptions::RawSubscription>>,
+    pub subscriptions: Vec<Spanned<RawSubscription>>,
+}
+
+/// An entry of `subscriptions:`: an outbound event webhook.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSubscription {
+    pub name: Spanned<String>,
+    pub url: Spanned<String>,
+    pub events: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub basic_auth: Option<RawBasicAuth>,
+    #[serde(default)]
+    pub secret: Option<Spanned<String>>,
+    #[serde(default)]
+    pub enabled: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBasicAuth {
+    pub username: Spanned<String>,
+    pub password: Spanned<String>,
 }
 
 /// `<Trigger>.yaml`

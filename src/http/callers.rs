@@ -10,8 +10,7 @@ use base64::Engine;
 use serde_json::{Value, json};
 
 use crate::auth::gate::Client;
-use crate::domain::Cidr;
-use crate::flow::model::HmacRule;
+use crate::domain::{Cidr, HmacRule};
 use crate::flow::{Auth, Tenant, Trigger};
 
 use super::error::Challenge;
@@ -54,8 +53,10 @@ pub fn client_ip(req: &HttpRequest, trusted: &[Cidr]) -> Option<IpAddr> {
     Some(client)
 }
 
-fn presented_key(req: &HttpRequest) -> Option<&str> {
-    if let Some(k) = req.headers().get("x-api-key").and_then(|v| v.to_str().ok()) {
+/// A secret sent in its own `header`, or else as `Authorization: Bearer`
+/// (API keys in `X-Api-Key`, admin tokens in `X-Admin-Token`).
+pub fn presented<'r>(req: &'r HttpRequest, header: &str) -> Option<&'r str> {
+    if let Some(k) = req.headers().get(header).and_then(|v| v.to_str().ok()) {
         return Some(k.trim()).filter(|k| !k.is_empty());
     }
     let auth = req.headers().get("authorization")?.to_str().ok()?;
@@ -100,7 +101,7 @@ pub async fn admit(
     match &trigger.auth {
         Auth::None => Ok(Admitted::Done(json!({"method": "none"}))),
         Auth::ApiKeys(labels) => {
-            let key = presented_key(req).ok_or_else(|| {
+            let key = presented(req, "x-api-key").ok_or_else(|| {
                 ApiError::Unauthorized(
                     "missing API key: send it in the X-Api-Key header or as Authorization: Bearer <key>"
                         .into(),

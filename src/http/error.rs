@@ -4,11 +4,10 @@
 use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpResponse, ResponseError};
-use serde_json::json;
 
 use crate::codec::input::InputError;
 use crate::engine::FailedAnswer;
-pub use crate::engine::errors_body;
+pub use crate::engine::{errors_body, input_errors_body};
 
 /// The credential a 401 asks for (RFC 9110 requires a `WWW-Authenticate`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -80,14 +79,6 @@ pub enum ApiError {
 
 fn body(code: &str, message: impl Into<String>) -> serde_json::Value {
     errors_body(code, &message.into())
-}
-
-/// The body of a `400`: every problem of the request's input.
-pub fn input_errors_body(errors: &[InputError]) -> serde_json::Value {
-    json!({"errors": errors
-        .iter()
-        .map(|e| json!({"code": e.code, "message": e.message}))
-        .collect::<Vec<_>>()})
 }
 
 impl ResponseError for ApiError {

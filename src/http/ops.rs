@@ -99,8 +99,8 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
             key.tenant, key.trigger,
         );
     }
-    if let Some(pg) = state.queue.store().shared() {
-        render_store(&mut out, pg.stats());
+    if let Some(stats) = state.queue.execution().store_stats() {
+        render_store(&mut out, stats);
     }
     state.queue.dispatcher().metrics().render(&mut out);
     HttpResponse::Ok()
@@ -109,7 +109,7 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
 }
 
 /// The shared store's pool and the leases this node holds.
-fn render_store(out: &mut String, s: crate::store::PgStats) {
+fn render_store(out: &mut String, s: crate::store::SharedStats) {
     let _ = writeln!(
         out,
         "# HELP flowgate_store_connections Connections of this node's PostgreSQL pool, by state\n# TYPE flowgate_store_connections gauge\nflowgate_store_connections{{state=\"in_use\"}} {}\nflowgate_store_connections{{state=\"idle\"}} {}",
@@ -146,7 +146,7 @@ fn render_store(out: &mut String, s: crate::store::PgStats) {
 /// lanes live in the database, so it is asked (nothing when it does not answer).
 async fn blocked_lanes(state: &AppState) -> Vec<(crate::domain::TriggerKey, usize)> {
     let mut counts: Vec<(crate::domain::TriggerKey, usize)> =
-        if state.queue.store().shared().is_some() {
+        if state.queue.execution().lanes_in_store() {
             let mut by_key = std::collections::BTreeMap::new();
             match state.queue.store().blocked_lanes(None).await {
                 Ok(lanes) => lanes

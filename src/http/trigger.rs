@@ -274,16 +274,7 @@ async fn call(
         }
     };
     let id = MessageId::new();
-    let headers = req
-        .headers()
-        .iter()
-        .map(|(k, v)| {
-            (
-                k.as_str().to_owned(),
-                String::from_utf8_lossy(v.as_bytes()).into_owned(),
-            )
-        })
-        .collect();
+    let headers = crate::domain::header_pairs(req.headers());
     let input::Document {
         input: document,
         json_body,

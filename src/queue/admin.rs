@@ -5,7 +5,7 @@
 use crate::domain::{MessageId, MessageView, NewMessage, TriggerKey, now_micros};
 use crate::store::Release;
 
-use super::dispatcher::Job;
+use super::job::Job;
 use super::{AcceptError, Queue};
 
 /// Why an operator's action on a lane did nothing.

@@ -9,7 +9,8 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use crate::domain::{MessageId, NewMessage};
 use crate::store::{EnqueueOutcome, Store, StoreError, Submitted};
 
-use super::dispatcher::{Dispatcher, Job};
+use super::dispatcher::Dispatcher;
+use super::job::Job;
 use super::waiters::WaitOutcome;
 
 pub const MAX_BATCH: usize = 1024;
@@ -22,30 +23,22 @@ pub struct Submission {
 
 /// Runs the enqueuer on a thread of its own. On the runtime that executes flows
 /// it would wait behind executions for its turn, and every accepting caller with it.
+/// `slots`: how many batches may be handed to the store uncommitted at once
+/// (see `Execution::batches_in_flight`).
 pub fn start(
     rx: mpsc::Receiver<Submission>,
     store: Store,
     dispatcher: Arc<Dispatcher>,
+    slots: usize,
 ) -> std::io::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     std::thread::Builder::new()
         .name("flowgate-enqueue".into())
-        .spawn(move || runtime.block_on(run(rx, store, dispatcher)))?;
+        .spawn(move || runtime.block_on(run(rx, store, dispatcher, slots)))?;
     Ok(())
 }
-
-/// Batches handed to the shared store and not yet committed: each is a transaction
-/// on a connection of its own, so while one waits for its commit the next is
-/// written. Outcomes are taken in submission order, so messages reach the
-/// dispatcher in acceptance order. Two, not more: with eight in flight most
-/// batches held one to three messages, and PostgreSQL spent ~100 µs per message
-/// on them against ~30 µs in a batch of twenty. The embedded store takes one
-/// batch at a time: everything that arrives while a batch commits goes into the
-/// next, and its single writer would otherwise commit (and fsync) smaller
-/// batches more often, which measured slower.
-const IN_FLIGHT_SHARED: usize = 2;
 
 /// How long a batch formed while another commits may wait for company.
 const COMPANY_WAIT: std::time::Duration = std::time::Duration::from_millis(2);
@@ -62,14 +55,17 @@ type InFlight = (
     OwnedSemaphorePermit,
 );
 
-async fn run(mut rx: mpsc::Receiver<Submission>, store: Store, dispatcher: Arc<Dispatcher>) {
-    let slots = if store.shared().is_some() {
-        IN_FLIGHT_SHARED
-    } else {
-        1
-    };
+/// Outcomes are taken in submission order, so messages reach the dispatcher in
+/// acceptance order.
+async fn run(
+    mut rx: mpsc::Receiver<Submission>,
+    store: Store,
+    dispatcher: Arc<Dispatcher>,
+    slots: usize,
+) {
+    let slots = slots.max(1);
     let room = Arc::new(Semaphore::new(slots));
-    let (in_flight, stored) = mpsc::channel(IN_FLIGHT_SHARED);
+    let (in_flight, stored) = mpsc::channel(slots);
     let completer = tokio::spawn(complete(stored, dispatcher.clone()));
     // The size of the batch handed to the store last.
     let mut in_flight_size = 0;

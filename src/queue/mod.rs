@@ -1,13 +1,29 @@
 //! Between the HTTP layer and the engine: accepting messages durably (group
 //! commit), running them (lanes, concurrency, retries), answering sync callers,
 //! recovery after a restart and retention.
+//!
+//! - `execution`: the embedded and the shared execution model behind one
+//!   interface, chosen once in `startup`.
+//! - `enqueuer`: group commit, on a thread of its own.
+//! - `dispatcher`: backlog, permits and one attempt's result; the embedded
+//!   model's lanes and retries (`Queue::run_due` steps them by hand).
+//! - `claimer`: the shared model: work claimed from the store under leases.
+//! - `wake`: the handle the dispatcher wakes the claimer through.
+//! - `job`, `waiters`, `sync_exec`, `admin`: a message while it runs, callers
+//!   waiting for it, the sync fast path, operators' actions.
+//!
+//! Dependencies point one way: execution -> claimer -> dispatcher -> wake,
+//! job; the claimer reaches the store only through `store::SharedStore`.
 
 mod admin;
 mod claimer;
 pub mod dispatcher;
 pub mod enqueuer;
+mod execution;
+mod job;
 mod sync_exec;
 pub mod waiters;
+mod wake;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,6 +36,7 @@ use crate::store::{EnqueueOutcome, Store, StoreError};
 
 pub use admin::LaneError;
 pub use dispatcher::Dispatcher;
+pub use execution::Execution;
 pub use sync_exec::SyncResult;
 pub use waiters::{WaitOutcome, WaitReceiver};
 
@@ -50,15 +67,16 @@ pub struct Queue {
     submit: mpsc::Sender<enqueuer::Submission>,
     /// How long a caller waits for the store to take its message (`store_timeout`).
     store_timeout: Duration,
-    /// On a shared store, the claimer until `recover` starts it.
-    claimer: Arc<std::sync::Mutex<Option<claimer::Ready>>>,
+    /// How messages run: here, or claimed from a shared store.
+    execution: Arc<Execution>,
 }
 
 impl Queue {
     /// Starts the enqueuer; executions run on the current tokio runtime once
-    /// `recover` has run.
+    /// `recover` has run. `execution` is the model chosen for `store`.
     pub fn start(
         store: Store,
+        execution: Execution,
         catalog: SharedCatalog,
         limits: QueueLimits,
         executor: crate::engine::Executor,
@@ -72,19 +90,23 @@ impl Queue {
             runtime,
             executor,
             limits.tenant_max_running,
+            execution.runs(),
         ));
         let (tx, rx) = mpsc::channel(enqueuer::MAX_BATCH * 8);
-        enqueuer::start(rx, store.clone(), dispatcher.clone())
-            .map_err(|e| StoreError::Config(format!("cannot start the enqueuer thread: {e}")))?;
-        let claimer = store
-            .shared()
-            .map(|shared| claimer::prepare(shared.clone(), dispatcher.clone()));
+        enqueuer::start(
+            rx,
+            store.clone(),
+            dispatcher.clone(),
+            execution.batches_in_flight(),
+        )
+        .map_err(|e| StoreError::Config(format!("cannot start the enqueuer thread: {e}")))?;
+        execution.prepare(&dispatcher);
         Ok(Self {
             store,
             dispatcher,
             submit: tx,
             store_timeout,
-            claimer: Arc::new(std::sync::Mutex::new(claimer)),
+            execution: Arc::new(execution),
         })
     }
 
@@ -96,56 +118,28 @@ impl Queue {
         &self.dispatcher
     }
 
-    /// As the node stops, with a shared store: it claims nothing more, the
-    /// unordered messages it claimed and has not started go back to the shared
-    /// queue at once (instead of waiting for their leases to lapse), and the
-    /// attempts running here get up to `within` to finish; those that do not are
-    /// taken over by other nodes once their leases lapse.
+    /// The execution model this queue runs (for what differs between them:
+    /// where lanes live, the shared store's figures).
+    pub fn execution(&self) -> &Execution {
+        &self.execution
+    }
+
+    /// Stepped by hand (`Execution::embedded_by_hand`): runs what is due by
+    /// `now`, with `now` as its clock; see [`Dispatcher::run_due`].
+    pub async fn run_due(&self, now: crate::domain::Micros) -> usize {
+        self.dispatcher.run_due(now).await
+    }
+
+    /// As the node stops: see [`Execution::stop`].
     pub async fn stop(&self, within: Duration) {
-        let (Some(shared), Some(claimer)) = (self.store.shared(), self.dispatcher.claimer()) else {
-            return;
-        };
-        match shared.hand_back(claimer.hand_back()).await {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(
-                messages = n,
-                "handed unstarted messages back to the shared queue"
-            ),
-            Err(e) => {
-                tracing::warn!(error = %e, "could not hand messages back; they run elsewhere once their leases lapse")
-            }
-        }
-        let left = claimer.until_idle(within).await;
-        if left > 0 {
-            tracing::warn!(
-                attempts = left,
-                "stopping with attempts still running; other nodes take them over once their leases lapse"
-            );
-        }
+        self.execution.stop(within).await
     }
 
     /// Re-queues every unfinished message after a restart, then starts executing:
-    /// nothing is claimed or run before recovery has finished. On a shared store
-    /// only what lapsed is freed (the work of nodes that stopped, each lane's epoch
-    /// moved on); this process holds nothing yet, and recovery never touches its
-    /// claims. Call once, before serving.
+    /// nothing is claimed or run before recovery has finished (see
+    /// [`Execution::recover`]). Call once, before serving.
     pub async fn recover(&self) -> Result<usize, StoreError> {
-        if let Some(shared) = self.store.shared() {
-            let n = shared.reclaim(shared.now()).await? as usize;
-            let ready = self
-                .claimer
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .take();
-            if let Some(ready) = ready {
-                ready.start();
-            }
-            return Ok(n);
-        }
-        let pending = self.store.recover(now_micros()).await?;
-        let n = pending.len();
-        self.dispatcher.recover(pending);
-        Ok(n)
+        self.execution.recover(&self.store, &self.dispatcher).await
     }
 
     /// Stores a message durably and queues it. Returns once it is committed: the

@@ -9,9 +9,7 @@ use std::task::Poll;
 
 use tokio::sync::oneshot;
 
-use crate::domain::{
-    AttemptRecord, MessageId, MessageStatus, NewMessage, Outcome, TriggerKey, now_micros,
-};
+use crate::domain::{MessageId, MessageStatus, NewMessage, Outcome, TriggerKey, now_micros};
 use crate::engine::{self, ExecError, Execution};
 use crate::flow::Trigger;
 use crate::store::{Completion, Store};
@@ -68,40 +66,6 @@ fn completion(id: MessageId, started_at: i64, ex: &Execution) -> Completion {
         error: ex.result.as_ref().err().map(ToString::to_string),
         error_code: ex.result.as_ref().err().map(ExecError::code),
     }
-}
-
-/// Stores a sync message whose execution outlives its timeout as running its
-/// first attempt here. On a shared store it is stored claimed by this node, so
-/// no other node runs it meanwhile, and the execution is stopped if the lease
-/// is lost.
-async fn hand_over(
-    store: &Store,
-    message: NewMessage,
-    started_at: i64,
-    stop: engine::Stop,
-) -> Result<(), crate::store::StoreError> {
-    let id = message.id;
-    if let Some(shared) = store.shared() {
-        shared.enqueue_claiming(&[message], &[true]).await?;
-        if !shared.guard_message(id, 1, {
-            let stop = stop.clone();
-            move || stop.stop(engine::StopReason::LeaseLost)
-        }) {
-            stop.stop(engine::StopReason::LeaseLost);
-        }
-        return Ok(());
-    }
-    store.enqueue(&[message]).await?;
-    let attempt = AttemptRecord {
-        number: 1,
-        started_at,
-        finished_at: None,
-        outcome: None,
-        error: None,
-        error_code: None,
-    };
-    store.started(id, attempt).await;
-    Ok(())
 }
 
 impl Queue {
@@ -216,7 +180,11 @@ impl Queue {
                 // Hand over: durable as running before the caller hears 202.
                 let mut stored = message.clone();
                 stored.input = (*input).clone();
-                if let Err(e) = hand_over(&store, stored, started_at, stop).await {
+                if let Err(e) = self
+                    .execution
+                    .hand_over(&store, stored, started_at, stop)
+                    .await
+                {
                     dispatcher.metrics().store_error();
                     tracing::error!(message = %id, error = %e, "could not store a timed-out sync message");
                 }

@@ -18,6 +18,7 @@ macro_rules! each {
 mod admin;
 mod error;
 mod postgres;
+mod shared;
 mod sqlite;
 mod types;
 
@@ -30,6 +31,7 @@ pub use postgres::{
     ClaimedMessage, Ended, LaneClaim, LaneMessage, PgOptions, PgStats, PgStore, TenantShares,
     Wakeup,
 };
+pub use shared::{Claimed, SharedStats, SharedStore};
 pub use sqlite::SqliteStore;
 pub use types::{
     Completion, EnqueueOutcome, PendingMessage, StoreError, StoredInput, Submitted, Unreadable,

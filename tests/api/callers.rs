@@ -20,7 +20,7 @@ fn now() -> i64 {
 
 fn sha256_hex(parts: &[&[u8]]) -> String {
     flowgate::auth::signature::hex(&flowgate::auth::signature::compute(
-        flowgate::flow::model::HmacAlgorithm::Sha256,
+        flowgate::domain::HmacAlgorithm::Sha256,
         SECRET,
         parts,
     ))
@@ -160,7 +160,7 @@ async fn each_signature_preset_accepts_valid_and_refuses_tampered_and_replayed()
 
     use base64::Engine;
     let sig = base64::engine::general_purpose::STANDARD.encode(flowgate::auth::signature::compute(
-        flowgate::flow::model::HmacAlgorithm::Sha512,
+        flowgate::domain::HmacAlgorithm::Sha512,
         SECRET,
         &[body.as_bytes()],
     ));
@@ -412,15 +412,30 @@ async fn secrets_never_reach_the_store_the_logs_or_the_answers() {
     .await;
     let res = app.post_json("/s/Echo", None, &json!({})).await;
     assert_eq!(res.status(), StatusCode::OK);
+    let echoed = res.headers()["x-message-id"].to_str().unwrap().to_owned();
     let text = res.text().await.unwrap();
     // The far side did get the credentials; the flow only ever sees them redacted.
     assert!(stub.recorded()[0].header("authorization").is_some());
     assert!(text.contains("[redacted]"), "{text}");
     let res = app.post_json("/s/Fail", None, &json!({})).await;
     assert_eq!(res.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    let failed = res.headers()["x-message-id"].to_str().unwrap().to_owned();
     let answer = res.text().await.unwrap();
-    app.queue.store().flush().await.unwrap();
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    // Both executions are recorded (behind their answers) before the store is read.
+    for id in [echoed, failed] {
+        let id = id.parse().unwrap();
+        assert!(
+            crate::helpers::eventually(std::time::Duration::from_secs(10), || async {
+                app.queue
+                    .message(id)
+                    .await
+                    .unwrap()
+                    .is_some_and(|m| m.status.is_final())
+            })
+            .await,
+            "message {id} was never recorded"
+        );
+    }
     app.queue.store().flush().await.unwrap();
 
     let basic_b64 = {

@@ -291,12 +291,14 @@ async fn sigterm_stops_the_server_and_its_workers_while_flows_spin() {
     for s in spins {
         let _ = s.await.unwrap();
     }
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    let gone = |worker: u32| {
+        !Path::new(&format!("/proc/{worker}")).exists()
+            || std::fs::read_to_string(format!("/proc/{worker}/stat"))
+                .is_ok_and(|s| s.contains(") Z "))
+    };
     for (worker, _) in workers {
         assert!(
-            !Path::new(&format!("/proc/{worker}")).exists()
-                || std::fs::read_to_string(format!("/proc/{worker}/stat"))
-                    .is_ok_and(|s| s.contains(") Z ")),
+            crate::helpers::eventually(Duration::from_secs(5), || async { gone(worker) }).await,
             "worker {worker} outlived the server"
         );
     }

@@ -46,6 +46,7 @@ async fn pg_nothing_is_claimed_before_startup_recovery_has_finished() {
 
     let queue = Queue::start(
         store.clone(),
+        flowgate::startup::execution_for(&store),
         SharedCatalog::new(report.catalog),
         flowgate::queue::QueueLimits {
             max_backlog: 1000,

@@ -199,6 +199,25 @@ pub async fn spawn_tenant(tenant: &str, tenant_yaml: String, triggers: &[(&str, 
     .await
 }
 
+/// Polls `check` until it holds or `limit` passes; returns whether it held.
+/// Tests wait for a state this way, never by sleeping for a guessed time.
+pub async fn eventually<F, Fut>(limit: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if check().await {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 /// Writes a file under the flows dir (creating folders).
 pub fn write_flow(flows: &Path, rel: &str, text: &str) {
     let path = flows.join(rel);

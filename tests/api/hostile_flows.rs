@@ -390,10 +390,30 @@ async fn a_budget_failure_is_final_blocks_or_skips_its_lane_and_stays_after_a_re
         );
         assert_eq!(doc["attempts"][0]["error_code"], "budget_exceeded", "{doc}");
     }
-    // skip: the lane goes on; block: it waits for an operator.
+    // Whether the Block lane is reported held by a failed message.
+    let blocked = |base: String| {
+        let client = client.clone();
+        async move {
+            let text = client
+                .get(format!("{base}/_metrics"))
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
+            text.lines()
+                .any(|l| l == r#"flowgate_lanes_blocked{tenant="evil",trigger="Block"} 1"#)
+        }
+    };
+    // skip: the lane goes on; block: it waits for an operator (once it is
+    // known blocked, its next message cannot start).
     let skipped_past = final_status(base.clone(), ids[3].clone()).await;
     assert_eq!(skipped_past["status"], "succeeded", "{skipped_past}");
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        crate::helpers::eventually(Duration::from_secs(10), || blocked(base.clone())).await,
+        "the lane was never reported blocked"
+    );
     assert_eq!(
         status(base.clone(), ids[1].clone()).await["status"],
         "queued"
@@ -402,7 +422,11 @@ async fn a_budget_failure_is_final_blocks_or_skips_its_lane_and_stays_after_a_re
     handle.stop(true).await;
     running.await.unwrap().unwrap();
     let (base, handle, running) = start(settings).await;
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    // Recovery has run before the server answers: the lane is blocked again.
+    assert!(
+        crate::helpers::eventually(Duration::from_secs(10), || blocked(base.clone())).await,
+        "the lane was not blocked after the restart"
+    );
     let after = status(base.clone(), ids[0].clone()).await;
     assert_eq!(after["status"], "failed", "{after}");
     assert_eq!(

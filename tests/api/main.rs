@@ -18,6 +18,7 @@ mod inputs;
 mod meta;
 mod metrics;
 mod multinode;
+mod openapi_contract;
 mod outbound;
 mod pg;
 mod pg_admin;

@@ -170,8 +170,16 @@ async fn a_failing_message_retries_on_schedule_then_blocks_its_lane() {
             .iter()
             .all(|a| a["outcome"] == "failed" && a["error"] == "downstream away")
     );
-    // The lane stays blocked: the second message does not run.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The lane stays blocked: once it is known blocked, its task has ended
+    // without starting the second message.
+    let blocked = r#"flowgate_lanes_blocked{tenant="t",trigger="Block"}"#;
+    assert!(
+        crate::helpers::eventually(Duration::from_secs(10), || async {
+            app.metric(blocked).await == 1.0
+        })
+        .await,
+        "the lane was never reported blocked"
+    );
     let doc: Value = app
         .get(&format!("/t/Block/messages/{second}"), None)
         .await
@@ -374,4 +382,132 @@ async fn a_sync_ordered_trigger_answers_once_its_turn_came() {
     assert_eq!(res.status(), StatusCode::CREATED);
     assert!(res.headers().contains_key("x-message-id"));
     assert_eq!(res.json::<Value>().await.unwrap(), json!({"k": "x"}));
+}
+
+/// A queue on an embedded store whose dispatcher is stepped by hand
+/// (`Queue::run_due`), with `flows` (name, text) under tenant `t`.
+async fn stepped_by_hand(
+    dir: &std::path::Path,
+    flows: &[(&str, &str)],
+) -> (flowgate::queue::Queue, flowgate::store::Store) {
+    use flowgate::flow::{Loader, SharedCatalog};
+    use flowgate::queue::{Execution, Queue, QueueLimits};
+
+    let settings = crate::helpers::settings_in(dir);
+    for (name, text) in flows {
+        write_flow(&settings.flows, &format!("t/{name}.yaml"), text);
+    }
+    let report = Loader::new(settings.flows.clone()).load();
+    assert!(report.diagnostics.is_empty(), "{:?}", report.diagnostics);
+    let store = flowgate::store::Store::open(&settings.store).unwrap();
+    let queue = Queue::start(
+        store.clone(),
+        Execution::embedded_by_hand(),
+        SharedCatalog::new(report.catalog),
+        QueueLimits {
+            max_backlog: 100,
+            store_timeout: Duration::from_secs(5),
+            tenant_max_running: 4,
+        },
+        crate::helpers::executor(),
+    )
+    .unwrap();
+    queue.recover().await.unwrap();
+    (queue, store)
+}
+
+/// Accepts a message for `t/{trigger}` received at `at`; its id.
+async fn accept_at(
+    queue: &flowgate::queue::Queue,
+    trigger: &str,
+    lane: Option<&str>,
+    body: Value,
+    at: i64,
+) -> flowgate::domain::MessageId {
+    use flowgate::domain::{MessageId, Mode, NewMessage, TenantName, TriggerName};
+    let message = NewMessage {
+        id: MessageId::new(),
+        tenant: TenantName::parse("t").unwrap(),
+        trigger: TriggerName::parse(trigger).unwrap(),
+        lane: lane.map(str::to_owned),
+        mode: Mode::Async,
+        received_at: at,
+        idempotency_key: None,
+        input: json!({ "body": body }),
+        body_json: None,
+    };
+    queue.accept(message, false).await.unwrap().0
+}
+
+/// A message's status and its attempts' start times, once written.
+async fn seen(
+    store: &flowgate::store::Store,
+    id: flowgate::domain::MessageId,
+) -> (flowgate::domain::MessageStatus, Vec<i64>) {
+    store.flush().await.unwrap();
+    let v = store.get(id).await.unwrap().unwrap();
+    (v.status, v.attempts.iter().map(|a| a.started_at).collect())
+}
+
+const MINUTE: i64 = 60_000_000;
+
+/// The dispatcher stepped by hand: a failing message walks its retry schedule
+/// (minutes long) as times are passed in, with nothing slept; each attempt
+/// starts at the time it was stepped to.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retrying_message_is_stepped_through_its_schedule_by_hand() {
+    use flowgate::domain::MessageStatus::{Dead, Queued, Retrying};
+
+    let dir = tempfile::tempdir().unwrap();
+    let flow = "auth: { none: true }\ndelivery: { retry: [10m, 1h] }\nresponse: { mode: async }\nsteps:\n  - fail: { status: 503, message: '\"downstream away\"' }\n";
+    let (queue, store) = stepped_by_hand(dir.path(), &[("Retry", flow)]).await;
+    let t0 = flowgate::domain::now_micros();
+    let id = accept_at(&queue, "Retry", None, json!({}), t0).await;
+    assert_eq!(seen(&store, id).await, (Queued, vec![]), "not stepped yet");
+    assert_eq!(queue.run_due(t0).await, 1);
+    assert_eq!(seen(&store, id).await, (Retrying, vec![t0]));
+    assert_eq!(queue.run_due(t0 + 9 * MINUTE).await, 0, "not due yet");
+    assert_eq!(seen(&store, id).await, (Retrying, vec![t0]));
+    let second = t0 + 10 * MINUTE;
+    assert_eq!(queue.run_due(second).await, 1);
+    assert_eq!(seen(&store, id).await, (Retrying, vec![t0, second]));
+    assert_eq!(queue.run_due(second + 59 * MINUTE).await, 0, "not due yet");
+    let third = second + 60 * MINUTE;
+    assert_eq!(queue.run_due(third).await, 1);
+    assert_eq!(
+        seen(&store, id).await,
+        (Dead, vec![t0, second, third]),
+        "two retries, then dead"
+    );
+    let v = store.get(id).await.unwrap().unwrap();
+    assert!(
+        v.attempts
+            .iter()
+            .all(|a| a.outcome == Some(flowgate::domain::Outcome::Failed)),
+        "{:?}",
+        v.attempts
+    );
+    assert_eq!(queue.run_due(third + 600 * MINUTE).await, 0, "nothing left");
+}
+
+/// Stepped by hand, an ordered lane holds its next message behind a retry;
+/// once the retry's time is passed in and the failed message is skipped, the
+/// next one runs in the same step.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ordered_lane_is_stepped_past_a_retry_by_hand() {
+    use flowgate::domain::MessageStatus::{Dead, Queued, Retrying, Succeeded};
+
+    let dir = tempfile::tempdir().unwrap();
+    let flow = "auth: { none: true }\ndelivery: { ordered: true, retry: [10m], on_exhausted: skip }\nresponse: { mode: async }\nsteps:\n  - if: .body.fail\n    then:\n      - fail: { status: 503, message: '\"downstream away\"' }\n";
+    let (queue, store) = stepped_by_hand(dir.path(), &[("Lane", flow)]).await;
+    let t0 = flowgate::domain::now_micros();
+    let first = accept_at(&queue, "Lane", Some("k"), json!({"fail": true}), t0).await;
+    let next = accept_at(&queue, "Lane", Some("k"), json!({"fail": false}), t0).await;
+    assert_eq!(queue.run_due(t0).await, 1, "the lane runs one at a time");
+    assert_eq!(seen(&store, first).await, (Retrying, vec![t0]));
+    assert_eq!(seen(&store, next).await, (Queued, vec![]), "held behind it");
+    let later = t0 + 10 * MINUTE;
+    assert_eq!(queue.run_due(later).await, 2);
+    assert_eq!(seen(&store, first).await, (Dead, vec![t0, later]));
+    assert_eq!(seen(&store, next).await, (Succeeded, vec![later]));
 }

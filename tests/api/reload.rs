@@ -4,9 +4,10 @@
 use std::time::Duration;
 
 use reqwest::StatusCode;
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use crate::helpers::{TestApp, write_flow};
+use crate::stub::{Reply, Stub};
 
 fn echo(word: &str) -> String {
     format!(
@@ -99,12 +100,19 @@ async fn a_broken_edit_keeps_the_last_good_version() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_in_flight_survive_a_reload() {
+    // A slow server holds the request in its `http` step while the flow changes.
+    let stub = Stub::start(Reply::json(200, json!({})).delay(Duration::from_millis(500))).await;
+    let tenant = format!(
+        "connections:\n  slow:\n    http:\n      base_url: \"{}\"\n      timeout: 5s\n",
+        stub.url()
+    );
     let app = TestApp::spawn_with(
         |f| {
+            write_flow(f, "t/_tenant.yaml", &tenant);
             write_flow(
                 f,
                 "t/Slow.yaml",
-                "methods: [GET]\nauth: { none: true }\nsteps:\n  - set: { w: '[range(1000000)] | length' }\n  - respond: { body: '\"v1\"' }\n",
+                "methods: [GET]\nauth: { none: true }\nsteps:\n  - http: { method: GET, connection: slow, url: wait, into: r }\n  - respond: { body: '\"v1\"' }\n",
             )
         },
         |_| {},
@@ -112,7 +120,13 @@ async fn requests_in_flight_survive_a_reload() {
     .await;
     let (client, url) = (app.client.clone(), app.url("/t/Slow"));
     let in_flight = tokio::spawn(async move { client.get(url).send().await.unwrap() });
-    tokio::time::sleep(Duration::from_millis(30)).await;
+    assert!(
+        crate::helpers::eventually(Duration::from_secs(10), || async {
+            !stub.recorded().is_empty()
+        })
+        .await,
+        "the request never reached its http step"
+    );
     write_flow(&app.flows_dir(), "t/Slow.yaml", &echo("v2"));
     let res = in_flight.await.unwrap();
     assert_eq!(res.status(), StatusCode::OK);

@@ -444,10 +444,10 @@ async fn stopping_an_execution_kills_the_worker_it_waits_on() {
         other => panic!("{other:?}"),
     }
     assert!(before.iter().any(|(_, s)| *s == 'R'), "it spun: {before:?}");
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    let after = workers_of(me, Some(&binary));
+    let idle = || async { workers_of(me, Some(&binary)).iter().all(|(_, s)| *s != 'R') };
     assert!(
-        after.iter().all(|(_, s)| *s != 'R'),
-        "still spinning: {after:?}"
+        crate::helpers::eventually(Duration::from_secs(5), idle).await,
+        "still spinning: {:?}",
+        workers_of(me, Some(&binary))
     );
 }

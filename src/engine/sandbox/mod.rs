@@ -34,7 +34,7 @@ use jaq_json::Val;
 use tokio::sync::{Semaphore, oneshot};
 
 pub use alloc::Counting;
-use slot::{Job, Slot};
+use slot::Slot;
 
 /// The outputs of an evaluation, each with the size of its encoding in bytes,
 /// and whether there were more than asked for.
@@ -49,6 +49,17 @@ pub enum EvalInput {
     /// all through the execution `token`, sent to a worker only once) and its
     /// variables, which go under `vars`.
     Context { token: u64, base: Val, vars: Val },
+}
+
+/// One evaluation for a slot's worker.
+pub struct Job {
+    pub id: u64,
+    pub source: Arc<str>,
+    pub input: EvalInput,
+    pub max_outputs: u32,
+    pub memory: u64,
+    pub deadline: Instant,
+    pub reply: oneshot::Sender<Result<Outputs, Failure>>,
 }
 
 /// Why an evaluation gave no outputs.

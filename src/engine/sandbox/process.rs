@@ -10,9 +10,8 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use super::slot::Job;
 use super::wire::{self, Input, Reply, Request};
-use super::{EvalInput, Failure, Outputs};
+use super::{EvalInput, Failure, Job, Outputs};
 use crate::flow::value::TooBig;
 
 /// How long a new worker may take to say hello.

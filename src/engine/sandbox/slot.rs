@@ -9,24 +9,11 @@ use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
-use tokio::sync::oneshot;
-
 use super::process::{Bases, KillSwitch, Process};
-use super::{EvalInput, Failure, Outputs, Pool};
+use super::{Failure, Job, Pool};
 
 /// A slot unused this long stops its worker process and ends.
 pub const IDLE_RETIRE: Duration = Duration::from_secs(30);
-
-/// One evaluation for a slot's worker.
-pub struct Job {
-    pub id: u64,
-    pub source: Arc<str>,
-    pub input: EvalInput,
-    pub max_outputs: u32,
-    pub memory: u64,
-    pub deadline: Instant,
-    pub reply: oneshot::Sender<Result<Outputs, Failure>>,
-}
 
 pub struct Slot {
     pub id: u64,

@@ -1,17 +1,19 @@
 //! The log history: filtered, paged lists, one message in full, and what an
 //! operator does to messages (replay, bulk replay, skip, unblock).
 
-use actix_web::{HttpRequest, HttpResponse, web};
+use actix_web::{HttpResponse, get, post, web};
 use serde::Deserialize;
-use serde_json::json;
 
-use crate::auth::admin::AdminIdentity;
 use crate::domain::{MessageStatus, MessageView, TenantName, TriggerKey, TriggerName};
 use crate::queue::LaneError;
-use crate::store::{MessageQuery, Release, StoreError};
+use crate::store::{MessageQuery, Release};
 
-use super::json::{bad, detail as detail_doc, parse_time, summary};
-use super::{ApiError, AppState, authorize, parse_id, visible};
+use super::answers::{
+    BulkAnswer, BulkCount, BulkReplayed, Errors, MessageDetail, MessagePage, MessageSummary,
+    Released, Replayed,
+};
+use super::extract::{Admin, Found, Message, ToReplay, unusable};
+use super::{ApiError, AppState, Json, bad, parse_time};
 
 const DEFAULT_LIMIT: u32 = 50;
 const MAX_LIMIT: u32 = 500;
@@ -20,26 +22,38 @@ const MAX_BULK: u32 = 10_000;
 /// Replays stored per write.
 const BULK_BATCH: usize = 500;
 
-#[derive(Debug, Default, Clone, Deserialize)]
+#[derive(Debug, Default, Clone, Deserialize, utoipa::ToSchema)]
 pub struct Filter {
     tenant: Option<String>,
     trigger: Option<String>,
     status: Option<String>,
     lane: Option<String>,
+    #[schema(format = DateTime)]
     from: Option<String>,
+    #[schema(format = DateTime)]
     to: Option<String>,
 }
 
 /// Query parameters are strings; `serde(flatten)` would lose the number in `limit`.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
 pub struct ListQuery {
+    /// Tenant name
     tenant: Option<String>,
+    /// Trigger name (needs tenant)
     trigger: Option<String>,
+    /// queued, running, retrying, succeeded, failed, dead or skipped
     status: Option<String>,
+    /// Ordered lane (the ordering key's value)
     lane: Option<String>,
+    /// Received at or after (RFC 3339)
+    #[param(format = DateTime)]
     from: Option<String>,
+    /// Received before (RFC 3339)
+    #[param(format = DateTime)]
     to: Option<String>,
+    /// next_cursor of the previous page
     cursor: Option<String>,
+    #[param(minimum = 1, maximum = 500, default = 50)]
     limit: Option<u32>,
 }
 
@@ -57,11 +71,7 @@ impl ListQuery {
 }
 
 /// The store query for a filter as `who` may see it; `None` when nothing can match.
-fn to_query(
-    who: &AdminIdentity,
-    f: &Filter,
-    state: &AppState,
-) -> Result<Option<MessageQuery>, ApiError> {
+fn to_query(who: &Admin, f: &Filter, state: &AppState) -> Result<Option<MessageQuery>, ApiError> {
     let status = f
         .status
         .as_deref()
@@ -89,14 +99,14 @@ fn to_query(
             return Err(bad("invalid_parameter", "`trigger` needs `tenant`".into()));
         }
         (Some(t), Some(g)) => {
-            visible(who, t)?;
+            who.visible(t)?;
             let (Ok(tenant), Ok(trigger)) = (TenantName::parse(t), TriggerName::parse(g)) else {
                 return Ok(None);
             };
             vec![TriggerKey { tenant, trigger }]
         }
         (Some(t), None) => {
-            visible(who, t)?;
+            who.visible(t)?;
             let keys = of_tenant(t);
             if keys.is_empty() {
                 return Ok(None);
@@ -133,14 +143,26 @@ fn to_query(
     }))
 }
 
+/// The log history, newest first, paged by cursor.
+#[utoipa::path(
+    operation_id = "list_messages",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "A page of messages", body = MessagePage),
+        (status = 400, description = "A bad parameter", body = Errors),
+    )
+)]
+#[get("/messages")]
 pub async fn list(
-    req: HttpRequest,
     q: web::Query<ListQuery>,
+    who: Admin,
     state: web::Data<AppState>,
-) -> Result<HttpResponse, ApiError> {
-    let who = authorize(&req, &state).await?;
+) -> Result<Json<MessagePage>, ApiError> {
     let Some(mut query) = to_query(&who, &q.filter(), &state)? else {
-        return Ok(HttpResponse::Ok().json(json!({"messages": [], "next_cursor": null})));
+        return Ok(Json(MessagePage {
+            messages: Vec::new(),
+            next_cursor: None,
+        }));
     };
     query.limit = q.limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT);
     query.before = q
@@ -156,53 +178,10 @@ pub async fn list(
     let next = (rows.len() == limit)
         .then(|| rows.last().map(|m| m.id.to_string()))
         .flatten();
-    Ok(HttpResponse::Ok().json(json!({
-        "messages": rows.iter().map(summary).collect::<Vec<_>>(),
-        "next_cursor": next,
-    })))
-}
-
-/// The message `id` if `who` may see it, else 404.
-/// Why a message cannot be used, for an admin: unreadable documents are named
-/// to those who may see the tenant, and 404 to others.
-fn unusable(who: &AdminIdentity, id: &str, e: StoreError, replay: bool) -> ApiError {
-    match e {
-        StoreError::Unreadable { tenant, why, .. } if who.sees(tenant.as_str()) => {
-            ApiError::Unreadable { why, replay }
-        }
-        StoreError::Unreadable { .. } => ApiError::NotFound(format!("no message `{id}`")),
-        other => other.into(),
-    }
-}
-
-async fn find(
-    who: &AdminIdentity,
-    state: &AppState,
-    id: &str,
-) -> Result<(MessageView, Option<crate::domain::MessageId>), ApiError> {
-    find_for(who, state, id, false).await
-}
-
-/// `find`, saying whether the message is wanted for a replay.
-async fn find_for(
-    who: &AdminIdentity,
-    state: &AppState,
-    id: &str,
-    replay: bool,
-) -> Result<(MessageView, Option<crate::domain::MessageId>), ApiError> {
-    let not_found = || ApiError::NotFound(format!("no message `{id}`"));
-    let parsed = parse_id(id, "message")?;
-    let (view, replay_of) = state
-        .queue
-        .store()
-        .message_detail(parsed)
-        .await
-        .map_err(|e| unusable(who, id, e, replay))?
-        .ok_or_else(not_found)?;
-    if !who.sees(view.tenant.as_str()) {
-        return Err(not_found());
-    }
-    Ok((view, replay_of))
+    Ok(Json(MessagePage {
+        messages: rows.iter().map(MessageSummary::from).collect(),
+        next_cursor: next,
+    }))
 }
 
 /// Whether `v` holds its ordered lane: known here, or (lanes claimed from a
@@ -212,7 +191,7 @@ async fn blocking(state: &AppState, v: &MessageView) -> Result<bool, ApiError> {
         return Ok(false);
     };
     let dispatcher = state.queue.dispatcher();
-    if !dispatcher.shared() {
+    if !state.queue.execution().lanes_in_store() {
         let key = TriggerKey {
             tenant: v.tenant.clone(),
             trigger: v.trigger.clone(),
@@ -227,41 +206,54 @@ async fn blocking(state: &AppState, v: &MessageView) -> Result<bool, ApiError> {
     Ok(lanes.iter().any(|l| l.message_id == v.id))
 }
 
+/// One message: input (redacted), step trace, every attempt, response.
+#[utoipa::path(
+    operation_id = "get_message",
+    responses(
+        (status = 200, description = "The message", body = MessageDetail),
+        (status = 500, description = "The message's stored documents cannot be read back", body = Errors),
+    )
+)]
+#[get("/messages/{id}")]
 pub async fn detail(
-    req: HttpRequest,
-    id: web::Path<String>,
+    found: Found<Message>,
     state: web::Data<AppState>,
-) -> Result<HttpResponse, ApiError> {
-    let who = authorize(&req, &state).await?;
-    let (view, replay_of) = find(&who, &state, &id).await?;
+) -> Result<Json<MessageDetail>, ApiError> {
+    let Message { view, replay_of } = found.it;
     let blocking = blocking(&state, &view).await?;
-    Ok(HttpResponse::Ok().json(detail_doc(&view, replay_of, blocking)))
+    Ok(Json(MessageDetail::new(&view, replay_of, blocking)))
 }
 
+/// Run the message's input again as a new message linked to it; a replay of a
+/// lane's blocking message takes the head of the lane.
+#[utoipa::path(
+    operation_id = "replay_message",
+    responses(
+        (status = 202, description = "The new message", body = Replayed),
+        (status = 409, description = "The message's stored input cannot be read back", body = Errors),
+    )
+)]
+#[post("/messages/{id}/replay")]
 pub async fn replay(
-    req: HttpRequest,
-    id: web::Path<String>,
+    found: Found<ToReplay>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let who = authorize(&req, &state).await?;
-    let (view, _) = find_for(&who, &state, &id, true).await?;
+    let (who, view) = (found.who, found.it.view);
     let new = state.queue.replay(&view).await?;
     tracing::info!(admin = who.label, original = %view.id, replay = %new, "message replayed");
-    Ok(HttpResponse::Accepted().json(json!({
-        "message_id": new.to_string(),
-        "replay_of": view.id.to_string(),
-        "status": "queued",
-    })))
+    Ok(HttpResponse::Accepted().json(Replayed {
+        message_id: new.to_string(),
+        replay_of: view.id.to_string(),
+        status: "queued".into(),
+    }))
 }
 
 async fn release(
-    req: HttpRequest,
-    id: &str,
+    found: Found<Message>,
     state: &AppState,
     how: Release,
-) -> Result<HttpResponse, ApiError> {
-    let who = authorize(&req, state).await?;
-    let (view, _) = find(&who, state, id).await?;
+) -> Result<Json<Released>, ApiError> {
+    let (who, view) = (found.who, found.it.view);
     match state.queue.release_lane(&view, how).await {
         Ok(()) => {
             tracing::info!(admin = who.label, message = %view.id, action = ?how, "ordered lane released");
@@ -270,11 +262,11 @@ async fn release(
             } else {
                 view.status
             };
-            Ok(HttpResponse::Ok().json(json!({
-                "message_id": view.id.to_string(),
-                "status": status.as_str(),
-                "lane": view.lane,
-            })))
+            Ok(Json(Released {
+                message_id: view.id.to_string(),
+                status: status.as_str().to_owned(),
+                lane: view.lane,
+            }))
         }
         Err(LaneError::NotBlocking(_)) => Err(ApiError::Conflict(format!(
             "message {} does not hold an ordered lane",
@@ -284,23 +276,39 @@ async fn release(
     }
 }
 
+/// Mark a lane's blocking message skipped; the lane goes on.
+#[utoipa::path(
+    operation_id = "skip_message",
+    responses(
+        (status = 200, description = "Skipped", body = Released),
+        (status = 409, description = "The message does not hold an ordered lane", body = Errors),
+    )
+)]
+#[post("/messages/{id}/skip")]
 pub async fn skip(
-    req: HttpRequest,
-    id: web::Path<String>,
+    found: Found<Message>,
     state: web::Data<AppState>,
-) -> Result<HttpResponse, ApiError> {
-    release(req, &id, &state, Release::Skip).await
+) -> Result<Json<Released>, ApiError> {
+    release(found, &state, Release::Skip).await
 }
 
+/// Let the lane go on, the blocking message keeping its status.
+#[utoipa::path(
+    operation_id = "unblock_message",
+    responses(
+        (status = 200, description = "Unblocked", body = Released),
+        (status = 409, description = "The message does not hold an ordered lane", body = Errors),
+    )
+)]
+#[post("/messages/{id}/unblock")]
 pub async fn unblock(
-    req: HttpRequest,
-    id: web::Path<String>,
+    found: Found<Message>,
     state: web::Data<AppState>,
-) -> Result<HttpResponse, ApiError> {
-    release(req, &id, &state, Release::Unblock).await
+) -> Result<Json<Released>, ApiError> {
+    release(found, &state, Release::Unblock).await
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 pub struct BulkReplay {
     #[serde(flatten)]
     filter: Filter,
@@ -311,12 +319,25 @@ pub struct BulkReplay {
     expect: Option<u64>,
 }
 
+/// Bulk replay by filter: count first with dry_run, then send expect: <count>.
+#[utoipa::path(
+    operation_id = "bulk_replay",
+    request_body = BulkReplay,
+    responses(
+        (status = 200, description = "The count (dry run), or nothing matched", body = BulkAnswer),
+        (status = 202, description = "Replayed", body = BulkReplayed),
+        (status = 400, description = "A bad parameter or body", body = Errors),
+        (status = 409, description = "The count is not `expect`, or too many match", body = Errors),
+        (status = 408, description = "The body did not arrive in time", body = Errors),
+        (status = 413, description = "The body is too large", body = Errors),
+    )
+)]
+#[post("/replay")]
 pub async fn bulk_replay(
-    req: HttpRequest,
     body: web::Json<BulkReplay>,
+    who: Admin,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let who = authorize(&req, &state).await?;
     let body = body.into_inner();
     if body.filter.tenant.is_none() || body.filter.trigger.is_none() {
         return Err(bad(
@@ -325,11 +346,15 @@ pub async fn bulk_replay(
         ));
     }
     let Some(mut query) = to_query(&who, &body.filter, &state)? else {
-        return Ok(HttpResponse::Ok().json(json!({"count": 0, "replayed": 0, "message_ids": []})));
+        return Ok(HttpResponse::Ok().json(BulkAnswer::Replayed(BulkReplayed {
+            count: 0,
+            replayed: 0,
+            message_ids: Vec::new(),
+        })));
     };
     let count = state.queue.store().count_messages(query.clone()).await?;
     if body.dry_run {
-        return Ok(HttpResponse::Ok().json(json!({"count": count})));
+        return Ok(HttpResponse::Ok().json(BulkAnswer::Count(BulkCount { count })));
     }
     if body.expect != Some(count) {
         return Err(ApiError::Conflict(format!(
@@ -349,9 +374,9 @@ pub async fn bulk_replay(
     for chunk in rows.chunks(BULK_BATCH) {
         let mut views = Vec::with_capacity(chunk.len());
         for m in chunk {
-            let detail = state.queue.store().message_detail(m.id).await;
-            let detail = detail.map_err(|e| unusable(&who, &m.id.to_string(), e, true))?;
-            if let Some((view, _)) = detail {
+            let found = state.queue.store().message_detail(m.id).await;
+            let found = found.map_err(|e| unusable(&who, &m.id.to_string(), e, true))?;
+            if let Some((view, _)) = found {
                 views.push(view);
             }
         }
@@ -359,6 +384,9 @@ pub async fn bulk_replay(
         ids.extend(replayed.iter().map(ToString::to_string));
     }
     tracing::info!(admin = who.label, replayed = ids.len(), "bulk replay");
-    Ok(HttpResponse::Accepted()
-        .json(json!({"count": count, "replayed": ids.len(), "message_ids": ids})))
+    Ok(HttpResponse::Accepted().json(BulkReplayed {
+        count,
+        replayed: ids.len(),
+        message_ids: ids,
+    }))
 }

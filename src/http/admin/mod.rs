@@ -2,9 +2,11 @@
 //! served from the binary. A tenant-scoped token is answered 404 for anything of
 //! a tenant it cannot see, exactly as if it did not exist.
 
+mod answers;
 mod deliveries;
-mod json;
+mod extract;
 mod messages;
+mod openapi;
 mod triggers;
 mod ui;
 
@@ -13,39 +15,58 @@ use std::sync::Arc;
 use actix_web::{HttpRequest, web};
 
 use crate::auth::admin::AdminIdentity;
-use crate::domain::MessageId;
+use crate::codec::input::InputError;
+use crate::domain::{MessageId, Micros};
 
 use super::{ApiError, AppState};
 
+/// Answers are typed: `Json<T>` serializes `T`, whose schema is in the document.
+use actix_web::web::Json;
+
+/// Every admin API endpoint, once. Each handler's `#[get]`/`#[post]` and
+/// `#[utoipa::path]` give its method, path and answers; the route table and
+/// the OpenAPI document are both made from this list, so neither can have an
+/// endpoint the other lacks.
+macro_rules! endpoints {
+    ($($module:ident :: $handler:ident),* $(,)?) => {
+        /// The documented paths and the types of their answers.
+        #[derive(utoipa::OpenApi)]
+        #[openapi(paths($($module::$handler),*))]
+        struct Endpoints;
+
+        /// The route table of `/_admin/api`.
+        fn api(scope: actix_web::Scope) -> actix_web::Scope {
+            scope$(.service($module::$handler))*
+        }
+    };
+}
+
+endpoints!(
+    triggers::list,
+    triggers::tenants,
+    triggers::lanes,
+    messages::list,
+    messages::detail,
+    messages::replay,
+    messages::skip,
+    messages::unblock,
+    messages::bulk_replay,
+    deliveries::list,
+    deliveries::detail,
+    deliveries::redeliver,
+);
+
 pub fn routes(cfg: &mut web::ServiceConfig) {
+    let api = web::scope("/api")
+        .route("/openapi.json", web::get().to(ui::openapi))
+        .default_service(web::to(not_found));
     cfg.service(
         web::scope("/_admin")
             .route("", web::get().to(ui::index))
             .route("/", web::get().to(ui::index))
             .route("/app.js", web::get().to(ui::script))
             .route("/app.css", web::get().to(ui::style))
-            .route("/api/openapi.json", web::get().to(ui::openapi))
-            .route("/api/triggers", web::get().to(triggers::list))
-            .route("/api/tenants", web::get().to(triggers::tenants))
-            .route("/api/lanes", web::get().to(triggers::lanes))
-            .route("/api/messages", web::get().to(messages::list))
-            .route("/api/messages/{id}", web::get().to(messages::detail))
-            .route(
-                "/api/messages/{id}/replay",
-                web::post().to(messages::replay),
-            )
-            .route("/api/messages/{id}/skip", web::post().to(messages::skip))
-            .route(
-                "/api/messages/{id}/unblock",
-                web::post().to(messages::unblock),
-            )
-            .route("/api/replay", web::post().to(messages::bulk_replay))
-            .route("/api/deliveries", web::get().to(deliveries::list))
-            .route("/api/deliveries/{id}", web::get().to(deliveries::detail))
-            .route(
-                "/api/deliveries/{id}/redeliver",
-                web::post().to(deliveries::redeliver),
-            )
+            .service(self::api(api))
             .default_service(web::to(not_found)),
     );
 }
@@ -54,33 +75,14 @@ async fn not_found() -> Result<actix_web::HttpResponse, ApiError> {
     Err(ApiError::NotFound("no such admin resource".into()))
 }
 
-fn presented(req: &HttpRequest) -> Option<&str> {
-    if let Some(t) = req
-        .headers()
-        .get("x-admin-token")
-        .and_then(|v| v.to_str().ok())
-    {
-        return Some(t.trim()).filter(|t| !t.is_empty());
-    }
-    let auth = req.headers().get("authorization")?.to_str().ok()?;
-    let (scheme, token) = auth.trim().split_once(' ')?;
-    scheme
-        .eq_ignore_ascii_case("bearer")
-        .then(|| token.trim())
-        .filter(|t| !t.is_empty())
-}
-
-/// The admin token's identity, or 401.
-pub async fn authorize(
-    req: &HttpRequest,
-    state: &AppState,
-) -> Result<Arc<AdminIdentity>, ApiError> {
+/// The admin token's identity, or 401 (handlers take it as `extract::Admin`).
+async fn authorize(req: &HttpRequest, state: &AppState) -> Result<Arc<AdminIdentity>, ApiError> {
     if state.admin.is_empty() {
         return Err(ApiError::Unauthorized(
             "no admin tokens are configured (admin_tokens in flowgate.toml)".into(),
         ));
     }
-    let token = presented(req).ok_or_else(|| {
+    let token = super::callers::presented(req, "x-admin-token").ok_or_else(|| {
         ApiError::Unauthorized("missing admin token: send Authorization: Bearer <token>".into())
     })?;
     let client =
@@ -92,16 +94,23 @@ pub async fn authorize(
         .ok_or_else(|| ApiError::Unauthorized("invalid admin token".into()))
 }
 
-/// 404 for a tenant the identity cannot see (or that does not exist).
-fn visible(who: &AdminIdentity, tenant: &str) -> Result<(), ApiError> {
-    if who.sees(tenant) {
-        Ok(())
-    } else {
-        Err(ApiError::NotFound(format!("no tenant `{tenant}`")))
-    }
-}
-
 fn parse_id(s: &str, what: &str) -> Result<MessageId, ApiError> {
     s.parse()
         .map_err(|_| ApiError::NotFound(format!("no {what} `{s}`")))
+}
+
+fn bad(code: &'static str, message: String) -> ApiError {
+    ApiError::BadRequest(vec![InputError { code, message }])
+}
+
+/// `2026-11-22T10:15:30Z` (or with fractions) -> microseconds.
+fn parse_time(name: &str, s: &str) -> Result<Micros, ApiError> {
+    let t = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
+        .map_err(|e| {
+            bad(
+                "invalid_parameter",
+                format!("`{name}`: not an RFC 3339 time ({e})"),
+            )
+        })?;
+    Ok((t.unix_timestamp_nanos() / 1000) as i64)
 }

@@ -3,18 +3,19 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use actix_web::{HttpRequest, HttpResponse, web};
+use actix_web::{HttpRequest, get, web};
+use indexmap::IndexMap;
 use serde::Deserialize;
-use serde_json::{Value, json};
 
-use crate::auth::admin::AdminIdentity;
 use crate::domain::TenantName;
 use crate::flow::Diagnostic;
 
-use super::{ApiError, AppState, authorize, json as doc, visible};
+use super::answers::{Lane, LaneList, Tenant, TenantList, Trigger, TriggerList};
+use super::extract::Admin;
+use super::{ApiError, AppState, Json};
 
 /// The tenants a token may see, as a store filter (`None`: all).
-pub fn scope(who: &AdminIdentity) -> Option<Vec<TenantName>> {
+pub fn scope(who: &Admin) -> Option<Vec<TenantName>> {
     who.tenants.clone()
 }
 
@@ -26,17 +27,23 @@ fn tenant_of(file: &Path, flows: &Path) -> Option<String> {
         .map(|c| c.as_os_str().to_string_lossy().into_owned())
 }
 
-pub async fn list(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    let who = authorize(&req, &state).await?;
+/// Every loaded trigger the token may see, with counts by status, blocked lanes and load errors.
+#[utoipa::path(operation_id = "list_triggers", responses((status = 200, description = "The trigger table", body = TriggerList)))]
+#[get("/triggers")]
+pub async fn list(
+    who: Admin,
+    req: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<Json<TriggerList>, ApiError> {
     let store = state.queue.store();
     let counts = store.status_counts(scope(&who)).await?;
-    let lanes = store.blocked_lanes(scope(&who)).await?;
-    let mut by_trigger: HashMap<(String, String), serde_json::Map<String, Value>> = HashMap::new();
+    let blocked = store.blocked_lanes(scope(&who)).await?;
+    let mut by_trigger: HashMap<(String, String), IndexMap<String, u64>> = HashMap::new();
     for c in counts {
         by_trigger
             .entry((c.key.tenant.to_string(), c.key.trigger.to_string()))
             .or_default()
-            .insert(c.status.as_str().to_owned(), json!(c.count));
+            .insert(c.status.as_str().to_owned(), c.count);
     }
     let problems: Vec<Diagnostic> = state.problems.read().map(|p| p.clone()).unwrap_or_default();
     let info = req.connection_info().clone();
@@ -48,7 +55,7 @@ pub async fn list(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpRe
         .collect();
     triggers.sort_by(|a, b| a.key.cmp(&b.key));
     let mut used = vec![false; problems.len()];
-    let rows: Vec<Value> = triggers
+    let rows: Vec<Trigger> = triggers
         .iter()
         .map(|t| {
             let mine: Vec<&Diagnostic> = problems
@@ -62,8 +69,8 @@ pub async fn list(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpRe
                 .collect();
             let key = (t.key.tenant.to_string(), t.key.trigger.to_string());
             let counts = by_trigger.remove(&key).unwrap_or_default();
-            let held: Vec<_> = lanes.iter().filter(|l| l.key == t.key).collect();
-            doc::trigger(t, &base, Value::Object(counts), &mine, &held)
+            let held: Vec<_> = blocked.iter().filter(|l| l.key == t.key).collect();
+            Trigger::new(t, &base, counts, &mine, &held)
         })
         .collect();
     let flows = &state.settings.flows;
@@ -77,14 +84,16 @@ pub async fn list(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpRe
         })
         .map(|(d, _)| d.to_string())
         .collect();
-    Ok(HttpResponse::Ok().json(json!({"triggers": rows, "load_errors": others})))
+    Ok(Json(TriggerList {
+        triggers: rows,
+        load_errors: others,
+    }))
 }
 
-pub async fn tenants(
-    req: HttpRequest,
-    state: web::Data<AppState>,
-) -> Result<HttpResponse, ApiError> {
-    let who = authorize(&req, &state).await?;
+/// Tenants with their API key labels and subscriptions (never hashes or secrets).
+#[utoipa::path(operation_id = "list_tenants", responses((status = 200, description = "Tenants", body = TenantList)))]
+#[get("/tenants")]
+pub async fn tenants(who: Admin, state: web::Data<AppState>) -> Result<Json<TenantList>, ApiError> {
     let catalog = state.catalog.get();
     let mut names: Vec<String> = catalog
         .triggers()
@@ -93,37 +102,35 @@ pub async fn tenants(
         .collect();
     names.sort();
     names.dedup();
-    let rows: Vec<Value> = names
+    let tenants = names
         .iter()
         .filter_map(|n| catalog.tenant(n))
-        .map(|e| {
-            json!({
-                "tenant": e.tenant.name.as_str(),
-                "api_keys": e.tenant.api_keys.iter().map(|(l, _)| l).collect::<Vec<_>>(),
-                "subscriptions": e.tenant.subscriptions.iter().map(doc::subscription).collect::<Vec<_>>(),
-            })
-        })
+        .map(|e| Tenant::from(e.tenant.as_ref()))
         .collect();
-    Ok(HttpResponse::Ok().json(json!({"tenants": rows})))
+    Ok(Json(TenantList { tenants }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
 pub struct LaneQuery {
+    /// Tenant name
     tenant: Option<String>,
+    /// Trigger name
     trigger: Option<String>,
 }
 
+/// Ordered lanes held by a failed message.
+#[utoipa::path(operation_id = "list_lanes", params(LaneQuery), responses((status = 200, description = "Blocked lanes", body = LaneList)))]
+#[get("/lanes")]
 pub async fn lanes(
-    req: HttpRequest,
     q: web::Query<LaneQuery>,
+    who: Admin,
     state: web::Data<AppState>,
-) -> Result<HttpResponse, ApiError> {
-    let who = authorize(&req, &state).await?;
+) -> Result<Json<LaneList>, ApiError> {
     if let Some(t) = &q.tenant {
-        visible(&who, t)?;
+        who.visible(t)?;
     }
-    let lanes = state.queue.store().blocked_lanes(scope(&who)).await?;
-    let rows: Vec<Value> = lanes
+    let blocked = state.queue.store().blocked_lanes(scope(&who)).await?;
+    let rows = blocked
         .iter()
         .filter(|l| {
             q.tenant
@@ -135,7 +142,7 @@ pub async fn lanes(
                 .as_deref()
                 .is_none_or(|t| l.key.trigger.as_str() == t)
         })
-        .map(doc::lane)
+        .map(Lane::from)
         .collect();
-    Ok(HttpResponse::Ok().json(json!({"lanes": rows})))
+    Ok(Json(LaneList { lanes: rows }))
 }

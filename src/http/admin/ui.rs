@@ -1,12 +1,12 @@
 //! The web UI and the OpenAPI document, compiled into the binary: no build step,
-//! no files to install. The UI is one page that talks to `/_admin/api`.
+//! no files to install. The UI is one page that talks to `/_admin/api`; the
+//! document is made from the handlers (`openapi.rs`).
 
 use actix_web::HttpResponse;
 
 const INDEX: &str = include_str!("static/index.html");
 const SCRIPT: &str = include_str!("static/app.js");
 const STYLE: &str = include_str!("static/app.css");
-const OPENAPI: &str = include_str!("openapi.json");
 
 fn page(content_type: &str, body: &'static str) -> HttpResponse {
     HttpResponse::Ok()
@@ -36,5 +36,5 @@ pub async fn style() -> HttpResponse {
 }
 
 pub async fn openapi() -> HttpResponse {
-    page("application/json", OPENAPI)
+    page("application/json", super::openapi::JSON.as_str())
 }

@@ -11,7 +11,7 @@ use crate::domain::TriggerKey;
 use crate::engine::{ExecError, Stop, StopReason};
 use crate::store::LaneClaim;
 
-use super::super::dispatcher::{AttemptEnd, Attempted, Job};
+use super::super::job::{AttemptEnd, Attempted, Job};
 use super::super::waiters::WaitOutcome;
 use super::Claimer;
 
@@ -47,7 +47,7 @@ impl Claimer {
         let on_lost = stop.clone();
         if !self
             .store
-            .guard_lane(&lane, move || on_lost.stop(StopReason::LeaseLost))
+            .guard_lane(&lane, Box::new(move || on_lost.stop(StopReason::LeaseLost)))
         {
             tracing::info!(
                 lane = lane.lane,

@@ -1,5 +1,5 @@
 //! Keeping this node's leases: the heartbeat renews them, and a watch counts
-//! those no renewal kept live as lost (see `PgStore::expire`), so that the work
+//! those no renewal kept live as lost (see `SharedStore::expire`), so that the work
 //! under them stops within one lease even while the store does not answer.
 
 use std::sync::Arc;

@@ -7,6 +7,7 @@
 
 mod admin;
 mod deliveries;
+mod log;
 mod reads;
 mod rows;
 #[cfg(test)]
@@ -26,7 +27,8 @@ use crate::domain::{AttemptRecord, MessageId, MessageView, Micros, NewMessage};
 
 use super::error::sqlite;
 use super::types::{Completion, EnqueueOutcome, PendingMessage, StoreError, Submitted};
-use rows::{FinishRow, NewRow, StartRow, attempt_json};
+use log::attempt_json;
+use rows::{FinishRow, NewRow, StartRow};
 use writer::{Op, RECORDS_LINGER, Reply, Wake, writer};
 
 const CHANNEL: usize = 65_536;

@@ -9,7 +9,7 @@ use crate::domain::{
 use crate::store::error::sqlite;
 use crate::store::types::{PendingMessage, StoreError};
 
-use super::rows::{attempt_json, parse_attempts};
+use super::log::{attempt_json, parse_attempts};
 
 const PURGE_CHUNK: usize = 5_000;
 

@@ -3,10 +3,11 @@
 
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
-use crate::domain::{AttemptRecord, MessageId, Micros, NewMessage};
+use crate::domain::{MessageId, Micros, NewMessage};
 use crate::store::error::sqlite;
 use crate::store::types::{Completion, EnqueueOutcome, StoreError};
 
+use super::log::{attempt_json, json_text};
 use super::reads::get;
 
 /// A message about to be inserted, as text.
@@ -72,15 +73,6 @@ impl From<&Completion> for FinishRow {
             attempt: attempt_json(&attempt),
         }
     }
-}
-
-pub(super) fn attempt_json(a: &AttemptRecord) -> String {
-    json_text(a)
-}
-
-pub(super) fn parse_attempts(log: &str) -> Vec<AttemptRecord> {
-    let items: Vec<serde_json::Value> = serde_json::from_str(log).unwrap_or_default();
-    items.iter().map(AttemptRecord::from_json).collect()
 }
 
 pub(super) fn insert_new(tx: &Connection, m: &NewRow) -> Result<EnqueueOutcome, StoreError> {
@@ -206,8 +198,4 @@ pub(super) fn record_executed(
         insert_input(tx, &m.input)?;
     }
     Ok(())
-}
-
-pub(super) fn json_text<T: serde::Serialize>(v: &T) -> String {
-    serde_json::to_string(v).unwrap_or_else(|_| "null".into())
 }

@@ -371,9 +371,10 @@ async fn pg_lanes_run_in_acceptance_order_and_late_results_are_fenced() {
         .unwrap();
     assert!(ok);
 
-    // Node a stops renewing; its lease lapses and b takes the lane over.
-    tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
-    let taken = b.claim_lanes(10, now_micros()).await.unwrap();
+    // Node a stops renewing; its lease lapses and b takes the lane over (time
+    // passed in: a little over a lease from now).
+    let lapsed = now_micros() + 1_200_000;
+    let taken = b.claim_lanes(10, lapsed).await.unwrap();
     let lb = taken.iter().find(|l| l.lane == "a").expect("lapsed lane");
     assert!(lb.epoch > la.epoch);
     let head = b.lane_messages(lb, 0, 100).await.unwrap();
@@ -448,8 +449,9 @@ async fn pg_unordered_claims_lapse_and_are_fenced() {
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].attempt, 1);
     assert!(b.claim_messages(10, now_micros()).await.unwrap().is_empty());
-    tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
-    let again = b.claim_messages(10, now_micros()).await.unwrap();
+    // A little over a lease later (time passed in).
+    let lapsed = now_micros() + 1_200_000;
+    let again = b.claim_messages(10, lapsed).await.unwrap();
     assert_eq!(again.len(), 1, "a lapsed lease is claimed again");
     assert_eq!(again[0].attempt, 2);
     // a's late result is dropped; b's is taken.
@@ -486,8 +488,9 @@ async fn pg_retry_holds_the_lane_until_due_and_exhaustion_blocks_it() {
         a.claim_lanes(1, now_micros()).await.unwrap().is_empty(),
         "not before the retry is due"
     );
-    tokio::time::sleep(std::time::Duration::from_millis(450)).await;
-    let lane = a.claim_lanes(1, now_micros()).await.unwrap().remove(0);
+    // Once the retry is due (time passed in).
+    let later = due + 50_000;
+    let lane = a.claim_lanes(1, later).await.unwrap().remove(0);
     let head = a.lane_messages(&lane, 0, 10).await.unwrap();
     assert_eq!(head[0].id, m1.id, "the failed message holds its lane");
     assert_eq!(head[0].attempts, 1);
@@ -501,7 +504,7 @@ async fn pg_retry_holds_the_lane_until_due_and_exhaustion_blocks_it() {
             .unwrap()
     );
     assert!(
-        a.claim_lanes(1, now_micros()).await.unwrap().is_empty(),
+        a.claim_lanes(1, later).await.unwrap().is_empty(),
         "a blocked lane is not claimed"
     );
     let v = a.get(m2.id).await.unwrap().unwrap();

@@ -1,34 +1,13 @@
 //! `subscriptions:` of `_tenant.yaml`: outbound event webhooks. Secrets come from
 //! the server's environment (`${VAR}`); a missing variable is a load error.
 
-use serde::Deserialize;
 use serde_saphyr::Spanned;
 
 use crate::domain::EventKind;
+use crate::flow::model::Subscription;
+use crate::flow::raw::RawSubscription;
 
-use super::compile::FileCx;
-use super::model::Subscription;
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawSubscription {
-    pub name: Spanned<String>,
-    pub url: Spanned<String>,
-    pub events: Vec<Spanned<String>>,
-    #[serde(default)]
-    pub basic_auth: Option<RawBasicAuth>,
-    #[serde(default)]
-    pub secret: Option<Spanned<String>>,
-    #[serde(default)]
-    pub enabled: bool,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawBasicAuth {
-    pub username: Spanned<String>,
-    pub password: Spanned<String>,
-}
+use super::cx::FileCx;
 
 /// Replaces every `${VAR}` with the variable's value.
 fn expand(cx: &mut FileCx<'_>, s: &Spanned<String>, what: &str) -> Option<String> {
@@ -60,7 +39,10 @@ fn expand(cx: &mut FileCx<'_>, s: &Spanned<String>, what: &str) -> Option<String
     Some(out)
 }
 
-pub fn compile(cx: &mut FileCx<'_>, raw: Vec<Spanned<RawSubscription>>) -> Vec<Subscription> {
+pub(super) fn compile(
+    cx: &mut FileCx<'_>,
+    raw: Vec<Spanned<RawSubscription>>,
+) -> Vec<Subscription> {
     let mut out: Vec<Subscription> = Vec::new();
     for s in raw {
         let s = s.value;

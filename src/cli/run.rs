@@ -1,0 +1,101 @@
+//! `flowgate run`: one flow run in this process on a request given on the
+//! command line, without HTTP or a store; prints the result and the trace.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use serde_json::json;
+
+use super::flowtest;
+use crate::flow::check_dir;
+
+// The arguments of `flowgate run` (a plain comment: a doc comment would become its help).
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// TENANT/TRIGGER
+    pub target: String,
+    /// Query parameter, repeatable.
+    #[arg(long = "param", value_name = "K=V")]
+    pub params: Vec<String>,
+    /// File with the request body.
+    #[arg(long)]
+    pub body: Option<PathBuf>,
+    /// Content type of the body [default: application/json]
+    #[arg(long, default_value = "application/json")]
+    pub content_type: String,
+    /// HTTP method [default: the trigger's first method]
+    #[arg(long)]
+    pub method: Option<String>,
+    /// Flows directory.
+    #[arg(long, env = "FLOWGATE_FLOWS", default_value = "./flows")]
+    pub flows: PathBuf,
+}
+
+pub fn run(args: RunArgs) -> Result<ExitCode> {
+    let (tenant, trigger) = args
+        .target
+        .split_once('/')
+        .context("the target is TENANT/TRIGGER")?;
+    let report = check_dir(&args.flows);
+    for d in &report.diagnostics {
+        eprintln!("{d}");
+    }
+    let t = report
+        .catalog
+        .trigger(tenant, trigger)
+        .with_context(|| format!("no trigger {tenant}/{trigger} in {}", args.flows.display()))?
+        .clone();
+    let method =
+        flowtest::method(&t, args.method.as_deref()).map_err(|why| anyhow::anyhow!("--{why}"))?;
+    let params = args
+        .params
+        .iter()
+        .map(|p| {
+            let (k, v) = p
+                .split_once('=')
+                .with_context(|| format!("--param {p}: expected K=V"))?;
+            Ok((k.to_owned(), v.to_owned()))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let body = match &args.body {
+        Some(path) => {
+            std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?
+        }
+        None => Vec::new(),
+    };
+    let document = flowtest::local_input(
+        &t,
+        method,
+        &params,
+        Vec::new(),
+        Some(&args.content_type),
+        &body,
+    );
+    let document = match document {
+        Ok(d) => d,
+        Err(errors) => {
+            for e in errors {
+                eprintln!("{}: {}", e.code, e.message);
+            }
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    let runtime = super::current_thread()?;
+    let executor = super::local_executor()?;
+    let ex = runtime.block_on(flowtest::run_local(&executor, &t, &document));
+    let out = json!({
+        "status": if ex.result.is_ok() { "succeeded" } else { "failed" },
+        "error": ex.result.as_ref().err().map(ToString::to_string),
+        "error_code": ex.result.as_ref().err().map(crate::engine::ExecError::code),
+        "response": ex.response,
+        "vars": ex.vars(),
+        "trace": ex.trace_json(),
+    });
+    println!("{}", serde_json::to_string_pretty(&out)?);
+    Ok(if ex.result.is_ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}

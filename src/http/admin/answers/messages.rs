@@ -1,0 +1,214 @@
+//! The answers about the log history and what an operator does to messages.
+
+use serde::Serialize;
+use serde_json::Value;
+use utoipa::ToSchema;
+
+use crate::domain::{MessageId, MessageView, Outcome, format_rfc3339};
+use crate::store::MessageSummary as Summary;
+
+use super::ms;
+
+/// `GET /messages`: newest first.
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MessagePage {
+    pub messages: Vec<MessageSummary>,
+    /// The `cursor` of the next page; none on the last.
+    #[schema(required = true)]
+    pub next_cursor: Option<String>,
+}
+
+/// A line of the log history.
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MessageSummary {
+    pub message_id: String,
+    pub tenant: String,
+    pub trigger: String,
+    #[schema(required = true)]
+    pub lane: Option<String>,
+    /// queued, running, retrying, succeeded, failed, dead or skipped.
+    pub status: String,
+    #[schema(format = DateTime)]
+    pub received_at: String,
+    #[schema(required = true, format = DateTime)]
+    pub finished_at: Option<String>,
+    #[schema(required = true)]
+    pub duration_ms: Option<f64>,
+    pub attempts: u32,
+    #[schema(required = true)]
+    pub response_status: Option<u16>,
+    #[schema(required = true)]
+    pub replay_of: Option<String>,
+    /// A finished message that holds its ordered lane.
+    pub blocking: bool,
+}
+
+impl From<&Summary> for MessageSummary {
+    fn from(m: &Summary) -> Self {
+        Self {
+            message_id: m.id.to_string(),
+            tenant: m.tenant.to_string(),
+            trigger: m.trigger.to_string(),
+            lane: m.lane.clone(),
+            status: m.status.as_str().to_owned(),
+            received_at: format_rfc3339(m.received_at),
+            finished_at: m.finished_at.map(format_rfc3339),
+            duration_ms: m.finished_at.map(|f| ms(f - m.received_at)),
+            attempts: m.attempts,
+            response_status: m.response_status,
+            replay_of: m.replay_of.map(|r| r.to_string()),
+            blocking: m.blocking,
+        }
+    }
+}
+
+/// `GET /messages/{id}`: input (redacted), step trace, every attempt, response.
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MessageDetail {
+    pub message_id: String,
+    pub tenant: String,
+    pub trigger: String,
+    #[schema(required = true)]
+    pub lane: Option<String>,
+    pub mode: String,
+    pub status: String,
+    #[schema(format = DateTime)]
+    pub received_at: String,
+    #[schema(required = true, format = DateTime)]
+    pub finished_at: Option<String>,
+    #[schema(required = true)]
+    pub duration_ms: Option<f64>,
+    #[schema(required = true)]
+    pub replay_of: Option<String>,
+    pub blocking: bool,
+    /// The input document, secrets redacted.
+    #[schema(value_type = Object)]
+    pub input: Value,
+    /// The steps run, in order.
+    #[schema(value_type = Vec<Object>)]
+    pub trace: Value,
+    pub attempts: Vec<Attempt>,
+    #[schema(required = true)]
+    pub response: Option<Response>,
+    #[schema(required = true)]
+    pub error: Option<String>,
+}
+
+/// One run of a message's flow.
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Attempt {
+    pub number: u32,
+    #[schema(format = DateTime)]
+    pub started_at: String,
+    #[schema(required = true, format = DateTime)]
+    pub finished_at: Option<String>,
+    #[schema(required = true)]
+    pub duration_ms: Option<f64>,
+    #[schema(required = true)]
+    pub outcome: Option<String>,
+    #[schema(required = true)]
+    pub error: Option<String>,
+    /// budget_exceeded, flow_failed, rejected or interrupted.
+    #[schema(required = true)]
+    pub error_code: Option<String>,
+}
+
+/// The answer the message's caller got (or gets, for an async trigger, at its status URL).
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Response {
+    pub status: u16,
+    /// `[name, value]` pairs.
+    #[schema(value_type = Vec<Vec<String>>)]
+    pub headers: Vec<(String, String)>,
+    /// Any JSON.
+    pub body: Value,
+}
+
+impl MessageDetail {
+    pub fn new(v: &MessageView, replay_of: Option<MessageId>, blocking: bool) -> Self {
+        let attempts = v
+            .attempts
+            .iter()
+            .map(|a| Attempt {
+                number: a.number,
+                started_at: format_rfc3339(a.started_at),
+                finished_at: a.finished_at.map(format_rfc3339),
+                duration_ms: a.finished_at.map(|f| ms(f - a.started_at)),
+                outcome: a.outcome.map(|o| Outcome::as_str(o).to_owned()),
+                error: a.error.clone(),
+                error_code: a.error_code.clone(),
+            })
+            .collect();
+        Self {
+            message_id: v.id.to_string(),
+            tenant: v.tenant.to_string(),
+            trigger: v.trigger.to_string(),
+            lane: v.lane.clone(),
+            mode: v.mode.as_str().to_owned(),
+            status: v.status.as_str().to_owned(),
+            received_at: format_rfc3339(v.received_at),
+            finished_at: v.finished_at.map(format_rfc3339),
+            duration_ms: v.finished_at.map(|f| ms(f - v.received_at)),
+            replay_of: replay_of.map(|r| r.to_string()),
+            blocking,
+            input: v.input.clone(),
+            trace: v.trace.clone(),
+            attempts,
+            response: v.response.as_ref().map(|r| Response {
+                status: r.status,
+                headers: r.headers.clone(),
+                body: r.body.clone(),
+            }),
+            error: v.error.clone(),
+        }
+    }
+}
+
+/// `POST /messages/{id}/replay`: the new message.
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Replayed {
+    pub message_id: String,
+    pub replay_of: String,
+    /// Always `queued`.
+    pub status: String,
+}
+
+/// `POST /messages/{id}/skip` and `/unblock`: the lane's head after the release.
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Released {
+    pub message_id: String,
+    pub status: String,
+    #[schema(required = true)]
+    pub lane: Option<String>,
+}
+
+/// `POST /replay` with `dry_run`: how many messages match.
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BulkCount {
+    pub count: u64,
+}
+
+/// `POST /replay`: the new messages, oldest first.
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BulkReplayed {
+    pub count: u64,
+    pub replayed: usize,
+    pub message_ids: Vec<String>,
+}
+
+/// A `200` of `POST /replay`: a dry run's count, or nothing matched to replay.
+#[derive(Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum BulkAnswer {
+    Count(BulkCount),
+    Replayed(BulkReplayed),
+}

@@ -1,0 +1,170 @@
+//! What every admin handler needs before it acts: the token's identity (401
+//! without one) and, for `/{id}` paths, the message or delivery it names as the
+//! token may see it (404 for another tenant's, exactly as for none). Handlers
+//! take these as arguments and are left with the act.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use actix_web::{FromRequest, HttpRequest, dev::Payload, web};
+
+use crate::auth::admin::AdminIdentity;
+use crate::domain::{MessageId, MessageView, TenantName};
+use crate::store::{DeliveryView, StoreError};
+
+use super::{ApiError, AppState, authorize, parse_id};
+
+type Extracted<T> = Pin<Box<dyn Future<Output = Result<T, ApiError>>>>;
+
+/// The app's state and the request's admin token, checked.
+async fn authorized(req: &HttpRequest) -> Result<(web::Data<AppState>, Admin), ApiError> {
+    let state = req
+        .app_data::<web::Data<AppState>>()
+        .cloned()
+        .ok_or_else(|| ApiError::Internal("the admin API has no state".into()))?;
+    let who = authorize(req, &state).await?;
+    Ok((state, Admin(who)))
+}
+
+/// An authorized admin token: an argument of every admin handler (after the
+/// query or body, so that a malformed request is a 400 before the token is
+/// checked, as it always was).
+pub struct Admin(pub Arc<AdminIdentity>);
+
+impl std::ops::Deref for Admin {
+    type Target = AdminIdentity;
+
+    fn deref(&self) -> &AdminIdentity {
+        &self.0
+    }
+}
+
+impl Admin {
+    /// 404 for a tenant the token cannot see (or that does not exist).
+    pub fn visible(&self, tenant: &str) -> Result<(), ApiError> {
+        if self.sees(tenant) {
+            Ok(())
+        } else {
+            Err(ApiError::NotFound(format!("no tenant `{tenant}`")))
+        }
+    }
+
+    /// `visible`, and the tenant's name parsed.
+    pub fn tenant(&self, tenant: &str) -> Result<TenantName, ApiError> {
+        self.visible(tenant)?;
+        TenantName::parse(tenant).map_err(|_| ApiError::NotFound(format!("no tenant `{tenant}`")))
+    }
+}
+
+impl FromRequest for Admin {
+    type Error = ApiError;
+    type Future = Extracted<Self>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let req = req.clone();
+        Box::pin(async move { Ok(authorized(&req).await?.1) })
+    }
+}
+
+/// Something an admin path names by `{id}`, looked up as a token may see it.
+pub trait Lookup: Sized + 'static {
+    /// What a 404 calls it.
+    const WHAT: &'static str;
+
+    /// `raw`: the id as the path spells it, for the answers that name it.
+    fn find(
+        state: &AppState,
+        who: &AdminIdentity,
+        id: MessageId,
+        raw: &str,
+    ) -> impl Future<Output = Result<Option<Self>, ApiError>>;
+
+    fn tenant(&self) -> &str;
+}
+
+/// The path's `{id}` found (`T`) with the token that asked for it.
+pub struct Found<T> {
+    pub who: Admin,
+    pub it: T,
+}
+
+impl<T: Lookup> FromRequest for Found<T> {
+    type Error = ApiError;
+    type Future = Extracted<Self>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let req = req.clone();
+        Box::pin(async move {
+            let (state, who) = authorized(&req).await?;
+            let raw = req.match_info().get("id").unwrap_or_default();
+            let not_found = || ApiError::NotFound(format!("no {} `{raw}`", T::WHAT));
+            let id = parse_id(raw, T::WHAT)?;
+            let it = T::find(&state, &who, id, raw)
+                .await?
+                .ok_or_else(not_found)?;
+            if !who.sees(it.tenant()) {
+                return Err(not_found());
+            }
+            Ok(Found { who, it })
+        })
+    }
+}
+
+/// Why a message cannot be used, for an admin: unreadable documents are named
+/// to those who may see the tenant, and 404 to others.
+pub fn unusable(who: &AdminIdentity, id: &str, e: StoreError, replay: bool) -> ApiError {
+    match e {
+        StoreError::Unreadable { tenant, why, .. } if who.sees(tenant.as_str()) => {
+            ApiError::Unreadable { why, replay }
+        }
+        StoreError::Unreadable { .. } => ApiError::NotFound(format!("no message `{id}`")),
+        other => other.into(),
+    }
+}
+
+/// A message to show or release. `REPLAY`: it is to run again, and documents
+/// that cannot be read back are then a 409 (nothing was done), not a 500.
+pub struct Message<const REPLAY: bool = false> {
+    pub view: MessageView,
+    pub replay_of: Option<MessageId>,
+}
+
+/// A message to run again.
+pub type ToReplay = Message<true>;
+
+impl<const REPLAY: bool> Lookup for Message<REPLAY> {
+    const WHAT: &'static str = "message";
+
+    async fn find(
+        state: &AppState,
+        who: &AdminIdentity,
+        id: MessageId,
+        raw: &str,
+    ) -> Result<Option<Self>, ApiError> {
+        let found = state.queue.store().message_detail(id).await;
+        let found = found.map_err(|e| unusable(who, raw, e, REPLAY))?;
+        Ok(found.map(|(view, replay_of)| Message { view, replay_of }))
+    }
+
+    fn tenant(&self) -> &str {
+        self.view.tenant.as_str()
+    }
+}
+
+impl Lookup for DeliveryView {
+    const WHAT: &'static str = "delivery";
+
+    async fn find(
+        state: &AppState,
+        _: &AdminIdentity,
+        id: MessageId,
+        _: &str,
+    ) -> Result<Option<Self>, ApiError> {
+        Ok(state.queue.store().get_delivery(id).await?)
+    }
+
+    fn tenant(&self) -> &str {
+        self.tenant.as_str()
+    }
+}

@@ -1,0 +1,181 @@
+//! One attempt of a message, whichever model runs it: the flow runs, and its
+//! result decides what comes next (done, a retry at its time, or a block).
+
+use std::time::Duration;
+
+use tokio::sync::OwnedSemaphorePermit;
+
+use crate::domain::{MessageStatus, Micros, Mode, Outcome, RunMeta};
+use crate::engine::{self, ExecError};
+use crate::flow::OnExhausted;
+use crate::ops::metrics::ExecOutcome;
+use crate::store::Completion;
+
+use super::super::job::{AttemptEnd, Attempted, Job};
+use super::super::waiters::WaitOutcome;
+use super::Dispatcher;
+
+impl Dispatcher {
+    /// Runs the flow for the job's next attempt (counting it) and decides what
+    /// comes next; the caller records the completion, then wakes a waiting caller
+    /// with `wake`.
+    pub(crate) async fn run_attempt(
+        &self,
+        job: &mut Job,
+        started_at: Micros,
+        stop: &engine::Stop,
+    ) -> Attempted {
+        self.run_attempt_in(job, started_at, stop, None).await
+    }
+
+    /// As `run_attempt`, in the tenant's place `slot` when one is held already
+    /// (else it waits for one).
+    pub(super) async fn run_attempt_in(
+        &self,
+        job: &mut Job,
+        started_at: Micros,
+        stop: &engine::Stop,
+        slot: Option<OwnedSemaphorePermit>,
+    ) -> Attempted {
+        let trigger = self.trigger(&job.key);
+        job.attempts += 1;
+        let number = job.attempts;
+        let waiting = self.waiters.has(job.id);
+        let meta = RunMeta {
+            message_id: job.id,
+            attempt: number,
+            // A lane changes hands on the embedded store only when it restarts.
+            lane: job.lane.clone().map(|lane| (lane, job.lane_epoch)),
+        };
+        let (result, response, trace) = match (&trigger, &job.input) {
+            (Some(t), Ok(input)) => {
+                // A stop while waiting for a place: the engine answers it at once.
+                let _running = match slot {
+                    Some(s) => Some(s),
+                    None => tokio::select! {
+                        biased;
+                        _ = stop.stopped() => None,
+                        slot = self.running_slot(job.key.tenant.as_str()) => slot,
+                    },
+                };
+                let ex = self
+                    .executor
+                    .execute_with(t, input, Some(&meta), None, stop)
+                    .await;
+                let trace = ex.trace_text();
+                (ex.result, ex.response, trace)
+            }
+            // Running it on anything but its input would be wrong, and so
+            // would every later attempt.
+            (Some(_), Err(why)) => (
+                Err(ExecError::Refused {
+                    step: "-".into(),
+                    message: why.to_string(),
+                }),
+                None,
+                "[]".to_owned(),
+            ),
+            (None, _) => (
+                Err(ExecError::Step {
+                    step: "-".into(),
+                    message: format!("trigger {} is not loaded", job.key),
+                }),
+                None,
+                "[]".to_owned(),
+            ),
+        };
+        let stopped = match &result {
+            Err(ExecError::Stopped { reason, .. }) => Some(*reason),
+            _ => None,
+        };
+        // A waiting caller hears of the response only once the record is on its
+        // way to the store (the caller of this records, then wakes), so that a
+        // repeat of its Idempotency-Key finds the message finished.
+        let responded = response
+            .as_ref()
+            .filter(|_| waiting)
+            .map(|r| WaitOutcome::Responded(r.clone()));
+        let finished_at = self.now();
+        let m = self
+            .metrics
+            .trigger(job.key.tenant.as_str(), job.key.trigger.as_str());
+        m.queue_wait.observe_us(started_at - job.run_at);
+        let outcome = if result.is_ok() {
+            ExecOutcome::Succeeded
+        } else {
+            ExecOutcome::Failed
+        };
+        if stopped.is_none() {
+            m.executed(outcome, finished_at - started_at);
+        }
+        let retry: Vec<Duration> = trigger
+            .as_ref()
+            .map(|t| t.delivery.retry.clone())
+            .unwrap_or_else(|| crate::flow::model::DEFAULT_RETRY.to_vec());
+        let on_exhausted = trigger
+            .as_ref()
+            .map_or(OnExhausted::Block, |t| t.delivery.on_exhausted);
+        let (status, run_at) = match &result {
+            Ok(()) => (MessageStatus::Succeeded, finished_at),
+            Err(e) if job.mode == Mode::Sync || !e.retryable() => {
+                (MessageStatus::Failed, finished_at)
+            }
+            Err(_) => match retry.get(number as usize - 1) {
+                Some(delay) => (
+                    MessageStatus::Retrying,
+                    finished_at + delay.as_micros() as i64,
+                ),
+                None => (MessageStatus::Dead, finished_at),
+            },
+        };
+        let blocking = job.lane.is_some()
+            && status.is_final()
+            && status != MessageStatus::Succeeded
+            && on_exhausted == OnExhausted::Block;
+        if let Err(e) = &result
+            && stopped.is_none()
+        {
+            tracing::info!(trigger = %job.key, message = %job.id, attempt = number, status = status.as_str(), error = %e, "execution failed");
+        }
+        let completion = Completion {
+            id: job.id,
+            attempt: number,
+            started_at,
+            finished_at,
+            outcome: if result.is_ok() {
+                Outcome::Succeeded
+            } else {
+                Outcome::Failed
+            },
+            status,
+            run_at,
+            blocking,
+            response,
+            trace,
+            error: result.as_ref().err().map(ToString::to_string),
+            error_code: result.as_ref().err().map(ExecError::code),
+        };
+        if let Some(reason) = stopped {
+            Attempted {
+                completion,
+                end: AttemptEnd::Stopped(reason),
+                wake: None,
+            }
+        } else if status.is_final() {
+            Attempted {
+                completion,
+                end: AttemptEnd::Done { blocking },
+                wake: responded.or(Some(WaitOutcome::Finished {
+                    status,
+                    error: result.err(),
+                })),
+            }
+        } else {
+            Attempted {
+                completion,
+                end: AttemptEnd::RetryAt(run_at),
+                wake: responded,
+            }
+        }
+    }
+}
