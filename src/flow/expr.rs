@@ -1,7 +1,7 @@
 //! jq expressions (jaq): checked once when a flow loads, run many times.
 //!
 //! A flow's expressions run in two places. Those the native evaluator
-//! (`fast.rs`) covers run in this process, on the calling thread, under fuel.
+//! (`fast/`) covers run in this process, on the calling thread, under fuel.
 //! Everything else runs as a [`Program`] in a worker process (`engine::sandbox`),
 //! which can be killed: jaq has no fuel and recurses on the Rust stack.
 //!
