@@ -56,7 +56,8 @@
 //!   outbound HTTP client and its policy, `${VAR}` expansion, secret redaction.
 //! - [`ops`]: [`ops::metrics`] (per-trigger atomics for `/_metrics`) and
 //!   [`ops::telemetry`] (log setup).
-//! - [`pgtls`]: TLS for every PostgreSQL connection, read from libpq-style URLs.
+//! - [`pgtls`]: TLS for every PostgreSQL connection, read from libpq-style URLs
+//!   (`pgtls/`: connection strings, the rustls configuration, its errors).
 //! - [`domain`]: plain types: names, message ids, statuses, times, sizes,
 //!   secret headers, signature rules.
 

@@ -139,7 +139,9 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            // Every cause, each said once (a driver's message often repeats its cause).
+            let said = flowgate::domain::chain::describe_links(e.chain().map(|c| c.to_string()));
+            eprintln!("error: {said}");
             ExitCode::FAILURE
         }
     }

@@ -72,7 +72,7 @@ impl Application {
         let sandbox = Sandbox::new(
             settings
                 .sandbox_options()
-                .map_err(|e| StartupError::Settings(vec![e]))?,
+                .map_err(|e| StartupError::Settings(vec![e.to_string()]))?,
         );
         let execution = execution_for(&store);
         let queue = Queue::start(

@@ -13,13 +13,17 @@ pub fn generate() -> String {
     )
 }
 
+/// Why a key could not be hashed (no randomness for the salt, as argon2 says).
+#[derive(Debug, thiserror::Error)]
+#[error(transparent)]
+pub struct HashError(#[from] argon2::password_hash::Error);
+
 /// The argon2id PHC string of `key`, with a random salt and the crate's default
 /// parameters (m=19456, t=2, p=1).
-pub fn hash(key: &str) -> Result<String, String> {
-    Argon2::default()
+pub fn hash(key: &str) -> Result<String, HashError> {
+    Ok(Argon2::default()
         .hash_password(key.as_bytes())
-        .map(|h| h.to_string())
-        .map_err(|e| e.to_string())
+        .map(|h| h.to_string())?)
 }
 
 /// Whether `key` matches the PHC string. Costs tens of milliseconds of CPU:

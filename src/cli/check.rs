@@ -50,7 +50,7 @@ pub fn test(dir: &Path) -> Result<ExitCode> {
     for file in files {
         println!("{}", file.path.display());
         let cases = std::fs::read_to_string(&file.path)
-            .map_err(|e| e.to_string())
+            .map_err(Into::into)
             .and_then(|text| flowtest::parse(&text));
         let (trigger, cases) = match (flowtest::trigger(&report.catalog, file), cases) {
             (Ok(t), Ok(c)) => (t, c),

@@ -60,47 +60,61 @@ pub struct Answer {
     pub vars: Value,
 }
 
+/// Why a test file, or one of its cases, cannot be run.
+#[derive(Debug, thiserror::Error)]
+pub enum TestFileError {
+    #[error("{0}")]
+    Read(#[from] std::io::Error),
+    #[error("{0}")]
+    Yaml(#[from] serde_saphyr::Error),
+    #[error("no cases: the file is a list of cases, each with `name` and `expect`")]
+    NoCases,
+    /// The case named has nothing under `expect`.
+    #[error("case `{0}`: `expect` names nothing to check (status, body, error, vars)")]
+    NothingExpected(String),
+    #[error("no trigger {tenant}/{trigger} for this test file")]
+    NoTrigger { tenant: String, trigger: String },
+    #[error("method {0}: use GET or POST")]
+    Method(String),
+    #[error("{0}")]
+    Body(#[from] serde_json::Error),
+}
+
 /// Reads a test file: its cases, or what is wrong with it.
-pub fn parse(source: &str) -> Result<Vec<Case>, String> {
+pub fn parse(source: &str) -> Result<Vec<Case>, TestFileError> {
     let cases: Vec<Case> =
-        serde_saphyr::from_str_with_options(source, crate::flow::compile::yaml_options())
-            .map_err(|e| e.to_string())?;
+        serde_saphyr::from_str_with_options(source, crate::flow::compile::yaml_options())?;
     if cases.is_empty() {
-        return Err("no cases: the file is a list of cases, each with `name` and `expect`".into());
+        return Err(TestFileError::NoCases);
     }
     for c in &cases {
         let e = &c.expect;
         if e.status.is_none() && e.body.is_none() && e.error.is_none() && e.vars.is_none() {
-            return Err(format!(
-                "case `{}`: `expect` names nothing to check (status, body, error, vars)",
-                c.name
-            ));
+            return Err(TestFileError::NothingExpected(c.name.clone()));
         }
     }
     Ok(cases)
 }
 
 /// The trigger a test file tests.
-pub fn trigger<'a>(catalog: &'a Catalog, file: &TestFile) -> Result<&'a Trigger, String> {
+pub fn trigger<'a>(catalog: &'a Catalog, file: &TestFile) -> Result<&'a Trigger, TestFileError> {
     catalog
         .trigger(file.tenant.as_str(), &file.trigger)
         .map(|t| t.as_ref())
-        .ok_or_else(|| {
-            format!(
-                "no trigger {}/{} for this test file",
-                file.tenant, file.trigger
-            )
+        .ok_or_else(|| TestFileError::NoTrigger {
+            tenant: file.tenant.to_string(),
+            trigger: file.trigger.to_string(),
         })
 }
 
 /// The method a local run sends: `named` (GET or POST, in any case), or the
 /// trigger's first.
-pub fn method(trigger: &Trigger, named: Option<&str>) -> Result<Method, String> {
+pub fn method(trigger: &Trigger, named: Option<&str>) -> Result<Method, TestFileError> {
     match named.map(str::to_ascii_uppercase).as_deref() {
         None => Ok(trigger.methods[0]),
         Some("GET") => Ok(Method::Get),
         Some("POST") => Ok(Method::Post),
-        Some(other) => Err(format!("method {other}: use GET or POST")),
+        Some(other) => Err(TestFileError::Method(other.to_owned())),
     }
 }
 
@@ -172,7 +186,7 @@ pub async fn answer(
     executor: &crate::engine::Executor,
     trigger: &Trigger,
     case: &Case,
-) -> Result<Answer, String> {
+) -> Result<Answer, TestFileError> {
     let method = method(trigger, case.method.as_deref())?;
     let params: Vec<(String, String)> = case
         .params
@@ -186,7 +200,7 @@ pub async fn answer(
         })
         .collect();
     let body = match &case.body {
-        Some(b) => serde_json::to_vec(b).map_err(|e| e.to_string())?,
+        Some(b) => serde_json::to_vec(b)?,
         None => Vec::new(),
     };
     let headers = case
@@ -348,11 +362,13 @@ mod tests {
         assert_eq!(cases[0].body, Some(json!({"a": 1})));
         let err = parse("- name: one\n  expect: {}\n").unwrap_err();
         assert_eq!(
-            err,
+            err.to_string(),
             "case `one`: `expect` names nothing to check (status, body, error, vars)"
         );
-        let err = parse("- name: one\n  expect: {status: 200}\n  bdy: {}\n").unwrap_err();
+        let err = parse("- name: one\n  expect: {status: 200}\n  bdy: {}\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("bdy"), "{err}");
-        assert!(parse("[]").unwrap_err().starts_with("no cases"));
+        assert!(parse("[]").unwrap_err().to_string().starts_with("no cases"));
     }
 }

@@ -38,43 +38,78 @@ pub struct ListFilter {
     pub limit: Option<u32>,
 }
 
+/// Why the admin API gave no answer, or refused.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    #[error("cannot reach flowgate at {url}: {error}")]
+    Unreachable {
+        url: String,
+        #[source]
+        error: reqwest::Error,
+    },
+    #[error("flowgate at {url} answered {status} without JSON: {error}")]
+    NotJson {
+        url: String,
+        status: reqwest::StatusCode,
+        #[source]
+        error: reqwest::Error,
+    },
+    /// The server's status and the messages of its `errors`.
+    #[error("{status}: {}", messages.join("; "))]
+    Refused {
+        status: reqwest::StatusCode,
+        messages: Vec<String>,
+    },
+    /// No HTTP client could be built.
+    #[error("{0}")]
+    Client(#[source] reqwest::Error),
+    #[error("{0}")]
+    Query(#[from] serde_urlencoded::ser::Error),
+}
+
 impl Admin {
     fn endpoint(&self, path: &str) -> String {
         format!("{}/_admin/api{path}", self.url.trim_end_matches('/'))
     }
 
-    async fn send(&self, req: reqwest::RequestBuilder) -> Result<Value, String> {
-        let res = req
-            .bearer_auth(&self.token)
-            .send()
-            .await
-            .map_err(|e| format!("cannot reach flowgate at {}: {e}", self.url))?;
+    async fn send(&self, req: reqwest::RequestBuilder) -> Result<Value, AdminError> {
+        let res =
+            req.bearer_auth(&self.token)
+                .send()
+                .await
+                .map_err(|error| AdminError::Unreachable {
+                    url: self.url.clone(),
+                    error,
+                })?;
         let status = res.status();
-        let body: Value = res.json().await.map_err(|e| {
-            format!(
-                "flowgate at {} answered {status} without JSON: {e}",
-                self.url
-            )
+        let body: Value = res.json().await.map_err(|error| AdminError::NotJson {
+            url: self.url.clone(),
+            status,
+            error,
         })?;
         if status.is_success() {
             return Ok(body);
         }
-        let messages: Vec<&str> = body["errors"]
+        let messages: Vec<String> = body["errors"]
             .as_array()
-            .map(|es| es.iter().filter_map(|e| e["message"].as_str()).collect())
+            .map(|es| {
+                es.iter()
+                    .filter_map(|e| e["message"].as_str().map(str::to_owned))
+                    .collect()
+            })
             .unwrap_or_default();
-        Err(format!("{status}: {}", messages.join("; ")))
+        Err(AdminError::Refused { status, messages })
     }
 
-    fn client() -> Result<reqwest::Client, String> {
+    fn client() -> Result<reqwest::Client, AdminError> {
         reqwest::Client::builder()
             .timeout(std::time::Duration::from_secs(30))
             .build()
-            .map_err(|e| e.to_string())
+            .map_err(AdminError::Client)
     }
 
     /// One page of the log history, newest first, and the cursor of the next.
-    pub async fn list(&self, f: &ListFilter) -> Result<Value, String> {
+    pub async fn list(&self, f: &ListFilter) -> Result<Value, AdminError> {
         let limit = f.limit.map(|l| l.to_string());
         let query: Vec<(&str, &str)> = [
             ("tenant", f.tenant.as_deref()),
@@ -92,20 +127,20 @@ impl Admin {
         let mut url = self.endpoint("/messages");
         if !query.is_empty() {
             url.push('?');
-            url.push_str(&serde_urlencoded::to_string(&query).map_err(|e| e.to_string())?);
+            url.push_str(&serde_urlencoded::to_string(&query)?);
         }
         self.send(Self::client()?.get(url)).await
     }
 
     /// One message: input, trace, response and every attempt.
-    pub async fn show(&self, id: &str) -> Result<Value, String> {
+    pub async fn show(&self, id: &str) -> Result<Value, AdminError> {
         self.send(Self::client()?.get(self.endpoint(&format!("/messages/{id}"))))
             .await
     }
 
     /// Acts on a message: `replay` queues it again as a new message, `skip` and
     /// `unblock` let go of the ordered lane it holds. Returns the server's answer.
-    pub async fn act(&self, id: &str, action: &str) -> Result<Value, String> {
+    pub async fn act(&self, id: &str, action: &str) -> Result<Value, AdminError> {
         let url = self.endpoint(&format!("/messages/{id}/{action}"));
         self.send(Self::client()?.post(url)).await
     }

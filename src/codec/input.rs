@@ -10,7 +10,8 @@ use crate::flow::params::{parse_params, query_object};
 use crate::flow::{Method, Trigger};
 
 /// What the caller got wrong, one entry per problem.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
 pub struct InputError {
     pub code: &'static str,
     pub message: String,
@@ -136,10 +137,8 @@ pub fn is_xml(content_type: Option<&str>) -> bool {
 /// JSON -> value; form -> object; XML -> value (see `crate::codec::xml`); text ->
 /// string; anything else -> `{"base64": ...}`; an empty body -> null. Nested
 /// at most [`MAX_INPUT_DEPTH`] deep (for answers of outbound calls).
-pub fn decode_body(content_type: Option<&str>, body: &[u8]) -> Result<Value, String> {
-    decode(content_type, body, MAX_INPUT_DEPTH)
-        .map(|(value, _)| value)
-        .map_err(|e| e.message)
+pub fn decode_body(content_type: Option<&str>, body: &[u8]) -> Result<Value, InputError> {
+    decode(content_type, body, MAX_INPUT_DEPTH).map(|(value, _)| value)
 }
 
 fn body_error(message: String) -> InputError {
@@ -212,11 +211,21 @@ fn json_body(body: &[u8], max_depth: usize) -> Result<Value, InputError> {
     })
 }
 
+/// A pair of `application/x-www-form-urlencoded` text that is not UTF-8 once decoded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FormError {
+    /// The name of the pair numbered from 1.
+    #[error("the name of pair {0} is not valid UTF-8")]
+    Name(usize),
+    #[error("the value of `{0}` is not valid UTF-8")]
+    Value(String),
+}
+
 /// `application/x-www-form-urlencoded` pairs (a query string or a form body):
 /// `+` is a space, `%XX` a byte, and every name and value must be UTF-8 once
 /// decoded (nothing is silently replaced). A `%` not followed by two hex
 /// digits stays as it is.
-pub fn form_pairs(text: &[u8]) -> Result<Vec<(String, String)>, String> {
+pub fn form_pairs(text: &[u8]) -> Result<Vec<(String, String)>, FormError> {
     fn unescape(part: &[u8]) -> Vec<u8> {
         let hex = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
         let mut out = Vec::with_capacity(part.len());
@@ -249,10 +258,9 @@ pub fn form_pairs(text: &[u8]) -> Result<Vec<(String, String)>, String> {
             Some(i) => (&part[..i], &part[i + 1..]),
             None => (part, &b""[..]),
         };
-        let name = String::from_utf8(unescape(name))
-            .map_err(|_| format!("the name of pair {} is not valid UTF-8", n + 1))?;
-        let value = String::from_utf8(unescape(value))
-            .map_err(|_| format!("the value of `{name}` is not valid UTF-8"))?;
+        let name = String::from_utf8(unescape(name)).map_err(|_| FormError::Name(n + 1))?;
+        let value =
+            String::from_utf8(unescape(value)).map_err(|_| FormError::Value(name.clone()))?;
         pairs.push((name, value));
     }
     Ok(pairs)
@@ -279,6 +287,7 @@ mod tests {
         assert!(
             decode_body(Some("application/json"), b"{oops")
                 .unwrap_err()
+                .message
                 .contains("not valid JSON")
         );
         assert_eq!(
@@ -293,6 +302,7 @@ mod tests {
         assert!(
             decode_body(Some("text/xml"), b"<a>")
                 .unwrap_err()
+                .message
                 .contains("not valid XML")
         );
         assert_eq!(

@@ -31,6 +31,27 @@ pub enum XmlError {
     Invalid(String),
 }
 
+/// Why a JSON value was not written as XML.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ToXmlError {
+    #[error("nested deeper than {MAX_DEPTH}")]
+    TooDeep,
+    #[error("`{0}` is not an XML element name")]
+    ElementName(String),
+    #[error("`{0}` is not an XML attribute name")]
+    AttributeName(String),
+    #[error("attribute `{0}` must be a string, number or boolean")]
+    AttributeValue(String),
+    #[error("`#text` must be a string, number or boolean")]
+    Text,
+    #[error("XML needs an object with one key, the root element")]
+    NotAnObject,
+    #[error("XML needs an object with exactly one key, the root element")]
+    NotOneKey,
+    #[error("the root element cannot repeat")]
+    RepeatedRoot,
+}
+
 impl From<String> for XmlError {
     fn from(s: String) -> Self {
         Self::Invalid(s)
@@ -49,7 +70,7 @@ struct Open {
     text: String,
 }
 
-fn open(e: &quick_xml::events::BytesStart<'_>) -> Result<Open, String> {
+fn open(e: &quick_xml::events::BytesStart<'_>) -> Result<Open, XmlError> {
     let name = e.name().as_ref().to_owned();
     let mut map = Map::new();
     for a in e.attributes() {
@@ -212,9 +233,9 @@ fn scalar_text(v: &Value) -> Option<String> {
     }
 }
 
-fn element(name: &str, v: &Value, out: &mut String, depth: usize) -> Result<(), String> {
+fn element(name: &str, v: &Value, out: &mut String, depth: usize) -> Result<(), ToXmlError> {
     if depth > MAX_DEPTH {
-        return Err(format!("nested deeper than {MAX_DEPTH}"));
+        return Err(ToXmlError::TooDeep);
     }
     if let Value::Array(items) = v {
         for item in items {
@@ -223,7 +244,7 @@ fn element(name: &str, v: &Value, out: &mut String, depth: usize) -> Result<(), 
         return Ok(());
     }
     if !valid_name(name) {
-        return Err(format!("`{name}` is not an XML element name"));
+        return Err(ToXmlError::ElementName(name.to_owned()));
     }
     out.push('<');
     out.push_str(name);
@@ -233,11 +254,10 @@ fn element(name: &str, v: &Value, out: &mut String, depth: usize) -> Result<(), 
             for (k, val) in map.iter().filter(|(k, _)| k.starts_with('@')) {
                 let attr = &k[1..];
                 if !valid_name(attr) {
-                    return Err(format!("`{attr}` is not an XML attribute name"));
+                    return Err(ToXmlError::AttributeName(attr.to_owned()));
                 }
-                let text = scalar_text(val).ok_or_else(|| {
-                    format!("attribute `{attr}` must be a string, number or boolean")
-                })?;
+                let text =
+                    scalar_text(val).ok_or_else(|| ToXmlError::AttributeValue(attr.to_owned()))?;
                 out.push(' ');
                 out.push_str(attr);
                 out.push_str("=\"");
@@ -247,8 +267,7 @@ fn element(name: &str, v: &Value, out: &mut String, depth: usize) -> Result<(), 
             out.push('>');
             for (k, val) in map.iter().filter(|(k, _)| !k.starts_with('@')) {
                 if k == "#text" {
-                    let text =
-                        scalar_text(val).ok_or("`#text` must be a string, number or boolean")?;
+                    let text = scalar_text(val).ok_or(ToXmlError::Text)?;
                     escape(&text, out);
                 } else {
                     element(k, val, out, depth + 1)?;
@@ -271,16 +290,16 @@ fn element(name: &str, v: &Value, out: &mut String, depth: usize) -> Result<(), 
 
 /// A JSON value in the mapping above (an object with one key, the root) as an
 /// XML document.
-pub fn to_xml(v: &Value) -> Result<String, String> {
+pub fn to_xml(v: &Value) -> Result<String, ToXmlError> {
     let Value::Object(map) = v else {
-        return Err("XML needs an object with one key, the root element".into());
+        return Err(ToXmlError::NotAnObject);
     };
     let mut entries = map.iter();
     let (Some((name, value)), None) = (entries.next(), entries.next()) else {
-        return Err("XML needs an object with exactly one key, the root element".into());
+        return Err(ToXmlError::NotOneKey);
     };
     if value.is_array() {
-        return Err("the root element cannot repeat".into());
+        return Err(ToXmlError::RepeatedRoot);
     }
     let mut out = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>");
     element(name, value, &mut out, 0)?;

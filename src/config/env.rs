@@ -95,7 +95,7 @@ impl Settings {
                 "FLOWGATE_TRUSTED_PROXIES" => {
                     match list(v).map(|s| s.parse()).collect::<Result<Vec<Cidr>, _>>() {
                         Ok(c) => self.trusted_proxies = c,
-                        Err(e) => errors.push(bad(&e)),
+                        Err(e) => errors.push(bad(&e.to_string())),
                     }
                 }
                 "FLOWGATE_OUTBOUND_ALLOW_HOSTS" => {
@@ -107,7 +107,7 @@ impl Settings {
                 },
                 "FLOWGATE_FLOW_MEMORY_LIMIT" => match crate::domain::parse_size(v) {
                     Ok(n) => self.flow_memory_limit = n,
-                    Err(e) => errors.push(bad(&e)),
+                    Err(e) => errors.push(bad(&e.to_string())),
                 },
                 "FLOWGATE_EXECUTOR_THREADS" => match v.parse() {
                     Ok(n) => self.executor_threads = n,

@@ -15,6 +15,11 @@ use serde::{Deserialize, Deserializer};
 use crate::domain::Cidr;
 use crate::engine::{Limits, SandboxOptions};
 
+/// This binary could not be found to run jq workers (`executor_binary` unset).
+#[derive(Debug, thiserror::Error)]
+#[error("executor_binary: cannot find this binary: {0}")]
+pub struct NoBinary(#[source] std::io::Error);
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Settings {
@@ -228,11 +233,10 @@ impl Settings {
 
     /// Where jq runs: `executor_binary` (else this binary), four workers per
     /// executor thread, `tenant_max_running` of them for one tenant.
-    pub fn sandbox_options(&self) -> Result<SandboxOptions, String> {
+    pub fn sandbox_options(&self) -> Result<SandboxOptions, NoBinary> {
         let binary = match &self.executor_binary {
             Some(b) => b.clone(),
-            None => std::env::current_exe()
-                .map_err(|e| format!("executor_binary: cannot find this binary: {e}"))?,
+            None => std::env::current_exe().map_err(NoBinary)?,
         };
         Ok(SandboxOptions {
             binary,

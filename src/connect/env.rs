@@ -31,27 +31,14 @@ pub struct Expanded {
 }
 
 /// Why a field could not be expanded.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ExpandError {
+    #[error("environment variable `{0}` is not set (use `${{{0}:-default}}` for a default)")]
     Missing(String),
+    #[error("`${{{0}}}`: a variable name is letters, digits and `_`, not starting with a digit")]
     BadName(String),
+    #[error("`${{` without a closing `}}`")]
     Unclosed,
-}
-
-impl std::fmt::Display for ExpandError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::Missing(n) => write!(
-                f,
-                "environment variable `{n}` is not set (use `${{{n}:-default}}` for a default)"
-            ),
-            Self::BadName(n) => write!(
-                f,
-                "`${{{n}}}`: a variable name is letters, digits and `_`, not starting with a digit"
-            ),
-            Self::Unclosed => f.write_str("`${` without a closing `}`"),
-        }
-    }
 }
 
 /// Replaces every `${NAME}` / `${NAME:-default}` of `text`.

@@ -24,14 +24,44 @@ pub struct OutboundPolicy {
     pub deny_private: bool,
 }
 
+/// Why a URL may not be called: the policy refuses it, or a connection's
+/// request would leave its base URL.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UrlRefused {
+    #[error("scheme `{0}` is not http or https")]
+    Scheme(String),
+    #[error("the URL has no host")]
+    NoHost,
+    #[error("host `{0}` is not in the outbound allow-list")]
+    NotAllowed(String),
+    #[error("address {0} is private, and calls to private addresses are denied")]
+    Private(IpAddr),
+    #[error(
+        "`{url}` has a `{segment}` path segment; the URL of a connection's request may not move up its path"
+    )]
+    DotSegment { url: String, segment: String },
+    /// `why`: the URL parser's words.
+    #[error("`{url}` is not a URL: {why}")]
+    NotUrl { url: String, why: String },
+    #[error("`{url}` is not a URL path: {why}")]
+    NotUrlPath { url: String, why: String },
+    #[error("`{url}` is outside the base URL of connection `{connection}`")]
+    Outside { url: String, connection: String },
+}
+
+/// The outbound HTTP client could not be built (its TLS roots, most likely).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("the outbound HTTP client cannot start: {0}")]
+pub struct ClientError(#[source] std::sync::Arc<reqwest::Error>);
+
 impl OutboundPolicy {
     /// Why `url` may not be called, if it may not.
-    pub fn check(&self, url: &reqwest::Url) -> Result<(), String> {
+    pub fn check(&self, url: &reqwest::Url) -> Result<(), UrlRefused> {
         if !matches!(url.scheme(), "http" | "https") {
-            return Err(format!("scheme `{}` is not http or https", url.scheme()));
+            return Err(UrlRefused::Scheme(url.scheme().to_owned()));
         }
         let Some(raw_host) = url.host_str() else {
-            return Err("the URL has no host".into());
+            return Err(UrlRefused::NoHost);
         };
         let host = raw_host
             .trim_start_matches('[')
@@ -39,15 +69,13 @@ impl OutboundPolicy {
             .to_ascii_lowercase();
         if !self.allow_hosts.is_empty() && !self.allow_hosts.iter().any(|p| host_matches(p, &host))
         {
-            return Err(format!("host `{host}` is not in the outbound allow-list"));
+            return Err(UrlRefused::NotAllowed(host));
         }
         if self.deny_private
             && let Ok(ip) = host.parse::<IpAddr>()
             && !is_public(&ip)
         {
-            return Err(format!(
-                "address {ip} is private, and calls to private addresses are denied"
-            ));
+            return Err(UrlRefused::Private(ip));
         }
         Ok(())
     }
@@ -64,7 +92,7 @@ fn host_matches(pattern: &str, host: &str) -> bool {
 /// The server's outbound HTTP client and its policy.
 pub struct Outbound {
     pub policy: OutboundPolicy,
-    client: OnceLock<Result<reqwest::Client, String>>,
+    client: OnceLock<Result<reqwest::Client, ClientError>>,
 }
 
 impl std::fmt::Debug for Outbound {
@@ -85,7 +113,7 @@ impl Outbound {
 
     /// The client, built on first use (loading CA roots costs a few milliseconds
     /// that `flowgate check` need not pay).
-    pub fn client(&self) -> Result<&reqwest::Client, String> {
+    pub fn client(&self) -> Result<&reqwest::Client, ClientError> {
         self.client
             .get_or_init(|| {
                 // Redirects are followed by `send`, which checks each hop.
@@ -93,7 +121,7 @@ impl Outbound {
                     .redirect(reqwest::redirect::Policy::none())
                     .pool_idle_timeout(Duration::from_secs(60))
                     .build()
-                    .map_err(|e| format!("the outbound HTTP client cannot start: {e}"))
+                    .map_err(|e| ClientError(std::sync::Arc::new(e)))
             })
             .as_ref()
             .map_err(Clone::clone)
@@ -118,10 +146,12 @@ pub struct OutboundRequest {
 }
 
 /// Why [`Outbound::send`] gave no response.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum SendError {
     /// The policy refused a hop: sending again would be refused again.
+    #[error("{0}")]
     Refused(String),
+    #[error(transparent)]
     Http(reqwest::Error),
 }
 
@@ -131,7 +161,9 @@ impl Outbound {
     /// a hop to another origin (scheme, host or port) carries no credentials;
     /// 303, and 301/302 after a POST, go on as a GET without the body.
     pub async fn send(&self, r: &OutboundRequest) -> Result<reqwest::Response, SendError> {
-        let client = self.client().map_err(SendError::Refused)?;
+        let client = self
+            .client()
+            .map_err(|e| SendError::Refused(e.to_string()))?;
         let origin = r.url.origin();
         let mut url = r.url.clone();
         let mut method = r.method.clone();
@@ -242,14 +274,18 @@ impl HttpConnection {
     /// connection's credentials go with it: a `.` or `..` segment (also written
     /// `%2e`) is refused before anything is sent, and so is an absolute URL on
     /// another origin or outside the base path.
-    pub fn resolve(&self, url: &str) -> Result<reqwest::Url, String> {
+    pub fn resolve(&self, url: &str) -> Result<reqwest::Url, UrlRefused> {
         if let Some(segment) = dot_segment(url) {
-            return Err(format!(
-                "`{url}` has a `{segment}` path segment; the URL of a connection's request may not move up its path"
-            ));
+            return Err(UrlRefused::DotSegment {
+                url: url.to_owned(),
+                segment,
+            });
         }
         let resolved = if url.starts_with("http://") || url.starts_with("https://") {
-            reqwest::Url::parse(url).map_err(|e| format!("`{url}` is not a URL: {e}"))?
+            reqwest::Url::parse(url).map_err(|e| UrlRefused::NotUrl {
+                url: url.to_owned(),
+                why: e.to_string(),
+            })?
         } else {
             let base = self.base_url.as_str().trim_end_matches('/');
             let joined = if url.is_empty() {
@@ -259,7 +295,10 @@ impl HttpConnection {
             } else {
                 format!("{base}/{}", url.trim_start_matches(['/', '\\']))
             };
-            reqwest::Url::parse(&joined).map_err(|e| format!("`{url}` is not a URL path: {e}"))?
+            reqwest::Url::parse(&joined).map_err(|e| UrlRefused::NotUrlPath {
+                url: url.to_owned(),
+                why: e.to_string(),
+            })?
         };
         let base_path = self.base_url.path().trim_end_matches('/');
         let path = resolved.path();
@@ -268,10 +307,10 @@ impl HttpConnection {
                 .strip_prefix(base_path)
                 .is_some_and(|rest| rest.starts_with('/'));
         if resolved.origin() != self.base_url.origin() || !under {
-            return Err(format!(
-                "`{url}` is outside the base URL of connection `{}`",
-                self.name
-            ));
+            return Err(UrlRefused::Outside {
+                url: url.to_owned(),
+                connection: self.name.clone(),
+            });
         }
         Ok(resolved)
     }
@@ -313,7 +352,12 @@ mod tests {
         assert!(ok("https://api.example.com/x").is_ok());
         assert!(ok("https://eu.duro.example/x").is_ok());
         assert!(ok("https://duro.example/x").is_err());
-        assert!(ok("https://evil.com/").unwrap_err().contains("allow-list"));
+        assert!(
+            ok("https://evil.com/")
+                .unwrap_err()
+                .to_string()
+                .contains("allow-list")
+        );
         let open = OutboundPolicy {
             allow_hosts: vec![],
             deny_private: true,
@@ -370,6 +414,7 @@ mod tests {
             assert!(
                 c.resolve(outside)
                     .unwrap_err()
+                    .to_string()
                     .contains("outside the base URL"),
                 "{outside}"
             );
@@ -386,7 +431,10 @@ mod tests {
             "/a/..?q=1",
         ] {
             assert!(
-                c.resolve(dots).unwrap_err().contains("path segment"),
+                c.resolve(dots)
+                    .unwrap_err()
+                    .to_string()
+                    .contains("path segment"),
                 "{dots}"
             );
         }

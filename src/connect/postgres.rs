@@ -54,7 +54,8 @@ impl PgOptions {
 }
 
 /// A failed query, and whether trying again could help.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
 pub struct SqlError {
     pub message: String,
     pub transient: bool,
@@ -186,7 +187,7 @@ impl PgConnection {
                 (m, transient_state(db.code().code()))
             }
             None => {
-                let m = crate::pgtls::with_causes(e);
+                let m = crate::domain::chain::describe(e);
                 // Serializing a parameter is the flow's problem, not the network's.
                 let transient = e.is_closed() || (e.code().is_none() && !m.contains("serializing"));
                 (m, transient)

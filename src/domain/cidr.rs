@@ -5,10 +5,18 @@ use std::fmt;
 use std::net::IpAddr;
 use std::str::FromStr;
 
+use ipnet::IpNet;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Cidr {
-    addr: IpAddr,
-    prefix: u8,
+pub struct Cidr(IpNet);
+
+/// Why a text is not a CIDR block.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CidrError {
+    #[error("`{0}` is not an IP address or CIDR block like 10.0.0.0/8")]
+    Address(String),
+    #[error("`{text}`: the prefix length must be 0 to {max}")]
+    Prefix { text: String, max: u8 },
 }
 
 impl Cidr {
@@ -19,17 +27,7 @@ impl Cidr {
             IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(*ip, IpAddr::V4),
             v4 => *v4,
         };
-        match (self.addr, ip) {
-            (IpAddr::V4(net), IpAddr::V4(ip)) => {
-                let mask = u32::MAX.checked_shl(32 - self.prefix as u32).unwrap_or(0);
-                u32::from(net) & mask == u32::from(ip) & mask
-            }
-            (IpAddr::V6(net), IpAddr::V6(ip)) => {
-                let mask = u128::MAX.checked_shl(128 - self.prefix as u32).unwrap_or(0);
-                u128::from(net) & mask == u128::from(ip) & mask
-            }
-            _ => false,
-        }
+        self.0.contains(&ip)
     }
 
     pub fn any_contains(blocks: &[Cidr], ip: &IpAddr) -> bool {
@@ -38,27 +36,27 @@ impl Cidr {
 }
 
 impl FromStr for Cidr {
-    type Err = String;
+    type Err = CidrError;
 
-    fn from_str(s: &str) -> Result<Self, String> {
+    fn from_str(s: &str) -> Result<Self, CidrError> {
         let s = s.trim();
         let (addr, prefix) = match s.split_once('/') {
             Some((a, p)) => (a, Some(p)),
             None => (s, None),
         };
-        let addr: IpAddr = addr
-            .parse()
-            .map_err(|_| format!("`{s}` is not an IP address or CIDR block like 10.0.0.0/8"))?;
-        let max = if addr.is_ipv4() { 32 } else { 128 };
-        let prefix = match prefix {
-            None => max,
+        let addr: IpAddr = addr.parse().map_err(|_| CidrError::Address(s.to_owned()))?;
+        let net = match prefix {
+            None => IpNet::from(addr),
             Some(p) => p
                 .parse::<u8>()
                 .ok()
-                .filter(|p| *p <= max)
-                .ok_or_else(|| format!("`{s}`: the prefix length must be 0 to {max}"))?,
+                .and_then(|p| IpNet::new(addr, p).ok())
+                .ok_or_else(|| CidrError::Prefix {
+                    text: s.to_owned(),
+                    max: if addr.is_ipv4() { 32 } else { 128 },
+                })?,
         };
-        Ok(Self { addr, prefix })
+        Ok(Self(net))
     }
 }
 
@@ -71,7 +69,7 @@ impl<'de> serde::Deserialize<'de> for Cidr {
 
 impl fmt::Display for Cidr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.addr, self.prefix)
+        write!(f, "{}/{}", self.0.addr(), self.0.prefix_len())
     }
 }
 
@@ -94,5 +92,11 @@ mod tests {
         assert!(v6.contains(&"2001:db8:1::1".parse().unwrap()));
         assert!("10.0.0.0/33".parse::<Cidr>().is_err());
         assert!("nope".parse::<Cidr>().is_err());
+        assert_eq!(
+            "10.0.0.0/33".parse::<Cidr>().unwrap_err().to_string(),
+            "`10.0.0.0/33`: the prefix length must be 0 to 32"
+        );
+        assert_eq!(one.to_string(), "127.0.0.1/32");
+        assert_eq!(c.to_string(), "10.1.0.0/16");
     }
 }

@@ -75,7 +75,7 @@ pub fn parse(text: &[u8], limit: usize) -> Result<Value, DepthError> {
     if !exceeds(text, RECURSIVE_BELOW) {
         return serde_json::from_slice(text).map_err(|e| DepthError::Invalid(e.to_string()));
     }
-    super::json_iter::parse(text).map_err(DepthError::Invalid)
+    super::json_iter::parse(text).map_err(|e| DepthError::Invalid(e.to_string()))
 }
 
 /// Reads a document the store wrote: at most [`MAX_STORED_DEPTH`] deep.

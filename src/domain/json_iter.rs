@@ -11,6 +11,15 @@ enum Frame {
     Object(Map<String, Value>, String),
 }
 
+/// Where and why a text is not JSON, as serde_json says it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{what} at line {line} column {column}")]
+pub struct SyntaxError {
+    what: String,
+    line: usize,
+    column: usize,
+}
+
 struct Cursor<'a> {
     text: &'a [u8],
     pos: usize,
@@ -33,7 +42,7 @@ impl Cursor<'_> {
         b
     }
 
-    fn error(&self, what: &str) -> String {
+    fn error(&self, what: &str) -> SyntaxError {
         let before = &self.text[..self.pos.min(self.text.len())];
         let line = before.iter().filter(|b| **b == b'\n').count() + 1;
         let column = before.len()
@@ -41,10 +50,14 @@ impl Cursor<'_> {
                 .iter()
                 .rposition(|b| *b == b'\n')
                 .map_or(0, |i| i + 1);
-        format!("{what} at line {line} column {column}")
+        SyntaxError {
+            what: what.to_owned(),
+            line,
+            column,
+        }
     }
 
-    fn string(&mut self) -> Result<String, String> {
+    fn string(&mut self) -> Result<String, SyntaxError> {
         let start = self.pos;
         let mut i = start + 1;
         loop {
@@ -61,7 +74,7 @@ impl Cursor<'_> {
         Ok(s)
     }
 
-    fn key(&mut self) -> Result<String, String> {
+    fn key(&mut self) -> Result<String, SyntaxError> {
         if self.peek() != Some(b'"') {
             return Err(self.error("key must be a string"));
         }
@@ -73,7 +86,7 @@ impl Cursor<'_> {
         Ok(key)
     }
 
-    fn number(&mut self) -> Result<Value, String> {
+    fn number(&mut self) -> Result<Value, SyntaxError> {
         let start = self.pos;
         while let Some(b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E') = self.peek() {
             self.pos += 1;
@@ -83,7 +96,7 @@ impl Cursor<'_> {
             .map_err(|_| self.error("invalid number"))
     }
 
-    fn literal(&mut self, word: &[u8], v: Value) -> Result<Value, String> {
+    fn literal(&mut self, word: &[u8], v: Value) -> Result<Value, SyntaxError> {
         if self.text[self.pos..].starts_with(word) {
             self.pos += word.len();
             Ok(v)
@@ -94,7 +107,7 @@ impl Cursor<'_> {
 }
 
 /// Parses one JSON document (whitespace around it allowed, nothing else).
-pub fn parse(text: &[u8]) -> Result<Value, String> {
+pub fn parse(text: &[u8]) -> Result<Value, SyntaxError> {
     let mut p = Cursor { text, pos: 0 };
     let mut stack: Vec<Frame> = Vec::new();
     'value: loop {
@@ -212,7 +225,7 @@ mod tests {
             assert!(serde_json::from_str::<Value>(bad).is_err(), "{bad:?}");
         }
         assert_eq!(
-            parse(b"[1,\n  x]").unwrap_err(),
+            parse(b"[1,\n  x]").unwrap_err().to_string(),
             "expected value at line 2 column 2"
         );
     }

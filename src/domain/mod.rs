@@ -1,6 +1,7 @@
 //! Plain types shared by every layer: validated names, message ids, statuses, times.
 //! Nothing here knows about HTTP, SQL or the runtime.
 
+pub mod chain;
 mod cidr;
 pub mod depth;
 mod event;
@@ -13,7 +14,7 @@ mod signature;
 mod size;
 mod time;
 
-pub use cidr::Cidr;
+pub use cidr::{Cidr, CidrError};
 pub use event::EventKind;
 pub use headers::{REDACTED, SECRET_HEADERS, header_pairs};
 pub use message::{
@@ -22,5 +23,5 @@ pub use message::{
 pub use meta::RunMeta;
 pub use names::{NameError, TenantName, TriggerKey, TriggerName};
 pub use signature::{HmacAlgorithm, HmacRule, SignatureEncoding, SignatureScheme};
-pub use size::parse_size;
+pub use size::{SizeError, parse_size};
 pub use time::{Micros, format_rfc3339, now_micros};

@@ -1,9 +1,20 @@
 //! Sizes as people write them in settings and flow files: `256MiB`, `64 MB`,
 //! `512KiB`, `1048576` (bytes).
 
+/// Why a text is not a size.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SizeError {
+    #[error("`{text}` is not a size like 256MiB, 64MB or 512KiB (unknown unit `{unit}`)")]
+    Unit { text: String, unit: String },
+    #[error("`{0}` is not a size like 256MiB, 64MB or 512KiB")]
+    Number(String),
+    #[error("`{0}` is too large")]
+    TooLarge(String),
+}
+
 /// Bytes of a size like `256MiB`; binary (`KiB`, `MiB`, `GiB`) and decimal
 /// (`kB`, `MB`, `GB`) units, or none for bytes.
-pub fn parse_size(text: &str) -> Result<u64, String> {
+pub fn parse_size(text: &str) -> Result<u64, SizeError> {
     let t = text.trim();
     let split = t
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
@@ -18,17 +29,18 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         "mb" => 1_000_000,
         "gb" => 1_000_000_000,
         _ => {
-            return Err(format!(
-                "`{text}` is not a size like 256MiB, 64MB or 512KiB (unknown unit `{unit}`)"
-            ));
+            return Err(SizeError::Unit {
+                text: text.to_owned(),
+                unit: unit.to_owned(),
+            });
         }
     };
     let n: f64 = number
         .parse()
-        .map_err(|_| format!("`{text}` is not a size like 256MiB, 64MB or 512KiB"))?;
+        .map_err(|_| SizeError::Number(text.to_owned()))?;
     let bytes = n * factor as f64;
     if !bytes.is_finite() || bytes >= u64::MAX as f64 {
-        return Err(format!("`{text}` is too large"));
+        return Err(SizeError::TooLarge(text.to_owned()));
     }
     Ok(bytes.round() as u64)
 }
@@ -48,6 +60,7 @@ mod tests {
         assert!(
             parse_size("12 parsecs")
                 .unwrap_err()
+                .to_string()
                 .contains("unknown unit")
         );
         assert!(parse_size("").is_err());

@@ -3,6 +3,24 @@
 
 use super::budget::BudgetKind;
 use super::stop::StopReason;
+use crate::flow::value::TooBig;
+
+/// Why an expression evaluated outside an execution (an ordering key, on a
+/// request) gave no value.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum EvalError {
+    /// The program failed (a jq error), its worker died, or none could start:
+    /// as the sandbox says it.
+    #[error("{0}")]
+    Failed(String),
+    #[error("time budget exceeded ({0:?})")]
+    Time(std::time::Duration),
+    #[error("memory budget exceeded")]
+    Memory,
+    /// The input or the value is larger or deeper than values may be.
+    #[error("{0}")]
+    TooBig(TooBig),
+}
 
 /// Why an execution failed.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use serde_json::{Map, Value, json};
 
-use crate::connect::http::DEFAULT_TIMEOUT;
 use crate::connect::http::error_text;
+use crate::connect::http::{DEFAULT_TIMEOUT, UrlRefused};
 use crate::connect::{OutboundRequest, SendError};
 use crate::domain::{REDACTED, SECRET_HEADERS};
 use crate::flow::model::{BodyEncoding, HttpStep};
@@ -44,15 +44,32 @@ pub struct Outcome {
     pub detail: String,
 }
 
-fn encode_body(enc: &BodyEncoding, body: &Value) -> Result<(Vec<u8>, String), String> {
+/// Why a step's body could not be written in its encoding.
+#[derive(Debug, thiserror::Error)]
+enum EncodeError {
+    #[error(transparent)]
+    Json(#[from] serde_json::Error),
+    #[error("a form body must be an object")]
+    FormNotObject,
+    #[error(transparent)]
+    Form(#[from] serde_urlencoded::ser::Error),
+}
+
+/// Why an answer's body was not read.
+#[derive(Debug, thiserror::Error)]
+enum ReadError {
+    #[error("the response body is larger than {MAX_RESPONSE} bytes")]
+    TooLarge,
+    #[error("reading the response: {0}")]
+    Read(#[source] reqwest::Error),
+}
+
+fn encode_body(enc: &BodyEncoding, body: &Value) -> Result<(Vec<u8>, String), EncodeError> {
     match enc {
-        BodyEncoding::Json => Ok((
-            serde_json::to_vec(body).map_err(|e| e.to_string())?,
-            "application/json".into(),
-        )),
+        BodyEncoding::Json => Ok((serde_json::to_vec(body)?, "application/json".into())),
         BodyEncoding::Form => {
             let Value::Object(map) = body else {
-                return Err("a form body must be an object".into());
+                return Err(EncodeError::FormNotObject);
             };
             let pairs: Vec<(&str, String)> = map
                 .iter()
@@ -66,9 +83,7 @@ fn encode_body(enc: &BodyEncoding, body: &Value) -> Result<(Vec<u8>, String), St
                 })
                 .collect();
             Ok((
-                serde_urlencoded::to_string(pairs)
-                    .map_err(|e| e.to_string())?
-                    .into_bytes(),
+                serde_urlencoded::to_string(pairs)?.into_bytes(),
                 "application/x-www-form-urlencoded".into(),
             ))
         }
@@ -120,25 +135,17 @@ fn response_headers(headers: &reqwest::header::HeaderMap) -> Map<String, Value> 
     out
 }
 
-async fn read_body(mut res: reqwest::Response) -> Result<Vec<u8>, String> {
+async fn read_body(mut res: reqwest::Response) -> Result<Vec<u8>, ReadError> {
     if res
         .content_length()
         .is_some_and(|n| n as usize > MAX_RESPONSE)
     {
-        return Err(format!(
-            "the response body is larger than {MAX_RESPONSE} bytes"
-        ));
+        return Err(ReadError::TooLarge);
     }
     let mut body = Vec::new();
-    while let Some(chunk) = res
-        .chunk()
-        .await
-        .map_err(|e| format!("reading the response: {e}"))?
-    {
+    while let Some(chunk) = res.chunk().await.map_err(ReadError::Read)? {
         if body.len() + chunk.len() > MAX_RESPONSE {
-            return Err(format!(
-                "the response body is larger than {MAX_RESPONSE} bytes"
-            ));
+            return Err(ReadError::TooLarge);
         }
         body.extend_from_slice(&chunk);
     }
@@ -168,12 +175,18 @@ pub async fn run(step: &HttpStep, p: Prepared) -> Result<Outcome, Failure> {
     };
     let url = match &step.connection {
         Some(c) => c.resolve(&p.url),
-        None => reqwest::Url::parse(&p.url).map_err(|e| format!("`{}` is not a URL: {e}", p.url)),
+        None => reqwest::Url::parse(&p.url).map_err(|e| UrlRefused::NotUrl {
+            url: p.url.clone(),
+            why: e.to_string(),
+        }),
     }
-    .map_err(refuse)?;
-    step.outbound.policy.check(&url).map_err(refuse)?;
+    .map_err(|e| refuse(e.to_string()))?;
+    step.outbound
+        .policy
+        .check(&url)
+        .map_err(|e| refuse(e.to_string()))?;
     let body = match &p.body {
-        Some(b) => Some(encode_body(&step.encoding, b).map_err(fail)?),
+        Some(b) => Some(encode_body(&step.encoding, b).map_err(|e| fail(e.to_string()))?),
         None => None,
     };
     let timeout = step
@@ -217,7 +230,7 @@ pub async fn run(step: &HttpStep, p: Prepared) -> Result<Outcome, Failure> {
                         .get(reqwest::header::CONTENT_TYPE)
                         .and_then(|v| v.to_str().ok())
                         .map(str::to_owned);
-                    let bytes = read_body(res).await.map_err(fail)?;
+                    let bytes = read_body(res).await.map_err(|e| fail(e.to_string()))?;
                     if !accepted {
                         let excerpt =
                             String::from_utf8_lossy(&bytes[..bytes.len().min(200)]).into_owned();

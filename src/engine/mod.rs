@@ -33,7 +33,7 @@ use crate::flow::{Expr, Step, Trigger};
 
 pub use answer::{FailedAnswer, errors_body, input_errors_body};
 pub use budget::{BudgetKind, Limits};
-pub use error::ExecError;
+pub use error::{EvalError, ExecError};
 pub use sandbox::{EvalInput, Failure, Sandbox, SandboxOptions};
 pub use steps::prefers_xml;
 pub use stop::{Stop, StopReason};
@@ -251,7 +251,11 @@ impl Executor {
     /// the input document (a string as it is, anything else as JSON text), or
     /// `""` (the trigger's one lane) without a key; `None` for an unordered
     /// trigger. The key is evaluated as the flow's expressions are.
-    pub async fn lane(&self, trigger: &Trigger, input: &Value) -> Result<Option<String>, String> {
+    pub async fn lane(
+        &self,
+        trigger: &Trigger,
+        input: &Value,
+    ) -> Result<Option<String>, EvalError> {
         if !trigger.delivery.ordered {
             return Ok(None);
         }
@@ -271,10 +275,10 @@ impl Executor {
         trigger: &Trigger,
         expr: &Expr,
         input: &Value,
-    ) -> Result<Value, String> {
+    ) -> Result<Value, EvalError> {
         let limits = self.limits(trigger);
         let deadline = Instant::now() + limits.time;
-        let input = from_json(input).map_err(|e| e.to_string())?;
+        let input = from_json(input).map_err(EvalError::TooBig)?;
         let value = match expr.native(&input, &mut Fuel::default()) {
             Some(v) => v,
             None => {
@@ -291,15 +295,17 @@ impl Executor {
                     )
                     .await
                     .map_err(|f| match f {
-                        Failure::Eval(m) | Failure::Crashed(m) | Failure::Unavailable(m) => m,
-                        Failure::Time => format!("time budget exceeded ({:?})", limits.time),
-                        Failure::Memory => "memory budget exceeded".to_owned(),
-                        Failure::TooDeep => TooBig::Depth.to_string(),
+                        Failure::Eval(m) | Failure::Crashed(m) | Failure::Unavailable(m) => {
+                            EvalError::Failed(m)
+                        }
+                        Failure::Time => EvalError::Time(limits.time),
+                        Failure::Memory => EvalError::Memory,
+                        Failure::TooDeep => EvalError::TooBig(TooBig::Depth),
                     })?;
                 out.0.into_iter().next().map_or(Val::Null, |(v, _)| v)
             }
         };
-        to_json(&value, &mut Bound::new(limits.memory, Some(deadline))).map_err(|e| e.to_string())
+        to_json(&value, &mut Bound::new(limits.memory, Some(deadline))).map_err(EvalError::TooBig)
     }
 }
 

@@ -12,11 +12,20 @@ pub struct Outcome {
     pub detail: String,
 }
 
+/// The statement failed for good (or after its retries).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("connection `{connection}`: {error} (after {attempts} attempt(s))")]
+pub struct SqlStepError {
+    pub connection: String,
+    pub error: crate::connect::postgres::SqlError,
+    pub attempts: usize,
+}
+
 pub async fn run(
     step: &SqlStep,
     params: Vec<Value>,
     once: Option<&OnceKey>,
-) -> Result<Outcome, String> {
+) -> Result<Outcome, SqlStepError> {
     let mut attempt = 0usize;
     loop {
         attempt += 1;
@@ -51,10 +60,11 @@ pub async fn run(
             Err(e) => match step.retry.get(attempt - 1) {
                 Some(wait) if e.transient => tokio::time::sleep(*wait).await,
                 _ => {
-                    return Err(format!(
-                        "connection `{}`: {} (after {attempt} attempt(s))",
-                        step.connection.name, e.message
-                    ));
+                    return Err(SqlStepError {
+                        connection: step.connection.name.clone(),
+                        error: e,
+                        attempts: attempt,
+                    });
                 }
             },
         }

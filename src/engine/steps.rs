@@ -233,7 +233,7 @@ impl<'a> Run<'a> {
                 };
                 let outcome = sql_step::run(sql, params, once.as_ref())
                     .await
-                    .map_err(|message| Self::failed(step, secrets.redact(&message)))?;
+                    .map_err(|e| Self::failed(step, secrets.redact(&e.to_string())))?;
                 if let Some(into) = &sql.into {
                     let (v, size) = Self::from_call(step, &outcome.result)?;
                     self.set_var(step, into, v, size)?;

@@ -57,7 +57,8 @@ impl fmt::Debug for Expr {
 }
 
 /// A compile error at a byte offset of the expression's source.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
 pub struct ExprError {
     pub offset: usize,
     pub message: String,

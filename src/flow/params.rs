@@ -6,14 +6,45 @@ use serde_json::{Map, Value};
 use super::model::{Param, ParamType};
 
 /// A parameter the caller got wrong.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
 pub struct ParamError {
     pub param: String,
     pub message: String,
 }
 
+/// Why a value does not fit a parameter (said after the parameter's name).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ValueError {
+    #[error("is not of type {0}")]
+    Type(&'static str),
+    #[error("must be at least {}", fmt_num(*.0))]
+    Below(f64),
+    #[error("must be at most {}", fmt_num(*.0))]
+    Above(f64),
+    #[error("must be one of {}", .0.join(", "))]
+    NotAllowed(Vec<String>),
+    #[error("`{0}` is not an integer")]
+    NotInteger(String),
+    #[error("`{0}` is not a number")]
+    NotNumber(String),
+    #[error("`{0}` is not a boolean (true or false)")]
+    NotBoolean(String),
+}
+
+/// Why a default from a file does not fit its parameter.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum DefaultError {
+    /// The default is text that does not read as the parameter's type.
+    #[error("{0}")]
+    Unreadable(ValueError),
+    /// The default (as written) is of another type, or out of bounds.
+    #[error("{value} {why}")]
+    Unfit { value: Value, why: ValueError },
+}
+
 /// Checks a typed value against the type, enum and bounds of `param`.
-pub fn check_value(param: &Param, v: &Value) -> Result<(), String> {
+pub fn check_value(param: &Param, v: &Value) -> Result<(), ValueError> {
     let type_ok = match param.ty {
         ParamType::String => v.is_string(),
         ParamType::Integer => v.is_i64() || v.is_u64(),
@@ -21,18 +52,18 @@ pub fn check_value(param: &Param, v: &Value) -> Result<(), String> {
         ParamType::Boolean => v.is_boolean(),
     };
     if !type_ok {
-        return Err(format!("is not of type {}", param.ty.as_str()));
+        return Err(ValueError::Type(param.ty.as_str()));
     }
     if let Some(n) = v.as_f64() {
         if let Some(min) = param.min
             && n < min
         {
-            return Err(format!("must be at least {}", fmt_num(min)));
+            return Err(ValueError::Below(min));
         }
         if let Some(max) = param.max
             && n > max
         {
-            return Err(format!("must be at most {}", fmt_num(max)));
+            return Err(ValueError::Above(max));
         }
     }
     Ok(())
@@ -46,7 +77,7 @@ fn fmt_num(n: f64) -> String {
     }
 }
 
-fn check_enum(param: &Param, v: &Value) -> Result<(), String> {
+fn check_enum(param: &Param, v: &Value) -> Result<(), ValueError> {
     let Some(allowed) = &param.allowed else {
         return Ok(());
     };
@@ -64,33 +95,37 @@ fn check_enum(param: &Param, v: &Value) -> Result<(), String> {
             other => other.to_string(),
         })
         .collect();
-    Err(format!("must be one of {}", list.join(", ")))
+    Err(ValueError::NotAllowed(list))
 }
 
 /// A default from the file, converted to the parameter's type (YAML may give `1`
 /// for a string parameter or `"1"` for an integer one) and checked.
-pub fn coerce_default(param: &Param, v: &Value) -> Result<Value, String> {
+pub fn coerce_default(param: &Param, v: &Value) -> Result<Value, DefaultError> {
+    let unfit = |why| DefaultError::Unfit {
+        value: v.clone(),
+        why,
+    };
     let typed = match (param.ty, v) {
-        (_, Value::String(s)) => parse_typed(param.ty, s)?,
+        (_, Value::String(s)) => parse_typed(param.ty, s).map_err(DefaultError::Unreadable)?,
         (ParamType::String, Value::Number(n)) => Value::String(n.to_string()),
         (ParamType::String, Value::Bool(b)) => Value::String(b.to_string()),
         (ParamType::Number, Value::Number(_)) | (ParamType::Boolean, Value::Bool(_)) => v.clone(),
         (ParamType::Integer, Value::Number(n)) if n.is_i64() || n.is_u64() => v.clone(),
-        _ => return Err(format!("{v} is not of type {}", param.ty.as_str())),
+        _ => return Err(unfit(ValueError::Type(param.ty.as_str()))),
     };
-    check_value(param, &typed).map_err(|why| format!("{v} {why}"))?;
-    check_enum(param, &typed).map_err(|why| format!("{v} {why}"))?;
+    check_value(param, &typed).map_err(unfit)?;
+    check_enum(param, &typed).map_err(unfit)?;
     Ok(typed)
 }
 
-fn parse_typed(ty: ParamType, raw: &str) -> Result<Value, String> {
+fn parse_typed(ty: ParamType, raw: &str) -> Result<Value, ValueError> {
     match ty {
         ParamType::String => Ok(Value::String(raw.to_owned())),
         ParamType::Integer => raw
             .trim()
             .parse::<i64>()
             .map(Value::from)
-            .map_err(|_| format!("`{raw}` is not an integer")),
+            .map_err(|_| ValueError::NotInteger(raw.to_owned())),
         ParamType::Number => raw
             .trim()
             .parse::<f64>()
@@ -98,11 +133,11 @@ fn parse_typed(ty: ParamType, raw: &str) -> Result<Value, String> {
             .filter(|f| f.is_finite())
             .and_then(serde_json::Number::from_f64)
             .map(Value::Number)
-            .ok_or_else(|| format!("`{raw}` is not a number")),
+            .ok_or_else(|| ValueError::NotNumber(raw.to_owned())),
         ParamType::Boolean => match raw.trim().to_ascii_lowercase().as_str() {
             "true" | "1" | "yes" => Ok(Value::Bool(true)),
             "false" | "0" | "no" => Ok(Value::Bool(false)),
-            _ => Err(format!("`{raw}` is not a boolean (true or false)")),
+            _ => Err(ValueError::NotBoolean(raw.to_owned())),
         },
     }
 }

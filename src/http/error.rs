@@ -191,9 +191,11 @@ impl ResponseError for ApiError {
 
 impl From<crate::store::StoreError> for ApiError {
     fn from(e: crate::store::StoreError) -> Self {
+        // An outage is retried (503 + Retry-After); anything else, a statement
+        // the database refused included, is a bug: 500, its whole chain logged.
         match e {
-            crate::store::StoreError::Unavailable(why) => Self::StoreUnavailable(why),
-            other => Self::Internal(other.to_string()),
+            crate::store::StoreError::Unavailable(why) => Self::StoreUnavailable(why.to_string()),
+            other => Self::Internal(crate::domain::chain::describe(&other)),
         }
     }
 }

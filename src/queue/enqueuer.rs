@@ -183,10 +183,9 @@ async fn complete(mut stored: mpsc::Receiver<InFlight>, dispatcher: Arc<Dispatch
             }
             Err(e) => {
                 dispatcher.unclaim(mine.iter().filter(|m| **m).count());
-                let why = e.to_string();
                 for (message, reply) in messages.iter().zip(replies) {
                     dispatcher.waiters().forget(message.id);
-                    let _ = reply.send(Err(StoreError::Unavailable(why.clone())));
+                    let _ = reply.send(Err(e.clone()));
                 }
             }
         }

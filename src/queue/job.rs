@@ -20,7 +20,7 @@ pub struct Job {
     pub attempts: u32,
     pub run_at: Micros,
     /// `Err`: the stored input cannot be read back; the attempt fails saying so.
-    pub input: Result<Arc<Value>, String>,
+    pub input: Result<Arc<Value>, crate::store::Unreadable>,
     /// The epoch of the lane's holder it runs under: on a shared store its lane
     /// claim's, on the embedded store the store's generation.
     pub lane_epoch: i64,

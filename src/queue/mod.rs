@@ -231,10 +231,13 @@ impl Queue {
     }
 
     fn no_answer(&self) -> StoreError {
-        StoreError::Unavailable(format!(
-            "the store did not answer within {}",
-            humantime::format_duration(self.store_timeout)
-        ))
+        StoreError::Unavailable(
+            format!(
+                "the store did not answer within {}",
+                humantime::format_duration(self.store_timeout)
+            )
+            .into(),
+        )
     }
 
     /// Deletes finished messages older than `retention`, now and then every `every`.

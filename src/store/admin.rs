@@ -2,7 +2,7 @@
 //! id), counts, blocked lanes, replay links and the outbound event deliveries.
 //!
 //! Plain domain types in and out; each backend implements the same methods
-//! (`sqlite_admin` for SQLite). Paging is by message id: ids are UUIDv7, so
+//! (`sqlite/admin` for SQLite). Paging is by message id: ids are UUIDv7, so
 //! "older than the last id on this page" is the next page, newest first.
 
 use crate::domain::{
@@ -195,7 +195,9 @@ impl Store {
         lease_until: Micros,
         limit: u32,
     ) -> Result<Vec<DeliveryView>, StoreError> {
-        each!(self, s => s.claim_deliveries(now, lease_until, limit).await)
+        let mut claimed = each!(self, s => s.claim_deliveries(now, lease_until, limit).await)?;
+        claimed.sort_by_key(|d| d.created_at);
+        Ok(claimed)
     }
 
     /// Appends an attempt and sets what comes next (`next_at` for pending).
@@ -206,7 +208,11 @@ impl Store {
         status: DeliveryStatus,
         next_at: Micros,
     ) -> Result<(), StoreError> {
-        each!(self, s => s.record_delivery_attempt(id, attempt, status, next_at) .await)
+        // The attempt as its log keeps it, one JSON text for both stores.
+        let entry = serde_json::to_value(&attempt)
+            .map_err(|e| StoreError::Corrupt(format!("attempt `{e}`")))?;
+        let next = (attempt.number, status, next_at);
+        each!(self, s => s.record_delivery_attempt(id, entry, next).await)
     }
 
     /// A tenant's deliveries (optionally of one subscription), newest first.

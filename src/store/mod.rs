@@ -16,17 +16,17 @@ macro_rules! each {
 }
 
 mod admin;
+mod error;
 mod postgres;
 mod shared;
 mod sqlite;
-mod sqlite_admin;
-mod sqlite_deliveries;
 mod types;
 
 pub use admin::{
     BlockedLane, DeliveryAttempt, DeliveryStatus, DeliveryView, MessageQuery, MessageSummary,
     NewDelivery, Release, StatusCount,
 };
+pub use error::{Cause, retryable_sqlstate};
 pub use postgres::{
     ClaimedMessage, Ended, LaneClaim, LaneMessage, PgOptions, PgStats, PgStore, TenantShares,
     Wakeup,
@@ -34,11 +34,11 @@ pub use postgres::{
 pub use shared::{Claimed, SharedStats, SharedStore};
 pub use sqlite::SqliteStore;
 pub use types::{
-    Completion, EnqueueOutcome, PendingMessage, StoreError, StoredInput, Submitted, read_document,
-    read_documents, read_input, read_response,
+    Completion, EnqueueOutcome, PendingMessage, StoreError, StoredInput, Submitted, Unreadable,
+    read_document, read_documents, read_input, read_response,
 };
 
-use crate::domain::{AttemptRecord, MessageId, MessageView, Micros, NewMessage, TriggerKey};
+use crate::domain::{AttemptRecord, MessageId, MessageView, Micros, NewMessage};
 
 /// A message store backend.
 #[derive(Clone)]
@@ -228,7 +228,7 @@ pub fn redact_url(url: &str) -> String {
 /// Refuses a database that a newer flowgate has migrated: its tables may no longer
 /// mean what this version's statements assume. `applied` is what the database's
 /// `schema_migrations` holds, `known` this version's migrations.
-fn check_migrations_known(
+pub(super) fn check_migrations_known(
     applied: &[(i64, String)],
     known: &[(i64, &str, &str)],
 ) -> Result<(), StoreError> {

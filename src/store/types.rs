@@ -3,49 +3,62 @@
 use serde_json::Value;
 
 use crate::domain::{
-    MessageId, MessageStatus, MessageView, Micros, Mode, Outcome, StoredResponse, TenantName,
-    TriggerName,
+    AttemptRecord, MessageId, MessageStatus, MessageView, Micros, Mode, Outcome, StoredResponse,
+    TenantName, TriggerName,
 };
 
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    /// The store cannot take writes right now (disk, database away): callers get 503.
-    #[error("store unavailable: {0}")]
-    Unavailable(String),
-    #[error("store configuration: {0}")]
-    Config(String),
-    #[error("corrupt record: {0}")]
-    Corrupt(String),
-    /// A message whose stored input, trace or response cannot be read back
-    /// (deeper than `domain::depth::MAX_STORED_DEPTH`, or not JSON). Its names
-    /// say who may be told.
-    #[error("{why}")]
-    Unreadable {
-        tenant: TenantName,
-        trigger: TriggerName,
+pub use super::error::StoreError;
+
+/// A stored JSON document that cannot be read back: deeper than
+/// `domain::depth::MAX_STORED_DEPTH`, or not what was written.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Unreadable {
+    /// One of a message's documents, named by the message and the field;
+    /// `why`: the parser's words.
+    #[error("message {id}: the stored {what} cannot be read: {why}")]
+    Field {
+        id: MessageId,
+        what: &'static str,
         why: String,
     },
+    /// A message's input, as execution reads it back.
+    #[error("the stored input cannot be read: {0}")]
+    Input(crate::domain::depth::DepthError),
 }
 
 /// A stored JSON document read back within `domain::depth::MAX_STORED_DEPTH`:
 /// text that cannot be read is an error naming the message and the field,
 /// never `null`. `None` (SQL `NULL`) is `null`.
-pub fn read_document(id: MessageId, what: &str, text: Option<&str>) -> Result<Value, String> {
+pub fn read_document(
+    id: MessageId,
+    what: &'static str,
+    text: Option<&str>,
+) -> Result<Value, Unreadable> {
     text.map_or(Ok(Value::Null), |text| {
-        crate::domain::depth::parse_stored(text)
-            .map_err(|e| format!("message {id}: the stored {what} cannot be read: {e}"))
+        crate::domain::depth::parse_stored(text).map_err(|e| Unreadable::Field {
+            id,
+            what,
+            why: e.to_string(),
+        })
     })
 }
 
 /// A stored response read back (see [`read_document`]).
-pub fn read_response(id: MessageId, text: Option<&str>) -> Result<Option<StoredResponse>, String> {
+pub fn read_response(
+    id: MessageId,
+    text: Option<&str>,
+) -> Result<Option<StoredResponse>, Unreadable> {
     let Some(text) = text else {
         return Ok(None);
     };
     let v = read_document(id, "response", Some(text))?;
     serde_json::from_value(v)
         .map(Some)
-        .map_err(|e| format!("message {id}: the stored response cannot be read: {e}"))
+        .map_err(|e| Unreadable::Field {
+            id,
+            what: "response",
+            why: e.to_string(),
+        })
 }
 
 /// A message's stored input, trace and response (as JSON text) read back into
@@ -57,7 +70,7 @@ pub fn read_documents(
     response: Option<&str>,
 ) -> Result<MessageView, StoreError> {
     let id = view.id;
-    let read = || -> Result<_, String> {
+    let read = || -> Result<_, Unreadable> {
         Ok((
             read_document(id, "input", input)?,
             read_document(id, "trace", trace)?,
@@ -74,19 +87,18 @@ pub fn read_documents(
         Err(why) => Err(StoreError::Unreadable {
             tenant: view.tenant,
             trigger: view.trigger,
-            why,
+            why: why.to_string(),
         }),
     }
 }
 
 /// A message's input as execution reads it back: a message whose input cannot
 /// be read is not run on anything else (it fails, saying why).
-pub type StoredInput = Result<Value, String>;
+pub type StoredInput = Result<Value, Unreadable>;
 
 /// Reads a stored input for execution (see [`StoredInput`]).
 pub fn read_input(text: &str) -> StoredInput {
-    crate::domain::depth::parse_stored(text)
-        .map_err(|e| format!("the stored input cannot be read: {e}"))
+    crate::domain::depth::parse_stored(text).map_err(Unreadable::Input)
 }
 
 /// The answer to storing one accepted message.
@@ -123,6 +135,21 @@ pub struct Completion {
     pub error: Option<String>,
     /// The failure's code (`ExecError::code`), kept with the attempt.
     pub error_code: Option<&'static str>,
+}
+
+impl Completion {
+    /// The attempt this ends, as a message's attempt log keeps it (both stores
+    /// write it so).
+    pub fn attempt_record(&self) -> AttemptRecord {
+        AttemptRecord {
+            number: self.attempt,
+            started_at: self.started_at,
+            finished_at: Some(self.finished_at),
+            outcome: Some(self.outcome),
+            error: self.error.clone(),
+            error_code: self.error_code.map(str::to_owned),
+        }
+    }
 }
 
 /// An unfinished message, as recovery hands it to the dispatcher.

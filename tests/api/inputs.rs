@@ -270,5 +270,9 @@ async fn an_unfinished_message_whose_input_cannot_be_read_fails_instead_of_runni
     let pending = store.recover(flowgate::domain::now_micros()).await.unwrap();
     assert_eq!(pending.len(), 1);
     let why = pending[0].input.as_ref().unwrap_err();
-    assert!(why.starts_with("the stored input cannot be read"), "{why}");
+    assert!(
+        why.to_string()
+            .starts_with("the stored input cannot be read"),
+        "{why}"
+    );
 }

@@ -23,6 +23,7 @@ mod outbound;
 mod pg;
 mod pg_admin;
 mod pg_auth;
+mod pg_errors;
 mod pg_http;
 mod pg_outage;
 mod pg_server;

@@ -112,13 +112,36 @@ enum IoEnd {
     TooLong,
 }
 
+/// Why a worker process did not start.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot start `{}`: {error}", binary.display())]
+    Spawn {
+        binary: std::path::PathBuf,
+        #[source]
+        error: Arc<io::Error>,
+    },
+    #[error("the worker's pipes are missing")]
+    Pipes,
+    #[error("`{}` is not a flowgate jq worker (it answered something else)", .0.display())]
+    NotAWorker(std::path::PathBuf),
+    #[error("`{}` did not start within {START_TIMEOUT:?}", .0.display())]
+    Slow(std::path::PathBuf),
+    /// It ended before its hello: how it died.
+    #[error("`{}` is not a flowgate jq worker: {why:?}", binary.display())]
+    Died {
+        binary: std::path::PathBuf,
+        why: Failure,
+    },
+}
+
 impl Process {
     /// Starts `binary` as a worker and waits for its hello; it holds no base.
     pub fn start(
         binary: &Path,
         switch: Arc<KillSwitch>,
         bases: Arc<Bases>,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, StartError> {
         bases.clear();
         let mut child = Command::new(binary)
             .arg(super::worker::SUBCOMMAND)
@@ -128,13 +151,16 @@ impl Process {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .map_err(|e| format!("cannot start `{}`: {e}", binary.display()))?;
+            .map_err(|e| StartError::Spawn {
+                binary: binary.to_owned(),
+                error: Arc::new(e),
+            })?;
         let (Some(stdin), Some(stdout), Some(stderr)) =
             (child.stdin.take(), child.stdout.take(), child.stderr.take())
         else {
             let _ = child.kill();
             let _ = child.wait();
-            return Err("the worker's pipes are missing".into());
+            return Err(StartError::Pipes);
         };
         switch.lock().pid = Some(child.id());
         let tail = Arc::new(Mutex::new(Vec::new()));
@@ -170,24 +196,15 @@ impl Process {
                 p.eval_tid = u64::from_le_bytes(tid);
                 Ok(p)
             }
-            Ok(_) => Err(format!(
-                "`{}` is not a flowgate jq worker (it answered something else)",
-                binary.display()
-            )),
+            Ok(_) => Err(StartError::NotAWorker(binary.to_owned())),
             Err(IoEnd::Timeout) => {
                 p.stop();
-                Err(format!(
-                    "`{}` did not start within {START_TIMEOUT:?}",
-                    binary.display()
-                ))
+                Err(StartError::Slow(binary.to_owned()))
             }
-            Err(IoEnd::Closed | IoEnd::TooLong) => {
-                let why = p.died();
-                Err(format!(
-                    "`{}` is not a flowgate jq worker: {why:?}",
-                    binary.display()
-                ))
-            }
+            Err(IoEnd::Closed | IoEnd::TooLong) => Err(StartError::Died {
+                binary: binary.to_owned(),
+                why: p.died(),
+            }),
         }
     }
 

@@ -51,7 +51,7 @@ fn drive(
     bases: &Arc<Bases>,
     pool: &Weak<Pool>,
 ) {
-    let mut process: Result<Process, String> =
+    let mut process: Result<Process, super::process::StartError> =
         Process::start(binary, switch.clone(), bases.clone());
     loop {
         let job = match jobs.recv_timeout(IDLE_RETIRE) {
@@ -79,7 +79,7 @@ fn drive(
                 Ok(out) => (Ok(out), true),
                 Err((failure, alive)) => (Err(failure), alive),
             },
-            Err(why) => (Err(Failure::Unavailable(why.clone())), true),
+            Err(why) => (Err(Failure::Unavailable(why.to_string())), true),
         };
         let _ = job.reply.send(result);
         let demoted = process.as_ref().is_ok_and(Process::demoted);

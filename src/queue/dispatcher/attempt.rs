@@ -70,7 +70,7 @@ impl Dispatcher {
             (Some(_), Err(why)) => (
                 Err(ExecError::Refused {
                     step: "-".into(),
-                    message: why.clone(),
+                    message: why.to_string(),
                 }),
                 None,
                 "[]".to_owned(),

@@ -240,35 +240,23 @@ impl PgStore {
         &self,
         tenants: Option<Vec<TenantName>>,
     ) -> Result<Vec<StatusCount>, StoreError> {
-        self.settle().await;
-        let tenants = tenant_list(tenants);
-        self.with(move |_, client| async move {
-            // Served by messages_trigger_status (an index-only scan once vacuumed)
-            // and, for running messages, which it leaves out, messages_lane.
-            let rows = client
-                .query(
-                    "SELECT tenant, trigger, status, count(*) FROM messages
-                     WHERE status <> 'running' AND ($1::text[] IS NULL OR tenant = ANY($1))
-                     GROUP BY tenant, trigger, status
-                     UNION ALL
-                     SELECT tenant, trigger, 'running', count(*) FROM messages
-                     WHERE status = 'running' AND finished_at IS NULL
-                       AND ($1::text[] IS NULL OR tenant = ANY($1))
-                     GROUP BY tenant, trigger",
-                    &[&tenants],
-                )
-                .await
-                .map_err(db)?;
-            rows.iter()
-                .map(|r| {
-                    let (tenant, trigger) = names(r.get(0), r.get(1))?;
-                    Ok(StatusCount {
-                        key: TriggerKey { tenant, trigger },
-                        status: status(r.get(2))?,
-                        count: r.get::<_, i64>(3) as u64,
-                    })
-                })
-                .collect()
+        // Served by messages_trigger_status (an index-only scan once vacuumed)
+        // and, for running messages, which it leaves out, messages_lane.
+        const STATUS_COUNTS: &str = "SELECT tenant, trigger, status, count(*) FROM messages
+             WHERE status <> 'running' AND ($1::text[] IS NULL OR tenant = ANY($1))
+             GROUP BY tenant, trigger, status
+             UNION ALL
+             SELECT tenant, trigger, 'running', count(*) FROM messages
+             WHERE status = 'running' AND finished_at IS NULL
+               AND ($1::text[] IS NULL OR tenant = ANY($1))
+             GROUP BY tenant, trigger";
+        self.per_tenant(tenants, STATUS_COUNTS, |r| {
+            let (tenant, trigger) = names(r.get(0), r.get(1))?;
+            Ok(StatusCount {
+                key: TriggerKey { tenant, trigger },
+                status: status(r.get(2))?,
+                count: r.get::<_, i64>(3) as u64,
+            })
         })
         .await
     }
@@ -277,32 +265,37 @@ impl PgStore {
         &self,
         tenants: Option<Vec<TenantName>>,
     ) -> Result<Vec<BlockedLane>, StoreError> {
+        // Served by the partial index messages_blocking: only blocking rows.
+        const BLOCKED_LANES: &str = "SELECT tenant, trigger, lane, id, status, finished_at
+             FROM messages
+             WHERE blocking AND lane IS NOT NULL AND ($1::text[] IS NULL OR tenant = ANY($1))
+             ORDER BY seq";
+        self.per_tenant(tenants, BLOCKED_LANES, |r| {
+            let (tenant, trigger) = names(r.get(0), r.get(1))?;
+            Ok(BlockedLane {
+                key: TriggerKey { tenant, trigger },
+                lane: r.get(2),
+                message_id: message_id(r.get(3)),
+                status: status(r.get(4))?,
+                since: r.get(5),
+            })
+        })
+        .await
+    }
+
+    /// The rows of `sql` over the tenants given (`$1`; every tenant for
+    /// `None`), read after this process's records are written, each by `row`.
+    async fn per_tenant<T: Send + 'static>(
+        &self,
+        tenants: Option<Vec<TenantName>>,
+        sql: &'static str,
+        row: fn(&tokio_postgres::Row) -> Result<T, StoreError>,
+    ) -> Result<Vec<T>, StoreError> {
         self.settle().await;
         let tenants = tenant_list(tenants);
         self.with(move |_, client| async move {
-            // Served by the partial index messages_blocking: only blocking rows.
-            let rows = client
-                .query(
-                    "SELECT tenant, trigger, lane, id, status, finished_at FROM messages
-                     WHERE blocking AND lane IS NOT NULL
-                       AND ($1::text[] IS NULL OR tenant = ANY($1))
-                     ORDER BY seq",
-                    &[&tenants],
-                )
-                .await
-                .map_err(db)?;
-            rows.iter()
-                .map(|r| {
-                    let (tenant, trigger) = names(r.get(0), r.get(1))?;
-                    Ok(BlockedLane {
-                        key: TriggerKey { tenant, trigger },
-                        lane: r.get(2),
-                        message_id: message_id(r.get(3)),
-                        status: status(r.get(4))?,
-                        since: r.get(5),
-                    })
-                })
-                .collect()
+            let rows = client.query(sql, &[&tenants]).await.map_err(db)?;
+            rows.iter().map(row).collect()
         })
         .await
     }

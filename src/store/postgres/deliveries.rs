@@ -7,7 +7,7 @@ use tokio_postgres::Row;
 
 use crate::domain::{MessageId, Micros, TenantName};
 use crate::store::StoreError;
-use crate::store::admin::{DeliveryAttempt, DeliveryStatus, DeliveryView, NewDelivery};
+use crate::store::admin::{DeliveryStatus, DeliveryView, NewDelivery};
 
 use super::admin::id_floor;
 use super::rows::message_id;
@@ -73,7 +73,8 @@ impl PgStore {
         .await
     }
 
-    pub async fn claim_deliveries(
+    /// In claim order: `Store::claim_deliveries` sorts them by creation.
+    pub(in crate::store) async fn claim_deliveries(
         &self,
         now: Micros,
         lease_until: Micros,
@@ -99,22 +100,18 @@ impl PgStore {
                 .query(&stmt, &[&lease_until, &now, &i64::from(limit)])
                 .await
                 .map_err(db)?;
-            let mut out = rows.iter().map(delivery).collect::<Result<Vec<_>, _>>()?;
-            out.sort_by_key(|d| d.created_at);
-            Ok(out)
+            rows.iter().map(delivery).collect()
         })
         .await
     }
 
-    pub async fn record_delivery_attempt(
+    /// `entry`: the attempt as the log keeps it (see `Store::record_delivery_attempt`).
+    pub(in crate::store) async fn record_delivery_attempt(
         &self,
         id: MessageId,
-        attempt: DeliveryAttempt,
-        status: DeliveryStatus,
-        next_at: Micros,
+        entry: serde_json::Value,
+        (number, status, next_at): (u32, DeliveryStatus, Micros),
     ) -> Result<(), StoreError> {
-        let entry =
-            serde_json::to_value(&attempt).map_err(|e| corrupt("attempt", &e.to_string()))?;
         self.with(move |_, client| async move {
             // Served by the primary key.
             client
@@ -126,7 +123,7 @@ impl PgStore {
                         &id.as_uuid(),
                         &status.as_str(),
                         &next_at,
-                        &(attempt.number as i32),
+                        &(number as i32),
                         &entry,
                     ],
                 )

@@ -253,7 +253,7 @@ fn lane_key(lane: &LaneClaim) -> LaneKey {
 /// may disagree by twice that: the node stops first. Short leases keep a
 /// quarter of their length for the renewals.
 pub fn fence_margin(lease: Duration) -> Duration {
-    let clocks = Duration::from_micros(2 * super::CLOCK_TOLERANCE as u64);
+    let clocks = Duration::from_micros(2 * super::connect::CLOCK_TOLERANCE as u64);
     (clocks + lease / 10).min(lease / 4)
 }
 

@@ -1,17 +1,22 @@
 //! The shared store: PostgreSQL, for many flowgate nodes on one queue.
 //!
-//! Accepting is group-committed by the enqueuer (one transaction per batch, rows
-//! sent as arrays through `unnest`). Execution is claimed from the database
-//! (`claims`): unordered messages one by one under a lease, ordered lanes as a
-//! whole under a lane lease, so at most one message of a lane runs at a time on
-//! all nodes. Records of executions are written behind, in batches (`writer`).
+//! The store is opened in `connect` (pool, migrations, the database's clock).
+//! Accepting is group-committed by the enqueuer (`enqueue`: one transaction per
+//! batch, rows sent as arrays through `unnest`). Execution is claimed from the
+//! database: unordered messages one by one under a lease (`claims`), ordered
+//! lanes as a whole under a lane lease (`lanes`), so at most one message of a
+//! lane runs at a time on all nodes; `leases` renews them. Records of
+//! executions are written behind, in batches (`writer`).
 //!
 //! Every query runs as a task on the runtime the store was opened on: the pool's
 //! connections live there, never on an HTTP worker thread.
 
 mod admin;
 mod claims;
+mod connect;
 mod deliveries;
+mod enqueue;
+mod lanes;
 mod leases;
 mod rows;
 mod writer;
@@ -21,84 +26,16 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::Duration;
 
-use deadpool_postgres::{Hook, HookError, Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use deadpool_postgres::Pool;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::domain::{AttemptRecord, MessageId, MessageView, Micros, NewMessage};
-use crate::pgtls::with_causes;
 
-use super::types::{Completion, EnqueueOutcome, PendingMessage, StoreError};
+use super::error::Cause;
+use super::types::{Completion, PendingMessage, StoreError};
 
 pub use claims::{ClaimedMessage, Ended, LaneClaim, LaneMessage, TenantShares, Wakeup};
 
-const MIGRATIONS: &[(i64, &str, &str)] = &[
-    (
-        1,
-        "messages",
-        include_str!("../../../migrations/postgres/0001_messages.sql"),
-    ),
-    (
-        2,
-        "fail_status",
-        include_str!("../../../migrations/postgres/0002_fail_status.sql"),
-    ),
-    (
-        3,
-        "admin",
-        include_str!("../../../migrations/postgres/0003_admin.sql"),
-    ),
-    (
-        4,
-        "no_held_index",
-        include_str!("../../../migrations/postgres/0004_no_held_index.sql"),
-    ),
-    (
-        5,
-        "lz4",
-        include_str!("../../../migrations/postgres/0005_lz4.sql"),
-    ),
-    (
-        6,
-        "no_trigger_index",
-        include_str!("../../../migrations/postgres/0006_no_trigger_index.sql"),
-    ),
-    (
-        7,
-        "no_finished_index",
-        include_str!("../../../migrations/postgres/0007_no_finished_index.sql"),
-    ),
-    (
-        8,
-        "no_seq_index",
-        include_str!("../../../migrations/postgres/0008_no_seq_index.sql"),
-    ),
-    (
-        9,
-        "no_running_status_index",
-        include_str!("../../../migrations/postgres/0009_no_running_status_index.sql"),
-    ),
-    (
-        10,
-        "lane_epochs",
-        include_str!("../../../migrations/postgres/0010_lane_epochs.sql"),
-    ),
-];
-
-/// Set on each of the store's connections as it is made (with the lock and
-/// idle-in-transaction timeouts, see `session_settings`). The store's statements
-/// are each written to be served by an index (the query plan tests check them);
-/// these rule out the two kinds of plan that pass those indexes by. The partial
-/// indexes of unfinished messages keep an entry for every message finished since
-/// the last vacuum (on a large table, a day's traffic or more): a bitmap scan
-/// visits each such entry's row on every claim and backlog count, while a plain
-/// index scan marks the dead ones and skips them from then on. And statistics
-/// that lag the queue (a few per cent unfinished, no page yet all-visible) make a
-/// whole-table scan look cheaper than the index for the backlog count. Set by
-/// SQL rather than as startup options, which a connection pooler may refuse.
-const SESSION_SETTINGS: &str = "SET enable_bitmapscan = off; SET enable_seqscan = off";
-
-/// Any key shared by every flowgate node: serialises migrations.
-const MIGRATION_LOCK: i64 = 0x666c_6f77_6761_7465;
 pub(super) const PURGE_CHUNK: i64 = 5_000;
 
 /// How the store reaches PostgreSQL and how long a node's claims last.
@@ -139,15 +76,6 @@ impl Default for PgOptions {
     }
 }
 
-/// Every setting made on a store connection as it is made.
-fn session_settings(options: &PgOptions) -> String {
-    format!(
-        "{SESSION_SETTINGS}; SET lock_timeout = {}; SET idle_in_transaction_session_timeout = {}",
-        options.lock_timeout.as_millis().max(1),
-        options.idle_in_transaction_timeout.as_millis().max(1),
-    )
-}
-
 #[derive(Clone)]
 pub struct PgStore {
     pool: Pool,
@@ -166,8 +94,9 @@ pub struct PgStore {
     local_skew: Arc<AtomicI64>,
 }
 
-pub(crate) fn unavailable(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Unavailable(e.to_string())
+/// The store cannot serve, for a reason of its own (closed, its writer gone).
+pub(crate) fn unavailable(why: &str) -> StoreError {
+    StoreError::Unavailable(why.into())
 }
 
 /// Tells every node (this one too) that the shared queue has work, once the
@@ -179,27 +108,10 @@ async fn notify_work<C: deadpool_postgres::GenericClient>(c: &C) -> Result<(), S
     Ok(())
 }
 
+/// A statement's error: an outage or a bug, by its SQLSTATE (see
+/// `store::error::postgres`).
 fn db(e: tokio_postgres::Error) -> StoreError {
-    // A constraint or syntax error is a bug, not an outage; both fail the request.
-    match e.as_db_error() {
-        Some(d) => StoreError::Unavailable(format!("{}: {}", d.code().code(), d.message())),
-        None => StoreError::Unavailable(with_causes(&e)),
-    }
-}
-
-/// Clock differences smaller than this are not followed (see `sync_clock`).
-const CLOCK_TOLERANCE: Micros = 250_000;
-
-/// The database's clock minus ours, from our clock just before and just after it
-/// was read: the reading is taken to be from halfway between.
-fn clock_offset(before: Micros, database: Micros, after: Micros) -> Micros {
-    database - (before + (after - before) / 2)
-}
-
-/// How long a store connection may go without the server acknowledging what was
-/// sent to it: generous beside `store_timeout`, short beside TCP's own ~15 minutes.
-fn tcp_user_timeout(store_timeout: Duration) -> Duration {
-    (store_timeout * 5).max(Duration::from_secs(10))
+    super::error::postgres(e)
 }
 
 /// Why no pooled connection could be had, in the database's or the network's
@@ -207,7 +119,13 @@ fn tcp_user_timeout(store_timeout: Duration) -> Duration {
 fn pool_error(e: deadpool_postgres::PoolError) -> StoreError {
     use deadpool_postgres::{HookError, PoolError, TimeoutType};
     match e {
-        PoolError::Backend(e) | PoolError::PostCreateHook(HookError::Backend(e)) => db(e),
+        // A connection that could not be made is the database away, whatever
+        // it said (even credentials refused, which an operator mends).
+        PoolError::Backend(e) => match db(e) {
+            StoreError::Statement(cause) => StoreError::Unavailable(cause),
+            other => other,
+        },
+        PoolError::PostCreateHook(HookError::Backend(e)) => db(e),
         PoolError::Timeout(TimeoutType::Wait) => {
             unavailable("every connection is busy and none came free in time")
         }
@@ -218,7 +136,7 @@ fn pool_error(e: deadpool_postgres::PoolError) -> StoreError {
             unavailable("checking a pooled connection timed out")
         }
         PoolError::Closed => unavailable("the store is closed"),
-        e => unavailable(with_causes(&e)),
+        e => StoreError::Unavailable(Cause::of(e)),
     }
 }
 
@@ -244,87 +162,6 @@ pub struct PgStats {
 }
 
 impl PgStore {
-    /// Connects, runs the migrations under an advisory lock and starts the writer.
-    /// Call from inside the runtime that will run the store's tasks.
-    pub async fn connect(url: &str, options: PgOptions) -> Result<Self, StoreError> {
-        let (mut config, tls) =
-            crate::pgtls::parse(url).map_err(|e| StoreError::Config(format!("store URL: {e}")))?;
-        config
-            .connect_timeout(options.connect_timeout)
-            .keepalives(true)
-            .keepalives_idle(Duration::from_secs(10));
-        // A database cut off without the connection breaking (a lost route, a host
-        // gone) leaves sent data unacknowledged: past this the kernel closes the
-        // connection, where it would otherwise retransmit for a quarter of an hour
-        // with the connection's statements waiting. Unanswered keepalive probes
-        // count as well, so idle connections (the listener) notice too.
-        if config.get_tcp_user_timeout().is_none() {
-            config.tcp_user_timeout(tcp_user_timeout(options.connect_timeout));
-        }
-        // Operators may name each node's connections in the URL.
-        if config.get_application_name().is_none() {
-            config.application_name("flowgate");
-        }
-        let mut listen = config.clone();
-        listen.application_name(format!(
-            "{}-listen",
-            config.get_application_name().unwrap_or_default()
-        ));
-        let listener = Arc::new((listen, tls.clone()));
-        // The node's name in leases (`holder`): its connections' application name
-        // (operators may name each node in the URL), made unique per process.
-        let node: Arc<str> = format!(
-            "{}-{}",
-            config.get_application_name().unwrap_or("flowgate"),
-            uuid::Uuid::now_v7().simple()
-        )
-        .into();
-        let manager = Manager::from_config(
-            config,
-            tls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
-        // Without timeouts `get()` waits for ever while the database is away.
-        let settings: Arc<str> = session_settings(&options).into();
-        let pool = Pool::builder(manager)
-            .post_create(Hook::async_fn(move |client, _| {
-                let settings = settings.clone();
-                Box::pin(async move {
-                    client
-                        .batch_execute(&settings)
-                        .await
-                        .map_err(HookError::Backend)
-                })
-            }))
-            .max_size(options.pool_size)
-            .runtime(Runtime::Tokio1)
-            .wait_timeout(Some(options.connect_timeout))
-            .create_timeout(Some(options.connect_timeout))
-            .recycle_timeout(Some(options.connect_timeout))
-            .build()
-            .map_err(|e| StoreError::Config(format!("connection pool: {e}")))?;
-        let (tx, rx) = mpsc::channel(writer::CHANNEL);
-        let store = Self {
-            pool,
-            listener,
-            rt: tokio::runtime::Handle::current(),
-            node,
-            lease: options.lease,
-            timeout: options.connect_timeout,
-            writer: tx,
-            closed: Arc::new(AtomicBool::new(false)),
-            held: Arc::default(),
-            clock_offset: Arc::default(),
-            local_skew: Arc::default(),
-        };
-        store.migrate().await?;
-        store.sync_clock().await?;
-        tokio::spawn(writer::run(store.clone(), rx));
-        Ok(store)
-    }
-
     /// The time by the database's clock, read through this machine's (in
     /// microseconds since the epoch). Leases are written by one node and judged by
     /// another: measured on one clock, two nodes whose clocks disagree by more than
@@ -342,51 +179,6 @@ impl PgStore {
     #[doc(hidden)]
     pub fn skew_local_clock(&self, by: Micros) {
         self.local_skew.store(by, Ordering::Relaxed);
-    }
-
-    /// Measures how far the database's clock is from this machine's (at start and
-    /// now and then, so a clock that is stepped is followed). Three readings, the
-    /// quickest one counts. A difference below `CLOCK_TOLERANCE` is left alone:
-    /// leases last seconds, and following a few milliseconds of measuring noise
-    /// would only set this node's records apart from its neighbours'.
-    pub async fn sync_clock(&self) -> Result<(), StoreError> {
-        let measured = self
-            .with(|store, client| async move {
-                let stmt = client
-                    .prepare_cached(
-                        "SELECT (extract(epoch FROM clock_timestamp()) * 1000000)::int8",
-                    )
-                    .await
-                    .map_err(db)?;
-                let mut best: Option<(Micros, Micros)> = None;
-                for _ in 0..3 {
-                    let before = store.local_now();
-                    let row = client.query_one(&stmt, &[]).await.map_err(db)?;
-                    let after = store.local_now();
-                    let reading = (after - before, clock_offset(before, row.get(0), after));
-                    if best.is_none_or(|b| reading.0 < b.0) {
-                        best = Some(reading);
-                    }
-                }
-                Ok(best.map_or(0, |b| b.1))
-            })
-            .await?;
-        let current = self.clock_offset.load(Ordering::Relaxed);
-        let followed = if measured.abs() < CLOCK_TOLERANCE {
-            0
-        } else {
-            measured
-        };
-        if (followed - current).abs() >= CLOCK_TOLERANCE {
-            if followed != 0 {
-                tracing::warn!(
-                    offset_ms = followed / 1000,
-                    "this machine's clock is off from the database's; leases follow the database's"
-                );
-            }
-            self.clock_offset.store(followed, Ordering::Relaxed);
-        }
-        Ok(())
     }
 
     pub fn stats(&self) -> PgStats {
@@ -447,125 +239,10 @@ impl PgStore {
         });
         async move {
             match running {
-                Some(handle) => handle.await.map_err(unavailable)?,
+                Some(handle) => handle
+                    .await
+                    .map_err(|e| StoreError::Unavailable(Cause::of(e)))?,
                 None => Err(unavailable("the store is closed")),
-            }
-        }
-    }
-
-    async fn migrate(&self) -> Result<(), StoreError> {
-        self.with(|_, mut client| async move {
-            let tx = client.transaction().await.map_err(db)?;
-            // Another node's migration may take a while (an index rebuilt on a
-            // large table): wait for it, and for running nodes' row locks.
-            tx.batch_execute("SET LOCAL lock_timeout = 0")
-                .await
-                .map_err(db)?;
-            tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
-                .await
-                .map_err(db)?;
-            tx.batch_execute(
-                "CREATE TABLE IF NOT EXISTS schema_migrations (
-                    version BIGINT PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL)",
-            )
-            .await
-            .map_err(db)?;
-            let applied: Vec<(i64, String)> = tx
-                .query(
-                    "SELECT version, name FROM schema_migrations ORDER BY version",
-                    &[],
-                )
-                .await
-                .map_err(db)?
-                .iter()
-                .map(|r| (r.get(0), r.get(1)))
-                .collect();
-            super::check_migrations_known(&applied, MIGRATIONS)?;
-            for (version, name, sql) in MIGRATIONS {
-                if applied.iter().any(|(v, _)| v == version) {
-                    continue;
-                }
-                tx.batch_execute(sql).await.map_err(|e| {
-                    StoreError::Config(format!("migration {version} ({name}): {e}"))
-                })?;
-                tx.execute(
-                    "INSERT INTO schema_migrations (version, name, applied_at) VALUES ($1, $2, $3)",
-                    &[version, name, &crate::domain::now_micros()],
-                )
-                .await
-                .map_err(db)?;
-            }
-            tx.commit().await.map_err(db)
-        })
-        .await
-    }
-
-    /// Stores a batch in one transaction. Each lane's row is locked first (in key
-    /// order, so batches from several nodes cannot deadlock): a lane's messages then
-    /// take `seq` values in commit order, which is what "the lowest unfinished
-    /// message" relies on across nodes.
-    pub async fn enqueue(&self, batch: &[NewMessage]) -> Result<Vec<EnqueueOutcome>, StoreError> {
-        self.enqueue_claiming(batch, &[]).await
-    }
-
-    /// As `enqueue`, and the messages marked in `mine` (unordered ones) are stored
-    /// already claimed by this node, their first attempt started under its lease:
-    /// the node that accepted them runs them without claiming them back, and if it
-    /// dies their leases lapse and any node takes them over.
-    ///
-    /// The batch is read before this returns; the future owns what it needs.
-    pub fn enqueue_claiming(
-        &self,
-        batch: &[NewMessage],
-        mine: &[bool],
-    ) -> impl Future<Output = Result<Vec<EnqueueOutcome>, StoreError>> + Send + 'static {
-        let rows = rows::NewRows::from(batch);
-        let mine: Vec<bool> = (0..batch.len())
-            .map(|i| mine.get(i).copied().unwrap_or(false) && batch[i].lane.is_none())
-            .collect();
-        let now = self.now();
-        self.spawn_with(move |store, mut client| async move {
-            let lanes = rows.lanes();
-            if lanes.0.is_empty() {
-                // One statement is a transaction of its own: no BEGIN and COMMIT
-                // round trips. Duplicates are read and others told after it commits.
-                let out = insert_batch(&client, &store, &rows, &mine, now, false).await?;
-                store.hold_claimed(&rows, &mine, &out, now);
-                return Ok(out);
-            }
-            let tx = client.transaction().await.map_err(db)?;
-            // Served by the lanes primary key.
-            let lock = tx
-                .prepare_cached(
-                    "INSERT INTO lanes (tenant, trigger, lane)
-                     SELECT * FROM unnest($1::text[], $2::text[], $3::text[]) ORDER BY 1, 2, 3
-                     ON CONFLICT (tenant, trigger, lane) DO UPDATE SET pending = lanes.pending",
-                )
-                .await
-                .map_err(db)?;
-            tx.execute(&lock, &[&lanes.0, &lanes.1, &lanes.2])
-                .await
-                .map_err(db)?;
-            let out = insert_batch(&tx, &store, &rows, &mine, now, true).await?;
-            tx.commit().await.map_err(db)?;
-            store.hold_claimed(&rows, &mine, &out, now);
-            Ok(out)
-        })
-    }
-
-    /// Leases taken as messages were stored (their first attempt, from `now`) are
-    /// renewed by the heartbeat from now on.
-    fn hold_claimed(
-        &self,
-        rows: &rows::NewRows,
-        mine: &[bool],
-        out: &[EnqueueOutcome],
-        now: Micros,
-    ) {
-        let until = now + self.lease_us();
-        for ((id, mine), o) in rows.id.iter().zip(mine).zip(out) {
-            if *mine && matches!(o, EnqueueOutcome::Inserted) {
-                self.held.hold_message(*id, 1, until);
             }
         }
     }
@@ -727,159 +404,3 @@ pub(super) const PURGE: &str = "DELETE FROM messages WHERE id IN (
     SELECT id FROM messages
     WHERE id < $3 AND received_at < $1 AND finished_at IS NOT NULL AND NOT blocking
     LIMIT $2)";
-
-/// The insert of a batch's messages (`$1`-`$9` arrays, one element a message;
-/// those marked `mine` stored running under this node's lease, `$13` their attempt
-/// log), and what it does on a conflict: `ON CONFLICT DO NOTHING` where the batch
-/// has an Idempotency-Key (the partial unique index rejects a repeated one), nothing
-/// where it has none. Ids are minted fresh for every message, so a batch without
-/// keys cannot conflict, and a plain insert spares PostgreSQL the speculative
-/// insertion `ON CONFLICT` makes of every row (~3 µs of its ~55 µs a message).
-macro_rules! insert_messages {
-    ($on_conflict:literal) => {
-        concat!(insert_messages!(), $on_conflict)
-    };
-    () => {
-        "INSERT INTO messages (id, tenant, trigger, lane, mode, status, received_at, run_at,
-                               idempotency_key, input, holder, lease_until, attempts, attempt_log)
-         SELECT id, tenant, trigger, lane, mode, CASE WHEN mine THEN 'running' ELSE 'queued' END,
-                received_at, received_at, ikey, input,
-                CASE WHEN mine THEN $10::text END, CASE WHEN mine THEN $11::int8 + $12::int8 END,
-                CASE WHEN mine THEN 1 ELSE 0 END,
-                CASE WHEN mine THEN $13::jsonb ELSE '[]'::jsonb END
-         FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::int8[],
-                     $7::text[], $8::text[], $9::bool[])
-              AS u(id, tenant, trigger, lane, mode, received_at, ikey, input, mine)"
-    };
-}
-
-/// A batch without ordered messages: the insert alone.
-const INSERT_UNORDERED: &str =
-    concat!(insert_messages!(" ON CONFLICT DO NOTHING"), " RETURNING id");
-
-/// As `INSERT_UNORDERED`, for a batch without Idempotency-Keys: every row goes in.
-const INSERT_UNORDERED_NEW: &str = insert_messages!();
-
-/// A batch with ordered messages: the lanes' counts grow by what was really
-/// inserted, in the same statement.
-macro_rules! insert_counting_lanes {
-    ($on_conflict:literal) => {
-        concat!(
-            "WITH ins AS (",
-            insert_messages!($on_conflict),
-            " RETURNING id, tenant, trigger, lane),
-             counted AS (
-                UPDATE lanes l SET pending = l.pending + c.n
-                FROM (SELECT tenant, trigger, lane, count(*) AS n FROM ins
-                      WHERE lane IS NOT NULL GROUP BY 1, 2, 3) c
-                WHERE l.tenant = c.tenant AND l.trigger = c.trigger AND l.lane = c.lane)
-             SELECT id FROM ins"
-        )
-    };
-}
-
-const INSERT_COUNTING_LANES: &str = insert_counting_lanes!(" ON CONFLICT DO NOTHING");
-
-/// As `INSERT_COUNTING_LANES`, for a batch without Idempotency-Keys.
-const INSERT_COUNTING_LANES_NEW: &str = insert_counting_lanes!("");
-
-/// Inserts a batch's messages (those in `mine` claimed by this node, their first
-/// attempt started at `now`), counts them into their lanes, finds the first
-/// message of each repeated Idempotency-Key, and tells other nodes of work left
-/// for them. Ordered messages (`ordered`: the batch has some) need their lanes
-/// locked first, in the same transaction.
-async fn insert_batch<C: deadpool_postgres::GenericClient>(
-    client: &C,
-    store: &PgStore,
-    rows: &rows::NewRows,
-    mine: &[bool],
-    now: Micros,
-    ordered: bool,
-) -> Result<Vec<EnqueueOutcome>, StoreError> {
-    // A claimed message's attempt log is built once for the batch, not per row by
-    // PostgreSQL's JSON functions.
-    let claimed_log = serde_json::Value::Array(vec![rows::attempt_json(&AttemptRecord {
-        number: 1,
-        started_at: now,
-        finished_at: None,
-        outcome: None,
-        error: None,
-        error_code: None,
-    })]);
-    let keyed = rows.ikey.iter().any(Option::is_some);
-    let insert = client
-        .prepare_cached(match (ordered, keyed) {
-            (true, true) => INSERT_COUNTING_LANES,
-            (true, false) => INSERT_COUNTING_LANES_NEW,
-            (false, true) => INSERT_UNORDERED,
-            (false, false) => INSERT_UNORDERED_NEW,
-        })
-        .await
-        .map_err(db)?;
-    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 13] = [
-        &rows.id,
-        &rows.tenant,
-        &rows.trigger,
-        &rows.lane,
-        &rows.mode,
-        &rows.received_at,
-        &rows.ikey,
-        &rows.input,
-        &mine,
-        &&*store.node,
-        &now,
-        &store.lease_us(),
-        &claimed_log,
-    ];
-    // Which messages went in: every one of a batch without keys (its count says
-    // so, with no ids sent back), else those the insert returns.
-    let inserted: Option<std::collections::HashSet<uuid::Uuid>> = if !keyed && !ordered {
-        let n = client.execute(&insert, &params).await.map_err(db)?;
-        if n != rows.id.len() as u64 {
-            return Err(StoreError::Corrupt(format!(
-                "a batch of {} messages stored {n}",
-                rows.id.len()
-            )));
-        }
-        None
-    } else {
-        let returned = client.query(&insert, &params).await.map_err(db)?;
-        Some(returned.iter().map(|r| r.get(0)).collect())
-    };
-    let went_in = |id: &uuid::Uuid| inserted.as_ref().is_none_or(|set| set.contains(id));
-    let mut out = Vec::with_capacity(rows.id.len());
-    for (i, id) in rows.id.iter().enumerate() {
-        if went_in(id) {
-            out.push(EnqueueOutcome::Inserted);
-            continue;
-        }
-        // Served by messages_idempotency.
-        let first = client
-            .query_opt(
-                "SELECT id FROM messages WHERE tenant = $1 AND trigger = $2 AND idempotency_key = $3",
-                &[&rows.tenant[i], &rows.trigger[i], &rows.ikey[i]],
-            )
-            .await
-            .map_err(db)?
-            .map(|r| rows::message_id(r.get(0)));
-        let Some(first) = first else {
-            return Err(StoreError::Corrupt(format!(
-                "message {id} conflicts but has no twin"
-            )));
-        };
-        match rows::get(client, first).await? {
-            Some(view) => out.push(EnqueueOutcome::Duplicate(Box::new(view))),
-            None => return Err(StoreError::Corrupt(format!("message {first} vanished"))),
-        }
-    }
-    // Other nodes hear of work only when some is left for them.
-    let unclaimed = rows
-        .id
-        .iter()
-        .zip(mine)
-        .any(|(id, mine)| !mine && went_in(id));
-    if unclaimed {
-        notify_work(client).await?;
-    }
-    Ok(out)
-}

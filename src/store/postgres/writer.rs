@@ -162,14 +162,7 @@ async fn apply(
 }
 
 fn attempt_of(c: &Completion) -> serde_json::Value {
-    attempt_json(&AttemptRecord {
-        number: c.attempt,
-        started_at: c.started_at,
-        finished_at: Some(c.finished_at),
-        outcome: Some(c.outcome),
-        error: c.error.clone(),
-        error_code: c.error_code.map(str::to_owned),
-    })
+    attempt_json(&c.attempt_record())
 }
 
 fn response_text(c: &Completion) -> Option<String> {

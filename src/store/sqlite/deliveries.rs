@@ -6,10 +6,13 @@ use rusqlite::{Connection, params, params_from_iter};
 
 use crate::domain::{MessageId, Micros, TenantName};
 
-use super::StoreError;
-use super::admin::{DeliveryAttempt, DeliveryStatus, DeliveryView, NewDelivery};
-use super::sqlite::{SqliteStore, corrupt, id_floor, unavailable};
-use super::sqlite_admin::{id, name};
+use crate::store::StoreError;
+use crate::store::admin::{DeliveryStatus, DeliveryView, NewDelivery};
+use crate::store::error::sqlite;
+
+use super::SqliteStore;
+use super::admin::{id, name};
+use super::reads::{corrupt, id_floor};
 
 const DELIVERY_COLUMNS: &str = "id, tenant, subscription, event, message_id, created_at, status, next_at, attempt_log, payload";
 
@@ -52,14 +55,14 @@ fn deliveries(
             s.query_map(params_from_iter(values), delivery_row)?
                 .collect()
         })
-        .map_err(unavailable)?;
+        .map_err(sqlite)?;
     rows.into_iter().map(delivery).collect()
 }
 
 impl SqliteStore {
     pub async fn add_deliveries(&self, batch: Vec<NewDelivery>) -> Result<(), StoreError> {
         self.run_admin(move |c| {
-            let tx = c.transaction().map_err(unavailable)?;
+            let tx = c.transaction().map_err(sqlite)?;
             for d in &batch {
                 tx.execute(
                     "INSERT INTO deliveries (id, tenant, subscription, event, message_id, created_at,
@@ -75,14 +78,15 @@ impl SqliteStore {
                         d.payload,
                     ],
                 )
-                .map_err(unavailable)?;
+                .map_err(sqlite)?;
             }
-            tx.commit().map_err(unavailable)
+            tx.commit().map_err(sqlite)
         })
         .await
     }
 
-    pub async fn claim_deliveries(
+    /// In claim order: `Store::claim_deliveries` sorts them by creation.
+    pub(in crate::store) async fn claim_deliveries(
         &self,
         now: Micros,
         lease_until: Micros,
@@ -102,38 +106,29 @@ impl SqliteStore {
                 Sql::Integer(now),
                 Sql::Integer(limit.into()),
             ];
-            let mut out = deliveries(c, &sql, values)?;
-            out.sort_by_key(|d| d.created_at);
-            Ok(out)
+            deliveries(c, &sql, values)
         })
         .await
     }
 
-    pub async fn record_delivery_attempt(
+    /// `entry`: the attempt as the log keeps it (see `Store::record_delivery_attempt`).
+    pub(in crate::store) async fn record_delivery_attempt(
         &self,
         id: MessageId,
-        attempt: DeliveryAttempt,
-        status: DeliveryStatus,
-        next_at: Micros,
+        entry: serde_json::Value,
+        (number, status, next_at): (u32, DeliveryStatus, Micros),
     ) -> Result<(), StoreError> {
-        let entry =
-            serde_json::to_string(&attempt).map_err(|e| corrupt("attempt", &e.to_string()))?;
+        let entry = entry.to_string();
         self.run_admin(move |c| {
             // Served by the primary key.
             c.execute(
                 "UPDATE deliveries SET status = ?2, next_at = ?3, attempts = ?4,
                         attempt_log = json_insert(attempt_log, '$[#]', json(?5))
                  WHERE id = ?1",
-                params![
-                    id.to_string(),
-                    status.as_str(),
-                    next_at,
-                    attempt.number,
-                    entry
-                ],
+                params![id.to_string(), status.as_str(), next_at, number, entry],
             )
             .map(drop)
-            .map_err(unavailable)
+            .map_err(sqlite)
         })
         .await
     }
@@ -183,7 +178,7 @@ impl SqliteStore {
                 params![id_floor(before), before],
             )
             .map(|n| n as u64)
-            .map_err(unavailable)
+            .map_err(sqlite)
         })
         .await
     }
@@ -195,7 +190,7 @@ impl SqliteStore {
                 params![id.to_string(), now],
             )
             .map(|n| n == 1)
-            .map_err(unavailable)
+            .map_err(sqlite)
         })
         .await
     }

@@ -1,5 +1,5 @@
 //! The operators' view on SQLite: log history queries, lanes and replays
-//! (deliveries are in `sqlite_deliveries`). Each query names the index that serves
+//! (deliveries are in `deliveries`). Each query names the index that serves
 //! it; every one runs on the writer thread after the writes sent before it
 //! (`SqliteStore::run_admin`).
 
@@ -8,9 +8,13 @@ use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
 
 use crate::domain::{MessageId, MessageStatus, MessageView, TenantName, TriggerName};
 
-use super::admin::{BlockedLane, MessageQuery, MessageSummary, Release, StatusCount};
-use super::sqlite::{SqliteStore, corrupt, get, id_floor, unavailable};
-use super::{StoreError, TriggerKey};
+use crate::domain::TriggerKey;
+use crate::store::StoreError;
+use crate::store::admin::{BlockedLane, MessageQuery, MessageSummary, Release, StatusCount};
+use crate::store::error::sqlite;
+
+use super::SqliteStore;
+use super::reads::{corrupt, get, id_floor};
 
 const SUMMARY_COLUMNS: &str =
     "id, tenant, trigger, lane, status, received_at, finished_at, attempts,
@@ -123,7 +127,7 @@ fn list(conn: &Connection, q: &MessageQuery) -> Result<Vec<MessageSummary>, Stor
     // One indexed query per trigger, merged: each reads at most `limit` rows.
     for key in keys {
         let (sql, values) = list_sql(q, key);
-        let mut stmt = conn.prepare_cached(&sql).map_err(unavailable)?;
+        let mut stmt = conn.prepare_cached(&sql).map_err(sqlite)?;
         let rows = stmt
             .query_map(params_from_iter(values), |r| {
                 Ok((
@@ -139,7 +143,7 @@ fn list(conn: &Connection, q: &MessageQuery) -> Result<Vec<MessageSummary>, Stor
                 ))
             })
             .and_then(|rows| rows.collect::<Result<Vec<SummaryRow>, _>>())
-            .map_err(unavailable)?;
+            .map_err(sqlite)?;
         for row in rows {
             out.push(summary(row)?);
         }
@@ -166,7 +170,7 @@ fn count(conn: &Connection, q: &MessageQuery) -> Result<u64, StoreError> {
         let n: i64 = conn
             .prepare_cached(&format!("SELECT count(*) FROM messages {clause}"))
             .and_then(|mut s| s.query_row(params_from_iter(values), |r| r.get(0)))
-            .map_err(unavailable)?;
+            .map_err(sqlite)?;
         total += n as u64;
     }
     Ok(total)
@@ -208,7 +212,7 @@ fn status_counts(
             })?
             .collect()
         })
-        .map_err(unavailable)?;
+        .map_err(sqlite)?;
     rows.into_iter()
         .map(|(tenant, trigger, st, n)| {
             Ok(StatusCount {
@@ -246,7 +250,7 @@ fn blocked_lanes(
             })?
             .collect()
         })
-        .map_err(unavailable)?;
+        .map_err(sqlite)?;
     let mut out = Vec::new();
     for (tenant, trigger, lane, i, st, since) in rows {
         let tenant = name(TenantName::parse, &tenant)?;
@@ -301,23 +305,23 @@ impl SqliteStore {
                 params![id.to_string(), skip],
             )
             .map(|n| n == 1)
-            .map_err(unavailable)
+            .map_err(sqlite)
         })
         .await
     }
 
     pub async fn link_replays(&self, links: Vec<(MessageId, MessageId)>) -> Result<(), StoreError> {
         self.run_admin(move |c| {
-            let tx = c.transaction().map_err(unavailable)?;
+            let tx = c.transaction().map_err(sqlite)?;
             for (id, original) in &links {
                 // Served by the UNIQUE index on id.
                 tx.execute(
                     "UPDATE messages SET replay_of = ?2 WHERE id = ?1",
                     params![id.to_string(), original.to_string()],
                 )
-                .map_err(unavailable)?;
+                .map_err(sqlite)?;
             }
-            tx.commit().map_err(unavailable)
+            tx.commit().map_err(sqlite)
         })
         .await
     }
@@ -338,7 +342,7 @@ impl SqliteStore {
                     |r| r.get(0),
                 )
                 .optional()
-                .map_err(unavailable)?
+                .map_err(sqlite)?
                 .flatten();
             Ok(Some((view, replay.as_deref().map(self::id).transpose()?)))
         })
@@ -365,7 +369,7 @@ impl SqliteStore {
                         s.query_map(params_from_iter(values), |r| r.get::<_, String>(3))?
                             .collect()
                     })
-                    .map_err(unavailable)?;
+                    .map_err(sqlite)?;
                 plans.push(lines.join("\n"));
             }
             Ok(plans)

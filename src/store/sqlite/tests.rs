@@ -1,0 +1,154 @@
+//! The embedded store's own tests (the contract of both stores is in tests/api).
+
+use rusqlite::Connection;
+
+use super::SqliteStore;
+use crate::domain::{MessageId, MessageStatus, Mode, NewMessage, Outcome, TenantName, TriggerName};
+use crate::store::types::Completion;
+
+fn executed(n: i64) -> (NewMessage, Completion) {
+    let id = MessageId::new();
+    let m = NewMessage {
+        id,
+        tenant: TenantName::parse("acme").unwrap(),
+        trigger: TriggerName::parse("ItemPrice").unwrap(),
+        lane: None,
+        mode: Mode::Sync,
+        received_at: n,
+        idempotency_key: None,
+        input: serde_json::json!({"n": n}),
+        body_json: None,
+    };
+    let c = Completion {
+        id,
+        attempt: 1,
+        started_at: n,
+        finished_at: n,
+        outcome: Outcome::Succeeded,
+        status: MessageStatus::Succeeded,
+        run_at: n,
+        blocking: false,
+        response: None,
+        trace: "[]".into(),
+        error: None,
+        error_code: None,
+    };
+    (m, c)
+}
+
+/// How many messages `path` holds, as another connection sees them (what is
+/// committed).
+fn committed(path: &std::path::Path) -> i64 {
+    Connection::open(path)
+        .unwrap()
+        .query_row("SELECT count(*) FROM messages", [], |r| r.get(0))
+        .unwrap()
+}
+
+/// Execution records wait for more to join their commit, and an operation
+/// with a caller waiting ends the wait: the records share one commit and the
+/// read sees them. Told by what is committed, not by how long it took.
+#[tokio::test]
+async fn execution_records_share_a_commit_and_a_read_ends_the_wait() {
+    use std::time::Duration;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("records.db");
+    // A wait far longer than the test: only the read can end it.
+    let store = SqliteStore::open_with(path.to_str().unwrap(), Duration::from_secs(3600)).unwrap();
+    let before = store.commits();
+    let mut last = None;
+    for n in 0..2 {
+        let (m, c) = executed(n);
+        last = Some(m.id);
+        store.record_executed(m, c).await;
+    }
+    assert_eq!(committed(&path), 0, "committed before the wait was over");
+    let read = tokio::time::timeout(Duration::from_secs(60), store.get(last.unwrap()))
+        .await
+        .expect("the read ended the wait");
+    assert!(read.unwrap().is_some(), "the read sees the record");
+    assert_eq!(committed(&path), 2);
+    // The writer counts its commit just after it answers the read.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while store.commits() == before {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the commit was never counted"
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    assert_eq!(store.commits() - before, 1, "both records in one commit");
+    store.close().await.unwrap();
+}
+
+/// A record that nothing follows is committed on its own once its wait is over.
+#[tokio::test]
+async fn a_lone_execution_record_is_committed_when_its_wait_is_over() {
+    use std::time::{Duration, Instant};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("lone.db");
+    let store = SqliteStore::open_with(path.to_str().unwrap(), Duration::from_millis(20)).unwrap();
+    let before = store.commits();
+    let (m, c) = executed(0);
+    store.record_executed(m, c).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while committed(&path) < 1 || store.commits() == before {
+        assert!(Instant::now() < deadline, "never committed");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(store.commits() - before, 1);
+    store.close().await.unwrap();
+}
+
+/// Each opening of the file is a new generation, above every one before.
+#[tokio::test]
+async fn the_generation_grows_at_each_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("generation.db");
+    let path = path.to_str().unwrap();
+    let first = SqliteStore::open(path).unwrap();
+    first.close().await.unwrap();
+    let second = SqliteStore::open(path).unwrap();
+    assert_eq!(second.generation(), first.generation() + 1);
+    assert!(first.generation() >= 1);
+    second.close().await.unwrap();
+}
+
+/// A database made before inputs had a table of their own keeps every input.
+#[tokio::test]
+async fn upgrading_moves_inputs_to_their_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("v1.db");
+    let id = MessageId::new();
+    {
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch(
+            "CREATE TABLE schema_migrations (
+                version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL)",
+        )
+        .unwrap();
+        conn.execute_batch(super::MIGRATIONS[0].2).unwrap();
+        conn.execute(
+            "INSERT INTO schema_migrations VALUES (1, 'messages', 0)",
+            [],
+        )
+        .unwrap();
+        conn.execute(
+            "INSERT INTO messages (id, tenant, trigger, mode, status, received_at, run_at, input)
+             VALUES (?1, 'acme', 'Orders', 'async', 'queued', 1, 1, '{\"order\":7}')",
+            [id.to_string()],
+        )
+        .unwrap();
+    }
+    let store = SqliteStore::open(path.to_str().unwrap()).unwrap();
+    let view = store
+        .get(id)
+        .await
+        .unwrap()
+        .expect("the message is still there");
+    assert_eq!(view.input, serde_json::json!({"order": 7}));
+    let pending = store.recover(2).await.unwrap();
+    assert_eq!(pending.len(), 1);
+    assert_eq!(pending[0].input, Ok(serde_json::json!({"order": 7})));
+    store.close().await.unwrap();
+}
