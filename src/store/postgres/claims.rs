@@ -17,7 +17,6 @@ use crate::domain::{MessageId, MessageStatus, Micros, Mode, TenantName, TriggerN
 use crate::store::types::StoreError;
 
 use super::rows::{message_id, mode, names, status};
-use super::writer::END_ATTEMPTS;
 use super::{PgStore, db, notify_work, unavailable};
 
 /// An unordered message this node now runs (its attempt `attempt` has started).
@@ -81,7 +80,7 @@ pub enum Wakeup {
 /// Tenants in `$5` are left out (this node runs enough of theirs), and no tenant
 /// gets more than `$7` of the claim: the oldest `$6` candidates are locked and
 /// the claim takes up to `$2` of them, at most `$7` a tenant.
-const CLAIM_MESSAGES: &str = "WITH cand AS (
+pub(super) const CLAIM_MESSAGES: &str = "WITH cand AS (
     SELECT id, tenant, seq FROM messages
     WHERE lane IS NULL AND finished_at IS NULL
       AND ((status IN ('queued', 'retrying') AND run_at <= $1)
@@ -106,7 +105,7 @@ const CLAIM_MESSAGES: &str = "WITH cand AS (
 
 /// Unfinished messages per trigger. Served by messages_lane (it holds every
 /// unfinished message, lane or not).
-const BACKLOGS: &str = "SELECT tenant, trigger, count(*) FROM messages
+pub(super) const BACKLOGS: &str = "SELECT tenant, trigger, count(*) FROM messages
      WHERE finished_at IS NULL GROUP BY 1, 2";
 
 /// How a claim shares itself among tenants: tenants this node already runs
@@ -281,87 +280,6 @@ impl PgStore {
                     Ok((tenant, trigger, r.get(2)))
                 })
                 .collect()
-        })
-        .await
-    }
-
-    /// The plans of the queue's frequent statements, as this store's connections
-    /// would run them now for the messages `ids`: the end of their attempts, the
-    /// renewal of their leases, a claim and the backlog count; and of the two that
-    /// read a whole table's worth of rows, recovery at start and retention's purge
-    /// of a day ago. `EXPLAIN` only:
-    /// nothing is changed. The proof that none of them reads the entries that
-    /// finished messages leave in the partial indexes until the next vacuum.
-    pub async fn explain_queue(
-        &self,
-        ids: Vec<MessageId>,
-    ) -> Result<Vec<(&'static str, String)>, StoreError> {
-        let ids: Vec<uuid::Uuid> = ids.iter().map(|i| i.as_uuid()).collect();
-        self.with(move |store, client| async move {
-            let n = ids.len();
-            let now = crate::domain::now_micros();
-            let node: &str = &store.node;
-            let end: [&(dyn tokio_postgres::types::ToSql + Sync); 13] = [
-                &ids,
-                &vec![1i32; n],
-                &vec!["succeeded"; n],
-                &vec![now; n],
-                &vec![Some(now); n],
-                &vec![false; n],
-                &vec![None::<&str>; n],
-                &vec!["[]"; n],
-                &vec![None::<&str>; n],
-                &vec![serde_json::json!({"number": 1}); n],
-                &node,
-                &vec![None::<i32>; n],
-                &now,
-            ];
-            let day_ago = now - 86_400_000_000;
-            let floor = super::admin::id_floor(day_ago + 1000);
-            let statements: [(
-                &'static str,
-                String,
-                &[&(dyn tokio_postgres::types::ToSql + Sync)],
-            ); 6] = [
-                ("end of attempts", format!("EXPLAIN {END_ATTEMPTS}"), &end),
-                (
-                    "lease renewal",
-                    format!("EXPLAIN {}", super::leases::RENEW_MESSAGES),
-                    &[&node, &now, &ids, &vec![1i32; n], &now],
-                ),
-                (
-                    "claim",
-                    format!("EXPLAIN {CLAIM_MESSAGES}"),
-                    &[
-                        &now,
-                        &32i64,
-                        &node,
-                        &store.lease_us(),
-                        &Vec::<String>::new(),
-                        &32i64,
-                        &32i64,
-                    ],
-                ),
-                ("backlog count", format!("EXPLAIN {BACKLOGS}"), &[]),
-                ("recovery", format!("EXPLAIN {}", super::RECOVER), &[]),
-                (
-                    "retention",
-                    format!("EXPLAIN {}", super::PURGE),
-                    &[&day_ago, &super::PURGE_CHUNK, &floor],
-                ),
-            ];
-            let mut plans = Vec::new();
-            for (what, sql, params) in statements {
-                let lines: Vec<String> = client
-                    .query(&sql, params)
-                    .await
-                    .map_err(db)?
-                    .iter()
-                    .map(|r| r.get(0))
-                    .collect();
-                plans.push((what, lines.join("\n")));
-            }
-            Ok(plans)
         })
         .await
     }
