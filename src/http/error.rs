@@ -61,6 +61,10 @@ pub enum ApiError {
     AuthBusy,
     #[error("store unavailable")]
     StoreUnavailable(String),
+    /// The store failed: away or busy (503 + `Retry-After`), or it refused a
+    /// statement, which is a bug (500). The whole chain is logged.
+    #[error("store failed")]
+    Store(#[source] crate::store::StoreError),
     /// The flow failed: its answer (a `fail` step's status and message, or the
     /// step or budget it failed at).
     #[error("flow failed")]
@@ -96,6 +100,8 @@ impl ResponseError for ApiError {
             Self::Conflict(_) | Self::Unreadable { replay: true, .. } => StatusCode::CONFLICT,
             Self::Unreadable { replay: false, .. } => StatusCode::INTERNAL_SERVER_ERROR,
             Self::StoreUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Store(e) if e.is_unavailable() => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             Self::Failed(a) => {
                 StatusCode::from_u16(a.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
@@ -167,6 +173,18 @@ impl ResponseError for ApiError {
                     "messages cannot be stored right now; retry later",
                 )
             }
+            Self::Store(e) if e.is_unavailable() => {
+                tracing::error!(error = %crate::domain::chain::describe(e), "store unavailable");
+                res.insert_header((header::RETRY_AFTER, "5"));
+                body(
+                    "store_unavailable",
+                    "messages cannot be stored right now; retry later",
+                )
+            }
+            Self::Store(e) => {
+                tracing::error!(error = %crate::domain::chain::describe(e), "internal error");
+                body("internal", "internal error")
+            }
             Self::Failed(a) => {
                 res.insert_header((super::X_MESSAGE_ID, a.id.to_string()));
                 a.body()
@@ -193,10 +211,7 @@ impl From<crate::store::StoreError> for ApiError {
     fn from(e: crate::store::StoreError) -> Self {
         // An outage is retried (503 + Retry-After); anything else, a statement
         // the database refused included, is a bug: 500, its whole chain logged.
-        match e {
-            crate::store::StoreError::Unavailable(why) => Self::StoreUnavailable(why.to_string()),
-            other => Self::Internal(crate::domain::chain::describe(&other)),
-        }
+        Self::Store(e)
     }
 }
 
