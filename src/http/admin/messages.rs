@@ -13,7 +13,7 @@ use super::answers::{
     Released, Replayed,
 };
 use super::extract::{Admin, Found, Message, ToReplay, unusable};
-use super::{ApiError, AppState, Json, bad, parse_time};
+use super::{ApiError, AppState, Json, bad, next_cursor, parse_cursor, parse_time};
 
 const DEFAULT_LIMIT: u32 = 50;
 const MAX_LIMIT: u32 = 500;
@@ -165,22 +165,12 @@ pub async fn list(
         }));
     };
     query.limit = q.limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT);
-    query.before = q
-        .cursor
-        .as_deref()
-        .map(|c| {
-            c.parse()
-                .map_err(|_| bad("invalid_parameter", "`cursor`: not a message id".into()))
-        })
-        .transpose()?;
+    query.before = parse_cursor(q.cursor.as_deref(), "message")?;
     let limit = query.limit as usize;
     let rows = state.queue.store().list_messages(query).await?;
-    let next = (rows.len() == limit)
-        .then(|| rows.last().map(|m| m.id.to_string()))
-        .flatten();
     Ok(Json(MessagePage {
         messages: rows.iter().map(MessageSummary::from).collect(),
-        next_cursor: next,
+        next_cursor: next_cursor(&rows, limit, |m| m.id.to_string()),
     }))
 }
 
