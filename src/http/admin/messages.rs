@@ -266,37 +266,36 @@ async fn release(
     }
 }
 
-/// Mark a lane's blocking message skipped; the lane goes on.
-#[utoipa::path(
-    operation_id = "skip_message",
-    responses(
-        (status = 200, description = "Skipped", body = Released),
-        (status = 409, description = "The message does not hold an ordered lane", body = Errors),
-    )
-)]
-#[post("/messages/{id}/skip")]
-pub async fn skip(
-    found: Found<Message>,
-    state: web::Data<AppState>,
-) -> Result<Json<Released>, ApiError> {
-    release(found, &state, Release::Skip).await
+/// The two ways to release a lane, each its own endpoint that differs only in
+/// what it does with the blocking message.
+macro_rules! release_endpoint {
+    ($(#[doc = $doc:literal])* $name:ident, $op:literal, $path:literal, $done:literal, $how:expr) => {
+        $(#[doc = $doc])*
+        #[utoipa::path(
+            operation_id = $op,
+            responses(
+                (status = 200, description = $done, body = Released),
+                (status = 409, description = "The message does not hold an ordered lane", body = Errors),
+            )
+        )]
+        #[post($path)]
+        pub async fn $name(
+            found: Found<Message>,
+            state: web::Data<AppState>,
+        ) -> Result<Json<Released>, ApiError> {
+            release(found, &state, $how).await
+        }
+    };
 }
 
-/// Let the lane go on, the blocking message keeping its status.
-#[utoipa::path(
-    operation_id = "unblock_message",
-    responses(
-        (status = 200, description = "Unblocked", body = Released),
-        (status = 409, description = "The message does not hold an ordered lane", body = Errors),
-    )
-)]
-#[post("/messages/{id}/unblock")]
-pub async fn unblock(
-    found: Found<Message>,
-    state: web::Data<AppState>,
-) -> Result<Json<Released>, ApiError> {
-    release(found, &state, Release::Unblock).await
-}
+release_endpoint!(
+    /// Mark a lane's blocking message skipped; the lane goes on.
+    skip, "skip_message", "/messages/{id}/skip", "Skipped", Release::Skip
+);
+release_endpoint!(
+    /// Let the lane go on, the blocking message keeping its status.
+    unblock, "unblock_message", "/messages/{id}/unblock", "Unblocked", Release::Unblock
+);
 
 #[derive(Deserialize, utoipa::ToSchema)]
 pub struct BulkReplay {
