@@ -31,7 +31,7 @@ impl AdminIdentity {
 }
 
 pub struct AdminTokens {
-    tokens: Arc<Vec<(AdminIdentity, String)>>,
+    tokens: Arc<[(AdminIdentity, String)]>,
     cache: Cache<[u8; 32], Option<Arc<AdminIdentity>>>,
     gate: Arc<Gate>,
     pub stats: KeyStats,
@@ -47,7 +47,7 @@ fn cache_key(token: &str) -> [u8; 32] {
 impl AdminTokens {
     /// Tokens with invalid tenant names are refused by `Settings::validate`.
     pub fn new(tokens: &[AdminToken], gate: Arc<Gate>) -> Self {
-        let tokens = tokens
+        let tokens: Vec<_> = tokens
             .iter()
             .map(|t| {
                 let tenants = t.tenants.as_ref().map(|ts| {
@@ -65,7 +65,7 @@ impl AdminTokens {
             })
             .collect();
         Self {
-            tokens: Arc::new(tokens),
+            tokens: Arc::from(tokens),
             cache: Cache::new(1024),
             gate,
             stats: KeyStats::default(),
@@ -91,37 +91,20 @@ impl AdminTokens {
             }
             Err(guard) => {
                 self.stats.cache_misses.fetch_add(1, Ordering::Relaxed);
-                let found = self.verify(token, client).await?;
-                if found.is_some() {
-                    self.gate.matched(client);
-                } else {
-                    self.gate.failed(client);
-                }
+                let found = self
+                    .gate
+                    .find_hash(
+                        client,
+                        self.tokens.clone(),
+                        token,
+                        &self.stats.verifications,
+                    )
+                    .await?
+                    .map(Arc::new);
                 let _ = guard.insert(found.clone());
                 Ok(found)
             }
         }
-    }
-
-    async fn verify(
-        &self,
-        token: &str,
-        client: Client,
-    ) -> Result<Option<Arc<AdminIdentity>>, Refused> {
-        let tokens = self.tokens.clone();
-        let token = token.to_owned();
-        let tried = tokens.len() as u64;
-        let found = self
-            .gate
-            .run(client, move || {
-                tokens
-                    .iter()
-                    .find(|(_, phc)| crate::auth::keys::verify(&token, phc))
-                    .map(|(who, _)| Arc::new(who.clone()))
-            })
-            .await?;
-        self.stats.verifications.fetch_add(tried, Ordering::Relaxed);
-        Ok(found)
     }
 }
 

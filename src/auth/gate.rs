@@ -16,6 +16,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -293,6 +294,35 @@ impl Gate {
             ready.notify_all();
         }
         Ok(rx)
+    }
+
+    /// Checks `secret` against each candidate's hash in `client`'s turn: the
+    /// owner of the first that matches. Adds the hashes tried to
+    /// `verifications`, and tells the gate whether `client` matched.
+    pub async fn find_hash<T: Clone + Send + Sync + 'static>(
+        &self,
+        client: Client,
+        candidates: Arc<[(T, String)]>,
+        secret: &str,
+        verifications: &AtomicU64,
+    ) -> Result<Option<T>, Refused> {
+        let secret = secret.to_owned();
+        let tried = candidates.len() as u64;
+        let found = self
+            .run(client, move || {
+                candidates
+                    .iter()
+                    .find(|(_, phc)| crate::auth::keys::verify(&secret, phc))
+                    .map(|(owner, _)| owner.clone())
+            })
+            .await?;
+        verifications.fetch_add(tried, Ordering::Relaxed);
+        if found.is_some() {
+            self.matched(client);
+        } else {
+            self.failed(client);
+        }
+        Ok(found)
     }
 }
 

@@ -121,12 +121,15 @@ impl KeyVerifier {
                     self.stats.cache_misses.fetch_add(1, Ordering::Relaxed);
                     // Refused: nothing is cached (the guard is dropped), and
                     // whoever waited on it tries for itself.
-                    let label = self.verify(candidates, key, client).await?;
-                    if label.is_some() {
-                        self.gate.matched(client);
-                    } else {
-                        self.gate.failed(client);
-                    }
+                    let label = self
+                        .gate
+                        .find_hash(
+                            client,
+                            Arc::from(candidates),
+                            key,
+                            &self.stats.verifications,
+                        )
+                        .await?;
                     let _ = guard.insert(Entry {
                         label: label.clone(),
                         keys: fp,
@@ -135,29 +138,6 @@ impl KeyVerifier {
                 }
             }
         }
-    }
-
-    async fn verify(
-        &self,
-        candidates: &[(String, String)],
-        key: &str,
-        client: Client,
-    ) -> Result<Option<String>, Refused> {
-        let candidates = candidates.to_vec();
-        let key = key.to_owned();
-        let tried = candidates.len() as u64;
-        let stats_tried = &self.stats.verifications;
-        let label = self
-            .gate
-            .run(client, move || {
-                candidates
-                    .into_iter()
-                    .find(|(_, phc)| crate::auth::keys::verify(&key, phc))
-                    .map(|(label, _)| label)
-            })
-            .await?;
-        stats_tried.fetch_add(tried, Ordering::Relaxed);
-        Ok(label)
     }
 
     /// Whether a cached answer exists (for tests of the cache itself).

@@ -165,27 +165,25 @@ impl Metrics {
                 );
             }
         }
-        help(
-            out,
-            "flowgate_execution_seconds",
-            "histogram",
-            "Time a flow execution took",
-        );
-        for (t, g, m) in &rows {
-            let labels = format!("tenant=\"{t}\",trigger=\"{g}\"");
-            m.execution
-                .render(out, "flowgate_execution_seconds", &labels);
-        }
-        help(
-            out,
-            "flowgate_queue_wait_seconds",
-            "histogram",
-            "Time a queued message waited past its due time before it ran",
-        );
-        for (t, g, m) in &rows {
-            let labels = format!("tenant=\"{t}\",trigger=\"{g}\"");
-            m.queue_wait
-                .render(out, "flowgate_queue_wait_seconds", &labels);
+        type Of = fn(&TriggerMetrics) -> &Histogram;
+        let histograms: [(&str, &str, Of); 2] = [
+            (
+                "flowgate_execution_seconds",
+                "Time a flow execution took",
+                |m| &m.execution,
+            ),
+            (
+                "flowgate_queue_wait_seconds",
+                "Time a queued message waited past its due time before it ran",
+                |m| &m.queue_wait,
+            ),
+        ];
+        for (name, text, histogram) in histograms {
+            help(out, name, "histogram", text);
+            for (t, g, m) in &rows {
+                let labels = format!("tenant=\"{t}\",trigger=\"{g}\"");
+                histogram(m).render(out, name, &labels);
+            }
         }
         help(
             out,

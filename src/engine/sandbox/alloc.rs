@@ -39,6 +39,20 @@ impl<A> Counting<A> {
             USED.fetch_sub(size as isize, Ordering::Relaxed);
         }
     }
+
+    /// Runs `alloc` for `size` new bytes if the counter lets them be taken,
+    /// giving them back when the allocation fails.
+    #[inline(always)]
+    fn counted(size: usize, alloc: impl FnOnce() -> *mut u8) -> *mut u8 {
+        if !Self::reserve(size) {
+            return std::ptr::null_mut();
+        }
+        let p = alloc();
+        if p.is_null() {
+            Self::release(size);
+        }
+        p
+    }
 }
 
 // SAFETY: every call is passed on unchanged to the wrapped allocator; the
@@ -46,27 +60,13 @@ impl<A> Counting<A> {
 // with null, which the GlobalAlloc contract allows).
 unsafe impl<A: GlobalAlloc> GlobalAlloc for Counting<A> {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if !Self::reserve(layout.size()) {
-            return std::ptr::null_mut();
-        }
         // SAFETY: as the caller's contract.
-        let p = unsafe { self.0.alloc(layout) };
-        if p.is_null() {
-            Self::release(layout.size());
-        }
-        p
+        Self::counted(layout.size(), || unsafe { self.0.alloc(layout) })
     }
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        if !Self::reserve(layout.size()) {
-            return std::ptr::null_mut();
-        }
         // SAFETY: as the caller's contract.
-        let p = unsafe { self.0.alloc_zeroed(layout) };
-        if p.is_null() {
-            Self::release(layout.size());
-        }
-        p
+        Self::counted(layout.size(), || unsafe { self.0.alloc_zeroed(layout) })
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {

@@ -49,39 +49,18 @@ pub(super) fn compile_auth(
                 );
             }
             if let Some(labels) = a.api_keys.filter(|l| !l.is_empty()) {
-                for l in &labels {
-                    if tenant.key_hash(&l.value).is_none() {
-                        let known: Vec<&str> =
-                            tenant.api_keys.iter().map(|(l, _)| l.as_str()).collect();
-                        cx.error(
-                            l.referenced,
-                            format!(
-                                "unknown api key label `{}` (labels in {}/_tenant.yaml: {})",
-                                l.value,
-                                tenant.name,
-                                list_or_none(&known)
-                            ),
-                        );
-                    }
-                }
-                Auth::ApiKeys(labels.into_iter().map(|l| l.value).collect())
+                let listed = &tenant.api_keys;
+                Auth::ApiKeys(known(cx, labels, listed, "api key label", "labels", tenant))
             } else if let Some(users) = a.basic.filter(|u| !u.is_empty()) {
-                for u in &users {
-                    if tenant.basic_hash(&u.value).is_none() {
-                        let known: Vec<&str> =
-                            tenant.basic_users.iter().map(|(u, _)| u.as_str()).collect();
-                        cx.error(
-                            u.referenced,
-                            format!(
-                                "unknown basic user `{}` (basic_users in {}/_tenant.yaml: {})",
-                                u.value,
-                                tenant.name,
-                                list_or_none(&known)
-                            ),
-                        );
-                    }
-                }
-                Auth::Basic(users.into_iter().map(|u| u.value).collect())
+                let listed = &tenant.basic_users;
+                Auth::Basic(known(
+                    cx,
+                    users,
+                    listed,
+                    "basic user",
+                    "basic_users",
+                    tenant,
+                ))
             } else if let Some(h) = a.hmac {
                 match compile_hmac(cx, h, env) {
                     Some(rule) => Auth::Hmac(Arc::new(rule)),
@@ -99,6 +78,33 @@ pub(super) fn compile_auth(
         }
     };
     (auth, allow_ips)
+}
+
+/// The names a trigger lists (API key labels, Basic users), each checked
+/// against those `_tenant.yaml` defines.
+fn known(
+    cx: &mut FileCx<'_>,
+    names: Vec<Spanned<String>>,
+    listed: &[(String, String)],
+    what: &str,
+    field: &str,
+    tenant: &Tenant,
+) -> Vec<String> {
+    for n in &names {
+        if !listed.iter().any(|(l, _)| *l == n.value) {
+            let known: Vec<&str> = listed.iter().map(|(l, _)| l.as_str()).collect();
+            cx.error(
+                n.referenced,
+                format!(
+                    "unknown {what} `{}` ({field} in {}/_tenant.yaml: {})",
+                    n.value,
+                    tenant.name,
+                    list_or_none(&known)
+                ),
+            );
+        }
+    }
+    names.into_iter().map(|n| n.value).collect()
 }
 
 /// `auth: hmac:` with its preset applied.

@@ -168,20 +168,12 @@ fn compile_delivery(cx: &mut FileCx<'_>, raw: Option<RawDelivery>) -> Delivery {
             .filter_map(|d| cx.duration(d, "retry"))
             .collect(),
     };
-    let on_exhausted = match raw.on_exhausted {
-        None => OnExhausted::Block,
-        Some(s) => match s.value.as_str() {
-            "block" => OnExhausted::Block,
-            "skip" => OnExhausted::Skip,
-            other => {
-                cx.error(
-                    s.referenced,
-                    format!("`on_exhausted` is `block` or `skip`, not `{other}`"),
-                );
-                OnExhausted::Block
-            }
-        },
-    };
+    let on_exhausted = one_of(
+        cx,
+        raw.on_exhausted,
+        "on_exhausted",
+        [("block", OnExhausted::Block), ("skip", OnExhausted::Skip)],
+    );
     Delivery {
         ordered: raw.ordered,
         ordering_key,
@@ -198,20 +190,12 @@ fn compile_response(cx: &mut FileCx<'_>, raw: Option<RawResponse>) -> ResponseSe
             timeout: DEFAULT_SYNC_TIMEOUT,
         };
     };
-    let mode = match raw.mode {
-        None => Mode::Sync,
-        Some(m) => match m.value.as_str() {
-            "sync" => Mode::Sync,
-            "async" => Mode::Async,
-            other => {
-                cx.error(
-                    m.referenced,
-                    format!("`mode` is `sync` or `async`, not `{other}`"),
-                );
-                Mode::Sync
-            }
-        },
-    };
+    let mode = one_of(
+        cx,
+        raw.mode,
+        "mode",
+        [("sync", Mode::Sync), ("async", Mode::Async)],
+    );
     let timeout = match raw.timeout {
         None => DEFAULT_SYNC_TIMEOUT,
         Some(t) => {
@@ -229,4 +213,28 @@ fn compile_response(cx: &mut FileCx<'_>, raw: Option<RawResponse>) -> ResponseSe
         }
     };
     ResponseSettings { mode, timeout }
+}
+
+/// A setting that takes one of two words; the first is its default, and what
+/// stands when the word is another.
+fn one_of<T: Copy>(
+    cx: &mut FileCx<'_>,
+    raw: Option<Spanned<String>>,
+    key: &str,
+    [(a, first), (b, second)]: [(&str, T); 2],
+) -> T {
+    let Some(word) = raw else {
+        return first;
+    };
+    match word.value.as_str() {
+        w if w == a => first,
+        w if w == b => second,
+        other => {
+            cx.error(
+                word.referenced,
+                format!("`{key}` is `{a}` or `{b}`, not `{other}`"),
+            );
+            first
+        }
+    }
 }

@@ -8,7 +8,7 @@ use crate::store::DeliveryView;
 
 use super::answers::{Delivery, DeliveryPage, Errors, Redelivered};
 use super::extract::{Admin, Found};
-use super::{ApiError, AppState, Json, bad};
+use super::{ApiError, AppState, Json, next_cursor, parse_cursor};
 
 #[derive(Deserialize, utoipa::IntoParams)]
 pub struct ListQuery {
@@ -38,26 +38,16 @@ pub async fn list(
     state: web::Data<AppState>,
 ) -> Result<Json<DeliveryPage>, ApiError> {
     let tenant = who.tenant(&q.tenant)?;
-    let before = q
-        .cursor
-        .as_deref()
-        .map(|c| {
-            c.parse()
-                .map_err(|_| bad("invalid_parameter", "`cursor`: not a delivery id".into()))
-        })
-        .transpose()?;
+    let before = parse_cursor(q.cursor.as_deref(), "delivery")?;
     let limit = q.limit.unwrap_or(50).clamp(1, 500);
     let rows = state
         .queue
         .store()
         .list_deliveries(tenant, q.subscription.clone(), before, limit)
         .await?;
-    let next = (rows.len() == limit as usize)
-        .then(|| rows.last().map(|d| d.id.to_string()))
-        .flatten();
     Ok(Json(DeliveryPage {
         deliveries: rows.iter().map(|d| Delivery::new(d, false)).collect(),
-        next_cursor: next,
+        next_cursor: next_cursor(&rows, limit as usize, |d| d.id.to_string()),
     }))
 }
 

@@ -13,7 +13,7 @@ use super::answers::{
     Released, Replayed,
 };
 use super::extract::{Admin, Found, Message, ToReplay, unusable};
-use super::{ApiError, AppState, Json, bad, parse_time};
+use super::{ApiError, AppState, Json, bad, next_cursor, parse_cursor, parse_time};
 
 const DEFAULT_LIMIT: u32 = 50;
 const MAX_LIMIT: u32 = 500;
@@ -165,22 +165,12 @@ pub async fn list(
         }));
     };
     query.limit = q.limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT);
-    query.before = q
-        .cursor
-        .as_deref()
-        .map(|c| {
-            c.parse()
-                .map_err(|_| bad("invalid_parameter", "`cursor`: not a message id".into()))
-        })
-        .transpose()?;
+    query.before = parse_cursor(q.cursor.as_deref(), "message")?;
     let limit = query.limit as usize;
     let rows = state.queue.store().list_messages(query).await?;
-    let next = (rows.len() == limit)
-        .then(|| rows.last().map(|m| m.id.to_string()))
-        .flatten();
     Ok(Json(MessagePage {
         messages: rows.iter().map(MessageSummary::from).collect(),
-        next_cursor: next,
+        next_cursor: next_cursor(&rows, limit, |m| m.id.to_string()),
     }))
 }
 
@@ -276,37 +266,36 @@ async fn release(
     }
 }
 
-/// Mark a lane's blocking message skipped; the lane goes on.
-#[utoipa::path(
-    operation_id = "skip_message",
-    responses(
-        (status = 200, description = "Skipped", body = Released),
-        (status = 409, description = "The message does not hold an ordered lane", body = Errors),
-    )
-)]
-#[post("/messages/{id}/skip")]
-pub async fn skip(
-    found: Found<Message>,
-    state: web::Data<AppState>,
-) -> Result<Json<Released>, ApiError> {
-    release(found, &state, Release::Skip).await
+/// The two ways to release a lane, each its own endpoint that differs only in
+/// what it does with the blocking message.
+macro_rules! release_endpoint {
+    ($(#[doc = $doc:literal])* $name:ident, $op:literal, $path:literal, $done:literal, $how:expr) => {
+        $(#[doc = $doc])*
+        #[utoipa::path(
+            operation_id = $op,
+            responses(
+                (status = 200, description = $done, body = Released),
+                (status = 409, description = "The message does not hold an ordered lane", body = Errors),
+            )
+        )]
+        #[post($path)]
+        pub async fn $name(
+            found: Found<Message>,
+            state: web::Data<AppState>,
+        ) -> Result<Json<Released>, ApiError> {
+            release(found, &state, $how).await
+        }
+    };
 }
 
-/// Let the lane go on, the blocking message keeping its status.
-#[utoipa::path(
-    operation_id = "unblock_message",
-    responses(
-        (status = 200, description = "Unblocked", body = Released),
-        (status = 409, description = "The message does not hold an ordered lane", body = Errors),
-    )
-)]
-#[post("/messages/{id}/unblock")]
-pub async fn unblock(
-    found: Found<Message>,
-    state: web::Data<AppState>,
-) -> Result<Json<Released>, ApiError> {
-    release(found, &state, Release::Unblock).await
-}
+release_endpoint!(
+    /// Mark a lane's blocking message skipped; the lane goes on.
+    skip, "skip_message", "/messages/{id}/skip", "Skipped", Release::Skip
+);
+release_endpoint!(
+    /// Let the lane go on, the blocking message keeping its status.
+    unblock, "unblock_message", "/messages/{id}/unblock", "Unblocked", Release::Unblock
+);
 
 #[derive(Deserialize, utoipa::ToSchema)]
 pub struct BulkReplay {

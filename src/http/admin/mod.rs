@@ -103,6 +103,28 @@ fn bad(code: &'static str, message: String) -> ApiError {
     ApiError::BadRequest(vec![InputError { code, message }])
 }
 
+/// A list's `cursor` parameter: the id of the last row of the previous page.
+fn parse_cursor<T: std::str::FromStr>(
+    cursor: Option<&str>,
+    what: &str,
+) -> Result<Option<T>, ApiError> {
+    cursor
+        .map(|c| {
+            c.parse()
+                .map_err(|_| bad("invalid_parameter", format!("`cursor`: not a {what} id")))
+        })
+        .transpose()
+}
+
+/// The `next_cursor` of a page: the id of its last row when the page is full.
+fn next_cursor<R>(rows: &[R], limit: usize, id: impl Fn(&R) -> String) -> Option<String> {
+    if rows.len() == limit {
+        rows.last().map(id)
+    } else {
+        None
+    }
+}
+
 /// `2026-11-22T10:15:30Z` (or with fractions) -> microseconds.
 fn parse_time(name: &str, s: &str) -> Result<Micros, ApiError> {
     let t = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
