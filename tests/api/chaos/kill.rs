@@ -62,7 +62,11 @@ async fn pg_kill_9_and_restart_under_load_runs_nothing_beyond_two_attempts() {
     // On failure, each offending message's attempts as the store recorded them.
     let c = &c;
     let why = |ids: Vec<&String>| {
-        let ids: Vec<String> = ids.into_iter().take(5).map(|id| format!("'{id}'")).collect();
+        let ids: Vec<String> = ids
+            .into_iter()
+            .take(5)
+            .map(|id| format!("'{id}'"))
+            .collect();
         let sql = format!(
             "SELECT id::text || ': ' || attempt_log::text FROM messages WHERE id::text IN ({})",
             ids.join(",")
