@@ -33,12 +33,20 @@ pub struct OnceKey {
 
 /// Creates the table unless it exists. Two sessions creating it at once can
 /// both pass the existence check; the loser's error means it is there now.
+/// PostgreSQL reports that loss as a duplicate table (42P07), a duplicate of
+/// the table's row type (42710) or a unique violation in its catalogs (23505),
+/// depending on where the two sessions met.
 pub async fn create_table<C: GenericClient>(client: &C) -> Result<(), tokio_postgres::Error> {
+    use tokio_postgres::error::SqlState;
     match client.batch_execute(CREATE_TABLE).await {
         Err(e)
             if e.code().is_some_and(|c| {
-                *c == tokio_postgres::error::SqlState::UNIQUE_VIOLATION
-                    || *c == tokio_postgres::error::SqlState::DUPLICATE_TABLE
+                [
+                    SqlState::UNIQUE_VIOLATION,
+                    SqlState::DUPLICATE_TABLE,
+                    SqlState::DUPLICATE_OBJECT,
+                ]
+                .contains(c)
             }) =>
         {
             Ok(())

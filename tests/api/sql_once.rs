@@ -134,3 +134,43 @@ steps:
     );
     schema.drop().await;
 }
+
+/// The first `once: true` steps of several nodes (or connections) at once all
+/// create `flowgate_effects`: each must take the others' creation for its own,
+/// however PostgreSQL reports the race (it once failed a run as "type
+/// flowgate_effects already exists").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_creating_the_effects_table_at_once_all_succeed() {
+    let Some(schema) = Schema::create("once_create").await else {
+        return;
+    };
+    let config: tokio_postgres::Config = schema.url.parse().unwrap();
+    let manager = deadpool_postgres::Manager::new(config, tokio_postgres::NoTls);
+    let pool = deadpool_postgres::Pool::builder(manager)
+        .max_size(8)
+        .build()
+        .unwrap();
+    for round in 0..300 {
+        let mut clients = Vec::new();
+        for _ in 0..8 {
+            clients.push(pool.get().await.unwrap());
+        }
+        let start = std::sync::Arc::new(tokio::sync::Barrier::new(clients.len()));
+        let creating: Vec<_> = clients
+            .into_iter()
+            .map(|c| {
+                let start = start.clone();
+                tokio::spawn(async move {
+                    start.wait().await;
+                    flowgate::connect::effects::create_table(&c).await
+                })
+            })
+            .collect();
+        for c in creating {
+            if let Err(e) = c.await.unwrap() {
+                panic!("round {round}: {e:?}");
+            }
+        }
+        schema.exec("DROP TABLE flowgate_effects").await;
+    }
+}
