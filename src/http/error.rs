@@ -59,10 +59,9 @@ pub enum ApiError {
     /// Too many verifications are waiting already.
     #[error("verifications busy")]
     AuthBusy,
-    #[error("store unavailable")]
-    StoreUnavailable(String),
     /// The store failed: away or busy (503 + `Retry-After`), or it refused a
-    /// statement, which is a bug (500). The whole chain is logged.
+    /// statement, which is a bug (500). The whole chain is logged. A node
+    /// stopping an execution as it shuts down answers as an unavailable store.
     #[error("store failed")]
     Store(#[source] crate::store::StoreError),
     /// The flow failed: its answer (a `fail` step's status and message, or the
@@ -99,7 +98,6 @@ impl ResponseError for ApiError {
             Self::AuthBusy => StatusCode::SERVICE_UNAVAILABLE,
             Self::Conflict(_) | Self::Unreadable { replay: true, .. } => StatusCode::CONFLICT,
             Self::Unreadable { replay: false, .. } => StatusCode::INTERNAL_SERVER_ERROR,
-            Self::StoreUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Store(e) if e.is_unavailable() => StatusCode::SERVICE_UNAVAILABLE,
             Self::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -163,14 +161,6 @@ impl ResponseError for ApiError {
                 body(
                     "auth_busy",
                     "too many credentials are waiting to be verified; retry later",
-                )
-            }
-            Self::StoreUnavailable(why) => {
-                tracing::error!(error = %why, "store unavailable");
-                res.insert_header((header::RETRY_AFTER, "5"));
-                body(
-                    "store_unavailable",
-                    "messages cannot be stored right now; retry later",
                 )
             }
             Self::Store(e) if e.is_unavailable() => {

@@ -130,9 +130,9 @@ fn failed(id: MessageId, e: ExecError) -> ApiError {
     match FailedAnswer::of(id, &e) {
         Some(answer) => ApiError::Failed(answer),
         // The node stopped the execution (it is shutting down): another try may work.
-        None => {
-            ApiError::StoreUnavailable(format!("the execution of message {id} was stopped: {e}"))
-        }
+        None => ApiError::Store(crate::store::StoreError::Unavailable(
+            format!("the execution of message {id} was stopped: {e}").into(),
+        )),
     }
 }
 
