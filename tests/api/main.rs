@@ -33,6 +33,7 @@ mod queue;
 mod randomized;
 mod reload;
 mod sandbox;
+mod skips;
 mod sql_once;
 mod sql_steps;
 mod store_admin_contract;

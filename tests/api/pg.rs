@@ -1,8 +1,9 @@
 //! PostgreSQL for tests: each test gets a schema of its own in the database named
-//! by `FLOWGATE_TEST_DATABASE_URL`, dropped afterwards. Without that variable (or
-//! with the database away) PostgreSQL tests are skipped with a notice, unless
-//! `CI=true`, where they fail.
+//! by `FLOWGATE_TEST_DATABASE_URL` (or the local server at its default URL when
+//! that is unset), dropped afterwards. With no database, PostgreSQL tests are
+//! skipped and counted (`skips`), unless `CI=true`, where they fail.
 
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// A schema for one test; dropped with it.
@@ -14,17 +15,54 @@ pub struct PgSchema {
 
 static NEXT: AtomicUsize = AtomicUsize::new(0);
 
-pub fn ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| v == "true")
+pub use crate::skips::ci;
+
+/// Used when `FLOWGATE_TEST_DATABASE_URL` is not set, if a server answers there.
+pub const DEFAULT_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
+
+/// The test database: `FLOWGATE_TEST_DATABASE_URL`, or the local server at
+/// [`DEFAULT_URL`] when that variable is unset and the server answers; `None`
+/// (the part counted as skipped) otherwise, a failure under `CI=true`.
+pub fn database_url() -> Option<String> {
+    static FOUND: OnceLock<Result<String, String>> = OnceLock::new();
+    let found = FOUND.get_or_init(|| match std::env::var("FLOWGATE_TEST_DATABASE_URL") {
+        Ok(url) => Ok(url),
+        Err(_) => match answers(DEFAULT_URL) {
+            Ok(()) => Ok(DEFAULT_URL.to_owned()),
+            Err(e) => Err(format!(
+                "no database at {DEFAULT_URL} ({e}; set FLOWGATE_TEST_DATABASE_URL)"
+            )),
+        },
+    });
+    match found {
+        Ok(url) => Some(url.clone()),
+        Err(why) => {
+            assert!(!ci(), "CI=true but {why}");
+            crate::skips::skipped("PostgreSQL", why.clone());
+            None
+        }
+    }
+}
+
+/// Whether a PostgreSQL server accepts a session at `url` (on a thread of its
+/// own: callers may be inside a runtime, or not).
+fn answers(url: &str) -> Result<(), String> {
+    let url = format!("{url}?connect_timeout=2");
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())?;
+        rt.block_on(run(&url, "SELECT 1"))
+            .map_err(|e| flowgate::domain::chain::describe(&e))
+    })
+    .join()
+    .unwrap_or_else(|_| Err("the probe panicked".into()))
 }
 
 /// A fresh schema, or `None` (after a notice) when PostgreSQL is not available here.
 pub async fn schema(test: &str) -> Option<PgSchema> {
-    let Ok(base) = std::env::var("FLOWGATE_TEST_DATABASE_URL") else {
-        assert!(!ci(), "CI=true but FLOWGATE_TEST_DATABASE_URL is not set");
-        eprintln!("skipping the PostgreSQL part of {test}: FLOWGATE_TEST_DATABASE_URL is not set");
-        return None;
-    };
+    let base = database_url()?;
     let name = format!(
         "fg_{}_{}_{}",
         test.chars()
@@ -45,7 +83,13 @@ pub async fn schema(test: &str) -> Option<PgSchema> {
             !ci(),
             "CI=true but PostgreSQL at {base} is unreachable: {e}"
         );
-        eprintln!("skipping the PostgreSQL part of {test}: {e}");
+        crate::skips::skipped(
+            "PostgreSQL",
+            format!(
+                "{base} is unreachable: {}",
+                flowgate::domain::chain::describe(&e)
+            ),
+        );
         return None;
     }
     let sep = if base.contains('?') { '&' } else { '?' };

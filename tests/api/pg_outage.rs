@@ -101,7 +101,7 @@ impl Proxy {
 
 /// `host:port` of the test database, for a proxy to forward to.
 pub fn database_host() -> String {
-    let base = std::env::var("FLOWGATE_TEST_DATABASE_URL").unwrap();
+    let base = crate::pg::database_url().expect("a test database");
     base.split('@')
         .nth(1)
         .and_then(|rest| rest.split('/').next())
@@ -442,7 +442,7 @@ async fn a_node_that_loses_its_route_to_the_database_drops_dead_connections_and_
         Ok(net) => net,
         Err(e) => {
             assert!(!ci(), "CI=true but no network namespace could be made: {e}");
-            eprintln!("skipping pg_lost_route: {e}");
+            crate::skips::skipped("network namespace", e.to_string());
             return;
         }
     };

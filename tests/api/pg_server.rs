@@ -257,9 +257,9 @@ pub fn or_skip(started: Result<Cluster, String>, test: &str) -> Option<Cluster> 
         Err(e) => {
             assert!(
                 !ci(),
-                "CI=true but no PostgreSQL server of the test's own: {e}"
+                "CI=true but no PostgreSQL server of its own for {test}: {e}"
             );
-            eprintln!("skipping {test}: {e}");
+            crate::skips::skipped("PostgreSQL server of its own", e);
             None
         }
     }

@@ -37,7 +37,7 @@ async fn server_certificate(pg: &PgSchema) -> Option<String> {
             std::env::var("CI").as_deref() != Ok("true"),
             "CI=true but the test PostgreSQL does not offer TLS (ssl = {on})"
         );
-        eprintln!("skipping TLS checks: the test PostgreSQL does not offer TLS");
+        crate::skips::skipped("PostgreSQL TLS", "the test PostgreSQL does not offer TLS");
         return None;
     }
     // Relative paths are relative to the server's data directory.

@@ -18,20 +18,17 @@ pub struct Schema {
 
 impl Schema {
     pub async fn create(prefix: &str) -> Option<Self> {
-        let base = match std::env::var("FLOWGATE_TEST_DATABASE_URL") {
-            Ok(u) => u,
-            Err(_) if std::env::var("CI").as_deref() == Ok("true") => {
-                panic!("CI=true but FLOWGATE_TEST_DATABASE_URL is not set")
-            }
-            Err(_) => {
-                eprintln!("skipped: FLOWGATE_TEST_DATABASE_URL is not set");
-                return None;
-            }
-        };
+        let base = crate::pg::database_url()?;
         let (client, conn) = match tokio_postgres::connect(&base, tokio_postgres::NoTls).await {
             Ok(c) => c,
-            Err(e) if std::env::var("CI").as_deref() != Ok("true") => {
-                eprintln!("skipped: PostgreSQL unreachable: {e}");
+            Err(e) if !crate::skips::ci() => {
+                crate::skips::skipped(
+                    "PostgreSQL",
+                    format!(
+                        "{base} is unreachable: {}",
+                        flowgate::domain::chain::describe(&e)
+                    ),
+                );
                 return None;
             }
             Err(e) => panic!("PostgreSQL unreachable: {e}"),
