@@ -51,10 +51,15 @@ enum Command {
         #[command(flatten)]
         admin: AdminArgs,
     },
-    /// API keys.
+    /// API keys for a tenant's callers (`_tenant.yaml`).
     Key {
         #[command(subcommand)]
         command: KeyCommand,
+    },
+    /// Admin tokens for `/_admin` and `flowgate messages` (`flowgate.toml`).
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
     },
     /// Run a flow in this process, without HTTP or a store, and print the result and trace.
     Run(cli::run::RunArgs),
@@ -104,7 +109,7 @@ struct AdminArgs {
 
 #[derive(Subcommand)]
 enum KeyCommand {
-    /// Generate a key (or hash one given with --key) and print the _tenant.yaml line.
+    /// Generate a caller's API key (or hash one given with --key) and print its _tenant.yaml line.
     New {
         #[arg(long)]
         label: String,
@@ -112,6 +117,24 @@ enum KeyCommand {
         #[arg(long)]
         key: Option<String>,
         /// Print {"label","key","hash"}.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Generate an admin token (or hash one given with --token) and print its flowgate.toml entry.
+    New {
+        #[arg(long)]
+        label: String,
+        /// The tenants it may see, comma-separated; without it, every tenant.
+        #[arg(long, value_delimiter = ',', value_name = "TENANT,...")]
+        tenants: Option<Vec<String>>,
+        /// Hash this token instead of generating one.
+        #[arg(long)]
+        token: Option<String>,
+        /// Print {"label","token","hash","tenants"}.
         #[arg(long)]
         json: bool,
     },
@@ -133,6 +156,15 @@ fn main() -> ExitCode {
         Command::Key {
             command: KeyCommand::New { label, key, json },
         } => cli::key::new(&label, key, json),
+        Command::Token {
+            command:
+                TokenCommand::New {
+                    label,
+                    tenants,
+                    token,
+                    json,
+                },
+        } => cli::key::new_token(&label, token, tenants, json),
         Command::Run(args) => cli::run::run(args),
         Command::Migrate { store } => cli::migrate::migrate(&store),
     };

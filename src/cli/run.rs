@@ -1,6 +1,7 @@
 //! `flowgate run`: one flow run in this process on a request given on the
 //! command line, without HTTP or a store; prints the result and the trace.
 
+use std::io::Read;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -18,10 +19,10 @@ pub struct RunArgs {
     /// Query parameter, repeatable.
     #[arg(long = "param", value_name = "K=V")]
     pub params: Vec<String>,
-    /// File with the request body.
-    #[arg(long)]
+    /// File with the request body; `-` reads it from standard input.
+    #[arg(long, value_name = "FILE")]
     pub body: Option<PathBuf>,
-    /// Content type of the body [default: application/json]
+    /// Content type of the body.
     #[arg(long, default_value = "application/json")]
     pub content_type: String,
     /// HTTP method [default: the trigger's first method]
@@ -59,6 +60,13 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         })
         .collect::<Result<Vec<_>>>()?;
     let body = match &args.body {
+        Some(path) if path.as_os_str() == "-" => {
+            let mut body = Vec::new();
+            std::io::stdin()
+                .read_to_end(&mut body)
+                .context("cannot read the body from standard input")?;
+            body
+        }
         Some(path) => {
             std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?
         }

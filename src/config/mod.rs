@@ -109,7 +109,7 @@ pub struct Settings {
     pub executor_binary: Option<PathBuf>,
 }
 
-/// One admin token: `flowgate key new --label NAME` makes the hash.
+/// One admin token: `flowgate token new --label NAME` makes the entry.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AdminToken {

@@ -89,7 +89,7 @@ fn admin_tokens_and_subscription_settings() {
     );
     let errs = s.validate().unwrap_err();
     assert_eq!(errs.len(), 2, "{errs:?}");
-    assert!(errs[0].contains("flowgate key new"));
+    assert!(errs[0].contains("flowgate token new"));
     assert!(errs[1].contains("reserved"));
     assert_eq!(Settings::default().subscriptions_retry.len(), 8);
     let mut s = Settings::default();

@@ -88,7 +88,7 @@ impl Settings {
                 || argon2::password_hash::phc::PasswordHash::new(&t.hash).is_err()
             {
                 errors.push(format!(
-                    "admin_tokens[{i}] ({}): `hash` is not an argon2id PHC string; make one with `flowgate key new --label {}`",
+                    "admin_tokens[{i}] ({}): `hash` is not an argon2id PHC string; make one with `flowgate token new --label {}`",
                     t.label, t.label
                 ));
             }

@@ -67,4 +67,36 @@ mod tests {
         );
         assert_eq!(Chain(&Link("alone", None)).to_string(), "alone");
     }
+
+    /// An error that writes its source into its own message, as
+    /// `#[error("...: {source}")]` does, is still said once with its chain.
+    #[test]
+    fn a_source_in_the_message_is_not_said_again() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("cannot listen on {addr}: {source}")]
+        struct Listen {
+            addr: &'static str,
+            source: std::io::Error,
+        }
+        let e = Listen {
+            addr: "0.0.0.0:8080",
+            source: std::io::Error::from_raw_os_error(98),
+        };
+        let said = describe(&e);
+        assert_eq!(said.matches("(os error 98)").count(), 1, "{said}");
+        assert!(
+            said.starts_with("cannot listen on 0.0.0.0:8080: "),
+            "{said}"
+        );
+        // The same through anyhow's chain, as `main` prints it.
+        let e = anyhow::Error::new(e).context("server stopped");
+        let said = describe_links(e.chain().map(|c| c.to_string()));
+        assert_eq!(said.matches("(os error 98)").count(), 1, "{said}");
+        // A cause that adds something is kept.
+        let e = Link(
+            "error sending request",
+            Some(Box::new(Link("connection refused", None))),
+        );
+        assert_eq!(describe(&e), "error sending request: connection refused");
+    }
 }

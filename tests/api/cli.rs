@@ -1,4 +1,5 @@
-//! The `flowgate` command: key generation, local runs, and `serve` refusing broken flows.
+//! The `flowgate` command: keys and admin tokens, local runs, and `serve` refusing
+//! broken flows or a taken port.
 
 use std::process::Command;
 
@@ -407,4 +408,163 @@ async fn a_failed_flow_is_answered_alike_by_the_server_and_by_flowgate_test() {
             "{name}"
         );
     }
+}
+
+#[test]
+fn run_reads_the_body_from_standard_input() {
+    use std::io::Write;
+    let mut child = flowgate()
+        .args(["run", "acme/WorkOrder", "--body", "-", "--flows"])
+        .arg(repo_flows())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(br#"{"customer": "c2", "order": "o2", "lines": [{"qty": 3, "price": 2.0}]}"#)
+        .unwrap();
+    let v: Value = serde_json::from_slice(&succeeded(child.wait_with_output().unwrap())).unwrap();
+    assert_eq!(v["response"]["body"]["total"], 6.0, "{v}");
+    assert_eq!(v["response"]["body"]["customer"], "c2", "{v}");
+}
+
+#[test]
+fn run_help_names_each_default_once() {
+    let help = String::from_utf8(succeeded(
+        flowgate().args(["run", "--help"]).output().unwrap(),
+    ))
+    .unwrap();
+    let line = help
+        .lines()
+        .skip_while(|l| !l.contains("--content-type"))
+        .take_while(|l| !l.trim_start().starts_with("--method"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert_eq!(line.matches("application/json").count(), 1, "{line}");
+    assert!(help.contains("`-` reads it from standard input"), "{help}");
+}
+
+#[test]
+fn token_new_prints_an_admin_token_entry_for_flowgate_toml() {
+    let out = flowgate()
+        .args([
+            "token",
+            "new",
+            "--label",
+            "support",
+            "--tenants",
+            "acme,beta",
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8(succeeded(out)).unwrap();
+    let token = text
+        .lines()
+        .find_map(|l| l.strip_prefix("token: "))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(text.contains("add to flowgate.toml:"), "{text}");
+    assert!(!text.contains("_tenant.yaml"), "{text}");
+    let entry = &text[text.find("[[admin_tokens]]").unwrap()..];
+    // Pasted into a settings file, it is a valid admin token that opens for its tenants.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("flowgate.toml");
+    std::fs::write(&file, entry).unwrap();
+    let settings = flowgate::config::Settings::load(Some(file.as_path())).unwrap();
+    settings.validate().unwrap();
+    let t = &settings.admin_tokens[0];
+    assert_eq!(t.label, "support");
+    assert_eq!(t.tenants, Some(vec!["acme".to_owned(), "beta".to_owned()]));
+    assert!(flowgate::auth::keys::verify(token, &t.hash));
+
+    // Without --tenants it sees every tenant; --json for scripts.
+    let out = flowgate()
+        .args([
+            "token", "new", "--label", "ops", "--json", "--token", "given",
+        ])
+        .output()
+        .unwrap();
+    let v: Value = serde_json::from_slice(&succeeded(out)).unwrap();
+    assert_eq!(
+        (&v["label"], &v["tenants"]),
+        (&Value::from("ops"), &Value::Null)
+    );
+    assert!(flowgate::auth::keys::verify(
+        "given",
+        v["hash"].as_str().unwrap()
+    ));
+
+    let out = flowgate()
+        .args(["token", "new", "--label", "x", "--tenants", "acme,_bad"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--tenants: `_bad`"));
+
+    // `key new` is for callers' keys and says where admin tokens come from.
+    let out = flowgate()
+        .args(["key", "new", "--label", "ops"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8(succeeded(out)).unwrap();
+    assert!(text.contains("_tenant.yaml under api_keys:"), "{text}");
+    assert!(
+        text.contains("an admin token is `flowgate token new`"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_taken_port_is_said_once_and_logs_to_a_file_have_no_colours() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let out = flowgate()
+        .args(["serve", "--listen", &addr, "--store"])
+        .arg(format!("sqlite://{}", dir.path().join("x.db").display()))
+        .arg("--flows")
+        .arg(repo_flows())
+        .env("FLOWGATE_LOG", "info")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    let line = err
+        .lines()
+        .find(|l| l.starts_with("error: "))
+        .unwrap_or_else(|| panic!("{err}"));
+    assert!(
+        line.starts_with(&format!("error: cannot listen on {addr}: ")),
+        "{line}"
+    );
+    assert_eq!(line.matches("Address already in use").count(), 1, "{line}");
+    // stderr is a pipe here: the log lines before it are plain text.
+    assert!(err.contains("flows loaded"), "{err}");
+    assert!(!err.contains('\x1b'), "{err:?}");
+    drop(taken);
+}
+
+#[test]
+fn messages_names_why_the_server_cannot_be_reached_once() {
+    let out = flowgate()
+        .args([
+            "messages",
+            "lanes",
+            "--url",
+            "http://127.0.0.1:1",
+            "--token",
+            "t",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.starts_with("flowgate messages: cannot reach flowgate at http://127.0.0.1:1: "),
+        "{err}"
+    );
+    assert_eq!(err.matches("Connection refused").count(), 1, "{err}");
 }
