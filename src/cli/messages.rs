@@ -1,4 +1,4 @@
-//! `flowgate messages list|show|replay|skip|unblock`: the log history from a terminal, through
+//! `flowgate messages list|show|lanes|replay|skip|unblock`: the log history from a terminal, through
 //! a running server's admin API (`/_admin/api`), so that a replay is queued by the
 //! server that runs it, whichever store it has.
 
@@ -111,7 +111,7 @@ impl Admin {
     /// One page of the log history, newest first, and the cursor of the next.
     pub async fn list(&self, f: &ListFilter) -> Result<Value, AdminError> {
         let limit = f.limit.map(|l| l.to_string());
-        let query: Vec<(&str, &str)> = [
+        let query = [
             ("tenant", f.tenant.as_deref()),
             ("trigger", f.trigger.as_deref()),
             ("status", f.status.as_deref()),
@@ -120,14 +120,30 @@ impl Admin {
             ("to", f.to.as_deref()),
             ("cursor", f.cursor.as_deref()),
             ("limit", limit.as_deref()),
-        ]
-        .into_iter()
-        .filter_map(|(k, v)| v.map(|v| (k, v)))
-        .collect();
-        let mut url = self.endpoint("/messages");
-        if !query.is_empty() {
+        ];
+        self.get("/messages", &query).await
+    }
+
+    /// The ordered lanes held by a failed message, of one tenant (and trigger) or all.
+    pub async fn lanes(
+        &self,
+        tenant: Option<&str>,
+        trigger: Option<&str>,
+    ) -> Result<Value, AdminError> {
+        self.get("/lanes", &[("tenant", tenant), ("trigger", trigger)])
+            .await
+    }
+
+    /// GET `path` with the query parameters that have a value.
+    async fn get(&self, path: &str, query: &[(&str, Option<&str>)]) -> Result<Value, AdminError> {
+        let given: Vec<(&str, &str)> = query
+            .iter()
+            .filter_map(|&(k, v)| v.map(|v| (k, v)))
+            .collect();
+        let mut url = self.endpoint(path);
+        if !given.is_empty() {
             url.push('?');
-            url.push_str(&serde_urlencoded::to_string(&query)?);
+            url.push_str(&serde_urlencoded::to_string(&given)?);
         }
         self.send(Self::client()?.get(url)).await
     }
@@ -146,39 +162,22 @@ impl Admin {
     }
 }
 
-/// A page of the log history as a table, one message a line, and where the next
-/// page starts.
-pub fn table(page: &Value) -> String {
-    let mut rows = vec![[
-        "MESSAGE".to_owned(),
-        "TRIGGER".to_owned(),
-        "LANE".to_owned(),
-        "STATUS".to_owned(),
-        "ATTEMPTS".to_owned(),
-        "RESPONSE".to_owned(),
-        "RECEIVED".to_owned(),
-    ]];
-    let text = |v: &Value| match v {
+/// A cell of a table: text as is, nothing as `-`.
+fn cell(v: &Value) -> String {
+    match v {
         Value::Null => "-".to_owned(),
         Value::String(s) => s.clone(),
         other => other.to_string(),
-    };
-    for m in page["messages"].as_array().into_iter().flatten() {
-        rows.push([
-            text(&m["message_id"]),
-            format!("{}/{}", text(&m["tenant"]), text(&m["trigger"])),
-            text(&m["lane"]),
-            text(&m["status"]),
-            text(&m["attempts"]),
-            text(&m["response_status"]),
-            text(&m["received_at"]),
-        ]);
     }
-    let widths: Vec<usize> = (0..7)
+}
+
+/// Rows under their headings, each column as wide as its widest cell.
+fn columns<const N: usize>(rows: &[[String; N]]) -> String {
+    let widths: Vec<usize> = (0..N)
         .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
         .collect();
     let mut out = String::new();
-    for r in &rows {
+    for r in rows {
         let line: Vec<String> = r
             .iter()
             .zip(&widths)
@@ -187,10 +186,55 @@ pub fn table(page: &Value) -> String {
         out.push_str(line.join("  ").trim_end());
         out.push('\n');
     }
+    out
+}
+
+/// A page of the log history as a table, one message a line, and where the next
+/// page starts.
+pub fn table(page: &Value) -> String {
+    let mut rows = vec![
+        [
+            "MESSAGE", "TRIGGER", "LANE", "STATUS", "ATTEMPTS", "RESPONSE", "RECEIVED",
+        ]
+        .map(str::to_owned),
+    ];
+    for m in page["messages"].as_array().into_iter().flatten() {
+        rows.push([
+            cell(&m["message_id"]),
+            format!("{}/{}", cell(&m["tenant"]), cell(&m["trigger"])),
+            cell(&m["lane"]),
+            cell(&m["status"]),
+            cell(&m["attempts"]),
+            cell(&m["response_status"]),
+            cell(&m["received_at"]),
+        ]);
+    }
+    let mut out = columns(&rows);
     match page["next_cursor"].as_str() {
         Some(c) => out.push_str(&format!("next page: --cursor {c}\n")),
         None => out.push_str("(end)\n"),
     }
+    out
+}
+
+/// The blocked lanes as a table, one lane a line, with what lets each go on.
+pub fn lane_table(list: &Value) -> String {
+    let lanes = list["lanes"].as_array().map(Vec::as_slice).unwrap_or(&[]);
+    if lanes.is_empty() {
+        return "no blocked lanes\n".to_owned();
+    }
+    let mut rows = vec![["TRIGGER", "LANE", "BLOCKED BY", "STATUS", "SINCE"].map(str::to_owned)];
+    for l in lanes {
+        rows.push([
+            format!("{}/{}", cell(&l["tenant"]), cell(&l["trigger"])),
+            cell(&l["lane"]),
+            cell(&l["message_id"]),
+            cell(&l["status"]),
+            cell(&l["since"]),
+        ]);
+    }
+    let mut out = columns(&rows);
+    out.push_str("(`flowgate messages skip|unblock <BLOCKED BY>` lets a lane go on)\n");
     out
 }
 
@@ -207,6 +251,17 @@ pub enum Command {
     },
     /// One message: input, trace, response and every attempt (JSON).
     Show { id: String },
+    /// The ordered lanes blocked by a failed message, and the message that holds each.
+    Lanes {
+        #[arg(long)]
+        tenant: Option<String>,
+        /// Trigger name (needs --tenant).
+        #[arg(long, requires = "tenant")]
+        trigger: Option<String>,
+        /// Print the admin API's JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Queue a message again, as a new message linked to it.
     Replay { id: String },
     /// Mark the message that blocks its ordered lane skipped; the lane goes on.
@@ -230,6 +285,18 @@ pub fn run(command: Command, url: String, token: Option<String>) -> anyhow::Resu
                 Ok(if json { pretty(page) } else { table(&page) })
             }
             Command::Show { id } => admin.show(&id).await.map(pretty),
+            Command::Lanes {
+                tenant,
+                trigger,
+                json,
+            } => {
+                let list = admin.lanes(tenant.as_deref(), trigger.as_deref()).await?;
+                Ok(if json {
+                    pretty(list)
+                } else {
+                    lane_table(&list)
+                })
+            }
             Command::Replay { id } => admin.act(&id, "replay").await.map(|r| {
                 format!(
                     "replayed {} as {}\n",
@@ -253,7 +320,8 @@ pub fn run(command: Command, url: String, token: Option<String>) -> anyhow::Resu
             Ok(ExitCode::SUCCESS)
         }
         Err(why) => {
-            eprintln!("flowgate messages: {why}");
+            // Each cause once: reqwest keeps what went wrong ("Connection refused") in its source.
+            eprintln!("flowgate messages: {}", crate::domain::chain::Chain(&why));
             Ok(ExitCode::FAILURE)
         }
     }
@@ -285,6 +353,16 @@ mod tests {
              next page: --cursor 0190-b\n"
         );
         let last = json!({"messages": [], "next_cursor": null});
+        assert_eq!(
+            lane_table(&json!({"lanes": [
+                {"tenant": "acme", "trigger": "Lanes", "lane": "c-300", "message_id": "0190-b",
+                 "status": "dead", "since": "2026-12-01T09:00:01.000000Z"}
+            ]})),
+            "TRIGGER     LANE   BLOCKED BY  STATUS  SINCE\n\
+             acme/Lanes  c-300  0190-b      dead    2026-12-01T09:00:01.000000Z\n\
+             (`flowgate messages skip|unblock <BLOCKED BY>` lets a lane go on)\n"
+        );
+        assert_eq!(lane_table(&json!({"lanes": []})), "no blocked lanes\n");
         assert_eq!(
             table(&last),
             "MESSAGE  TRIGGER  LANE  STATUS  ATTEMPTS  RESPONSE  RECEIVED\n(end)\n"

@@ -41,6 +41,8 @@ pub struct MessageSummary {
     pub replay_of: Option<MessageId>,
     /// A finished message that holds its ordered lane.
     pub blocking: bool,
+    /// Why its last attempt failed, if it did.
+    pub error: Option<String>,
 }
 
 /// How many messages of a trigger are in a status.

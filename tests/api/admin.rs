@@ -206,6 +206,12 @@ async fn lists_triggers_messages_and_message_detail() {
     assert_eq!(first["attempts"], 1);
     assert!(first["duration_ms"].as_f64().unwrap() >= 0.0);
     assert_eq!(page["messages"][1]["response_status"], 201);
+    // A line says why its message failed.
+    assert!(
+        first["error"].as_str().is_some_and(|e| !e.is_empty()),
+        "{first}"
+    );
+    assert_eq!(page["messages"][1]["error"], Value::Null);
 
     let (_, p1) = app
         .admin("GET", &format!("{path}&limit=1"), GLOBAL_TOKEN, None)
@@ -751,6 +757,57 @@ async fn the_messages_command_lists_shows_replays_and_releases_lanes() {
     let [head, next, other] = <[String; 3]>::try_from(posted).unwrap();
     app.admin_wait(&head, "dead").await;
     app.admin_wait(&other, "dead").await;
+    // Both blocked lanes, and each message that holds one.
+    let out = messages_command(
+        &app,
+        &["lanes", "--tenant", "acme", "--trigger", "Lanes"],
+        Some(GLOBAL_TOKEN),
+    )
+    .await;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(
+        lines[0].starts_with("TRIGGER     LANE  BLOCKED BY"),
+        "{text}"
+    );
+    assert!(
+        lines[1].starts_with(&format!("acme/Lanes  a     {head}  dead")),
+        "{text}"
+    );
+    assert!(
+        lines[2].starts_with(&format!("acme/Lanes  b     {other}  dead")),
+        "{text}"
+    );
+    let out = messages_command(&app, &["lanes", "--json"], Some(GLOBAL_TOKEN)).await;
+    let list: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(list["lanes"].as_array().unwrap().len(), 2, "{list}");
+    let out = messages_command(&app, &["lanes", "--tenant", "other"], Some(GLOBAL_TOKEN)).await;
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "no blocked lanes\n");
+    let out = messages_command(&app, &["lanes", "--tenant", "acme"], Some(ACME_TOKEN)).await;
+    assert!(String::from_utf8_lossy(&out.stdout).contains(&head));
+    let out = messages_command(&app, &["lanes", "--tenant", "other"], Some(ACME_TOKEN)).await;
+    assert!(!out.status.success(), "another tenant's lanes are not seen");
+    // One lane's log history.
+    let out = messages_command(
+        &app,
+        &[
+            "list",
+            "--tenant",
+            "acme",
+            "--trigger",
+            "Lanes",
+            "--lane",
+            "b",
+            "--json",
+        ],
+        Some(GLOBAL_TOKEN),
+    )
+    .await;
+    let page: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(page["messages"].as_array().map(Vec::len), Some(1), "{page}");
+    assert_eq!(page["messages"][0]["message_id"], other.as_str());
+    assert_eq!(page["messages"][0]["lane"], "b");
+    assert_eq!(page["messages"][0]["error"], "not ok");
     let out = messages_command(&app, &["skip", &head], Some(GLOBAL_TOKEN)).await;
     assert_eq!(
         String::from_utf8_lossy(&out.stdout),

@@ -1,7 +1,8 @@
 //! The web UI in headless Chromium, driven through chromedriver's WebDriver API
 //! (plain JSON over HTTP with reqwest): log in, open a trigger's log history,
 //! expand a failed message, see its attempts, fix the flow, press Replay and see
-//! the new execution succeed; then open a delivery in the event delivery log.
+//! the new execution succeed; see each line's lane and error, filter by lane;
+//! then open a delivery in the event delivery log.
 //! Screenshots go to target/test-output/.
 //!
 //! Without chromium the test is skipped with a notice, unless `CI` is set.
@@ -119,18 +120,28 @@ impl Driver {
         self.session("POST", "/url", json!({"url": url})).await;
     }
 
+    /// The elements matching `css` now.
+    async fn elements(&self, css: &str) -> Vec<String> {
+        let r = self
+            .session(
+                "POST",
+                "/elements",
+                json!({"using": "css selector", "value": css}),
+            )
+            .await;
+        r["value"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e[ELEMENT].as_str().map(str::to_owned))
+            .collect()
+    }
+
     /// Waits (up to 15 s) for an element matching `css`.
     async fn find(&self, css: &str) -> String {
         for _ in 0..300 {
-            let r = self
-                .session(
-                    "POST",
-                    "/element",
-                    json!({"using": "css selector", "value": css}),
-                )
-                .await;
-            if let Some(id) = r["value"][ELEMENT].as_str() {
-                return id.to_owned();
+            if let Some(id) = self.elements(css).await.into_iter().next() {
+                return id;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -151,6 +162,25 @@ impl Driver {
             json!({"text": text}),
         )
         .await;
+    }
+
+    /// Waits (up to 15 s) until no element matches `css`.
+    async fn gone(&self, css: &str) {
+        for _ in 0..300 {
+            if self.elements(css).await.is_empty() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("`{css}` is still there");
+    }
+
+    /// Replaces the text of the input `css` and commits it (Enter).
+    async fn fill(&self, css: &str, text: &str) {
+        let id = self.find(css).await;
+        self.session("POST", &format!("/element/{id}/clear"), json!({}))
+            .await;
+        self.type_into(css, &format!("{text}\u{e007}")).await;
     }
 
     async fn text(&self, css: &str) -> String {
@@ -185,7 +215,7 @@ async fn log_in_expand_a_failed_message_and_replay_it() {
         if std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0") {
             panic!("chromium and chromedriver are needed for the browser test (CI is set)");
         }
-        eprintln!("NOTICE: browser test skipped: chromium / chromedriver not installed");
+        crate::skips::skipped("browser", "chromium / chromedriver not installed");
         return;
     };
     let app = admin_app().await;
@@ -193,6 +223,14 @@ async fn log_in_expand_a_failed_message_and_replay_it() {
         .post_async("/acme/Lanes", None, json!({"lane": "ui", "n": 1}))
         .await;
     app.admin_wait(&failed, "dead").await;
+    let other = app
+        .post_async(
+            "/acme/Lanes",
+            None,
+            json!({"lane": "web", "n": 2, "ok": true}),
+        )
+        .await;
+    app.admin_wait(&other, "succeeded").await;
 
     let driver = Driver::start(chromium, chromedriver).await;
     driver.goto(&app.url("/_admin")).await;
@@ -202,6 +240,13 @@ async fn log_in_expand_a_failed_message_and_replay_it() {
         .click("tr[data-trigger=\"acme/Lanes\"] a.open-log")
         .await;
     assert!(driver.text("#lanes .lane-blocked").await.contains(&failed));
+    // Each line says its lane and, for a failure, why.
+    let head = driver.text("#messages thead").await.to_lowercase();
+    assert!(head.contains("lane") && head.contains("error"), "{head}");
+    let line = driver.text(&format!("tr.msg[data-id=\"{failed}\"]")).await;
+    assert!(line.contains("ui") && line.contains("not ok"), "{line}");
+    let line = driver.text(&format!("tr.msg[data-id=\"{other}\"]")).await;
+    assert!(line.contains("web") && !line.contains("not ok"), "{line}");
     driver
         .click(&format!(
             "tr.msg[data-id=\"{failed}\"][data-status=\"dead\"]"
@@ -221,10 +266,30 @@ async fn log_in_expand_a_failed_message_and_replay_it() {
     driver
         .click(&format!("tr.detail[data-id=\"{failed}\"] button.replay"))
         .await;
-    let row = driver.text("tr.msg[data-status=\"succeeded\"]").await;
+    // (Of the two succeeded lines, the replay is the one that says what it replays.)
+    let row = driver
+        .text("tr.msg[data-status=\"succeeded\"] .muted")
+        .await;
     assert!(row.contains(&format!("replay of {failed}")), "{row}");
     let shot = driver.screenshot("admin-ui-replay.png").await;
     eprintln!("screenshot: {}", shot.display());
+
+    // The lane filter shows one lane's messages only.
+    driver.fill("#lane-filter", "web").await;
+    driver.gone(&format!("tr.msg[data-id=\"{failed}\"]")).await;
+    driver
+        .gone("tr.msg[data-status=\"succeeded\"] .muted")
+        .await;
+    assert!(
+        driver
+            .text(&format!("tr.msg[data-id=\"{other}\"]"))
+            .await
+            .contains("web")
+    );
+    driver.fill("#lane-filter", "ui").await;
+    driver.find(&format!("tr.msg[data-id=\"{failed}\"]")).await;
+    driver.gone(&format!("tr.msg[data-id=\"{other}\"]")).await;
+    driver.screenshot("admin-ui-lane-filter.png").await;
 
     // The other tenant's subscription cannot post to http://: its delivery log says why.
     app.post_async("/other/Secret", None, json!({"n": 1})).await;

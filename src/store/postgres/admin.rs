@@ -18,7 +18,7 @@ use super::{PgStore, db, notify_work};
 
 const SUMMARY_COLUMNS: &str =
     "id, tenant, trigger, lane, status, received_at, finished_at, attempts,
-     (response::jsonb ->> 'status')::int, replay_of, blocking";
+     (response::jsonb ->> 'status')::int, replay_of, blocking, error";
 
 /// The smallest UUIDv7 of the millisecond of `us`: time bounds become id bounds.
 pub(super) fn id_floor(us: Micros) -> uuid::Uuid {
@@ -183,6 +183,7 @@ fn summary(r: &tokio_postgres::Row) -> Result<MessageSummary, StoreError> {
             .and_then(|c| u16::try_from(c).ok()),
         replay_of: r.get::<_, Option<uuid::Uuid>>(9).map(message_id),
         blocking: r.get(10),
+        error: r.get(11),
     })
 }
 

@@ -18,7 +18,7 @@ use super::reads::{corrupt, get, id_floor};
 
 const SUMMARY_COLUMNS: &str =
     "id, tenant, trigger, lane, status, received_at, finished_at, attempts,
-     json_extract(response, '$.status'), replay_of, blocking";
+     json_extract(response, '$.status'), replay_of, blocking, error";
 
 /// The WHERE clause of a query for one trigger (or none: every trigger) and its values.
 fn conditions(q: &MessageQuery, key: Option<&TriggerKey>) -> (String, Vec<Sql>) {
@@ -95,12 +95,14 @@ fn status(s: &str) -> Result<MessageStatus, StoreError> {
 type SummaryRow = (
     (String, String, String, Option<String>, String),
     (i64, Option<i64>, u32, Option<i64>, Option<String>, bool),
+    Option<String>,
 );
 
 fn summary(row: SummaryRow) -> Result<MessageSummary, StoreError> {
     let (
         (i, tenant, trigger, lane, st),
         (received_at, finished_at, attempts, code, replay, blocking),
+        error,
     ) = row;
     Ok(MessageSummary {
         id: id(&i)?,
@@ -114,6 +116,7 @@ fn summary(row: SummaryRow) -> Result<MessageSummary, StoreError> {
         response_status: code.and_then(|c| u16::try_from(c).ok()),
         replay_of: replay.as_deref().map(id).transpose()?,
         blocking,
+        error,
     })
 }
 
@@ -140,6 +143,7 @@ fn list(conn: &Connection, q: &MessageQuery) -> Result<Vec<MessageSummary>, Stor
                         r.get(9)?,
                         r.get(10)?,
                     ),
+                    r.get(11)?,
                 ))
             })
             .and_then(|rows| rows.collect::<Result<Vec<SummaryRow>, _>>())

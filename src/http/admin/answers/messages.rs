@@ -43,6 +43,9 @@ pub struct MessageSummary {
     pub replay_of: Option<String>,
     /// A finished message that holds its ordered lane.
     pub blocking: bool,
+    /// Why its last attempt failed (the whole text is in the message's detail).
+    #[schema(required = true)]
+    pub error: Option<String>,
 }
 
 impl From<&Summary> for MessageSummary {
@@ -60,6 +63,7 @@ impl From<&Summary> for MessageSummary {
             response_status: m.response_status,
             replay_of: m.replay_of.map(|r| r.to_string()),
             blocking: m.blocking,
+            error: m.error.clone(),
         }
     }
 }

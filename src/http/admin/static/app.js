@@ -120,6 +120,8 @@ function query() {
   const p = new URLSearchParams({ tenant: state.tenant, trigger: state.trigger, limit: "50" });
   const s = $("#status-filter").value;
   if (s) p.set("status", s);
+  const lane = $("#lane-filter").value;
+  if (lane) p.set("lane", lane);
   if (state.cursor) p.set("cursor", state.cursor);
   return p.toString();
 }
@@ -140,10 +142,12 @@ async function loadLog() {
     rows.push(el("tr", { class: "msg", "data-id": m.message_id, "data-status": m.status, on: { click: () => toggle(m.message_id) } },
       el("td", { class: "id" }, m.message_id, m.replay_of ? el("div", { class: "muted" }, "replay of " + m.replay_of) : null),
       el("td", {}, time(m.received_at)),
+      el("td", { class: "lane" }, m.lane === null ? "" : el("code", {}, m.lane)),
       el("td", {}, status(m.status), m.blocking ? el("span", { class: "badge" }, "blocks its lane") : null),
       el("td", {}, m.attempts),
       el("td", {}, ms(m.duration_ms)),
-      el("td", {}, m.response_status === null ? "" : m.response_status)));
+      el("td", {}, m.response_status === null ? "" : m.response_status),
+      el("td", { class: "error-cell", title: m.error || "" }, m.error || "")));
     if (state.open.has(m.message_id)) rows.push(await detailRow(m.message_id));
   }
   if (!newest()) return;
@@ -183,7 +187,7 @@ async function detailRow(id) {
     el("button", { type: "button", class: "replay primary", on: { click: (e) => { e.stopPropagation(); action(id, "replay"); } } }, "Replay"),
     d.blocking ? el("button", { type: "button", class: "skip", on: { click: (e) => { e.stopPropagation(); action(id, "skip"); } } }, "Skip") : null,
     d.blocking ? el("button", { type: "button", class: "unblock", on: { click: (e) => { e.stopPropagation(); action(id, "unblock"); } } }, "Unblock") : null);
-  const cell = el("td", { colSpan: 6 },
+  const cell = el("td", { colSpan: 8 },
     buttons,
     d.error ? el("p", { class: "error" }, d.error) : null,
     el("h4", {}, "Attempts"), attempts,
@@ -256,6 +260,7 @@ function route() {
     if (state.tenant !== parts[1] || state.trigger !== parts[2]) {
       state.open.clear();
       state.cursor = null;
+      $("#lane-filter").value = "";
     }
     state.tenant = parts[1];
     state.trigger = parts[2];
@@ -280,6 +285,7 @@ document.addEventListener("DOMContentLoaded", () => {
   $("#login-form").addEventListener("submit", login);
   $("#logout").addEventListener("click", logout);
   $("#status-filter").addEventListener("change", () => { state.cursor = null; refresh(); });
+  $("#lane-filter").addEventListener("change", () => { state.cursor = null; refresh(); });
   $("#newest").addEventListener("click", () => { state.cursor = null; refresh(); });
   $("#older").addEventListener("click", () => { state.cursor = state.next; refresh(); });
   $("#delivery-tenant").addEventListener("change", refresh);
