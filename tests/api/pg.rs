@@ -25,15 +25,8 @@ pub const DEFAULT_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
 /// (the part counted as skipped) otherwise, a failure under `CI=true`.
 pub fn database_url() -> Option<String> {
     static FOUND: OnceLock<Result<String, String>> = OnceLock::new();
-    let found = FOUND.get_or_init(|| match std::env::var("FLOWGATE_TEST_DATABASE_URL") {
-        Ok(url) => Ok(url),
-        Err(_) => match answers(DEFAULT_URL) {
-            Ok(()) => Ok(DEFAULT_URL.to_owned()),
-            Err(e) => Err(format!(
-                "no database at {DEFAULT_URL} ({e}; set FLOWGATE_TEST_DATABASE_URL)"
-            )),
-        },
-    });
+    let found =
+        FOUND.get_or_init(|| choose(std::env::var("FLOWGATE_TEST_DATABASE_URL").ok(), answers));
     match found {
         Ok(url) => Some(url.clone()),
         Err(why) => {
@@ -42,6 +35,38 @@ pub fn database_url() -> Option<String> {
             None
         }
     }
+}
+
+/// The URL named, else [`DEFAULT_URL`] if `probe` finds a server there, else why not.
+fn choose(
+    named: Option<String>,
+    probe: impl FnOnce(&str) -> Result<(), String>,
+) -> Result<String, String> {
+    match named {
+        Some(url) => Ok(url),
+        None => match probe(DEFAULT_URL) {
+            Ok(()) => Ok(DEFAULT_URL.to_owned()),
+            Err(e) => Err(format!(
+                "no database at {DEFAULT_URL} ({e}; set FLOWGATE_TEST_DATABASE_URL)"
+            )),
+        },
+    }
+}
+
+#[test]
+fn the_local_server_is_used_when_no_database_is_named() {
+    let named = Some("postgres://elsewhere/db".to_owned());
+    assert_eq!(
+        choose(named, |_| panic!("not probed")).as_deref(),
+        Ok("postgres://elsewhere/db")
+    );
+    assert_eq!(choose(None, |_| Ok(())).as_deref(), Ok(DEFAULT_URL));
+    assert_eq!(
+        choose(None, |url| Err(format!("{url} refused"))),
+        Err(format!(
+            "no database at {DEFAULT_URL} ({DEFAULT_URL} refused; set FLOWGATE_TEST_DATABASE_URL)"
+        ))
+    );
 }
 
 /// Whether a PostgreSQL server accepts a session at `url` (on a thread of its
