@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 
 use crate::codec::input::InputError;
 use crate::domain::{MessageId, now_micros};
-use crate::engine::{ExecError, FailedAnswer, errors_body, input_errors_body};
+use crate::engine::{ExecError, Local, Mock, input_errors_body};
 use crate::flow::{Catalog, Method, TestFile, Trigger};
 
 /// One case of a test file.
@@ -32,7 +32,26 @@ pub struct Case {
     /// The request body, sent as JSON.
     #[serde(default)]
     pub body: Option<Value>,
+    /// `http` and `sql` steps, by name, that do not run: what each gives instead.
+    #[serde(default)]
+    pub mock: indexmap::IndexMap<String, CaseMock>,
     pub expect: Expect,
+}
+
+/// What a mocked step gives: `result` (what its `into` gets) or `error` (the
+/// message it fails with).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CaseMock {
+    /// Present (`Some`) even when it is `null`.
+    #[serde(default, deserialize_with = "present")]
+    pub result: Option<Value>,
+    #[serde(default)]
+    pub error: Option<String>,
+}
+
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
+    Value::deserialize(d).map(Some)
 }
 
 /// What a case's answer must be. `body` and `vars` name the fields that must be
@@ -78,6 +97,16 @@ pub enum TestFileError {
     Method(String),
     #[error("{0}")]
     Body(#[from] serde_json::Error),
+    #[error(
+        "case `{case}`: `mock` names `{step}`, which is no http or sql step of the flow (named ones: {known})"
+    )]
+    UnknownMock {
+        case: String,
+        step: String,
+        known: String,
+    },
+    #[error("case `{case}`: the mock of `{step}` needs exactly one of `result` or `error`")]
+    MockShape { case: String, step: String },
 }
 
 /// Reads a test file: its cases, or what is wrong with it.
@@ -153,6 +182,37 @@ pub fn local_input(
     .map(|d| d.input)
 }
 
+/// What `case` replaces or rolls back when it runs the trigger's flow.
+pub fn local(trigger: &Trigger, case: &Case, rollback: bool) -> Result<Local, TestFileError> {
+    let known = Local::mockable(&trigger.steps);
+    let mut mocks = std::collections::HashMap::new();
+    for (step, m) in &case.mock {
+        if !known.contains(&step.as_str()) {
+            return Err(TestFileError::UnknownMock {
+                case: case.name.clone(),
+                step: step.clone(),
+                known: if known.is_empty() {
+                    "none".to_owned()
+                } else {
+                    known.join(", ")
+                },
+            });
+        }
+        let mock = match (&m.result, &m.error) {
+            (Some(r), None) => Mock::Result(r.clone()),
+            (None, Some(e)) => Mock::Error(e.clone()),
+            _ => {
+                return Err(TestFileError::MockShape {
+                    case: case.name.clone(),
+                    step: step.clone(),
+                });
+            }
+        };
+        mocks.insert(step.clone(), mock);
+    }
+    Ok(Local { mocks, rollback })
+}
+
 /// Runs the trigger's flow over a document made by `local_input`, as `flowgate
 /// run` and `flowgate test` do: no store, so `.meta` says a first attempt, and
 /// on an ordered trigger its lane at epoch 0 (below any a store gives out).
@@ -160,6 +220,7 @@ pub async fn run_local(
     executor: &crate::engine::Executor,
     trigger: &Trigger,
     document: &Value,
+    local: &Local,
 ) -> crate::engine::Execution {
     let lane = executor.lane(trigger, document).await.ok().flatten();
     let meta = document["message_id"]
@@ -171,22 +232,19 @@ pub async fn run_local(
             lane: lane.map(|lane| (lane, 0)),
         });
     executor
-        .execute_with(
-            trigger,
-            document,
-            meta.as_ref(),
-            None,
-            &crate::engine::Stop::new(),
-        )
+        .execute_local(trigger, document, meta.as_ref(), local)
         .await
 }
 
-/// Runs one case's request through the trigger's flow.
+/// Runs one case's request through the trigger's flow (its statements rolled
+/// back at the end with `rollback`).
 pub async fn answer(
     executor: &crate::engine::Executor,
     trigger: &Trigger,
     case: &Case,
+    rollback: bool,
 ) -> Result<Answer, TestFileError> {
+    let local = local(trigger, case, rollback)?;
     let method = method(trigger, case.method.as_deref())?;
     let params: Vec<(String, String)> = case
         .params
@@ -221,43 +279,21 @@ pub async fn answer(
             });
         }
     };
-    let ex = run_local(executor, trigger, &document).await;
-    let vars = ex.vars();
-    Ok(match ex.result {
-        Ok(()) => match ex.response {
-            Some(r) => Answer {
-                status: r.status,
-                body: r.body,
-                error: None,
-                vars,
-            },
-            None => Answer {
-                status: 200,
-                body: json!({"status": "succeeded"}),
-                error: None,
-                vars,
-            },
-        },
-        // What a caller would be answered; the whole error is for the report.
-        Err(e) => {
-            let id = document["message_id"]
-                .as_str()
-                .and_then(|id| id.parse().ok())
-                .unwrap_or_else(|| crate::domain::MessageId::at(crate::domain::now_micros()));
-            let (status, body) = match FailedAnswer::of(id, &e) {
-                Some(a) => (a.status, a.body()),
-                None => (503, errors_body(e.code(), &e.to_string())),
-            };
-            Answer {
-                status,
-                body,
-                error: Some(match e {
-                    ExecError::Fail { message, .. } => message,
-                    other => other.to_string(),
-                }),
-                vars,
-            }
-        }
+    let ex = run_local(executor, trigger, &document, &local).await;
+    let id = document["message_id"]
+        .as_str()
+        .and_then(|id| id.parse().ok())
+        .unwrap_or_else(|| MessageId::at(now_micros()));
+    // What a caller would be answered; the whole error is for the report.
+    let answer = ex.answer(id);
+    Ok(Answer {
+        status: answer.status,
+        body: answer.body,
+        error: ex.result.as_ref().err().map(|e| match e {
+            ExecError::Fail { message, .. } => message.clone(),
+            other => other.to_string(),
+        }),
+        vars: ex.vars(),
     })
 }
 

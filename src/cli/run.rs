@@ -83,12 +83,18 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
     };
     let runtime = super::current_thread()?;
     let executor = super::local_executor()?;
-    let ex = runtime.block_on(flowtest::run_local(&executor, &t, &document));
+    let local = crate::engine::Local::default();
+    let ex = runtime.block_on(flowtest::run_local(&executor, &t, &document, &local));
+    let id = document["message_id"]
+        .as_str()
+        .and_then(|id| id.parse().ok())
+        .unwrap_or_else(|| crate::domain::MessageId::at(crate::domain::now_micros()));
     let out = json!({
         "status": if ex.result.is_ok() { "succeeded" } else { "failed" },
         "error": ex.result.as_ref().err().map(ToString::to_string),
         "error_code": ex.result.as_ref().err().map(crate::engine::ExecError::code),
-        "response": ex.response,
+        // What a caller waiting for the flow would be answered.
+        "response": ex.answer(id),
         "vars": ex.vars(),
         "trace": ex.trace_json(),
     });

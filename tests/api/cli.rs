@@ -391,7 +391,7 @@ async fn a_failed_flow_is_answered_alike_by_the_server_and_by_flowgate_test() {
             "- name: c\n  method: POST\n  body: { n: 7 }\n  expect: { status: 200 }\n",
         )
         .unwrap();
-        let tested = flowgate::cli::flowtest::answer(executor, trigger, &case[0])
+        let tested = flowgate::cli::flowtest::answer(executor, trigger, &case[0], false)
             .await
             .unwrap();
         // The same but for the message's id.
