@@ -7,6 +7,8 @@
 //! were it synchronous: the `respond` step's status and body, a `fail` step's
 //! status and message, 500 for a step that failed, 400 for input the trigger's
 //! `params` refuse. For an asynchronous trigger it is what its message records.
+//! A case may `mock:` the flow's `http` and `sql` steps by name, and
+//! `flowgate test --rollback` rolls back the statements it runs.
 
 use serde::Deserialize;
 use serde_json::{Value, json};
