@@ -293,3 +293,81 @@ steps:
         "{text}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_example_reservation_takes_stock_and_answers_409_when_short() {
+    let Some(schema) = Schema::create("fg_acme_res").await else {
+        return;
+    };
+    let app = crate::sql_steps::spawn_examples(&schema, "http://127.0.0.1:9").await;
+    let key = Some(crate::helpers::WEBSHOP_KEY);
+    let reserve = async |qty: i64| {
+        let body = json!({"item": "C-300", "qty": qty, "customer": "K-1"});
+        app.post_json("/acme/StockReservation", key, &body).await
+    };
+    let res = reserve(5).await;
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(
+        (&body["item"], &body["qty"], &body["left"]),
+        (&json!("C-300"), &json!(5), &json!(2)),
+        "{body}"
+    );
+    let res = reserve(3).await;
+    assert_eq!(res.status(), StatusCode::CONFLICT);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["errors"][0]["message"], "only 2 of C-300 in stock");
+    assert_eq!(
+        schema
+            .query_one("select qty from stock_levels where item = 'C-300'")
+            .await
+            .get::<_, i32>(0),
+        2
+    );
+    let made: i64 = schema
+        .query_one("select count(*) from reservations")
+        .await
+        .get(0);
+    assert_eq!(made, 1);
+    schema.drop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_once_step_in_a_transaction_is_recorded_only_when_the_transaction_commits() {
+    let Some(schema) = Schema::create("fg_tx_once").await else {
+        return;
+    };
+    schema.exec("CREATE TABLE shipments (msg text)").await;
+    // The first run rolls the shipment back, the second commits it and fails
+    // after, the third finds it done.
+    let flow = r#"auth: { none: true }
+delivery: { retry: [50ms, 50ms] }
+response: { mode: async }
+steps:
+  - transaction:
+      connection: db
+      steps:
+        - name: ship
+          sql: { connection: db, query: "insert into shipments values ($1) returning msg", params: [.meta.message_id], once: true, single: true, into: shipped }
+        - if: .meta.attempt == 1
+          then: [ { fail: { status: 500, message: '"inside"' } } ]
+  - if: .meta.attempt == 2
+    then: [ { fail: { status: 500, message: '"after"' } } ]
+  - respond: { body: '{attempt: .meta.attempt, shipped: (.vars.shipped.msg == .meta.message_id)}' }
+"#;
+    let app = spawn(&schema, &[("Ship", flow)]).await;
+    let (id, doc) = app.post_until_final("/db/Ship", &json!({})).await;
+    assert_eq!(doc["status"], "succeeded", "{doc}");
+    assert_eq!(
+        doc["response"]["body"],
+        json!({"attempt": 3, "shipped": true})
+    );
+    let rows: i64 = schema
+        .query_one(&format!(
+            "select count(*) from shipments where msg = '{id}'"
+        ))
+        .await
+        .get(0);
+    assert_eq!(rows, 1);
+    schema.drop().await;
+}
