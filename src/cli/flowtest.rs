@@ -409,4 +409,19 @@ mod tests {
         assert!(err.contains("bdy"), "{err}");
         assert!(parse("[]").unwrap_err().to_string().starts_with("no cases"));
     }
+
+    #[test]
+    fn a_mock_result_may_be_null_and_is_told_from_an_absent_one() {
+        let cases = parse(
+            "- name: one\n  mock: { a: { result: null }, b: { error: down } }\n  expect: {status: 200}\n",
+        )
+        .unwrap();
+        let (a, b) = (&cases[0].mock["a"], &cases[0].mock["b"]);
+        assert_eq!((&a.result, &a.error), (&Some(Value::Null), &None));
+        assert_eq!((&b.result, b.error.as_deref()), (&None, Some("down")));
+        let err = parse("- name: one\n  mock: { a: { reslt: 1 } }\n  expect: {status: 200}\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("reslt"), "{err}");
+    }
 }

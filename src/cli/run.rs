@@ -30,6 +30,10 @@ pub struct RunArgs {
     /// Flows directory.
     #[arg(long, env = "FLOWGATE_FLOWS", default_value = "./flows")]
     pub flows: PathBuf,
+    /// Run the `sql` statements in transactions rolled back at the end: the
+    /// database is left as it was.
+    #[arg(long)]
+    pub rollback: bool,
 }
 
 pub fn run(args: RunArgs) -> Result<ExitCode> {
@@ -83,7 +87,10 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
     };
     let runtime = super::current_thread()?;
     let executor = super::local_executor()?;
-    let local = crate::engine::Local::default();
+    let local = crate::engine::Local {
+        rollback: args.rollback,
+        ..Default::default()
+    };
     let ex = runtime.block_on(flowtest::run_local(&executor, &t, &document, &local));
     let id = document["message_id"]
         .as_str()

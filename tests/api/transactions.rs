@@ -230,6 +230,19 @@ fn flowgate_test_rollback_leaves_the_table_as_it_was() {
     assert!(out.status.success(), "{text}");
     assert!(text.contains("3 passed, 0 failed"), "{text}");
     assert_eq!(runtime.block_on(qty(&schema, "C-300")), 7);
+    // `flowgate run --rollback` the same.
+    let body = dir.path().join("two.json");
+    std::fs::write(&body, r#"{"item": "C-300", "qty": 2}"#).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_flowgate"))
+        .args(["run", "db/Reserve", "--rollback", "--body"])
+        .arg(&body)
+        .arg("--flows")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["response"], json!({"status": 201, "body": {"left": 5}}));
+    assert_eq!(runtime.block_on(qty(&schema, "C-300")), 7);
     // Without it the statements commit (the second case then sees 5 and is off).
     let out = Command::new(env!("CARGO_BIN_EXE_flowgate"))
         .arg("test")
