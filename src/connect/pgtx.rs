@@ -67,10 +67,6 @@ impl PgConnection {
 }
 
 impl PgTx {
-    pub fn connection(&self) -> &Arc<PgConnection> {
-        &self.connection
-    }
-
     fn client(&self) -> Result<&Object, SqlError> {
         self.client
             .as_ref()

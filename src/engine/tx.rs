@@ -47,6 +47,8 @@ impl<'a> Run<'a> {
             }
             None => return None,
         };
+        // The server ends a session idle in the transaction once the execution
+        // could no longer be using it.
         let idle = self
             .budget
             .deadline
