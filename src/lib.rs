@@ -43,7 +43,9 @@
 //!   schedule.
 //! - [`engine`]: runs one flow over one input document under its budgets;
 //!   knows nothing of HTTP or queues. [`engine::sandbox`]: jq in worker
-//!   processes that can be killed.
+//!   processes that can be killed. `engine/tx.rs`: the database transactions
+//!   an execution holds; `engine/local.rs`: runs in this process (`mock:`,
+//!   `--rollback`).
 //! - [`store`]: the durable record of every message, SQLite or PostgreSQL
 //!   (`store/postgres/`) behind one `Store`.
 //! - [`codec`]: [`codec::input`] (request -> input document, shared by HTTP and
@@ -53,7 +55,8 @@
 //!   walks `flows/` and reloads; [`flow::model`] is what the rest works with;
 //!   [`flow::expr`], [`flow::fast`] and [`flow::template`] are jq expressions.
 //! - [`connect`]: the systems a flow reaches: a tenant's connections, the
-//!   outbound HTTP client and its policy, `${VAR}` expansion, secret redaction.
+//!   outbound HTTP client and its policy, `${VAR}` expansion, secret redaction;
+//!   [`connect::pgtx`]: a transaction held open across statements.
 //! - [`ops`]: [`ops::metrics`] (per-trigger atomics for `/_metrics`) and
 //!   [`ops::telemetry`] (log setup).
 //! - [`pgtls`]: TLS for every PostgreSQL connection, read from libpq-style URLs

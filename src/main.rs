@@ -43,6 +43,10 @@ enum Command {
         /// The flows directory.
         #[arg(default_value = "./flows")]
         dir: PathBuf,
+        /// Run each case's `sql` statements in transactions rolled back at its
+        /// end: the database is left as it was.
+        #[arg(long)]
+        rollback: bool,
     },
     /// The log history of a running server, through its admin API.
     Messages {
@@ -151,7 +155,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve(args) => serve(args),
         Command::Check { dir } => cli::check::check(&dir),
-        Command::Test { dir } => cli::check::test(&dir),
+        Command::Test { dir, rollback } => cli::check::test(&dir, rollback),
         Command::Messages { command, admin } => cli::messages::run(command, admin.url, admin.token),
         Command::Key {
             command: KeyCommand::New { label, key, json },

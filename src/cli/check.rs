@@ -27,7 +27,9 @@ pub fn check(dir: &Path) -> Result<ExitCode> {
     }
 }
 
-pub fn test(dir: &Path) -> Result<ExitCode> {
+/// Runs the flow tests of `dir`; with `rollback`, each case's statements run in
+/// transactions rolled back at its end.
+pub fn test(dir: &Path, rollback: bool) -> Result<ExitCode> {
     let report = check_dir(dir);
     if !report.diagnostics.is_empty() {
         for d in &report.diagnostics {
@@ -61,7 +63,7 @@ pub fn test(dir: &Path) -> Result<ExitCode> {
             }
         };
         for case in &cases {
-            match runtime.block_on(flowtest::answer(&executor, trigger, case)) {
+            match runtime.block_on(flowtest::answer(&executor, trigger, case, rollback)) {
                 Ok(got) => {
                     let diffs = flowtest::differences(&case.expect, &got);
                     if diffs.is_empty() {

@@ -7,13 +7,15 @@
 //! were it synchronous: the `respond` step's status and body, a `fail` step's
 //! status and message, 500 for a step that failed, 400 for input the trigger's
 //! `params` refuse. For an asynchronous trigger it is what its message records.
+//! A case may `mock:` the flow's `http` and `sql` steps by name, and
+//! `flowgate test --rollback` rolls back the statements it runs.
 
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::codec::input::InputError;
 use crate::domain::{MessageId, now_micros};
-use crate::engine::{ExecError, FailedAnswer, errors_body, input_errors_body};
+use crate::engine::{ExecError, Local, Mock, input_errors_body};
 use crate::flow::{Catalog, Method, TestFile, Trigger};
 
 /// One case of a test file.
@@ -32,7 +34,26 @@ pub struct Case {
     /// The request body, sent as JSON.
     #[serde(default)]
     pub body: Option<Value>,
+    /// `http` and `sql` steps, by name, that do not run: what each gives instead.
+    #[serde(default)]
+    pub mock: indexmap::IndexMap<String, CaseMock>,
     pub expect: Expect,
+}
+
+/// What a mocked step gives: `result` (what its `into` gets) or `error` (the
+/// message it fails with).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CaseMock {
+    /// Present (`Some`) even when it is `null`.
+    #[serde(default, deserialize_with = "present")]
+    pub result: Option<Value>,
+    #[serde(default)]
+    pub error: Option<String>,
+}
+
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
+    Value::deserialize(d).map(Some)
 }
 
 /// What a case's answer must be. `body` and `vars` name the fields that must be
@@ -78,6 +99,16 @@ pub enum TestFileError {
     Method(String),
     #[error("{0}")]
     Body(#[from] serde_json::Error),
+    #[error(
+        "case `{case}`: `mock` names `{step}`, which is no http or sql step of the flow (named ones: {known})"
+    )]
+    UnknownMock {
+        case: String,
+        step: String,
+        known: String,
+    },
+    #[error("case `{case}`: the mock of `{step}` needs exactly one of `result` or `error`")]
+    MockShape { case: String, step: String },
 }
 
 /// Reads a test file: its cases, or what is wrong with it.
@@ -153,6 +184,37 @@ pub fn local_input(
     .map(|d| d.input)
 }
 
+/// What `case` replaces or rolls back when it runs the trigger's flow.
+pub fn local(trigger: &Trigger, case: &Case, rollback: bool) -> Result<Local, TestFileError> {
+    let known = Local::mockable(&trigger.steps);
+    let mut mocks = std::collections::HashMap::new();
+    for (step, m) in &case.mock {
+        if !known.contains(&step.as_str()) {
+            return Err(TestFileError::UnknownMock {
+                case: case.name.clone(),
+                step: step.clone(),
+                known: if known.is_empty() {
+                    "none".to_owned()
+                } else {
+                    known.join(", ")
+                },
+            });
+        }
+        let mock = match (&m.result, &m.error) {
+            (Some(r), None) => Mock::Result(r.clone()),
+            (None, Some(e)) => Mock::Error(e.clone()),
+            _ => {
+                return Err(TestFileError::MockShape {
+                    case: case.name.clone(),
+                    step: step.clone(),
+                });
+            }
+        };
+        mocks.insert(step.clone(), mock);
+    }
+    Ok(Local { mocks, rollback })
+}
+
 /// Runs the trigger's flow over a document made by `local_input`, as `flowgate
 /// run` and `flowgate test` do: no store, so `.meta` says a first attempt, and
 /// on an ordered trigger its lane at epoch 0 (below any a store gives out).
@@ -160,6 +222,7 @@ pub async fn run_local(
     executor: &crate::engine::Executor,
     trigger: &Trigger,
     document: &Value,
+    local: &Local,
 ) -> crate::engine::Execution {
     let lane = executor.lane(trigger, document).await.ok().flatten();
     let meta = document["message_id"]
@@ -171,22 +234,19 @@ pub async fn run_local(
             lane: lane.map(|lane| (lane, 0)),
         });
     executor
-        .execute_with(
-            trigger,
-            document,
-            meta.as_ref(),
-            None,
-            &crate::engine::Stop::new(),
-        )
+        .execute_local(trigger, document, meta.as_ref(), local)
         .await
 }
 
-/// Runs one case's request through the trigger's flow.
+/// Runs one case's request through the trigger's flow (its statements rolled
+/// back at the end with `rollback`).
 pub async fn answer(
     executor: &crate::engine::Executor,
     trigger: &Trigger,
     case: &Case,
+    rollback: bool,
 ) -> Result<Answer, TestFileError> {
+    let local = local(trigger, case, rollback)?;
     let method = method(trigger, case.method.as_deref())?;
     let params: Vec<(String, String)> = case
         .params
@@ -221,43 +281,21 @@ pub async fn answer(
             });
         }
     };
-    let ex = run_local(executor, trigger, &document).await;
-    let vars = ex.vars();
-    Ok(match ex.result {
-        Ok(()) => match ex.response {
-            Some(r) => Answer {
-                status: r.status,
-                body: r.body,
-                error: None,
-                vars,
-            },
-            None => Answer {
-                status: 200,
-                body: json!({"status": "succeeded"}),
-                error: None,
-                vars,
-            },
-        },
-        // What a caller would be answered; the whole error is for the report.
-        Err(e) => {
-            let id = document["message_id"]
-                .as_str()
-                .and_then(|id| id.parse().ok())
-                .unwrap_or_else(|| crate::domain::MessageId::at(crate::domain::now_micros()));
-            let (status, body) = match FailedAnswer::of(id, &e) {
-                Some(a) => (a.status, a.body()),
-                None => (503, errors_body(e.code(), &e.to_string())),
-            };
-            Answer {
-                status,
-                body,
-                error: Some(match e {
-                    ExecError::Fail { message, .. } => message,
-                    other => other.to_string(),
-                }),
-                vars,
-            }
-        }
+    let ex = run_local(executor, trigger, &document, &local).await;
+    let id = document["message_id"]
+        .as_str()
+        .and_then(|id| id.parse().ok())
+        .unwrap_or_else(|| MessageId::at(now_micros()));
+    // What a caller would be answered; the whole error is for the report.
+    let answer = ex.answer(id);
+    Ok(Answer {
+        status: answer.status,
+        body: answer.body,
+        error: ex.result.as_ref().err().map(|e| match e {
+            ExecError::Fail { message, .. } => message.clone(),
+            other => other.to_string(),
+        }),
+        vars: ex.vars(),
     })
 }
 
@@ -370,5 +408,20 @@ mod tests {
             .to_string();
         assert!(err.contains("bdy"), "{err}");
         assert!(parse("[]").unwrap_err().to_string().starts_with("no cases"));
+    }
+
+    #[test]
+    fn a_mock_result_may_be_null_and_is_told_from_an_absent_one() {
+        let cases = parse(
+            "- name: one\n  mock: { a: { result: null }, b: { error: down } }\n  expect: {status: 200}\n",
+        )
+        .unwrap();
+        let (a, b) = (&cases[0].mock["a"], &cases[0].mock["b"]);
+        assert_eq!((&a.result, &a.error), (&Some(Value::Null), &None));
+        assert_eq!((&b.result, b.error.as_deref()), (&None, Some("down")));
+        let err = parse("- name: one\n  mock: { a: { reslt: 1 } }\n  expect: {status: 200}\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("reslt"), "{err}");
     }
 }

@@ -31,6 +31,10 @@ pub struct RunArgs {
     /// Flows directory.
     #[arg(long, env = "FLOWGATE_FLOWS", default_value = "./flows")]
     pub flows: PathBuf,
+    /// Run the `sql` statements in transactions rolled back at the end: the
+    /// database is left as it was.
+    #[arg(long)]
+    pub rollback: bool,
 }
 
 pub fn run(args: RunArgs) -> Result<ExitCode> {
@@ -91,12 +95,21 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
     };
     let runtime = super::current_thread()?;
     let executor = super::local_executor()?;
-    let ex = runtime.block_on(flowtest::run_local(&executor, &t, &document));
+    let local = crate::engine::Local {
+        rollback: args.rollback,
+        ..Default::default()
+    };
+    let ex = runtime.block_on(flowtest::run_local(&executor, &t, &document, &local));
+    let id = document["message_id"]
+        .as_str()
+        .and_then(|id| id.parse().ok())
+        .unwrap_or_else(|| crate::domain::MessageId::at(crate::domain::now_micros()));
     let out = json!({
         "status": if ex.result.is_ok() { "succeeded" } else { "failed" },
         "error": ex.result.as_ref().err().map(ToString::to_string),
         "error_code": ex.result.as_ref().err().map(crate::engine::ExecError::code),
-        "response": ex.response,
+        // What a caller waiting for the flow would be answered.
+        "response": ex.answer(id),
         "vars": ex.vars(),
         "trace": ex.trace_json(),
     });

@@ -37,22 +37,23 @@ pub struct OnceKey {
 /// the table's row type (42710) or a unique violation in its catalogs (23505),
 /// depending on where the two sessions met.
 pub async fn create_table<C: GenericClient>(client: &C) -> Result<(), tokio_postgres::Error> {
-    use tokio_postgres::error::SqlState;
     match client.batch_execute(CREATE_TABLE).await {
-        Err(e)
-            if e.code().is_some_and(|c| {
-                [
-                    SqlState::UNIQUE_VIOLATION,
-                    SqlState::DUPLICATE_TABLE,
-                    SqlState::DUPLICATE_OBJECT,
-                ]
-                .contains(c)
-            }) =>
-        {
-            Ok(())
-        }
+        Err(e) if lost_race(&e) => Ok(()),
         other => other,
     }
+}
+
+/// Whether `e`, from [`CREATE_TABLE`], means another session made the table first.
+pub fn lost_race(e: &tokio_postgres::Error) -> bool {
+    use tokio_postgres::error::SqlState;
+    e.code().is_some_and(|c| {
+        [
+            SqlState::UNIQUE_VIOLATION,
+            SqlState::DUPLICATE_TABLE,
+            SqlState::DUPLICATE_OBJECT,
+        ]
+        .contains(c)
+    })
 }
 
 /// Inside a transaction: takes the record for `key`, or, when the effect was

@@ -11,6 +11,7 @@ pub mod address;
 pub mod effects;
 pub mod env;
 pub mod http;
+pub mod pgtx;
 pub mod pgtypes;
 pub mod postgres;
 pub mod secrets;
@@ -20,6 +21,7 @@ use std::sync::{Arc, Mutex, Weak};
 
 pub use env::{EnvLookup, expand};
 pub use http::{HttpConnection, Outbound, OutboundPolicy, OutboundRequest, SendError};
+pub use pgtx::PgTx;
 pub use postgres::{PgConnection, PgOptions};
 pub use secrets::Secrets;
 

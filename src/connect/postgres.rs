@@ -59,13 +59,16 @@ impl PgOptions {
 pub struct SqlError {
     pub message: String,
     pub transient: bool,
+    /// The statement did not finish in time and is being cancelled.
+    pub timed_out: bool,
 }
 
 impl SqlError {
-    fn permanent(message: impl Into<String>) -> Self {
+    pub(super) fn permanent(message: impl Into<String>) -> Self {
         Self {
             message: message.into(),
             transient: false,
+            timed_out: false,
         }
     }
 }
@@ -78,7 +81,7 @@ pub struct PgConnection {
     /// One pool per thread that has run a query; a handful of entries at most.
     pools: Mutex<Vec<(ThreadId, Pool)>>,
     /// The effects table of `once: true` steps exists.
-    effects_table: AtomicBool,
+    pub(super) effects_table: AtomicBool,
 }
 
 impl std::fmt::Debug for PgConnection {
@@ -116,6 +119,14 @@ impl PgConnection {
     fn per_thread(&self) -> usize {
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
         self.options.pool_size.div_ceil(cores).max(1)
+    }
+
+    pub fn connect_timeout(&self) -> Duration {
+        self.options.connect_timeout
+    }
+
+    pub(super) fn tls(&self) -> crate::pgtls::MakeRustls {
+        self.options.tls.clone()
     }
 
     pub fn statement_timeout(&self) -> Duration {
@@ -176,7 +187,7 @@ impl PgConnection {
         Ok(pool)
     }
 
-    fn describe(&self, e: &tokio_postgres::Error) -> SqlError {
+    pub(super) fn describe(&self, e: &tokio_postgres::Error) -> SqlError {
         let (message, transient) = match e.as_db_error() {
             Some(db) => {
                 let mut m = format!("{} ({})", db.message(), db.code().code());
@@ -196,6 +207,7 @@ impl PgConnection {
         SqlError {
             message: self.options.secrets.redact(&message).into_owned(),
             transient,
+            timed_out: false,
         }
     }
 
@@ -253,7 +265,10 @@ impl PgConnection {
     }
 
     /// A pooled connection of this thread's pool, waited for at most `timeout`.
-    async fn client(&self, timeout: Duration) -> Result<deadpool_postgres::Object, SqlError> {
+    pub(super) async fn client(
+        &self,
+        timeout: Duration,
+    ) -> Result<deadpool_postgres::Object, SqlError> {
         let pool = self.pool()?;
         match tokio::time::timeout(timeout, pool.get()).await {
             Ok(Ok(c)) => Ok(c),
@@ -261,16 +276,18 @@ impl PgConnection {
             Ok(Err(PoolError::Timeout(_))) | Err(_) => Err(SqlError {
                 message: format!("no connection to `{}` became available in time", self.name),
                 transient: true,
+                timed_out: false,
             }),
             Ok(Err(e)) => Err(SqlError {
                 message: self.options.secrets.redact(&e.to_string()).into_owned(),
                 transient: true,
+                timed_out: false,
             }),
         }
     }
 
     /// One statement on `client` (a connection, or a transaction on one).
-    async fn statement<C: GenericClient>(
+    pub(super) async fn statement<C: GenericClient>(
         &self,
         client: &C,
         query: &str,
@@ -339,7 +356,7 @@ impl PgConnection {
     /// `work`, given up after `timeout`: the statement is then cancelled on the
     /// server too (a transaction left open is rolled back as it is dropped), and
     /// the pooled connection stays usable once the server has answered.
-    async fn cancel_past<T>(
+    pub(super) async fn cancel_past<T>(
         &self,
         cancel: tokio_postgres::CancelToken,
         timeout: Duration,
@@ -355,13 +372,14 @@ impl PgConnection {
                 Err(SqlError {
                     message: format!("the statement did not finish within {timeout:?}"),
                     transient: true,
+                    timed_out: true,
                 })
             }
         }
     }
 
     /// Why the effects table could not be made, with what to do about it.
-    fn effects_error(&self, e: &tokio_postgres::Error) -> SqlError {
+    pub(super) fn effects_error(&self, e: &tokio_postgres::Error) -> SqlError {
         let mut err = self.describe(e);
         err.message = format!(
             "`once: true` records effects in the table {} of connection `{}`, which could not be created ({}); create it with: {}",

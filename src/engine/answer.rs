@@ -4,9 +4,9 @@
 
 use serde_json::{Value, json};
 
-use super::ExecError;
+use super::{ExecError, Execution};
 use crate::codec::input::InputError;
-use crate::domain::MessageId;
+use crate::domain::{MessageId, StoredResponse};
 
 /// A failed execution's answer: its HTTP status, error code and message.
 /// Callers learn the message id and, for a `fail` step, its message; for any
@@ -52,6 +52,33 @@ impl FailedAnswer {
         let mut body = errors_body(self.code, &self.message);
         body["message_id"] = json!(self.id.to_string());
         body
+    }
+}
+
+impl Execution {
+    /// What a waiting caller of message `id` is answered for this execution:
+    /// the `respond` step's answer (sent as soon as it ran, whatever came
+    /// after), else `succeeded`, else the failure's answer (503 when the
+    /// execution was stopped from outside and has none).
+    pub fn answer(&self, id: MessageId) -> StoredResponse {
+        if let Some(r) = &self.response {
+            return r.clone();
+        }
+        let (status, body) = match &self.result {
+            Ok(()) => (
+                200,
+                json!({"message_id": id.to_string(), "status": "succeeded"}),
+            ),
+            Err(e) => match FailedAnswer::of(id, e) {
+                Some(a) => (a.status, a.body()),
+                None => (503, errors_body(e.code(), &e.to_string())),
+            },
+        };
+        StoredResponse {
+            status,
+            headers: Vec::new(),
+            body,
+        }
     }
 }
 

@@ -13,11 +13,13 @@ pub mod budget;
 mod error;
 mod eval;
 mod http_step;
+mod local;
 pub mod sandbox;
 mod sql_step;
 mod steps;
 mod stop;
 mod trace;
+mod tx;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -34,6 +36,7 @@ use crate::flow::{Expr, Step, Trigger};
 pub use answer::{FailedAnswer, errors_body, input_errors_body};
 pub use budget::{BudgetKind, Limits};
 pub use error::{EvalError, ExecError};
+pub use local::{Local, Mock};
 pub use sandbox::{EvalInput, Failure, Sandbox, SandboxOptions};
 pub use steps::prefers_xml;
 pub use stop::{Stop, StopReason};
@@ -124,6 +127,10 @@ struct Run<'a> {
     /// The label of the step running now (named in a stop's error).
     current: Option<Arc<str>>,
     trigger: &'a Trigger,
+    /// How a run in this process differs (`flowgate run`, `flowgate test`).
+    local: Option<&'a Local>,
+    /// The database transactions open now.
+    sessions: Vec<tx::Session>,
 }
 
 /// How long an execution may hold its thread before it yields between steps, so
@@ -172,6 +179,32 @@ impl Executor {
         responder: Option<Responder>,
         stop: &Stop,
     ) -> Execution {
+        self.execute_as(trigger, input, meta, responder, stop, None)
+            .await
+    }
+
+    /// As [`Self::execute_with`], for a run in this process that mocks steps
+    /// or rolls its statements back (`local`).
+    pub async fn execute_local(
+        &self,
+        trigger: &Trigger,
+        input: &Value,
+        meta: Option<&RunMeta>,
+        local: &Local,
+    ) -> Execution {
+        self.execute_as(trigger, input, meta, None, &Stop::new(), Some(local))
+            .await
+    }
+
+    async fn execute_as(
+        &self,
+        trigger: &Trigger,
+        input: &Value,
+        meta: Option<&RunMeta>,
+        responder: Option<Responder>,
+        stop: &Stop,
+        local: Option<&Local>,
+    ) -> Execution {
         let budget = Budget::start(self.limits(trigger));
         let deadline = tokio::time::Instant::from_std(budget.deadline);
         let mut run = Run {
@@ -192,6 +225,8 @@ impl Executor {
             iteration: Vec::new(),
             current: None,
             trigger,
+            local,
+            sessions: Vec::new(),
         };
         let result = match base(trigger, input, meta) {
             Ok(base) => {
@@ -215,6 +250,9 @@ impl Executor {
                 message: format!("the input document cannot be read: {why}"),
             }),
         };
+        // A transaction the execution was stopped in, or every statement of a
+        // `--rollback` run.
+        run.end_sessions().await;
         // The step in flight when the stop came is the one after the last traced.
         let in_flight = || {
             run.current

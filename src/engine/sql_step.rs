@@ -4,6 +4,7 @@
 
 use serde_json::Value;
 
+use crate::connect::PgTx;
 use crate::connect::effects::OnceKey;
 use crate::flow::model::SqlStep;
 
@@ -21,24 +22,37 @@ pub struct SqlStepError {
     pub attempts: usize,
 }
 
+/// Runs `step`'s statement with `params`; in `tx` when given (once: a failed
+/// statement ends the transaction, so it is not tried again there).
 pub async fn run(
     step: &SqlStep,
     params: Vec<Value>,
     once: Option<&OnceKey>,
+    mut tx: Option<&mut PgTx>,
 ) -> Result<Outcome, SqlStepError> {
     let mut attempt = 0usize;
     loop {
         attempt += 1;
         let c = &step.connection;
-        let ran = match once {
-            Some(key) => {
-                c.run_once(key, &step.query, &params, step.timeout, step.single)
+        let ran = match (once, tx.as_deref_mut()) {
+            (Some(key), Some(tx)) => {
+                tx.run_once(key, &step.query, &params, step.timeout, step.single)
                     .await
             }
-            None => c
+            (None, Some(tx)) => tx
                 .run(&step.query, &params, step.timeout, step.single)
                 .await
                 .map(|r| (r, false)),
+            (once, None) => match once {
+                Some(key) => {
+                    c.run_once(key, &step.query, &params, step.timeout, step.single)
+                        .await
+                }
+                None => c
+                    .run(&step.query, &params, step.timeout, step.single)
+                    .await
+                    .map(|r| (r, false)),
+            },
         };
         match ran {
             Ok((result, before)) => {
@@ -58,7 +72,7 @@ pub async fn run(
                 return Ok(Outcome { result, detail });
             }
             Err(e) => match step.retry.get(attempt - 1) {
-                Some(wait) if e.transient => tokio::time::sleep(*wait).await,
+                Some(wait) if e.transient && tx.is_none() => tokio::time::sleep(*wait).await,
                 _ => {
                     return Err(SqlStepError {
                         connection: step.connection.name.clone(),

@@ -14,6 +14,9 @@ use crate::flow::{Step, StepKind};
 impl<'a> Run<'a> {
     /// Runs one step; the `Ok` value is a note for the trace.
     pub(super) async fn step(&mut self, step: &'a Step) -> Result<Option<String>, ExecError> {
+        if let Some(mock) = self.mock_of(step) {
+            return self.mocked(step, mock);
+        }
         match &step.kind {
             StepKind::Set(pairs) => {
                 for (name, value) in pairs {
@@ -231,14 +234,26 @@ impl<'a> Run<'a> {
                     true => Some(self.once_key(step)?),
                     false => None,
                 };
-                let outcome = sql_step::run(sql, params, once.as_ref())
+                let failed = |e: String| Self::failed(step, secrets.redact(&e).into_owned());
+                let tx = match self.session(&sql.connection, sql.timeout).await {
+                    Some(Ok(tx)) => Some(tx),
+                    Some(Err(e)) => {
+                        let name = &sql.connection.name;
+                        return Err(failed(format!("connection `{name}`: {e}")));
+                    }
+                    None => None,
+                };
+                let outcome = sql_step::run(sql, params, once.as_ref(), tx)
                     .await
-                    .map_err(|e| Self::failed(step, secrets.redact(&e.to_string())))?;
+                    .map_err(|e| failed(e.to_string()))?;
                 if let Some(into) = &sql.into {
                     let (v, size) = Self::from_call(step, &outcome.result)?;
                     self.set_var(step, into, v, size)?;
                 }
                 Ok(Some(outcome.detail))
+            }
+            StepKind::Transaction { connection, steps } => {
+                self.transaction(step, connection, steps).await
             }
         }
     }

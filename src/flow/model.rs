@@ -307,6 +307,11 @@ pub enum StepKind {
     Log(Expr),
     Http(Box<HttpStep>),
     Sql(Box<SqlStep>),
+    /// `sql` steps on `connection` inside run in one database transaction.
+    Transaction {
+        connection: Arc<PgConnection>,
+        steps: Vec<Step>,
+    },
 }
 
 /// How an `http` step encodes its `body`.
@@ -391,6 +396,7 @@ pub fn input_reads(steps: &[Step]) -> Option<Arc<[String]>> {
                     && h.body.as_ref().is_none_or(|e| e.root_keys(keys))
             }
             StepKind::Sql(q) => q.params.iter().all(|e| e.root_keys(keys)),
+            StepKind::Transaction { steps, .. } => walk(steps, keys),
         })
     }
     let mut keys = BTreeSet::new();
@@ -409,6 +415,7 @@ impl StepKind {
             Self::Log(_) => "log",
             Self::Http(_) => "http",
             Self::Sql(_) => "sql",
+            Self::Transaction { .. } => "transaction",
         }
     }
 }

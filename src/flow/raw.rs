@@ -187,6 +187,15 @@ pub struct RawSqlStep {
     pub once: Option<Spanned<bool>>,
 }
 
+/// `transaction: { connection, steps }`: the steps' statements in one
+/// database transaction.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTransaction {
+    pub connection: Spanned<String>,
+    pub steps: Spanned<Vec<Spanned<RawStep>>>,
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawParam {
@@ -274,6 +283,8 @@ pub struct RawStep {
     pub http: Option<Spanned<RawHttpStep>>,
     #[serde(default)]
     pub sql: Option<Spanned<RawSqlStep>>,
+    #[serde(default)]
+    pub transaction: Option<Spanned<RawTransaction>>,
     /// For `http` and `sql`: waits before each new try of a transient failure.
     #[serde(default)]
     pub retry: Option<Spanned<Vec<Spanned<String>>>>,

@@ -70,12 +70,12 @@ fn broken_fixtures_report_every_problem_with_its_position() {
         "{D}/shop/Params.yaml:8:47: parameter `e` is required, so its `default` would never be used",
         "{D}/shop/Steps.yaml:3:21: set x: expected term, found `|`",
         "{D}/shop/Steps.yaml:8:11: set y: undefined filter `nosuch`",
-        "{D}/shop/Steps.yaml:9:5: a step has exactly one of set, if, for_each, respond, fail, log, http, sql; this one has set and log",
-        "{D}/shop/Steps.yaml:11:5: a step needs one of: set, if, for_each, respond, fail, log, http, sql",
+        "{D}/shop/Steps.yaml:9:5: a step has exactly one of set, if, for_each, respond, fail, log, http, sql, transaction; this one has set and log",
+        "{D}/shop/Steps.yaml:11:5: a step needs one of: set, if, for_each, respond, fail, log, http, sql, transaction",
         "{D}/shop/Steps.yaml:13:11: `then` belongs to `if` steps, not to `set`",
         "{D}/shop/Steps.yaml:14:5: a `for_each` step needs `as: name` for the current item",
         "{D}/shop/Steps.yaml:17:21: `status` must be between 400 and 599, not 200",
-        "{D}/shop/Steps.yaml:19:5: unknown field `colour`, expected one of name, set, if, then, else, for_each, as, do, collect, into, respond, fail, log, http, sql, retry",
+        "{D}/shop/Steps.yaml:19:5: unknown field `colour`, expected one of name, set, if, then, else, for_each, as, do, collect, into, respond, fail, log, http, sql, transaction, retry",
         "{D}/shop/Syntax.yaml:2:5: illegal placement of ':' indicator",
         "{D}/shop/TopLevel.yaml:1:16: unknown method `PATCH`: use GET or POST",
         "{D}/shop/TopLevel.yaml:2:29: unknown api key label `partner` (labels in shop/_tenant.yaml: webshop, legacy)",
@@ -96,7 +96,7 @@ fn the_shipped_flows_check_clean() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("flows");
     let (ok, stdout, _) = check(&dir);
     assert!(ok, "{stdout}");
-    assert!(stdout.starts_with("ok: 7 trigger(s)"), "{stdout}");
+    assert!(stdout.starts_with("ok: 8 trigger(s)"), "{stdout}");
 }
 
 #[test]

@@ -392,7 +392,7 @@ async fn a_failed_flow_is_answered_alike_by_the_server_and_by_flowgate_test() {
             "- name: c\n  method: POST\n  body: { n: 7 }\n  expect: { status: 200 }\n",
         )
         .unwrap();
-        let tested = flowgate::cli::flowtest::answer(executor, trigger, &case[0])
+        let tested = flowgate::cli::flowtest::answer(executor, trigger, &case[0], false)
             .await
             .unwrap();
         // The same but for the message's id.
@@ -567,4 +567,65 @@ fn messages_names_why_the_server_cannot_be_reached_once() {
         "{err}"
     );
     assert_eq!(err.matches("Connection refused").count(), 1, "{err}");
+}
+
+#[test]
+fn flow_tests_with_mocks_pass_with_the_database_and_http_target_down() {
+    // Nothing listens there: a statement or call that ran would fail.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let out = flowgate()
+        .arg("test")
+        .arg(repo_flows())
+        .env(
+            "ACME_DATABASE_URL",
+            format!("postgres://postgres@127.0.0.1:{port}/none"),
+        )
+        .env("DURO_API_URL", format!("http://127.0.0.1:{port}/api"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8(succeeded(out)).unwrap();
+    assert!(text.contains("StockReservation.test.yaml"), "{text}");
+    assert!(
+        text.contains("ok     enough stock is reserved and taken off"),
+        "{text}"
+    );
+
+    // A mock naming no step of the flow is an error of the case.
+    let dir = tempfile::tempdir().unwrap();
+    crate::helpers::copy_dir(&repo_flows(), dir.path());
+    write_flow(
+        dir.path(),
+        "acme/StockReservation.test.yaml",
+        "- name: misspelt\n  body: { item: C-300, qty: 1 }\n  mock: { stok: { result: { qty: 1 } } }\n  expect: { status: 201 }\n",
+    );
+    let out = flowgate().arg("test").arg(dir.path()).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{text}");
+    assert!(
+        text.contains("`mock` names `stok`, which is no http or sql step of the flow (named ones: stock, take, record)"),
+        "{text}"
+    );
+}
+
+#[test]
+fn run_prints_the_status_a_caller_would_get_for_a_fail() {
+    let dir = tempfile::tempdir().unwrap();
+    let body = dir.path().join("reservation.json");
+    std::fs::write(&body, r#"{"item": "C-300", "qty": 0, "customer": "K-1"}"#).unwrap();
+    let out = flowgate()
+        .args(["run", "acme/StockReservation", "--body"])
+        .arg(&body)
+        .arg("--flows")
+        .arg(repo_flows())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["response"]["status"], 422, "{v}");
+    assert_eq!(
+        v["response"]["body"]["errors"][0]["message"],
+        "qty must be a number of at least 1"
+    );
 }

@@ -40,3 +40,4 @@ mod store_admin_contract;
 mod store_contract;
 mod stub;
 mod subscriptions;
+mod transactions;

@@ -196,7 +196,7 @@ async fn a_statement_timeout_fails_the_step() {
 }
 
 /// The shipped flows with their connections pointed at a test schema and a stub.
-async fn spawn_examples(schema: &Schema, duro: &str) -> TestApp {
+pub async fn spawn_examples(schema: &Schema, duro: &str) -> TestApp {
     let sql = std::fs::read_to_string(
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/sql/acme.sql"),
     )

@@ -2,11 +2,12 @@
 //! or to an absolute URL) and `sql` (through a postgres connection), and the
 //! `retry:` both take.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_saphyr::Spanned;
 
-use crate::connect::Connection;
+use crate::connect::{Connection, PgConnection};
 use crate::flow::model::{BodyEncoding, HttpStep, SqlStep, Tenant};
 use crate::flow::raw::{RawHttpStep, RawSqlStep};
 
@@ -214,6 +215,42 @@ fn highest_param(query: &str) -> usize {
     highest
 }
 
+/// The postgres connection `name` of the tenant, for `user` (a step kind).
+pub(super) fn pg_connection(
+    cx: &mut FileCx<'_>,
+    tenant: &Tenant,
+    name: &Spanned<String>,
+    user: &str,
+) -> Option<Arc<PgConnection>> {
+    match tenant.connections.get(&name.value) {
+        Some(Connection::Postgres(p)) => Some(p.clone()),
+        Some(other) => {
+            cx.error(
+                name.referenced,
+                format!(
+                    "connection `{}` is an {} connection; {user} needs a postgres one ({})",
+                    name.value,
+                    other.kind(),
+                    known(tenant, "postgres")
+                ),
+            );
+            None
+        }
+        None => {
+            cx.error(
+                name.referenced,
+                format!(
+                    "unknown connection `{}` (postgres connections in {}/_tenant.yaml: {})",
+                    name.value,
+                    tenant.name,
+                    known(tenant, "postgres")
+                ),
+            );
+            None
+        }
+    }
+}
+
 pub(super) fn compile_sql_step(
     cx: &mut FileCx<'_>,
     tenant: &Tenant,
@@ -237,33 +274,7 @@ pub(super) fn compile_sql_step(
             Some(_) => {}
         }
     }
-    let connection = match tenant.connections.get(&raw.connection.value) {
-        Some(Connection::Postgres(p)) => Some(p.clone()),
-        Some(other) => {
-            cx.error(
-                raw.connection.referenced,
-                format!(
-                    "connection `{}` is an {} connection; a `sql` step needs a postgres one ({})",
-                    raw.connection.value,
-                    other.kind(),
-                    known(tenant, "postgres")
-                ),
-            );
-            None
-        }
-        None => {
-            cx.error(
-                raw.connection.referenced,
-                format!(
-                    "unknown connection `{}` (postgres connections in {}/_tenant.yaml: {})",
-                    raw.connection.value,
-                    tenant.name,
-                    known(tenant, "postgres")
-                ),
-            );
-            None
-        }
-    };
+    let connection = pg_connection(cx, tenant, &raw.connection, "a `sql` step");
     if raw.query.value.trim().is_empty() {
         cx.error(raw.query.referenced, "`query` is empty");
     }

@@ -4,7 +4,8 @@
 //! Split by what is compiled: [`cx`] holds the per-file context every part
 //! reports to, [`yaml`] turns text into raw structs, [`tenant`] (with
 //! [`connections`] and [`subscriptions`]) compiles `_tenant.yaml`, [`trigger`]
-//! (with [`auth`], [`params`], [`steps`] and [`io_steps`]) a trigger's file.
+//! (with [`auth`], [`params`], [`steps`], [`io_steps`] and [`transaction`]) a
+//! trigger's file.
 
 pub mod auth;
 pub mod connections;
@@ -14,6 +15,7 @@ pub mod params;
 pub mod steps;
 pub mod subscriptions;
 pub mod tenant;
+pub mod transaction;
 pub mod trigger;
 pub mod yaml;
 

@@ -1,6 +1,7 @@
-//! `steps:` of a trigger: one of set, if, for_each, respond, fail, log, http or
-//! sql each, nested steps by their path (`steps[2].then[0]`). The http and sql
-//! steps, which reach other systems, are in `io_steps.rs`.
+//! `steps:` of a trigger: one of set, if, for_each, respond, fail, log, http,
+//! sql or transaction each, nested steps by their path (`steps[2].then[0]`).
+//! The http and sql steps, which reach other systems, are in `io_steps.rs`;
+//! what a transaction may hold is checked in `transaction.rs`.
 
 use serde_saphyr::{Location, Spanned};
 
@@ -9,9 +10,10 @@ use crate::flow::raw::{RawStep, SetValue as RawSetValue};
 use crate::flow::value::from_json;
 
 use super::cx::{FileCx, is_variable_name};
-use super::io_steps::{compile_http_step, compile_retry, compile_sql_step};
+use super::io_steps::{compile_http_step, compile_retry, compile_sql_step, pg_connection};
+use super::transaction::refuse_inside;
 
-const STEP_KEYS: &str = "set, if, for_each, respond, fail, log, http, sql";
+const STEP_KEYS: &str = "set, if, for_each, respond, fail, log, http, sql, transaction";
 
 pub(super) fn compile_steps(
     cx: &mut FileCx<'_>,
@@ -42,6 +44,7 @@ fn compile_step(
         ("log", s.log.is_some()),
         ("http", s.http.is_some()),
         ("sql", s.sql.is_some()),
+        ("transaction", s.transaction.is_some()),
     ]
     .into_iter()
     .filter_map(|(k, p)| p.then_some(k))
@@ -249,6 +252,19 @@ fn compile_step(
             retry,
             s.name.as_deref(),
         )?)),
+        "transaction" => {
+            let t = s.transaction?.value;
+            let connection = pg_connection(cx, tenant, &t.connection, "a `transaction`");
+            if t.steps.value.is_empty() {
+                cx.error(t.steps.referenced, "the transaction has no `steps`");
+            }
+            refuse_inside(cx, &t.steps.value, &t.connection.value);
+            let steps = compile_steps(cx, tenant, t.steps.value, &format!("{path}.steps"));
+            StepKind::Transaction {
+                connection: connection?,
+                steps,
+            }
+        }
         _ => return None,
     };
     (cx.diagnostics.len() == before).then_some(Step {
