@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 
 use super::ExecError;
 use crate::codec::input::InputError;
-use crate::domain::MessageId;
+use crate::domain::{MessageId, StoredResponse};
 
 /// A failed execution's answer: its HTTP status, error code and message.
 /// Callers learn the message id and, for a `fail` step, its message; for any
@@ -53,6 +53,21 @@ impl FailedAnswer {
         body["message_id"] = json!(self.id.to_string());
         body
     }
+}
+
+/// What a rejected message answered its caller (a `fail` step with a 4xx
+/// status), recorded as its response so that the log history shows the code;
+/// `None` for anything but a rejection.
+pub fn rejection_response(id: MessageId, e: &ExecError) -> Option<StoredResponse> {
+    if !e.is_rejection() {
+        return None;
+    }
+    let answer = FailedAnswer::of(id, e)?;
+    Some(StoredResponse {
+        status: answer.status,
+        headers: Vec::new(),
+        body: answer.body(),
+    })
 }
 
 /// The body of an error answer: one error.

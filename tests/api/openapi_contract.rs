@@ -170,7 +170,7 @@ async fn make(app: &TestApp) -> Made {
     let theirs = app.post_async("/other/Secret", None, json!({"x": 1})).await;
     for (id, status) in [
         (&ok, "succeeded"),
-        (&bad, "failed"),
+        (&bad, "rejected"),
         (&held, "dead"),
         (&other_lane, "dead"),
         (&theirs, "succeeded"),
@@ -289,11 +289,11 @@ async fn every_endpoint_answers_as_documented(app: &TestApp) {
     let r = c
         .want(app, ACCEPTED, replay, &act(&m.bad, "replay"), a, None)
         .await;
-    app.admin_wait(r["message_id"].as_str().unwrap(), "failed")
+    app.admin_wait(r["message_id"].as_str().unwrap(), "rejected")
         .await;
 
     // Bulk replay: count, replay what was counted; nothing to replay; errors.
-    let failed = json!({"tenant": "acme", "trigger": "CreateCustomerRecord", "status": "failed"});
+    let failed = json!({"tenant": "acme", "trigger": "CreateCustomerRecord", "status": "rejected"});
     let with = |k: &str, v: Value| {
         let mut b = failed.clone();
         b[k] = v;

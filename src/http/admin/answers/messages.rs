@@ -28,7 +28,7 @@ pub struct MessageSummary {
     pub trigger: String,
     #[schema(required = true)]
     pub lane: Option<String>,
-    /// queued, running, retrying, succeeded, failed, dead or skipped.
+    /// queued, running, retrying, succeeded, failed, dead, skipped, rejected or cancelled.
     pub status: String,
     #[schema(format = DateTime)]
     pub received_at: String,
