@@ -254,7 +254,7 @@ pub struct AttemptRecord {
     pub outcome: Option<Outcome>,
     pub error: Option<String>,
     /// What kind of failure (`budget_exceeded`, `flow_failed`, `rejected`,
-    /// `interrupted`), for people and tools that sort failures.
+    /// `interrupted`, `cancelled`), for people and tools that sort failures.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error_code: Option<String>,
 }

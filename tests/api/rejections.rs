@@ -38,6 +38,15 @@ steps:
   - respond: { status: 201, body: '{reserved: .body.qty}' }
 ";
 
+/// Sync and unordered (it runs on the request): an unknown item is turned down.
+const QUOTE: &str = "auth: { none: true }
+response: { mode: sync }
+steps:
+  - if: .body.item != \"A-100\"
+    then: [ { fail: { status: 404, message: '\"no such item\"' } } ]
+  - respond: { body: '{price: 10}' }
+";
+
 /// Sync, ordered, cancelled on timeout; its first step calls the `runs` stub.
 const SLOW: &str = "auth: { none: true }
 delivery: { ordered: true, ordering_key: .body.item }
@@ -62,6 +71,7 @@ async fn shop(runs: &Stub, events: &Stub, store: Option<String>) -> TestApp {
             write_flow(f, "shop/Reserve.yaml", RESERVE);
             write_flow(f, "shop/ReserveLater.yaml", RESERVE_LATER);
             write_flow(f, "shop/Slow.yaml", SLOW);
+            write_flow(f, "shop/Quote.yaml", QUOTE);
         },
         move |s| {
             s.subscriptions_allow_http = true;
@@ -183,6 +193,16 @@ async fn rejections_never_hold_a_lane(app: &TestApp, events: &Stub) {
     // Other lanes of the trigger go on.
     let (code, _, _) = post(app, "Reserve", json!({"item": "A-100", "qty": 1})).await;
     assert_eq!(code, StatusCode::CREATED);
+
+    // Run on the request (unordered sync), a rejection is recorded as one too.
+    let (code, id, body) = post(app, "Quote", json!({"item": "Z-9"})).await;
+    assert_eq!(code, StatusCode::NOT_FOUND, "{body}");
+    let d = app.admin_wait(&id.unwrap(), "rejected").await;
+    assert_eq!(d["response"]["status"], 404, "{d}");
+    assert_eq!(
+        d["response"]["body"]["errors"][0]["message"],
+        "no such item"
+    );
 
     // The counts know rejections apart from failures.
     let (_, t) = app.admin("GET", "/triggers", GLOBAL_TOKEN, None).await;

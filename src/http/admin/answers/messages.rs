@@ -112,7 +112,7 @@ pub struct Attempt {
     pub outcome: Option<String>,
     #[schema(required = true)]
     pub error: Option<String>,
-    /// budget_exceeded, flow_failed, rejected or interrupted.
+    /// budget_exceeded, flow_failed, rejected, interrupted or cancelled.
     #[schema(required = true)]
     pub error_code: Option<String>,
 }
