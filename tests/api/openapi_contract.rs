@@ -371,6 +371,23 @@ async fn answers_unlike_the_document_fail() {
     let mut extra = triggers.clone();
     extra["total"] = json!(1);
     assert!(c.check("GET", "/triggers", 200, &extra).is_err());
+    // A message status the document does not list; it lists every status.
+    let (_, bad) = crate::admin::one_good_one_bad(&app).await;
+    app.admin_wait(&bad, "rejected").await;
+    let (_, page) = app.admin("GET", "/messages", GLOBAL_TOKEN, None).await;
+    let mut odd = page.clone();
+    odd["messages"] = json!([page["messages"][0].clone()]);
+    c.check("GET", "/messages", 200, &odd).unwrap();
+    odd["messages"][0]["status"] = json!("exploded");
+    assert!(c.check("GET", "/messages", 200, &odd).is_err());
+    let statuses =
+        &c.doc["components"]["schemas"]["MessageSummary"]["properties"]["status"]["enum"];
+    for s in ["rejected", "cancelled", "failed"] {
+        assert!(
+            statuses.as_array().unwrap().contains(&json!(s)),
+            "{statuses}"
+        );
+    }
     // An error body unlike `{"errors": [...]}`.
     let wrong = json!({"error": "unauthorized"});
     assert!(c.check("GET", "/triggers", 401, &wrong).is_err());
