@@ -61,7 +61,7 @@ steps:
 /// event subscription pointing at the stubs; on `store` when given.
 async fn shop(runs: &Stub, events: &Stub, store: Option<String>) -> TestApp {
     let tenant = format!(
-        "api_keys: {{}}\nconnections:\n  runs:\n    http:\n      base_url: \"{}/run\"\n      timeout: 20s\nsubscriptions:\n  - name: all\n    url: \"{}/events\"\n    events: [message.rejected, message.failed, message.dead, message.cancelled]\n    enabled: true\n",
+        "api_keys: {{}}\nconnections:\n  runs:\n    http:\n      base_url: \"{}/run\"\n      timeout: 20s\nsubscriptions:\n  - name: all\n    url: \"{}/events\"\n    events: [message.*]\n    enabled: true\n",
         runs.url(),
         events.url()
     );
