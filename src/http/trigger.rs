@@ -377,8 +377,13 @@ async fn call(
             Ok(accepted(&trigger, id, status))
         }
         Err(_) => {
-            state.queue.dispatcher().waiters().forget(id);
-            Ok(accepted(&trigger, id, MessageStatus::Running))
+            // Still waiting for its turn, it says so.
+            let status = if state.queue.dispatcher().waiters().forget(id) {
+                MessageStatus::Running
+            } else {
+                MessageStatus::Queued
+            };
+            Ok(accepted(&trigger, id, status))
         }
     }
 }

@@ -77,12 +77,14 @@ impl Waiters {
         }
     }
 
-    /// Forgets a caller that stopped waiting (timeout, disconnect).
-    pub fn forget(&self, id: MessageId) {
+    /// Forgets a caller that stopped waiting (timeout, disconnect); whether
+    /// its message had started.
+    pub fn forget(&self, id: MessageId) -> bool {
+        let mut marks = self.marks();
         if let Ok(mut m) = self.map.lock() {
             m.remove(&id);
         }
-        self.marks().started.remove(&id);
+        marks.started.remove(&id)
     }
 
     /// Forgets a caller answered at its timeout, and cancels its message

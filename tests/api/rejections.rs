@@ -71,6 +71,11 @@ async fn shop(runs: &Stub, events: &Stub, store: Option<String>) -> TestApp {
             write_flow(f, "shop/Reserve.yaml", RESERVE);
             write_flow(f, "shop/ReserveLater.yaml", RESERVE_LATER);
             write_flow(f, "shop/Slow.yaml", SLOW);
+            write_flow(
+                f,
+                "shop/SlowGoesOn.yaml",
+                &SLOW.replace(", on_timeout: cancel", ""),
+            );
             write_flow(f, "shop/Quote.yaml", QUOTE);
         },
         move |s| {
@@ -344,6 +349,46 @@ async fn cancelled_on_timeout(app: &TestApp, runs: &Stub, events: &Stub) {
     );
 }
 
+/// Without `on_timeout: cancel`, a sync call that times out waiting for its turn
+/// is told it is still queued, and runs when its turn comes.
+async fn continued_on_timeout(app: &TestApp, runs: &Stub) {
+    runs.then(Reply::json(200, json!({"ran": "slowly"})).delay(Duration::from_secs(3)));
+    let first = tokio::spawn({
+        let (client, url) = (app.client.clone(), app.url("/shop/SlowGoesOn"));
+        async move {
+            client
+                .post(url)
+                .json(&json!({"item": "E-1", "n": 10}))
+                .send()
+                .await
+                .unwrap()
+        }
+    });
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            runs.requests
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|r| r.path == "/run/10")
+        })
+        .await
+    );
+    let (code, id, body) = post(app, "SlowGoesOn", json!({"item": "E-1", "n": 11})).await;
+    assert_eq!(code, StatusCode::ACCEPTED, "{body}");
+    assert_eq!(body["status"], "queued", "it waits for its turn: {body}");
+    let res = first.await.unwrap();
+    assert_eq!(res.json::<Value>().await.unwrap()["status"], "running");
+    app.admin_wait(&id.unwrap(), "succeeded").await;
+    assert!(
+        runs.requests
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|r| r.path == "/run/11")
+    );
+}
+
 async fn stubs() -> (Stub, Stub) {
     let runs = Stub::start(Reply::json(200, json!({"ran": true}))).await;
     // The first call holds its lane well past the callers' timeout.
@@ -359,6 +404,7 @@ async fn rejections_ordering_keys_and_blocked_lanes() {
     rejections_never_hold_a_lane(&app, &events).await;
     ordering_keys_name_a_lane(&app).await;
     cancelled_on_timeout(&app, &runs, &events).await;
+    continued_on_timeout(&app, &runs).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -371,6 +417,7 @@ async fn rejections_ordering_keys_and_blocked_lanes_on_postgres() {
     rejections_never_hold_a_lane(&app, &events).await;
     ordering_keys_name_a_lane(&app).await;
     cancelled_on_timeout(&app, &runs, &events).await;
+    continued_on_timeout(&app, &runs).await;
 }
 
 #[test]
