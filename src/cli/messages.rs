@@ -20,7 +20,7 @@ pub struct ListFilter {
     pub tenant: Option<String>,
     #[arg(long)]
     pub trigger: Option<String>,
-    /// queued, running, retrying, succeeded, failed, dead or skipped.
+    /// queued, running, retrying, succeeded, failed, dead, skipped, rejected or cancelled.
     #[arg(long)]
     pub status: Option<String>,
     #[arg(long)]

@@ -6,16 +6,20 @@ pub enum EventKind {
     MessageSucceeded,
     MessageFailed,
     MessageDead,
+    MessageRejected,
+    MessageCancelled,
     LaneBlocked,
     LaneUnblocked,
     FlowLoadFailed,
 }
 
 impl EventKind {
-    pub const ALL: [Self; 6] = [
+    pub const ALL: [Self; 8] = [
         Self::MessageSucceeded,
         Self::MessageFailed,
         Self::MessageDead,
+        Self::MessageRejected,
+        Self::MessageCancelled,
         Self::LaneBlocked,
         Self::LaneUnblocked,
         Self::FlowLoadFailed,
@@ -26,6 +30,8 @@ impl EventKind {
             Self::MessageSucceeded => "message.succeeded",
             Self::MessageFailed => "message.failed",
             Self::MessageDead => "message.dead",
+            Self::MessageRejected => "message.rejected",
+            Self::MessageCancelled => "message.cancelled",
             Self::LaneBlocked => "lane.blocked",
             Self::LaneUnblocked => "lane.unblocked",
             Self::FlowLoadFailed => "flow.load_failed",

@@ -68,10 +68,16 @@ pub enum MessageStatus {
     Failed,
     Dead,
     Skipped,
+    /// A `fail` step with a 4xx status: the flow turned the request down. Not
+    /// retried, and it never holds its ordered lane.
+    Rejected,
+    /// Not run: its sync caller was answered `202` at the timeout and the
+    /// trigger says `response.on_timeout: cancel`.
+    Cancelled,
 }
 
 impl MessageStatus {
-    pub const ALL: [Self; 7] = [
+    pub const ALL: [Self; 9] = [
         Self::Queued,
         Self::Running,
         Self::Retrying,
@@ -79,6 +85,8 @@ impl MessageStatus {
         Self::Failed,
         Self::Dead,
         Self::Skipped,
+        Self::Rejected,
+        Self::Cancelled,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -90,6 +98,8 @@ impl MessageStatus {
             Self::Failed => "failed",
             Self::Dead => "dead",
             Self::Skipped => "skipped",
+            Self::Rejected => "rejected",
+            Self::Cancelled => "cancelled",
         }
     }
 
@@ -102,6 +112,8 @@ impl MessageStatus {
             "failed" => Self::Failed,
             "dead" => Self::Dead,
             "skipped" => Self::Skipped,
+            "rejected" => Self::Rejected,
+            "cancelled" => Self::Cancelled,
             _ => return None,
         })
     }
@@ -110,8 +122,20 @@ impl MessageStatus {
     pub fn is_final(self) -> bool {
         matches!(
             self,
-            Self::Succeeded | Self::Failed | Self::Dead | Self::Skipped
+            Self::Succeeded
+                | Self::Failed
+                | Self::Dead
+                | Self::Skipped
+                | Self::Rejected
+                | Self::Cancelled
         )
+    }
+
+    /// Whether a message that ended so holds its ordered lane (under
+    /// `on_exhausted: block`): only failures do; a rejection or a cancellation
+    /// lets the lane go on.
+    pub fn may_block(self) -> bool {
+        matches!(self, Self::Failed | Self::Dead)
     }
 }
 
@@ -195,6 +219,9 @@ pub enum Outcome {
     Failed,
     /// The process running it stopped before the attempt finished.
     Interrupted,
+    /// Not run: the message was cancelled before it started (its status is
+    /// `cancelled`).
+    Cancelled,
 }
 
 impl Outcome {
@@ -203,6 +230,7 @@ impl Outcome {
             Self::Succeeded => "succeeded",
             Self::Failed => "failed",
             Self::Interrupted => "interrupted",
+            Self::Cancelled => "cancelled",
         }
     }
     pub fn parse(s: &str) -> Option<Self> {
@@ -210,6 +238,7 @@ impl Outcome {
             "succeeded" => Self::Succeeded,
             "failed" => Self::Failed,
             "interrupted" => Self::Interrupted,
+            "cancelled" => Self::Cancelled,
             _ => return None,
         })
     }
@@ -225,7 +254,7 @@ pub struct AttemptRecord {
     pub outcome: Option<Outcome>,
     pub error: Option<String>,
     /// What kind of failure (`budget_exceeded`, `flow_failed`, `rejected`,
-    /// `interrupted`), for people and tools that sort failures.
+    /// `interrupted`, `cancelled`), for people and tools that sort failures.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error_code: Option<String>,
 }

@@ -82,6 +82,21 @@ impl Execution {
     }
 }
 
+/// What a rejected message answered its caller (a `fail` step with a 4xx
+/// status), recorded as its response so that the log history shows the code;
+/// `None` for anything but a rejection.
+pub fn rejection_response(id: MessageId, e: &ExecError) -> Option<StoredResponse> {
+    if !e.is_rejection() {
+        return None;
+    }
+    let answer = FailedAnswer::of(id, e)?;
+    Some(StoredResponse {
+        status: answer.status,
+        headers: Vec::new(),
+        body: answer.body(),
+    })
+}
+
 /// The body of an error answer: one error.
 pub fn errors_body(code: &str, message: &str) -> Value {
     json!({"errors": [{"code": code, "message": message}]})

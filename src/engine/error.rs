@@ -20,6 +20,10 @@ pub enum EvalError {
     /// The input or the value is larger or deeper than values may be.
     #[error("{0}")]
     TooBig(TooBig),
+    /// An ordering key evaluated to something that names no lane (null, a
+    /// boolean, an array or an object): the value as JSON, shortened.
+    #[error("the ordering key evaluated to {0}; it must be a string or a number")]
+    NotAKey(String),
 }
 
 /// Why an execution failed.
@@ -66,6 +70,13 @@ impl ExecError {
             Self::Refused { .. } | Self::Budget { .. } => false,
             Self::Stopped { .. } => true,
         }
+    }
+
+    /// A `fail` step with a 4xx status: the flow turned the request down. Its
+    /// message ends `rejected`: never retried, never holding its ordered lane.
+    /// A 5xx `fail` and every other error are failures.
+    pub fn is_rejection(&self) -> bool {
+        matches!(self, Self::Fail { status, .. } if *status < 500)
     }
 
     pub fn step(&self) -> &str {

@@ -33,7 +33,7 @@ use crate::flow::fast::Fuel;
 use crate::flow::value::{Bound, TooBig, from_json, string, to_json};
 use crate::flow::{Expr, Step, Trigger};
 
-pub use answer::{FailedAnswer, errors_body, input_errors_body};
+pub use answer::{FailedAnswer, errors_body, input_errors_body, rejection_response};
 pub use budget::{BudgetKind, Limits};
 pub use error::{EvalError, ExecError};
 pub use local::{Local, Mock};
@@ -286,9 +286,10 @@ impl Executor {
     }
 
     /// The lane of an ordered trigger's message: the ordering key's value over
-    /// the input document (a string as it is, anything else as JSON text), or
-    /// `""` (the trigger's one lane) without a key; `None` for an unordered
-    /// trigger. The key is evaluated as the flow's expressions are.
+    /// the input document (a string as it is, a number as JSON text), or `""`
+    /// (the trigger's one lane) without a key; `None` for an unordered trigger.
+    /// Any other value (null included) names no lane: `EvalError::NotAKey`.
+    /// The key is evaluated as the flow's expressions are.
     pub async fn lane(
         &self,
         trigger: &Trigger,
@@ -300,10 +301,11 @@ impl Executor {
         let Some(expr) = &trigger.delivery.ordering_key else {
             return Ok(Some(String::new()));
         };
-        Ok(Some(match self.evaluate(trigger, expr, input).await? {
-            Value::String(s) => s,
-            other => other.to_string(),
-        }))
+        match self.evaluate(trigger, expr, input).await? {
+            Value::String(s) => Ok(Some(s)),
+            Value::Number(n) => Ok(Some(n.to_string())),
+            other => Err(EvalError::NotAKey(shortened(&other.to_string()))),
+        }
     }
 
     /// Evaluates one of `trigger`'s expressions outside an execution (an
@@ -344,6 +346,15 @@ impl Executor {
             }
         };
         to_json(&value, &mut Bound::new(limits.memory, Some(deadline))).map_err(EvalError::TooBig)
+    }
+}
+
+/// JSON text cut to a length fit for an error message.
+fn shortened(text: &str) -> String {
+    const MAX: usize = 60;
+    match text.char_indices().nth(MAX) {
+        Some((at, _)) => format!("{}…", &text[..at]),
+        None => text.to_owned(),
     }
 }
 

@@ -95,6 +95,8 @@ impl Events {
             MessageStatus::Succeeded => EventKind::MessageSucceeded,
             MessageStatus::Failed => EventKind::MessageFailed,
             MessageStatus::Dead => EventKind::MessageDead,
+            MessageStatus::Rejected => EventKind::MessageRejected,
+            MessageStatus::Cancelled => EventKind::MessageCancelled,
             _ => return,
         };
         self.emit(&key.tenant, Some(key.trigger.as_str()), kind, Some(id));

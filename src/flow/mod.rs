@@ -18,5 +18,7 @@ pub use catalog::{Catalog, SharedCatalog};
 pub use diagnostic::Diagnostic;
 pub use expr::{EvalError, Expr};
 pub use loader::{LoadReport, Loader, TestFile, check_dir};
-pub use model::{Auth, Method, OnExhausted, Step, StepKind, Subscription, Tenant, Trigger};
+pub use model::{
+    Auth, Method, OnExhausted, OnTimeout, Step, StepKind, Subscription, Tenant, Trigger,
+};
 pub use template::{Template, TemplatePart};

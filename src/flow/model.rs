@@ -196,10 +196,21 @@ pub struct Delivery {
     pub on_exhausted: OnExhausted,
 }
 
+/// What becomes of a sync message whose caller got `202` at the timeout
+/// (`response.on_timeout`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnTimeout {
+    /// It runs (or keeps running) as if the caller still waited.
+    Continue,
+    /// If it has not started, it is not run: it ends `cancelled`.
+    Cancel,
+}
+
 #[derive(Debug, Clone)]
 pub struct ResponseSettings {
     pub mode: Mode,
     pub timeout: Duration,
+    pub on_timeout: OnTimeout,
 }
 
 /// A trigger's own execution budgets (`limits:`); what is absent comes from the

@@ -237,6 +237,8 @@ pub struct RawResponse {
     pub mode: Option<Spanned<String>>,
     #[serde(default)]
     pub timeout: Option<Spanned<String>>,
+    #[serde(default)]
+    pub on_timeout: Option<Spanned<String>>,
 }
 
 /// `limits: { time: 30s, memory: 256MiB }`

@@ -6,6 +6,7 @@ use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpResponse, ResponseError};
 
 use crate::codec::input::InputError;
+use crate::domain::MessageId;
 use crate::engine::FailedAnswer;
 pub use crate::engine::{errors_body, input_errors_body};
 
@@ -71,6 +72,10 @@ pub enum ApiError {
     /// The request is valid but the resource is not in a state for it.
     #[error("conflict")]
     Conflict(String),
+    /// A sync call whose message would wait behind the failed message `by`
+    /// holding its ordered lane: answered at once, nothing stored.
+    #[error("lane blocked")]
+    LaneBlocked { lane: String, by: MessageId },
     /// A message's stored documents cannot be read back (told to admins only:
     /// callers get `Internal`). `replay`: it was asked to run again (409), else
     /// to be shown (500).
@@ -96,7 +101,9 @@ impl ResponseError for ApiError {
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::BacklogFull | Self::Throttled { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::AuthBusy => StatusCode::SERVICE_UNAVAILABLE,
-            Self::Conflict(_) | Self::Unreadable { replay: true, .. } => StatusCode::CONFLICT,
+            Self::Conflict(_)
+            | Self::LaneBlocked { .. }
+            | Self::Unreadable { replay: true, .. } => StatusCode::CONFLICT,
             Self::Unreadable { replay: false, .. } => StatusCode::INTERNAL_SERVER_ERROR,
             Self::Store(e) if e.is_unavailable() => StatusCode::SERVICE_UNAVAILABLE,
             Self::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -180,6 +187,16 @@ impl ResponseError for ApiError {
                 a.body()
             }
             Self::Conflict(why) => body("conflict", why.clone()),
+            Self::LaneBlocked { lane, by } => {
+                let mut b = body(
+                    "lane_blocked",
+                    format!(
+                        "ordered lane `{lane}` is blocked by failed message {by} until an operator skips, replays or unblocks it; nothing was stored"
+                    ),
+                );
+                b["errors"][0]["blocked_by"] = serde_json::json!(by.to_string());
+                b
+            }
             Self::Unreadable { why, replay } => {
                 tracing::error!(error = %why, "a stored message cannot be read back");
                 if *replay {

@@ -14,8 +14,8 @@ use crate::codec::input::{self, InputError};
 use crate::domain::{
     MessageId, MessageStatus, MessageView, Mode, NewMessage, StoredResponse, now_micros,
 };
-use crate::engine::{ExecError, FailedAnswer};
-use crate::flow::{Method, Tenant, Trigger};
+use crate::engine::{EvalError, ExecError, FailedAnswer};
+use crate::flow::{Method, OnTimeout, Tenant, Trigger};
 use crate::queue::{SyncResult, WaitOutcome};
 use crate::store::{EnqueueOutcome, StoreError};
 
@@ -171,7 +171,7 @@ fn repeat(trigger: &Trigger, view: MessageView) -> Result<HttpResponse, ApiError
 }
 
 /// The lane of an ordered trigger (see `Executor::lane`); a key that cannot be
-/// computed from the request is the caller's problem.
+/// computed from the request, or that names no lane, is the caller's problem.
 async fn lane(
     state: &AppState,
     trigger: &Trigger,
@@ -179,10 +179,17 @@ async fn lane(
 ) -> Result<Option<String>, ApiError> {
     let executor = state.queue.dispatcher().executor();
     executor.lane(trigger, input).await.map_err(|e| {
-        ApiError::BadRequest(vec![InputError {
-            code: "invalid_body",
-            message: format!("the ordering key cannot be computed from this request: {e}"),
-        }])
+        let error = match e {
+            EvalError::NotAKey(_) => InputError {
+                code: "invalid_ordering_key",
+                message: e.to_string(),
+            },
+            e => InputError {
+                code: "invalid_body",
+                message: format!("the ordering key cannot be computed from this request: {e}"),
+            },
+        };
+        ApiError::BadRequest(vec![error])
     })
 }
 
@@ -334,6 +341,15 @@ async fn call(
         };
     }
     // Sync through the queue: ordered lanes, or an Idempotency-Key to honour.
+    // Behind a blocked lane the caller would only wait for its timeout.
+    if let Some(lane) = &message.lane
+        && let Some(by) = state.queue.lane_blocked_by(&trigger.key, lane).await?
+    {
+        return Err(ApiError::LaneBlocked {
+            lane: lane.clone(),
+            by,
+        });
+    }
     let (id, outcome, waiter) = state.queue.accept(message, true).await?;
     let (EnqueueOutcome::Inserted, Some(waiter)) = (outcome.clone(), waiter) else {
         return match outcome {
@@ -351,9 +367,23 @@ async fn call(
         Ok(Ok(WaitOutcome::Finished { .. })) | Ok(Err(_)) => {
             Ok(accepted(&trigger, id, MessageStatus::Running))
         }
+        Err(_) if trigger.response.on_timeout == OnTimeout::Cancel => {
+            // Not started yet: it never runs (and says so); else it goes on.
+            let status = if state.queue.dispatcher().waiters().cancel(id) {
+                MessageStatus::Cancelled
+            } else {
+                MessageStatus::Running
+            };
+            Ok(accepted(&trigger, id, status))
+        }
         Err(_) => {
-            state.queue.dispatcher().waiters().forget(id);
-            Ok(accepted(&trigger, id, MessageStatus::Running))
+            // Still waiting for its turn, it says so.
+            let status = if state.queue.dispatcher().waiters().forget(id) {
+                MessageStatus::Running
+            } else {
+                MessageStatus::Queued
+            };
+            Ok(accepted(&trigger, id, status))
         }
     }
 }

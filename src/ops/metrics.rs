@@ -52,15 +52,29 @@ impl Histogram {
 pub enum ExecOutcome {
     Succeeded = 0,
     Failed = 1,
+    /// A `fail` step with a 4xx status: the flow turned the request down.
+    Rejected = 2,
 }
 
-const OUTCOMES: [&str; 2] = ["succeeded", "failed"];
+impl ExecOutcome {
+    /// The outcome of an attempt that left its message in `status`.
+    pub fn of(status: crate::domain::MessageStatus) -> Self {
+        use crate::domain::MessageStatus as S;
+        match status {
+            S::Succeeded => Self::Succeeded,
+            S::Rejected => Self::Rejected,
+            _ => Self::Failed,
+        }
+    }
+}
+
+const OUTCOMES: [&str; 3] = ["succeeded", "failed", "rejected"];
 
 /// One trigger's atomics.
 pub struct TriggerMetrics {
     /// Answers by status code (index: code - 100).
     requests: [AtomicU64; 500],
-    executions: [AtomicU64; 2],
+    executions: [AtomicU64; 3],
     pub execution: Histogram,
     pub queue_wait: Histogram,
 }

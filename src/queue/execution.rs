@@ -126,6 +126,19 @@ impl Execution {
         matches!(self, Self::Shared(_))
     }
 
+    /// The failed message holding an ordered lane, wherever lanes live.
+    pub(crate) async fn lane_blocked_by(
+        &self,
+        dispatcher: &Dispatcher,
+        key: &crate::domain::TriggerKey,
+        lane: &str,
+    ) -> Result<Option<crate::domain::MessageId>, StoreError> {
+        match self {
+            Self::Embedded { .. } => Ok(dispatcher.blocked_by(key, lane)),
+            Self::Shared(s) => s.store.lane_blocked_by(key, lane).await,
+        }
+    }
+
     /// The shared store's pool and this node's leases (for `/_metrics`).
     pub fn store_stats(&self) -> Option<SharedStats> {
         match self {

@@ -209,6 +209,17 @@ impl Queue {
         }
     }
 
+    /// The failed message holding `lane` of trigger `key`, if one does (a
+    /// store that does not answer within `store_timeout` is unavailable).
+    pub async fn lane_blocked_by(
+        &self,
+        key: &TriggerKey,
+        lane: &str,
+    ) -> Result<Option<MessageId>, StoreError> {
+        self.in_time(self.execution.lane_blocked_by(&self.dispatcher, key, lane))
+            .await
+    }
+
     /// A message's state for its status URL; a store that does not answer within
     /// `store_timeout` is reported unavailable rather than holding the caller.
     pub async fn message(&self, id: MessageId) -> Result<Option<MessageView>, StoreError> {

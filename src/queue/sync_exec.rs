@@ -43,10 +43,10 @@ fn unwrap_input(input: Arc<serde_json::Value>) -> serde_json::Value {
 
 fn completion(id: MessageId, started_at: i64, ex: &Execution) -> Completion {
     let finished_at = now_micros();
-    let status = if ex.result.is_ok() {
-        MessageStatus::Succeeded
-    } else {
-        MessageStatus::Failed
+    let status = match &ex.result {
+        Ok(()) => MessageStatus::Succeeded,
+        Err(e) if e.is_rejection() => MessageStatus::Rejected,
+        Err(_) => MessageStatus::Failed,
     };
     Completion {
         id,
@@ -61,7 +61,10 @@ fn completion(id: MessageId, started_at: i64, ex: &Execution) -> Completion {
         status,
         run_at: finished_at,
         blocking: false,
-        response: ex.response.clone(),
+        response: ex.response.clone().or_else(|| {
+            let e = ex.result.as_ref().err()?;
+            engine::rejection_response(id, e)
+        }),
         trace: ex.trace_text(),
         error: ex.result.as_ref().err().map(ToString::to_string),
         error_code: ex.result.as_ref().err().map(ExecError::code),

@@ -7,7 +7,7 @@ use std::time::Duration;
 use futures_util::future::BoxFuture;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::domain::{MessageId, Micros, NewMessage, TenantName, TriggerName};
+use crate::domain::{MessageId, Micros, NewMessage, TenantName, TriggerKey, TriggerName};
 
 use super::postgres::PgStore;
 use super::{
@@ -81,6 +81,12 @@ pub trait SharedStore: Send + Sync + 'static {
         release: Option<Micros>,
         now: Micros,
     ) -> Fut<'a, bool>;
+    /// The failed message holding an ordered lane, if one does.
+    fn lane_blocked_by<'a>(
+        &'a self,
+        key: &'a TriggerKey,
+        lane: &'a str,
+    ) -> Fut<'a, Option<MessageId>>;
     /// Repairs a lane's count of pending messages; returns what it was off by.
     fn recount_lane<'a>(&'a self, lane: &'a LaneClaim) -> Fut<'a, i64>;
     /// Records an attempt's end; answers whether the store took it.
@@ -171,6 +177,13 @@ impl SharedStore for PgStore {
         now: Micros,
     ) -> Fut<'a, bool> {
         Box::pin(PgStore::commit_lane(self, lane, done, release, now))
+    }
+    fn lane_blocked_by<'a>(
+        &'a self,
+        key: &'a TriggerKey,
+        lane: &'a str,
+    ) -> Fut<'a, Option<MessageId>> {
+        Box::pin(PgStore::lane_blocked_by(self, key, lane))
     }
     fn recount_lane<'a>(&'a self, lane: &'a LaneClaim) -> Fut<'a, i64> {
         Box::pin(PgStore::recount_lane(self, lane))

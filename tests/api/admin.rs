@@ -139,7 +139,7 @@ impl TestApp {
     }
 }
 
-/// Two customer records to `app`: one that succeeds, one that fails (no name).
+/// Two customer records to `app`: one that succeeds, one rejected (no name).
 pub async fn one_good_one_bad(app: &TestApp) -> (String, String) {
     let post = |body| app.post_async("/acme/CreateCustomerRecord", Some(ERP_KEY), body);
     let ok = post(json!({"name": "Ada"})).await;
@@ -152,7 +152,7 @@ async fn lists_triggers_messages_and_message_detail() {
     let app = admin_app().await;
     let (ok, bad) = one_good_one_bad(&app).await;
     app.admin_wait(&ok, "succeeded").await;
-    app.admin_wait(&bad, "failed").await;
+    app.admin_wait(&bad, "rejected").await;
 
     let (code, _) = app.admin("GET", "/triggers", "wrong", None).await;
     assert_eq!(code, StatusCode::UNAUTHORIZED);
@@ -182,7 +182,7 @@ async fn lists_triggers_messages_and_message_detail() {
     assert_eq!(t["mode"], "async");
     assert_eq!(t["enabled"], true);
     assert_eq!(t["ordered"], false);
-    assert_eq!(t["counts"], json!({"succeeded": 1, "failed": 1}));
+    assert_eq!(t["counts"], json!({"succeeded": 1, "rejected": 1}));
     assert_eq!(t["load_error"], Value::Null);
     let lanes = doc["triggers"]
         .as_array()
@@ -202,7 +202,11 @@ async fn lists_triggers_messages_and_message_detail() {
         .collect();
     assert_eq!(ids, vec![bad.as_str(), ok.as_str()], "newest first");
     let first = &page["messages"][0];
-    assert_eq!(first["status"], "failed");
+    assert_eq!(first["status"], "rejected");
+    assert_eq!(
+        first["response_status"], 422,
+        "a rejection shows the code its caller got"
+    );
     assert_eq!(first["attempts"], 1);
     assert!(first["duration_ms"].as_f64().unwrap() >= 0.0);
     assert_eq!(page["messages"][1]["response_status"], 201);
@@ -450,9 +454,9 @@ async fn bulk_replay_counts_first() {
         );
     }
     for id in &failed {
-        app.admin_wait(id, "failed").await;
+        app.admin_wait(id, "rejected").await;
     }
-    let filter = json!({"tenant": "acme", "trigger": "CreateCustomerRecord", "status": "failed"});
+    let filter = json!({"tenant": "acme", "trigger": "CreateCustomerRecord", "status": "rejected"});
     let mut dry = filter.clone();
     dry["dry_run"] = json!(true);
     let (_, c) = app.admin("POST", "/replay", GLOBAL_TOKEN, Some(dry)).await;
@@ -467,7 +471,7 @@ async fn bulk_replay_counts_first() {
     assert_eq!(code, StatusCode::ACCEPTED);
     assert_eq!(r["replayed"], 3);
     for id in r["message_ids"].as_array().unwrap() {
-        let d = app.admin_wait(id.as_str().unwrap(), "failed").await;
+        let d = app.admin_wait(id.as_str().unwrap(), "rejected").await;
         assert!(failed.contains(&d["replay_of"].as_str().unwrap().to_owned()));
     }
 }
@@ -653,12 +657,12 @@ async fn the_messages_command_lists_shows_replays_and_releases_lanes() {
         )
         .await;
     app.admin_wait(&ok, "succeeded").await;
-    app.admin_wait(&bad, "failed").await;
+    app.admin_wait(&bad, "rejected").await;
 
     let filter = ["--tenant", "acme", "--trigger", "CreateCustomerRecord"];
     let out = messages_command(
         &app,
-        &[&["list"], &filter[..], &["--status", "failed"]].concat(),
+        &[&["list"], &filter[..], &["--status", "rejected"]].concat(),
         Some(GLOBAL_TOKEN),
     )
     .await;
@@ -672,7 +676,9 @@ async fn the_messages_command_lists_shows_replays_and_releases_lanes() {
     assert_eq!(lines.len(), 3, "{text}");
     assert!(lines[0].starts_with("MESSAGE  "), "{text}");
     assert!(
-        lines[1].starts_with(&format!("{bad}  acme/CreateCustomerRecord  -     failed ")),
+        lines[1].starts_with(&format!(
+            "{bad}  acme/CreateCustomerRecord  -     rejected "
+        )),
         "{text}"
     );
     assert_eq!(lines[2], "(end)");
@@ -720,7 +726,7 @@ async fn the_messages_command_lists_shows_replays_and_releases_lanes() {
         .and_then(|t| t.strip_suffix('\n'))
         .unwrap_or_else(|| panic!("{text}"))
         .to_owned();
-    let replayed = app.admin_wait(&new, "failed").await;
+    let replayed = app.admin_wait(&new, "rejected").await;
     assert_eq!(replayed["replay_of"], bad.as_str());
 
     let out = messages_command(&app, &["list"], None).await;

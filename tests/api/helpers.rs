@@ -133,7 +133,16 @@ impl TestApp {
                 let text = res.text().await.unwrap();
                 let doc = flowgate::domain::depth::parse_stored(&text).unwrap();
                 let status = doc["status"].as_str().unwrap_or_default().to_owned();
-                if ["succeeded", "failed", "dead", "skipped"].contains(&status.as_str()) {
+                if [
+                    "succeeded",
+                    "failed",
+                    "dead",
+                    "skipped",
+                    "rejected",
+                    "cancelled",
+                ]
+                .contains(&status.as_str())
+                {
                     return doc;
                 }
                 if tokio::time::Instant::now() > deadline {

@@ -31,6 +31,7 @@ mod pg_tls;
 mod query_plans;
 mod queue;
 mod randomized;
+mod rejections;
 mod reload;
 mod sandbox;
 mod skips;

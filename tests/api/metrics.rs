@@ -47,7 +47,7 @@ async fn metrics_count_requests_executions_and_blocked_lanes() {
         "unknown names make no series"
     );
     has("flowgate_executions_total{tenant=\"acme\",trigger=\"ItemPrice\",outcome=\"succeeded\"} 3");
-    has("flowgate_executions_total{tenant=\"acme\",trigger=\"ItemPrice\",outcome=\"failed\"} 1");
+    has("flowgate_executions_total{tenant=\"acme\",trigger=\"ItemPrice\",outcome=\"rejected\"} 1");
     has("flowgate_execution_seconds_count{tenant=\"acme\",trigger=\"ItemPrice\"} 4");
     has("flowgate_queue_wait_seconds_count{tenant=\"acme\",trigger=\"Lanes\"} 1");
     has("flowgate_lanes_blocked{tenant=\"acme\",trigger=\"Lanes\"} 1");

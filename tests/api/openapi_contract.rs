@@ -170,7 +170,7 @@ async fn make(app: &TestApp) -> Made {
     let theirs = app.post_async("/other/Secret", None, json!({"x": 1})).await;
     for (id, status) in [
         (&ok, "succeeded"),
-        (&bad, "failed"),
+        (&bad, "rejected"),
         (&held, "dead"),
         (&other_lane, "dead"),
         (&theirs, "succeeded"),
@@ -289,11 +289,11 @@ async fn every_endpoint_answers_as_documented(app: &TestApp) {
     let r = c
         .want(app, ACCEPTED, replay, &act(&m.bad, "replay"), a, None)
         .await;
-    app.admin_wait(r["message_id"].as_str().unwrap(), "failed")
+    app.admin_wait(r["message_id"].as_str().unwrap(), "rejected")
         .await;
 
     // Bulk replay: count, replay what was counted; nothing to replay; errors.
-    let failed = json!({"tenant": "acme", "trigger": "CreateCustomerRecord", "status": "failed"});
+    let failed = json!({"tenant": "acme", "trigger": "CreateCustomerRecord", "status": "rejected"});
     let with = |k: &str, v: Value| {
         let mut b = failed.clone();
         b[k] = v;
@@ -371,6 +371,23 @@ async fn answers_unlike_the_document_fail() {
     let mut extra = triggers.clone();
     extra["total"] = json!(1);
     assert!(c.check("GET", "/triggers", 200, &extra).is_err());
+    // A message status the document does not list; it lists every status.
+    let (_, bad) = crate::admin::one_good_one_bad(&app).await;
+    app.admin_wait(&bad, "rejected").await;
+    let (_, page) = app.admin("GET", "/messages", GLOBAL_TOKEN, None).await;
+    let mut odd = page.clone();
+    odd["messages"] = json!([page["messages"][0].clone()]);
+    c.check("GET", "/messages", 200, &odd).unwrap();
+    odd["messages"][0]["status"] = json!("exploded");
+    assert!(c.check("GET", "/messages", 200, &odd).is_err());
+    let statuses =
+        &c.doc["components"]["schemas"]["MessageSummary"]["properties"]["status"]["enum"];
+    for s in ["rejected", "cancelled", "failed"] {
+        assert!(
+            statuses.as_array().unwrap().contains(&json!(s)),
+            "{statuses}"
+        );
+    }
     // An error body unlike `{"errors": [...]}`.
     let wrong = json!({"error": "unauthorized"});
     assert!(c.check("GET", "/triggers", 401, &wrong).is_err());

@@ -64,7 +64,7 @@ async fn two_nodes_release_ordered_lanes_and_keep_tenants_apart() {
     // The log history on b holds what a accepted and ran (or b did).
     let (ok, bad) = crate::admin::one_good_one_bad(&a).await;
     b.admin_wait(&ok, "succeeded").await;
-    b.admin_wait(&bad, "failed").await;
+    b.admin_wait(&bad, "rejected").await;
     let path = "/messages?tenant=acme&trigger=CreateCustomerRecord";
     let (code, page) = b.admin("GET", path, GLOBAL_TOKEN, None).await;
     assert_eq!(code, StatusCode::OK, "{page}");
@@ -76,6 +76,10 @@ async fn two_nodes_release_ordered_lanes_and_keep_tenants_apart() {
         .collect();
     assert_eq!(ids, vec![bad.as_str(), ok.as_str()], "newest first");
     assert_eq!(page["messages"][1]["response_status"], 201);
+    assert_eq!(
+        page["messages"][0]["response_status"], 422,
+        "a rejection shows its code"
+    );
     let (_, t) = b.admin("GET", "/triggers", GLOBAL_TOKEN, None).await;
     let counts = t["triggers"]
         .as_array()
@@ -83,7 +87,7 @@ async fn two_nodes_release_ordered_lanes_and_keep_tenants_apart() {
         .iter()
         .find(|t| t["trigger"] == "CreateCustomerRecord")
         .map(|t| t["counts"].clone());
-    assert_eq!(counts, Some(json!({"succeeded": 1, "failed": 1})));
+    assert_eq!(counts, Some(json!({"succeeded": 1, "rejected": 1})));
 
     release_ordered_lanes(&[&a, &b]).await;
     let seen = events(&a, &["lane.blocked", "lane.unblocked"]).await;

@@ -235,7 +235,7 @@ async fn a_client_error_from_fail_is_not_retried() {
             Duration::from_secs(10),
         )
         .await;
-    assert_eq!(doc["status"], "failed");
+    assert_eq!(doc["status"], "rejected");
     assert_eq!(doc["attempts"].as_array().unwrap().len(), 1);
     assert_eq!(doc["error"], "a customer needs a name");
 }

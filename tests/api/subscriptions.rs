@@ -90,7 +90,7 @@ async fn app_with(receiver: &str, allow_http: bool) -> TestApp {
     // SAFETY: set once, to the same value, before any server of this test runs.
     unsafe { std::env::set_var(SECRET_VAR, SECRET) };
     let tenant = format!(
-        "api_keys: {{}}\nsubscriptions:\n  - name: ops\n    url: {receiver}/flaky\n    events: [message.failed]\n    secret: \"${{{SECRET_VAR}}}\"\n    basic_auth: {{ username: ops, password: \"${{{SECRET_VAR}}}\" }}\n    enabled: true\n  - name: quiet\n    url: {receiver}/quiet\n    events: [message.failed, message.succeeded]\n"
+        "api_keys: {{}}\nsubscriptions:\n  - name: ops\n    url: {receiver}/flaky\n    events: [message.rejected]\n    secret: \"${{{SECRET_VAR}}}\"\n    basic_auth: {{ username: ops, password: \"${{{SECRET_VAR}}}\" }}\n    enabled: true\n  - name: quiet\n    url: {receiver}/quiet\n    events: [message.failed, message.succeeded]\n"
     );
     let fails = "auth: { none: true }\nresponse: { mode: async }\nsteps:\n  - fail: { status: 422, message: '\"rejected\"' }\n";
     hooks_app(&tenant, ("Fails", fails), allow_http).await
@@ -129,7 +129,7 @@ async fn signed_delivery_fails_twice_then_succeeds_in_three_attempts() {
     assert_eq!(statuses, vec![json!(500), json!(500), json!(200)]);
     assert_eq!(d["attempts"][0]["body"], "try again");
     assert!(d["attempts"][0]["headers"].to_string().contains("not yet"));
-    assert_eq!(d["event"], "message.failed");
+    assert_eq!(d["event"], "message.rejected");
     assert_eq!(d["message_id"], id.as_str());
 
     let got: Vec<Received> = log.lock().unwrap().clone();
@@ -142,7 +142,7 @@ async fn signed_delivery_fails_twice_then_succeeds_in_three_attempts() {
 
     let last = flaky[2];
     let payload: Value = serde_json::from_str(&last.body).unwrap();
-    assert_eq!(payload["event"], "message.failed");
+    assert_eq!(payload["event"], "message.rejected");
     assert_eq!(payload["subscription"], "ops");
     assert_eq!(payload["id"], d["delivery_id"]);
     assert_eq!(

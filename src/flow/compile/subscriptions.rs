@@ -72,14 +72,21 @@ pub(super) fn compile(
         }
         let mut events = Vec::new();
         for e in &s.events {
-            match EventKind::parse(&e.value) {
-                Some(k) => events.push(k),
-                None => {
-                    let known: Vec<&str> = EventKind::ALL.iter().map(|k| k.as_str()).collect();
-                    cx.error(
-                        e.referenced,
-                        format!("unknown event `{}` (one of {})", e.value, known.join(", ")),
-                    );
+            let kinds = event_kinds(&e.value);
+            if kinds.is_empty() {
+                let known: Vec<&str> = EventKind::ALL.iter().map(|k| k.as_str()).collect();
+                cx.error(
+                    e.referenced,
+                    format!(
+                        "unknown event `{}` (one of {}, or `message.*` for every message event)",
+                        e.value,
+                        known.join(", ")
+                    ),
+                );
+            }
+            for k in kinds {
+                if !events.contains(&k) {
+                    events.push(k);
                 }
             }
         }
@@ -105,4 +112,39 @@ pub(super) fn compile(
         });
     }
     out
+}
+
+/// The events one entry of `events:` names: one event by its name, or with
+/// `message.*` (`lane.*`, `flow.*`) every event of that kind, those added in
+/// later versions too. Empty for an unknown name.
+fn event_kinds(name: &str) -> Vec<EventKind> {
+    match name.strip_suffix(".*") {
+        Some(kind) => EventKind::ALL
+            .into_iter()
+            .filter(|k| k.as_str().split('.').next() == Some(kind))
+            .collect(),
+        None => EventKind::parse(name).into_iter().collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn message_star_names_every_message_event_and_no_other() {
+        let all = event_kinds("message.*");
+        for k in [
+            EventKind::MessageSucceeded,
+            EventKind::MessageFailed,
+            EventKind::MessageRejected,
+            EventKind::MessageCancelled,
+        ] {
+            assert!(all.contains(&k), "{all:?}");
+        }
+        assert!(!all.contains(&EventKind::LaneBlocked));
+        assert_eq!(event_kinds("lane.blocked"), vec![EventKind::LaneBlocked]);
+        assert!(event_kinds("nothing.*").is_empty());
+        assert!(event_kinds("message.exploded").is_empty());
+    }
 }

@@ -7,7 +7,7 @@ use crate::connect::EnvLookup;
 use crate::domain::{Mode, TriggerKey, TriggerName};
 use crate::flow::model::{
     DEFAULT_CONCURRENCY, DEFAULT_RETRY, DEFAULT_SYNC_TIMEOUT, Delivery, Method, OnExhausted,
-    ResponseSettings, Tenant, Trigger, TriggerLimits, input_reads,
+    OnTimeout, ResponseSettings, Tenant, Trigger, TriggerLimits, input_reads,
 };
 use crate::flow::raw::{RawDelivery, RawLimits, RawResponse, RawTrigger};
 
@@ -188,6 +188,7 @@ fn compile_response(cx: &mut FileCx<'_>, raw: Option<RawResponse>) -> ResponseSe
         return ResponseSettings {
             mode: Mode::Sync,
             timeout: DEFAULT_SYNC_TIMEOUT,
+            on_timeout: OnTimeout::Continue,
         };
     };
     let mode = one_of(
@@ -212,7 +213,23 @@ fn compile_response(cx: &mut FileCx<'_>, raw: Option<RawResponse>) -> ResponseSe
             }
         }
     };
-    ResponseSettings { mode, timeout }
+    if let (Some(w), Mode::Async) = (&raw.on_timeout, mode) {
+        cx.error(w.referenced, "`on_timeout` applies to `mode: sync` only");
+    }
+    let on_timeout = one_of(
+        cx,
+        raw.on_timeout,
+        "on_timeout",
+        [
+            ("continue", OnTimeout::Continue),
+            ("cancel", OnTimeout::Cancel),
+        ],
+    );
+    ResponseSettings {
+        mode,
+        timeout,
+        on_timeout,
+    }
 }
 
 /// A setting that takes one of two words; the first is its default, and what

@@ -41,7 +41,7 @@ pub struct ListQuery {
     tenant: Option<String>,
     /// Trigger name (needs tenant)
     trigger: Option<String>,
-    /// queued, running, retrying, succeeded, failed, dead or skipped
+    /// queued, running, retrying, succeeded, failed, dead, skipped, rejected or cancelled
     status: Option<String>,
     /// Ordered lane (the ordering key's value)
     lane: Option<String>,

@@ -12,7 +12,7 @@ use crate::ops::metrics::ExecOutcome;
 use crate::store::Completion;
 
 use super::super::job::{AttemptEnd, Attempted, Job};
-use super::super::waiters::WaitOutcome;
+use super::super::waiters::{Start, WaitOutcome};
 use super::Dispatcher;
 
 impl Dispatcher {
@@ -37,6 +37,9 @@ impl Dispatcher {
         stop: &engine::Stop,
         slot: Option<OwnedSemaphorePermit>,
     ) -> Attempted {
+        if job.attempts == 0 && self.waiters.starting(job.id) == Start::Cancelled {
+            return self.cancelled(job, started_at);
+        }
         let trigger = self.trigger(&job.key);
         job.attempts += 1;
         let number = job.attempts;
@@ -100,14 +103,6 @@ impl Dispatcher {
             .metrics
             .trigger(job.key.tenant.as_str(), job.key.trigger.as_str());
         m.queue_wait.observe_us(started_at - job.run_at);
-        let outcome = if result.is_ok() {
-            ExecOutcome::Succeeded
-        } else {
-            ExecOutcome::Failed
-        };
-        if stopped.is_none() {
-            m.executed(outcome, finished_at - started_at);
-        }
         let retry: Vec<Duration> = trigger
             .as_ref()
             .map(|t| t.delivery.retry.clone())
@@ -117,6 +112,7 @@ impl Dispatcher {
             .map_or(OnExhausted::Block, |t| t.delivery.on_exhausted);
         let (status, run_at) = match &result {
             Ok(()) => (MessageStatus::Succeeded, finished_at),
+            Err(e) if e.is_rejection() => (MessageStatus::Rejected, finished_at),
             Err(e) if job.mode == Mode::Sync || !e.retryable() => {
                 (MessageStatus::Failed, finished_at)
             }
@@ -128,10 +124,11 @@ impl Dispatcher {
                 None => (MessageStatus::Dead, finished_at),
             },
         };
-        let blocking = job.lane.is_some()
-            && status.is_final()
-            && status != MessageStatus::Succeeded
-            && on_exhausted == OnExhausted::Block;
+        if stopped.is_none() {
+            m.executed(ExecOutcome::of(status), finished_at - started_at);
+        }
+        let blocking =
+            job.lane.is_some() && status.may_block() && on_exhausted == OnExhausted::Block;
         if let Err(e) = &result
             && stopped.is_none()
         {
@@ -150,7 +147,10 @@ impl Dispatcher {
             status,
             run_at,
             blocking,
-            response,
+            response: response.or_else(|| {
+                let e = result.as_ref().err()?;
+                engine::rejection_response(job.id, e)
+            }),
             trace,
             error: result.as_ref().err().map(ToString::to_string),
             error_code: result.as_ref().err().map(ExecError::code),
@@ -176,6 +176,35 @@ impl Dispatcher {
                 end: AttemptEnd::RetryAt(run_at),
                 wake: responded,
             }
+        }
+    }
+
+    /// A message cancelled before it started (`response.on_timeout: cancel`):
+    /// it ends `cancelled` without running, and its lane goes on.
+    fn cancelled(&self, job: &mut Job, started_at: Micros) -> Attempted {
+        job.attempts += 1;
+        let finished_at = self.now();
+        tracing::info!(trigger = %job.key, message = %job.id, "not run: its caller was answered at the timeout and the trigger cancels on timeout");
+        Attempted {
+            completion: Completion {
+                id: job.id,
+                attempt: job.attempts,
+                started_at,
+                finished_at,
+                outcome: Outcome::Cancelled,
+                status: MessageStatus::Cancelled,
+                run_at: finished_at,
+                blocking: false,
+                response: None,
+                trace: "[]".to_owned(),
+                error: Some(
+                    "not run: its sync caller was answered 202 at the timeout (response.on_timeout: cancel)"
+                        .to_owned(),
+                ),
+                error_code: Some("cancelled"),
+            },
+            end: AttemptEnd::Done { blocking: false },
+            wake: None,
         }
     }
 }

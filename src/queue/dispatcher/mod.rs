@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use crate::domain::{MessageId, MessageStatus, NewMessage, Outcome, TriggerKey};
+use crate::domain::{MessageId, MessageStatus, NewMessage, TriggerKey};
 use crate::engine::Executor;
 use crate::events::Events;
 use crate::flow::{SharedCatalog, Trigger};
@@ -174,13 +174,9 @@ impl Dispatcher {
 
     /// Metrics and events of an execution that did not go through the queue.
     pub fn executed_sync(&self, key: &TriggerKey, c: &Completion) {
-        let outcome = match c.outcome {
-            Outcome::Succeeded => ExecOutcome::Succeeded,
-            _ => ExecOutcome::Failed,
-        };
         self.metrics
             .trigger(key.tenant.as_str(), key.trigger.as_str())
-            .executed(outcome, c.finished_at - c.started_at);
+            .executed(ExecOutcome::of(c.status), c.finished_at - c.started_at);
         self.events.message_finished(key, c.id, c.status);
     }
 

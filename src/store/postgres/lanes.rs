@@ -2,7 +2,7 @@
 //! (its `epoch`), its unfinished messages read in `seq` order and a run of
 //! their results committed in one transaction, fenced by holder and epoch.
 
-use crate::domain::Micros;
+use crate::domain::{MessageId, Micros, TriggerKey};
 use crate::store::types::{Completion, StoreError};
 
 use super::claims::{LaneClaim, LaneMessage, TenantShares};
@@ -83,6 +83,32 @@ impl PgStore {
                     })
                 })
                 .collect()
+        })
+        .await
+    }
+
+    /// The failed message holding an ordered lane, if one does.
+    pub async fn lane_blocked_by(
+        &self,
+        key: &TriggerKey,
+        lane: &str,
+    ) -> Result<Option<MessageId>, StoreError> {
+        let (key, lane) = (key.clone(), lane.to_owned());
+        self.with(move |_, client| async move {
+            // Served by the lanes primary key.
+            let stmt = client
+                .prepare_cached(
+                    "SELECT blocked_by FROM lanes WHERE tenant = $1 AND trigger = $2 AND lane = $3",
+                )
+                .await
+                .map_err(db)?;
+            let row = client
+                .query_opt(&stmt, &[&key.tenant.as_str(), &key.trigger.as_str(), &lane])
+                .await
+                .map_err(db)?;
+            Ok(row
+                .and_then(|r| r.get::<_, Option<uuid::Uuid>>(0))
+                .map(message_id))
         })
         .await
     }

@@ -4,10 +4,18 @@ use serde::Serialize;
 use serde_json::Value;
 use utoipa::ToSchema;
 
-use crate::domain::{MessageId, MessageView, Outcome, format_rfc3339};
+use crate::domain::{MessageId, MessageStatus, MessageView, Outcome, format_rfc3339};
 use crate::store::MessageSummary as Summary;
 
 use super::ms;
+
+/// A message's status in the document: a string, one of every status there is.
+fn status_schema() -> utoipa::openapi::schema::Object {
+    utoipa::openapi::schema::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::String)
+        .enum_values(Some(MessageStatus::ALL.map(MessageStatus::as_str)))
+        .build()
+}
 
 /// `GET /messages`: newest first.
 #[derive(Serialize, ToSchema)]
@@ -28,7 +36,8 @@ pub struct MessageSummary {
     pub trigger: String,
     #[schema(required = true)]
     pub lane: Option<String>,
-    /// queued, running, retrying, succeeded, failed, dead or skipped.
+    /// queued, running, retrying, succeeded, failed, dead, skipped, rejected or cancelled.
+    #[schema(schema_with = status_schema)]
     pub status: String,
     #[schema(format = DateTime)]
     pub received_at: String,
@@ -78,6 +87,7 @@ pub struct MessageDetail {
     #[schema(required = true)]
     pub lane: Option<String>,
     pub mode: String,
+    #[schema(schema_with = status_schema)]
     pub status: String,
     #[schema(format = DateTime)]
     pub received_at: String,
@@ -116,7 +126,7 @@ pub struct Attempt {
     pub outcome: Option<String>,
     #[schema(required = true)]
     pub error: Option<String>,
-    /// budget_exceeded, flow_failed, rejected or interrupted.
+    /// budget_exceeded, flow_failed, rejected, interrupted or cancelled.
     #[schema(required = true)]
     pub error_code: Option<String>,
 }
