@@ -105,7 +105,11 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         .and_then(|id| id.parse().ok())
         .unwrap_or_else(|| crate::domain::MessageId::at(crate::domain::now_micros()));
     let out = json!({
-        "status": if ex.result.is_ok() { "succeeded" } else { "failed" },
+        "status": match &ex.result {
+            Ok(()) => "succeeded",
+            Err(e) if e.is_rejection() => "rejected",
+            Err(_) => "failed",
+        },
         "error": ex.result.as_ref().err().map(ToString::to_string),
         "error_code": ex.result.as_ref().err().map(crate::engine::ExecError::code),
         // What a caller waiting for the flow would be answered.

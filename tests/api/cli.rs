@@ -623,6 +623,7 @@ fn run_prints_the_status_a_caller_would_get_for_a_fail() {
         .unwrap();
     assert!(!out.status.success());
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["status"], "rejected", "{v}");
     assert_eq!(v["response"]["status"], 422, "{v}");
     assert_eq!(
         v["response"]["body"]["errors"][0]["message"],
