@@ -74,7 +74,10 @@ impl BodySchema {
             .map(|v| Self(Arc::new(v)))
             .map_err(|e| {
                 let at = e.instance_path().as_str();
-                let why = cut(&e.to_string());
+                let mut why = cut(&e.to_string());
+                if why.ends_with("is not a \"regex\"") {
+                    why.push_str(" that flowgate runs: no look-around or back-references");
+                }
                 SchemaError(if at.is_empty() {
                     why
                 } else {
