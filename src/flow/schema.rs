@@ -89,6 +89,10 @@ impl BodySchema {
     /// Every way `body` does not match, the first [`MAX_VIOLATIONS`] in full.
     pub fn check(&self, body: &Value) -> Violations {
         let mut out = Violations::default();
+        // Most bodies match: answering that stops at nothing and builds no errors.
+        if self.0.is_valid(body) {
+            return out;
+        }
         for e in self.0.iter_errors(body) {
             if out.first.len() < MAX_VIOLATIONS {
                 out.first.push(Violation {
