@@ -184,3 +184,26 @@ fn deep_sources_are_load_errors_and_unbounded_flows_are_accepted() {
         "{stderr}"
     );
 }
+
+/// A value of the wrong type is replaced by a placeholder so that the rest of
+/// the file is checked; the file itself is still refused, placeholder and all.
+#[test]
+fn a_file_read_on_past_a_wrong_type_is_never_compiled() {
+    let tenant = flowgate::flow::Tenant::empty(flowgate::domain::TenantName::parse("t").unwrap());
+    let text =
+        "auth: { none: true }\nsteps:\n  - respond: { status: 201, body: {reserved: true} }\n";
+    let diagnostics = flowgate::flow::loader::compile_trigger_source(
+        &tenant,
+        flowgate::domain::TriggerName::parse("T").unwrap(),
+        Path::new("t/T.yaml"),
+        text,
+    )
+    .unwrap_err();
+    let messages: Vec<String> = diagnostics.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        messages,
+        [
+            "t/T.yaml:3:35: `body` is a jq expression, not a mapping; write an object in jq, in quotes: '{reserved: true}'"
+        ]
+    );
+}
