@@ -7,6 +7,7 @@ use serde_json::{Map, Value, json};
 use crate::domain::depth::{self, DepthError, MAX_INPUT_DEPTH};
 use crate::domain::{MessageId, Micros, REDACTED, SECRET_HEADERS, format_rfc3339};
 use crate::flow::params::{parse_params, query_object};
+use crate::flow::schema::Violations;
 use crate::flow::{Method, Trigger};
 
 /// What the caller got wrong, one entry per problem.
@@ -66,7 +67,12 @@ pub fn document(trigger: &Trigger, req: Request<'_>) -> Result<Document, Vec<Inp
     };
     let xml = is_xml(req.content_type);
     let (body, json_body) = match decode(req.content_type, req.body, req.max_depth) {
-        Ok(b) => b,
+        Ok(b) => {
+            if let Some(schema) = &trigger.body_schema {
+                errors.extend(schema_errors(schema.check(&b.0)));
+            }
+            b
+        }
         Err(e) => {
             errors.push(e);
             (Value::Null, false)
@@ -139,6 +145,24 @@ pub fn is_xml(content_type: Option<&str>) -> bool {
 /// at most [`MAX_INPUT_DEPTH`] deep (for answers of outbound calls).
 pub fn decode_body(content_type: Option<&str>, body: &[u8]) -> Result<Value, InputError> {
     decode(content_type, body, MAX_INPUT_DEPTH).map(|(value, _)| value)
+}
+
+/// One `invalid_body` error per violation of the trigger's `body:` schema, and
+/// one more saying how many were left out.
+fn schema_errors(found: Violations) -> Vec<InputError> {
+    let mut errors: Vec<InputError> = found
+        .first
+        .iter()
+        .map(|v| body_error(v.to_string()))
+        .collect();
+    if found.more > 0 {
+        let or_more = if found.more_uncounted { " or more" } else { "" };
+        errors.push(body_error(format!(
+            "{}{or_more} more violation(s) of the body's schema not listed",
+            found.more
+        )));
+    }
+    errors
 }
 
 fn body_error(message: String) -> InputError {

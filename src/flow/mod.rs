@@ -11,6 +11,7 @@ pub mod loader;
 pub mod model;
 pub mod params;
 pub mod raw;
+pub mod schema;
 pub mod template;
 pub mod value;
 

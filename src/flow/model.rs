@@ -12,6 +12,7 @@ use crate::connect::{Connection, HttpConnection, Outbound, PgConnection, Secrets
 use crate::domain::{Cidr, EventKind, HmacRule, Mode, TenantName, TriggerKey};
 
 use super::expr::Expr;
+use super::schema::BodySchema;
 use super::template::Template;
 
 /// A tenant's settings from `_tenant.yaml`.
@@ -236,6 +237,8 @@ pub struct Trigger {
     /// The tenant's extra secret request headers, redacted from the input document.
     pub secret_headers: Arc<[String]>,
     pub params: Vec<Param>,
+    /// `body:`: the schema a request's decoded body must match before it is queued.
+    pub body_schema: Option<BodySchema>,
     pub delivery: Delivery,
     pub response: ResponseSettings,
     pub limits: TriggerLimits,

@@ -63,6 +63,9 @@ pub struct RawTrigger {
     pub auth: Option<Spanned<RawAuth>>,
     #[serde(default)]
     pub params: IndexMap<String, Spanned<RawParam>>,
+    /// A JSON Schema (2020-12) the decoded request body must match.
+    #[serde(default)]
+    pub body: Option<Spanned<serde_json::Value>>,
     #[serde(default)]
     pub delivery: Option<RawDelivery>,
     #[serde(default)]

@@ -1,5 +1,7 @@
 //! `flowgate check`: every problem in every file at once, as `file:line:column:
-//! message`, against a folder of broken fixtures (tests/fixtures/broken).
+//! message`, against a folder of broken fixtures (tests/fixtures/broken). Its
+//! `mistakes/` tenant is a corpus of one mistake a file, each file's expected
+//! diagnostics beside it in `<Name>.expected`.
 
 use std::path::Path;
 use std::process::Command;
@@ -35,7 +37,7 @@ fn broken_fixtures_report_every_problem_with_its_position() {
         "{D}/io/Signed.yaml:3:15: `allow_ips`: `10.0.0.0/33`: the prefix length must be 0 to 32",
         "{D}/io/Signed.yaml:3:28: `allow_ips`: `not-an-ip` is not an IP address or CIDR block like 10.0.0.0/8",
         "{D}/io/Steps.yaml:3:18: `url` is relative: give an absolute http(s):// URL or a `connection:` with a base_url",
-        "{D}/io/Steps.yaml:4:44: url: expected term, found end of expression",
+        "{D}/io/Steps.yaml:4:44: `url`: the part in {{ }} is a jq expression: expected term, found end of expression",
         "{D}/io/Steps.yaml:4:58: unknown method `FETCH`: use GET, POST, PUT, PATCH, DELETE, HEAD or OPTIONS",
         "{D}/io/Steps.yaml:4:77: unknown connection `nosuch` (http connections in io/_tenant.yaml: api)",
         "{D}/io/Steps.yaml:5:36: connection `db` is a postgres connection; an `http` step needs an http one (api)",
@@ -68,8 +70,8 @@ fn broken_fixtures_report_every_problem_with_its_position() {
         "{D}/shop/Params.yaml:6:32: parameter `c`: default 0 must be at least 1",
         "{D}/shop/Params.yaml:7:27: parameter `d`: `min` and `max` apply to integer and number parameters",
         "{D}/shop/Params.yaml:8:47: parameter `e` is required, so its `default` would never be used",
-        "{D}/shop/Steps.yaml:3:21: set x: expected term, found `|`",
-        "{D}/shop/Steps.yaml:8:11: set y: undefined filter `nosuch`",
+        "{D}/shop/Steps.yaml:3:21: `set.x` is a jq expression: expected term, found `|`",
+        "{D}/shop/Steps.yaml:8:11: `set.y` is a jq expression: undefined filter `nosuch`",
         "{D}/shop/Steps.yaml:9:5: a step has exactly one of set, if, for_each, respond, fail, log, http, sql, transaction; this one has set and log",
         "{D}/shop/Steps.yaml:11:5: a step needs one of: set, if, for_each, respond, fail, log, http, sql, transaction",
         "{D}/shop/Steps.yaml:13:11: `then` belongs to `if` steps, not to `set`",
@@ -79,16 +81,50 @@ fn broken_fixtures_report_every_problem_with_its_position() {
         "{D}/shop/Syntax.yaml:2:5: illegal placement of ':' indicator",
         "{D}/shop/TopLevel.yaml:1:16: unknown method `PATCH`: use GET or POST",
         "{D}/shop/TopLevel.yaml:2:29: unknown api key label `partner` (labels in shop/_tenant.yaml: webshop, legacy)",
-        "{D}/shop/TopLevel.yaml:3:1: unknown field `timeout`, expected one of description, methods, enabled, auth, params, delivery, response, limits, trace, steps",
+        "{D}/shop/TopLevel.yaml:3:1: unknown field `timeout`, expected one of description, methods, enabled, auth, params, body, delivery, response, limits, trace, steps",
         "{D}/shop/_Hidden.yaml:1:1: trigger file name: name `_Hidden` starts with `_`, which is reserved for flowgate",
         "{D}/shop/_tenant.yaml:3:11: api key `legacy`: not a PHC hash string (password hash string missing field); make one with `flowgate key new --label legacy`",
     ]
     .iter()
     .map(|l| l.replace("{D}", &d))
     .collect();
-    let got: Vec<&str> = stdout.lines().collect();
+    let mistakes = format!("{d}/mistakes/");
+    let got: Vec<&str> = stdout
+        .lines()
+        .filter(|l| !l.starts_with(&mistakes))
+        .collect();
     assert_eq!(got, expected, "stdout:\n{stdout}");
-    assert_eq!(stderr.trim(), format!("{} problem(s)", expected.len()));
+    let all = stdout.lines().count();
+    assert!(all > expected.len(), "the corpus is checked too");
+    assert_eq!(stderr.trim(), format!("{all} problem(s)"));
+}
+
+/// Each file of the corpus of mistakes gets exactly the diagnostics written in
+/// its `.expected` file: which key, what it expects, and how to write it.
+#[test]
+fn each_mistake_of_the_corpus_is_reported_as_written_beside_it() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/broken");
+    let (_, stdout, _) = check(&dir);
+    let prefix = format!("{}/mistakes/", dir.display());
+    let mut files: Vec<_> = std::fs::read_dir(dir.join("mistakes"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    files.sort();
+    assert!(files.len() >= 10, "{files:?}");
+    for file in files {
+        let name = file.file_name().unwrap().to_str().unwrap().to_owned();
+        let expected = std::fs::read_to_string(file.with_extension("expected"))
+            .unwrap_or_else(|e| panic!("{name}: its .expected file: {e}"));
+        let got: Vec<&str> = stdout
+            .lines()
+            .filter_map(|l| l.strip_prefix(&prefix))
+            .filter(|l| l.starts_with(&format!("{name}:")))
+            .collect();
+        assert!(!got.is_empty(), "{name}: no diagnostic");
+        assert_eq!(got, expected.lines().collect::<Vec<_>>(), "{name}");
+    }
 }
 
 #[test]
@@ -139,12 +175,35 @@ fn deep_sources_are_load_errors_and_unbounded_flows_are_accepted() {
         lines,
         vec![
             format!(
-                "{d}/t/Deep.yaml:3:272: set x: brackets are nested more than 256 deep; split the expression into steps"
+                "{d}/t/Deep.yaml:3:272: `set.x` is a jq expression: brackets are nested more than 256 deep; split the expression into steps"
             ),
             format!(
-                "{d}/t/Deep.yaml:4:8203: log: the expression is longer than 4096 tokens; split it into steps, or put data under `set:`"
+                "{d}/t/Deep.yaml:4:8203: `log` is a jq expression: the expression is longer than 4096 tokens; split it into steps, or put data under `set:`"
             ),
         ],
         "{stderr}"
+    );
+}
+
+/// A value of the wrong type is replaced by a placeholder so that the rest of
+/// the file is checked; the file itself is still refused, placeholder and all.
+#[test]
+fn a_file_read_on_past_a_wrong_type_is_never_compiled() {
+    let tenant = flowgate::flow::Tenant::empty(flowgate::domain::TenantName::parse("t").unwrap());
+    let text =
+        "auth: { none: true }\nsteps:\n  - respond: { status: 201, body: {reserved: true} }\n";
+    let diagnostics = flowgate::flow::loader::compile_trigger_source(
+        &tenant,
+        flowgate::domain::TriggerName::parse("T").unwrap(),
+        Path::new("t/T.yaml"),
+        text,
+    )
+    .unwrap_err();
+    let messages: Vec<String> = diagnostics.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        messages,
+        [
+            "t/T.yaml:3:35: `body` is a jq expression, not a mapping; write an object in jq, in quotes: '{reserved: true}'"
+        ]
     );
 }

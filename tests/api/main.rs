@@ -1,6 +1,7 @@
 //! Integration tests over real HTTP against servers on port 0; one module per area.
 
 mod admin;
+mod body_schema;
 mod browser;
 mod callers;
 mod chaos;

@@ -22,6 +22,9 @@ pub struct FileCx<'a> {
     /// Names of the file's `once: true` steps: each records its effect under its
     /// name, so two may not share one.
     pub once_steps: std::collections::HashSet<String>,
+    /// Positions of values of the wrong type, replaced by placeholders to read
+    /// on: problems found there are the placeholder's and are not reported.
+    pub replaced: Vec<(u64, u64)>,
 }
 
 impl<'a> FileCx<'a> {
@@ -31,10 +34,14 @@ impl<'a> FileCx<'a> {
             lines: source.lines().collect(),
             diagnostics: Vec::new(),
             once_steps: std::collections::HashSet::new(),
+            replaced: Vec::new(),
         }
     }
 
     pub fn error_at(&mut self, line: u64, column: u64, message: impl Into<String>) {
+        if self.replaced.contains(&(line, column)) {
+            return;
+        }
         self.diagnostics.push(Diagnostic {
             file: self.file.to_path_buf(),
             line: line.max(1),
@@ -83,19 +90,29 @@ impl<'a> FileCx<'a> {
         }
     }
 
-    fn expr_errors(&mut self, loc: Location, text: &str, what: &str, errs: Vec<ExprError>) {
+    /// Each error at its place in the file, after `lead` (what the value is).
+    fn expr_errors(&mut self, loc: Location, text: &str, lead: &str, errs: Vec<ExprError>) {
         for e in errs {
             let (line, column) = self.position_in_scalar(loc, text, e.offset);
-            self.error_at(line, column, format!("{what}: {}", e.message));
+            self.error_at(line, column, format!("{lead}: {}", e.message));
         }
     }
 
-    /// Compiles a jq expression; a failure becomes a diagnostic at its position.
+    /// Compiles a jq expression; a failure becomes a diagnostic at its position
+    /// that names the key, says the value is jq and, for what reads like plain
+    /// text, shows it quoted as a jq string.
     pub fn expr(&mut self, s: &Spanned<ExprText>, what: &str) -> Option<Expr> {
         match Expr::compile(&s.value.0) {
             Ok(e) => Some(e),
-            Err(errs) => {
-                self.expr_errors(s.referenced, &s.value.0, what, errs);
+            Err(mut errs) => {
+                if let (Some(quoted), Some(last)) = (quoted_text(&s.value.0), errs.last_mut()) {
+                    last.message = format!(
+                        "{}; to give the text itself, write it as a jq string: {quoted}",
+                        last.message
+                    );
+                }
+                let lead = format!("`{what}` is a jq expression");
+                self.expr_errors(s.referenced, &s.value.0, &lead, errs);
                 None
             }
         }
@@ -105,7 +122,8 @@ impl<'a> FileCx<'a> {
         match Template::compile(&s.value) {
             Ok(t) => Some(t),
             Err(errs) => {
-                self.expr_errors(s.referenced, &s.value, what, errs);
+                let lead = format!("`{what}`: the part in {{{{ }}}} is a jq expression");
+                self.expr_errors(s.referenced, &s.value, &lead, errs);
                 None
             }
         }
@@ -158,6 +176,17 @@ impl<'a> FileCx<'a> {
             d => d,
         }
     }
+}
+
+/// `text` as a quoted jq string in a YAML single-quoted scalar, when it reads
+/// like words rather than jq: `Out of stock` -> `'"Out of stock"'`.
+pub fn quoted_text(text: &str) -> Option<String> {
+    let t = text.trim();
+    let words = t.chars().next().is_some_and(char::is_alphabetic)
+        && t.chars()
+            .all(|c| c.is_alphanumeric() || c == ' ' || ",.!?':;-".contains(c) || !c.is_ascii())
+        && t.len() <= 200;
+    words.then(|| format!("'\"{}\"'", t.replace('\'', "''")))
 }
 
 pub(super) fn is_header_name(k: &str) -> bool {

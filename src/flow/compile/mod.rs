@@ -12,6 +12,7 @@ pub mod connections;
 pub mod cx;
 pub mod io_steps;
 pub mod params;
+pub mod recover;
 pub mod steps;
 pub mod subscriptions;
 pub mod tenant;

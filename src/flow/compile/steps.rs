@@ -126,7 +126,7 @@ fn compile_step(
                     },
                     RawSetValue::Expr(text) => {
                         let spanned = Spanned::new(text, e.referenced, e.defined);
-                        if let Some(expr) = cx.expr(&spanned, &format!("set {name}")) {
+                        if let Some(expr) = cx.expr(&spanned, &format!("set.{name}")) {
                             pairs.push((name, SetValue::Expr(expr)));
                         }
                     }

@@ -10,6 +10,7 @@ use crate::flow::model::{
     OnTimeout, ResponseSettings, Tenant, Trigger, TriggerLimits, input_reads,
 };
 use crate::flow::raw::{RawDelivery, RawLimits, RawResponse, RawTrigger};
+use crate::flow::schema::BodySchema;
 
 use super::auth::compile_auth;
 use super::cx::FileCx;
@@ -32,6 +33,7 @@ pub fn compile_trigger(
         .into_iter()
         .filter_map(|(n, p)| compile_param(cx, n, p))
         .collect();
+    let body_schema = raw.body.and_then(|s| compile_body_schema(cx, &methods, s));
     let delivery = compile_delivery(cx, raw.delivery);
     let response = compile_response(cx, raw.response);
     let limits = compile_limits(cx, raw.limits);
@@ -68,6 +70,7 @@ pub fn compile_trigger(
         allow_ips,
         secret_headers: tenant.secret_headers.clone(),
         params,
+        body_schema,
         delivery,
         response,
         limits,
@@ -75,6 +78,31 @@ pub fn compile_trigger(
         reads: input_reads(&steps),
         steps,
     })
+}
+
+/// `body:`: a JSON Schema for the request body, on a trigger that takes one.
+fn compile_body_schema(
+    cx: &mut FileCx<'_>,
+    methods: &[Method],
+    raw: Spanned<serde_json::Value>,
+) -> Option<BodySchema> {
+    if !methods.contains(&Method::Post) {
+        cx.error(
+            raw.referenced,
+            "`body` is a schema for request bodies; this trigger accepts GET only (check query parameters with `params`)",
+        );
+        return None;
+    }
+    match BodySchema::compile(&raw.value) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            cx.error(
+                raw.referenced,
+                format!("`body` is not a valid JSON Schema (2020-12): {e}"),
+            );
+            None
+        }
+    }
 }
 
 /// `limits:`: a positive duration and size each, when given.

@@ -2,6 +2,7 @@
 //! that goes on past an unknown key so one stray key hides nothing else.
 
 use super::cx::FileCx;
+use super::recover;
 
 /// Renders a YAML error without its position (the position goes in front).
 pub fn yaml_error(cx: &mut FileCx<'_>, err: &serde_saphyr::Error) {
@@ -16,7 +17,9 @@ pub fn yaml_error(cx: &mut FileCx<'_>, err: &serde_saphyr::Error) {
 
 /// Parses a file into its raw struct. An unknown key is reported and its entry
 /// blanked out of a copy of the text, and parsing goes on, so that one stray key
-/// does not hide the file's other problems. Any other error of shape stops here.
+/// does not hide the file's other problems. A value of the wrong type is
+/// reported with its key and replaced by a placeholder of the right type (whose
+/// own problems are not reported). Any other error of shape stops here.
 pub fn parse_recovering<T: serde::de::DeserializeOwned>(
     cx: &mut FileCx<'_>,
     source: &str,
@@ -26,6 +29,24 @@ pub fn parse_recovering<T: serde::de::DeserializeOwned>(
         match serde_saphyr::from_str_with_options::<T>(&text, yaml_options()) {
             Ok(v) => return Some(v),
             Err(e) => {
+                if let Some(expected) = recover::expected(&e)
+                    && let Some(at) = e.without_snippet().location()
+                    && !cx.replaced.contains(&(at.line(), at.column()))
+                {
+                    let (line, column) = (at.line() as usize, at.column() as usize);
+                    let message = recover::message(&text, line, column, &expected);
+                    let replaced = recover::replace_value(&text, line, column, &expected);
+                    cx.error(at, message);
+                    cx.replaced.push((at.line(), at.column()));
+                    match replaced {
+                        Some((t, value_at)) => {
+                            cx.replaced.push(value_at);
+                            text = t;
+                            continue;
+                        }
+                        None => return None,
+                    }
+                }
                 yaml_error(cx, &e);
                 let unknown = cx
                     .diagnostics
