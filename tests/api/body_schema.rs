@@ -157,7 +157,7 @@ async fn flowgate_test_answers_an_invalid_body_as_the_server_does() {
     )
     .unwrap();
     let executor = app.queue.dispatcher().executor();
-    let tested = flowgate::cli::flowtest::answer(executor, trigger, &case[0])
+    let tested = flowgate::cli::flowtest::answer(executor, trigger, &case[0], false)
         .await
         .unwrap();
     let res = app
