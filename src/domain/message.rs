@@ -36,6 +36,13 @@ impl MessageId {
     pub fn as_uuid(&self) -> uuid::Uuid {
         self.0
     }
+
+    /// When the message was created (the time in its UUIDv7), in microseconds
+    /// since the epoch; `None` for an id that is not a UUIDv7.
+    pub fn created_micros(&self) -> Option<Micros> {
+        let (secs, nanos) = self.0.get_timestamp()?.to_unix();
+        Some(secs as Micros * 1_000_000 + Micros::from(nanos / 1000))
+    }
 }
 
 impl Default for MessageId {

@@ -41,7 +41,9 @@ struct Marks {
 /// Whether a message about to start its first attempt may run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Start {
-    Run,
+    /// It runs; `waited_here`: a caller on this node waits for it (its
+    /// timeout decides here), else any caller waits elsewhere or is gone.
+    Run { waited_here: bool },
     /// Its caller was answered at the timeout and it is not to run.
     Cancelled,
 }
@@ -108,10 +110,11 @@ impl Waiters {
         if marks.cancelled.remove(&id) {
             return Start::Cancelled;
         }
-        if self.has(id) {
+        let waited_here = self.has(id);
+        if waited_here {
             marks.started.insert(id);
         }
-        Start::Run
+        Start::Run { waited_here }
     }
 
     fn marks(&self) -> std::sync::MutexGuard<'_, Marks> {
@@ -131,12 +134,16 @@ mod tests {
         w.register(started, tx);
         let (tx, _b) = oneshot::channel();
         w.register(waiting, tx);
-        assert_eq!(w.starting(started), Start::Run);
+        assert_eq!(w.starting(started), Start::Run { waited_here: true });
         assert!(!w.cancel(started), "it started: it runs to its end");
         assert!(w.cancel(waiting));
         assert!(!w.has(waiting), "its caller is forgotten");
         assert_eq!(w.starting(waiting), Start::Cancelled);
-        assert_eq!(w.starting(waiting), Start::Run, "told once");
+        assert_eq!(
+            w.starting(waiting),
+            Start::Run { waited_here: false },
+            "told once"
+        );
         assert!(w.marks().started.is_empty() && w.marks().cancelled.is_empty());
     }
 }

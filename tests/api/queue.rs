@@ -424,13 +424,34 @@ async fn accept_at(
     body: Value,
     at: i64,
 ) -> flowgate::domain::MessageId {
-    use flowgate::domain::{MessageId, Mode, NewMessage, TenantName, TriggerName};
+    accept_as(
+        queue,
+        trigger,
+        lane,
+        body,
+        at,
+        flowgate::domain::Mode::Async,
+    )
+    .await
+}
+
+/// As `accept_at`, in `mode`, with no caller waiting on this node (as when one
+/// waits on another node, or waited before a restart).
+async fn accept_as(
+    queue: &flowgate::queue::Queue,
+    trigger: &str,
+    lane: Option<&str>,
+    body: Value,
+    at: i64,
+    mode: flowgate::domain::Mode,
+) -> flowgate::domain::MessageId {
+    use flowgate::domain::{MessageId, NewMessage, TenantName, TriggerName};
     let message = NewMessage {
         id: MessageId::new(),
         tenant: TenantName::parse("t").unwrap(),
         trigger: TriggerName::parse(trigger).unwrap(),
         lane: lane.map(str::to_owned),
-        mode: Mode::Async,
+        mode,
         received_at: at,
         idempotency_key: None,
         input: json!({ "body": body }),
@@ -510,4 +531,36 @@ async fn an_ordered_lane_is_stepped_past_a_retry_by_hand() {
     assert_eq!(queue.run_due(later).await, 2);
     assert_eq!(seen(&store, first).await, (Dead, vec![t0, later]));
     assert_eq!(seen(&store, next).await, (Succeeded, vec![later]));
+}
+
+/// `response.on_timeout: cancel` holds where no caller waits on this node (it
+/// waited on another, or before a restart): a sync message that would start
+/// after its caller's timeout is cancelled by its time alone and never runs;
+/// one that starts within it runs, and so does one of a trigger that goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sync_message_starting_past_its_callers_timeout_elsewhere_is_cancelled() {
+    use flowgate::domain::MessageStatus::{Cancelled, Succeeded};
+    use flowgate::domain::Mode::Sync;
+
+    const SECOND: i64 = 1_000_000;
+    let dir = tempfile::tempdir().unwrap();
+    let cancels = "auth: { none: true }\nresponse: { mode: sync, timeout: 2s, on_timeout: cancel }\nsteps:\n  - set: { x: 1 }\n";
+    let goes_on = cancels.replace(", on_timeout: cancel", "");
+    let (queue, store) =
+        stepped_by_hand(dir.path(), &[("Cancels", cancels), ("GoesOn", &goes_on)]).await;
+    let t0 = flowgate::domain::now_micros();
+    let in_time = accept_as(&queue, "Cancels", None, json!({}), t0, Sync).await;
+    assert_eq!(queue.run_due(t0 + SECOND).await, 1);
+    assert_eq!(seen(&store, in_time).await, (Succeeded, vec![t0 + SECOND]));
+
+    let late = accept_as(&queue, "Cancels", None, json!({}), t0, Sync).await;
+    let other = accept_as(&queue, "GoesOn", None, json!({}), t0, Sync).await;
+    let later = t0 + 10 * SECOND;
+    assert_eq!(queue.run_due(later).await, 2);
+    let v = store.get(late).await.unwrap().unwrap();
+    assert_eq!(v.status, Cancelled, "{v:?}");
+    assert_eq!(v.attempts.len(), 1);
+    assert_eq!(v.attempts[0].error_code.as_deref(), Some("cancelled"));
+    assert_eq!(v.trace, json!([]), "it never ran a step");
+    assert_eq!(seen(&store, other).await, (Succeeded, vec![later]));
 }

@@ -7,7 +7,7 @@ use tokio::sync::OwnedSemaphorePermit;
 
 use crate::domain::{MessageStatus, Micros, Mode, Outcome, RunMeta};
 use crate::engine::{self, ExecError};
-use crate::flow::OnExhausted;
+use crate::flow::{OnExhausted, OnTimeout, Trigger};
 use crate::ops::metrics::ExecOutcome;
 use crate::store::Completion;
 
@@ -37,10 +37,22 @@ impl Dispatcher {
         stop: &engine::Stop,
         slot: Option<OwnedSemaphorePermit>,
     ) -> Attempted {
-        if job.attempts == 0 && self.waiters.starting(job.id) == Start::Cancelled {
-            return self.cancelled(job, started_at);
-        }
         let trigger = self.trigger(&job.key);
+        if job.attempts == 0 {
+            let cancelled = match self.waiters.starting(job.id) {
+                Start::Cancelled => true,
+                // Its caller waited on another node, or on this one before a
+                // restart: past the timeout it was answered (or lost), so it
+                // is cancelled by the time alone.
+                Start::Run { waited_here: false } => {
+                    past_its_callers_timeout(job, trigger.as_deref(), started_at)
+                }
+                Start::Run { waited_here: true } => false,
+            };
+            if cancelled {
+                return self.cancelled(job, started_at);
+            }
+        }
         job.attempts += 1;
         let number = job.attempts;
         let waiting = self.waiters.has(job.id);
@@ -207,4 +219,17 @@ impl Dispatcher {
             wake: None,
         }
     }
+}
+
+/// A sync message of a trigger that cancels on timeout, starting its first
+/// attempt at `now` after its caller's timeout has passed since it was accepted.
+fn past_its_callers_timeout(job: &Job, trigger: Option<&Trigger>, now: Micros) -> bool {
+    let Some(t) = trigger else { return false };
+    if job.mode != Mode::Sync || t.response.on_timeout != OnTimeout::Cancel {
+        return false;
+    }
+    let timeout = Micros::try_from(t.response.timeout.as_micros()).unwrap_or(Micros::MAX);
+    job.id
+        .created_micros()
+        .is_some_and(|accepted| now >= accepted.saturating_add(timeout))
 }
