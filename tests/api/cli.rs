@@ -627,6 +627,6 @@ fn run_prints_the_status_a_caller_would_get_for_a_fail() {
     assert_eq!(v["response"]["status"], 422, "{v}");
     assert_eq!(
         v["response"]["body"]["errors"][0]["message"],
-        "qty must be a number of at least 1"
+        "qty must be at least 1"
     );
 }
