@@ -22,7 +22,6 @@ use crate::flow::{Catalog, Method, TestFile, Trigger};
 pub struct Case {
     pub name: String,
     /// GET or POST; the trigger's first method when not given.
-    #[serde(default)]
     pub method: Option<String>,
     /// Query parameters, as a caller would put them in the URL.
     #[serde(default)]
@@ -30,7 +29,6 @@ pub struct Case {
     #[serde(default)]
     pub headers: indexmap::IndexMap<String, String>,
     /// The request body, sent as JSON.
-    #[serde(default)]
     pub body: Option<Value>,
     pub expect: Expect,
 }
@@ -41,13 +39,9 @@ pub struct Case {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Expect {
-    #[serde(default)]
     pub status: Option<u16>,
-    #[serde(default)]
     pub body: Option<Value>,
-    #[serde(default)]
     pub error: Option<String>,
-    #[serde(default)]
     pub vars: Option<Value>,
 }
 
