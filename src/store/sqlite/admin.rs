@@ -117,15 +117,19 @@ fn summary(row: SummaryRow) -> Result<MessageSummary, StoreError> {
     })
 }
 
-fn list(conn: &Connection, q: &MessageQuery) -> Result<Vec<MessageSummary>, StoreError> {
-    let keys: Vec<Option<&TriggerKey>> = if q.triggers.is_empty() {
+/// The triggers `q` asks for, one query each: none named is one query over all.
+fn trigger_keys(q: &MessageQuery) -> Vec<Option<&TriggerKey>> {
+    if q.triggers.is_empty() {
         vec![None]
     } else {
         q.triggers.iter().map(Some).collect()
-    };
+    }
+}
+
+fn list(conn: &Connection, q: &MessageQuery) -> Result<Vec<MessageSummary>, StoreError> {
     let mut out = Vec::new();
     // One indexed query per trigger, merged: each reads at most `limit` rows.
-    for key in keys {
+    for key in trigger_keys(q) {
         let (sql, values) = list_sql(q, key);
         let mut stmt = conn.prepare_cached(&sql).map_err(sqlite)?;
         let rows = stmt
@@ -355,13 +359,8 @@ impl SqliteStore {
     /// that it reads an index rather than the table.
     pub async fn explain_list(&self, q: MessageQuery) -> Result<Vec<String>, StoreError> {
         self.run_admin(move |c| {
-            let keys: Vec<Option<&TriggerKey>> = if q.triggers.is_empty() {
-                vec![None]
-            } else {
-                q.triggers.iter().map(Some).collect()
-            };
             let mut plans = Vec::new();
-            for key in keys {
+            for key in trigger_keys(&q) {
                 let (sql, values) = list_sql(&q, key);
                 let lines: Vec<String> = c
                     .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
