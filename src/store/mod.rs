@@ -28,8 +28,8 @@ pub use admin::{
 };
 pub use error::{Cause, retryable_sqlstate};
 pub use postgres::{
-    ClaimedMessage, Ended, LaneClaim, LaneMessage, PgOptions, PgStats, PgStore, TenantShares,
-    Wakeup,
+    Claim, ClaimedMessage, Ended, LaneClaim, LaneMessage, PgOptions, PgStats, PgStore,
+    TenantShares, Wakeup,
 };
 pub use shared::{Claimed, SharedStats, SharedStore};
 pub use sqlite::SqliteStore;

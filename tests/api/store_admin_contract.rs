@@ -4,7 +4,7 @@
 use flowgate::domain::{MessageId, MessageStatus, TenantName, TriggerKey, TriggerName, now_micros};
 use flowgate::store::{DeliveryAttempt, DeliveryStatus, MessageQuery, NewDelivery, Release};
 
-use crate::store_contract::{done, message, ran, stores};
+use crate::store_contract::{ClaimAll, done, message, ran, stores};
 
 fn key() -> TriggerKey {
     TriggerKey {
