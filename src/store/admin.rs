@@ -26,6 +26,17 @@ pub struct MessageQuery {
     pub limit: u32,
 }
 
+impl MessageQuery {
+    /// The triggers asked for, one query each; none named is one query over all.
+    pub fn trigger_keys(&self) -> Vec<Option<&TriggerKey>> {
+        if self.triggers.is_empty() {
+            vec![None]
+        } else {
+            self.triggers.iter().map(Some).collect()
+        }
+    }
+}
+
 /// One line of the log history.
 #[derive(Debug, Clone, PartialEq)]
 pub struct MessageSummary {

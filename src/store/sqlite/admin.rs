@@ -117,19 +117,10 @@ fn summary(row: SummaryRow) -> Result<MessageSummary, StoreError> {
     })
 }
 
-/// The triggers `q` asks for, one query each: none named is one query over all.
-fn trigger_keys(q: &MessageQuery) -> Vec<Option<&TriggerKey>> {
-    if q.triggers.is_empty() {
-        vec![None]
-    } else {
-        q.triggers.iter().map(Some).collect()
-    }
-}
-
 fn list(conn: &Connection, q: &MessageQuery) -> Result<Vec<MessageSummary>, StoreError> {
     let mut out = Vec::new();
     // One indexed query per trigger, merged: each reads at most `limit` rows.
-    for key in trigger_keys(q) {
+    for key in q.trigger_keys() {
         let (sql, values) = list_sql(q, key);
         let mut stmt = conn.prepare_cached(&sql).map_err(sqlite)?;
         let rows = stmt
@@ -360,7 +351,7 @@ impl SqliteStore {
     pub async fn explain_list(&self, q: MessageQuery) -> Result<Vec<String>, StoreError> {
         self.run_admin(move |c| {
             let mut plans = Vec::new();
-            for key in trigger_keys(&q) {
+            for key in q.trigger_keys() {
                 let (sql, values) = list_sql(&q, key);
                 let lines: Vec<String> = c
                     .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
