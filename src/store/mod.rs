@@ -23,8 +23,8 @@ mod sqlite;
 mod types;
 
 pub use admin::{
-    BlockedLane, DeliveryAttempt, DeliveryStatus, DeliveryView, MessageQuery, MessageSummary,
-    NewDelivery, Release, StatusCount,
+    BlockedLane, DeliveryAttempt, DeliveryQuery, DeliveryStatus, DeliveryView, MessageQuery,
+    MessageSummary, NewDelivery, Release, StatusCount,
 };
 pub use error::{Cause, retryable_sqlstate};
 pub use postgres::{

@@ -7,7 +7,7 @@ use rusqlite::{Connection, params, params_from_iter};
 use crate::domain::{MessageId, Micros, TenantName};
 
 use crate::store::StoreError;
-use crate::store::admin::{DeliveryStatus, DeliveryView, NewDelivery};
+use crate::store::admin::{DeliveryQuery, DeliveryStatus, DeliveryView, NewDelivery};
 use crate::store::error::sqlite;
 
 use super::SqliteStore;
@@ -133,28 +133,22 @@ impl SqliteStore {
         .await
     }
 
-    pub async fn list_deliveries(
-        &self,
-        tenant: TenantName,
-        subscription: Option<String>,
-        before: Option<MessageId>,
-        limit: u32,
-    ) -> Result<Vec<DeliveryView>, StoreError> {
+    pub async fn list_deliveries(&self, q: DeliveryQuery) -> Result<Vec<DeliveryView>, StoreError> {
         self.run_admin(move |c| {
             // Served by deliveries_tenant (tenant, subscription, id), or by its
             // tenant prefix and the primary key order when no subscription is given.
             let mut sql = format!("SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE tenant = ?");
-            let mut values = vec![Sql::Text(tenant.as_str().to_owned())];
-            if let Some(s) = subscription {
+            let mut values = vec![Sql::Text(q.tenant.as_str().to_owned())];
+            if let Some(s) = q.subscription {
                 sql.push_str(" AND subscription = ?");
                 values.push(Sql::Text(s));
             }
-            if let Some(b) = before {
+            if let Some(b) = q.before {
                 sql.push_str(" AND id < ?");
                 values.push(Sql::Text(b.to_string()));
             }
             sql.push_str(" ORDER BY id DESC LIMIT ?");
-            values.push(Sql::Integer(limit.into()));
+            values.push(Sql::Integer(q.limit.into()));
             deliveries(c, &sql, values)
         })
         .await
