@@ -153,13 +153,8 @@ fn count(conn: &Connection, q: &MessageQuery) -> Result<u64, StoreError> {
         before: None,
         ..q.clone()
     };
-    let keys: Vec<Option<&TriggerKey>> = if q.triggers.is_empty() {
-        vec![None]
-    } else {
-        q.triggers.iter().map(Some).collect()
-    };
     let mut total = 0u64;
-    for key in keys {
+    for key in q.trigger_keys() {
         // Served by the same indexes as the list.
         let (clause, values) = conditions(&q, key);
         let n: i64 = conn
@@ -232,19 +227,7 @@ fn blocked_lanes(
             "SELECT tenant, trigger, lane, id, status, finished_at FROM messages
              WHERE open = 1 AND blocking = 1 AND lane IS NOT NULL ORDER BY seq",
         )
-        .and_then(|mut s| {
-            s.query_map([], |r| {
-                Ok((
-                    r.get(0)?,
-                    r.get(1)?,
-                    r.get(2)?,
-                    r.get(3)?,
-                    r.get(4)?,
-                    r.get(5)?,
-                ))
-            })?
-            .collect()
-        })
+        .and_then(|mut s| s.query_map([], |r| r.try_into())?.collect())
         .map_err(sqlite)?;
     let mut out = Vec::new();
     for (tenant, trigger, lane, i, st, since) in rows {
