@@ -93,15 +93,22 @@ fn status(s: &str) -> Result<MessageStatus, StoreError> {
 }
 
 type SummaryRow = (
-    (String, String, String, Option<String>, String),
-    (i64, Option<i64>, u32, Option<i64>, Option<String>, bool),
+    String,
+    String,
+    String,
+    Option<String>,
+    String,
+    i64,
+    Option<i64>,
+    u32,
+    Option<i64>,
+    Option<String>,
+    bool,
 );
 
 fn summary(row: SummaryRow) -> Result<MessageSummary, StoreError> {
-    let (
-        (i, tenant, trigger, lane, st),
-        (received_at, finished_at, attempts, code, replay, blocking),
-    ) = row;
+    let (i, tenant, trigger, lane, st, received_at, finished_at, attempts, code, replay, blocking) =
+        row;
     Ok(MessageSummary {
         id: id(&i)?,
         tenant: name(TenantName::parse, &tenant)?,
@@ -124,19 +131,7 @@ fn list(conn: &Connection, q: &MessageQuery) -> Result<Vec<MessageSummary>, Stor
         let (sql, values) = list_sql(q, key);
         let mut stmt = conn.prepare_cached(&sql).map_err(sqlite)?;
         let rows = stmt
-            .query_map(params_from_iter(values), |r| {
-                Ok((
-                    (r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?),
-                    (
-                        r.get(5)?,
-                        r.get(6)?,
-                        r.get(7)?,
-                        r.get(8)?,
-                        r.get(9)?,
-                        r.get(10)?,
-                    ),
-                ))
-            })
+            .query_map(params_from_iter(values), |r| r.try_into())
             .and_then(|rows| rows.collect::<Result<Vec<SummaryRow>, _>>())
             .map_err(sqlite)?;
         for row in rows {

@@ -16,20 +16,22 @@ use super::reads::{corrupt, id_floor};
 
 const DELIVERY_COLUMNS: &str = "id, tenant, subscription, event, message_id, created_at, status, next_at, attempt_log, payload";
 
+/// A row of `DELIVERY_COLUMNS`.
 type DeliveryRow = (
-    (String, String, String, String, Option<String>),
-    (i64, String, i64, String, String),
+    String,
+    String,
+    String,
+    String,
+    Option<String>,
+    i64,
+    String,
+    i64,
+    String,
+    String,
 );
 
-fn delivery_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<DeliveryRow> {
-    Ok((
-        (r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?),
-        (r.get(5)?, r.get(6)?, r.get(7)?, r.get(8)?, r.get(9)?),
-    ))
-}
-
 fn delivery(row: DeliveryRow) -> Result<DeliveryView, StoreError> {
-    let ((i, tenant, subscription, event, message), (created_at, st, next_at, log, payload)) = row;
+    let (i, tenant, subscription, event, message, created_at, st, next_at, log, payload) = row;
     Ok(DeliveryView {
         id: id(&i)?,
         tenant: name(TenantName::parse, &tenant)?,
@@ -52,7 +54,7 @@ fn deliveries(
     let rows: Vec<DeliveryRow> = conn
         .prepare_cached(sql)
         .and_then(|mut s| {
-            s.query_map(params_from_iter(values), delivery_row)?
+            s.query_map(params_from_iter(values), |r| r.try_into())?
                 .collect()
         })
         .map_err(sqlite)?;
