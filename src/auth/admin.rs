@@ -9,8 +9,7 @@ use std::sync::atomic::Ordering;
 use quick_cache::sync::Cache;
 use sha2::{Digest, Sha256};
 
-use crate::auth::gate::{Client, Gate, Refused};
-use crate::auth::key_cache::KeyStats;
+use crate::auth::gate::{Client, Gate, KeyStats, Refused};
 use crate::config::AdminToken;
 use crate::domain::TenantName;
 
@@ -90,15 +89,9 @@ impl AdminTokens {
                 Ok(found)
             }
             Err(guard) => {
-                self.stats.cache_misses.fetch_add(1, Ordering::Relaxed);
                 let found = self
                     .gate
-                    .find_hash(
-                        client,
-                        self.tokens.clone(),
-                        token,
-                        &self.stats.verifications,
-                    )
+                    .find_hash(client, self.tokens.clone(), token, &self.stats)
                     .await?
                     .map(Arc::new);
                 let _ = guard.insert(found.clone());

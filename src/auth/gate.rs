@@ -118,6 +118,14 @@ struct Bucket {
 /// An address with no failed verification for this long is clean again.
 const CLEAN_AFTER: Duration = Duration::from_secs(60);
 
+/// What a verification cache counts, for `/_metrics` and tests.
+#[derive(Debug, Default)]
+pub struct KeyStats {
+    pub verifications: AtomicU64,
+    pub cache_hits: AtomicU64,
+    pub cache_misses: AtomicU64,
+}
+
 /// The shared pool, queue and budgets.
 pub struct Gate {
     queue: Arc<(Mutex<Queue>, Condvar)>,
@@ -296,16 +304,17 @@ impl Gate {
         Ok(rx)
     }
 
-    /// Checks `secret` against each candidate's hash in `client`'s turn: the
-    /// owner of the first that matches. Adds the hashes tried to
-    /// `verifications`, and tells the gate whether `client` matched.
+    /// A cache's miss: checks `secret` against each candidate's hash in
+    /// `client`'s turn, the owner of the first that matches. Counts the miss and
+    /// the hashes tried in `stats`, and tells the gate whether `client` matched.
     pub async fn find_hash<T: Clone + Send + Sync + 'static>(
         &self,
         client: Client,
         candidates: Arc<[(T, String)]>,
         secret: &str,
-        verifications: &AtomicU64,
+        stats: &KeyStats,
     ) -> Result<Option<T>, Refused> {
+        stats.cache_misses.fetch_add(1, Ordering::Relaxed);
         let secret = secret.to_owned();
         let tried = candidates.len() as u64;
         let found = self
@@ -316,7 +325,7 @@ impl Gate {
                     .map(|(owner, _)| owner.clone())
             })
             .await?;
-        verifications.fetch_add(tried, Ordering::Relaxed);
+        stats.verifications.fetch_add(tried, Ordering::Relaxed);
         if found.is_some() {
             self.matched(client);
         } else {

@@ -7,12 +7,12 @@
 //! instead of starting many.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 
 use quick_cache::sync::{Cache, GuardResult};
 use sha2::{Digest, Sha256};
 
-use crate::auth::gate::{Client, Gate, Refused};
+use crate::auth::gate::{Client, Gate, KeyStats, Refused};
 use crate::flow::Tenant;
 
 /// Verified in place of a Basic user that does not exist, so that an unknown
@@ -26,14 +26,6 @@ struct Entry {
     label: Option<String>,
     /// Fingerprint of the tenant's key list when this was computed.
     keys: [u8; 32],
-}
-
-/// Counters for `/_metrics` and tests.
-#[derive(Debug, Default)]
-pub struct KeyStats {
-    pub verifications: AtomicU64,
-    pub cache_hits: AtomicU64,
-    pub cache_misses: AtomicU64,
 }
 
 pub struct KeyVerifier {
@@ -118,17 +110,11 @@ impl KeyVerifier {
                     continue;
                 }
                 Err(guard) => {
-                    self.stats.cache_misses.fetch_add(1, Ordering::Relaxed);
                     // Refused: nothing is cached (the guard is dropped), and
                     // whoever waited on it tries for itself.
                     let label = self
                         .gate
-                        .find_hash(
-                            client,
-                            Arc::from(candidates),
-                            key,
-                            &self.stats.verifications,
-                        )
+                        .find_hash(client, Arc::from(candidates), key, &self.stats)
                         .await?;
                     let _ = guard.insert(Entry {
                         label: label.clone(),

@@ -24,7 +24,6 @@ use crate::flow::{Catalog, Method, TestFile, Trigger};
 pub struct Case {
     pub name: String,
     /// GET or POST; the trigger's first method when not given.
-    #[serde(default)]
     pub method: Option<String>,
     /// Query parameters, as a caller would put them in the URL.
     #[serde(default)]
@@ -32,7 +31,6 @@ pub struct Case {
     #[serde(default)]
     pub headers: indexmap::IndexMap<String, String>,
     /// The request body, sent as JSON.
-    #[serde(default)]
     pub body: Option<Value>,
     /// `http` and `sql` steps, by name, that do not run: what each gives instead.
     #[serde(default)]
@@ -62,13 +60,9 @@ fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Value>, D::E
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Expect {
-    #[serde(default)]
     pub status: Option<u16>,
-    #[serde(default)]
     pub body: Option<Value>,
-    #[serde(default)]
     pub error: Option<String>,
-    #[serde(default)]
     pub vars: Option<Value>,
 }
 

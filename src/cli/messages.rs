@@ -13,8 +13,9 @@ pub struct Admin {
     pub token: String,
 }
 
-/// The filters of `messages list`, as the admin API names them.
-#[derive(Debug, Default, Clone, clap::Args)]
+/// The filters of `messages list`, as the admin API names them: serialized, the
+/// query string of `GET /messages` (what is not set is left out).
+#[derive(Debug, Default, Clone, clap::Args, serde::Serialize)]
 pub struct ListFilter {
     #[arg(long)]
     pub tenant: Option<String>,
@@ -110,18 +111,7 @@ impl Admin {
 
     /// One page of the log history, newest first, and the cursor of the next.
     pub async fn list(&self, f: &ListFilter) -> Result<Value, AdminError> {
-        let limit = f.limit.map(|l| l.to_string());
-        let query = [
-            ("tenant", f.tenant.as_deref()),
-            ("trigger", f.trigger.as_deref()),
-            ("status", f.status.as_deref()),
-            ("lane", f.lane.as_deref()),
-            ("from", f.from.as_deref()),
-            ("to", f.to.as_deref()),
-            ("cursor", f.cursor.as_deref()),
-            ("limit", limit.as_deref()),
-        ];
-        self.get("/messages", &query).await
+        self.get("/messages", f).await
     }
 
     /// The ordered lanes held by a failed message, of one tenant (and trigger) or all.
@@ -130,20 +120,20 @@ impl Admin {
         tenant: Option<&str>,
         trigger: Option<&str>,
     ) -> Result<Value, AdminError> {
-        self.get("/lanes", &[("tenant", tenant), ("trigger", trigger)])
-            .await
+        let given: Vec<(&str, &str)> = [("tenant", tenant), ("trigger", trigger)]
+            .into_iter()
+            .filter_map(|(k, v)| v.map(|v| (k, v)))
+            .collect();
+        self.get("/lanes", &given).await
     }
 
-    /// GET `path` with the query parameters that have a value.
-    async fn get(&self, path: &str, query: &[(&str, Option<&str>)]) -> Result<Value, AdminError> {
-        let given: Vec<(&str, &str)> = query
-            .iter()
-            .filter_map(|&(k, v)| v.map(|v| (k, v)))
-            .collect();
+    /// GET `path` with `query` (pairs, or a struct of the parameters that have a value).
+    async fn get(&self, path: &str, query: &impl serde::Serialize) -> Result<Value, AdminError> {
+        let query = serde_urlencoded::to_string(query)?;
         let mut url = self.endpoint(path);
-        if !given.is_empty() {
+        if !query.is_empty() {
             url.push('?');
-            url.push_str(&serde_urlencoded::to_string(&given)?);
+            url.push_str(&query);
         }
         self.send(Self::client()?.get(url)).await
     }
@@ -331,6 +321,22 @@ pub fn run(command: Command, url: String, token: Option<String>) -> anyhow::Resu
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn a_filter_is_the_query_string_without_what_is_unset() {
+        let f = ListFilter {
+            tenant: Some("acme".into()),
+            lane: Some("c 1".into()),
+            limit: Some(5),
+            ..ListFilter::default()
+        };
+        let query = serde_urlencoded::to_string(&f).unwrap();
+        assert_eq!(query, "tenant=acme&lane=c+1&limit=5");
+        assert_eq!(
+            serde_urlencoded::to_string(ListFilter::default()).unwrap(),
+            ""
+        );
+    }
 
     #[test]
     fn a_page_is_a_table_with_where_the_next_starts() {

@@ -1,129 +1,88 @@
 //! `FLOWGATE_*` environment variables over the settings read from the file.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use crate::domain::Cidr;
 
 use super::Settings;
+
+/// A value parsed, or why it was refused.
+type Parsed<T> = Result<T, Box<dyn std::error::Error>>;
 
 impl Settings {
     /// Applies `FLOWGATE_*` variables; every bad value is reported.
     pub fn apply_env(&mut self, vars: &[(String, String)]) -> Result<(), Vec<String>> {
         let mut errors = Vec::new();
         for (k, v) in vars {
-            let bad = |what: &str| format!("{k}={v}: {what}");
-            match k.as_str() {
-                "FLOWGATE_LISTEN" => self.listen = v.clone(),
-                "FLOWGATE_FLOWS" => self.flows = PathBuf::from(v),
-                "FLOWGATE_STORE" => self.store = v.clone(),
-                "FLOWGATE_POOL_SIZE" => match v.parse() {
-                    Ok(n) => self.pool_size = n,
-                    Err(_) => errors.push(bad("not a number")),
-                },
-                "FLOWGATE_STORE_TIMEOUT" => match humantime::parse_duration(v) {
-                    Ok(d) => self.store_timeout = d,
-                    Err(e) => errors.push(bad(&e.to_string())),
-                },
-                "FLOWGATE_LEASE" => match humantime::parse_duration(v) {
-                    Ok(d) => self.lease = d,
-                    Err(e) => errors.push(bad(&e.to_string())),
-                },
-                "FLOWGATE_STORE_LOCK_TIMEOUT" => match humantime::parse_duration(v) {
-                    Ok(d) => self.store_lock_timeout = Some(d),
-                    Err(e) => errors.push(bad(&e.to_string())),
-                },
+            let applied: Parsed<()> = match k.as_str() {
+                "FLOWGATE_LISTEN" => {
+                    self.listen = v.clone();
+                    Ok(())
+                }
+                "FLOWGATE_FLOWS" => {
+                    self.flows = PathBuf::from(v);
+                    Ok(())
+                }
+                "FLOWGATE_STORE" => {
+                    self.store = v.clone();
+                    Ok(())
+                }
+                "FLOWGATE_POOL_SIZE" => number(v).map(|n| self.pool_size = n),
+                "FLOWGATE_STORE_TIMEOUT" => duration(v).map(|d| self.store_timeout = d),
+                "FLOWGATE_LEASE" => duration(v).map(|d| self.lease = d),
+                "FLOWGATE_STORE_LOCK_TIMEOUT" => {
+                    duration(v).map(|d| self.store_lock_timeout = Some(d))
+                }
                 "FLOWGATE_STORE_IDLE_IN_TRANSACTION_TIMEOUT" => {
-                    match humantime::parse_duration(v) {
-                        Ok(d) => self.store_idle_in_transaction_timeout = Some(d),
-                        Err(e) => errors.push(bad(&e.to_string())),
-                    }
+                    duration(v).map(|d| self.store_idle_in_transaction_timeout = Some(d))
                 }
-                "FLOWGATE_WORKERS" => match v.parse() {
-                    Ok(n) => self.workers = n,
-                    Err(_) => errors.push(bad("not a number")),
-                },
-                "FLOWGATE_BODY_LIMIT" => match v.parse() {
-                    Ok(n) => self.body_limit = n,
-                    Err(_) => errors.push(bad("not a number of bytes")),
-                },
-                "FLOWGATE_BODY_TIMEOUT" => match humantime::parse_duration(v) {
-                    Ok(d) => self.body_timeout = d,
-                    Err(e) => errors.push(bad(&e.to_string())),
-                },
-                "FLOWGATE_MAX_INPUT_DEPTH" => match v.parse() {
-                    Ok(n) => self.max_input_depth = n,
-                    Err(_) => errors.push(bad("not a number")),
-                },
-                "FLOWGATE_AUTH_FAILURE_BUDGET" => match v.parse() {
-                    Ok(n) => self.auth_failure_budget = n,
-                    Err(_) => errors.push(bad("not a number")),
-                },
-                "FLOWGATE_SUBSCRIPTIONS_DENY_PRIVATE" => match v.as_str() {
-                    "true" | "1" => self.subscriptions_deny_private = true,
-                    "false" | "0" => self.subscriptions_deny_private = false,
-                    _ => errors.push(bad("not true or false")),
-                },
-                "FLOWGATE_MAX_BACKLOG" => match v.parse() {
-                    Ok(n) => self.max_backlog = n,
-                    Err(_) => errors.push(bad("not a number")),
-                },
-                "FLOWGATE_RETENTION" => match humantime::parse_duration(v) {
-                    Ok(d) => self.retention = d,
-                    Err(e) => errors.push(bad(&e.to_string())),
-                },
-                "FLOWGATE_RELOAD_INTERVAL" => match humantime::parse_duration(v) {
-                    Ok(d) => self.reload_interval = d,
-                    Err(e) => errors.push(bad(&e.to_string())),
-                },
-                "FLOWGATE_SUBSCRIPTIONS_ALLOW_HTTP" => match v.as_str() {
-                    "true" | "1" => self.subscriptions_allow_http = true,
-                    "false" | "0" => self.subscriptions_allow_http = false,
-                    _ => errors.push(bad("not true or false")),
-                },
-                "FLOWGATE_SUBSCRIPTIONS_RETRY" => match v
+                "FLOWGATE_WORKERS" => number(v).map(|n| self.workers = n),
+                "FLOWGATE_BODY_LIMIT" => number(v)
+                    .map(|n| self.body_limit = n)
+                    .map_err(|_| "not a number of bytes".into()),
+                "FLOWGATE_BODY_TIMEOUT" => duration(v).map(|d| self.body_timeout = d),
+                "FLOWGATE_MAX_INPUT_DEPTH" => number(v).map(|n| self.max_input_depth = n),
+                "FLOWGATE_AUTH_FAILURE_BUDGET" => number(v).map(|n| self.auth_failure_budget = n),
+                "FLOWGATE_SUBSCRIPTIONS_DENY_PRIVATE" => {
+                    flag(v).map(|b| self.subscriptions_deny_private = b)
+                }
+                "FLOWGATE_MAX_BACKLOG" => number(v).map(|n| self.max_backlog = n),
+                "FLOWGATE_RETENTION" => duration(v).map(|d| self.retention = d),
+                "FLOWGATE_RELOAD_INTERVAL" => duration(v).map(|d| self.reload_interval = d),
+                "FLOWGATE_SUBSCRIPTIONS_ALLOW_HTTP" => {
+                    flag(v).map(|b| self.subscriptions_allow_http = b)
+                }
+                "FLOWGATE_SUBSCRIPTIONS_RETRY" => v
                     .split(',')
-                    .map(|d| humantime::parse_duration(d.trim()))
-                    .collect::<Result<Vec<_>, _>>()
-                {
-                    Ok(d) => self.subscriptions_retry = d,
-                    Err(e) => errors.push(bad(&e.to_string())),
-                },
-                "FLOWGATE_KEY_CACHE_SIZE" => match v.parse() {
-                    Ok(n) => self.key_cache_size = n,
-                    Err(_) => errors.push(bad("not a number")),
-                },
-                "FLOWGATE_TRUSTED_PROXIES" => {
-                    match list(v).map(|s| s.parse()).collect::<Result<Vec<Cidr>, _>>() {
-                        Ok(c) => self.trusted_proxies = c,
-                        Err(e) => errors.push(bad(&e.to_string())),
-                    }
-                }
+                    .map(|d| duration(d.trim()))
+                    .collect::<Parsed<Vec<_>>>()
+                    .map(|d| self.subscriptions_retry = d),
+                "FLOWGATE_KEY_CACHE_SIZE" => number(v).map(|n| self.key_cache_size = n),
+                "FLOWGATE_TRUSTED_PROXIES" => list(v)
+                    .map(str::parse)
+                    .collect::<Result<Vec<Cidr>, _>>()
+                    .map(|c| self.trusted_proxies = c)
+                    .map_err(Into::into),
                 "FLOWGATE_OUTBOUND_ALLOW_HOSTS" => {
-                    self.outbound_allow_hosts = list(v).map(str::to_owned).collect()
+                    self.outbound_allow_hosts = list(v).map(str::to_owned).collect();
+                    Ok(())
                 }
-                "FLOWGATE_FLOW_TIME_LIMIT" => match humantime::parse_duration(v) {
-                    Ok(d) => self.flow_time_limit = d,
-                    Err(e) => errors.push(bad(&e.to_string())),
-                },
-                "FLOWGATE_FLOW_MEMORY_LIMIT" => match crate::domain::parse_size(v) {
-                    Ok(n) => self.flow_memory_limit = n,
-                    Err(e) => errors.push(bad(&e.to_string())),
-                },
-                "FLOWGATE_EXECUTOR_THREADS" => match v.parse() {
-                    Ok(n) => self.executor_threads = n,
-                    Err(_) => errors.push(bad("not a number")),
-                },
-                "FLOWGATE_TENANT_MAX_RUNNING" => match v.parse() {
-                    Ok(n) => self.tenant_max_running = n,
-                    Err(_) => errors.push(bad("not a number")),
-                },
-                "FLOWGATE_EXECUTOR_BINARY" => self.executor_binary = Some(PathBuf::from(v)),
-                "FLOWGATE_OUTBOUND_DENY_PRIVATE" => match v.as_str() {
-                    "true" | "1" => self.outbound_deny_private = true,
-                    "false" | "0" => self.outbound_deny_private = false,
-                    _ => errors.push(bad("not true or false")),
-                },
-                _ => {}
+                "FLOWGATE_FLOW_TIME_LIMIT" => duration(v).map(|d| self.flow_time_limit = d),
+                "FLOWGATE_FLOW_MEMORY_LIMIT" => crate::domain::parse_size(v)
+                    .map(|n| self.flow_memory_limit = n)
+                    .map_err(Into::into),
+                "FLOWGATE_EXECUTOR_THREADS" => number(v).map(|n| self.executor_threads = n),
+                "FLOWGATE_TENANT_MAX_RUNNING" => number(v).map(|n| self.tenant_max_running = n),
+                "FLOWGATE_EXECUTOR_BINARY" => {
+                    self.executor_binary = Some(PathBuf::from(v));
+                    Ok(())
+                }
+                "FLOWGATE_OUTBOUND_DENY_PRIVATE" => flag(v).map(|b| self.outbound_deny_private = b),
+                _ => Ok(()),
+            };
+            if let Err(why) = applied {
+                errors.push(format!("{k}={v}: {why}"));
             }
         }
         if errors.is_empty() {
@@ -131,6 +90,23 @@ impl Settings {
         } else {
             Err(errors)
         }
+    }
+}
+
+fn number<T: std::str::FromStr>(v: &str) -> Parsed<T> {
+    v.parse().map_err(|_| "not a number".into())
+}
+
+fn duration(v: &str) -> Parsed<Duration> {
+    Ok(humantime::parse_duration(v)?)
+}
+
+/// `true`/`1` or `false`/`0`.
+fn flag(v: &str) -> Parsed<bool> {
+    match v {
+        "true" | "1" => Ok(true),
+        "false" | "0" => Ok(false),
+        _ => Err("not true or false".into()),
     }
 }
 

@@ -181,6 +181,24 @@ pub struct NewMessage {
     pub body_json: Option<bytes::Bytes>,
 }
 
+#[cfg(test)]
+impl NewMessage {
+    /// An async message of `acme`'s `Orders` trigger with `input`, for tests.
+    pub fn example(input: serde_json::Value) -> Self {
+        NewMessage {
+            id: MessageId::new(),
+            tenant: TenantName::parse("acme").unwrap(),
+            trigger: TriggerName::parse("Orders").unwrap(),
+            lane: None,
+            mode: Mode::Async,
+            received_at: 0,
+            idempotency_key: None,
+            input,
+            body_json: None,
+        }
+    }
+}
+
 impl NewMessage {
     /// The input document as stored: JSON text. (`Value`'s `Display` goes through
     /// `fmt::Write` and checks every piece it writes; this writes bytes once.)
@@ -349,15 +367,8 @@ mod tests {
 
     fn message(input: serde_json::Value, body_json: Option<&'static [u8]>) -> NewMessage {
         NewMessage {
-            id: MessageId::new(),
-            tenant: TenantName::parse("acme").unwrap(),
-            trigger: TriggerName::parse("Orders").unwrap(),
-            lane: None,
-            mode: Mode::Async,
-            received_at: 0,
-            idempotency_key: None,
-            input,
             body_json: body_json.map(bytes::Bytes::from_static),
+            ..NewMessage::example(input)
         }
     }
 

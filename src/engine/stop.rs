@@ -19,18 +19,12 @@ pub enum StopReason {
     Shutdown,
 }
 
-impl StopReason {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::LeaseLost => "the lease was lost",
-            Self::Shutdown => "the node is shutting down",
-        }
-    }
-}
-
 impl std::fmt::Display for StopReason {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
+        f.write_str(match self {
+            Self::LeaseLost => "the lease was lost",
+            Self::Shutdown => "the node is shutting down",
+        })
     }
 }
 

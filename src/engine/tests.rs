@@ -20,6 +20,11 @@ async fn execute(
         .await
 }
 
+/// Runs `t` to its end with no caller waiting and nothing stopping it.
+async fn run(t: &Trigger, input: &serde_json::Value) -> Execution {
+    execute(t, input, None, &Stop::new()).await
+}
+
 fn trigger(yaml: &str) -> Trigger {
     let tenant = Tenant::empty(TenantName::parse("t").unwrap());
     let src = format!("auth: {{ none: true }}\n{yaml}");
@@ -44,7 +49,7 @@ steps:
   - respond: { status: 201, headers: { x-size: '{{ .vars.size }}' }, body: '{n: .vars.n, size: .vars.size}' }
 "#,
     );
-    let ex = execute(&t, &json!({"params": {"qty": 3}}), None, &Stop::new()).await;
+    let ex = run(&t, &json!({"params": {"qty": 3}})).await;
     assert!(ex.result.is_ok());
     let r = ex.response.unwrap();
     assert_eq!(r.status, 201);
@@ -66,13 +71,8 @@ steps:
   - set: { total: '.vars.amounts | add' }
 "#,
     );
-    let ex = execute(
-        &t,
-        &json!({"body": {"lines": [{"qty": 2, "price": 5}, {"qty": 1, "price": 3}]}}),
-        None,
-        &Stop::new(),
-    )
-    .await;
+    let lines = json!({"body": {"lines": [{"qty": 2, "price": 5}, {"qty": 1, "price": 3}]}});
+    let ex = run(&t, &lines).await;
     assert!(ex.result.is_ok());
     assert_eq!(ex.vars()["amounts"], json!([10, 3]));
     assert_eq!(ex.vars()["total"], json!(13));
@@ -88,7 +88,7 @@ steps:
   - set: { never: 1 }
 "#,
     );
-    let ex = execute(&t, &json!({"params": {"x": "A"}}), None, &Stop::new()).await;
+    let ex = run(&t, &json!({"params": {"x": "A"}})).await;
     let err = ex.result.clone().unwrap_err();
     assert_eq!(
         err,
@@ -105,7 +105,7 @@ steps:
 #[tokio::test]
 async fn expression_errors_are_retryable_failures() {
     let t = trigger("steps:\n  - set: { x: '.body + 1' }\n");
-    let ex = execute(&t, &json!({"body": "text"}), None, &Stop::new()).await;
+    let ex = run(&t, &json!({"body": "text"})).await;
     let err = ex.result.unwrap_err();
     assert!(err.retryable());
     assert_eq!(err.step(), "steps[0]");
@@ -141,7 +141,7 @@ steps:
   - set: { price: '.vars.table[.params.id].price * .vars.n' }
 "#,
     );
-    let ex = execute(&t, &json!({"params": {"id": "B"}}), None, &Stop::new()).await;
+    let ex = run(&t, &json!({"params": {"id": "B"}})).await;
     assert!(ex.result.is_ok());
     assert_eq!(ex.vars()["price"], json!(3));
     assert_eq!(ex.vars()["codes"], json!(["x", "y"]));
@@ -151,13 +151,13 @@ steps:
 async fn full_trace_keeps_variables_before_and_after_each_step() {
     let yaml = "steps:\n  - set: { a: 1 }\n  - set: { b: '.vars.a + 1' }\n";
     let t = trigger(&format!("trace: full\n{yaml}"));
-    let ex = execute(&t, &json!({}), None, &Stop::new()).await;
+    let ex = run(&t, &json!({})).await;
     let trace = ex.trace_json();
     assert_eq!(trace[1]["vars_before"], json!({"a": 1}));
     assert_eq!(trace[1]["vars_after"], json!({"a": 1, "b": 2}));
     let text: serde_json::Value = serde_json::from_str(&ex.trace_text()).unwrap();
     assert_eq!(text, trace, "the stored text is the same document");
-    let plain = execute(&trigger(yaml), &json!({}), None, &Stop::new()).await;
+    let plain = run(&trigger(yaml), &json!({})).await;
     assert!(plain.trace_json()[1].get("vars_before").is_none());
 }
 
@@ -177,7 +177,7 @@ steps:
         Some(&["message_id".to_owned(), "params".to_owned()][..])
     );
     let doc = json!({"message_id": "m-1", "params": {"qty": 3}, "headers": {"host": "x"}});
-    let ex = execute(&t, &doc, None, &Stop::new()).await;
+    let ex = run(&t, &doc).await;
     assert_eq!(ex.response.unwrap().body, json!({"n": 6, "id": "m-1"}));
 
     // A step that reads the whole document (or leaves the reading to jaq) gets it all.
@@ -186,7 +186,7 @@ steps:
             "steps:\n  - {step}\n  - respond: {{ body: '.headers.host' }}\n"
         ));
         assert_eq!(t.reads, None, "{step}");
-        let ex = execute(&t, &doc, None, &Stop::new()).await;
+        let ex = run(&t, &doc).await;
         assert_eq!(ex.response.unwrap().body, json!("x"), "{step}");
     }
 }
@@ -267,7 +267,7 @@ steps:
     );
     let items: Vec<u32> = (0..100_000).collect();
     let started = std::time::Instant::now();
-    let ex = execute(&t, &json!({"body": {"items": items}}), None, &Stop::new()).await;
+    let ex = run(&t, &json!({"body": {"items": items}})).await;
     let took = started.elapsed();
     let err = ex.result.unwrap_err();
     assert!(
@@ -298,7 +298,7 @@ steps:
       - set: { s: '.vars.s + .vars.s' }
 "#,
     );
-    let ex = execute(&t, &forty_items(), None, &Stop::new()).await;
+    let ex = run(&t, &forty_items()).await;
     match ex.result {
         Err(ExecError::Budget {
             kind: BudgetKind::Memory,
@@ -323,7 +323,7 @@ steps:
 "#,
     );
     let items: Vec<u32> = (0..10_000).collect();
-    let ex = execute(&t, &json!({"body": {"items": items}}), None, &Stop::new()).await;
+    let ex = run(&t, &json!({"body": {"items": items}})).await;
     assert_over(&ex, BudgetKind::Memory);
 }
 
@@ -341,7 +341,7 @@ steps:
   - respond: { body: .vars.d }
 "#,
     );
-    let ex = execute(&t, &forty_items(), None, &Stop::new()).await;
+    let ex = run(&t, &forty_items()).await;
     assert_over(&ex, BudgetKind::Memory);
     assert!(ex.response.is_none());
 }

@@ -1,6 +1,8 @@
 //! The flow files exactly as written: serde structs that mirror the YAML, reject
 //! unknown keys and keep each value's position for error messages. Nothing here is
-//! validated beyond its YAML shape; `compile` does the rest.
+//! validated beyond its YAML shape; `compile` does the rest. A key left out is
+//! `None` in an `Option` field (serde's rule); `#[serde(default)]` marks the other
+//! fields that may be left out.
 
 use std::fmt;
 
@@ -34,9 +36,7 @@ pub struct RawSubscription {
     pub name: Spanned<String>,
     pub url: Spanned<String>,
     pub events: Vec<Spanned<String>>,
-    #[serde(default)]
     pub basic_auth: Option<RawBasicAuth>,
-    #[serde(default)]
     pub secret: Option<Spanned<String>>,
     #[serde(default)]
     pub enabled: bool,
@@ -53,27 +53,18 @@ pub struct RawBasicAuth {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawTrigger {
-    #[serde(default)]
     pub description: Option<String>,
-    #[serde(default)]
     pub methods: Option<Vec<Spanned<String>>>,
-    #[serde(default)]
     pub enabled: Option<bool>,
-    #[serde(default)]
     pub auth: Option<Spanned<RawAuth>>,
     #[serde(default)]
     pub params: IndexMap<String, Spanned<RawParam>>,
     /// A JSON Schema (2020-12) the decoded request body must match.
-    #[serde(default)]
     pub body: Option<Spanned<serde_json::Value>>,
-    #[serde(default)]
     pub delivery: Option<RawDelivery>,
-    #[serde(default)]
     pub response: Option<RawResponse>,
-    #[serde(default)]
     pub limits: Option<Spanned<RawLimits>>,
     /// `steps` (default) or `full`: also the variables before and after each step.
-    #[serde(default)]
     pub trace: Option<Spanned<String>>,
     pub steps: Spanned<Vec<Spanned<RawStep>>>,
 }
@@ -81,37 +72,25 @@ pub struct RawTrigger {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawAuth {
-    #[serde(default)]
     pub api_keys: Option<Vec<Spanned<String>>>,
-    #[serde(default)]
     pub none: Option<bool>,
     /// user names from `basic_users` in _tenant.yaml
-    #[serde(default)]
     pub basic: Option<Vec<Spanned<String>>>,
-    #[serde(default)]
     pub hmac: Option<Spanned<RawHmac>>,
     /// CIDR blocks the caller's address must be in
-    #[serde(default)]
     pub allow_ips: Option<Vec<Spanned<String>>>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawHmac {
-    #[serde(default)]
     pub preset: Option<Spanned<String>>,
     pub secret: Spanned<String>,
-    #[serde(default)]
     pub header: Option<Spanned<String>>,
-    #[serde(default)]
     pub algorithm: Option<Spanned<String>>,
-    #[serde(default)]
     pub encoding: Option<Spanned<String>>,
-    #[serde(default)]
     pub prefix: Option<Spanned<String>>,
-    #[serde(default)]
     pub timestamp_header: Option<Spanned<String>>,
-    #[serde(default)]
     pub tolerance: Option<Spanned<String>>,
 }
 
@@ -119,15 +98,10 @@ pub struct RawHmac {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawConnection {
-    #[serde(default)]
     pub postgres: Option<Spanned<String>>,
-    #[serde(default)]
     pub pool_size: Option<Spanned<i64>>,
-    #[serde(default)]
     pub connect_timeout: Option<Spanned<String>>,
-    #[serde(default)]
     pub statement_timeout: Option<Spanned<String>>,
-    #[serde(default)]
     pub http: Option<Spanned<RawHttpConnection>>,
 }
 
@@ -137,9 +111,7 @@ pub struct RawHttpConnection {
     pub base_url: Spanned<String>,
     #[serde(default)]
     pub headers: IndexMap<String, Spanned<String>>,
-    #[serde(default)]
     pub timeout: Option<Spanned<String>>,
-    #[serde(default)]
     pub basic: Option<Spanned<RawBasicCredentials>>,
 }
 
@@ -153,22 +125,15 @@ pub struct RawBasicCredentials {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawHttpStep {
-    #[serde(default)]
     pub method: Option<Spanned<String>>,
     pub url: Spanned<String>,
-    #[serde(default)]
     pub connection: Option<Spanned<String>>,
     #[serde(default)]
     pub headers: IndexMap<String, Spanned<String>>,
-    #[serde(default)]
     pub body: Option<Spanned<ExprText>>,
-    #[serde(default)]
     pub content_type: Option<Spanned<String>>,
-    #[serde(default)]
     pub timeout: Option<Spanned<String>>,
-    #[serde(default)]
     pub into: Option<Spanned<String>>,
-    #[serde(default)]
     pub accept_status: Option<Vec<Spanned<i64>>>,
 }
 
@@ -179,14 +144,11 @@ pub struct RawSqlStep {
     pub query: Spanned<String>,
     #[serde(default)]
     pub params: Vec<Spanned<ExprText>>,
-    #[serde(default)]
     pub into: Option<Spanned<String>>,
     #[serde(default)]
     pub single: bool,
-    #[serde(default)]
     pub timeout: Option<Spanned<String>>,
     /// Run the statement once per message: a rerun returns the stored result.
-    #[serde(default)]
     pub once: Option<Spanned<bool>>,
 }
 
@@ -206,15 +168,11 @@ pub struct RawParam {
     pub ty: Spanned<String>,
     #[serde(default)]
     pub required: bool,
-    #[serde(default)]
     pub default: Option<Spanned<serde_json::Value>>,
     #[serde(default, rename = "enum")]
     pub allowed: Option<Spanned<Vec<serde_json::Value>>>,
-    #[serde(default)]
     pub min: Option<Spanned<f64>>,
-    #[serde(default)]
     pub max: Option<Spanned<f64>>,
-    #[serde(default)]
     pub description: Option<String>,
 }
 
@@ -223,22 +181,16 @@ pub struct RawParam {
 pub struct RawDelivery {
     #[serde(default)]
     pub ordered: bool,
-    #[serde(default)]
     pub ordering_key: Option<Spanned<ExprText>>,
-    #[serde(default)]
     pub concurrency: Option<Spanned<i64>>,
-    #[serde(default)]
     pub retry: Option<Vec<Spanned<String>>>,
-    #[serde(default)]
     pub on_exhausted: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawResponse {
-    #[serde(default)]
     pub mode: Option<Spanned<String>>,
-    #[serde(default)]
     pub timeout: Option<Spanned<String>>,
     #[serde(default)]
     pub on_timeout: Option<Spanned<String>>,
@@ -248,9 +200,7 @@ pub struct RawResponse {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawLimits {
-    #[serde(default)]
     pub time: Option<Spanned<String>>,
-    #[serde(default)]
     pub memory: Option<Spanned<String>>,
 }
 
@@ -258,61 +208,45 @@ pub struct RawLimits {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawStep {
-    #[serde(default)]
     pub name: Option<String>,
-    #[serde(default)]
     pub set: Option<Spanned<IndexMap<String, Spanned<SetValue>>>>,
     #[serde(default, rename = "if")]
     pub if_: Option<Spanned<ExprText>>,
-    #[serde(default)]
     pub then: Option<Spanned<Vec<Spanned<RawStep>>>>,
     #[serde(default, rename = "else")]
     pub else_: Option<Spanned<Vec<Spanned<RawStep>>>>,
-    #[serde(default)]
     pub for_each: Option<Spanned<ExprText>>,
     #[serde(default, rename = "as")]
     pub as_: Option<Spanned<String>>,
     #[serde(default, rename = "do")]
     pub do_: Option<Spanned<Vec<Spanned<RawStep>>>>,
-    #[serde(default)]
     pub collect: Option<Spanned<ExprText>>,
-    #[serde(default)]
     pub into: Option<Spanned<String>>,
-    #[serde(default)]
     pub respond: Option<Spanned<RawRespond>>,
-    #[serde(default)]
     pub fail: Option<Spanned<RawFail>>,
-    #[serde(default)]
     pub log: Option<Spanned<ExprText>>,
-    #[serde(default)]
     pub http: Option<Spanned<RawHttpStep>>,
-    #[serde(default)]
     pub sql: Option<Spanned<RawSqlStep>>,
     #[serde(default)]
     pub transaction: Option<Spanned<RawTransaction>>,
     /// For `http` and `sql`: waits before each new try of a transient failure.
-    #[serde(default)]
     pub retry: Option<Spanned<Vec<Spanned<String>>>>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawRespond {
-    #[serde(default)]
     pub status: Option<Spanned<i64>>,
     #[serde(default)]
     pub headers: IndexMap<String, Spanned<String>>,
-    #[serde(default)]
     pub body: Option<Spanned<ExprText>>,
     /// XML text to send instead of `body` when the caller's Accept asks for XML.
-    #[serde(default)]
     pub xml: Option<Spanned<ExprText>>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawFail {
-    #[serde(default)]
     pub status: Option<Spanned<i64>>,
     pub message: Spanned<ExprText>,
 }

@@ -7,6 +7,7 @@ use actix_web::{HttpResponse, web};
 use serde_json::json;
 
 use super::AppState;
+use crate::auth::gate::KeyStats;
 
 pub async fn health() -> HttpResponse {
     HttpResponse::Ok().json(json!({"status": "ok"}))
@@ -25,38 +26,39 @@ pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
     }
 }
 
+/// A verification cache's hits and misses as counters: name, help, value.
+fn cache_counters(prefix: &str, checks: &str, s: &KeyStats) -> [(String, String, u64); 2] {
+    [
+        (
+            format!("{prefix}_cache_hits_total"),
+            format!("{checks} answered from the cache"),
+            s.cache_hits.load(Ordering::Relaxed),
+        ),
+        (
+            format!("{prefix}_cache_misses_total"),
+            format!("{checks} that needed a verification"),
+            s.cache_misses.load(Ordering::Relaxed),
+        ),
+    ]
+}
+
 /// Prometheus text format.
 pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     let mut out = String::new();
     let k = &state.keys.stats;
     let a = &state.admin.stats;
-    let counters = [
-        (
-            "flowgate_key_verifications_total",
-            "argon2 verifications run",
-            k.verifications.load(Ordering::Relaxed),
-        ),
-        (
-            "flowgate_key_cache_hits_total",
-            "API key checks answered from the cache",
-            k.cache_hits.load(Ordering::Relaxed),
-        ),
-        (
-            "flowgate_key_cache_misses_total",
-            "API key checks that needed a verification",
-            k.cache_misses.load(Ordering::Relaxed),
-        ),
-        (
-            "flowgate_admin_token_cache_hits_total",
-            "Admin token checks answered from the cache",
-            a.cache_hits.load(Ordering::Relaxed),
-        ),
-        (
-            "flowgate_admin_token_cache_misses_total",
-            "Admin token checks that needed a verification",
-            a.cache_misses.load(Ordering::Relaxed),
-        ),
-    ];
+    let verifications = (
+        "flowgate_key_verifications_total".to_owned(),
+        "argon2 verifications run".to_owned(),
+        k.verifications.load(Ordering::Relaxed),
+    );
+    let counters = std::iter::once(verifications)
+        .chain(cache_counters("flowgate_key", "API key checks", k))
+        .chain(cache_counters(
+            "flowgate_admin_token",
+            "Admin token checks",
+            a,
+        ));
     for (name, help, v) in counters {
         let _ = writeln!(
             out,

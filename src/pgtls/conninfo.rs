@@ -132,17 +132,23 @@ mod tests {
         take_ssl_options(s).unwrap()
     }
 
+    /// Splits `s` and checks what is left and the `sslmode` and `sslrootcert` taken out.
+    fn assert_split(s: &str, rest: &str, mode: &str, root_cert: &str) -> String {
+        let (left, ssl) = split(s);
+        assert_eq!(left, rest);
+        assert_eq!(ssl.mode.as_deref(), Some(mode));
+        assert_eq!(ssl.root_cert.as_deref(), Some(root_cert));
+        left
+    }
+
     #[test]
     fn url_options_flowgate_handles_are_taken_out_and_the_rest_kept() {
-        let (rest, ssl) = split(
+        assert_split(
             "postgres://u:p%40ss@db.example:5432/app?sslmode=verify-full&options=-csearch_path%3Dx&sslrootcert=%2Fetc%2Fca%20certs.pem",
+            "postgres://u:p%40ss@db.example:5432/app?options=-csearch_path%3Dx",
+            "verify-full",
+            "/etc/ca certs.pem",
         );
-        assert_eq!(
-            rest,
-            "postgres://u:p%40ss@db.example:5432/app?options=-csearch_path%3Dx"
-        );
-        assert_eq!(ssl.mode.as_deref(), Some("verify-full"));
-        assert_eq!(ssl.root_cert.as_deref(), Some("/etc/ca certs.pem"));
         let (rest, ssl) = split("postgres://u@h/db?sslmode=require");
         assert_eq!(rest, "postgres://u@h/db");
         assert_eq!(ssl.mode.as_deref(), Some("require"));
@@ -151,15 +157,12 @@ mod tests {
 
     #[test]
     fn key_value_strings_are_split_with_quotes_and_escapes() {
-        let (rest, ssl) = split(
+        let rest = assert_split(
             "host=db.example  user = app password='it\\'s secret' sslmode=verify-ca sslrootcert='/etc/my ca.pem'",
+            "host='db.example' user='app' password='it\\'s secret'",
+            "verify-ca",
+            "/etc/my ca.pem",
         );
-        assert_eq!(
-            rest,
-            "host='db.example' user='app' password='it\\'s secret'"
-        );
-        assert_eq!(ssl.mode.as_deref(), Some("verify-ca"));
-        assert_eq!(ssl.root_cert.as_deref(), Some("/etc/my ca.pem"));
         let config: tokio_postgres::Config = rest.parse().unwrap();
         assert_eq!(config.get_password(), Some(&b"it's secret"[..]));
         assert!(take_ssl_options("host=x password='open").is_err());

@@ -47,33 +47,16 @@ enum Check {
 pub fn parse(conninfo: &str) -> Result<(tokio_postgres::Config, MakeRustls), TlsConfigError> {
     let (rest, ssl) = conninfo::take_ssl_options(conninfo)?;
     let mut config: tokio_postgres::Config = rest.parse().map_err(TlsConfigError::NotConnInfo)?;
-    let check = match ssl.mode.as_deref() {
-        None | Some("prefer") => {
-            config.ssl_mode(SslMode::Prefer);
-            Check::Nothing
-        }
-        Some("disable") => {
-            config.ssl_mode(SslMode::Disable);
-            Check::Nothing
-        }
-        Some("require") => {
-            config.ssl_mode(SslMode::Require);
-            if ssl.root_cert.is_some() {
-                Check::Issuer
-            } else {
-                Check::Nothing
-            }
-        }
-        Some("verify-ca") => {
-            config.ssl_mode(SslMode::Require);
-            Check::Issuer
-        }
-        Some("verify-full") => {
-            config.ssl_mode(SslMode::Require);
-            Check::IssuerAndName
-        }
+    let (mode, check) = match ssl.mode.as_deref() {
+        None | Some("prefer") => (SslMode::Prefer, Check::Nothing),
+        Some("disable") => (SslMode::Disable, Check::Nothing),
+        Some("require") if ssl.root_cert.is_some() => (SslMode::Require, Check::Issuer),
+        Some("require") => (SslMode::Require, Check::Nothing),
+        Some("verify-ca") => (SslMode::Require, Check::Issuer),
+        Some("verify-full") => (SslMode::Require, Check::IssuerAndName),
         Some(other) => return Err(TlsConfigError::SslMode(other.to_owned())),
     };
+    config.ssl_mode(mode);
     if config.get_channel_binding() == tokio_postgres::config::ChannelBinding::Require
         && config.get_ssl_mode() == SslMode::Disable
     {
@@ -137,37 +120,45 @@ mod tests {
     #[test]
     fn sslmode_maps_to_the_driver_and_verification_needs_a_ca_file() {
         let mode = |s: &str| parse(s).ok().map(|(c, _)| c.get_ssl_mode());
-        let err = |s: &str| parse(s).unwrap_err().to_string();
+        let refused = |s: &str, says: &str| {
+            let e = parse(s).unwrap_err().to_string();
+            assert!(e.contains(says), "{s}: {e}");
+        };
         assert_eq!(mode("postgres://h/db"), Some(SslMode::Prefer));
         assert_eq!(
             mode("postgres://h/db?sslmode=disable"),
             Some(SslMode::Disable)
         );
         assert_eq!(mode("host=h sslmode=require"), Some(SslMode::Require));
-        let needs_ca = err("postgres://h/db?sslmode=verify-full");
-        assert!(needs_ca.contains("sslrootcert"), "{needs_ca}");
-        let missing = err("postgres://h/db?sslmode=verify-ca&sslrootcert=/nonexistent/ca.pem");
-        assert!(missing.contains("/nonexistent/ca.pem"), "{missing}");
-        let bad = err("postgres://h/db?sslmode=allow");
-        assert!(bad.contains("`allow`"), "{bad}");
-        let weak = err("postgres://h/db?sslmode=require&sslrootcert=system");
-        assert!(weak.contains("verify-full"), "{weak}");
-        let unbound = err("postgres://h/db?sslmode=disable&channel_binding=require");
-        assert!(unbound.contains("sslmode=disable"), "{unbound}");
+        refused("postgres://h/db?sslmode=verify-full", "sslrootcert");
+        refused(
+            "postgres://h/db?sslmode=verify-ca&sslrootcert=/nonexistent/ca.pem",
+            "/nonexistent/ca.pem",
+        );
+        refused("postgres://h/db?sslmode=allow", "`allow`");
+        refused(
+            "postgres://h/db?sslmode=require&sslrootcert=system",
+            "verify-full",
+        );
+        refused(
+            "postgres://h/db?sslmode=disable&channel_binding=require",
+            "sslmode=disable",
+        );
         assert!(parse("postgres://h/db?sslmode=require&channel_binding=require").is_ok());
-        let alone = err("postgres://h/db?sslcert=/c.pem");
-        assert!(alone.contains("go together"), "{alone}");
-        let missing = err("postgres://h/db?sslcert=/nonexistent/c.pem&sslkey=/k.pem");
-        assert!(missing.contains("/nonexistent/c.pem"), "{missing}");
+        refused("postgres://h/db?sslcert=/c.pem", "go together");
+        refused(
+            "postgres://h/db?sslcert=/nonexistent/c.pem&sslkey=/k.pem",
+            "/nonexistent/c.pem",
+        );
         let (_, ssl) =
             conninfo::take_ssl_options("host=h sslcert=/c.pem sslkey='/my key.pem'").unwrap();
         assert_eq!(ssl.cert.as_deref(), Some("/c.pem"));
         assert_eq!(ssl.key.as_deref(), Some("/my key.pem"));
-        let e = err("postgres://h/db?sslpassword=x");
-        assert!(e.contains("not supported"), "{e}");
-        let e = err("postgres://h/db?sslcrl=/nonexistent/crl.pem");
-        assert!(e.contains("/nonexistent/crl.pem"), "{e}");
-        let e = err("postgres://h/db?sslcrldir=/nonexistent");
-        assert!(e.contains("/nonexistent"), "{e}");
+        refused("postgres://h/db?sslpassword=x", "not supported");
+        refused(
+            "postgres://h/db?sslcrl=/nonexistent/crl.pem",
+            "/nonexistent/crl.pem",
+        );
+        refused("postgres://h/db?sslcrldir=/nonexistent", "/nonexistent");
     }
 }

@@ -199,21 +199,10 @@ mod tests {
     use tokio::time::Instant;
 
     use super::*;
-    use crate::domain::{Mode, TenantName, TriggerName};
 
     fn submission() -> Submission {
         Submission {
-            message: NewMessage {
-                id: MessageId::new(),
-                tenant: TenantName::parse("acme").unwrap(),
-                trigger: TriggerName::parse("Orders").unwrap(),
-                lane: None,
-                mode: Mode::Async,
-                received_at: 0,
-                idempotency_key: None,
-                input: serde_json::json!({}),
-                body_json: None,
-            },
+            message: NewMessage::example(serde_json::json!({})),
             waiter: None,
             reply: oneshot::channel().0,
         }

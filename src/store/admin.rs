@@ -26,6 +26,17 @@ pub struct MessageQuery {
     pub limit: u32,
 }
 
+impl MessageQuery {
+    /// The triggers asked for, one query each; none named is one query over all.
+    pub fn trigger_keys(&self) -> Vec<Option<&TriggerKey>> {
+        if self.triggers.is_empty() {
+            vec![None]
+        } else {
+            self.triggers.iter().map(Some).collect()
+        }
+    }
+}
+
 /// One line of the log history.
 #[derive(Debug, Clone, PartialEq)]
 pub struct MessageSummary {
@@ -124,6 +135,16 @@ pub struct DeliveryAttempt {
     pub error: Option<String>,
 }
 
+/// A page of a tenant's deliveries (optionally of one subscription), newest first.
+#[derive(Debug, Clone)]
+pub struct DeliveryQuery {
+    pub tenant: TenantName,
+    pub subscription: Option<String>,
+    /// Cursor: only deliveries with a smaller id (older).
+    pub before: Option<MessageId>,
+    pub limit: u32,
+}
+
 #[derive(Debug, Clone)]
 pub struct DeliveryView {
     pub id: MessageId,
@@ -217,15 +238,8 @@ impl Store {
         each!(self, s => s.record_delivery_attempt(id, entry, next).await)
     }
 
-    /// A tenant's deliveries (optionally of one subscription), newest first.
-    pub async fn list_deliveries(
-        &self,
-        tenant: TenantName,
-        subscription: Option<String>,
-        before: Option<MessageId>,
-        limit: u32,
-    ) -> Result<Vec<DeliveryView>, StoreError> {
-        each!(self, s => s.list_deliveries(tenant, subscription, before, limit).await)
+    pub async fn list_deliveries(&self, q: DeliveryQuery) -> Result<Vec<DeliveryView>, StoreError> {
+        each!(self, s => s.list_deliveries(q).await)
     }
 
     pub async fn get_delivery(&self, id: MessageId) -> Result<Option<DeliveryView>, StoreError> {

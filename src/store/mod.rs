@@ -23,13 +23,13 @@ mod sqlite;
 mod types;
 
 pub use admin::{
-    BlockedLane, DeliveryAttempt, DeliveryStatus, DeliveryView, MessageQuery, MessageSummary,
-    NewDelivery, Release, StatusCount,
+    BlockedLane, DeliveryAttempt, DeliveryQuery, DeliveryStatus, DeliveryView, MessageQuery,
+    MessageSummary, NewDelivery, Release, StatusCount,
 };
 pub use error::{Cause, retryable_sqlstate};
 pub use postgres::{
-    ClaimedMessage, Ended, LaneClaim, LaneMessage, PgOptions, PgStats, PgStore, TenantShares,
-    Wakeup,
+    Claim, ClaimedMessage, Ended, LaneClaim, LaneMessage, PgOptions, PgStats, PgStore,
+    TenantShares, Wakeup,
 };
 pub use shared::{Claimed, SharedStats, SharedStore};
 pub use sqlite::SqliteStore;

@@ -155,9 +155,9 @@ impl SharedStore for PgStore {
     ) -> Fut<'a, Claimed> {
         Box::pin(async move {
             Ok(if ordered {
-                Claimed::Lanes(self.claim_lanes_fairly(limit, now, shares).await?)
+                Claimed::Lanes(self.claim(limit, now, shares).await?)
             } else {
-                Claimed::Messages(self.claim_messages_fairly(limit, now, shares).await?)
+                Claimed::Messages(self.claim(limit, now, shares).await?)
             })
         })
     }

@@ -2,9 +2,11 @@
 //! answer these the same way. Runs against each store of `store_contract::stores`.
 
 use flowgate::domain::{MessageId, MessageStatus, TenantName, TriggerKey, TriggerName, now_micros};
-use flowgate::store::{DeliveryAttempt, DeliveryStatus, MessageQuery, NewDelivery, Release};
+use flowgate::store::{
+    DeliveryAttempt, DeliveryQuery, DeliveryStatus, MessageQuery, NewDelivery, Release,
+};
 
-use crate::store_contract::{done, message, ran, stores};
+use crate::store_contract::{ClaimAll, done, message, ran, stores};
 
 fn key() -> TriggerKey {
     TriggerKey {
@@ -233,12 +235,22 @@ async fn deliveries_are_claimed_retried_listed_and_redelivered() {
         );
 
         let list = store
-            .list_deliveries(d.tenant.clone(), Some("ops".into()), None, 10)
+            .list_deliveries(DeliveryQuery {
+                tenant: d.tenant.clone(),
+                subscription: Some("ops".into()),
+                before: None,
+                limit: 10,
+            })
             .await
             .unwrap();
         assert_eq!(list.len(), 1, "{name}");
         let none = store
-            .list_deliveries(TenantName::parse("u").unwrap(), None, None, 10)
+            .list_deliveries(DeliveryQuery {
+                tenant: TenantName::parse("u").unwrap(),
+                subscription: None,
+                before: None,
+                limit: 10,
+            })
             .await
             .unwrap();
         assert!(none.is_empty(), "{name}");

@@ -3,10 +3,12 @@
 //! The http and sql steps, which reach other systems, are in `io_steps.rs`;
 //! what a transaction may hold is checked in `transaction.rs`.
 
+use indexmap::IndexMap;
 use serde_saphyr::{Location, Spanned};
 
 use crate::flow::model::{SetValue, Step, StepKind, Tenant};
 use crate::flow::raw::{RawStep, SetValue as RawSetValue};
+use crate::flow::template::Template;
 use crate::flow::value::from_json;
 
 use super::cx::{FileCx, is_variable_name};
@@ -206,41 +208,19 @@ fn compile_step(
             }
         }
         "respond" => {
-            let r = s.respond?;
-            let status = status_code(cx, r.value.status.as_ref(), 200, 100..=599);
-            let headers = r
-                .value
-                .headers
-                .iter()
-                .filter_map(|(k, v)| {
-                    if k.is_empty()
-                        || !k
-                            .bytes()
-                            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-                    {
-                        cx.error(v.referenced, format!("`{k}` is not a valid header name"));
-                        return None;
-                    }
-                    cx.template(v, &format!("header {k}"))
-                        .map(|t| (k.to_ascii_lowercase(), t))
-                })
-                .collect();
-            let body = r.value.body.as_ref().and_then(|b| cx.expr(b, "body"));
-            let xml = r.value.xml.as_ref().and_then(|b| cx.expr(b, "xml"));
+            let r = s.respond?.value;
             StepKind::Respond {
-                status,
-                headers,
-                body,
-                xml,
+                status: status_code(cx, r.status.as_ref(), 200, 100..=599),
+                headers: response_headers(cx, &r.headers),
+                body: r.body.as_ref().and_then(|b| cx.expr(b, "body")),
+                xml: r.xml.as_ref().and_then(|b| cx.expr(b, "xml")),
             }
         }
         "fail" => {
-            let f = s.fail?;
-            let status = status_code(cx, f.value.status.as_ref(), 500, 400..=599);
-            let message = cx.expr(&f.value.message, "message");
+            let f = s.fail?.value;
             StepKind::Fail {
-                status,
-                message: message?,
+                status: status_code(cx, f.status.as_ref(), 500, 400..=599),
+                message: cx.expr(&f.message, "message")?,
             }
         }
         "log" => StepKind::Log(cx.expr(s.log.as_ref()?, "log")?),
@@ -296,4 +276,27 @@ fn status_code(
             default
         }
     }
+}
+
+/// A `respond` step's headers, names lower-cased; a name that is not a token is
+/// an error.
+fn response_headers(
+    cx: &mut FileCx<'_>,
+    headers: &IndexMap<String, Spanned<String>>,
+) -> Vec<(String, Template)> {
+    headers
+        .iter()
+        .filter_map(|(k, v)| {
+            if k.is_empty()
+                || !k
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            {
+                cx.error(v.referenced, format!("`{k}` is not a valid header name"));
+                return None;
+            }
+            cx.template(v, &format!("header {k}"))
+                .map(|t| (k.to_ascii_lowercase(), t))
+        })
+        .collect()
 }

@@ -4,7 +4,7 @@ use actix_web::{HttpResponse, get, post, web};
 use serde::Deserialize;
 
 use crate::domain::now_micros;
-use crate::store::DeliveryView;
+use crate::store::{DeliveryQuery, DeliveryView};
 
 use super::answers::{Delivery, DeliveryPage, Errors, Redelivered};
 use super::extract::{Admin, Found};
@@ -37,17 +37,17 @@ pub async fn list(
     who: Admin,
     state: web::Data<AppState>,
 ) -> Result<Json<DeliveryPage>, ApiError> {
-    let tenant = who.tenant(&q.tenant)?;
-    let before = parse_cursor(q.cursor.as_deref(), "delivery")?;
-    let limit = q.limit.unwrap_or(50).clamp(1, 500);
-    let rows = state
-        .queue
-        .store()
-        .list_deliveries(tenant, q.subscription.clone(), before, limit)
-        .await?;
+    let query = DeliveryQuery {
+        tenant: who.tenant(&q.tenant)?,
+        subscription: q.subscription.clone(),
+        before: parse_cursor(q.cursor.as_deref(), "delivery")?,
+        limit: q.limit.unwrap_or(50).clamp(1, 500),
+    };
+    let limit = query.limit as usize;
+    let rows = state.queue.store().list_deliveries(query).await?;
     Ok(Json(DeliveryPage {
         deliveries: rows.iter().map(|d| Delivery::new(d, false)).collect(),
-        next_cursor: next_cursor(&rows, limit as usize, |d| d.id.to_string()),
+        next_cursor: next_cursor(&rows, limit, |d| d.id.to_string()),
     }))
 }
 

@@ -159,14 +159,6 @@ fn count_sql(q: &MessageQuery, key: Option<&TriggerKey>) -> (String, Values) {
     )
 }
 
-fn keys(q: &MessageQuery) -> Vec<Option<&TriggerKey>> {
-    if q.triggers.is_empty() {
-        vec![None]
-    } else {
-        q.triggers.iter().map(Some).collect()
-    }
-}
-
 fn summary(r: &tokio_postgres::Row) -> Result<MessageSummary, StoreError> {
     let (tenant, trigger) = names(r.get(1), r.get(2))?;
     Ok(MessageSummary {
@@ -203,7 +195,7 @@ impl PgStore {
         self.with(move |_, client| async move {
             let mut out = Vec::new();
             // One indexed query per trigger, merged: each reads at most `limit` rows.
-            for key in keys(&q) {
+            for key in q.trigger_keys() {
                 let (sql, values) = list_sql(&q, key);
                 let stmt = client.prepare_cached(&sql).await.map_err(db)?;
                 for r in client.query(&stmt, &values.refs()).await.map_err(db)? {
@@ -222,7 +214,7 @@ impl PgStore {
         let q = MessageQuery { before: None, ..q };
         self.with(move |_, client| async move {
             let mut total = 0u64;
-            for key in keys(&q) {
+            for key in q.trigger_keys() {
                 let (sql, values) = count_sql(&q, key);
                 let stmt = client.prepare_cached(&sql).await.map_err(db)?;
                 let n: i64 = client
@@ -421,7 +413,7 @@ impl PgStore {
     pub async fn explain_list(&self, q: MessageQuery) -> Result<Vec<String>, StoreError> {
         self.with(move |_, client| async move {
             let mut plans = Vec::new();
-            for key in keys(&q) {
+            for key in q.trigger_keys() {
                 let (sql, values) = list_sql(&q, key);
                 let lines: Vec<String> = client
                     .query(&format!("EXPLAIN {sql}"), &values.refs())

@@ -16,6 +16,8 @@ use tokio_postgres::AsyncMessage;
 use crate::domain::{MessageId, MessageStatus, Micros, Mode, TenantName, TriggerName};
 use crate::store::types::StoreError;
 
+use tokio_postgres::Row;
+
 use super::rows::{message_id, mode, names, status};
 use super::{PgStore, db, notify_work, unavailable};
 
@@ -75,7 +77,7 @@ pub enum Wakeup {
     Done(Vec<MessageId>),
 }
 
-/// Claims unordered messages (see `claim_messages`). Served by messages_unordered
+/// Claims unordered messages (see `Claim for ClaimedMessage`). Served by messages_unordered
 /// (same predicate, in seq order), read by a plain index scan.
 /// Tenants in `$5` are left out (this node runs enough of theirs), and no tenant
 /// gets more than `$7` of the claim: the oldest `$6` candidates are locked and
@@ -139,67 +141,84 @@ impl TenantShares {
     }
 }
 
-impl PgStore {
-    /// Claims up to `limit` runnable unordered messages, oldest first: queued or
-    /// due for retry, or running under a lapsed lease (that attempt is recorded as
-    /// interrupted).
-    pub async fn claim_messages(
-        &self,
-        limit: usize,
-        now: Micros,
-    ) -> Result<Vec<ClaimedMessage>, StoreError> {
-        self.claim_messages_fairly(limit, now, &TenantShares::default())
-            .await
+/// A kind of work the shared queue hands out: the statement that claims it,
+/// the lease a claimed row holds and how a row reads. Every statement takes `$1`
+/// now, `$2` the limit, `$3` this node, `$4` the lease, then `$5`-`$7` as
+/// `TenantShares::params` gives them.
+pub trait Claim: Sized + Send + 'static {
+    const SQL: &'static str;
+    fn hold(store: &PgStore, row: &Row, until: Micros);
+    fn read(row: &Row, now: Micros) -> Result<Self, StoreError>;
+    /// Puts the claimed rows in the order they are to run.
+    fn order(_rows: &mut [Row]) {}
+}
+
+/// Unordered messages: queued or due for retry, or running under a lapsed
+/// lease (that attempt is recorded as interrupted), oldest first.
+impl Claim for ClaimedMessage {
+    const SQL: &'static str = CLAIM_MESSAGES;
+
+    fn hold(store: &PgStore, r: &Row, until: Micros) {
+        store
+            .held
+            .hold_message(r.get(0), r.get::<_, i32>(4) as u32, until);
     }
 
-    /// As `claim_messages`, leaving room for other tenants as `shares` says.
-    pub async fn claim_messages_fairly(
+    fn read(r: &Row, now: Micros) -> Result<Self, StoreError> {
+        let (tenant, trigger) = names(r.get(1), r.get(2))?;
+        Ok(ClaimedMessage {
+            id: message_id(r.get(0)),
+            tenant,
+            trigger,
+            mode: mode(r.get(3))?,
+            attempt: r.get::<_, i32>(4) as u32,
+            started_at: now,
+            input: crate::store::read_input(r.get(5)),
+        })
+    }
+
+    fn order(rows: &mut [Row]) {
+        rows.sort_by_key(|r| r.get::<_, i64>(6));
+    }
+}
+
+impl PgStore {
+    /// Claims up to `limit` pieces of work of kind `C` due at `now`, leaving room
+    /// for other tenants as `shares` says, and holds their leases.
+    pub async fn claim<C: Claim>(
         &self,
         limit: usize,
         now: Micros,
         shares: &TenantShares,
-    ) -> Result<Vec<ClaimedMessage>, StoreError> {
+    ) -> Result<Vec<C>, StoreError> {
         let (full, candidates, each) = shares.params(limit);
-        self.with(move |store, client| async move {
-            let stmt = client.prepare_cached(CLAIM_MESSAGES).await.map_err(db)?;
-            let mut rows = client
-                .query(
-                    &stmt,
-                    &[
-                        &now,
-                        &(limit as i64),
-                        &&*store.node,
-                        &store.lease_us(),
-                        &full,
-                        &candidates,
-                        &each,
-                    ],
-                )
-                .await
-                .map_err(db)?;
-            rows.sort_by_key(|r| r.get::<_, i64>(6));
-            let until = now + store.lease_us();
-            for r in &rows {
-                store
-                    .held
-                    .hold_message(r.get(0), r.get::<_, i32>(4) as u32, until);
-            }
-            rows.iter()
-                .map(|r| {
-                    let (tenant, trigger) = names(r.get(1), r.get(2))?;
-                    Ok(ClaimedMessage {
-                        id: message_id(r.get(0)),
-                        tenant,
-                        trigger,
-                        mode: mode(r.get(3))?,
-                        attempt: r.get::<_, i32>(4) as u32,
-                        started_at: now,
-                        input: crate::store::read_input(r.get(5)),
-                    })
-                })
-                .collect()
-        })
-        .await
+        let mut rows = self
+            .with(move |store, client| async move {
+                let stmt = client.prepare_cached(C::SQL).await.map_err(db)?;
+                let rows = client
+                    .query(
+                        &stmt,
+                        &[
+                            &now,
+                            &(limit as i64),
+                            &&*store.node,
+                            &store.lease_us(),
+                            &full,
+                            &candidates,
+                            &each,
+                        ],
+                    )
+                    .await
+                    .map_err(db)?;
+                let until = now + store.lease_us();
+                for r in &rows {
+                    C::hold(&store, r, until);
+                }
+                Ok(rows)
+            })
+            .await?;
+        C::order(&mut rows);
+        rows.iter().map(|r| C::read(r, now)).collect()
     }
 
     /// How finished messages ended, for sync callers waiting here: status,

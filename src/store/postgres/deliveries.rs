@@ -7,7 +7,7 @@ use tokio_postgres::Row;
 
 use crate::domain::{MessageId, Micros, TenantName};
 use crate::store::StoreError;
-use crate::store::admin::{DeliveryStatus, DeliveryView, NewDelivery};
+use crate::store::admin::{DeliveryQuery, DeliveryStatus, DeliveryView, NewDelivery};
 
 use super::admin::id_floor;
 use super::rows::message_id;
@@ -134,14 +134,8 @@ impl PgStore {
         .await
     }
 
-    pub async fn list_deliveries(
-        &self,
-        tenant: TenantName,
-        subscription: Option<String>,
-        before: Option<MessageId>,
-        limit: u32,
-    ) -> Result<Vec<DeliveryView>, StoreError> {
-        let before = before.map(|b| b.as_uuid());
+    pub async fn list_deliveries(&self, q: DeliveryQuery) -> Result<Vec<DeliveryView>, StoreError> {
+        let before = q.before.map(|b| b.as_uuid());
         self.with(move |_, client| async move {
             // Served by deliveries_tenant (tenant, subscription, id), or by its
             // tenant prefix and the primary key order when no subscription is given.
@@ -154,7 +148,12 @@ impl PgStore {
             let rows = client
                 .query(
                     &sql,
-                    &[&tenant.as_str(), &subscription, &before, &i64::from(limit)],
+                    &[
+                        &q.tenant.as_str(),
+                        &q.subscription,
+                        &before,
+                        &i64::from(q.limit),
+                    ],
                 )
                 .await
                 .map_err(db)?;

@@ -5,88 +5,53 @@
 use crate::domain::{MessageId, Micros, TriggerKey};
 use crate::store::types::{Completion, StoreError};
 
-use super::claims::{LaneClaim, LaneMessage, TenantShares};
+use tokio_postgres::Row;
+
+use super::claims::{Claim, LaneClaim, LaneMessage};
 use super::rows::{message_id, mode, names, status};
 use super::writer::apply_completions;
 use super::{PgStore, db};
 
-impl PgStore {
-    /// Claims up to `limit` ordered lanes that have runnable work and no live holder.
-    pub async fn claim_lanes(
-        &self,
-        limit: usize,
-        now: Micros,
-    ) -> Result<Vec<LaneClaim>, StoreError> {
-        self.claim_lanes_fairly(limit, now, &TenantShares::default())
-            .await
+/// Claims ordered lanes. Served by lanes_ready (same predicate); the parameters
+/// are those of every `Claim`.
+const CLAIM_LANES: &str = "WITH cand AS (
+    SELECT tenant, trigger, lane, run_at FROM lanes
+    WHERE pending > 0 AND blocked_by IS NULL AND run_at <= $1
+      AND (holder IS NULL OR lease_until < $1)
+      AND tenant <> ALL($5::text[])
+    ORDER BY run_at LIMIT $6 FOR UPDATE SKIP LOCKED),
+ c AS (
+    SELECT tenant, trigger, lane FROM (
+        SELECT tenant, trigger, lane, run_at,
+               row_number() OVER (PARTITION BY tenant ORDER BY run_at) AS n
+        FROM cand) r
+    WHERE n <= $7 ORDER BY run_at LIMIT $2)
+ UPDATE lanes l SET holder = $3, epoch = nextval('lane_epochs'), lease_until = $1 + $4
+ FROM c WHERE l.tenant = c.tenant AND l.trigger = c.trigger AND l.lane = c.lane
+ RETURNING l.tenant, l.trigger, l.lane, l.epoch";
+
+/// Ordered lanes that have runnable work and no live holder.
+impl Claim for LaneClaim {
+    const SQL: &'static str = CLAIM_LANES;
+
+    fn hold(store: &PgStore, r: &Row, until: Micros) {
+        store
+            .held
+            .hold_lane((r.get(0), r.get(1), r.get(2)), r.get(3), until);
     }
 
-    /// As `claim_lanes`, leaving room for other tenants as `shares` says.
-    pub async fn claim_lanes_fairly(
-        &self,
-        limit: usize,
-        now: Micros,
-        shares: &TenantShares,
-    ) -> Result<Vec<LaneClaim>, StoreError> {
-        let (full, candidates, each) = shares.params(limit);
-        self.with(move |store, client| async move {
-            // Served by lanes_ready (same predicate).
-            let stmt = client
-                .prepare_cached(
-                    "WITH cand AS (
-                        SELECT tenant, trigger, lane, run_at FROM lanes
-                        WHERE pending > 0 AND blocked_by IS NULL AND run_at <= $1
-                          AND (holder IS NULL OR lease_until < $1)
-                          AND tenant <> ALL($5::text[])
-                        ORDER BY run_at LIMIT $6 FOR UPDATE SKIP LOCKED),
-                     c AS (
-                        SELECT tenant, trigger, lane FROM (
-                            SELECT tenant, trigger, lane, run_at,
-                                   row_number() OVER (PARTITION BY tenant ORDER BY run_at) AS n
-                            FROM cand) r
-                        WHERE n <= $7 ORDER BY run_at LIMIT $2)
-                     UPDATE lanes l SET holder = $3, epoch = nextval('lane_epochs'), lease_until = $1 + $4
-                     FROM c WHERE l.tenant = c.tenant AND l.trigger = c.trigger AND l.lane = c.lane
-                     RETURNING l.tenant, l.trigger, l.lane, l.epoch",
-                )
-                .await
-                .map_err(db)?;
-            let rows = client
-                .query(
-                    &stmt,
-                    &[
-                        &now,
-                        &(limit as i64),
-                        &&*store.node,
-                        &store.lease_us(),
-                        &full,
-                        &candidates,
-                        &each,
-                    ],
-                )
-                .await
-                .map_err(db)?;
-            let until = now + store.lease_us();
-            for r in &rows {
-                store
-                    .held
-                    .hold_lane((r.get(0), r.get(1), r.get(2)), r.get(3), until);
-            }
-            rows.iter()
-                .map(|r| {
-                    let (tenant, trigger) = names(r.get(0), r.get(1))?;
-                    Ok(LaneClaim {
-                        tenant,
-                        trigger,
-                        lane: r.get(2),
-                        epoch: r.get(3),
-                    })
-                })
-                .collect()
+    fn read(r: &Row, _now: Micros) -> Result<Self, StoreError> {
+        let (tenant, trigger) = names(r.get(0), r.get(1))?;
+        Ok(LaneClaim {
+            tenant,
+            trigger,
+            lane: r.get(2),
+            epoch: r.get(3),
         })
-        .await
     }
+}
 
+impl PgStore {
     /// The failed message holding an ordered lane, if one does.
     pub async fn lane_blocked_by(
         &self,

@@ -35,7 +35,7 @@ use crate::domain::{AttemptRecord, MessageId, MessageView, Micros, NewMessage};
 use super::error::Cause;
 use super::types::{Completion, PendingMessage, StoreError};
 
-pub use claims::{ClaimedMessage, Ended, LaneClaim, LaneMessage, TenantShares, Wakeup};
+pub use claims::{Claim, ClaimedMessage, Ended, LaneClaim, LaneMessage, TenantShares, Wakeup};
 
 pub(super) const PURGE_CHUNK: i64 = 5_000;
 

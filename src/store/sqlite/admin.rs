@@ -93,15 +93,33 @@ fn status(s: &str) -> Result<MessageStatus, StoreError> {
 }
 
 type SummaryRow = (
-    (String, String, String, Option<String>, String),
-    (i64, Option<i64>, u32, Option<i64>, Option<String>, bool),
+    String,
+    String,
+    String,
+    Option<String>,
+    String,
+    i64,
+    Option<i64>,
+    u32,
+    Option<i64>,
+    Option<String>,
+    bool,
     Option<String>,
 );
 
 fn summary(row: SummaryRow) -> Result<MessageSummary, StoreError> {
     let (
-        (i, tenant, trigger, lane, st),
-        (received_at, finished_at, attempts, code, replay, blocking),
+        i,
+        tenant,
+        trigger,
+        lane,
+        st,
+        received_at,
+        finished_at,
+        attempts,
+        code,
+        replay,
+        blocking,
         error,
     ) = row;
     Ok(MessageSummary {
@@ -121,31 +139,13 @@ fn summary(row: SummaryRow) -> Result<MessageSummary, StoreError> {
 }
 
 fn list(conn: &Connection, q: &MessageQuery) -> Result<Vec<MessageSummary>, StoreError> {
-    let keys: Vec<Option<&TriggerKey>> = if q.triggers.is_empty() {
-        vec![None]
-    } else {
-        q.triggers.iter().map(Some).collect()
-    };
     let mut out = Vec::new();
     // One indexed query per trigger, merged: each reads at most `limit` rows.
-    for key in keys {
+    for key in q.trigger_keys() {
         let (sql, values) = list_sql(q, key);
         let mut stmt = conn.prepare_cached(&sql).map_err(sqlite)?;
         let rows = stmt
-            .query_map(params_from_iter(values), |r| {
-                Ok((
-                    (r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?),
-                    (
-                        r.get(5)?,
-                        r.get(6)?,
-                        r.get(7)?,
-                        r.get(8)?,
-                        r.get(9)?,
-                        r.get(10)?,
-                    ),
-                    r.get(11)?,
-                ))
-            })
+            .query_map(params_from_iter(values), |r| r.try_into())
             .and_then(|rows| rows.collect::<Result<Vec<SummaryRow>, _>>())
             .map_err(sqlite)?;
         for row in rows {
@@ -162,13 +162,8 @@ fn count(conn: &Connection, q: &MessageQuery) -> Result<u64, StoreError> {
         before: None,
         ..q.clone()
     };
-    let keys: Vec<Option<&TriggerKey>> = if q.triggers.is_empty() {
-        vec![None]
-    } else {
-        q.triggers.iter().map(Some).collect()
-    };
     let mut total = 0u64;
-    for key in keys {
+    for key in q.trigger_keys() {
         // Served by the same indexes as the list.
         let (clause, values) = conditions(&q, key);
         let n: i64 = conn
@@ -241,19 +236,7 @@ fn blocked_lanes(
             "SELECT tenant, trigger, lane, id, status, finished_at FROM messages
              WHERE open = 1 AND blocking = 1 AND lane IS NOT NULL ORDER BY seq",
         )
-        .and_then(|mut s| {
-            s.query_map([], |r| {
-                Ok((
-                    r.get(0)?,
-                    r.get(1)?,
-                    r.get(2)?,
-                    r.get(3)?,
-                    r.get(4)?,
-                    r.get(5)?,
-                ))
-            })?
-            .collect()
-        })
+        .and_then(|mut s| s.query_map([], |r| r.try_into())?.collect())
         .map_err(sqlite)?;
     let mut out = Vec::new();
     for (tenant, trigger, lane, i, st, since) in rows {
@@ -359,13 +342,8 @@ impl SqliteStore {
     /// that it reads an index rather than the table.
     pub async fn explain_list(&self, q: MessageQuery) -> Result<Vec<String>, StoreError> {
         self.run_admin(move |c| {
-            let keys: Vec<Option<&TriggerKey>> = if q.triggers.is_empty() {
-                vec![None]
-            } else {
-                q.triggers.iter().map(Some).collect()
-            };
             let mut plans = Vec::new();
-            for key in keys {
+            for key in q.trigger_keys() {
                 let (sql, values) = list_sql(&q, key);
                 let lines: Vec<String> = c
                     .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))

@@ -7,7 +7,7 @@ use rusqlite::{Connection, params, params_from_iter};
 use crate::domain::{MessageId, Micros, TenantName};
 
 use crate::store::StoreError;
-use crate::store::admin::{DeliveryStatus, DeliveryView, NewDelivery};
+use crate::store::admin::{DeliveryQuery, DeliveryStatus, DeliveryView, NewDelivery};
 use crate::store::error::sqlite;
 
 use super::SqliteStore;
@@ -16,20 +16,22 @@ use super::reads::{corrupt, id_floor};
 
 const DELIVERY_COLUMNS: &str = "id, tenant, subscription, event, message_id, created_at, status, next_at, attempt_log, payload";
 
+/// A row of `DELIVERY_COLUMNS`.
 type DeliveryRow = (
-    (String, String, String, String, Option<String>),
-    (i64, String, i64, String, String),
+    String,
+    String,
+    String,
+    String,
+    Option<String>,
+    i64,
+    String,
+    i64,
+    String,
+    String,
 );
 
-fn delivery_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<DeliveryRow> {
-    Ok((
-        (r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?),
-        (r.get(5)?, r.get(6)?, r.get(7)?, r.get(8)?, r.get(9)?),
-    ))
-}
-
 fn delivery(row: DeliveryRow) -> Result<DeliveryView, StoreError> {
-    let ((i, tenant, subscription, event, message), (created_at, st, next_at, log, payload)) = row;
+    let (i, tenant, subscription, event, message, created_at, st, next_at, log, payload) = row;
     Ok(DeliveryView {
         id: id(&i)?,
         tenant: name(TenantName::parse, &tenant)?,
@@ -52,7 +54,7 @@ fn deliveries(
     let rows: Vec<DeliveryRow> = conn
         .prepare_cached(sql)
         .and_then(|mut s| {
-            s.query_map(params_from_iter(values), delivery_row)?
+            s.query_map(params_from_iter(values), |r| r.try_into())?
                 .collect()
         })
         .map_err(sqlite)?;
@@ -133,28 +135,22 @@ impl SqliteStore {
         .await
     }
 
-    pub async fn list_deliveries(
-        &self,
-        tenant: TenantName,
-        subscription: Option<String>,
-        before: Option<MessageId>,
-        limit: u32,
-    ) -> Result<Vec<DeliveryView>, StoreError> {
+    pub async fn list_deliveries(&self, q: DeliveryQuery) -> Result<Vec<DeliveryView>, StoreError> {
         self.run_admin(move |c| {
             // Served by deliveries_tenant (tenant, subscription, id), or by its
             // tenant prefix and the primary key order when no subscription is given.
             let mut sql = format!("SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE tenant = ?");
-            let mut values = vec![Sql::Text(tenant.as_str().to_owned())];
-            if let Some(s) = subscription {
+            let mut values = vec![Sql::Text(q.tenant.as_str().to_owned())];
+            if let Some(s) = q.subscription {
                 sql.push_str(" AND subscription = ?");
                 values.push(Sql::Text(s));
             }
-            if let Some(b) = before {
+            if let Some(b) = q.before {
                 sql.push_str(" AND id < ?");
                 values.push(Sql::Text(b.to_string()));
             }
             sql.push_str(" ORDER BY id DESC LIMIT ?");
-            values.push(Sql::Integer(limit.into()));
+            values.push(Sql::Integer(q.limit.into()));
             deliveries(c, &sql, values)
         })
         .await

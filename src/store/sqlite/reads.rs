@@ -146,13 +146,8 @@ pub(super) fn recover(
              FROM messages m LEFT JOIN message_inputs i ON i.seq = m.seq WHERE m.open = 1 ORDER BY m.seq",
         )
         .and_then(|mut s| {
-            s.query_map([], |r| {
-                Ok((
-                    r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?,
-                    r.get(7)?, r.get(8)?, r.get(9)?, r.get(10)?,
-                ))
-            })?
-            .collect::<Result<Vec<_>, _>>()
+            s.query_map([], |r| r.try_into())?
+                .collect::<Result<Vec<_>, _>>()
         })
         .map_err(sqlite)?;
     tx.commit().map_err(sqlite)?;

@@ -1,23 +1,21 @@
 //! The embedded store's own tests (the contract of both stores is in tests/api).
 
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
 use rusqlite::Connection;
 
 use super::SqliteStore;
-use crate::domain::{MessageId, MessageStatus, Mode, NewMessage, Outcome, TenantName, TriggerName};
+use crate::domain::{MessageId, MessageStatus, Mode, NewMessage, Outcome};
 use crate::store::types::Completion;
 
 fn executed(n: i64) -> (NewMessage, Completion) {
     let id = MessageId::new();
     let m = NewMessage {
         id,
-        tenant: TenantName::parse("acme").unwrap(),
-        trigger: TriggerName::parse("ItemPrice").unwrap(),
-        lane: None,
         mode: Mode::Sync,
         received_at: n,
-        idempotency_key: None,
-        input: serde_json::json!({"n": n}),
-        body_json: None,
+        ..NewMessage::example(serde_json::json!({"n": n}))
     };
     let c = Completion {
         id,
@@ -36,6 +34,15 @@ fn executed(n: i64) -> (NewMessage, Completion) {
     (m, c)
 }
 
+/// A store in a new file whose execution records wait up to `wait` for others
+/// to share their commit; the directory lives as long as the guard returned.
+fn store_waiting(wait: Duration) -> (tempfile::TempDir, PathBuf, SqliteStore) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("flowgate.db");
+    let store = SqliteStore::open_with(path.to_str().unwrap(), wait).unwrap();
+    (dir, path, store)
+}
+
 /// How many messages `path` holds, as another connection sees them (what is
 /// committed).
 fn committed(path: &std::path::Path) -> i64 {
@@ -50,11 +57,8 @@ fn committed(path: &std::path::Path) -> i64 {
 /// read sees them. Told by what is committed, not by how long it took.
 #[tokio::test]
 async fn execution_records_share_a_commit_and_a_read_ends_the_wait() {
-    use std::time::Duration;
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("records.db");
     // A wait far longer than the test: only the read can end it.
-    let store = SqliteStore::open_with(path.to_str().unwrap(), Duration::from_secs(3600)).unwrap();
+    let (_dir, path, store) = store_waiting(Duration::from_secs(3600));
     let before = store.commits();
     let mut last = None;
     for n in 0..2 {
@@ -69,12 +73,9 @@ async fn execution_records_share_a_commit_and_a_read_ends_the_wait() {
     assert!(read.unwrap().is_some(), "the read sees the record");
     assert_eq!(committed(&path), 2);
     // The writer counts its commit just after it answers the read.
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + Duration::from_secs(30);
     while store.commits() == before {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the commit was never counted"
-        );
+        assert!(Instant::now() < deadline, "the commit was never counted");
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
     assert_eq!(store.commits() - before, 1, "both records in one commit");
@@ -84,10 +85,7 @@ async fn execution_records_share_a_commit_and_a_read_ends_the_wait() {
 /// A record that nothing follows is committed on its own once its wait is over.
 #[tokio::test]
 async fn a_lone_execution_record_is_committed_when_its_wait_is_over() {
-    use std::time::{Duration, Instant};
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("lone.db");
-    let store = SqliteStore::open_with(path.to_str().unwrap(), Duration::from_millis(20)).unwrap();
+    let (_dir, path, store) = store_waiting(Duration::from_millis(20));
     let before = store.commits();
     let (m, c) = executed(0);
     store.record_executed(m, c).await;

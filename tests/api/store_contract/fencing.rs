@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use flowgate::domain::{AttemptRecord, MessageStatus, Outcome, now_micros};
 
-use super::{done, end, message, stores, two_nodes};
+use super::{ClaimAll, done, end, message, stores, two_nodes};
 use crate::pg::query;
 
 fn start(n: u32) -> AttemptRecord {

@@ -9,12 +9,39 @@ use flowgate::domain::{
     AttemptRecord, MessageId, MessageStatus, Mode, NewMessage, Outcome, TenantName, TriggerName,
     now_micros,
 };
-use flowgate::store::{Completion, EnqueueOutcome, PgOptions, PgStore, Store, TenantShares};
+use flowgate::store::{
+    ClaimedMessage, Completion, EnqueueOutcome, LaneClaim, PgOptions, PgStore, Store, StoreError,
+    TenantShares,
+};
 
 use crate::pg::{PgSchema, schema};
 
 mod fencing;
 mod upgrade;
+
+/// Claims that leave no tenant out, as most tests here want them.
+pub(crate) trait ClaimAll {
+    async fn claim_messages(
+        &self,
+        limit: usize,
+        now: i64,
+    ) -> Result<Vec<ClaimedMessage>, StoreError>;
+    async fn claim_lanes(&self, limit: usize, now: i64) -> Result<Vec<LaneClaim>, StoreError>;
+}
+
+impl ClaimAll for PgStore {
+    async fn claim_messages(
+        &self,
+        limit: usize,
+        now: i64,
+    ) -> Result<Vec<ClaimedMessage>, StoreError> {
+        self.claim(limit, now, &TenantShares::default()).await
+    }
+
+    async fn claim_lanes(&self, limit: usize, now: i64) -> Result<Vec<LaneClaim>, StoreError> {
+        self.claim(limit, now, &TenantShares::default()).await
+    }
+}
 
 pub struct Fresh {
     pub store: Store,
@@ -306,10 +333,7 @@ async fn a_closed_store_reports_unavailable() {
             .enqueue(&[message(None, None, now_micros())])
             .await
             .unwrap_err();
-        assert!(
-            matches!(err, flowgate::store::StoreError::Unavailable(_)),
-            "{name}: {err}"
-        );
+        assert!(matches!(err, StoreError::Unavailable(_)), "{name}: {err}");
     }
 }
 
@@ -543,14 +567,14 @@ async fn pg_claims_leave_room_for_other_tenants() {
         full: vec![],
         each: 3,
     };
-    let claimed = a.claim_messages_fairly(3, now, &whole).await.unwrap();
+    let claimed = a.claim::<ClaimedMessage>(3, now, &whole).await.unwrap();
     let names: Vec<String> = claimed.iter().map(|m| m.tenant.to_string()).collect();
     assert_eq!(tenants(&names), (3, 0));
     // At most three a tenant: the other tenant's message comes with them.
-    let claimed = a.claim_messages_fairly(8, now, &shares).await.unwrap();
+    let claimed = a.claim::<ClaimedMessage>(8, now, &shares).await.unwrap();
     let names: Vec<String> = claimed.iter().map(|m| m.tenant.to_string()).collect();
     assert_eq!(tenants(&names), (3, 1));
-    let lanes = a.claim_lanes_fairly(8, now, &shares).await.unwrap();
+    let lanes = a.claim::<LaneClaim>(8, now, &shares).await.unwrap();
     let names: Vec<String> = lanes.iter().map(|l| l.tenant.to_string()).collect();
     assert_eq!(tenants(&names), (3, 1));
     // A tenant this node runs enough of is left out altogether.
@@ -559,17 +583,17 @@ async fn pg_claims_leave_room_for_other_tenants() {
         each: 3,
     };
     assert!(
-        a.claim_messages_fairly(8, now, &full)
+        a.claim::<ClaimedMessage>(8, now, &full)
             .await
             .unwrap()
             .is_empty()
     );
     assert!(
-        a.claim_lanes_fairly(8, now, &full)
+        a.claim::<LaneClaim>(8, now, &full)
             .await
             .unwrap()
             .is_empty()
     );
-    let rest = a.claim_messages_fairly(8, now, &shares).await.unwrap();
+    let rest = a.claim::<ClaimedMessage>(8, now, &shares).await.unwrap();
     assert_eq!(rest.len(), 3);
 }
