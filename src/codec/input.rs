@@ -16,6 +16,19 @@ use crate::flow::{Method, Trigger};
 pub struct InputError {
     pub code: &'static str,
     pub message: String,
+    /// For a violation of the trigger's `body:` schema: the JSON pointer of the
+    /// value in the body (`""`: the body itself).
+    pub pointer: Option<String>,
+}
+
+impl InputError {
+    pub fn new(code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+            pointer: None,
+        }
+    }
 }
 
 /// Everything taken from one request.
@@ -48,20 +61,20 @@ pub fn document(trigger: &Trigger, req: Request<'_>) -> Result<Document, Vec<Inp
     let pairs = match form_pairs(req.query.as_bytes()) {
         Ok(p) => p,
         Err(e) => {
-            errors.push(InputError {
-                code: "invalid_query",
-                message: format!("the query string cannot be decoded: {e}"),
-            });
+            errors.push(InputError::new(
+                "invalid_query",
+                format!("the query string cannot be decoded: {e}"),
+            ));
             Vec::new()
         }
     };
     let params = match parse_params(&trigger.params, &pairs) {
         Ok(p) => p,
         Err(errs) => {
-            errors.extend(errs.into_iter().map(|e| InputError {
-                code: "invalid_parameter",
-                message: e.message,
-            }));
+            errors.extend(
+                errs.into_iter()
+                    .map(|e| InputError::new("invalid_parameter", e.message)),
+            );
             Map::new()
         }
     };
@@ -153,7 +166,10 @@ fn schema_errors(found: Violations) -> Vec<InputError> {
     let mut errors: Vec<InputError> = found
         .first
         .iter()
-        .map(|v| body_error(v.to_string()))
+        .map(|v| InputError {
+            pointer: Some(v.pointer.clone()),
+            ..body_error(v.to_string())
+        })
         .collect();
     if found.more > 0 {
         let or_more = if found.more_uncounted { " or more" } else { "" };
@@ -166,19 +182,14 @@ fn schema_errors(found: Violations) -> Vec<InputError> {
 }
 
 fn body_error(message: String) -> InputError {
-    InputError {
-        code: "invalid_body",
-        message,
-    }
+    InputError::new("invalid_body", message)
 }
 
 fn too_deep(limit: usize) -> InputError {
-    InputError {
-        code: "too_deep",
-        message: format!(
-            "the body is nested deeper than the limit of {limit} levels (max_input_depth)"
-        ),
-    }
+    InputError::new(
+        "too_deep",
+        format!("the body is nested deeper than the limit of {limit} levels (max_input_depth)"),
+    )
 }
 
 /// `decode_body` within `max_depth`, and whether the value is the parse of the

@@ -106,7 +106,10 @@ pub fn errors_body(code: &str, message: &str) -> Value {
 pub fn input_errors_body(errors: &[InputError]) -> Value {
     json!({"errors": errors
         .iter()
-        .map(|e| json!({"code": e.code, "message": e.message}))
+        .map(|e| match &e.pointer {
+            Some(p) => json!({"code": e.code, "message": e.message, "pointer": p}),
+            None => json!({"code": e.code, "message": e.message}),
+        })
         .collect::<Vec<_>>()})
 }
 

@@ -47,10 +47,10 @@ pub fn json_config() -> web::JsonConfig {
             | JsonPayloadError::OverflowKnownLength { limit, .. } => {
                 ApiError::PayloadTooLarge(*limit)
             }
-            other => ApiError::BadRequest(vec![crate::codec::input::InputError {
-                code: "invalid_body",
-                message: other.to_string(),
-            }]),
+            other => ApiError::BadRequest(vec![crate::codec::input::InputError::new(
+                "invalid_body",
+                other.to_string(),
+            )]),
         };
         api.into()
     })

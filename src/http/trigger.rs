@@ -60,10 +60,10 @@ async fn read_body(
             if super::body::is_late(&e) {
                 return ApiError::BodyTimeout;
             }
-            ApiError::BadRequest(vec![InputError {
-                code: "invalid_body",
-                message: format!("the body could not be read: {e}"),
-            }])
+            ApiError::BadRequest(vec![InputError::new(
+                "invalid_body",
+                format!("the body could not be read: {e}"),
+            )])
         })?;
         if body.len() + chunk.len() > limit {
             return Err(ApiError::PayloadTooLarge(limit));
@@ -180,14 +180,11 @@ async fn lane(
     let executor = state.queue.dispatcher().executor();
     executor.lane(trigger, input).await.map_err(|e| {
         let error = match e {
-            EvalError::NotAKey(_) => InputError {
-                code: "invalid_ordering_key",
-                message: e.to_string(),
-            },
-            e => InputError {
-                code: "invalid_body",
-                message: format!("the ordering key cannot be computed from this request: {e}"),
-            },
+            EvalError::NotAKey(_) => InputError::new("invalid_ordering_key", e.to_string()),
+            e => InputError::new(
+                "invalid_body",
+                format!("the ordering key cannot be computed from this request: {e}"),
+            ),
         };
         ApiError::BadRequest(vec![error])
     })
@@ -272,12 +269,12 @@ async fn call(
             Some(k.trim().to_owned())
         }
         Some(_) => {
-            return Err(ApiError::BadRequest(vec![InputError {
-                code: "invalid_header",
-                message: format!(
+            return Err(ApiError::BadRequest(vec![InputError::new(
+                "invalid_header",
+                format!(
                     "Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} visible ASCII characters"
                 ),
-            }]));
+            )]));
         }
     };
     let id = MessageId::new();

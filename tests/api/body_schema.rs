@@ -69,6 +69,17 @@ async fn a_body_that_does_not_match_is_refused_with_each_violation_and_never_que
     let res = app
         .post_json("/acme/Reserve", None, &json!({"item": "c300", "qty": 0}))
         .await;
+    let body: Value = res.json().await.unwrap();
+    let pointers: Vec<&Value> = body["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| &e["pointer"])
+        .collect();
+    assert_eq!(pointers, [&json!("/item"), &json!("/qty")], "{body}");
+    let res = app
+        .post_json("/acme/Reserve", None, &json!({"item": "c300", "qty": 0}))
+        .await;
     assert_eq!(
         refused(res).await,
         [

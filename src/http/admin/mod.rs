@@ -100,7 +100,7 @@ fn parse_id(s: &str, what: &str) -> Result<MessageId, ApiError> {
 }
 
 fn bad(code: &'static str, message: String) -> ApiError {
-    ApiError::BadRequest(vec![InputError { code, message }])
+    ApiError::BadRequest(vec![InputError::new(code, message)])
 }
 
 /// A list's `cursor` parameter: the id of the last row of the previous page.
