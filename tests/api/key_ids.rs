@@ -199,3 +199,32 @@ fn check_names_each_key_that_is_wrong() {
         assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stored_message_records_its_consumer_label_and_key_id() {
+    let (id, key, hash) = key_with_id();
+    let tenant = format!(
+        "api_keys:\n  webshop:\n    keys:\n{}",
+        item(&id, &hash, None)
+    );
+    let app = crate::admin::admin_app_with(
+        |flows| {
+            write_flow(flows, "shop/_tenant.yaml", &tenant);
+            write_flow(
+                flows,
+                "shop/Order.yaml",
+                "auth: { api_keys: [webshop] }\nresponse: { mode: async }\nsteps:\n  - set: { x: .body }\n",
+            );
+        },
+        |_| {},
+    )
+    .await;
+    let message = app
+        .post_async("/shop/Order", Some(&key), serde_json::json!({"n": 1}))
+        .await;
+    let detail = app.admin_wait(&message, "succeeded").await;
+    assert_eq!(
+        detail["input"]["auth"],
+        serde_json::json!({"method": "api_key", "label": "webshop", "key_id": id})
+    );
+}
