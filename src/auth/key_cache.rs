@@ -3,10 +3,11 @@
 //! SHA-256 of tenant and key — never the key itself — and revalidated when the
 //! tenant's key list changes. A key with an id (`fg_<id>_<secret>`) is looked
 //! up by its id on every request, cached or not: an id the tenant does not
-//! declare (or no longer does) is refused with no work, an expired one too, and
-//! only the one hash of a declared id is verified; its cached answer holds while
-//! that id's label and hash are unchanged. Verifications are admitted by the [`Gate`] (a
-//! fixed pool, turns per client address, a budget of failures per address);
+//! declare (or no longer does) is refused with no work, an expired one too,
+//! and only the one hash of a declared id is verified; its cached answer holds
+//! while that id's label and hash are unchanged. Verifications are admitted by
+//! the [`Gate`] (a fixed pool, turns per client address, a budget of failures
+//! per address);
 //! concurrent requests with the same unknown key wait for one verification
 //! instead of starting many.
 
