@@ -1,8 +1,13 @@
 //! API key verification. argon2 costs ~30 ms of CPU, so each distinct key is
 //! verified once per process: the result (match or no match) is cached under a
 //! SHA-256 of tenant and key — never the key itself — and revalidated when the
-//! tenant's key list changes. Verifications are admitted by the [`Gate`] (a
-//! fixed pool, turns per client address, a budget of failures per address);
+//! tenant's key list changes. A key with an id (`fg_<id>_<secret>`) is looked
+//! up by its id on every request, cached or not: an id the tenant does not
+//! declare (or no longer does) is refused with no work, an expired one too,
+//! and only the one hash of a declared id is verified; its cached answer holds
+//! while that id's label and hash are unchanged. Verifications are admitted by
+//! the [`Gate`] (a fixed pool, turns per client address, a budget of failures
+//! per address);
 //! concurrent requests with the same unknown key wait for one verification
 //! instead of starting many.
 
@@ -13,7 +18,28 @@ use quick_cache::sync::{Cache, GuardResult};
 use sha2::{Digest, Sha256};
 
 use crate::auth::gate::{Client, Gate, KeyStats, Refused};
-use crate::flow::Tenant;
+use crate::flow::{KeyWithId, Tenant};
+
+/// Who a presented API key is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// A key of consumer `label`; `id` for keys with one.
+    Known { label: String, id: Option<String> },
+    /// A declared id whose key expired (refused without verifying it).
+    Expired { label: String, id: String },
+    /// No key of the tenant.
+    Unknown,
+}
+
+impl Verdict {
+    /// The label of a valid key.
+    pub fn label(&self) -> Option<&str> {
+        match self {
+            Self::Known { label, .. } => Some(label),
+            _ => None,
+        }
+    }
+}
 
 /// Verified in place of a Basic user that does not exist, so that an unknown
 /// user costs what a wrong password does (users cannot be found by timing).
@@ -51,16 +77,47 @@ impl KeyVerifier {
         }
     }
 
-    /// The label of `tenant`'s key that `key` is, if any; `client` is who asks.
+    /// Which of `tenant`'s keys `key` is; `client` is who asks. A key of the
+    /// id form is looked up by its id only; any other among the keys without ids.
     pub async fn identify(
         &self,
         tenant: &Tenant,
         key: &str,
         client: Client,
-    ) -> Result<Option<String>, Refused> {
+    ) -> Result<Verdict, Refused> {
         let ck = cache_key(tenant, key);
-        self.cached(ck, tenant.keys_fingerprint, &tenant.api_keys, key, client)
-            .await
+        let Some(id) = crate::auth::keys::key_id(key) else {
+            let label = self
+                .cached(ck, tenant.keys_fingerprint, &tenant.api_keys, key, client)
+                .await?;
+            return Ok(label.map_or(Verdict::Unknown, |label| Verdict::Known { label, id: None }));
+        };
+        let Some(declared) = tenant.key_ids.get(id) else {
+            return Ok(Verdict::Unknown);
+        };
+        let KeyWithId { label, hash, .. } = declared;
+        if declared.expired_at(time::OffsetDateTime::now_utc()) {
+            return Ok(Verdict::Expired {
+                label: label.clone(),
+                id: id.to_owned(),
+            });
+        }
+        let mut fp = Sha256::new();
+        for part in [label, id, hash] {
+            fp.update(part.as_bytes());
+            fp.update([0]);
+        }
+        let candidates = [(label.clone(), hash.clone())];
+        let matched = self
+            .cached(ck, fp.finalize().into(), &candidates, key, client)
+            .await?;
+        Ok(match matched {
+            Some(label) => Verdict::Known {
+                label,
+                id: Some(id.to_owned()),
+            },
+            None => Verdict::Unknown,
+        })
     }
 
     /// Whether `password` is Basic user `user`'s, with the same cache: the entry
@@ -156,26 +213,29 @@ mod tests {
         let v = KeyVerifier::new(100, Gate::new(2, 1000));
         let t = tenant(&[("a", "key-a"), ("b", "key-b")]);
         assert_eq!(
-            v.identify(&t, "key-b", ME).await.unwrap().as_deref(),
+            v.identify(&t, "key-b", ME).await.unwrap().label(),
             Some("b")
         );
         let after_first = v.stats.verifications.load(Ordering::Relaxed);
         assert_eq!(
-            v.identify(&t, "key-b", ME).await.unwrap().as_deref(),
+            v.identify(&t, "key-b", ME).await.unwrap().label(),
             Some("b")
         );
         assert_eq!(v.stats.verifications.load(Ordering::Relaxed), after_first);
-        assert_eq!(v.identify(&t, "nope", ME).await.unwrap(), None);
+        assert_eq!(v.identify(&t, "nope", ME).await.unwrap(), Verdict::Unknown);
         let after_wrong = v.stats.verifications.load(Ordering::Relaxed);
         assert_eq!(
             v.identify(&t, "nope", ME).await.unwrap(),
-            None,
+            Verdict::Unknown,
             "a wrong key is cached too"
         );
         assert_eq!(v.stats.verifications.load(Ordering::Relaxed), after_wrong);
         // The key is removed from the tenant: the cached match no longer counts.
         let t2 = Tenant::new(t.name.clone(), t.api_keys[..1].to_vec());
-        assert_eq!(v.identify(&t2, "key-b", ME).await.unwrap(), None);
+        assert_eq!(
+            v.identify(&t2, "key-b", ME).await.unwrap(),
+            Verdict::Unknown
+        );
     }
 
     #[tokio::test]
@@ -189,8 +249,83 @@ mod tests {
             })
             .collect();
         for task in tasks {
-            assert_eq!(task.await.unwrap().as_deref(), Some("a"));
+            assert_eq!(task.await.unwrap().label(), Some("a"));
         }
         assert_eq!(v.stats.verifications.load(Ordering::Relaxed), 1);
+    }
+
+    fn with_id(t: Tenant, label: &str, expires: Option<time::OffsetDateTime>) -> (Tenant, String) {
+        let (id, key) = crate::auth::keys::generate();
+        let mut keys: Vec<KeyWithId> = t.key_ids.values().cloned().collect();
+        keys.push(KeyWithId {
+            id,
+            label: label.to_owned(),
+            hash: crate::auth::keys::hash(&key).unwrap(),
+            expires,
+        });
+        (t.with_key_ids(keys), key)
+    }
+
+    #[tokio::test]
+    async fn keys_with_ids_verify_one_hash_and_unknown_ids_none() {
+        let v = KeyVerifier::new(100, Gate::new(2, 1000));
+        let (t, key) = with_id(tenant(&[("a", "key-a"), ("b", "key-b")]), "c", None);
+        let (t, other) = with_id(t, "c", None);
+        let verified = || v.stats.verifications.load(Ordering::Relaxed);
+        let id = crate::auth::keys::key_id(&key).unwrap().to_owned();
+        assert_eq!(
+            v.identify(&t, &key, ME).await.unwrap(),
+            Verdict::Known {
+                label: "c".into(),
+                id: Some(id.clone())
+            }
+        );
+        assert_eq!(verified(), 1, "only the id's hash");
+        // A wrong secret for a declared id: one verification.
+        let wrong = format!("{}{}", &key[..12], "A".repeat(43));
+        assert_eq!(v.identify(&t, &wrong, ME).await.unwrap(), Verdict::Unknown);
+        assert_eq!(verified(), 2);
+        // An id nobody declared: no work at all.
+        let unknown = format!("fg_zzzzzzzz_{}", &key[12..]);
+        assert_eq!(
+            v.identify(&t, &unknown, ME).await.unwrap(),
+            Verdict::Unknown
+        );
+        assert_eq!(verified(), 2);
+        // The cached key is revoked as soon as its id is gone.
+        assert!(v.is_cached(&t, &key));
+        let kept: Vec<KeyWithId> = t.key_ids.values().filter(|k| k.id != id).cloned().collect();
+        let t2 = t.clone().with_key_ids(kept);
+        assert_eq!(v.identify(&t2, &key, ME).await.unwrap(), Verdict::Unknown);
+        assert_eq!(
+            v.identify(&t2, &other, ME).await.unwrap().label(),
+            Some("c")
+        );
+        // The other keys are unaffected.
+        assert_eq!(
+            v.identify(&t2, "key-a", ME).await.unwrap().label(),
+            Some("a")
+        );
+    }
+
+    #[tokio::test]
+    async fn an_expired_key_is_refused_even_when_cached() {
+        let v = KeyVerifier::new(100, Gate::new(2, 1000));
+        let later = time::OffsetDateTime::now_utc() + time::Duration::hours(1);
+        let (t, key) = with_id(tenant(&[]), "c", Some(later));
+        assert_eq!(v.identify(&t, &key, ME).await.unwrap().label(), Some("c"));
+        let mut keys: Vec<KeyWithId> = t.key_ids.values().cloned().collect();
+        keys[0].expires = Some(time::OffsetDateTime::now_utc());
+        let id = keys[0].id.clone();
+        let expired = t.with_key_ids(keys);
+        let before = v.stats.verifications.load(Ordering::Relaxed);
+        assert_eq!(
+            v.identify(&expired, &key, ME).await.unwrap(),
+            Verdict::Expired {
+                label: "c".into(),
+                id
+            }
+        );
+        assert_eq!(v.stats.verifications.load(Ordering::Relaxed), before);
     }
 }

@@ -1,5 +1,5 @@
 //! `flowgate key new`: an API key for a tenant's callers (generated or given) and
-//! the line of `_tenant.yaml` with its hash. `flowgate token new`: an admin
+//! the `api_keys:` entry of `_tenant.yaml` with its hash. `flowgate token new`: an admin
 //! token and the `[[admin_tokens]]` entry of `flowgate.toml` with its hash.
 
 use std::process::ExitCode;
@@ -9,22 +9,50 @@ use serde_json::json;
 
 use crate::domain::TenantName;
 
+/// A key for consumer `label`: a new one `fg_<id>_<secret>`, or the one given
+/// (`--key`; with an id when it has the id form). Prints the key once and the
+/// `api_keys:` entry of `_tenant.yaml` with its hash.
 pub fn new(label: &str, key: Option<String>, as_json: bool) -> Result<ExitCode> {
+    let given = key.is_some();
     let (key, hash) = secret(label, key, "--key")?;
+    let id = crate::auth::keys::key_id(&key).map(str::to_owned);
+    let yaml = api_keys_entry(label, id.as_deref(), &hash);
     if as_json {
-        println!("{}", json!({"label": label, "key": key, "hash": hash}));
-    } else {
-        println!("key: {key}");
-        println!("(shown once: only its hash is kept)");
-        println!();
-        println!("add to the tenant's _tenant.yaml under api_keys:");
-        println!("  {label}: \"{hash}\"");
-        println!();
         println!(
-            "(an API key for callers of the tenant's triggers; an admin token is `flowgate token new`)"
+            "{}",
+            json!({"label": label, "id": id, "key": key, "hash": hash, "yaml": yaml})
         );
+        return Ok(ExitCode::SUCCESS);
     }
+    println!("key: {key}");
+    println!("(shown once: only its hash is kept)");
+    println!();
+    println!("add to the tenant's _tenant.yaml under api_keys:");
+    println!();
+    for line in yaml.lines() {
+        println!("  {line}");
+    }
+    println!();
+    if id.is_some() {
+        println!(
+            "(to rotate: add only the `- id:` item to the label's `keys`, and remove the old item once callers use the new key)"
+        );
+    } else if given {
+        println!("(a key without an id: checked against each such label's hash)");
+    }
+    println!(
+        "(an API key for callers of the tenant's triggers; an admin token is `flowgate token new`)"
+    );
     Ok(ExitCode::SUCCESS)
+}
+
+/// The `api_keys:` entry for `label` (labels, ids and PHC strings need no
+/// escaping: all are checked to be plain).
+fn api_keys_entry(label: &str, id: Option<&str>, hash: &str) -> String {
+    match id {
+        Some(id) => format!("{label}:\n  keys:\n    - id: {id}\n      hash: \"{hash}\"\n"),
+        None => format!("{label}: \"{hash}\"\n"),
+    }
 }
 
 /// An admin token for `/_admin`, seeing `tenants` only when given.
@@ -89,7 +117,8 @@ fn secret(label: &str, given: Option<String>, flag: &str) -> Result<(String, Str
     let secret = match given {
         Some(k) if k.trim().is_empty() => bail!("{flag} is empty"),
         Some(k) => k,
-        None => crate::auth::keys::generate(),
+        None if flag == "--key" => crate::auth::keys::generate().1,
+        None => crate::auth::keys::generate_token(),
     };
     let hash = crate::auth::keys::hash(&secret)?;
     Ok((secret, hash))
@@ -98,6 +127,29 @@ fn secret(label: &str, given: Option<String>, flag: &str) -> Result<(String, Str
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_api_keys_entry_reads_back_as_a_tenant() {
+        for id in [Some("k3q7x2ab"), None] {
+            let entry = api_keys_entry("webshop", id, "$argon2id$v=19$x");
+            let text = format!(
+                "api_keys:\n{}",
+                entry
+                    .lines()
+                    .map(|l| format!("  {l}\n"))
+                    .collect::<String>()
+            );
+            let raw: crate::flow::raw::RawTenant = serde_saphyr::from_str(&text).unwrap();
+            match (&raw.api_keys["webshop"].value, id) {
+                (crate::flow::raw::RawApiKey::Consumer(c), Some(id)) => {
+                    assert_eq!(c.keys.value[0].value.id.value, id);
+                    assert_eq!(c.keys.value[0].value.hash.value, "$argon2id$v=19$x");
+                }
+                (crate::flow::raw::RawApiKey::Hash(h), None) => assert_eq!(h, "$argon2id$v=19$x"),
+                (other, _) => panic!("{other:?}"),
+            }
+        }
+    }
 
     #[test]
     fn the_admin_token_entry_reads_back_as_settings() {

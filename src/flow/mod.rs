@@ -20,6 +20,6 @@ pub use diagnostic::Diagnostic;
 pub use expr::{EvalError, Expr};
 pub use loader::{LoadReport, Loader, TestFile, check_dir};
 pub use model::{
-    Auth, Method, OnExhausted, OnTimeout, Step, StepKind, Subscription, Tenant, Trigger,
+    Auth, KeyWithId, Method, OnExhausted, OnTimeout, Step, StepKind, Subscription, Tenant, Trigger,
 };
 pub use template::{Template, TemplatePart};

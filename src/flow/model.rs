@@ -19,11 +19,13 @@ use super::template::Template;
 #[derive(Debug, Clone)]
 pub struct Tenant {
     pub name: TenantName,
-    /// label -> argon2id PHC string
+    /// label -> argon2id PHC string: the keys without an id (pasted ones).
     pub api_keys: Vec<(String, String)>,
     /// SHA-256 over the key list: cached verifications are only trusted while
     /// it is unchanged.
     pub keys_fingerprint: [u8; 32],
+    /// The keys with a public id (`keys:` of a label), by id.
+    pub key_ids: IndexMap<String, KeyWithId>,
     /// user -> argon2id PHC string, for HTTP Basic callers
     pub basic_users: Vec<(String, String)>,
     /// Named connections, in file order.
@@ -38,6 +40,25 @@ pub struct Tenant {
     pub subscriptions: Vec<Subscription>,
     /// The events some enabled subscription wants (`EventKind::bit`).
     pub events_mask: u8,
+}
+
+/// A key of `_tenant.yaml` with a public id: looked up by its id, so that only
+/// its hash is verified.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KeyWithId {
+    pub id: String,
+    /// The consumer it belongs to (the label triggers list).
+    pub label: String,
+    /// argon2id PHC string
+    pub hash: String,
+    /// From then on the key is refused (`key_expired`).
+    pub expires: Option<time::OffsetDateTime>,
+}
+
+impl KeyWithId {
+    pub fn expired_at(&self, now: time::OffsetDateTime) -> bool {
+        self.expires.is_some_and(|at| now >= at)
+    }
 }
 
 /// One outbound event webhook of a tenant.
@@ -67,6 +88,7 @@ impl Tenant {
             name,
             api_keys,
             keys_fingerprint: h.finalize().into(),
+            key_ids: IndexMap::new(),
             basic_users: Vec::new(),
             connections: IndexMap::new(),
             secret_headers: Arc::from(Vec::new()),
@@ -102,6 +124,24 @@ impl Tenant {
 
     pub fn empty(name: TenantName) -> Self {
         Self::new(name, Vec::new())
+    }
+
+    /// The same tenant with these keys with ids.
+    pub fn with_key_ids(mut self, keys: Vec<KeyWithId>) -> Self {
+        self.key_ids = keys.into_iter().map(|k| (k.id.clone(), k)).collect();
+        self
+    }
+
+    /// Every consumer label, with or without ids, once each in file order.
+    pub fn key_labels(&self) -> Vec<&str> {
+        let mut labels: Vec<&str> = Vec::new();
+        let all = self.api_keys.iter().map(|(l, _)| l.as_str());
+        for l in all.chain(self.key_ids.values().map(|k| k.label.as_str())) {
+            if !labels.contains(&l) {
+                labels.push(l);
+            }
+        }
+        labels
     }
 
     pub fn key_hash(&self, label: &str) -> Option<&str> {

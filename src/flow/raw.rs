@@ -15,8 +15,9 @@ use serde_saphyr::Spanned;
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawTenant {
+    /// label -> a pasted key's hash, or the label's keys with ids
     #[serde(default)]
-    pub api_keys: IndexMap<String, Spanned<String>>,
+    pub api_keys: IndexMap<String, Spanned<RawApiKey>>,
     /// user -> argon2id PHC string, for callers using HTTP Basic auth
     #[serde(default)]
     pub basic_users: IndexMap<String, Spanned<String>>,
@@ -27,6 +28,58 @@ pub struct RawTenant {
     pub secret_headers: Vec<Spanned<String>>,
     #[serde(default)]
     pub subscriptions: Vec<Spanned<RawSubscription>>,
+}
+
+/// An entry of `api_keys:`: `label: "<hash>"` (a key without an id), or
+/// `label: { keys: [...] }`.
+#[derive(Debug)]
+pub enum RawApiKey {
+    Hash(String),
+    Consumer(Box<RawConsumer>),
+}
+
+impl<'de> Deserialize<'de> for RawApiKey {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = RawApiKey;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an argon2id hash, or a mapping with `keys:`")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<RawApiKey, E> {
+                Ok(RawApiKey::Hash(v.to_owned()))
+            }
+            fn visit_string<E: de::Error>(self, v: String) -> Result<RawApiKey, E> {
+                Ok(RawApiKey::Hash(v))
+            }
+            fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<RawApiKey, A::Error> {
+                RawConsumer::deserialize(de::value::MapAccessDeserializer::new(map))
+                    .map(|c| RawApiKey::Consumer(Box::new(c)))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// `label: { keys: [...] }`: a consumer's keys with ids (more than one while
+/// a key is rotated).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConsumer {
+    pub keys: Spanned<Vec<Spanned<RawKeyWithId>>>,
+    /// Limits to come: refused with a diagnostic until they are supported.
+    pub rate: Option<Spanned<serde_json::Value>>,
+    pub burst: Option<Spanned<serde_json::Value>>,
+    pub quota: Option<Spanned<serde_json::Value>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawKeyWithId {
+    pub id: Spanned<String>,
+    pub hash: Spanned<String>,
+    /// RFC 3339
+    pub expires: Option<Spanned<String>>,
 }
 
 /// An entry of `subscriptions:`: an outbound event webhook.

@@ -10,6 +10,7 @@ use base64::Engine;
 use serde_json::{Value, json};
 
 use crate::auth::gate::Client;
+use crate::auth::key_cache::Verdict;
 use crate::domain::{Cidr, HmacRule};
 use crate::flow::{Auth, Tenant, Trigger};
 
@@ -108,13 +109,18 @@ pub async fn admit(
                 )
             })?;
             match state.keys.identify(tenant, key, client).await? {
-                Some(label) if labels.contains(&label) => {
-                    Ok(Admitted::Done(json!({"method": "api_key", "label": label})))
+                Verdict::Known { label, id } if labels.contains(&label) => {
+                    let mut auth = json!({"method": "api_key", "label": label});
+                    if let Some(id) = id {
+                        auth["key_id"] = json!(id);
+                    }
+                    Ok(Admitted::Done(auth))
                 }
-                Some(_) => Err(ApiError::Unauthorized(
+                Verdict::Known { .. } => Err(ApiError::Unauthorized(
                     "this API key may not call this trigger".into(),
                 )),
-                None => Err(ApiError::Unauthorized("invalid API key".into())),
+                Verdict::Expired { id, .. } => Err(ApiError::KeyExpired(id)),
+                Verdict::Unknown => Err(ApiError::Unauthorized("invalid API key".into())),
             }
         }
         Auth::Basic(users) => {

@@ -38,6 +38,9 @@ pub enum ApiError {
     /// No or wrong credentials where an API key (or admin token) is expected.
     #[error("unauthorized")]
     Unauthorized(String),
+    /// An API key whose id is declared but expired (`key_expired`).
+    #[error("key expired")]
+    KeyExpired(String),
     /// No or wrong credentials where the trigger expects another kind: the
     /// `WWW-Authenticate` challenge names the one that would be accepted.
     #[error("unauthorized")]
@@ -94,7 +97,9 @@ impl ResponseError for ApiError {
         match self {
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
-            Self::Unauthorized(_) | Self::Challenge { .. } => StatusCode::UNAUTHORIZED,
+            Self::Unauthorized(_) | Self::KeyExpired(_) | Self::Challenge { .. } => {
+                StatusCode::UNAUTHORIZED
+            }
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
@@ -130,6 +135,13 @@ impl ResponseError for ApiError {
             Self::Unauthorized(why) => {
                 res.insert_header((header::WWW_AUTHENTICATE, "Bearer realm=\"flowgate\""));
                 body("unauthorized", why.clone())
+            }
+            Self::KeyExpired(id) => {
+                res.insert_header((header::WWW_AUTHENTICATE, "Bearer realm=\"flowgate\""));
+                body(
+                    "key_expired",
+                    format!("API key `{id}` expired: ask for a new key"),
+                )
             }
             Self::Challenge { scheme, why } => {
                 if let Ok(v) = HeaderValue::from_str(&scheme.header()) {

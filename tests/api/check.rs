@@ -6,7 +6,7 @@
 use std::path::Path;
 use std::process::Command;
 
-fn check(dir: &Path) -> (bool, String, String) {
+pub(crate) fn check(dir: &Path) -> (bool, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_flowgate"))
         .arg("check")
         .arg(dir)

@@ -16,6 +16,7 @@ mod hostile_flows;
 mod hostile_requests;
 mod http_steps;
 mod inputs;
+mod key_ids;
 mod meta;
 mod metrics;
 mod multinode;

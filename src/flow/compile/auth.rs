@@ -49,14 +49,22 @@ pub(super) fn compile_auth(
                 );
             }
             if let Some(labels) = a.api_keys.filter(|l| !l.is_empty()) {
-                let listed = &tenant.api_keys;
-                Auth::ApiKeys(known(cx, labels, listed, "api key label", "labels", tenant))
+                let listed = tenant.key_labels();
+                Auth::ApiKeys(known(
+                    cx,
+                    labels,
+                    &listed,
+                    "api key label",
+                    "labels",
+                    tenant,
+                ))
             } else if let Some(users) = a.basic.filter(|u| !u.is_empty()) {
-                let listed = &tenant.basic_users;
+                let listed: Vec<&str> =
+                    tenant.basic_users.iter().map(|(u, _)| u.as_str()).collect();
                 Auth::Basic(known(
                     cx,
                     users,
-                    listed,
+                    &listed,
                     "basic user",
                     "basic_users",
                     tenant,
@@ -85,21 +93,20 @@ pub(super) fn compile_auth(
 fn known(
     cx: &mut FileCx<'_>,
     names: Vec<Spanned<String>>,
-    listed: &[(String, String)],
+    listed: &[&str],
     what: &str,
     field: &str,
     tenant: &Tenant,
 ) -> Vec<String> {
     for n in &names {
-        if !listed.iter().any(|(l, _)| *l == n.value) {
-            let known: Vec<&str> = listed.iter().map(|(l, _)| l.as_str()).collect();
+        if !listed.contains(&n.value.as_str()) {
             cx.error(
                 n.referenced,
                 format!(
                     "unknown {what} `{}` ({field} in {}/_tenant.yaml: {})",
                     n.value,
                     tenant.name,
-                    list_or_none(&known)
+                    list_or_none(listed)
                 ),
             );
         }

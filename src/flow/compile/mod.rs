@@ -11,6 +11,7 @@ pub mod auth;
 pub mod connections;
 pub mod cx;
 pub mod io_steps;
+pub mod keys;
 pub mod params;
 pub mod recover;
 pub mod steps;

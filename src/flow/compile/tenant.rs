@@ -19,28 +19,7 @@ pub fn compile_tenant(
     raw: RawTenant,
     registry: &Registry,
 ) -> Tenant {
-    let mut api_keys = Vec::new();
-    for (label, hash) in raw.api_keys {
-        if label.is_empty()
-            || !label
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-        {
-            cx.error(
-                hash.referenced,
-                format!("api key label `{label}` may only contain letters, digits, `_` and `-`"),
-            );
-        }
-        if let Err(e) = argon2::password_hash::phc::PasswordHash::new(&hash.value) {
-            cx.error(hash.referenced, format!("api key `{label}`: not a PHC hash string ({e}); make one with `flowgate key new --label {label}`"));
-        } else if !hash.value.starts_with("$argon2id$") {
-            cx.error(
-                hash.referenced,
-                format!("api key `{label}`: only argon2id hashes are accepted"),
-            );
-        }
-        api_keys.push((label, hash.value));
-    }
+    let (api_keys, key_ids) = super::keys::compile_api_keys(cx, raw.api_keys);
     let mut basic_users = Vec::new();
     for (user, hash) in raw.basic_users {
         if user.is_empty() || user.contains(':') {
@@ -71,7 +50,7 @@ pub fn compile_tenant(
     let connections =
         compile_connections(cx, raw.connections, &secret_headers, registry, &mut secrets);
     let subscriptions = super::subscriptions::compile(cx, raw.subscriptions);
-    let mut tenant = Tenant::new(name, api_keys);
+    let mut tenant = Tenant::new(name, api_keys).with_key_ids(key_ids);
     tenant.basic_users = basic_users;
     tenant.connections = connections;
     tenant.secret_headers = secret_headers.into();

@@ -141,7 +141,7 @@ impl From<&flow::Tenant> for Tenant {
     fn from(t: &flow::Tenant) -> Self {
         Self {
             tenant: t.name.to_string(),
-            api_keys: t.api_keys.iter().map(|(l, _)| l.clone()).collect(),
+            api_keys: t.key_labels().into_iter().map(str::to_owned).collect(),
             subscriptions: t.subscriptions.iter().map(Subscription::from).collect(),
         }
     }
