@@ -8,8 +8,9 @@ use std::time::Duration;
 
 use flowgate::startup::Application;
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
+use serde_json::{Value, json};
 
-use crate::helpers::{copy_dir, eventually, repo_flows, settings_in};
+use crate::helpers::{WEBSHOP_KEY, copy_dir, eventually, repo_flows, settings_in};
 
 /// A CA of its own and the certificate it signed for `localhost` and 127.0.0.1.
 struct Issued {
@@ -52,6 +53,7 @@ fn trusting(ca: &str, addr: SocketAddr) -> reqwest::ClientBuilder {
     reqwest::Client::builder()
         .tls_certs_only([reqwest::Certificate::from_pem(ca.as_bytes()).unwrap()])
         .resolve("localhost", addr)
+        .timeout(Duration::from_secs(10))
 }
 
 async fn health(
@@ -78,6 +80,31 @@ async fn serves_https_with_http2_and_takes_a_renewed_certificate_while_serving()
     let res = health(trusting(&first.ca, addr), addr).await.unwrap();
     assert_eq!(res.status(), 200);
     assert_eq!(res.version(), reqwest::Version::HTTP_2, "h2 by ALPN");
+    // A trigger over HTTP/2: its query, and a body read and checked, as over HTTP/1.1.
+    let client = trusting(&first.ca, addr).build().unwrap();
+    let base = format!("https://localhost:{}", addr.port());
+    let res = client
+        .get(format!("{base}/acme/ItemPrice?itemId=A-100&qty=2"))
+        .header("x-api-key", WEBSHOP_KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        (res.status().as_u16(), res.version()),
+        (200, reqwest::Version::HTTP_2)
+    );
+    assert_eq!(res.json::<Value>().await.unwrap()["total"], 25.0);
+    let res = client
+        .post(format!("{base}/acme/StockReservation"))
+        .header("x-api-key", WEBSHOP_KEY)
+        .json(&json!({ "qty": 1.5, "customer": "c-1" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 400);
+    let refused: Value = res.json().await.unwrap();
+    assert_eq!(refused["errors"][0]["code"], "invalid_body", "{refused}");
+
     let res = health(trusting(&first.ca, addr).http1_only(), addr)
         .await
         .unwrap();
