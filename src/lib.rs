@@ -26,6 +26,8 @@
 //!   picks backends and spawns tasks.
 //! - [`http`]: actix only: routes, extractors, errors -> responses.
 //!   - [`http::body`]: reading request bodies within their size and time limits.
+//!   - [`http::tls`]: HTTPS: the rustls configuration over `tls_cert` and
+//!     `tls_key`, the pair swapped in when its files change.
 //!   - `http/admin/`: the operators' API and web UI under `/_admin`; its
 //!     answers are typed and its OpenAPI document generated from them.
 //! - [`auth`]: who may call.

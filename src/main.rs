@@ -88,6 +88,12 @@ struct ServeArgs {
     /// Settings file [default: ./flowgate.toml when it exists]
     #[arg(long, env = "FLOWGATE_CONFIG")]
     config: Option<PathBuf>,
+    /// Serve HTTPS with this certificate chain (PEM, leaf first); needs --tls-key
+    #[arg(long, env = "FLOWGATE_TLS_CERT")]
+    tls_cert: Option<PathBuf>,
+    /// The certificate's private key (PEM: PKCS#8, RSA or SEC1)
+    #[arg(long, env = "FLOWGATE_TLS_KEY")]
+    tls_key: Option<PathBuf>,
 }
 
 /// Where the admin API is and how to open it.
@@ -202,6 +208,12 @@ fn serve(args: ServeArgs) -> Result<ExitCode> {
     }
     if let Some(s) = args.store {
         settings.store = s;
+    }
+    if let Some(c) = args.tls_cert {
+        settings.tls_cert = Some(c);
+    }
+    if let Some(k) = args.tls_key {
+        settings.tls_key = Some(k);
     }
     // HTTP has its own worker per core; queued executions and the enqueuer get
     // half the cores, so the two pools do not oversubscribe the machine (measured:

@@ -17,6 +17,7 @@ use crate::connect::Registry;
 use crate::engine::{Executor, Sandbox};
 use crate::events::sender::{self, SenderSettings};
 use crate::flow::{Diagnostic, Loader, SharedCatalog};
+use crate::http::tls::Tls;
 use crate::http::{self, AppState};
 use crate::queue::{Execution, Queue, QueueLimits};
 use crate::store::{Store, StoreError};
@@ -34,6 +35,8 @@ pub enum StartupError {
     Store(#[from] StoreError),
     #[error("cannot open the store {store}: {error}")]
     OpenStore { store: String, error: StoreError },
+    #[error(transparent)]
+    Tls(#[from] crate::http::tls::TlsError),
     #[error("cannot listen on {addr}: {source}")]
     Listen {
         addr: String,
@@ -51,6 +54,11 @@ pub struct Application {
 impl Application {
     pub async fn build(settings: Settings) -> Result<Self, StartupError> {
         settings.validate().map_err(StartupError::Settings)?;
+        // Before anything is opened: a certificate that cannot serve stops the start.
+        let tls = match (&settings.tls_cert, &settings.tls_key) {
+            (Some(cert), Some(key)) => Some(Tls::load(cert.clone(), key.clone())?),
+            _ => None,
+        };
         let registry = Arc::new(Registry::new(
             crate::connect::env::process_env(),
             settings.outbound_policy(),
@@ -137,6 +145,7 @@ impl Application {
         } else {
             settings.workers
         };
+        let (every_tls, tls_on) = (settings.tls_reload_interval, tls.is_some());
         let gate = Gate::new(settings.key_verify_parallel, settings.auth_failure_budget);
         let state = web::Data::new(AppState {
             admin: Arc::new(AdminTokens::new(&settings.admin_tokens, gate.clone())),
@@ -148,6 +157,10 @@ impl Application {
             reload_errors,
         });
         let body_timeout = state.settings.body_timeout;
+        let tls_config = match &tls {
+            Some(tls) => Some(tls.server_config()?),
+            None => None,
+        };
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(state.clone())
@@ -160,14 +173,20 @@ impl Application {
         })
         .workers(workers)
         .backlog(4096)
-        .shutdown_timeout(30)
-        .listen(listener)
+        .shutdown_timeout(30);
+        let server = match tls_config {
+            Some(config) => server.listen_rustls_0_23(listener, config),
+            None => server.listen(listener),
+        }
         .map_err(|source| StartupError::Listen {
             addr: addr.to_string(),
             source,
         })?
         .run();
-        tracing::info!(%addr, "listening");
+        if let Some(tls) = tls {
+            spawn_tls_reload(tls, every_tls, stop_reload.clone());
+        }
+        tracing::info!(%addr, https = tls_on, "listening");
         Ok(Self {
             server,
             addr,
@@ -290,5 +309,21 @@ fn spawn_reload(
         });
     if let Err(e) = spawned {
         tracing::error!(error = %e, "cannot start the flow reload thread; hot reload is off");
+    }
+}
+
+/// Reads the certificate and key files every `every`; a renewal is served to
+/// new connections from then on.
+fn spawn_tls_reload(mut tls: Tls, every: Duration, stop: Arc<AtomicBool>) {
+    let spawned = std::thread::Builder::new()
+        .name("flowgate-tls-reload".into())
+        .spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                std::thread::sleep(every);
+                tls.reload_if_changed();
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::error!(error = %e, "cannot start the TLS reload thread; certificate renewals need a restart");
     }
 }

@@ -78,6 +78,15 @@ impl Settings {
                     self.executor_binary = Some(PathBuf::from(v));
                     Ok(())
                 }
+                "FLOWGATE_TLS_CERT" => {
+                    self.tls_cert = Some(PathBuf::from(v));
+                    Ok(())
+                }
+                "FLOWGATE_TLS_KEY" => {
+                    self.tls_key = Some(PathBuf::from(v));
+                    Ok(())
+                }
+                "FLOWGATE_TLS_RELOAD_INTERVAL" => duration(v).map(|d| self.tls_reload_interval = d),
                 "FLOWGATE_OUTBOUND_DENY_PRIVATE" => flag(v).map(|b| self.outbound_deny_private = b),
                 _ => Ok(()),
             };

@@ -107,6 +107,13 @@ pub struct Settings {
     pub tenant_max_running: usize,
     /// The program started as a jq worker; absent: this flowgate binary.
     pub executor_binary: Option<PathBuf>,
+    /// HTTPS: the server's certificate chain (PEM), leaf first; with `tls_key`.
+    pub tls_cert: Option<PathBuf>,
+    /// HTTPS: the certificate's private key (PEM: PKCS#8, RSA or SEC1).
+    pub tls_key: Option<PathBuf>,
+    /// How often the certificate and key files are checked for changes.
+    #[serde(deserialize_with = "duration")]
+    pub tls_reload_interval: Duration,
 }
 
 /// One admin token: `flowgate token new --label NAME` makes the entry.
@@ -161,6 +168,9 @@ impl Default for Settings {
             executor_threads: 0,
             tenant_max_running: 0,
             executor_binary: None,
+            tls_cert: None,
+            tls_key: None,
+            tls_reload_interval: Duration::from_secs(10),
         }
     }
 }

@@ -100,3 +100,35 @@ fn admin_tokens_and_subscription_settings() {
         vec![Duration::from_secs(5), Duration::from_secs(30)]
     );
 }
+
+#[test]
+fn tls_settings_come_in_pairs() {
+    let s: Settings =
+        toml::from_str("tls_cert = \"/etc/fg/cert.pem\"\ntls_reload_interval = \"2s\"\n").unwrap();
+    assert_eq!(s.tls_cert, Some(PathBuf::from("/etc/fg/cert.pem")));
+    assert_eq!(s.tls_reload_interval, Duration::from_secs(2));
+    assert_eq!(
+        s.validate().unwrap_err(),
+        vec![
+            "tls_cert is set but tls_key is not: HTTPS needs the certificate and its key"
+                .to_owned()
+        ]
+    );
+    let mut s = Settings::default();
+    assert_eq!(s.tls_reload_interval, Duration::from_secs(10));
+    s.apply_env(&[
+        ("FLOWGATE_TLS_KEY".into(), "/k.pem".into()),
+        ("FLOWGATE_TLS_RELOAD_INTERVAL".into(), "0s".into()),
+    ])
+    .unwrap();
+    assert_eq!(s.tls_key, Some(PathBuf::from("/k.pem")));
+    let errs = s.validate().unwrap_err();
+    assert_eq!(errs.len(), 2, "{errs:?}");
+    assert!(errs[0].starts_with("tls_key is set but tls_cert is not"));
+    s.apply_env(&[
+        ("FLOWGATE_TLS_CERT".into(), "/c.pem".into()),
+        ("FLOWGATE_TLS_RELOAD_INTERVAL".into(), "5s".into()),
+    ])
+    .unwrap();
+    assert_eq!(s.validate(), Ok(()));
+}

@@ -77,6 +77,20 @@ impl Settings {
         {
             errors.push(format!("executor_binary: `{}` is not a file", b.display()));
         }
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(_), None) => errors.push(
+                "tls_cert is set but tls_key is not: HTTPS needs the certificate and its key"
+                    .into(),
+            ),
+            (None, Some(_)) => errors.push(
+                "tls_key is set but tls_cert is not: HTTPS needs the certificate and its key"
+                    .into(),
+            ),
+            _ => {}
+        }
+        if self.tls_reload_interval.is_zero() {
+            errors.push("tls_reload_interval must be greater than 0".into());
+        }
         if self.subscriptions_poll.is_zero() {
             errors.push("subscriptions_poll must be greater than 0".into());
         }

@@ -5,6 +5,7 @@ pub mod body;
 mod callers;
 mod error;
 mod ops;
+pub mod tls;
 mod trigger;
 
 use std::sync::Arc;

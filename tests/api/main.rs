@@ -15,6 +15,7 @@ mod helpers;
 mod hostile_flows;
 mod hostile_requests;
 mod http_steps;
+mod https;
 mod inputs;
 mod key_ids;
 mod meta;
