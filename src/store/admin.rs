@@ -145,18 +145,13 @@ pub struct DeliveryQuery {
     pub limit: u32,
 }
 
+/// A stored delivery: the event as it was queued, and how sending it goes.
 #[derive(Debug, Clone)]
 pub struct DeliveryView {
-    pub id: MessageId,
-    pub tenant: TenantName,
-    pub subscription: String,
-    pub event: String,
-    pub message_id: Option<MessageId>,
-    pub created_at: Micros,
+    pub delivery: NewDelivery,
     pub status: DeliveryStatus,
     pub next_at: Micros,
     pub attempts: Vec<DeliveryAttempt>,
-    pub payload: String,
 }
 
 impl Store {
@@ -219,7 +214,7 @@ impl Store {
         limit: u32,
     ) -> Result<Vec<DeliveryView>, StoreError> {
         let mut claimed = each!(self, s => s.claim_deliveries(now, lease_until, limit).await)?;
-        claimed.sort_by_key(|d| d.created_at);
+        claimed.sort_by_key(|d| d.delivery.created_at);
         Ok(claimed)
     }
 

@@ -191,7 +191,7 @@ async fn deliveries_are_claimed_retried_listed_and_redelivered() {
             .await
             .unwrap();
         assert_eq!(claimed.len(), 1, "{name}");
-        assert_eq!(claimed[0].payload, d.payload, "{name}");
+        assert_eq!(claimed[0].delivery.payload, d.payload, "{name}");
         assert!(
             store
                 .claim_deliveries(now, now + 60_000_000, 10)

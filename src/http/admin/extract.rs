@@ -165,6 +165,6 @@ impl Lookup for DeliveryView {
     }
 
     fn tenant(&self) -> &str {
-        self.tenant.as_str()
+        self.delivery.tenant.as_str()
     }
 }
