@@ -145,7 +145,7 @@ async fn log_history_pages_filters_counts_and_lanes() {
             "{name}: once"
         );
         assert_eq!(
-            store.get(ms[0].id).await.unwrap().unwrap().status,
+            store.get(ms[0].id).await.unwrap().unwrap().head.status,
             MessageStatus::Skipped,
             "{name}"
         );
@@ -330,6 +330,6 @@ async fn pg_a_replay_released_on_one_node_heads_the_lane_on_another() {
         "the replay first, then the lane"
     );
     let (view, _) = a.message_detail(m1.id).await.unwrap().unwrap();
-    assert_eq!(view.status, MessageStatus::Dead, "unblocked as it was");
+    assert_eq!(view.head.status, MessageStatus::Dead, "unblocked as it was");
     assert!(a.blocked_lanes(None).await.unwrap().is_empty());
 }

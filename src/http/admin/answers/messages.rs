@@ -159,15 +159,15 @@ impl MessageDetail {
             })
             .collect();
         Self {
-            message_id: v.id.to_string(),
-            tenant: v.tenant.to_string(),
-            trigger: v.trigger.to_string(),
-            lane: v.lane.clone(),
-            mode: v.mode.as_str().to_owned(),
-            status: v.status.as_str().to_owned(),
-            received_at: format_rfc3339(v.received_at),
+            message_id: v.head.id.to_string(),
+            tenant: v.head.tenant.to_string(),
+            trigger: v.head.trigger.to_string(),
+            lane: v.head.lane.clone(),
+            mode: v.head.mode.as_str().to_owned(),
+            status: v.head.status.as_str().to_owned(),
+            received_at: format_rfc3339(v.head.received_at),
             finished_at: v.finished_at.map(format_rfc3339),
-            duration_ms: v.finished_at.map(|f| ms(f - v.received_at)),
+            duration_ms: v.finished_at.map(|f| ms(f - v.head.received_at)),
             replay_of: replay_of.map(|r| r.to_string()),
             blocking,
             input: v.input.clone(),
