@@ -6,7 +6,7 @@
 //! "older than the last id on this page" is the next page, newest first.
 
 use crate::domain::{
-    MessageId, MessageStatus, MessageView, Micros, TenantName, TriggerKey, TriggerName,
+    MessageHead, MessageId, MessageStatus, MessageView, Micros, TenantName, TriggerKey,
 };
 
 use super::{Store, StoreError};
@@ -40,12 +40,7 @@ impl MessageQuery {
 /// One line of the log history.
 #[derive(Debug, Clone, PartialEq)]
 pub struct MessageSummary {
-    pub id: MessageId,
-    pub tenant: TenantName,
-    pub trigger: TriggerName,
-    pub lane: Option<String>,
-    pub status: MessageStatus,
-    pub received_at: Micros,
+    pub head: MessageHead,
     pub finished_at: Option<Micros>,
     pub attempts: u32,
     pub response_status: Option<u16>,

@@ -33,7 +33,7 @@ async fn log_history_pages_filters_counts_and_lanes() {
         };
 
         let page = store.list_messages(q.clone()).await.unwrap();
-        let ids: Vec<MessageId> = page.iter().map(|m| m.id).collect();
+        let ids: Vec<MessageId> = page.iter().map(|m| m.head.id).collect();
         assert_eq!(ids, vec![ms[4].id, ms[3].id], "{name}: newest first");
         let next = MessageQuery {
             before: Some(ms[3].id),
@@ -44,7 +44,7 @@ async fn log_history_pages_filters_counts_and_lanes() {
             .await
             .unwrap()
             .iter()
-            .map(|m| m.id)
+            .map(|m| m.head.id)
             .collect();
         assert_eq!(ids, vec![ms[2].id, ms[1].id], "{name}: the next page");
 
@@ -73,7 +73,7 @@ async fn log_history_pages_filters_counts_and_lanes() {
             .await
             .unwrap()
             .iter()
-            .map(|m| m.id)
+            .map(|m| m.head.id)
             .collect();
         assert_eq!(
             ids,

@@ -170,7 +170,7 @@ pub async fn list(
     let rows = state.queue.store().list_messages(query).await?;
     Ok(Json(MessagePage {
         messages: rows.iter().map(MessageSummary::from).collect(),
-        next_cursor: next_cursor(&rows, limit, |m| m.id.to_string()),
+        next_cursor: next_cursor(&rows, limit, |m| m.head.id.to_string()),
     }))
 }
 
@@ -363,8 +363,8 @@ pub async fn bulk_replay(
     for chunk in rows.chunks(BULK_BATCH) {
         let mut views = Vec::with_capacity(chunk.len());
         for m in chunk {
-            let found = state.queue.store().message_detail(m.id).await;
-            let found = found.map_err(|e| unusable(&who, &m.id.to_string(), e, true))?;
+            let found = state.queue.store().message_detail(m.head.id).await;
+            let found = found.map_err(|e| unusable(&who, &m.head.id.to_string(), e, true))?;
             if let Some((view, _)) = found {
                 views.push(view);
             }

@@ -147,7 +147,7 @@ pub async fn get<C: GenericClient>(
 
 /// The first seven columns of a row that starts `SELECT id, tenant, trigger,
 /// lane, mode, status, received_at`.
-fn head(r: &Row) -> Result<MessageHead, StoreError> {
+pub fn head(r: &Row) -> Result<MessageHead, StoreError> {
     let (tenant, trigger) = names(r.get(1), r.get(2))?;
     Ok(MessageHead {
         id: message_id(r.get(0)),

@@ -65,9 +65,9 @@ pub(super) fn parse_mode(s: &str) -> Result<Mode, StoreError> {
 
 /// The columns every message read starts with: `id, tenant, trigger, lane, mode,
 /// status, received_at`.
-type HeadRow = (String, String, String, Option<String>, String, String, i64);
+pub(super) type HeadRow = (String, String, String, Option<String>, String, String, i64);
 
-fn head(
+pub(super) fn head(
     (id, tenant, trigger, lane, mode, status, received_at): HeadRow,
 ) -> Result<MessageHead, StoreError> {
     Ok(MessageHead {
@@ -82,7 +82,7 @@ fn head(
 }
 
 /// Reads a row's `HeadRow` columns.
-fn head_row(r: &rusqlite::Row) -> rusqlite::Result<HeadRow> {
+pub(super) fn head_row(r: &rusqlite::Row) -> rusqlite::Result<HeadRow> {
     Ok((
         r.get(0)?,
         r.get(1)?,
