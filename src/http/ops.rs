@@ -7,7 +7,7 @@ use serde_json::json;
 
 use super::AppState;
 use crate::auth::gate::KeyStats;
-use crate::ops::metrics::{help, sample, single};
+use crate::ops::metrics::{help, labelled, sample, single};
 
 pub async fn health() -> HttpResponse {
     HttpResponse::Ok().json(json!({"status": "ok"}))
@@ -118,15 +118,14 @@ fn trigger_labels(key: &crate::domain::TriggerKey) -> String {
 
 /// The shared store's pool and the leases this node holds.
 fn render_store(out: &mut String, s: crate::store::SharedStats) {
-    let connections = "flowgate_store_connections";
-    help(
+    labelled(
         out,
-        connections,
+        "flowgate_store_connections",
         "gauge",
         "Connections of this node's PostgreSQL pool, by state",
+        "state",
+        &[("in_use", s.in_use), ("idle", s.idle)],
     );
-    sample(out, connections, "state=\"in_use\"", s.in_use);
-    sample(out, connections, "state=\"idle\"", s.idle);
     single(
         out,
         "flowgate_store_connections_max",
@@ -141,15 +140,14 @@ fn render_store(out: &mut String, s: crate::store::SharedStats) {
         "Tasks waiting for a PostgreSQL connection",
         s.waiting,
     );
-    let leases = "flowgate_leases_held";
-    help(
+    labelled(
         out,
-        leases,
+        "flowgate_leases_held",
         "gauge",
         "Leases this node renews on the shared store",
+        "kind",
+        &[("message", s.messages_held), ("lane", s.lanes_held)],
     );
-    sample(out, leases, "kind=\"message\"", s.messages_held);
-    sample(out, leases, "kind=\"lane\"", s.lanes_held);
     single(
         out,
         "flowgate_leases_lost_total",

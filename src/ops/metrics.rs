@@ -225,6 +225,21 @@ pub fn sample(out: &mut String, name: &str, labels: &str, value: impl std::fmt::
     }
 }
 
+/// A metric whose samples differ by one label: `label="value"` per sample.
+pub fn labelled<T: std::fmt::Display>(
+    out: &mut String,
+    name: &str,
+    kind: &str,
+    text: &str,
+    label: &str,
+    samples: &[(&str, T)],
+) {
+    help(out, name, kind, text);
+    for (value_of_label, value) in samples {
+        sample(out, name, &format!("{label}=\"{value_of_label}\""), value);
+    }
+}
+
 /// A metric of one unlabelled sample.
 pub fn single(out: &mut String, name: &str, kind: &str, text: &str, value: impl std::fmt::Display) {
     help(out, name, kind, text);
