@@ -130,7 +130,7 @@ async fn drain(settings: &flowgate::config::Settings, n: usize) -> Result<f64> {
     let running = tokio::spawn(app.run_until_stopped());
     loop {
         if let Some(v) = queue.message(last).await?
-            && v.status.is_final()
+            && v.head.status.is_final()
         {
             break;
         }

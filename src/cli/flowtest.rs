@@ -228,7 +228,14 @@ pub async fn run_local(
             lane: lane.map(|lane| (lane, 0)),
         });
     executor
-        .execute_local(trigger, document, meta.as_ref(), local)
+        .execute(
+            trigger,
+            document,
+            meta.as_ref(),
+            None,
+            &crate::engine::Stop::new(),
+            Some(local),
+        )
         .await
 }
 

@@ -16,7 +16,7 @@ use std::time::Duration;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use deadpool_postgres::{
-    GenericClient, Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime,
+    GenericClient, Manager, ManagerConfig, Pool, PoolBuilder, PoolError, RecyclingMethod, Runtime,
 };
 use serde_json::{Map, Value, json};
 use tokio_postgres::types::ToSql;
@@ -93,6 +93,31 @@ impl std::fmt::Debug for PgConnection {
     }
 }
 
+/// A pool of at most `size` connections to `config` (the store's and the
+/// `postgres:` connections' alike). Getting, creating and recycling a connection
+/// each give up after `timeout`: without them `get()` waits for ever while the
+/// database is away.
+pub fn pool_builder(
+    config: tokio_postgres::Config,
+    tls: crate::pgtls::MakeRustls,
+    size: usize,
+    timeout: Duration,
+) -> PoolBuilder {
+    let manager = Manager::from_config(
+        config,
+        tls,
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    Pool::builder(manager)
+        .max_size(size)
+        .runtime(Runtime::Tokio1)
+        .wait_timeout(Some(timeout))
+        .create_timeout(Some(timeout))
+        .recycle_timeout(Some(timeout))
+}
+
 /// SQLSTATE classes worth another try: connection exceptions, serialization
 /// failures and deadlocks, the server shutting down or short of resources.
 fn transient_state(code: &str) -> bool {
@@ -167,22 +192,14 @@ impl PgConnection {
         if let Some((_, pool)) = pools.iter().find(|(t, _)| *t == me) {
             return Ok(pool.clone());
         }
-        let o = &self.options;
-        let manager = Manager::from_config(
+        let pool = pool_builder(
             self.config().clone(),
             self.options.tls.clone(),
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
-        let pool = Pool::builder(manager)
-            .max_size(self.per_thread())
-            .runtime(Runtime::Tokio1)
-            .wait_timeout(Some(o.connect_timeout))
-            .create_timeout(Some(o.connect_timeout))
-            .recycle_timeout(Some(o.connect_timeout))
-            .build()
-            .map_err(|e| SqlError::permanent(format!("cannot create the pool: {e}")))?;
+            self.per_thread(),
+            self.options.connect_timeout,
+        )
+        .build()
+        .map_err(|e| SqlError::permanent(format!("cannot create the pool: {e}")))?;
         pools.push((me, pool.clone()));
         Ok(pool)
     }

@@ -26,6 +26,18 @@ struct Cursor<'a> {
 }
 
 impl Cursor<'_> {
+    /// Steps over a container's opening byte and the whitespace after it; true
+    /// when `close` follows at once (an empty container, stepped over whole).
+    fn open(&mut self, close: u8) -> bool {
+        self.pos += 1;
+        self.ws();
+        let empty = self.peek() == Some(close);
+        if empty {
+            self.pos += 1;
+        }
+        empty
+    }
+
     fn ws(&mut self) {
         while let Some(b' ' | b'\t' | b'\n' | b'\r') = self.text.get(self.pos) {
             self.pos += 1;
@@ -114,10 +126,7 @@ pub fn parse(text: &[u8]) -> Result<Value, SyntaxError> {
         p.ws();
         let mut v = match p.peek() {
             Some(b'[') => {
-                p.pos += 1;
-                p.ws();
-                if p.peek() == Some(b']') {
-                    p.pos += 1;
+                if p.open(b']') {
                     Value::Array(Vec::new())
                 } else {
                     stack.push(Frame::Array(Vec::new()));
@@ -125,10 +134,7 @@ pub fn parse(text: &[u8]) -> Result<Value, SyntaxError> {
                 }
             }
             Some(b'{') => {
-                p.pos += 1;
-                p.ws();
-                if p.peek() == Some(b'}') {
-                    p.pos += 1;
+                if p.open(b'}') {
                     Value::Object(Map::new())
                 } else {
                     let key = p.key()?;

@@ -308,9 +308,10 @@ pub struct StoredResponse {
     pub body: serde_json::Value,
 }
 
-/// Everything the store knows about one message.
-#[derive(Debug, Clone)]
-pub struct MessageView {
+/// What every stored message has, whatever else is read with it: which it is,
+/// whose, how it runs and where it stands.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MessageHead {
     pub id: MessageId,
     pub tenant: TenantName,
     pub trigger: TriggerName,
@@ -318,6 +319,12 @@ pub struct MessageView {
     pub mode: Mode,
     pub status: MessageStatus,
     pub received_at: Micros,
+}
+
+/// Everything the store knows about one message.
+#[derive(Debug, Clone)]
+pub struct MessageView {
+    pub head: MessageHead,
     pub finished_at: Option<Micros>,
     pub attempts: Vec<AttemptRecord>,
     pub response: Option<StoredResponse>,
@@ -348,11 +355,11 @@ impl MessageView {
             .as_ref()
             .map(|r| serde_json::json!({"status": r.status, "body": r.body}));
         serde_json::json!({
-            "message_id": self.id.to_string(),
-            "tenant": self.tenant.as_str(),
-            "trigger": self.trigger.as_str(),
-            "status": self.status.as_str(),
-            "received_at": format_rfc3339(self.received_at),
+            "message_id": self.head.id.to_string(),
+            "tenant": self.head.tenant.as_str(),
+            "trigger": self.head.trigger.as_str(),
+            "status": self.head.status.as_str(),
+            "received_at": format_rfc3339(self.head.received_at),
             "finished_at": self.finished_at.map(format_rfc3339),
             "attempts": attempts,
             "response": response,

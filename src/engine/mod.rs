@@ -155,48 +155,14 @@ impl Executor {
     }
 
     /// Runs `trigger`'s steps over `input` (the input document object) within
-    /// the trigger's budgets, with no `.meta`. `stop` ends the execution from
-    /// outside at once, whatever step is in flight.
+    /// the trigger's budgets. `meta` (the run's message id, attempt and lane
+    /// epoch) is `.meta` beside the input document: every run of a message
+    /// executes with its own, while the stored document stays as it was
+    /// accepted. `responder` hears the flow's answer as soon as it is known;
+    /// `stop` ends the execution from outside at once, whatever step is in
+    /// flight. `local`: a run in this process that mocks steps or rolls its
+    /// statements back (`flowgate test`).
     pub async fn execute(
-        &self,
-        trigger: &Trigger,
-        input: &Value,
-        responder: Option<Responder>,
-        stop: &Stop,
-    ) -> Execution {
-        self.execute_with(trigger, input, None, responder, stop)
-            .await
-    }
-
-    /// As [`Self::execute`], with `.meta` (the run's message id, attempt and
-    /// lane epoch) beside the input document: every run of a message executes
-    /// with its own, while the stored document stays as it was accepted.
-    pub async fn execute_with(
-        &self,
-        trigger: &Trigger,
-        input: &Value,
-        meta: Option<&RunMeta>,
-        responder: Option<Responder>,
-        stop: &Stop,
-    ) -> Execution {
-        self.execute_as(trigger, input, meta, responder, stop, None)
-            .await
-    }
-
-    /// As [`Self::execute_with`], for a run in this process that mocks steps
-    /// or rolls its statements back (`local`).
-    pub async fn execute_local(
-        &self,
-        trigger: &Trigger,
-        input: &Value,
-        meta: Option<&RunMeta>,
-        local: &Local,
-    ) -> Execution {
-        self.execute_as(trigger, input, meta, None, &Stop::new(), Some(local))
-            .await
-    }
-
-    async fn execute_as(
         &self,
         trigger: &Trigger,
         input: &Value,

@@ -16,7 +16,7 @@ async fn execute(
     stop: &Stop,
 ) -> Execution {
     Executor::new(Sandbox::inline(), Limits::default())
-        .execute(trigger, input, responder, stop)
+        .execute(trigger, input, None, responder, stop, None)
         .await
 }
 

@@ -106,12 +106,14 @@ async fn send_one(
 ) {
     let number = d.attempts.len() as u32 + 1;
     let at = now_micros();
-    let subscription: Option<Subscription> =
-        catalog.get().tenant(d.tenant.as_str()).and_then(|e| {
+    let subscription: Option<Subscription> = catalog
+        .get()
+        .tenant(d.delivery.tenant.as_str())
+        .and_then(|e| {
             e.tenant
                 .subscriptions
                 .iter()
-                .find(|s| s.name == d.subscription)
+                .find(|s| s.name == d.delivery.subscription)
                 .cloned()
         });
     let attempt = match subscription {
@@ -140,13 +142,13 @@ async fn send_one(
         }
     };
     if !ok {
-        tracing::info!(delivery = %d.id, subscription = d.subscription, attempt = number, status = ?attempt.status, error = ?attempt.error, "event delivery failed");
+        tracing::info!(delivery = %d.delivery.id, subscription = d.delivery.subscription, attempt = number, status = ?attempt.status, error = ?attempt.error, "event delivery failed");
     }
     if let Err(e) = store
-        .record_delivery_attempt(d.id, attempt, status, next_at)
+        .record_delivery_attempt(d.delivery.id, attempt, status, next_at)
         .await
     {
-        tracing::warn!(error = %e, delivery = %d.id, "cannot record an event delivery attempt");
+        tracing::warn!(error = %e, delivery = %d.delivery.id, "cannot record an event delivery attempt");
     }
 }
 
@@ -190,14 +192,14 @@ async fn post(
         .post(&s.url)
         .header("content-type", "application/json")
         .header("user-agent", "flowgate")
-        .header("x-flowgate-event", &d.event)
-        .header("x-flowgate-delivery", d.id.to_string())
+        .header("x-flowgate-event", &d.delivery.event)
+        .header("x-flowgate-delivery", d.delivery.id.to_string())
         .header("x-flowgate-timestamp", &timestamp)
-        .body(d.payload.clone());
+        .body(d.delivery.payload.clone());
     if let Some(secret) = &s.secret {
         req = req.header(
             "x-flowgate-signature",
-            signature(secret, &timestamp, &d.payload),
+            signature(secret, &timestamp, &d.delivery.payload),
         );
     }
     if let Some((user, password)) = &s.basic_auth {

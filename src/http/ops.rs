@@ -1,6 +1,5 @@
 //! Health, readiness, metrics and the 404 for everything else.
 
-use std::fmt::Write;
 use std::sync::atomic::Ordering;
 
 use actix_web::{HttpResponse, web};
@@ -8,6 +7,7 @@ use serde_json::json;
 
 use super::AppState;
 use crate::auth::gate::KeyStats;
+use crate::ops::metrics::{help, labelled, sample, single};
 
 pub async fn health() -> HttpResponse {
     HttpResponse::Ok().json(json!({"status": "ok"}))
@@ -59,47 +59,49 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
             "Admin token checks",
             a,
         ));
-    for (name, help, v) in counters {
-        let _ = writeln!(
-            out,
-            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
-        );
+    for (name, text, v) in counters {
+        single(&mut out, &name, "counter", &text, v);
     }
     let catalog = state.catalog.get();
-    let _ = writeln!(
-        out,
-        "# HELP flowgate_triggers_loaded Triggers currently loaded\n# TYPE flowgate_triggers_loaded gauge\nflowgate_triggers_loaded {}",
-        catalog.trigger_count()
+    single(
+        &mut out,
+        "flowgate_triggers_loaded",
+        "gauge",
+        "Triggers currently loaded",
+        catalog.trigger_count(),
     );
-    let _ = writeln!(
-        out,
-        "# HELP flowgate_flow_load_errors Problems in the flow files at the last load\n# TYPE flowgate_flow_load_errors gauge\nflowgate_flow_load_errors {}",
-        state.reload_errors.load(Ordering::Relaxed)
+    single(
+        &mut out,
+        "flowgate_flow_load_errors",
+        "gauge",
+        "Problems in the flow files at the last load",
+        state.reload_errors.load(Ordering::Relaxed),
     );
-    let _ = writeln!(
-        out,
-        "# HELP flowgate_backlog Messages queued or running per trigger on this node\n# TYPE flowgate_backlog gauge"
+    help(
+        &mut out,
+        "flowgate_backlog",
+        "gauge",
+        "Messages queued or running per trigger on this node",
     );
     let mut triggers: Vec<_> = catalog.triggers().collect();
     triggers.sort_by(|a, b| a.key.cmp(&b.key));
     for t in &triggers {
         let backlog = state.queue.dispatcher().state(&t.key).backlog();
-        let _ = writeln!(
-            out,
-            "flowgate_backlog{{tenant=\"{}\",trigger=\"{}\"}} {backlog}",
-            t.key.tenant, t.key.trigger
+        sample(
+            &mut out,
+            "flowgate_backlog",
+            &trigger_labels(&t.key),
+            backlog,
         );
     }
-    let _ = writeln!(
-        out,
-        "# HELP flowgate_lanes_blocked Ordered lanes held by a failed message (across every node on a shared store)\n# TYPE flowgate_lanes_blocked gauge"
+    help(
+        &mut out,
+        "flowgate_lanes_blocked",
+        "gauge",
+        "Ordered lanes held by a failed message (across every node on a shared store)",
     );
     for (key, n) in blocked_lanes(&state).await {
-        let _ = writeln!(
-            out,
-            "flowgate_lanes_blocked{{tenant=\"{}\",trigger=\"{}\"}} {n}",
-            key.tenant, key.trigger,
-        );
+        sample(&mut out, "flowgate_lanes_blocked", &trigger_labels(&key), n);
     }
     if let Some(stats) = state.queue.execution().store_stats() {
         render_store(&mut out, stats);
@@ -110,37 +112,62 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
         .body(out)
 }
 
+fn trigger_labels(key: &crate::domain::TriggerKey) -> String {
+    format!("tenant=\"{}\",trigger=\"{}\"", key.tenant, key.trigger)
+}
+
 /// The shared store's pool and the leases this node holds.
 fn render_store(out: &mut String, s: crate::store::SharedStats) {
-    let _ = writeln!(
+    labelled(
         out,
-        "# HELP flowgate_store_connections Connections of this node's PostgreSQL pool, by state\n# TYPE flowgate_store_connections gauge\nflowgate_store_connections{{state=\"in_use\"}} {}\nflowgate_store_connections{{state=\"idle\"}} {}",
-        s.in_use, s.idle
+        "flowgate_store_connections",
+        "gauge",
+        "Connections of this node's PostgreSQL pool, by state",
+        "state",
+        &[("in_use", s.in_use), ("idle", s.idle)],
     );
-    let _ = writeln!(
+    single(
         out,
-        "# HELP flowgate_store_connections_max The pool's limit (pool_size)\n# TYPE flowgate_store_connections_max gauge\nflowgate_store_connections_max {}",
-        s.max
+        "flowgate_store_connections_max",
+        "gauge",
+        "The pool's limit (pool_size)",
+        s.max,
     );
-    let _ = writeln!(
+    single(
         out,
-        "# HELP flowgate_store_waiting Tasks waiting for a PostgreSQL connection\n# TYPE flowgate_store_waiting gauge\nflowgate_store_waiting {}",
-        s.waiting
+        "flowgate_store_waiting",
+        "gauge",
+        "Tasks waiting for a PostgreSQL connection",
+        s.waiting,
     );
-    let _ = writeln!(
+    labelled(
         out,
-        "# HELP flowgate_leases_held Leases this node renews on the shared store\n# TYPE flowgate_leases_held gauge\nflowgate_leases_held{{kind=\"message\"}} {}\nflowgate_leases_held{{kind=\"lane\"}} {}",
-        s.messages_held, s.lanes_held
+        "flowgate_leases_held",
+        "gauge",
+        "Leases this node renews on the shared store",
+        "kind",
+        &[("message", s.messages_held), ("lane", s.lanes_held)],
     );
-    let _ = writeln!(
+    single(
         out,
-        "# HELP flowgate_leases_lost_total Leases this node lost (not renewed in time, or taken over); the work under them was stopped\n# TYPE flowgate_leases_lost_total counter\nflowgate_leases_lost_total {}\n# HELP flowgate_results_discarded_total Attempts' ends this node wrote late (no longer the message's current attempt, or the lease lapsed) and the store discarded\n# TYPE flowgate_results_discarded_total counter\nflowgate_results_discarded_total {}",
-        s.leases_lost, s.results_discarded
+        "flowgate_leases_lost_total",
+        "counter",
+        "Leases this node lost (not renewed in time, or taken over); the work under them was stopped",
+        s.leases_lost,
     );
-    let _ = writeln!(
+    single(
         out,
-        "# HELP flowgate_store_clock_offset_seconds The database's clock minus this machine's, as leases follow it (0 below 250 ms)\n# TYPE flowgate_store_clock_offset_seconds gauge\nflowgate_store_clock_offset_seconds {}",
-        s.clock_offset as f64 / 1e6
+        "flowgate_results_discarded_total",
+        "counter",
+        "Attempts' ends this node wrote late (no longer the message's current attempt, or the lease lapsed) and the store discarded",
+        s.results_discarded,
+    );
+    single(
+        out,
+        "flowgate_store_clock_offset_seconds",
+        "gauge",
+        "The database's clock minus this machine's, as leases follow it (0 below 250 ms)",
+        s.clock_offset as f64 / 1e6,
     );
 }
 

@@ -138,11 +138,11 @@ fn failed(id: MessageId, e: ExecError) -> ApiError {
 
 /// The answer to a repeated Idempotency-Key: the first message's.
 fn repeat(trigger: &Trigger, view: MessageView) -> Result<HttpResponse, ApiError> {
-    let id = view.id;
-    if trigger.response.mode == Mode::Async || !view.status.is_final() {
-        return Ok(accepted(trigger, id, view.status));
+    let id = view.head.id;
+    if trigger.response.mode == Mode::Async || !view.head.status.is_final() {
+        return Ok(accepted(trigger, id, view.head.status));
     }
-    match (view.response, view.status) {
+    match (view.response, view.head.status) {
         (Some(r), _) => Ok(responded(id, r)),
         (None, MessageStatus::Succeeded) => Ok(succeeded(id)),
         (None, _) => {
@@ -412,10 +412,10 @@ async fn message_status(
         Err(StoreError::Unreadable { .. }) => return Err(not_found()),
         Err(e) => return Err(e.into()),
     };
-    if view.tenant != trigger.key.tenant || view.trigger != trigger.key.trigger {
+    if view.head.tenant != trigger.key.tenant || view.head.trigger != trigger.key.trigger {
         return Err(not_found());
     }
     Ok(HttpResponse::Ok()
-        .insert_header((X_MESSAGE_ID, view.id.to_string()))
+        .insert_header((X_MESSAGE_ID, view.head.id.to_string()))
         .json(view.status_document()))
 }

@@ -143,9 +143,6 @@ impl Metrics {
             .flat_map(|(t, ts)| ts.iter().map(move |(g, m)| (t.as_str(), g.as_str(), m)))
             .collect();
         rows.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
-        let help = |out: &mut String, name: &str, kind: &str, text: &str| {
-            let _ = writeln!(out, "# HELP {name} {text}\n# TYPE {name} {kind}");
-        };
         help(
             out,
             "flowgate_requests_total",
@@ -205,12 +202,48 @@ impl Metrics {
             "counter",
             "Store operations that failed",
         );
-        let _ = writeln!(
+        sample(
             out,
-            "flowgate_store_errors_total {}",
-            self.store_errors.load(Ordering::Relaxed)
+            "flowgate_store_errors_total",
+            "",
+            self.store_errors.load(Ordering::Relaxed),
         );
     }
+}
+
+/// A metric's `# HELP` and `# TYPE` lines (`kind`: counter, gauge, histogram).
+pub fn help(out: &mut String, name: &str, kind: &str, text: &str) {
+    let _ = writeln!(out, "# HELP {name} {text}\n# TYPE {name} {kind}");
+}
+
+/// One sample line; `labels` as they stand between the braces, empty for none.
+pub fn sample(out: &mut String, name: &str, labels: &str, value: impl std::fmt::Display) {
+    if labels.is_empty() {
+        let _ = writeln!(out, "{name} {value}");
+    } else {
+        let _ = writeln!(out, "{name}{{{labels}}} {value}");
+    }
+}
+
+/// A metric whose samples differ by one label: `label="value"` per sample.
+pub fn labelled<T: std::fmt::Display>(
+    out: &mut String,
+    name: &str,
+    kind: &str,
+    text: &str,
+    label: &str,
+    samples: &[(&str, T)],
+) {
+    help(out, name, kind, text);
+    for (value_of_label, value) in samples {
+        sample(out, name, &format!("{label}=\"{value_of_label}\""), value);
+    }
+}
+
+/// A metric of one unlabelled sample.
+pub fn single(out: &mut String, name: &str, kind: &str, text: &str, value: impl std::fmt::Display) {
+    help(out, name, kind, text);
+    sample(out, name, "", value);
 }
 
 #[cfg(test)]

@@ -19,8 +19,8 @@ pub enum LaneError {
 
 fn key_of(m: &MessageView) -> TriggerKey {
     TriggerKey {
-        tenant: m.tenant.clone(),
-        trigger: m.trigger.clone(),
+        tenant: m.head.tenant.clone(),
+        trigger: m.head.trigger.clone(),
     }
 }
 
@@ -33,10 +33,10 @@ fn replay_of(original: &MessageView) -> NewMessage {
     }
     NewMessage {
         id,
-        tenant: original.tenant.clone(),
-        trigger: original.trigger.clone(),
-        lane: original.lane.clone(),
-        mode: original.mode,
+        tenant: original.head.tenant.clone(),
+        trigger: original.head.trigger.clone(),
+        lane: original.head.lane.clone(),
+        mode: original.head.mode,
         received_at: now_micros(),
         idempotency_key: None,
         input,
@@ -74,7 +74,7 @@ impl Queue {
         let links = messages
             .iter()
             .zip(originals)
-            .map(|(m, o)| (m.id, o.id))
+            .map(|(m, o)| (m.id, o.head.id))
             .collect();
         let stored = async {
             self.store().enqueue(&messages).await?;
@@ -91,21 +91,21 @@ impl Queue {
         for ((message, original), key) in messages.into_iter().zip(originals).zip(reserved) {
             ids.push(message.id);
             // A replay of the message holding its lane goes to the head of the lane.
-            let held = match &original.lane {
+            let held = match &original.head.lane {
                 Some(_) => self
                     .store()
-                    .release_lane(original.id, Release::Unblock)
+                    .release_lane(original.head.id, Release::Unblock)
                     .await
                     .unwrap_or_else(|e| {
-                        tracing::warn!(error = %e, message = %original.id, "cannot release the lane for a replay");
+                        tracing::warn!(error = %e, message = %original.head.id, "cannot release the lane for a replay");
                         false
                     }),
                 None => false,
             };
             if held {
-                let lane = original.lane.clone().unwrap_or_default();
+                let lane = original.head.lane.clone().unwrap_or_default();
                 dispatcher.unblock(&key, &lane, Some(Job::new(message)));
-                dispatcher.events().lane_unblocked(&key, original.id);
+                dispatcher.events().lane_unblocked(&key, original.head.id);
             } else {
                 dispatcher.push(Job::new(message));
             }
@@ -116,15 +116,18 @@ impl Queue {
     /// Lets go of the lane `message` holds: skipped (status `skipped`) or left as it is.
     pub async fn release_lane(&self, message: &MessageView, how: Release) -> Result<(), LaneError> {
         let lane = message
+            .head
             .lane
             .clone()
-            .ok_or(LaneError::NotBlocking(message.id))?;
-        if !self.store().release_lane(message.id, how).await? {
-            return Err(LaneError::NotBlocking(message.id));
+            .ok_or(LaneError::NotBlocking(message.head.id))?;
+        if !self.store().release_lane(message.head.id, how).await? {
+            return Err(LaneError::NotBlocking(message.head.id));
         }
         let key = key_of(message);
         self.dispatcher().unblock(&key, &lane, None);
-        self.dispatcher().events().lane_unblocked(&key, message.id);
+        self.dispatcher()
+            .events()
+            .lane_unblocked(&key, message.head.id);
         Ok(())
     }
 }

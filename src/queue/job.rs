@@ -45,13 +45,13 @@ impl Job {
 
     pub(crate) fn recovered(p: PendingMessage) -> Self {
         Self {
-            id: p.id,
+            id: p.head.id,
             key: TriggerKey {
-                tenant: p.tenant,
-                trigger: p.trigger,
+                tenant: p.head.tenant,
+                trigger: p.head.trigger,
             },
-            lane: p.lane,
-            mode: p.mode,
+            lane: p.head.lane,
+            mode: p.head.mode,
             attempts: p.attempts,
             run_at: p.run_at,
             input: p.input.map(Arc::new),

@@ -106,7 +106,7 @@ impl Queue {
         let executor = dispatcher.executor().clone();
         let mut exec = Box::pin(async move {
             executor
-                .execute_with(&t, &run_input, Some(&meta), Some(rtx), &run_stop)
+                .execute(&t, &run_input, Some(&meta), Some(rtx), &run_stop, None)
                 .await
         });
         let store = self.store().clone();

@@ -6,7 +6,7 @@
 //! "older than the last id on this page" is the next page, newest first.
 
 use crate::domain::{
-    MessageId, MessageStatus, MessageView, Micros, TenantName, TriggerKey, TriggerName,
+    MessageHead, MessageId, MessageStatus, MessageView, Micros, TenantName, TriggerKey,
 };
 
 use super::{Store, StoreError};
@@ -40,12 +40,7 @@ impl MessageQuery {
 /// One line of the log history.
 #[derive(Debug, Clone, PartialEq)]
 pub struct MessageSummary {
-    pub id: MessageId,
-    pub tenant: TenantName,
-    pub trigger: TriggerName,
-    pub lane: Option<String>,
-    pub status: MessageStatus,
-    pub received_at: Micros,
+    pub head: MessageHead,
     pub finished_at: Option<Micros>,
     pub attempts: u32,
     pub response_status: Option<u16>,
@@ -145,18 +140,13 @@ pub struct DeliveryQuery {
     pub limit: u32,
 }
 
+/// A stored delivery: the event as it was queued, and how sending it goes.
 #[derive(Debug, Clone)]
 pub struct DeliveryView {
-    pub id: MessageId,
-    pub tenant: TenantName,
-    pub subscription: String,
-    pub event: String,
-    pub message_id: Option<MessageId>,
-    pub created_at: Micros,
+    pub delivery: NewDelivery,
     pub status: DeliveryStatus,
     pub next_at: Micros,
     pub attempts: Vec<DeliveryAttempt>,
-    pub payload: String,
 }
 
 impl Store {
@@ -219,7 +209,7 @@ impl Store {
         limit: u32,
     ) -> Result<Vec<DeliveryView>, StoreError> {
         let mut claimed = each!(self, s => s.claim_deliveries(now, lease_until, limit).await)?;
-        claimed.sort_by_key(|d| d.created_at);
+        claimed.sort_by_key(|d| d.delivery.created_at);
         Ok(claimed)
     }
 

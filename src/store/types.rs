@@ -3,8 +3,8 @@
 use serde_json::Value;
 
 use crate::domain::{
-    AttemptRecord, MessageId, MessageStatus, MessageView, Micros, Mode, Outcome, StoredResponse,
-    TenantName, TriggerName,
+    AttemptRecord, MessageHead, MessageId, MessageStatus, MessageView, Micros, Outcome,
+    StoredResponse,
 };
 
 pub use super::error::StoreError;
@@ -69,7 +69,7 @@ pub fn read_documents(
     trace: Option<&str>,
     response: Option<&str>,
 ) -> Result<MessageView, StoreError> {
-    let id = view.id;
+    let id = view.head.id;
     let read = || -> Result<_, Unreadable> {
         Ok((
             read_document(id, "input", input)?,
@@ -85,8 +85,8 @@ pub fn read_documents(
             Ok(view)
         }
         Err(why) => Err(StoreError::Unreadable {
-            tenant: view.tenant,
-            trigger: view.trigger,
+            tenant: view.head.tenant,
+            trigger: view.head.trigger,
             why: why.to_string(),
         }),
     }
@@ -155,13 +155,7 @@ impl Completion {
 /// An unfinished message, as recovery hands it to the dispatcher.
 #[derive(Debug, Clone)]
 pub struct PendingMessage {
-    pub id: MessageId,
-    pub tenant: TenantName,
-    pub trigger: TriggerName,
-    pub lane: Option<String>,
-    pub mode: Mode,
-    pub status: MessageStatus,
-    pub received_at: Micros,
+    pub head: MessageHead,
     pub run_at: Micros,
     pub attempts: u32,
     pub blocking: bool,

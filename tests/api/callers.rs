@@ -430,7 +430,7 @@ async fn secrets_never_reach_the_store_the_logs_or_the_answers() {
                     .message(id)
                     .await
                     .unwrap()
-                    .is_some_and(|m| m.status.is_final())
+                    .is_some_and(|m| m.head.status.is_final())
             })
             .await,
             "message {id} was never recorded"

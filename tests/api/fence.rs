@@ -58,7 +58,7 @@ async fn pg_nothing_is_claimed_before_startup_recovery_has_finished() {
     .unwrap();
     // Several of the claimer's polls (every 250 ms) would have taken it.
     tokio::time::sleep(Duration::from_millis(800)).await;
-    let status = |v: Option<flowgate::domain::MessageView>| v.map(|v| v.status);
+    let status = |v: Option<flowgate::domain::MessageView>| v.map(|v| v.head.status);
     assert_eq!(
         status(store.get(left.id).await.unwrap()),
         Some(MessageStatus::Queued),

@@ -175,16 +175,22 @@ async fn running_messages_are_read_from_the_unfinished(store: &Store, url: &str)
     }
     let page = store.list_messages(only.clone()).await.unwrap();
     assert_eq!(page.len(), 50);
-    assert!(page.iter().all(|m| m.status == MessageStatus::Running));
-    assert!(page.windows(2).all(|w| w[0].id > w[1].id), "newest first");
+    assert!(page.iter().all(|m| m.head.status == MessageStatus::Running));
+    assert!(
+        page.windows(2).all(|w| w[0].head.id > w[1].head.id),
+        "newest first"
+    );
     let page = store.list_messages(all.clone()).await.unwrap();
     let statuses: Vec<bool> = page
         .iter()
-        .map(|m| m.status == MessageStatus::Running)
+        .map(|m| m.head.status == MessageStatus::Running)
         .collect();
     assert_eq!(statuses[..20], [false; 20], "the 20 newest ended");
     assert_eq!(statuses[20..], [true; 30], "then the running ones");
-    assert!(page.windows(2).all(|w| w[0].id > w[1].id), "newest first");
+    assert!(
+        page.windows(2).all(|w| w[0].head.id > w[1].head.id),
+        "newest first"
+    );
     assert_eq!(store.count_messages(only).await.unwrap(), 120);
     let counts = store.status_counts(None).await.unwrap();
     let orders_running = counts
@@ -228,7 +234,7 @@ async fn queue_statements_read_by_id(store: &Store, url: &str) {
         })
         .await
         .unwrap();
-    let ids: Vec<MessageId> = page.iter().map(|m| m.id).collect();
+    let ids: Vec<MessageId> = page.iter().map(|m| m.head.id).collect();
     assert_eq!(ids.len(), 32);
     let plans = pg.explain_queue(ids).await.unwrap();
     assert_eq!(plans.len(), 6);
@@ -321,11 +327,11 @@ async fn check(store: &Store, assert: fn(&str, &str)) {
         let rows = store.list_messages(q.clone()).await.unwrap();
         assert_eq!(rows.len(), 50, "{what}");
         assert!(
-            rows.windows(2).all(|w| w[0].id > w[1].id),
+            rows.windows(2).all(|w| w[0].head.id > w[1].head.id),
             "{what}: newest first"
         );
         if let Some(b) = q.before {
-            assert!(rows[0].id < b);
+            assert!(rows[0].head.id < b);
         }
     }
     let n = store

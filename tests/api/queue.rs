@@ -467,7 +467,10 @@ async fn seen(
 ) -> (flowgate::domain::MessageStatus, Vec<i64>) {
     store.flush().await.unwrap();
     let v = store.get(id).await.unwrap().unwrap();
-    (v.status, v.attempts.iter().map(|a| a.started_at).collect())
+    (
+        v.head.status,
+        v.attempts.iter().map(|a| a.started_at).collect(),
+    )
 }
 
 const MINUTE: i64 = 60_000_000;
@@ -558,7 +561,7 @@ async fn a_sync_message_starting_past_its_callers_timeout_elsewhere_is_cancelled
     let later = t0 + 10 * SECOND;
     assert_eq!(queue.run_due(later).await, 2);
     let v = store.get(late).await.unwrap().unwrap();
-    assert_eq!(v.status, Cancelled, "{v:?}");
+    assert_eq!(v.head.status, Cancelled, "{v:?}");
     assert_eq!(v.attempts.len(), 1);
     assert_eq!(v.attempts[0].error_code.as_deref(), Some("cancelled"));
     assert_eq!(v.trace, json!([]), "it never ran a step");

@@ -429,8 +429,10 @@ async fn stopping_an_execution_kills_the_worker_it_waits_on() {
         stopper.stop(StopReason::LeaseLost);
         (before, binary)
     };
-    let (ex, (before, binary)) =
-        tokio::join!(executor.execute(&trigger, &input, None, &stop), watch);
+    let (ex, (before, binary)) = tokio::join!(
+        executor.execute(&trigger, &input, None, None, &stop, None),
+        watch
+    );
     match ex.result {
         Err(ExecError::Stopped { step, reason }) => {
             assert_eq!((step.as_str(), reason), ("spin", StopReason::LeaseLost));

@@ -112,8 +112,8 @@ steps:
     let (stop_a, stop_b) = (Stop::new(), Stop::new());
     let executor = crate::helpers::executor();
     let (a, b) = tokio::join!(
-        executor.execute_with(&trigger, &doc, Some(&meta), None, &stop_a),
-        executor.execute_with(&trigger, &doc, Some(&meta), None, &stop_b),
+        executor.execute(&trigger, &doc, Some(&meta), None, &stop_a, None),
+        executor.execute(&trigger, &doc, Some(&meta), None, &stop_b, None),
     );
     assert!(a.result.is_ok() && b.result.is_ok(), "{a:?} {b:?}");
     assert_eq!(a.vars()["r"], json!({"rows_affected": 1}));

@@ -284,14 +284,14 @@ async fn duro_item_sync_pings_then_pulls_then_upserts() {
             .await
             .unwrap()
             .unwrap();
-        if view.status.is_final() {
+        if view.head.status.is_final() {
             done = Some(view);
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     let view = done.expect("the message finishes");
-    assert_eq!(view.status.as_str(), "succeeded", "{}", view.trace);
+    assert_eq!(view.head.status.as_str(), "succeeded", "{}", view.trace);
     let reqs = stub.recorded();
     assert_eq!(reqs[0].path, "/api/items/A-100");
     assert_eq!(

@@ -33,7 +33,7 @@ async fn log_history_pages_filters_counts_and_lanes() {
         };
 
         let page = store.list_messages(q.clone()).await.unwrap();
-        let ids: Vec<MessageId> = page.iter().map(|m| m.id).collect();
+        let ids: Vec<MessageId> = page.iter().map(|m| m.head.id).collect();
         assert_eq!(ids, vec![ms[4].id, ms[3].id], "{name}: newest first");
         let next = MessageQuery {
             before: Some(ms[3].id),
@@ -44,7 +44,7 @@ async fn log_history_pages_filters_counts_and_lanes() {
             .await
             .unwrap()
             .iter()
-            .map(|m| m.id)
+            .map(|m| m.head.id)
             .collect();
         assert_eq!(ids, vec![ms[2].id, ms[1].id], "{name}: the next page");
 
@@ -73,7 +73,7 @@ async fn log_history_pages_filters_counts_and_lanes() {
             .await
             .unwrap()
             .iter()
-            .map(|m| m.id)
+            .map(|m| m.head.id)
             .collect();
         assert_eq!(
             ids,
@@ -145,7 +145,7 @@ async fn log_history_pages_filters_counts_and_lanes() {
             "{name}: once"
         );
         assert_eq!(
-            store.get(ms[0].id).await.unwrap().unwrap().status,
+            store.get(ms[0].id).await.unwrap().unwrap().head.status,
             MessageStatus::Skipped,
             "{name}"
         );
@@ -191,7 +191,7 @@ async fn deliveries_are_claimed_retried_listed_and_redelivered() {
             .await
             .unwrap();
         assert_eq!(claimed.len(), 1, "{name}");
-        assert_eq!(claimed[0].payload, d.payload, "{name}");
+        assert_eq!(claimed[0].delivery.payload, d.payload, "{name}");
         assert!(
             store
                 .claim_deliveries(now, now + 60_000_000, 10)
@@ -330,6 +330,6 @@ async fn pg_a_replay_released_on_one_node_heads_the_lane_on_another() {
         "the replay first, then the lane"
     );
     let (view, _) = a.message_detail(m1.id).await.unwrap().unwrap();
-    assert_eq!(view.status, MessageStatus::Dead, "unblocked as it was");
+    assert_eq!(view.head.status, MessageStatus::Dead, "unblocked as it was");
     assert!(a.blocked_lanes(None).await.unwrap().is_empty());
 }

@@ -47,7 +47,7 @@ pub async fn list(
     let rows = state.queue.store().list_deliveries(query).await?;
     Ok(Json(DeliveryPage {
         deliveries: rows.iter().map(|d| Delivery::new(d, false)).collect(),
-        next_cursor: next_cursor(&rows, limit, |d| d.id.to_string()),
+        next_cursor: next_cursor(&rows, limit, |d| d.delivery.id.to_string()),
     }))
 }
 
@@ -72,10 +72,14 @@ pub async fn redeliver(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let d = found.it;
-    state.queue.store().redeliver(d.id, now_micros()).await?;
+    state
+        .queue
+        .store()
+        .redeliver(d.delivery.id, now_micros())
+        .await?;
     state.queue.dispatcher().events().wake_sender();
     Ok(HttpResponse::Accepted().json(Redelivered {
-        delivery_id: d.id.to_string(),
+        delivery_id: d.delivery.id.to_string(),
         status: "pending".into(),
     }))
 }

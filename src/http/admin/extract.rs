@@ -148,7 +148,7 @@ impl<const REPLAY: bool> Lookup for Message<REPLAY> {
     }
 
     fn tenant(&self) -> &str {
-        self.view.tenant.as_str()
+        self.view.head.tenant.as_str()
     }
 }
 
@@ -165,6 +165,6 @@ impl Lookup for DeliveryView {
     }
 
     fn tenant(&self) -> &str {
-        self.tenant.as_str()
+        self.delivery.tenant.as_str()
     }
 }

@@ -170,30 +170,30 @@ pub async fn list(
     let rows = state.queue.store().list_messages(query).await?;
     Ok(Json(MessagePage {
         messages: rows.iter().map(MessageSummary::from).collect(),
-        next_cursor: next_cursor(&rows, limit, |m| m.id.to_string()),
+        next_cursor: next_cursor(&rows, limit, |m| m.head.id.to_string()),
     }))
 }
 
 /// Whether `v` holds its ordered lane: known here, or (lanes claimed from a
 /// shared store by any node) asked of the store.
 async fn blocking(state: &AppState, v: &MessageView) -> Result<bool, ApiError> {
-    let Some(lane) = v.lane.as_deref() else {
+    let Some(lane) = v.head.lane.as_deref() else {
         return Ok(false);
     };
     let dispatcher = state.queue.dispatcher();
     if !state.queue.execution().lanes_in_store() {
         let key = TriggerKey {
-            tenant: v.tenant.clone(),
-            trigger: v.trigger.clone(),
+            tenant: v.head.tenant.clone(),
+            trigger: v.head.trigger.clone(),
         };
-        return Ok(dispatcher.blocked_by(&key, lane) == Some(v.id));
+        return Ok(dispatcher.blocked_by(&key, lane) == Some(v.head.id));
     }
     let lanes = state
         .queue
         .store()
-        .blocked_lanes(Some(vec![v.tenant.clone()]))
+        .blocked_lanes(Some(vec![v.head.tenant.clone()]))
         .await?;
-    Ok(lanes.iter().any(|l| l.message_id == v.id))
+    Ok(lanes.iter().any(|l| l.message_id == v.head.id))
 }
 
 /// One message: input (redacted), step trace, every attempt, response.
@@ -230,10 +230,10 @@ pub async fn replay(
 ) -> Result<HttpResponse, ApiError> {
     let (who, view) = (found.who, found.it.view);
     let new = state.queue.replay(&view).await?;
-    tracing::info!(admin = who.label, original = %view.id, replay = %new, "message replayed");
+    tracing::info!(admin = who.label, original = %view.head.id, replay = %new, "message replayed");
     Ok(HttpResponse::Accepted().json(Replayed {
         message_id: new.to_string(),
-        replay_of: view.id.to_string(),
+        replay_of: view.head.id.to_string(),
         status: "queued".into(),
     }))
 }
@@ -246,21 +246,21 @@ async fn release(
     let (who, view) = (found.who, found.it.view);
     match state.queue.release_lane(&view, how).await {
         Ok(()) => {
-            tracing::info!(admin = who.label, message = %view.id, action = ?how, "ordered lane released");
+            tracing::info!(admin = who.label, message = %view.head.id, action = ?how, "ordered lane released");
             let status = if how == Release::Skip {
                 MessageStatus::Skipped
             } else {
-                view.status
+                view.head.status
             };
             Ok(Json(Released {
-                message_id: view.id.to_string(),
+                message_id: view.head.id.to_string(),
                 status: status.as_str().to_owned(),
-                lane: view.lane,
+                lane: view.head.lane,
             }))
         }
         Err(LaneError::NotBlocking(_)) => Err(ApiError::Conflict(format!(
             "message {} does not hold an ordered lane",
-            view.id
+            view.head.id
         ))),
         Err(LaneError::Store(e)) => Err(e.into()),
     }
@@ -363,8 +363,8 @@ pub async fn bulk_replay(
     for chunk in rows.chunks(BULK_BATCH) {
         let mut views = Vec::with_capacity(chunk.len());
         for m in chunk {
-            let found = state.queue.store().message_detail(m.id).await;
-            let found = found.map_err(|e| unusable(&who, &m.id.to_string(), e, true))?;
+            let found = state.queue.store().message_detail(m.head.id).await;
+            let found = found.map_err(|e| unusable(&who, &m.head.id.to_string(), e, true))?;
             if let Some((view, _)) = found {
                 views.push(view);
             }

@@ -75,7 +75,7 @@ impl Dispatcher {
                 };
                 let ex = self
                     .executor
-                    .execute_with(t, input, Some(&meta), None, stop)
+                    .execute(t, input, Some(&meta), None, stop, None)
                     .await;
                 let trace = ex.trace_text();
                 (ex.result, ex.response, trace)

@@ -59,13 +59,13 @@ impl Dispatcher {
     pub fn recover(self: &Arc<Self>, pending: Vec<PendingMessage>) {
         for p in pending {
             let key = TriggerKey {
-                tenant: p.tenant.clone(),
-                trigger: p.trigger.clone(),
+                tenant: p.head.tenant.clone(),
+                trigger: p.head.trigger.clone(),
             };
             if p.blocking {
-                if let Some(lane) = &p.lane {
+                if let Some(lane) = &p.head.lane {
                     let s = self.state(&key);
-                    lock(&s.lanes).entry(lane.clone()).or_default().blocked_by = Some(p.id);
+                    lock(&s.lanes).entry(lane.clone()).or_default().blocked_by = Some(p.head.id);
                 }
                 continue;
             }

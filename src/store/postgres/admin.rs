@@ -13,11 +13,11 @@ use crate::domain::{MessageId, MessageStatus, MessageView, Micros, TenantName, T
 use crate::store::StoreError;
 use crate::store::admin::{BlockedLane, MessageQuery, MessageSummary, Release, StatusCount};
 
-use super::rows::{message_id, names, status};
+use super::rows::{head, message_id, names, status};
 use super::{PgStore, db, notify_work};
 
 const SUMMARY_COLUMNS: &str =
-    "id, tenant, trigger, lane, status, received_at, finished_at, attempts,
+    "id, tenant, trigger, lane, mode, status, received_at, finished_at, attempts,
      (response::jsonb ->> 'status')::int, replay_of, blocking, error";
 
 /// The smallest UUIDv7 of the millisecond of `us`: time bounds become id bounds.
@@ -160,22 +160,16 @@ fn count_sql(q: &MessageQuery, key: Option<&TriggerKey>) -> (String, Values) {
 }
 
 fn summary(r: &tokio_postgres::Row) -> Result<MessageSummary, StoreError> {
-    let (tenant, trigger) = names(r.get(1), r.get(2))?;
     Ok(MessageSummary {
-        id: message_id(r.get(0)),
-        tenant,
-        trigger,
-        lane: r.get(3),
-        status: status(r.get(4))?,
-        received_at: r.get(5),
-        finished_at: r.get(6),
-        attempts: r.get::<_, i32>(7) as u32,
+        head: head(r)?,
+        finished_at: r.get(7),
+        attempts: r.get::<_, i32>(8) as u32,
         response_status: r
-            .get::<_, Option<i32>>(8)
+            .get::<_, Option<i32>>(9)
             .and_then(|c| u16::try_from(c).ok()),
-        replay_of: r.get::<_, Option<uuid::Uuid>>(9).map(message_id),
-        blocking: r.get(10),
-        error: r.get(11),
+        replay_of: r.get::<_, Option<uuid::Uuid>>(10).map(message_id),
+        blocking: r.get(11),
+        error: r.get(12),
     })
 }
 
@@ -202,7 +196,7 @@ impl PgStore {
                     out.push(summary(&r)?);
                 }
             }
-            out.sort_by_key(|m| std::cmp::Reverse(m.id));
+            out.sort_by_key(|m| std::cmp::Reverse(m.head.id));
             out.truncate(q.limit as usize);
             Ok(out)
         })

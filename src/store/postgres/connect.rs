@@ -6,9 +6,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use deadpool_postgres::{Hook, HookError, Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use deadpool_postgres::{Hook, HookError};
 use tokio::sync::mpsc;
 
+use crate::connect::postgres::pool_builder;
 use crate::domain::Micros;
 use crate::store::types::StoreError;
 
@@ -143,16 +144,8 @@ impl PgStore {
             uuid::Uuid::now_v7().simple()
         )
         .into();
-        let manager = Manager::from_config(
-            config,
-            tls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
-        // Without timeouts `get()` waits for ever while the database is away.
         let settings: Arc<str> = session_settings(&options).into();
-        let pool = Pool::builder(manager)
+        let pool = pool_builder(config, tls, options.pool_size, options.connect_timeout)
             .post_create(Hook::async_fn(move |client, _| {
                 let settings = settings.clone();
                 Box::pin(async move {
@@ -162,11 +155,6 @@ impl PgStore {
                         .map_err(HookError::Backend)
                 })
             }))
-            .max_size(options.pool_size)
-            .runtime(Runtime::Tokio1)
-            .wait_timeout(Some(options.connect_timeout))
-            .create_timeout(Some(options.connect_timeout))
-            .recycle_timeout(Some(options.connect_timeout))
             .build()
             .map_err(|e| StoreError::Config(format!("connection pool: {e}")))?;
         let (tx, rx) = mpsc::channel(writer::CHANNEL);

@@ -26,17 +26,19 @@ fn delivery(r: &Row) -> Result<DeliveryView, StoreError> {
     let st: &str = r.get(6);
     let log: serde_json::Value = r.get(8);
     Ok(DeliveryView {
-        id: message_id(r.get(0)),
-        tenant,
-        subscription: r.get(2),
-        event: r.get(3),
-        message_id: r.get::<_, Option<uuid::Uuid>>(4).map(message_id),
-        created_at: r.get(5),
+        delivery: NewDelivery {
+            id: message_id(r.get(0)),
+            tenant,
+            subscription: r.get(2),
+            event: r.get(3),
+            message_id: r.get::<_, Option<uuid::Uuid>>(4).map(message_id),
+            created_at: r.get(5),
+            payload: r.get(9),
+        },
         status: DeliveryStatus::parse(st).ok_or_else(|| corrupt("delivery status", st))?,
         next_at: r.get(7),
         attempts: serde_json::from_value(log.clone())
             .map_err(|_| corrupt("attempt log", &log.to_string()))?,
-        payload: r.get(9),
     })
 }
 

@@ -7,7 +7,8 @@ use deadpool_postgres::GenericClient;
 use tokio_postgres::Row;
 
 use crate::domain::{
-    AttemptRecord, MessageId, MessageStatus, MessageView, Mode, NewMessage, TenantName, TriggerName,
+    AttemptRecord, MessageHead, MessageId, MessageStatus, MessageView, Mode, NewMessage,
+    TenantName, TriggerName,
 };
 use crate::store::types::{PendingMessage, StoreError};
 
@@ -119,8 +120,8 @@ pub async fn get<C: GenericClient>(
     // Served by the UNIQUE index on id.
     let stmt = client
         .prepare_cached(
-            "SELECT tenant, trigger, lane, mode, status, received_at, finished_at, response, error,
-                    input, trace, attempt_log
+            "SELECT id, tenant, trigger, lane, mode, status, received_at, finished_at, response,
+                    error, input, trace, attempt_log
              FROM messages WHERE id = $1",
         )
         .await
@@ -132,30 +133,23 @@ pub async fn get<C: GenericClient>(
     else {
         return Ok(None);
     };
-    let (tenant, trigger) = names(r.get(0), r.get(1))?;
     let view = MessageView {
-        id,
-        tenant,
-        trigger,
-        lane: r.get(2),
-        mode: mode(r.get(3))?,
-        status: status(r.get(4))?,
-        received_at: r.get(5),
-        finished_at: r.get(6),
+        head: head(&r)?,
+        finished_at: r.get(7),
         response: None,
-        error: r.get(8),
+        error: r.get(9),
         input: serde_json::Value::Null,
         trace: serde_json::Value::Null,
-        attempts: attempts(&r.get::<_, serde_json::Value>(11)),
+        attempts: attempts(&r.get::<_, serde_json::Value>(12)),
     };
-    crate::store::read_documents(view, r.get(9), r.get(10), r.get(7)).map(Some)
+    crate::store::read_documents(view, r.get(10), r.get(11), r.get(8)).map(Some)
 }
 
-/// A row of `SELECT id, tenant, trigger, lane, mode, status, received_at, run_at,
-/// attempts, blocking, input`.
-pub fn pending(r: &Row) -> Result<PendingMessage, StoreError> {
+/// The first seven columns of a row that starts `SELECT id, tenant, trigger,
+/// lane, mode, status, received_at`.
+pub fn head(r: &Row) -> Result<MessageHead, StoreError> {
     let (tenant, trigger) = names(r.get(1), r.get(2))?;
-    Ok(PendingMessage {
+    Ok(MessageHead {
         id: message_id(r.get(0)),
         tenant,
         trigger,
@@ -163,6 +157,14 @@ pub fn pending(r: &Row) -> Result<PendingMessage, StoreError> {
         mode: mode(r.get(4))?,
         status: status(r.get(5))?,
         received_at: r.get(6),
+    })
+}
+
+/// A row of `SELECT id, tenant, trigger, lane, mode, status, received_at, run_at,
+/// attempts, blocking, input`.
+pub fn pending(r: &Row) -> Result<PendingMessage, StoreError> {
+    Ok(PendingMessage {
+        head: head(r)?,
         run_at: r.get(7),
         attempts: r.get::<_, i32>(8) as u32,
         blocking: r.get(9),

@@ -14,10 +14,10 @@ use crate::store::admin::{BlockedLane, MessageQuery, MessageSummary, Release, St
 use crate::store::error::sqlite;
 
 use super::SqliteStore;
-use super::reads::{corrupt, get, id_floor};
+use super::reads::{HeadRow, corrupt, get, head, head_row, id_floor};
 
 const SUMMARY_COLUMNS: &str =
-    "id, tenant, trigger, lane, status, received_at, finished_at, attempts,
+    "id, tenant, trigger, lane, mode, status, received_at, finished_at, attempts,
      json_extract(response, '$.status'), replay_of, blocking, error";
 
 /// The WHERE clause of a query for one trigger (or none: every trigger) and its values.
@@ -92,43 +92,17 @@ fn status(s: &str) -> Result<MessageStatus, StoreError> {
     MessageStatus::parse(s).ok_or_else(|| corrupt("status", s))
 }
 
-type SummaryRow = (
-    String,
-    String,
-    String,
-    Option<String>,
-    String,
-    i64,
-    Option<i64>,
-    u32,
-    Option<i64>,
-    Option<String>,
-    bool,
-    Option<String>,
+/// What a log history line reads after its head: finished_at, attempts, the
+/// response's status, replay_of, blocking and error.
+type SummaryRest = (
+    (Option<i64>, u32, Option<i64>),
+    (Option<String>, bool, Option<String>),
 );
 
-fn summary(row: SummaryRow) -> Result<MessageSummary, StoreError> {
-    let (
-        i,
-        tenant,
-        trigger,
-        lane,
-        st,
-        received_at,
-        finished_at,
-        attempts,
-        code,
-        replay,
-        blocking,
-        error,
-    ) = row;
+fn summary((first, rest): (HeadRow, SummaryRest)) -> Result<MessageSummary, StoreError> {
+    let ((finished_at, attempts, code), (replay, blocking, error)) = rest;
     Ok(MessageSummary {
-        id: id(&i)?,
-        tenant: name(TenantName::parse, &tenant)?,
-        trigger: name(TriggerName::parse, &trigger)?,
-        lane,
-        status: status(&st)?,
-        received_at,
+        head: head(first)?,
         finished_at,
         attempts,
         response_status: code.and_then(|c| u16::try_from(c).ok()),
@@ -145,14 +119,17 @@ fn list(conn: &Connection, q: &MessageQuery) -> Result<Vec<MessageSummary>, Stor
         let (sql, values) = list_sql(q, key);
         let mut stmt = conn.prepare_cached(&sql).map_err(sqlite)?;
         let rows = stmt
-            .query_map(params_from_iter(values), |r| r.try_into())
-            .and_then(|rows| rows.collect::<Result<Vec<SummaryRow>, _>>())
+            .query_map(params_from_iter(values), |r| {
+                let rest = (r.get(7)?, r.get(8)?, r.get(9)?);
+                Ok((head_row(r)?, (rest, (r.get(10)?, r.get(11)?, r.get(12)?))))
+            })
+            .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
             .map_err(sqlite)?;
         for row in rows {
             out.push(summary(row)?);
         }
     }
-    out.sort_by_key(|m| std::cmp::Reverse(m.id));
+    out.sort_by_key(|m| std::cmp::Reverse(m.head.id));
     out.truncate(q.limit as usize);
     Ok(out)
 }

@@ -33,16 +33,18 @@ type DeliveryRow = (
 fn delivery(row: DeliveryRow) -> Result<DeliveryView, StoreError> {
     let (i, tenant, subscription, event, message, created_at, st, next_at, log, payload) = row;
     Ok(DeliveryView {
-        id: id(&i)?,
-        tenant: name(TenantName::parse, &tenant)?,
-        subscription,
-        event,
-        message_id: message.as_deref().map(id).transpose()?,
-        created_at,
+        delivery: NewDelivery {
+            id: id(&i)?,
+            tenant: name(TenantName::parse, &tenant)?,
+            subscription,
+            event,
+            message_id: message.as_deref().map(id).transpose()?,
+            created_at,
+            payload,
+        },
         status: DeliveryStatus::parse(&st).ok_or_else(|| corrupt("delivery status", &st))?,
         next_at,
         attempts: serde_json::from_str(&log).map_err(|_| corrupt("attempt log", &log))?,
-        payload,
     })
 }
 

@@ -4,7 +4,8 @@
 use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::domain::{
-    MessageId, MessageStatus, MessageView, Micros, Mode, Outcome, TenantName, TriggerName,
+    MessageHead, MessageId, MessageStatus, MessageView, Micros, Mode, Outcome, TenantName,
+    TriggerName,
 };
 use crate::store::error::sqlite;
 use crate::store::types::{PendingMessage, StoreError};
@@ -19,54 +20,25 @@ pub(super) fn corrupt(what: &str, v: &str) -> StoreError {
 
 pub(super) fn get(conn: &Connection, id: MessageId) -> Result<Option<MessageView>, StoreError> {
     // Served by the UNIQUE index on id.
-    let row = conn
+    let row: Option<(HeadRow, ViewRest)> = conn
         .prepare_cached(
-            "SELECT m.tenant, m.trigger, m.lane, m.mode, m.status, m.received_at, m.finished_at,
-                    m.response, m.error, i.input, m.trace, m.attempt_log
+            "SELECT m.id, m.tenant, m.trigger, m.lane, m.mode, m.status, m.received_at,
+                    m.finished_at, m.response, m.error, i.input, m.trace, m.attempt_log
              FROM messages m LEFT JOIN message_inputs i ON i.seq = m.seq WHERE m.id = ?1",
         )
         .and_then(|mut s| {
             s.query_row([id.to_string()], |r| {
-                Ok((
-                    (
-                        r.get::<_, String>(0)?,
-                        r.get::<_, String>(1)?,
-                        r.get::<_, Option<String>>(2)?,
-                    ),
-                    (r.get::<_, String>(3)?, r.get::<_, String>(4)?),
-                    (r.get::<_, i64>(5)?, r.get::<_, Option<i64>>(6)?),
-                    (
-                        r.get::<_, Option<String>>(7)?,
-                        r.get::<_, Option<String>>(8)?,
-                    ),
-                    (
-                        r.get::<_, Option<String>>(9)?,
-                        r.get::<_, Option<String>>(10)?,
-                        r.get::<_, String>(11)?,
-                    ),
-                ))
+                let rest = (r.get(7)?, r.get(8)?, r.get(9)?, r.get(10)?, r.get(11)?);
+                Ok((head_row(r)?, (rest, r.get(12)?)))
             })
             .optional()
         })
         .map_err(sqlite)?;
-    let Some((
-        (tenant, trigger, lane),
-        (mode, status),
-        (received_at, finished_at),
-        (response, error),
-        (input, trace, log),
-    )) = row
-    else {
+    let Some((first, ((finished_at, response, error, input, trace), log))) = row else {
         return Ok(None);
     };
     let view = MessageView {
-        id,
-        tenant: TenantName::parse(&tenant).map_err(|_| corrupt("tenant", &tenant))?,
-        trigger: TriggerName::parse(&trigger).map_err(|_| corrupt("trigger", &trigger))?,
-        lane,
-        mode: parse_mode(&mode)?,
-        status: MessageStatus::parse(&status).ok_or_else(|| corrupt("status", &status))?,
-        received_at,
+        head: head(first)?,
         finished_at,
         attempts: parse_attempts(&log),
         response: None,
@@ -91,19 +63,52 @@ pub(super) fn parse_mode(s: &str) -> Result<Mode, StoreError> {
     }
 }
 
-type PendingRow = (
+/// The columns every message read starts with: `id, tenant, trigger, lane, mode,
+/// status, received_at`.
+pub(super) type HeadRow = (String, String, String, Option<String>, String, String, i64);
+
+pub(super) fn head(
+    (id, tenant, trigger, lane, mode, status, received_at): HeadRow,
+) -> Result<MessageHead, StoreError> {
+    Ok(MessageHead {
+        id: id.parse().map_err(|_| corrupt("id", &id))?,
+        tenant: TenantName::parse(&tenant).map_err(|_| corrupt("tenant", &tenant))?,
+        trigger: TriggerName::parse(&trigger).map_err(|_| corrupt("trigger", &trigger))?,
+        lane,
+        mode: parse_mode(&mode)?,
+        status: MessageStatus::parse(&status).ok_or_else(|| corrupt("status", &status))?,
+        received_at,
+    })
+}
+
+/// Reads a row's `HeadRow` columns.
+pub(super) fn head_row(r: &rusqlite::Row) -> rusqlite::Result<HeadRow> {
+    Ok((
+        r.get(0)?,
+        r.get(1)?,
+        r.get(2)?,
+        r.get(3)?,
+        r.get(4)?,
+        r.get(5)?,
+        r.get(6)?,
+    ))
+}
+
+/// What `get` reads after the head: finished_at, response, error, input, trace,
+/// then attempt_log.
+type ViewRest = (
+    (
+        Option<i64>,
+        Option<String>,
+        Option<String>,
+        Option<String>,
+        Option<String>,
+    ),
     String,
-    String,
-    String,
-    Option<String>,
-    String,
-    String,
-    i64,
-    i64,
-    u32,
-    bool,
-    Option<String>,
 );
+
+/// What recovery reads after the head: run_at, attempts, blocking and input.
+type PendingRest = (i64, u32, bool, Option<String>);
 
 pub(super) fn recover(
     conn: &mut Connection,
@@ -139,52 +144,32 @@ pub(super) fn recover(
         .map_err(sqlite)?;
     }
     // Served by the partial index messages_open (same predicate).
-    let rows: Vec<PendingRow> = tx
+    let rows: Vec<(HeadRow, PendingRest)> = tx
         .prepare(
             "SELECT m.id, m.tenant, m.trigger, m.lane, m.mode, m.status, m.received_at, m.run_at,
                     m.attempts, m.blocking, i.input
              FROM messages m LEFT JOIN message_inputs i ON i.seq = m.seq WHERE m.open = 1 ORDER BY m.seq",
         )
         .and_then(|mut s| {
-            s.query_map([], |r| r.try_into())?
+            s.query_map([], |r| {
+                Ok((head_row(r)?, (r.get(7)?, r.get(8)?, r.get(9)?, r.get(10)?)))
+            })?
                 .collect::<Result<Vec<_>, _>>()
         })
         .map_err(sqlite)?;
     tx.commit().map_err(sqlite)?;
     rows.into_iter()
-        .map(
-            |(
-                id,
-                tenant,
-                trigger,
-                lane,
-                mode,
-                status,
-                received_at,
+        .map(|(first, (run_at, attempts, blocking, input))| {
+            Ok(PendingMessage {
+                head: head(first)?,
                 run_at,
                 attempts,
                 blocking,
-                input,
-            )| {
-                Ok(PendingMessage {
-                    id: id.parse().map_err(|_| corrupt("id", &id))?,
-                    tenant: TenantName::parse(&tenant).map_err(|_| corrupt("tenant", &tenant))?,
-                    trigger: TriggerName::parse(&trigger)
-                        .map_err(|_| corrupt("trigger", &trigger))?,
-                    lane,
-                    mode: parse_mode(&mode)?,
-                    status: MessageStatus::parse(&status)
-                        .ok_or_else(|| corrupt("status", &status))?,
-                    received_at,
-                    run_at,
-                    attempts,
-                    blocking,
-                    input: input.map_or(Ok(serde_json::Value::Null), |s| {
-                        crate::store::read_input(&s)
-                    }),
-                })
-            },
-        )
+                input: input.map_or(Ok(serde_json::Value::Null), |s| {
+                    crate::store::read_input(&s)
+                }),
+            })
+        })
         .collect()
 }
 

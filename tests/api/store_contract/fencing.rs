@@ -46,7 +46,7 @@ async fn a_late_result_is_discarded_and_the_current_attempts_end_is_taken() {
         store.finished(late()).await;
         store.flush().await.unwrap();
         let v = store.get(m.id).await.unwrap().unwrap();
-        assert_eq!(v.status, MessageStatus::Queued, "{name}: not taken");
+        assert_eq!(v.head.status, MessageStatus::Queued, "{name}: not taken");
         assert_eq!(v.attempts.len(), 1, "{name}");
         assert_eq!(v.attempts[0].outcome, Some(Outcome::Interrupted), "{name}");
 
@@ -54,19 +54,19 @@ async fn a_late_result_is_discarded_and_the_current_attempts_end_is_taken() {
         store.finished(late()).await;
         store.flush().await.unwrap();
         let v = store.get(m.id).await.unwrap().unwrap();
-        assert_eq!(v.status, MessageStatus::Running, "{name}: not taken");
+        assert_eq!(v.head.status, MessageStatus::Running, "{name}: not taken");
         store
             .finished(done(m.id, 2, MessageStatus::Failed, false))
             .await;
         let v = store.get(m.id).await.unwrap().unwrap();
-        assert_eq!(v.status, MessageStatus::Failed, "{name}");
+        assert_eq!(v.head.status, MessageStatus::Failed, "{name}");
         assert_eq!(v.attempts.len(), 2, "{name}");
         assert_eq!(v.attempts[0].outcome, Some(Outcome::Interrupted), "{name}");
         assert_eq!(v.attempts[1].outcome, Some(Outcome::Failed), "{name}");
         // A finished message takes no more ends.
         store.finished(late()).await;
         let v = store.get(m.id).await.unwrap().unwrap();
-        assert_eq!(v.status, MessageStatus::Failed, "{name}");
+        assert_eq!(v.head.status, MessageStatus::Failed, "{name}");
     }
 }
 
@@ -89,7 +89,7 @@ async fn pg_a_result_is_taken_only_under_a_live_lease() {
     assert!(!written.await.unwrap(), "told it was discarded");
     assert_eq!(a.stats().results_discarded, 1);
     let v = a.get(m.id).await.unwrap().unwrap();
-    assert_eq!(v.status, MessageStatus::Running);
+    assert_eq!(v.head.status, MessageStatus::Running);
     let again = b.claim_messages(1, a.now()).await.unwrap();
     assert_eq!(again[0].attempt, 2, "the message runs again");
 }
@@ -122,7 +122,7 @@ async fn pg_leases_are_renewed_per_attempt() {
     );
     assert!(lease(query(&pg.url, sql).await) > before, "renewed");
     let v = a.get(m.id).await.unwrap().unwrap();
-    assert_eq!(v.status, MessageStatus::Running);
+    assert_eq!(v.head.status, MessageStatus::Running);
     assert_eq!(v.attempts.len(), 2);
 }
 
@@ -183,7 +183,7 @@ async fn pg_a_lane_commits_only_under_a_live_lease() {
     assert!(!a.commit_lane(&lane, result, None, late).await.unwrap());
     assert!(!a.lane_live(&lane));
     let v = a.get(m.id).await.unwrap().unwrap();
-    assert_eq!(v.status, MessageStatus::Queued);
+    assert_eq!(v.head.status, MessageStatus::Queued);
 }
 
 /// Recovery at start frees what lapsed leases held and nothing else: a live
@@ -208,7 +208,11 @@ async fn pg_recovery_frees_only_lapsed_leases_and_moves_lane_epochs_on() {
     assert_eq!(held[0].get::<_, Option<&str>>(0), Some(a.node()));
     assert_eq!(held[0].get::<_, i64>(1), lane.epoch);
     let view = a.get(m.id).await.unwrap().unwrap();
-    assert_eq!(view.status, MessageStatus::Running, "a live claim is kept");
+    assert_eq!(
+        view.head.status,
+        MessageStatus::Running,
+        "a live claim is kept"
+    );
 
     // As a node starting after a's leases lapsed.
     let later = b.now() + 2_000_000;
@@ -229,7 +233,7 @@ async fn pg_recovery_frees_only_lapsed_leases_and_moves_lane_epochs_on() {
     let next = b.claim_lanes(1, later).await.unwrap().remove(0);
     assert!(next.epoch > freed_epoch);
     assert_eq!(
-        b.get(m.id).await.unwrap().unwrap().status,
+        b.get(m.id).await.unwrap().unwrap().head.status,
         MessageStatus::Queued
     );
 }

@@ -145,7 +145,7 @@ async fn enqueue_get_and_idempotency() {
             .unwrap();
         assert!(matches!(out[0], EnqueueOutcome::Inserted), "{name}");
         match &out[1] {
-            EnqueueOutcome::Duplicate(first) => assert_eq!(first.id, a.id, "{name}"),
+            EnqueueOutcome::Duplicate(first) => assert_eq!(first.head.id, a.id, "{name}"),
             other => panic!("{name}: {other:?}"),
         }
         assert!(matches!(out[2], EnqueueOutcome::Inserted), "{name}");
@@ -155,12 +155,12 @@ async fn enqueue_get_and_idempotency() {
             .await
             .unwrap();
         assert!(
-            matches!(&again[0], EnqueueOutcome::Duplicate(v) if v.id == a.id),
+            matches!(&again[0], EnqueueOutcome::Duplicate(v) if v.head.id == a.id),
             "{name}"
         );
 
         let view = store.get(a.id).await.unwrap().unwrap();
-        assert_eq!(view.status, MessageStatus::Queued, "{name}");
+        assert_eq!(view.head.status, MessageStatus::Queued, "{name}");
         assert_eq!(view.input, a.input, "{name}");
         assert!(
             store.get(b.id).await.unwrap().is_none(),
@@ -237,21 +237,21 @@ async fn attempts_are_recorded_and_recovery_requeues_running_messages() {
         // m1 was running when the process stopped; recovery at the next start
         // (on the shared store, once its lease has lapsed).
         let pending = store.recover(now_micros() + 2_000_000).await.unwrap();
-        let ids: Vec<MessageId> = pending.iter().map(|p| p.id).collect();
+        let ids: Vec<MessageId> = pending.iter().map(|p| p.head.id).collect();
         assert_eq!(
             ids,
             vec![m1.id, m2.id],
             "{name}: unfinished, in acceptance order"
         );
-        assert_eq!(pending[0].status, MessageStatus::Queued, "{name}");
+        assert_eq!(pending[0].head.status, MessageStatus::Queued, "{name}");
         assert_eq!(pending[0].attempts, 1, "{name}");
-        assert_eq!(pending[0].lane.as_deref(), Some("lane"), "{name}");
+        assert_eq!(pending[0].head.lane.as_deref(), Some("lane"), "{name}");
         let v1 = store.get(m1.id).await.unwrap().unwrap();
         assert_eq!(v1.attempts.len(), 1, "{name}");
         assert_eq!(v1.attempts[0].outcome, Some(Outcome::Interrupted), "{name}");
         assert!(v1.attempts[0].finished_at.is_some(), "{name}");
         let v3 = store.get(m3.id).await.unwrap().unwrap();
-        assert_eq!(v3.status, MessageStatus::Succeeded, "{name}");
+        assert_eq!(v3.head.status, MessageStatus::Succeeded, "{name}");
         assert_eq!(v3.attempts[0].outcome, Some(Outcome::Succeeded), "{name}");
     }
 }
@@ -267,7 +267,7 @@ async fn a_blocking_message_is_recovered_as_such() {
         let pending = store.recover(now_micros()).await.unwrap();
         assert_eq!(pending.len(), 2, "{name}");
         assert!(
-            pending[0].blocking && pending[0].status == MessageStatus::Dead,
+            pending[0].blocking && pending[0].head.status == MessageStatus::Dead,
             "{name}"
         );
         assert!(!pending[1].blocking, "{name}");
@@ -415,7 +415,7 @@ async fn pg_lanes_run_in_acceptance_order_and_late_results_are_fenced() {
         .unwrap();
     assert!(!late);
     assert_eq!(
-        a.get(ids[2]).await.unwrap().unwrap().status,
+        a.get(ids[2]).await.unwrap().unwrap().head.status,
         MessageStatus::Queued
     );
 }
@@ -483,12 +483,12 @@ async fn pg_unordered_claims_lapse_and_are_fenced() {
         .await;
     a.flush().await.unwrap();
     let v = b.get(m.id).await.unwrap().unwrap();
-    assert_eq!(v.status, MessageStatus::Running);
+    assert_eq!(v.head.status, MessageStatus::Running);
     assert_eq!(v.attempts[0].outcome, Some(Outcome::Interrupted));
     b.finished(end(m.id, 2, MessageStatus::Succeeded, now_micros()))
         .await;
     let v = b.get(m.id).await.unwrap().unwrap();
-    assert_eq!(v.status, MessageStatus::Succeeded);
+    assert_eq!(v.head.status, MessageStatus::Succeeded);
     assert_eq!(v.attempts.len(), 2);
 }
 
@@ -532,7 +532,7 @@ async fn pg_retry_holds_the_lane_until_due_and_exhaustion_blocks_it() {
         "a blocked lane is not claimed"
     );
     let v = a.get(m2.id).await.unwrap().unwrap();
-    assert_eq!(v.status, MessageStatus::Queued);
+    assert_eq!(v.head.status, MessageStatus::Queued);
 }
 
 /// A message of `tenant` (unordered, or in `lane`).

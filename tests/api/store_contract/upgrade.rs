@@ -72,25 +72,25 @@ async fn pg_an_upgrade_from_migration_7_keeps_every_open_message_in_order() {
 
     let store = Store::connect(&pg.url, options()).await.unwrap();
     let open = store.recover(now_micros()).await.unwrap();
-    let order: Vec<MessageId> = open.iter().map(|m| m.id).collect();
+    let order: Vec<MessageId> = open.iter().map(|m| m.head.id).collect();
     assert_eq!(
         order,
         vec![ids[0], ids[1], ids[3], ids[4], ids[5]],
         "every open message, in acceptance order"
     );
     assert!(open[2].blocking);
-    assert_eq!(open[1].lane.as_deref(), Some("a"));
+    assert_eq!(open[1].head.lane.as_deref(), Some("a"));
 
     let fresh = message(Some("a"), None, now_micros());
     store.enqueue(std::slice::from_ref(&fresh)).await.unwrap();
     let again = store.recover(now_micros()).await.unwrap();
     assert_eq!(
-        again.last().map(|m| m.id),
+        again.last().map(|m| m.head.id),
         Some(fresh.id),
         "a new message comes last"
     );
     assert_eq!(
-        store.get(ids[2]).await.unwrap().map(|v| v.status),
+        store.get(ids[2]).await.unwrap().map(|v| v.head.status),
         Some(MessageStatus::Succeeded)
     );
     assert_eq!(

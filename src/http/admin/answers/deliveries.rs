@@ -76,18 +76,19 @@ impl Delivery {
                 error: a.error.clone(),
             })
             .collect();
+        let queued = &d.delivery;
         Self {
-            delivery_id: d.id.to_string(),
-            tenant: d.tenant.to_string(),
-            subscription: d.subscription.clone(),
-            event: d.event.clone(),
-            message_id: d.message_id.map(|m| m.to_string()),
-            created_at: format_rfc3339(d.created_at),
+            delivery_id: queued.id.to_string(),
+            tenant: queued.tenant.to_string(),
+            subscription: queued.subscription.clone(),
+            event: queued.event.clone(),
+            message_id: queued.message_id.map(|m| m.to_string()),
+            created_at: format_rfc3339(queued.created_at),
             status: d.status.as_str().to_owned(),
             next_attempt_at: (d.status == DeliveryStatus::Pending)
                 .then(|| format_rfc3339(d.next_at)),
             attempts,
-            payload: full.then(|| serde_json::from_str(&d.payload).unwrap_or(Value::Null)),
+            payload: full.then(|| serde_json::from_str(&queued.payload).unwrap_or(Value::Null)),
         }
     }
 }

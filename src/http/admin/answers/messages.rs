@@ -59,15 +59,16 @@ pub struct MessageSummary {
 
 impl From<&Summary> for MessageSummary {
     fn from(m: &Summary) -> Self {
+        let h = &m.head;
         Self {
-            message_id: m.id.to_string(),
-            tenant: m.tenant.to_string(),
-            trigger: m.trigger.to_string(),
-            lane: m.lane.clone(),
-            status: m.status.as_str().to_owned(),
-            received_at: format_rfc3339(m.received_at),
+            message_id: h.id.to_string(),
+            tenant: h.tenant.to_string(),
+            trigger: h.trigger.to_string(),
+            lane: h.lane.clone(),
+            status: h.status.as_str().to_owned(),
+            received_at: format_rfc3339(h.received_at),
             finished_at: m.finished_at.map(format_rfc3339),
-            duration_ms: m.finished_at.map(|f| ms(f - m.received_at)),
+            duration_ms: m.finished_at.map(|f| ms(f - h.received_at)),
             attempts: m.attempts,
             response_status: m.response_status,
             replay_of: m.replay_of.map(|r| r.to_string()),
@@ -158,16 +159,17 @@ impl MessageDetail {
                 error_code: a.error_code.clone(),
             })
             .collect();
+        let h = &v.head;
         Self {
-            message_id: v.id.to_string(),
-            tenant: v.tenant.to_string(),
-            trigger: v.trigger.to_string(),
-            lane: v.lane.clone(),
-            mode: v.mode.as_str().to_owned(),
-            status: v.status.as_str().to_owned(),
-            received_at: format_rfc3339(v.received_at),
+            message_id: h.id.to_string(),
+            tenant: h.tenant.to_string(),
+            trigger: h.trigger.to_string(),
+            lane: h.lane.clone(),
+            mode: h.mode.as_str().to_owned(),
+            status: h.status.as_str().to_owned(),
+            received_at: format_rfc3339(h.received_at),
             finished_at: v.finished_at.map(format_rfc3339),
-            duration_ms: v.finished_at.map(|f| ms(f - v.received_at)),
+            duration_ms: v.finished_at.map(|f| ms(f - h.received_at)),
             replay_of: replay_of.map(|r| r.to_string()),
             blocking,
             input: v.input.clone(),
