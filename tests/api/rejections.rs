@@ -280,31 +280,34 @@ async fn ordering_keys_name_a_lane(app: &TestApp) {
     assert!(lanes.contains(&json!("300")), "{lanes:?}");
 }
 
+/// Sends `body` to `trigger` without waiting for the answer, once its flow is
+/// running (its call reached the `runs` stub): it holds its lane.
+async fn hold_lane(
+    app: &TestApp,
+    runs: &Stub,
+    trigger: &str,
+    body: Value,
+) -> tokio::task::JoinHandle<reqwest::Response> {
+    let path = format!("/run/{}", body["n"]);
+    let first = tokio::spawn({
+        let (client, url) = (app.client.clone(), app.url(&format!("/shop/{trigger}")));
+        async move { client.post(url).json(&body).send().await.unwrap() }
+    });
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            runs.requests.lock().unwrap().iter().any(|r| r.path == path)
+        })
+        .await,
+        "{trigger} never started"
+    );
+    first
+}
+
 /// A sync call waiting behind a slow message times out before it starts: with
 /// `on_timeout: cancel` it never runs and ends `cancelled`.
 async fn cancelled_on_timeout(app: &TestApp, runs: &Stub, events: &Stub) {
-    let first = tokio::spawn({
-        let (client, url) = (app.client.clone(), app.url("/shop/Slow"));
-        async move {
-            client
-                .post(url)
-                .json(&json!({"item": "D-1", "n": 1}))
-                .send()
-                .await
-                .unwrap()
-        }
-    });
     // The first holds the lane, running (its call is slow to answer).
-    assert!(
-        eventually(Duration::from_secs(10), || async {
-            runs.requests
-                .lock()
-                .unwrap()
-                .iter()
-                .any(|r| r.path == "/run/1")
-        })
-        .await
-    );
+    let first = hold_lane(app, runs, "Slow", json!({"item": "D-1", "n": 1})).await;
     let (code, id, body) = post(app, "Slow", json!({"item": "D-1", "n": 2})).await;
     assert_eq!(code, StatusCode::ACCEPTED, "{body}");
     assert_eq!(body["status"], "cancelled", "{body}");
@@ -353,27 +356,7 @@ async fn cancelled_on_timeout(app: &TestApp, runs: &Stub, events: &Stub) {
 /// is told it is still queued, and runs when its turn comes.
 async fn continued_on_timeout(app: &TestApp, runs: &Stub) {
     runs.then(Reply::json(200, json!({"ran": "slowly"})).delay(Duration::from_secs(3)));
-    let first = tokio::spawn({
-        let (client, url) = (app.client.clone(), app.url("/shop/SlowGoesOn"));
-        async move {
-            client
-                .post(url)
-                .json(&json!({"item": "E-1", "n": 10}))
-                .send()
-                .await
-                .unwrap()
-        }
-    });
-    assert!(
-        eventually(Duration::from_secs(10), || async {
-            runs.requests
-                .lock()
-                .unwrap()
-                .iter()
-                .any(|r| r.path == "/run/10")
-        })
-        .await
-    );
+    let first = hold_lane(app, runs, "SlowGoesOn", json!({"item": "E-1", "n": 10})).await;
     let (code, id, body) = post(app, "SlowGoesOn", json!({"item": "E-1", "n": 11})).await;
     assert_eq!(code, StatusCode::ACCEPTED, "{body}");
     assert_eq!(body["status"], "queued", "it waits for its turn: {body}");
