@@ -229,19 +229,6 @@ impl Outbound {
     }
 }
 
-/// A request error with its causes (a name refused by the address filter says
-/// why only there).
-pub fn error_text(e: &reqwest::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
-}
-
 /// Basic credentials of a connection.
 #[derive(Clone)]
 pub struct BasicCredentials {

@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use serde_json::{Map, Value, json};
 
-use crate::connect::http::error_text;
 use crate::connect::http::{DEFAULT_TIMEOUT, UrlRefused};
 use crate::connect::{OutboundRequest, SendError};
 use crate::domain::{REDACTED, SECRET_HEADERS};
@@ -271,7 +270,7 @@ pub async fn run(step: &HttpStep, p: Prepared) -> Result<Outcome, Failure> {
                 let why = if e.is_timeout() {
                     format!("no answer within {timeout:?}")
                 } else {
-                    error_text(&e)
+                    crate::domain::chain::describe(&e)
                 };
                 if !transient || wait.is_none() {
                     return Err(fail(format!(

@@ -219,7 +219,7 @@ async fn post(
                 error: None,
             }
         }
-        Err(e) => failed(number, at, &crate::connect::http::error_text(&e)),
+        Err(e) => failed(number, at, &crate::domain::chain::describe(&e)),
     }
 }
 

@@ -53,9 +53,33 @@ pub struct KeyWithId {
     pub hash: String,
     /// From then on the key is refused (`key_expired`).
     pub expires: Option<time::OffsetDateTime>,
+    /// SHA-256 over label, id and hash: a cached verification of this key is
+    /// trusted only while it is unchanged. Made once, here, not per request.
+    pub fingerprint: [u8; 32],
 }
 
 impl KeyWithId {
+    pub fn new(
+        id: String,
+        label: String,
+        hash: String,
+        expires: Option<time::OffsetDateTime>,
+    ) -> Self {
+        use sha2::{Digest, Sha256};
+        let mut fp = Sha256::new();
+        for part in [&label, &id, &hash] {
+            fp.update(part.as_bytes());
+            fp.update([0]);
+        }
+        Self {
+            id,
+            label,
+            hash,
+            expires,
+            fingerprint: fp.finalize().into(),
+        }
+    }
+
     pub fn expired_at(&self, now: time::OffsetDateTime) -> bool {
         self.expires.is_some_and(|at| now >= at)
     }

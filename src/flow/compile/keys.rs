@@ -118,12 +118,12 @@ fn compile_consumer(
             },
         };
         if valid {
-            keys.push(KeyWithId {
+            keys.push(KeyWithId::new(
                 id,
-                label: label.to_owned(),
-                hash: key.hash.value,
+                label.to_owned(),
+                key.hash.value,
                 expires,
-            });
+            ));
         }
     }
     keys

@@ -38,24 +38,24 @@ impl Dispatcher {
         slot: Option<OwnedSemaphorePermit>,
     ) -> Attempted {
         let trigger = self.trigger(&job.key);
-        if job.attempts == 0 {
-            let cancelled = match self.waiters.starting(job.id) {
-                Start::Cancelled => true,
-                // Its caller waited on another node, or on this one before a
-                // restart: past the timeout it was answered (or lost), so it
-                // is cancelled by the time alone.
-                Start::Run { waited_here: false } => {
-                    past_its_callers_timeout(job, trigger.as_deref(), started_at)
-                }
-                Start::Run { waited_here: true } => false,
+        // Only sync messages have callers waiting (and a timeout to cancel on).
+        let mut waited_here = None;
+        if job.attempts == 0 && job.mode == Mode::Sync {
+            let here = match self.waiters.starting(job.id) {
+                Start::Cancelled => return self.cancelled(job, started_at),
+                Start::Run { waited_here } => waited_here,
             };
-            if cancelled {
+            // Its caller waited on another node, or on this one before a
+            // restart: past the timeout it was answered (or lost), so it is
+            // cancelled by the time alone.
+            if !here && past_its_callers_timeout(job, trigger.as_deref(), started_at) {
                 return self.cancelled(job, started_at);
             }
+            waited_here = Some(here);
         }
         job.attempts += 1;
         let number = job.attempts;
-        let waiting = self.waiters.has(job.id);
+        let waiting = waited_here.unwrap_or_else(|| self.waiters.has(job.id));
         let meta = RunMeta {
             message_id: job.id,
             attempt: number,
