@@ -115,11 +115,7 @@ fn cut(text: &str) -> String {
     if text.len() <= MAX_REASON {
         return text.to_owned();
     }
-    let mut end = MAX_REASON;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}…", &text[..end])
+    format!("{}…", &text[..text.floor_char_boundary(MAX_REASON)])
 }
 
 #[cfg(test)]

@@ -147,10 +147,7 @@ pub fn reply(outcome: Result<(&[Val], bool), &str>, max_bytes: u64) -> Vec<u8> {
     let encoded = match outcome {
         Err(message) => {
             // A jq error quotes the value it failed on, which may be huge.
-            let mut end = message.len().min(MAX_MESSAGE);
-            while !message.is_char_boundary(end) {
-                end -= 1;
-            }
+            let end = message.floor_char_boundary(MAX_MESSAGE);
             let mut out = vec![FAILED];
             out.extend_from_slice(&message.as_bytes()[..end]);
             if end < message.len() {
