@@ -155,21 +155,8 @@ impl PgTx {
             }
         }
         let client = self.client()?;
-        let c = &self.connection;
-        self.within(timeout, async {
-            if let Some(stored) = effects::claim(client, key)
-                .await
-                .map_err(|e| c.describe(&e))?
-            {
-                return Ok((stored, true));
-            }
-            let result = c.statement(client, query, params, single).await?;
-            effects::record(client, key, &result)
-                .await
-                .map_err(|e| c.describe(&e))?;
-            Ok((result, false))
-        })
-        .await
+        let work = self.connection.once_in(client, key, query, params, single);
+        self.within(timeout, work).await
     }
 
     /// Opens a savepoint: what follows can be rolled back alone.

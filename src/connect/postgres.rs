@@ -264,21 +264,37 @@ impl PgConnection {
                 self.effects_table.store(true, Ordering::Release);
             }
             let tx = client.transaction().await.map_err(|e| self.describe(&e))?;
-            if let Some(stored) = effects::claim(&tx, key)
-                .await
-                .map_err(|e| self.describe(&e))?
-            {
-                tx.rollback().await.map_err(|e| self.describe(&e))?;
-                return Ok((stored, true));
-            }
-            let result = self.statement(&tx, query, params, single).await?;
-            effects::record(&tx, key, &result)
-                .await
-                .map_err(|e| self.describe(&e))?;
+            let outcome = self.once_in(&tx, key, query, params, single).await?;
+            // When the effect was made before, nothing was written: the commit
+            // ends the transaction as a rollback would.
             tx.commit().await.map_err(|e| self.describe(&e))?;
-            Ok((result, false))
+            Ok(outcome)
         };
         self.cancel_past(cancel, timeout, work).await
+    }
+
+    /// In the open transaction `tx`: the stored result of `key`'s effect when it
+    /// was made before (`true`), else the statement run now with its result
+    /// recorded (`false`), to commit or roll back together.
+    pub(super) async fn once_in<C: GenericClient>(
+        &self,
+        tx: &C,
+        key: &OnceKey,
+        query: &str,
+        params: &[Value],
+        single: bool,
+    ) -> Result<(Value, bool), SqlError> {
+        if let Some(stored) = effects::claim(tx, key)
+            .await
+            .map_err(|e| self.describe(&e))?
+        {
+            return Ok((stored, true));
+        }
+        let result = self.statement(tx, query, params, single).await?;
+        effects::record(tx, key, &result)
+            .await
+            .map_err(|e| self.describe(&e))?;
+        Ok((result, false))
     }
 
     /// A pooled connection of this thread's pool, waited for at most `timeout`.
