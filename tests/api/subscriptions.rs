@@ -199,24 +199,21 @@ async fn signed_delivery_fails_twice_then_succeeds_in_three_attempts() {
     assert_eq!(d["attempts"].as_array().unwrap().len(), 4);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn http_receivers_need_the_setting() {
-    let (base, log) = receiver().await;
-    let app = app_with(&base, false).await;
-    app.post_async("/hooks/Fails", None, json!({"n": 1})).await;
-    let d = wait_delivery(&app, "failed").await;
-    assert_eq!(
-        d["attempts"].as_array().unwrap().len(),
-        4,
-        "the schedule ran out"
+#[test]
+fn http_receivers_need_the_setting_at_load() {
+    let dir = tempfile::tempdir().unwrap();
+    write_flow(
+        dir.path(),
+        "t/_tenant.yaml",
+        "subscriptions:\n  - name: a\n    url: http://127.0.0.1:9/hook\n    events: [message.failed]\n",
     );
-    assert!(
-        d["attempts"][0]["error"]
-            .as_str()
-            .unwrap()
-            .contains("subscriptions_allow_http")
-    );
-    assert!(log.lock().unwrap().is_empty(), "nothing was sent over http");
+    let refused = flowgate::flow::check_dir_with(dir.path(), false);
+    let text: Vec<String> = refused.diagnostics.iter().map(|d| d.to_string()).collect();
+    assert_eq!(text.len(), 1, "{text:?}");
+    assert!(text[0].contains("_tenant.yaml:3:10"), "{text:?}");
+    assert!(text[0].contains("subscriptions_allow_http"), "{text:?}");
+    let allowed = flowgate::flow::check_dir_with(dir.path(), true);
+    assert!(allowed.diagnostics.is_empty(), "{:?}", allowed.diagnostics);
 }
 
 #[test]
