@@ -155,9 +155,19 @@ impl Sender {
     async fn send_one(&self, d: DeliveryView) {
         let me = &self.inner;
         let number = d.attempts.len() as u32 + 1;
-        let sub = me
-            .subscribers
-            .named(d.delivery.tenant.as_str(), &d.delivery.subscription);
+        let find = || {
+            me.subscribers
+                .named(d.delivery.tenant.as_str(), &d.delivery.subscription)
+        };
+        let mut sub = find();
+        if !sub.as_ref().is_some_and(|s| s.enabled) {
+            // Another node may have made or switched it on within the last
+            // second: read the stored ones again before calling it off.
+            if let Err(e) = me.subscribers.refresh().await {
+                tracing::warn!(error = %e, "cannot read the stored event subscriptions");
+            }
+            sub = find();
+        }
         let attempt = self
             .attempt(sub.as_deref(), &d.delivery, number, false)
             .await;

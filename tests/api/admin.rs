@@ -77,6 +77,8 @@ impl TestApp {
         let url = self.url(&format!("/_admin/api{path}"));
         let mut r = match method {
             "POST" => self.client.post(url),
+            "PATCH" => self.client.patch(url),
+            "DELETE" => self.client.delete(url),
             _ => self.client.get(url),
         };
         r = r.bearer_auth(token);

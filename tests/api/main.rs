@@ -18,6 +18,7 @@ mod http_steps;
 mod https;
 mod inputs;
 mod key_ids;
+mod managed_subscriptions;
 mod meta;
 mod metrics;
 mod multinode;
