@@ -18,10 +18,10 @@ use crate::admin::{ACME_TOKEN, GLOBAL_TOKEN, admin_app_with};
 use crate::helpers::{TestApp, eventually, write_flow};
 
 /// What the receiver got: (path, headers, body).
-type Got = Arc<Mutex<Vec<(String, Vec<(String, String)>, String)>>>;
+pub type Got = Arc<Mutex<Vec<(String, Vec<(String, String)>, String)>>>;
 
 /// A receiver on port 0 answering 200 to everything.
-async fn receiver() -> (String, Got) {
+pub async fn receiver() -> (String, Got) {
     let got: Got = Arc::default();
     let data = web::Data::new(got.clone());
     let server = HttpServer::new(move || {
@@ -79,7 +79,8 @@ async fn app(store: Option<String>) -> TestApp {
     .await
 }
 
-fn verify(secret: &str, headers: &[(String, String)], body: &str) -> bool {
+/// Whether the `X-Flowgate-Signature` of a delivery is made with `secret`.
+pub fn verify(secret: &str, headers: &[(String, String)], body: &str) -> bool {
     let h = |n: &str| {
         headers
             .iter()
