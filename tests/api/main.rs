@@ -43,6 +43,7 @@ mod sql_once;
 mod sql_steps;
 mod store_admin_contract;
 mod store_contract;
+mod store_subscriptions_contract;
 mod stub;
 mod subscriptions;
 mod transactions;
