@@ -285,3 +285,33 @@ async fn lane_and_load_events_are_delivered() {
     );
     assert!(events.iter().all(|e| e["subscription"] == "lanes"));
 }
+
+/// `flowgate check` reads `subscriptions_allow_http` from the settings, as
+/// `serve` does, so the two agree on an `http://` receiver.
+#[test]
+fn check_refuses_an_http_receiver_unless_the_settings_allow_it() {
+    let dir = tempfile::tempdir().unwrap();
+    write_flow(
+        dir.path(),
+        "flows/t/_tenant.yaml",
+        "subscriptions:\n  - name: a\n    url: http://example.com/hook\n    events: [message.failed]\n",
+    );
+    let check = |allow: Option<&str>| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_flowgate"));
+        cmd.current_dir(dir.path())
+            .args(["check", "flows"])
+            .env_remove("FLOWGATE_SUBSCRIPTIONS_ALLOW_HTTP");
+        if let Some(v) = allow {
+            cmd.env("FLOWGATE_SUBSCRIPTIONS_ALLOW_HTTP", v);
+        }
+        cmd.output().unwrap()
+    };
+    let refused = check(None);
+    assert!(!refused.status.success());
+    let said = String::from_utf8_lossy(&refused.stdout);
+    assert!(said.contains("_tenant.yaml:3:10:"), "{said}");
+    assert!(said.contains("subscriptions_allow_http"), "{said}");
+    let allowed = check(Some("true"));
+    let said = String::from_utf8_lossy(&allowed.stdout);
+    assert!(allowed.status.success(), "{said}");
+}
