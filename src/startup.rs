@@ -15,7 +15,7 @@ use crate::auth::key_cache::KeyVerifier;
 use crate::config::Settings;
 use crate::connect::Registry;
 use crate::engine::{Executor, Sandbox};
-use crate::events::sender::{self, SenderSettings};
+use crate::events::sender::{Sender, SenderSettings};
 use crate::flow::{Diagnostic, Loader, SharedCatalog};
 use crate::http::tls::Tls;
 use crate::http::{self, AppState};
@@ -59,10 +59,13 @@ impl Application {
             (Some(cert), Some(key)) => Some(Tls::load(cert.clone(), key.clone())?),
             _ => None,
         };
-        let registry = Arc::new(Registry::new(
-            crate::connect::env::process_env(),
-            settings.outbound_policy(),
-        ));
+        let registry = Arc::new(
+            Registry::new(
+                crate::connect::env::process_env(),
+                settings.outbound_policy(),
+            )
+            .with_subscriptions_allow_http(settings.subscriptions_allow_http),
+        );
         let mut loader = Loader::new(settings.flows.clone()).with_registry(registry);
         let report = loader.load();
         if !report.diagnostics.is_empty() {
@@ -101,10 +104,9 @@ impl Application {
         queue.start_retention(settings.retention, Duration::from_secs(3600));
 
         let events = queue.dispatcher().events().clone();
-        sender::start(
+        let hooks = Sender::new(
+            &events,
             queue.store().clone(),
-            catalog.clone(),
-            events.sender_wake(),
             SenderSettings {
                 retry: settings.subscriptions_retry.clone(),
                 poll: settings.subscriptions_poll,
@@ -112,7 +114,9 @@ impl Application {
                 allow_http: settings.subscriptions_allow_http,
                 deny_private: settings.subscriptions_deny_private,
             },
-        );
+        )
+        .map_err(|e| StartupError::Settings(vec![crate::domain::chain::describe(&e)]))?;
+        hooks.start();
 
         let reload_errors = Arc::new(AtomicUsize::new(0));
         let problems = Arc::new(RwLock::new(Vec::new()));
@@ -154,6 +158,7 @@ impl Application {
             settings: Arc::new(settings),
             catalog,
             queue: queue.clone(),
+            hooks,
             reload_errors,
         });
         let body_timeout = state.settings.body_timeout;

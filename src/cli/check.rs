@@ -7,10 +7,19 @@ use std::process::ExitCode;
 use anyhow::Result;
 
 use super::flowtest;
-use crate::flow::check_dir;
+use crate::config::Settings;
+use crate::flow::check_dir_with;
+
+/// `subscriptions_allow_http` of the settings (`flowgate.toml`, `FLOWGATE_*`):
+/// files are checked as `serve` would load them.
+fn allow_http() -> Result<bool> {
+    let settings =
+        Settings::load(None).map_err(|e| anyhow::anyhow!("settings: {}", e.join("; ")))?;
+    Ok(settings.subscriptions_allow_http)
+}
 
 pub fn check(dir: &Path) -> Result<ExitCode> {
-    let report = check_dir(dir);
+    let report = check_dir_with(dir, allow_http()?);
     for d in &report.diagnostics {
         println!("{d}");
     }
@@ -30,7 +39,7 @@ pub fn check(dir: &Path) -> Result<ExitCode> {
 /// Runs the flow tests of `dir`; with `rollback`, each case's statements run in
 /// transactions rolled back at its end.
 pub fn test(dir: &Path, rollback: bool) -> Result<ExitCode> {
-    let report = check_dir(dir);
+    let report = check_dir_with(dir, allow_http()?);
     if !report.diagnostics.is_empty() {
         for d in &report.diagnostics {
             eprintln!("{d}");

@@ -49,6 +49,8 @@ pub struct Registry {
     env: EnvLookup,
     outbound: Arc<Outbound>,
     pools: Mutex<HashMap<String, Weak<PgConnection>>>,
+    /// `subscriptions_allow_http`: event receivers may be `http://` URLs.
+    subscriptions_allow_http: bool,
 }
 
 impl std::fmt::Debug for Registry {
@@ -71,7 +73,18 @@ impl Registry {
             env,
             outbound: Arc::new(Outbound::new(policy)),
             pools: Mutex::new(HashMap::new()),
+            subscriptions_allow_http: false,
         }
+    }
+
+    /// The same registry, with `http://` event receivers allowed or not.
+    pub fn with_subscriptions_allow_http(mut self, allow: bool) -> Self {
+        self.subscriptions_allow_http = allow;
+        self
+    }
+
+    pub fn subscriptions_allow_http(&self) -> bool {
+        self.subscriptions_allow_http
     }
 
     pub fn env(&self) -> &EnvLookup {

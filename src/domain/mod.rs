@@ -13,6 +13,7 @@ mod meta;
 mod names;
 mod signature;
 mod size;
+mod subscription;
 mod time;
 
 pub use cidr::{Cidr, CidrError};
@@ -26,4 +27,8 @@ pub use meta::RunMeta;
 pub use names::{NameError, TenantName, TriggerKey, TriggerName};
 pub use signature::{HmacAlgorithm, HmacRule, SignatureEncoding, SignatureScheme};
 pub use size::{SizeError, parse_size};
+pub use subscription::{
+    EventPattern, Include, Subscription, SubscriptionError, SubscriptionSource, check_name,
+    check_url, file_subscription_id, format_retry, new_secret, parse_events, parse_retry,
+};
 pub use time::{Micros, format_rfc3339, now_micros};

@@ -4,20 +4,26 @@
 //! pull the details through the admin API.
 //!
 //! Emitting is on the execution path: with no subscriber it costs one catalog read
-//! and a bit test; otherwise a channel send. Storing happens in a task, in batches.
+//! and two bit tests; otherwise a channel send. Storing happens in a task, in
+//! batches. Who receives an event is [`Subscribers`]' one decision.
 
+pub mod outcome;
 pub mod sender;
+mod subscribers;
+
+pub use subscribers::{Subscribers, WATCH};
 
 use std::time::Duration;
 
 use serde_json::json;
 use tokio::sync::{Notify, mpsc};
 
+use crate::domain::Subscription;
 use crate::domain::{
     EventKind, MessageId, MessageStatus, Micros, TenantName, TriggerKey, format_rfc3339, now_micros,
 };
 use crate::flow::SharedCatalog;
-use crate::store::{NewDelivery, Store};
+use crate::store::{NewDelivery, Store, StoreError};
 
 /// Events waiting to be stored; past this they are dropped (and logged) rather
 /// than held in memory without bound while the store is away.
@@ -34,7 +40,8 @@ struct Pending {
 /// Where events are emitted. Cheap to clone.
 #[derive(Clone)]
 pub struct Events {
-    catalog: SharedCatalog,
+    subscribers: Subscribers,
+    store: Store,
     tx: mpsc::Sender<Pending>,
     /// Wakes the sender when new deliveries are stored.
     pub(crate) stored: std::sync::Arc<Notify>,
@@ -42,15 +49,38 @@ pub struct Events {
 
 impl Events {
     /// Starts the task that turns events into stored deliveries.
+    /// Starts the task that turns events into stored deliveries, and the one
+    /// that keeps the stored subscriptions read.
     pub fn start(store: Store, catalog: SharedCatalog) -> Self {
         let (tx, rx) = mpsc::channel(QUEUE);
         let stored = std::sync::Arc::new(Notify::new());
-        tokio::spawn(record(rx, store, catalog.clone(), stored.clone()));
+        let subscribers = Subscribers::new(catalog, store.clone());
+        subscribers.watch();
+        tokio::spawn(record(
+            rx,
+            store.clone(),
+            subscribers.clone(),
+            stored.clone(),
+        ));
         Self {
-            catalog,
+            subscribers,
+            store,
             tx,
             stored,
         }
+    }
+
+    /// Who receives which event.
+    pub fn subscribers(&self) -> &Subscribers {
+        &self.subscribers
+    }
+
+    /// Queues a `ping` for `sub` now, whatever events it lists: sent when a
+    /// subscription is switched on, so its receiver sees at once that it works.
+    pub async fn ping(&self, sub: &Subscription) -> Result<(), StoreError> {
+        self.store.add_deliveries(vec![ping(sub)]).await?;
+        self.wake_sender();
+        Ok(())
     }
 
     /// Makes the sender look for due deliveries now.
@@ -70,12 +100,7 @@ impl Events {
         kind: EventKind,
         id: Option<MessageId>,
     ) {
-        let wanted = self
-            .catalog
-            .get()
-            .tenant(tenant.as_str())
-            .is_some_and(|e| e.tenant.wants(kind));
-        if wanted {
+        if self.subscribers.wants(tenant, kind) {
             let sent = self.tx.try_send(Pending {
                 tenant: tenant.clone(),
                 trigger: trigger.map(str::to_owned),
@@ -138,6 +163,28 @@ pub fn payload(id: MessageId, subscription: &str, p: &PendingRef<'_>) -> String 
     .to_string()
 }
 
+/// A `ping` delivery for `sub`: the test payload, `data` naming the tenant.
+pub fn ping(sub: &Subscription) -> NewDelivery {
+    let id = MessageId::new();
+    let at = now_micros();
+    let body = json!({
+        "id": id.to_string(),
+        "subscription": sub.name,
+        "event": "ping",
+        "created_at": format_rfc3339(at),
+        "data": { "tenant": sub.tenant.as_str() },
+    });
+    NewDelivery {
+        id,
+        tenant: sub.tenant.clone(),
+        subscription: sub.name.clone(),
+        event: "ping".into(),
+        message_id: None,
+        created_at: at,
+        payload: body.to_string(),
+    }
+}
+
 /// The parts of an event a payload shows.
 pub struct PendingRef<'a> {
     pub tenant: &'a TenantName,
@@ -150,7 +197,7 @@ pub struct PendingRef<'a> {
 async fn record(
     mut rx: mpsc::Receiver<Pending>,
     store: Store,
-    catalog: SharedCatalog,
+    subscribers: Subscribers,
     stored: std::sync::Arc<Notify>,
 ) {
     while let Some(first) = rx.recv().await {
@@ -158,16 +205,10 @@ async fn record(
         while let Ok(e) = rx.try_recv() {
             events.push(e);
         }
-        let snapshot = catalog.get();
         let mut batch = Vec::new();
         for e in &events {
-            let Some(entry) = snapshot.tenant(e.tenant.as_str()) else {
-                continue;
-            };
-            for s in entry.tenant.subscriptions.iter() {
-                if !s.enabled || !s.events.contains(&e.kind) {
-                    continue;
-                }
+            let event = e.kind.as_str();
+            for s in subscribers.matching(&e.tenant, event, e.trigger.as_deref()) {
                 let id = MessageId::new();
                 let view = PendingRef {
                     tenant: &e.tenant,
@@ -180,7 +221,7 @@ async fn record(
                     id,
                     tenant: e.tenant.clone(),
                     subscription: s.name.clone(),
-                    event: e.kind.as_str().to_owned(),
+                    event: event.to_owned(),
                     message_id: e.message,
                     created_at: e.at,
                     payload: payload(id, &s.name, &view),

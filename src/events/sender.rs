@@ -1,6 +1,7 @@
 //! Sends stored event deliveries: signed POSTs, 2xx is success, anything else is
-//! tried again on the schedule until it runs out. Every attempt is recorded with
-//! the receiver's status, headers and the start of its body.
+//! tried again on the subscription's schedule (or the server's) until it runs
+//! out. Every attempt is recorded with the URL, how long it took, the receiver's
+//! status, headers and the start of its body, or why it failed (`outcome`).
 //!
 //! The signature is `X-Flowgate-Signature: sha256=<hex HMAC-SHA256>` over
 //! `<X-Flowgate-Timestamp>.<body>`: the timestamp (Unix seconds) is signed with
@@ -15,9 +16,12 @@ use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 use tokio::sync::Notify;
 
-use crate::domain::{Micros, now_micros};
-use crate::flow::{SharedCatalog, Subscription};
-use crate::store::{DeliveryAttempt, DeliveryStatus, DeliveryView, Store};
+use crate::domain::{MessageId, Micros, Subscription};
+use crate::ops::deliveries::DeliveryMetrics;
+use crate::store::{DeliveryAttempt, DeliveryStatus, DeliveryView, NewDelivery, Store, StoreError};
+
+use super::outcome::{Failure, FailureKind};
+use super::{Events, Subscribers};
 
 /// How much of a receiver's answer is kept.
 const BODY_EXCERPT: usize = 1024;
@@ -50,43 +54,193 @@ pub fn signature(secret: &str, timestamp: &str, body: &str) -> String {
     hex
 }
 
-/// Starts the sender task.
-pub fn start(store: Store, catalog: SharedCatalog, wake: Arc<Notify>, settings: SenderSettings) {
-    // Names resolve through the address filter: what is checked is what is
-    // connected to.
-    let client = match crate::connect::address::client_builder(settings.deny_private)
-        .timeout(settings.timeout)
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-    {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot build the HTTP client; event webhooks are off");
-            return;
-        }
-    };
-    tokio::spawn(async move {
-        loop {
-            let now = now_micros();
-            let lease = now + 2 * settings.timeout.as_micros() as i64 + 1_000_000;
-            match store.claim_deliveries(now, lease, 100).await {
-                Ok(due) if !due.is_empty() => {
-                    let n = due.len();
-                    futures_util::stream::iter(due)
-                        .for_each_concurrent(PARALLEL, |d| {
-                            send_one(&client, &store, &catalog, &settings, d)
-                        })
-                        .await;
-                    if n == 100 {
-                        continue;
+/// Sends deliveries: the background loop over due ones, and a test ping on
+/// demand. Cheap to clone.
+#[derive(Clone)]
+pub struct Sender {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    client: reqwest::Client,
+    store: Store,
+    subscribers: Subscribers,
+    wake: Arc<Notify>,
+    settings: SenderSettings,
+    metrics: DeliveryMetrics,
+}
+
+/// The sender's HTTP client could not be made.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot build the event webhooks' HTTP client")]
+pub struct SenderError(#[source] reqwest::Error);
+
+impl Sender {
+    pub fn new(
+        events: &Events,
+        store: Store,
+        settings: SenderSettings,
+    ) -> Result<Self, SenderError> {
+        // Names resolve through the address filter: what is checked is what is
+        // connected to.
+        let client = crate::connect::address::client_builder(settings.deny_private)
+            .timeout(settings.timeout)
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(SenderError)?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                client,
+                store,
+                subscribers: events.subscribers().clone(),
+                wake: events.sender_wake(),
+                settings,
+                metrics: DeliveryMetrics::default(),
+            }),
+        })
+    }
+
+    /// Attempts by tenant, subscription and outcome, for `/_metrics`.
+    pub fn metrics(&self) -> &DeliveryMetrics {
+        &self.inner.metrics
+    }
+
+    /// Starts the loop that sends due deliveries.
+    pub fn start(&self) {
+        let this = self.clone();
+        tokio::spawn(async move {
+            let me = &this.inner;
+            loop {
+                let now = me.store.now();
+                let lease = now + 2 * me.settings.timeout.as_micros() as i64 + 1_000_000;
+                match me.store.claim_deliveries(now, lease, 100).await {
+                    Ok(due) if !due.is_empty() => {
+                        let n = due.len();
+                        futures_util::stream::iter(due)
+                            .for_each_concurrent(PARALLEL, |d| this.send_one(d))
+                            .await;
+                        if n == 100 {
+                            continue;
+                        }
                     }
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "cannot read due event deliveries"),
                 }
-                Ok(_) => {}
-                Err(e) => tracing::warn!(error = %e, "cannot read due event deliveries"),
+                let _ = tokio::time::timeout(me.settings.poll, me.wake.notified()).await;
             }
-            let _ = tokio::time::timeout(settings.poll, wake.notified()).await;
+        });
+    }
+
+    /// Sends a `ping` to `sub` now (on or off), records it in the delivery log
+    /// as a delivery of one attempt, and answers that attempt.
+    pub async fn test(
+        &self,
+        sub: &Subscription,
+    ) -> Result<(MessageId, DeliveryAttempt), StoreError> {
+        let d = super::ping(sub);
+        let attempt = self.attempt(Some(sub), &d, 1, true).await;
+        let status = if attempt.error.is_none() {
+            DeliveryStatus::Succeeded
+        } else {
+            DeliveryStatus::Failed
+        };
+        let id = d.id;
+        self.inner
+            .store
+            .add_sent_delivery(d, attempt.clone(), status)
+            .await?;
+        Ok((id, attempt))
+    }
+
+    async fn send_one(&self, d: DeliveryView) {
+        let me = &self.inner;
+        let number = d.attempts.len() as u32 + 1;
+        let find = || {
+            me.subscribers
+                .named(d.delivery.tenant.as_str(), &d.delivery.subscription)
+        };
+        let mut sub = find();
+        if !sub.as_ref().is_some_and(|s| s.enabled) {
+            // Another node may have made or switched it on within the last
+            // second: read the stored ones again before calling it off.
+            if let Err(e) = me.subscribers.refresh().await {
+                tracing::warn!(error = %e, "cannot read the stored event subscriptions");
+            }
+            sub = find();
         }
-    });
+        let attempt = self
+            .attempt(sub.as_deref(), &d.delivery, number, false)
+            .await;
+        let ok = attempt.error.is_none();
+        let schedule = sub
+            .as_ref()
+            .and_then(|s| s.retry.as_ref())
+            .unwrap_or(&me.settings.retry);
+        let now = me.store.now();
+        let (status, next_at): (DeliveryStatus, Micros) = if ok {
+            (DeliveryStatus::Succeeded, now)
+        } else {
+            match schedule.get(number as usize - 1) {
+                Some(delay) => (DeliveryStatus::Pending, now + delay.as_micros() as i64),
+                None => (DeliveryStatus::Failed, now),
+            }
+        };
+        if !ok {
+            tracing::info!(delivery = %d.delivery.id, subscription = d.delivery.subscription, attempt = number, status = ?attempt.status, error = ?attempt.error, "event delivery failed");
+        }
+        if let Err(e) = me
+            .store
+            .record_delivery_attempt(d.delivery.id, attempt, status, next_at)
+            .await
+        {
+            tracing::warn!(error = %e, delivery = %d.delivery.id, "cannot record an event delivery attempt");
+        }
+    }
+
+    /// One attempt at sending `d` to `sub`, measured and counted.
+    /// `even_off`: a disabled subscription is sent to too (a test ping).
+    async fn attempt(
+        &self,
+        sub: Option<&Subscription>,
+        d: &NewDelivery,
+        number: u32,
+        even_off: bool,
+    ) -> DeliveryAttempt {
+        let me = &self.inner;
+        let at = me.store.now();
+        let started = std::time::Instant::now();
+        let url = sub.map(|s| s.url.clone()).unwrap_or_default();
+        let result = match sub {
+            None => Err(policy("the subscription no longer exists")),
+            Some(s) if !s.enabled && !even_off => Err(policy("the subscription is disabled")),
+            Some(s) if s.url.starts_with("http://") && !me.settings.allow_http => Err(policy(
+                "http:// URLs need the setting subscriptions_allow_http = true",
+            )),
+            Some(s) => match refused(&s.url, me.settings.deny_private) {
+                Some(why) => Err(policy(&why)),
+                None => post(&me.client, s, d, at).await,
+            },
+        };
+        let duration_us = started.elapsed().as_micros() as i64;
+        let (status, headers, body, failure) = match result {
+            Ok(answer) => answer,
+            Err(f) => (None, Vec::new(), String::new(), Some(f)),
+        };
+        let outcome = failure.as_ref().map_or("succeeded", |f| f.kind.as_str());
+        me.metrics
+            .attempt(d.tenant.as_str(), &d.subscription, outcome, duration_us);
+        DeliveryAttempt {
+            number,
+            at,
+            url,
+            duration_us,
+            kind: failure.as_ref().map(|f| f.kind.as_str().to_owned()),
+            status,
+            headers,
+            body,
+            error: failure.map(|f| f.message),
+        }
+    }
 }
 
 fn excerpt(s: &str) -> String {
@@ -97,59 +251,8 @@ fn excerpt(s: &str) -> String {
     s[..end].to_owned()
 }
 
-async fn send_one(
-    client: &reqwest::Client,
-    store: &Store,
-    catalog: &SharedCatalog,
-    settings: &SenderSettings,
-    d: DeliveryView,
-) {
-    let number = d.attempts.len() as u32 + 1;
-    let at = now_micros();
-    let subscription: Option<Subscription> = catalog
-        .get()
-        .tenant(d.delivery.tenant.as_str())
-        .and_then(|e| {
-            e.tenant
-                .subscriptions
-                .iter()
-                .find(|s| s.name == d.delivery.subscription)
-                .cloned()
-        });
-    let attempt = match subscription {
-        None => failed(number, at, "the subscription no longer exists"),
-        Some(s) if !s.enabled => failed(number, at, "the subscription is disabled"),
-        Some(s) if s.url.starts_with("http://") && !settings.allow_http => failed(
-            number,
-            at,
-            "http:// URLs need the setting subscriptions_allow_http = true",
-        ),
-        Some(s) => match refused(&s.url, settings.deny_private) {
-            Some(why) => failed(number, at, &why),
-            None => post(client, &s, &d, number, at).await,
-        },
-    };
-    let ok = attempt.status.is_some_and(|c| (200..300).contains(&c));
-    let (status, next_at): (DeliveryStatus, Micros) = if ok {
-        (DeliveryStatus::Succeeded, at)
-    } else {
-        match settings.retry.get(number as usize - 1) {
-            Some(delay) => (
-                DeliveryStatus::Pending,
-                now_micros() + delay.as_micros() as i64,
-            ),
-            None => (DeliveryStatus::Failed, at),
-        }
-    };
-    if !ok {
-        tracing::info!(delivery = %d.delivery.id, subscription = d.delivery.subscription, attempt = number, status = ?attempt.status, error = ?attempt.error, "event delivery failed");
-    }
-    if let Err(e) = store
-        .record_delivery_attempt(d.delivery.id, attempt, status, next_at)
-        .await
-    {
-        tracing::warn!(error = %e, delivery = %d.delivery.id, "cannot record an event delivery attempt");
-    }
+fn policy(why: &str) -> Failure {
+    Failure::new(FailureKind::Policy, why)
 }
 
 /// Why a receiver's URL may not be posted to: a literal private address (names
@@ -169,58 +272,68 @@ fn refused(url: &str, deny_private: bool) -> Option<String> {
         .map(|why| format!("{why} (subscriptions_deny_private)"))
 }
 
-fn failed(number: u32, at: Micros, why: &str) -> DeliveryAttempt {
-    DeliveryAttempt {
-        number,
-        at,
-        status: None,
-        headers: Vec::new(),
-        body: String::new(),
-        error: Some(why.to_owned()),
-    }
-}
+/// What an answer leaves in the log: its status, headers, the start of its
+/// body, and why it counts as failed if it does.
+type Answer = (Option<u16>, Vec<(String, String)>, String, Option<Failure>);
 
 async fn post(
     client: &reqwest::Client,
     s: &Subscription,
-    d: &DeliveryView,
-    number: u32,
+    d: &NewDelivery,
     at: Micros,
-) -> DeliveryAttempt {
+) -> Result<Answer, Failure> {
     let timestamp = (at / 1_000_000).to_string();
     let mut req = client
         .post(&s.url)
         .header("content-type", "application/json")
         .header("user-agent", "flowgate")
-        .header("x-flowgate-event", &d.delivery.event)
-        .header("x-flowgate-delivery", d.delivery.id.to_string())
+        .header("x-flowgate-event", &d.event)
+        .header("x-flowgate-delivery", d.id.to_string())
         .header("x-flowgate-timestamp", &timestamp)
-        .body(d.delivery.payload.clone());
+        .body(d.payload.clone());
     if let Some(secret) = &s.secret {
         req = req.header(
             "x-flowgate-signature",
-            signature(secret, &timestamp, &d.delivery.payload),
+            signature(secret, &timestamp, &d.payload),
         );
     }
     if let Some((user, password)) = &s.basic_auth {
         req = req.basic_auth(user, Some(password));
     }
-    match req.send().await {
-        Ok(res) => {
-            let status = res.status().as_u16();
-            let headers = crate::domain::header_pairs(res.headers());
-            let body = res.text().await.unwrap_or_default();
-            DeliveryAttempt {
-                number,
-                at,
-                status: Some(status),
-                headers,
-                body: excerpt(&body),
-                error: None,
-            }
+    let host = reqwest::Url::parse(&s.url)
+        .ok()
+        .and_then(|u| {
+            u.host_str()
+                .map(|h| format!("{h}:{}", u.port_or_known_default().unwrap_or(443)))
+        })
+        .unwrap_or_else(|| s.url.clone());
+    let mut res = req
+        .send()
+        .await
+        .map_err(|e| Failure::of_request(&e, &host))?;
+    let status = res.status().as_u16();
+    let headers = crate::domain::header_pairs(res.headers());
+    let location = res
+        .headers()
+        .get("location")
+        .and_then(|l| l.to_str().ok())
+        .map(str::to_owned);
+    // Only the excerpt is read: a receiver's long answer is not held.
+    let mut body = Vec::new();
+    while body.len() < BODY_EXCERPT {
+        match res.chunk().await {
+            Ok(Some(chunk)) => body.extend_from_slice(&chunk),
+            Ok(None) | Err(_) => break,
         }
-        Err(e) => failed(number, at, &crate::domain::chain::describe(&e)),
     }
+    let failure =
+        (!(200..300).contains(&status)).then(|| Failure::status(status, location.as_deref()));
+    Ok((
+        Some(status),
+        headers,
+        excerpt(&String::from_utf8_lossy(&body)),
+        failure,
+    ))
 }
 
 #[cfg(test)]

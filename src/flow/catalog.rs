@@ -41,6 +41,11 @@ impl Catalog {
         self.tenants.get(name)
     }
 
+    /// Every tenant, in no particular order.
+    pub fn tenants(&self) -> impl Iterator<Item = &TenantEntry> {
+        self.tenants.values()
+    }
+
     pub fn trigger(&self, tenant: &str, trigger: &str) -> Option<&Arc<Trigger>> {
         self.tenants.get(tenant)?.triggers.get(trigger)
     }

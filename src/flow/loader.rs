@@ -292,6 +292,13 @@ pub fn check_dir(dir: &Path) -> LoadReport {
     Loader::new(dir).load()
 }
 
+/// `check_dir` with the settings that change what is valid: `http://` event
+/// receivers (`subscriptions_allow_http`).
+pub fn check_dir_with(dir: &Path, subscriptions_allow_http: bool) -> LoadReport {
+    let registry = Registry::default().with_subscriptions_allow_http(subscriptions_allow_http);
+    Loader::new(dir).with_registry(Arc::new(registry)).load()
+}
+
 /// Compiles a `_tenant.yaml` from its text: the tenant (with what of it is
 /// valid) and every problem.
 pub fn compile_tenant_source(

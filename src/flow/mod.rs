@@ -18,7 +18,7 @@ pub mod value;
 pub use catalog::{Catalog, SharedCatalog};
 pub use diagnostic::Diagnostic;
 pub use expr::{EvalError, Expr};
-pub use loader::{LoadReport, Loader, TestFile, check_dir};
+pub use loader::{LoadReport, Loader, TestFile, check_dir, check_dir_with};
 pub use model::{
     Auth, KeyWithId, Method, OnExhausted, OnTimeout, Step, StepKind, Subscription, Tenant, Trigger,
 };

@@ -85,18 +85,9 @@ impl KeyWithId {
     }
 }
 
-/// One outbound event webhook of a tenant.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Subscription {
-    pub name: String,
-    pub url: String,
-    pub events: Vec<EventKind>,
-    /// Basic auth user and password.
-    pub basic_auth: Option<(String, String)>,
-    /// The HMAC-SHA256 signing secret (from the environment).
-    pub secret: Option<String>,
-    pub enabled: bool,
-}
+/// One outbound event webhook of a tenant (its type is the domain's, shared
+/// with the subscriptions the admin API stores).
+pub use crate::domain::Subscription;
 
 impl Tenant {
     pub fn new(name: TenantName, api_keys: Vec<(String, String)>) -> Self {
@@ -132,11 +123,14 @@ impl Tenant {
     }
 
     pub fn with_subscriptions(mut self, subscriptions: Vec<Subscription>) -> Self {
-        self.events_mask = subscriptions
-            .iter()
-            .filter(|s| s.enabled)
-            .flat_map(|s| s.events.iter())
-            .fold(0, |m, e| m | e.bit());
+        self.events_mask = EventKind::ALL
+            .into_iter()
+            .filter(|k| {
+                subscriptions
+                    .iter()
+                    .any(|s| s.enabled && s.events.iter().any(|p| p.matches(k.as_str())))
+            })
+            .fold(0, |m, k| m | k.bit());
         self.subscriptions = subscriptions;
         self
     }

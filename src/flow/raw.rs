@@ -87,10 +87,17 @@ pub struct RawKeyWithId {
 #[serde(deny_unknown_fields)]
 pub struct RawSubscription {
     pub name: Spanned<String>,
+    pub description: Option<Spanned<String>>,
     pub url: Spanned<String>,
     pub events: Vec<Spanned<String>>,
+    /// Only events of these triggers.
+    pub triggers: Option<Vec<Spanned<String>>>,
     pub basic_auth: Option<RawBasicAuth>,
     pub secret: Option<Spanned<String>>,
+    /// `ids` (default) or `full`.
+    pub include: Option<Spanned<String>>,
+    /// The waits between attempts, like `[5s, 30s, 2m]`.
+    pub retry: Option<Vec<Spanned<String>>>,
     #[serde(default)]
     pub enabled: bool,
 }

@@ -75,6 +75,9 @@ pub enum ApiError {
     /// The request is valid but the resource is not in a state for it.
     #[error("conflict")]
     Conflict(String),
+    /// A conflict with a code of its own (`subscription_in_file`, ...).
+    #[error("conflict: {code}")]
+    ConflictCode { code: &'static str, why: String },
     /// A sync call whose message would wait behind the failed message `by`
     /// holding its ordered lane: answered at once, nothing stored.
     #[error("lane blocked")]
@@ -107,6 +110,7 @@ impl ResponseError for ApiError {
             Self::BacklogFull | Self::Throttled { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::AuthBusy => StatusCode::SERVICE_UNAVAILABLE,
             Self::Conflict(_)
+            | Self::ConflictCode { .. }
             | Self::LaneBlocked { .. }
             | Self::Unreadable { replay: true, .. } => StatusCode::CONFLICT,
             Self::Unreadable { replay: false, .. } => StatusCode::INTERNAL_SERVER_ERROR,
@@ -199,6 +203,7 @@ impl ResponseError for ApiError {
                 a.body()
             }
             Self::Conflict(why) => body("conflict", why.clone()),
+            Self::ConflictCode { code, why } => body(code, why.clone()),
             Self::LaneBlocked { lane, by } => {
                 let mut b = body(
                     "lane_blocked",

@@ -30,6 +30,8 @@ pub struct AppState {
     pub settings: Arc<Settings>,
     pub catalog: SharedCatalog,
     pub queue: Queue,
+    /// Sends event deliveries (`POST /subscriptions/{id}/test` sends at once).
+    pub hooks: crate::events::sender::Sender,
     pub keys: Arc<KeyVerifier>,
     pub reload_errors: Arc<std::sync::atomic::AtomicUsize>,
     pub admin: Arc<AdminTokens>,

@@ -107,6 +107,7 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
         render_store(&mut out, stats);
     }
     state.queue.dispatcher().metrics().render(&mut out);
+    state.hooks.metrics().render(&mut out);
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
         .body(out)

@@ -33,7 +33,7 @@ impl Histogram {
         self.sum_us.fetch_add(us, Ordering::Relaxed);
     }
 
-    fn render(&self, out: &mut String, name: &str, labels: &str) {
+    pub fn render(&self, out: &mut String, name: &str, labels: &str) {
         let mut cumulative = 0;
         for (b, n) in BUCKETS.iter().zip(&self.buckets) {
             cumulative += n.load(Ordering::Relaxed);

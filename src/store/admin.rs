@@ -122,6 +122,16 @@ pub struct NewDelivery {
 pub struct DeliveryAttempt {
     pub number: u32,
     pub at: Micros,
+    /// Where it was sent.
+    #[serde(default)]
+    pub url: String,
+    /// From sending the request to the end of the answer's excerpt.
+    #[serde(default)]
+    pub duration_us: i64,
+    /// Why it failed, in a word: `connect`, `tls`, `timeout`, `status`,
+    /// `redirect` or `policy`.
+    #[serde(default)]
+    pub kind: Option<String>,
     /// The receiver's status code; none when no answer came.
     pub status: Option<u16>,
     pub headers: Vec<(String, String)>,
@@ -197,6 +207,19 @@ impl Store {
     /// Stores events to send; returns once they are committed.
     pub async fn add_deliveries(&self, batch: Vec<NewDelivery>) -> Result<(), StoreError> {
         each!(self, s => s.add_deliveries(batch).await)
+    }
+
+    /// Stores a delivery that was sent already (a test ping), with its one
+    /// attempt: it is in the log, and no sender takes it.
+    pub async fn add_sent_delivery(
+        &self,
+        d: NewDelivery,
+        attempt: DeliveryAttempt,
+        status: DeliveryStatus,
+    ) -> Result<(), StoreError> {
+        let entry = serde_json::to_value(&attempt)
+            .map_err(|e| StoreError::Corrupt(format!("attempt `{e}`")))?;
+        each!(self, s => s.add_sent_delivery(d, entry, status).await)
     }
 
     /// Claims pending deliveries due at `now`, oldest first: their `next_at` moves

@@ -20,6 +20,7 @@ mod error;
 mod postgres;
 mod shared;
 mod sqlite;
+mod subscriptions;
 mod types;
 
 pub use admin::{

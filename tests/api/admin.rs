@@ -46,11 +46,11 @@ pub async fn admin_app_with(
         |f| {
             flows(f);
             write_flow(f, "acme/Lanes.yaml", LANE_FLOW);
-            // Its subscription makes deliveries (to nowhere: http is not allowed).
+            // Its subscription makes deliveries (to nowhere: nothing listens on port 9).
             write_flow(
                 f,
                 "other/_tenant.yaml",
-                "subscriptions:\n  - { name: audit, url: \"http://127.0.0.1:9/\", events: [message.succeeded], enabled: true }\n",
+                "subscriptions:\n  - { name: audit, url: \"https://127.0.0.1:9/\", events: [message.succeeded], enabled: true }\n",
             );
             write_flow(
                 f,
@@ -77,6 +77,8 @@ impl TestApp {
         let url = self.url(&format!("/_admin/api{path}"));
         let mut r = match method {
             "POST" => self.client.post(url),
+            "PATCH" => self.client.patch(url),
+            "DELETE" => self.client.delete(url),
             _ => self.client.get(url),
         };
         r = r.bearer_auth(token);

@@ -2,7 +2,8 @@
 //! (plain JSON over HTTP with reqwest): log in, open a trigger's log history,
 //! expand a failed message, see its attempts, fix the flow, press Replay and see
 //! the new execution succeed; see each line's lane and error, filter by lane;
-//! then open a delivery in the event delivery log.
+//! then open a delivery in the event delivery log. And a subscription made in
+//! the UI: switched on, its ping seen in its delivery log, its secret rotated.
 //! Screenshots go to target/test-output/.
 //!
 //! Without chromium the test is skipped with a notice, unless `CI` is set.
@@ -191,6 +192,20 @@ impl Driver {
         r["value"].as_str().unwrap_or_default().to_owned()
     }
 
+    /// Waits (up to 15 s) until the text of `css` satisfies `ok` (the page may
+    /// redraw it meanwhile); returns the last text read.
+    async fn text_until(&self, css: &str, ok: impl Fn(&str) -> bool) -> String {
+        let mut last = String::new();
+        for _ in 0..300 {
+            last = self.text(css).await;
+            if ok(&last) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        last
+    }
+
     async fn screenshot(&self, name: &str) -> PathBuf {
         let r = self.session("GET", "/screenshot", json!({})).await;
         let png = base64::Engine::decode(
@@ -291,7 +306,7 @@ async fn log_in_expand_a_failed_message_and_replay_it() {
     driver.gone(&format!("tr.msg[data-id=\"{other}\"]")).await;
     driver.screenshot("admin-ui-lane-filter.png").await;
 
-    // The other tenant's subscription cannot post to http://: its delivery log says why.
+    // The other tenant's receiver refuses the connection: its delivery log says so.
     app.post_async("/other/Secret", None, json!({"n": 1})).await;
     // The message runs, its event is queued and the sender makes its attempt, all
     // behind the 202: the page is read once the attempt is recorded.
@@ -320,6 +335,81 @@ async fn log_in_expand_a_failed_message_and_replay_it() {
     let attempt = driver
         .text("#deliveries tr.detail .attempts tr.attempt")
         .await;
-    assert!(attempt.contains("subscriptions_allow_http"), "{attempt}");
+    assert!(attempt.contains("refused the connection"), "{attempt}");
     driver.screenshot("admin-ui-deliveries.png").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn make_a_subscription_switch_it_on_and_rotate_its_secret() {
+    let (Some(chromium), Some(chromedriver)) = (which("chromium"), which("chromedriver")) else {
+        if std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0") {
+            panic!("chromium and chromedriver are needed for the browser test (CI is set)");
+        }
+        crate::skips::skipped("browser", "chromium / chromedriver not installed");
+        return;
+    };
+    let (base, got) = crate::managed_subscriptions::receiver().await;
+    let app = crate::admin::admin_app_with(
+        |_| {},
+        |s| {
+            s.subscriptions_allow_http = true;
+            s.subscriptions_poll = Duration::from_millis(20);
+        },
+    )
+    .await;
+    let driver = Driver::start(chromium, chromedriver).await;
+    driver.goto(&app.url("/_admin")).await;
+    driver.type_into("#token", GLOBAL_TOKEN).await;
+    driver.click("#login").await;
+    driver.click("#nav-subscriptions").await;
+    driver
+        .click("#subscription-tenant option[value=\"acme\"]")
+        .await;
+    driver.type_into("#sub-name", "ui-hook").await;
+    driver.type_into("#sub-url", &format!("{base}/ui")).await;
+    driver
+        .type_into("#sub-events", "message.failed, order.*")
+        .await;
+    driver.click("#sub-save").await;
+    let row = "tr.sub[data-name=\"ui-hook\"]";
+    driver.find(&format!("{row}[data-enabled=\"false\"]")).await;
+    let first = driver.text("#sub-secret code").await;
+    assert!(first.starts_with("whsec_"), "{first}");
+    assert!(got.lock().unwrap().is_empty(), "off: nothing sent");
+
+    // Switched on: its ping arrives and shows in its delivery log.
+    driver.click(&format!("{row} button.toggle")).await;
+    driver.find(&format!("{row}[data-enabled=\"true\"]")).await;
+    driver.click(&format!("{row} button.log")).await;
+    let ping = "#sub-deliveries tr.msg[data-event=\"ping\"][data-status=\"succeeded\"]";
+    let line = driver
+        .text_until(ping, |l| l.contains("200") && l.contains("/ui"))
+        .await;
+    assert!(line.contains("200") && line.contains("/ui"), "{line}");
+    {
+        let got = got.lock().unwrap();
+        let (path, headers, body) = &got[0];
+        assert_eq!(path, "/ui");
+        assert!(body.contains("\"ping\""), "{body}");
+        assert!(crate::managed_subscriptions::verify(&first, headers, body));
+    }
+    driver.screenshot("admin-ui-subscriptions.png").await;
+
+    // Rotated: a new secret, shown once, signs what is sent from now on.
+    driver.click(&format!("{row} button.rotate")).await;
+    let second = driver
+        .text_until("#sub-secret code", |s| {
+            s.starts_with("whsec_") && s != first
+        })
+        .await;
+    assert!(second.starts_with("whsec_") && second != first, "{second}");
+    driver.click(&format!("{row} button.test")).await;
+    let said = driver
+        .text_until("#sub-test-result", |s| !s.is_empty())
+        .await;
+    assert!(said.contains("delivered"), "{said}");
+    let got = got.lock().unwrap();
+    let (_, headers, body) = got.last().unwrap();
+    assert!(crate::managed_subscriptions::verify(&second, headers, body));
+    assert!(!crate::managed_subscriptions::verify(&first, headers, body));
 }

@@ -192,3 +192,47 @@ async fn a_bad_key_or_a_missing_half_stops_the_start_naming_it() {
     let err = refused(dir.path(), &[tls_cert, &cert]).await;
     assert!(err.contains("tls_cert is set but tls_key is not"), "{err}");
 }
+
+/// An event receiver whose certificate is not trusted and one whose port is
+/// closed fail differently: `tls` and `connect`, each saying what happened.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_untrusted_receiver_certificate_reads_as_tls_and_a_closed_port_as_connect() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = install(dir.path(), &issue("a CA nobody trusts"));
+    let mut settings = settings_in(dir.path());
+    settings.tls_cert = Some(cert);
+    settings.tls_key = Some(key);
+    let receiver = Application::build(settings).await.expect("server starts");
+    let port = receiver.local_addr().port();
+    tokio::spawn(receiver.run_until_stopped());
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+
+    let app = crate::admin::admin_app().await;
+    let mut said = Vec::new();
+    for (name, port) in [("untrusted", port), ("closed", closed)] {
+        let body = json!({"tenant": "acme", "name": name, "url": format!("https://127.0.0.1:{port}/hook"), "events": ["message.failed"]});
+        let token = crate::admin::GLOBAL_TOKEN;
+        let (code, made) = app.admin("POST", "/subscriptions", token, Some(body)).await;
+        assert_eq!(code, 201, "{made}");
+        let test = format!(
+            "/subscriptions/{}/test",
+            made["subscription_id"].as_str().unwrap()
+        );
+        let (_, tested) = app.admin("POST", &test, token, None).await;
+        said.push(tested);
+    }
+    assert_eq!(said[0]["error_kind"], "tls", "{}", said[0]);
+    let tls = said[0]["error"].as_str().unwrap();
+    assert!(
+        tls.contains("TLS handshake") && tls.contains("certificate"),
+        "{tls}"
+    );
+    assert_eq!(said[1]["error_kind"], "connect", "{}", said[1]);
+    let refused = said[1]["error"].as_str().unwrap();
+    assert!(refused.contains("refused the connection"), "{refused}");
+    assert!(!refused.contains("certificate"), "{refused}");
+}

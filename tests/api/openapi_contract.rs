@@ -15,6 +15,8 @@ use serde_json::{Value, json};
 use crate::admin::{ACME_TOKEN, GLOBAL_TOKEN, admin_app, admin_app_with, one_good_one_bad};
 use crate::helpers::TestApp;
 
+mod subscriptions;
+
 /// The served document and the endpoints called so far.
 struct Contract {
     doc: Value,
@@ -321,6 +323,7 @@ async fn every_endpoint_answers_as_documented(app: &TestApp) {
             .await;
     }
 
+    subscriptions::subscriptions(app, &c).await;
     assert_eq!(c.uncalled(), Vec::new(), "endpoints the test never called");
 }
 

@@ -204,6 +204,9 @@ async fn deliveries_are_claimed_retried_listed_and_redelivered() {
         let attempt = DeliveryAttempt {
             number: 1,
             at: now,
+            url: "https://hooks.example/".into(),
+            duration_us: 1234,
+            kind: Some("status".into()),
             status: Some(500),
             headers: vec![("x-why".into(), "busy".into())],
             body: "later".into(),

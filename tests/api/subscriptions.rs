@@ -199,24 +199,21 @@ async fn signed_delivery_fails_twice_then_succeeds_in_three_attempts() {
     assert_eq!(d["attempts"].as_array().unwrap().len(), 4);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn http_receivers_need_the_setting() {
-    let (base, log) = receiver().await;
-    let app = app_with(&base, false).await;
-    app.post_async("/hooks/Fails", None, json!({"n": 1})).await;
-    let d = wait_delivery(&app, "failed").await;
-    assert_eq!(
-        d["attempts"].as_array().unwrap().len(),
-        4,
-        "the schedule ran out"
+#[test]
+fn http_receivers_need_the_setting_at_load() {
+    let dir = tempfile::tempdir().unwrap();
+    write_flow(
+        dir.path(),
+        "t/_tenant.yaml",
+        "subscriptions:\n  - name: a\n    url: http://127.0.0.1:9/hook\n    events: [message.failed]\n",
     );
-    assert!(
-        d["attempts"][0]["error"]
-            .as_str()
-            .unwrap()
-            .contains("subscriptions_allow_http")
-    );
-    assert!(log.lock().unwrap().is_empty(), "nothing was sent over http");
+    let refused = flowgate::flow::check_dir_with(dir.path(), false);
+    let text: Vec<String> = refused.diagnostics.iter().map(|d| d.to_string()).collect();
+    assert_eq!(text.len(), 1, "{text:?}");
+    assert!(text[0].contains("_tenant.yaml:3:10"), "{text:?}");
+    assert!(text[0].contains("subscriptions_allow_http"), "{text:?}");
+    let allowed = flowgate::flow::check_dir_with(dir.path(), true);
+    assert!(allowed.diagnostics.is_empty(), "{:?}", allowed.diagnostics);
 }
 
 #[test]
@@ -287,4 +284,34 @@ async fn lane_and_load_events_are_delivered() {
         json!({"message_id": null, "tenant": "hooks", "trigger": "Broken"})
     );
     assert!(events.iter().all(|e| e["subscription"] == "lanes"));
+}
+
+/// `flowgate check` reads `subscriptions_allow_http` from the settings, as
+/// `serve` does, so the two agree on an `http://` receiver.
+#[test]
+fn check_refuses_an_http_receiver_unless_the_settings_allow_it() {
+    let dir = tempfile::tempdir().unwrap();
+    write_flow(
+        dir.path(),
+        "flows/t/_tenant.yaml",
+        "subscriptions:\n  - name: a\n    url: http://example.com/hook\n    events: [message.failed]\n",
+    );
+    let check = |allow: Option<&str>| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_flowgate"));
+        cmd.current_dir(dir.path())
+            .args(["check", "flows"])
+            .env_remove("FLOWGATE_SUBSCRIPTIONS_ALLOW_HTTP");
+        if let Some(v) = allow {
+            cmd.env("FLOWGATE_SUBSCRIPTIONS_ALLOW_HTTP", v);
+        }
+        cmd.output().unwrap()
+    };
+    let refused = check(None);
+    assert!(!refused.status.success());
+    let said = String::from_utf8_lossy(&refused.stdout);
+    assert!(said.contains("_tenant.yaml:3:10:"), "{said}");
+    assert!(said.contains("subscriptions_allow_http"), "{said}");
+    let allowed = check(Some("true"));
+    let said = String::from_utf8_lossy(&allowed.stdout);
+    assert!(allowed.status.success(), "{said}");
 }

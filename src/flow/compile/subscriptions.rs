@@ -1,10 +1,13 @@
 //! `subscriptions:` of `_tenant.yaml`: outbound event webhooks. Secrets come from
-//! the server's environment (`${VAR}`); a missing variable is a load error.
+//! the server's environment (`${VAR}`); a missing variable is a load error. The
+//! rules are `domain::subscription`'s, which the admin API checks too.
 
 use serde_saphyr::Spanned;
 
-use crate::domain::EventKind;
-use crate::flow::model::Subscription;
+use crate::domain::{
+    self, EventPattern, Include, Subscription, SubscriptionError, SubscriptionSource, TenantName,
+    TriggerName,
+};
 use crate::flow::raw::RawSubscription;
 
 use super::cx::FileCx;
@@ -41,21 +44,16 @@ fn expand(cx: &mut FileCx<'_>, s: &Spanned<String>, what: &str) -> Option<String
 
 pub(super) fn compile(
     cx: &mut FileCx<'_>,
+    tenant: &TenantName,
     raw: Vec<Spanned<RawSubscription>>,
+    allow_http: bool,
 ) -> Vec<Subscription> {
     let mut out: Vec<Subscription> = Vec::new();
     for s in raw {
         let s = s.value;
         let name = s.name.value.clone();
-        if name.is_empty()
-            || !name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-        {
-            cx.error(
-                s.name.referenced,
-                format!("subscription name `{name}` may only contain letters, digits, `_` and `-`"),
-            );
+        if let Err(e) = domain::check_name(&name) {
+            cx.error(s.name.referenced, e.to_string());
         }
         if out.iter().any(|o| o.name == name) {
             cx.error(
@@ -63,31 +61,17 @@ pub(super) fn compile(
                 format!("subscription `{name}` is declared twice"),
             );
         }
+        let what = format!("subscription `{name}`");
         let url = s.url.value.clone();
-        if !(url.starts_with("https://") || url.starts_with("http://")) {
-            cx.error(
-                s.url.referenced,
-                format!("subscription `{name}`: url must start with https:// (or http:// where the settings allow it)"),
-            );
+        if let Err(e) = domain::check_url(&url, allow_http) {
+            cx.error(s.url.referenced, format!("{what}: {e}"));
         }
         let mut events = Vec::new();
         for e in &s.events {
-            let kinds = event_kinds(&e.value);
-            if kinds.is_empty() {
-                let known: Vec<&str> = EventKind::ALL.iter().map(|k| k.as_str()).collect();
-                cx.error(
-                    e.referenced,
-                    format!(
-                        "unknown event `{}` (one of {}, or `message.*` for every message event)",
-                        e.value,
-                        known.join(", ")
-                    ),
-                );
-            }
-            for k in kinds {
-                if !events.contains(&k) {
-                    events.push(k);
-                }
+            match EventPattern::parse(&e.value) {
+                Ok(p) if !events.contains(&p) => events.push(p),
+                Ok(_) => {}
+                Err(why) => cx.error(e.referenced, why.to_string()),
             }
         }
         if s.events.is_empty() {
@@ -96,55 +80,67 @@ pub(super) fn compile(
                 format!("subscription `{name}` lists no `events`"),
             );
         }
-        let what = format!("subscription `{name}`");
+        let triggers = s.triggers.map(|list| {
+            list.into_iter()
+                .filter_map(|t| match TriggerName::parse(&t.value) {
+                    Ok(_) => Some(t.value),
+                    Err(_) => {
+                        let e = SubscriptionError::Trigger(t.value.clone());
+                        cx.error(t.referenced, format!("{what}: {e}"));
+                        None
+                    }
+                })
+                .collect()
+        });
+        let include = match &s.include {
+            None => Include::Ids,
+            Some(i) => Include::parse(&i.value).unwrap_or_else(|e| {
+                cx.error(i.referenced, format!("{what}: {e}"));
+                Include::Ids
+            }),
+        };
+        let mut retry = None;
+        if let Some(waits) = &s.retry {
+            for w in waits {
+                if let Err(e) = domain::parse_retry([w.value.as_str()]) {
+                    cx.error(w.referenced, format!("{what}: {e}"));
+                }
+            }
+            match domain::parse_retry(waits.iter().map(|w| w.value.as_str())) {
+                Ok(r) => retry = Some(r),
+                Err(e @ SubscriptionError::RetryBounds) => {
+                    cx.error(s.name.referenced, format!("{what}: {e}"))
+                }
+                Err(_) => {}
+            }
+        }
+        if let Some(d) = &s.description
+            && d.value.chars().count() > 1000
+        {
+            cx.error(d.referenced, SubscriptionError::Description.to_string());
+        }
         let basic_auth = s.basic_auth.and_then(|b| {
             let password = expand(cx, &b.password, &what)?;
             Some((b.username.value, password))
         });
         let secret = s.secret.and_then(|v| expand(cx, &v, &what));
         out.push(Subscription {
+            id: domain::file_subscription_id(tenant, &name),
+            tenant: tenant.clone(),
             name,
+            description: s.description.map(|d| d.value),
             url,
             events,
+            triggers,
             basic_auth,
             secret,
+            include,
+            retry,
             enabled: s.enabled,
+            source: SubscriptionSource::File,
+            created_at: 0,
+            updated_at: 0,
         });
     }
     out
-}
-
-/// The events one entry of `events:` names: one event by its name, or with
-/// `message.*` (`lane.*`, `flow.*`) every event of that kind, those added in
-/// later versions too. Empty for an unknown name.
-fn event_kinds(name: &str) -> Vec<EventKind> {
-    match name.strip_suffix(".*") {
-        Some(kind) => EventKind::ALL
-            .into_iter()
-            .filter(|k| k.as_str().split('.').next() == Some(kind))
-            .collect(),
-        None => EventKind::parse(name).into_iter().collect(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn message_star_names_every_message_event_and_no_other() {
-        let all = event_kinds("message.*");
-        for k in [
-            EventKind::MessageSucceeded,
-            EventKind::MessageFailed,
-            EventKind::MessageRejected,
-            EventKind::MessageCancelled,
-        ] {
-            assert!(all.contains(&k), "{all:?}");
-        }
-        assert!(!all.contains(&EventKind::LaneBlocked));
-        assert_eq!(event_kinds("lane.blocked"), vec![EventKind::LaneBlocked]);
-        assert!(event_kinds("nothing.*").is_empty());
-        assert!(event_kinds("message.exploded").is_empty());
-    }
 }

@@ -49,7 +49,12 @@ pub fn compile_tenant(
     let mut secrets = Secrets::default();
     let connections =
         compile_connections(cx, raw.connections, &secret_headers, registry, &mut secrets);
-    let subscriptions = super::subscriptions::compile(cx, raw.subscriptions);
+    let subscriptions = super::subscriptions::compile(
+        cx,
+        &name,
+        raw.subscriptions,
+        registry.subscriptions_allow_http(),
+    );
     let mut tenant = Tenant::new(name, api_keys).with_key_ids(key_ids);
     tenant.basic_users = basic_users;
     tenant.connections = connections;

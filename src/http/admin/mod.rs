@@ -7,6 +7,7 @@ mod deliveries;
 mod extract;
 mod messages;
 mod openapi;
+mod subscriptions;
 mod triggers;
 mod ui;
 
@@ -54,6 +55,13 @@ endpoints!(
     deliveries::list,
     deliveries::detail,
     deliveries::redeliver,
+    subscriptions::list,
+    subscriptions::create,
+    subscriptions::detail,
+    subscriptions::update,
+    subscriptions::remove,
+    subscriptions::rotate_secret,
+    subscriptions::send_test,
 );
 
 pub fn routes(cfg: &mut web::ServiceConfig) {

@@ -75,6 +75,38 @@ impl PgStore {
         .await
     }
 
+    /// `entry`: the attempt as the log keeps it.
+    pub(in crate::store) async fn add_sent_delivery(
+        &self,
+        d: NewDelivery,
+        entry: serde_json::Value,
+        status: DeliveryStatus,
+    ) -> Result<(), StoreError> {
+        self.with(move |_, client| async move {
+            client
+                .execute(
+                    "INSERT INTO deliveries (id, tenant, subscription, event, message_id, created_at,
+                                             status, next_at, attempts, attempt_log, payload)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $6, 1, jsonb_build_array($8::jsonb), $9)",
+                    &[
+                        &d.id.as_uuid(),
+                        &d.tenant.as_str(),
+                        &d.subscription,
+                        &d.event,
+                        &d.message_id.map(|m| m.as_uuid()),
+                        &d.created_at,
+                        &status.as_str(),
+                        &entry,
+                        &d.payload,
+                    ],
+                )
+                .await
+                .map_err(db)?;
+            Ok(())
+        })
+        .await
+    }
+
     /// In claim order: `Store::claim_deliveries` sorts them by creation.
     pub(in crate::store) async fn claim_deliveries(
         &self,

@@ -89,6 +89,36 @@ impl SqliteStore {
         .await
     }
 
+    /// `entry`: the attempt as the log keeps it.
+    pub(in crate::store) async fn add_sent_delivery(
+        &self,
+        d: NewDelivery,
+        entry: serde_json::Value,
+        status: DeliveryStatus,
+    ) -> Result<(), StoreError> {
+        self.run_admin(move |c| {
+            c.execute(
+                "INSERT INTO deliveries (id, tenant, subscription, event, message_id, created_at,
+                                         status, next_at, attempts, attempt_log, payload)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?6, 1, json_array(json(?8)), ?9)",
+                params![
+                    d.id.to_string(),
+                    d.tenant.as_str(),
+                    d.subscription,
+                    d.event,
+                    d.message_id.map(|m| m.to_string()),
+                    d.created_at,
+                    status.as_str(),
+                    entry.to_string(),
+                    d.payload,
+                ],
+            )
+            .map(drop)
+            .map_err(sqlite)
+        })
+        .await
+    }
+
     /// In claim order: `Store::claim_deliveries` sorts them by creation.
     pub(in crate::store) async fn claim_deliveries(
         &self,

@@ -10,6 +10,7 @@ mod deliveries;
 mod log;
 mod reads;
 mod rows;
+mod subscriptions;
 #[cfg(test)]
 mod tests;
 mod writer;
@@ -53,6 +54,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         4,
         "generation",
         include_str!("../../../migrations/sqlite/0004_generation.sql"),
+    ),
+    (
+        7,
+        "subscriptions",
+        include_str!("../../../migrations/sqlite/0007_subscriptions.sql"),
     ),
 ];
 

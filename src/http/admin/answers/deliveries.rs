@@ -48,6 +48,12 @@ pub struct DeliveryAttempt {
     pub number: u32,
     #[schema(format = DateTime)]
     pub at: String,
+    /// Where it was sent (empty when it was not: no subscription).
+    pub url: String,
+    pub duration_ms: f64,
+    /// Why it failed: connect, tls, timeout, status, redirect or policy.
+    #[schema(required = true)]
+    pub error_kind: Option<String>,
     /// The receiver's status; none when no answer came.
     #[schema(required = true)]
     pub status: Option<u16>,
@@ -70,6 +76,9 @@ impl Delivery {
             .map(|a: &store::DeliveryAttempt| DeliveryAttempt {
                 number: a.number,
                 at: format_rfc3339(a.at),
+                url: a.url.clone(),
+                duration_ms: super::ms(a.duration_us),
+                error_kind: a.kind.clone(),
                 status: a.status,
                 headers: full.then(|| a.headers.clone()),
                 body: full.then(|| a.body.clone()),

@@ -7,6 +7,7 @@
 
 mod deliveries;
 mod messages;
+mod subscriptions;
 mod triggers;
 
 use serde::Serialize;
@@ -17,10 +18,13 @@ pub use messages::{
     BulkAnswer, BulkCount, BulkReplayed, MessageDetail, MessagePage, MessageSummary, Released,
     Replayed,
 };
+pub use subscriptions::{
+    DeletedSubscription, RotatedSecret, SubscriptionList, SubscriptionView, TestedSubscription,
+};
 pub use triggers::{Lane, LaneList, Tenant, TenantList, Trigger, TriggerList};
 
 /// Microseconds as the milliseconds of a `duration_ms`.
-fn ms(us: i64) -> f64 {
+pub fn ms(us: i64) -> f64 {
     us as f64 / 1000.0
 }
 

@@ -164,7 +164,7 @@ impl From<&flow::Subscription> for Subscription {
         Self {
             name: s.name.clone(),
             url: s.url.clone(),
-            events: s.events.iter().map(|e| e.as_str().to_owned()).collect(),
+            events: s.events.iter().map(ToString::to_string).collect(),
             enabled: s.enabled,
             basic_auth: s.basic_auth.is_some(),
             signed: s.secret.is_some(),

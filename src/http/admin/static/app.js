@@ -4,7 +4,7 @@
 
 const API = "/_admin/api";
 const REFRESH_MS = 3000;
-const state = { view: null, tenant: null, trigger: null, cursor: null, next: null, open: new Set(), openDeliveries: new Set(), timer: null };
+const state = { view: null, tenant: null, trigger: null, cursor: null, next: null, open: new Set(), openDeliveries: new Set(), timer: null, subLog: null };
 
 const $ = (sel) => document.querySelector(sel);
 
@@ -48,7 +48,7 @@ function status(s) { return el("span", { class: "status status-" + s }, s); }
 function pretty(v) { return el("pre", {}, JSON.stringify(v, null, 2)); }
 
 function show(view) {
-  for (const v of ["login", "triggers", "log", "deliveries"]) $("#" + v + "-view").hidden = v !== view;
+  for (const v of ["login", "triggers", "log", "deliveries", "subscriptions"]) $("#" + v + "-view").hidden = v !== view;
   $("#nav").hidden = view === "login";
   state.view = view;
 }
@@ -241,6 +241,114 @@ async function deliveryRow(id) {
     el("h4", {}, "Payload"), pretty(d.payload), el("h4", {}, "Attempts"), attempts));
 }
 
+// ---- event subscriptions ----
+
+const list = (s) => s.split(",").map((x) => x.trim()).filter((x) => x);
+
+async function loadSubscriptions() {
+  const newest = newestLoad();
+  const tenants = (await api("/tenants")).tenants.map((t) => t.tenant);
+  if (!newest()) return;
+  const select = $("#subscription-tenant");
+  const current = select.value || tenants[0];
+  select.replaceChildren(...tenants.map((t) => el("option", { value: t, selected: t === current }, t)));
+  if (!current) return;
+  const [doc, log] = await Promise.all([
+    api("/subscriptions?tenant=" + encodeURIComponent(current)),
+    state.subLog ? api("/deliveries?tenant=" + encodeURIComponent(current) + "&subscription=" + encodeURIComponent(state.subLog)) : null,
+  ]);
+  if (!newest()) return;
+  const button = (cls, text, f) => el("button", { type: "button", class: cls, on: { click: (e) => { e.stopPropagation(); f(); } } }, text);
+  $("#subscriptions tbody").replaceChildren(...doc.subscriptions.map((s) => {
+    const api_ = s.source === "api";
+    const one = "/subscriptions/" + s.subscription_id;
+    return el("tr", { class: "sub", "data-name": s.name, "data-enabled": String(s.enabled), "data-source": s.source },
+      el("td", {}, s.name, s.description ? el("div", { class: "muted" }, s.description) : null),
+      el("td", {}, el("code", {}, s.url)),
+      el("td", {}, s.events.join(", "), s.triggers ? el("div", { class: "muted" }, "only " + s.triggers.join(", ")) : null),
+      el("td", {}, s.source),
+      el("td", {}, s.enabled ? "on" : el("span", { class: "muted" }, "off")),
+      el("td", { class: "actions" },
+        api_ ? button("toggle", s.enabled ? "Switch off" : "Switch on", () => subAct(api(one, { method: "PATCH", body: JSON.stringify({ enabled: !s.enabled }) }))) : null,
+        api_ ? button("edit", "Edit", () => editSubscription(s)) : null,
+        api_ ? button("rotate", "Rotate secret", () => subAct(api(one + "/rotate-secret", { method: "POST" }).then((r) => showSecret(s.name, r.secret)))) : null,
+        button("test", "Send test", () => subAct(api(one + "/test", { method: "POST" }).then(showTest))),
+        button("log", "Delivery log", () => { state.subLog = s.name; refresh(); }),
+        api_ ? button("delete", "Delete", () => confirm("Delete " + s.name + "?") && subAct(api(one, { method: "DELETE" }))) : null));
+  }));
+  $("#sub-log").hidden = !log;
+  if (!log) return;
+  $("#sub-log-title").textContent = "Delivery log: " + state.subLog;
+  $("#sub-deliveries tbody").replaceChildren(...log.deliveries.map((d) => el("tr", { class: "msg", "data-event": d.event, "data-status": d.status },
+    el("td", {}, time(d.created_at)), el("td", {}, d.event), el("td", {}, status(d.status)),
+    el("td", {}, d.attempts.map((a) => el("div", { class: "attempt" }, "#" + a.number + " " + time(a.at) + " " + a.url + " ",
+      a.status === null ? "" : String(a.status), " " + ms(a.duration_ms),
+      a.error_kind ? " [" + a.error_kind + "] " + (a.error || "") : ""))))));
+}
+
+function subAct(promise) {
+  return promise.then(() => refresh()).catch(showError);
+}
+
+function showSecret(name, secret) {
+  const p = $("#sub-secret");
+  p.replaceChildren("Secret of " + name + " (shown this once): ", el("code", {}, secret));
+  p.hidden = false;
+}
+
+function showTest(t) {
+  const p = $("#sub-test-result");
+  p.textContent = t.ok ? "Test ping delivered: " + t.status + " in " + ms(t.duration_ms)
+    : "Test ping failed" + (t.status === null ? "" : " (" + t.status + ")") + ": [" + t.error_kind + "] " + t.error;
+  p.className = t.ok ? "notice" : "error";
+  p.hidden = false;
+}
+
+function editSubscription(s) {
+  $("#sub-form-title").textContent = s ? "Edit " + s.name : "New subscription";
+  $("#sub-id").value = s ? s.subscription_id : "";
+  $("#sub-name").value = s ? s.name : "";
+  $("#sub-url").value = s ? s.url : "";
+  $("#sub-events").value = s ? s.events.join(", ") : "";
+  $("#sub-description").value = s && s.description ? s.description : "";
+  $("#sub-triggers").value = s && s.triggers ? s.triggers.join(", ") : "";
+  $("#sub-retry").value = s && s.retry ? s.retry.join(", ") : "";
+  $("#sub-include").value = s ? s.include : "ids";
+  $("#sub-username").value = s && s.auth.username ? s.auth.username : "";
+  $("#sub-password").value = "";
+  $("#sub-enabled").checked = s ? s.enabled : false;
+}
+
+async function saveSubscription(ev) {
+  ev.preventDefault();
+  const id = $("#sub-id").value;
+  const body = {
+    name: $("#sub-name").value.trim(),
+    url: $("#sub-url").value.trim(),
+    events: list($("#sub-events").value),
+    description: $("#sub-description").value.trim() || null,
+    triggers: list($("#sub-triggers").value).length ? list($("#sub-triggers").value) : null,
+    retry: list($("#sub-retry").value).length ? list($("#sub-retry").value) : null,
+    include: $("#sub-include").value,
+    enabled: $("#sub-enabled").checked,
+  };
+  const user = $("#sub-username").value.trim();
+  const password = $("#sub-password").value;
+  if (!user) body.auth = { type: "none" };
+  else if (password || !id) body.auth = { type: "basic", username: user, password };
+  try {
+    if (id) {
+      await api("/subscriptions/" + id, { method: "PATCH", body: JSON.stringify(body) });
+    } else {
+      body.tenant = $("#subscription-tenant").value;
+      const made = await api("/subscriptions", { method: "POST", body: JSON.stringify(body) });
+      showSecret(made.name, made.secret);
+    }
+    editSubscription(null);
+    await refresh();
+  } catch (e) { showError(e); }
+}
+
 // ---- routing and refresh ----
 
 async function refresh() {
@@ -248,6 +356,7 @@ async function refresh() {
     if (state.view === "triggers") await loadTriggers();
     else if (state.view === "log") await loadLog();
     else if (state.view === "deliveries") await loadDeliveries();
+    else if (state.view === "subscriptions") await loadSubscriptions();
     showError(null);
   } catch (e) { showError(e); }
 }
@@ -267,6 +376,8 @@ function route() {
     show("log");
   } else if (parts[0] === "deliveries") {
     show("deliveries");
+  } else if (parts[0] === "subscriptions") {
+    show("subscriptions");
   } else {
     show("triggers");
   }
@@ -289,6 +400,9 @@ document.addEventListener("DOMContentLoaded", () => {
   $("#newest").addEventListener("click", () => { state.cursor = null; refresh(); });
   $("#older").addEventListener("click", () => { state.cursor = state.next; refresh(); });
   $("#delivery-tenant").addEventListener("change", refresh);
+  $("#subscription-tenant").addEventListener("change", () => { state.subLog = null; refresh(); });
+  $("#subscription-form").addEventListener("submit", saveSubscription);
+  $("#sub-new").addEventListener("click", () => editSubscription(null));
   window.addEventListener("hashchange", route);
   schedule();
   route();

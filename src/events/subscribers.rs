@@ -1,0 +1,186 @@
+//! Which subscriptions of a tenant want an event: those of `_tenant.yaml` (in
+//! the catalog) and those made through the admin API (in the store, cached
+//! here). Everything that turns an event into deliveries asks [`Subscribers`],
+//! so the two kinds are matched by one rule (`Subscription::wants`).
+//!
+//! The cache is read again when the store's subscription version moves: at
+//! once on the node that made the change (`refresh`), within `WATCH` on the
+//! others.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use crate::domain::{EventKind, Subscription, TenantName};
+use crate::flow::SharedCatalog;
+use crate::store::{Store, StoreError};
+
+/// How often each node looks for changes made on another.
+pub const WATCH: Duration = Duration::from_secs(1);
+
+#[derive(Default)]
+struct Cached {
+    /// The store's subscription version these were read at.
+    version: Option<i64>,
+    by_tenant: HashMap<String, Vec<Arc<Subscription>>>,
+    /// Per tenant, the [`EventKind`]s some enabled stored subscription wants.
+    masks: HashMap<String, u8>,
+}
+
+/// The subscriptions of every tenant. Cheap to clone.
+#[derive(Clone)]
+pub struct Subscribers {
+    catalog: SharedCatalog,
+    store: Store,
+    api: Arc<RwLock<Cached>>,
+    /// One reading of the store at a time.
+    reading: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl Subscribers {
+    pub fn new(catalog: SharedCatalog, store: Store) -> Self {
+        Self {
+            catalog,
+            store,
+            api: Arc::default(),
+            reading: Arc::default(),
+        }
+    }
+
+    fn cached(&self) -> std::sync::RwLockReadGuard<'_, Cached> {
+        self.api.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether some enabled subscription of `tenant` wants `kind`: one catalog
+    /// read and two bit tests, for the execution path.
+    pub fn wants(&self, tenant: &TenantName, kind: EventKind) -> bool {
+        let file = self
+            .catalog
+            .get()
+            .tenant(tenant.as_str())
+            .is_some_and(|e| e.tenant.wants(kind));
+        file || self
+            .cached()
+            .masks
+            .get(tenant.as_str())
+            .is_some_and(|m| m & kind.bit() != 0)
+    }
+
+    /// The subscriptions of `tenant` that want `event` (of `trigger`): the one
+    /// place that decides who receives an event.
+    pub fn matching(
+        &self,
+        tenant: &TenantName,
+        event: &str,
+        trigger: Option<&str>,
+    ) -> Vec<Arc<Subscription>> {
+        self.of_tenant(tenant.as_str())
+            .into_iter()
+            .filter(|s| s.wants(event, trigger))
+            .collect()
+    }
+
+    /// Every subscription of a tenant: the file's first, then the stored ones.
+    pub fn of_tenant(&self, tenant: &str) -> Vec<Arc<Subscription>> {
+        let mut all: Vec<Arc<Subscription>> = self
+            .catalog
+            .get()
+            .tenant(tenant)
+            .map(|e| {
+                e.tenant
+                    .subscriptions
+                    .iter()
+                    .cloned()
+                    .map(Arc::new)
+                    .collect()
+            })
+            .unwrap_or_default();
+        if let Some(api) = self.cached().by_tenant.get(tenant) {
+            all.extend(api.iter().cloned());
+        }
+        all
+    }
+
+    /// Every tenant with a subscription, file or stored, by name.
+    pub fn tenants(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .catalog
+            .get()
+            .tenants()
+            .filter(|e| !e.tenant.subscriptions.is_empty())
+            .map(|e| e.tenant.name.to_string())
+            .collect();
+        names.extend(self.cached().by_tenant.keys().cloned());
+        names.sort();
+        names.dedup();
+        names
+    }
+
+    /// A subscription by tenant and name (what a delivery names).
+    pub fn named(&self, tenant: &str, name: &str) -> Option<Arc<Subscription>> {
+        self.of_tenant(tenant).into_iter().find(|s| s.name == name)
+    }
+
+    /// A subscription by id, of any tenant.
+    pub fn by_id(&self, id: uuid::Uuid) -> Option<Arc<Subscription>> {
+        let catalog = self.catalog.get();
+        let file = catalog
+            .tenants()
+            .flat_map(|e| e.tenant.subscriptions.iter())
+            .find(|s| s.id == id)
+            .cloned()
+            .map(Arc::new);
+        file.or_else(|| {
+            self.cached()
+                .by_tenant
+                .values()
+                .flatten()
+                .find(|s| s.id == id)
+                .cloned()
+        })
+    }
+
+    /// Reads the stored subscriptions again if they changed since the last read.
+    pub async fn refresh(&self) -> Result<(), StoreError> {
+        let _one = self.reading.lock().await;
+        let version = self.store.subscriptions_version().await?;
+        if self.cached().version == Some(version) {
+            return Ok(());
+        }
+        let all = self.store.list_subscriptions().await?;
+        let mut next = Cached {
+            version: Some(version),
+            ..Cached::default()
+        };
+        for s in all {
+            let tenant = s.tenant.to_string();
+            let mask = EventKind::ALL
+                .into_iter()
+                .filter(|k| s.enabled && s.events.iter().any(|p| p.matches(k.as_str())))
+                .fold(0, |m, k| m | k.bit());
+            *next.masks.entry(tenant.clone()).or_default() |= mask;
+            next.by_tenant.entry(tenant).or_default().push(Arc::new(s));
+        }
+        *self.api.write().unwrap_or_else(|p| p.into_inner()) = next;
+        Ok(())
+    }
+
+    /// Refreshes every [`WATCH`], for as long as the runtime runs.
+    pub fn watch(&self) {
+        let this = self.clone();
+        tokio::spawn(async move {
+            let mut said = false;
+            loop {
+                match this.refresh().await {
+                    Ok(()) => said = false,
+                    Err(e) if !said => {
+                        said = true;
+                        tracing::warn!(error = %e, "cannot read the stored event subscriptions");
+                    }
+                    Err(_) => {}
+                }
+                tokio::time::sleep(WATCH).await;
+            }
+        });
+    }
+}
