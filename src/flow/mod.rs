@@ -20,6 +20,7 @@ pub use diagnostic::Diagnostic;
 pub use expr::{EvalError, Expr};
 pub use loader::{LoadReport, Loader, TestFile, check_dir};
 pub use model::{
-    Auth, KeyWithId, Method, OnExhausted, OnTimeout, Step, StepKind, Subscription, Tenant, Trigger,
+    Auth, Include, KeyWithId, Method, OnExhausted, OnTimeout, Step, StepKind, Subscription, Tenant,
+    Trigger,
 };
 pub use template::{Template, TemplatePart};

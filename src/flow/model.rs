@@ -40,6 +40,8 @@ pub struct Tenant {
     pub subscriptions: Vec<Subscription>,
     /// The events some enabled subscription wants (`EventKind::bit`).
     pub events_mask: u8,
+    /// Whether some enabled subscription lists business events.
+    pub wants_business: bool,
 }
 
 /// A key of `_tenant.yaml` with a public id: looked up by its id, so that only
@@ -85,17 +87,55 @@ impl KeyWithId {
     }
 }
 
+/// What a delivery's body carries (`include:`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Include {
+    /// The event and the ids to pull the rest with (ping then pull).
+    #[default]
+    Ids,
+    /// Also the event's data: an emitted event's `data`, a message's input
+    /// document (as stored, secrets redacted) and response.
+    Full,
+}
+
+impl Include {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Ids => "ids",
+            Self::Full => "full",
+        }
+    }
+}
+
 /// One outbound event webhook of a tenant.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Subscription {
     pub name: String,
     pub url: String,
     pub events: Vec<EventKind>,
+    /// The business events (a flow's `emit`) it wants: exact names, and
+    /// prefixes ending in `.` for `order.*`.
+    pub business: Vec<String>,
+    /// What a delivery's body carries.
+    pub include: Include,
     /// Basic auth user and password.
     pub basic_auth: Option<(String, String)>,
     /// The HMAC-SHA256 signing secret (from the environment).
     pub secret: Option<String>,
     pub enabled: bool,
+}
+
+impl Subscription {
+    /// Whether it lists the business event `name` (exactly or by its prefix).
+    pub fn lists_business(&self, name: &str) -> bool {
+        self.business.iter().any(|p| {
+            if p.ends_with('.') {
+                name.starts_with(p.as_str())
+            } else {
+                p == name
+            }
+        })
+    }
 }
 
 impl Tenant {
@@ -120,6 +160,7 @@ impl Tenant {
             outbound: Arc::new(Outbound::new(Default::default())),
             subscriptions: Vec::new(),
             events_mask: 0,
+            wants_business: false,
         }
     }
 
@@ -137,6 +178,9 @@ impl Tenant {
             .filter(|s| s.enabled)
             .flat_map(|s| s.events.iter())
             .fold(0, |m, e| m | e.bit());
+        self.wants_business = subscriptions
+            .iter()
+            .any(|s| s.enabled && !s.business.is_empty());
         self.subscriptions = subscriptions;
         self
     }
@@ -390,6 +434,12 @@ pub enum StepKind {
         connection: Arc<PgConnection>,
         steps: Vec<Step>,
     },
+    /// A business event, delivered to the tenant's subscribers once the
+    /// execution succeeds.
+    Emit {
+        event: Arc<str>,
+        data: Option<Expr>,
+    },
 }
 
 /// How an `http` step encodes its `body`.
@@ -475,6 +525,7 @@ pub fn input_reads(steps: &[Step]) -> Option<Arc<[String]>> {
             }
             StepKind::Sql(q) => q.params.iter().all(|e| e.root_keys(keys)),
             StepKind::Transaction { steps, .. } => walk(steps, keys),
+            StepKind::Emit { data, .. } => data.as_ref().is_none_or(|e| e.root_keys(keys)),
         })
     }
     let mut keys = BTreeSet::new();
@@ -494,6 +545,7 @@ impl StepKind {
             Self::Http(_) => "http",
             Self::Sql(_) => "sql",
             Self::Transaction { .. } => "transaction",
+            Self::Emit { .. } => "emit",
         }
     }
 }

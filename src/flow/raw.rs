@@ -93,6 +93,8 @@ pub struct RawSubscription {
     pub secret: Option<Spanned<String>>,
     #[serde(default)]
     pub enabled: bool,
+    /// `ids` (default: ping then pull) or `full` (the event's data in the body).
+    pub include: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -282,6 +284,8 @@ pub struct RawStep {
     pub sql: Option<Spanned<RawSqlStep>>,
     #[serde(default)]
     pub transaction: Option<Spanned<RawTransaction>>,
+    /// `emit: { event, data }`: a business event for the tenant's subscribers.
+    pub emit: Option<Spanned<RawEmit>>,
     /// For `http` and `sql`: waits before each new try of a transient failure.
     pub retry: Option<Spanned<Vec<Spanned<String>>>>,
 }
@@ -295,6 +299,14 @@ pub struct RawRespond {
     pub body: Option<Spanned<ExprText>>,
     /// XML text to send instead of `body` when the caller's Accept asks for XML.
     pub xml: Option<Spanned<ExprText>>,
+}
+
+/// `emit: { event: order.created, data: expr }`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawEmit {
+    pub event: Spanned<String>,
+    pub data: Option<Spanned<ExprText>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -3,8 +3,8 @@
 
 use serde_saphyr::Spanned;
 
-use crate::domain::EventKind;
-use crate::flow::model::Subscription;
+use crate::domain::{EventKind, business_event_name};
+use crate::flow::model::{Include, Subscription};
 use crate::flow::raw::RawSubscription;
 
 use super::cx::FileCx;
@@ -71,14 +71,21 @@ pub(super) fn compile(
             );
         }
         let mut events = Vec::new();
+        let mut business: Vec<String> = Vec::new();
         for e in &s.events {
+            if let Some(pattern) = business_pattern(&e.value) {
+                if !business.contains(&pattern) {
+                    business.push(pattern);
+                }
+                continue;
+            }
             let kinds = event_kinds(&e.value);
             if kinds.is_empty() {
                 let known: Vec<&str> = EventKind::ALL.iter().map(|k| k.as_str()).collect();
                 cx.error(
                     e.referenced,
                     format!(
-                        "unknown event `{}` (one of {}, or `message.*` for every message event)",
+                        "unknown event `{}` (one of {}, `message.*` for every message event, or a business event a flow emits, as `order.created` or `order.*`)",
                         e.value,
                         known.join(", ")
                     ),
@@ -102,16 +109,49 @@ pub(super) fn compile(
             Some((b.username.value, password))
         });
         let secret = s.secret.and_then(|v| expand(cx, &v, &what));
+        let include = match s.include.as_ref().map(|i| i.value.as_str()) {
+            None | Some("ids") => Include::Ids,
+            Some("full") => Include::Full,
+            Some(other) => {
+                if let Some(i) = &s.include {
+                    cx.error(
+                        i.referenced,
+                        format!(
+                            "subscription `{name}`: include must be `ids` or `full`, not `{other}`"
+                        ),
+                    );
+                }
+                Include::Ids
+            }
+        };
         out.push(Subscription {
             name,
             url,
             events,
+            business,
+            include,
             basic_auth,
             secret,
             enabled: s.enabled,
         });
     }
     out
+}
+
+/// A business event (or `prefix.*` of them) an entry of `events:` names, as
+/// `Subscription::business` keeps it: `order.*` as `order.`. Names under
+/// flowgate's own prefixes are not business events.
+fn business_pattern(name: &str) -> Option<String> {
+    match name.strip_suffix(".*") {
+        Some(prefix) => {
+            // `order.*` and `order.line.*`: the prefix is a name's first words.
+            let probe = format!("{prefix}.x");
+            business_event_name(&probe)
+                .ok()
+                .map(|()| format!("{prefix}."))
+        }
+        None => business_event_name(name).ok().map(|()| name.to_owned()),
+    }
 }
 
 /// The events one entry of `events:` names: one event by its name, or with
@@ -146,5 +186,22 @@ mod tests {
         assert_eq!(event_kinds("lane.blocked"), vec![EventKind::LaneBlocked]);
         assert!(event_kinds("nothing.*").is_empty());
         assert!(event_kinds("message.exploded").is_empty());
+    }
+
+    #[test]
+    fn business_events_are_listed_exactly_or_by_prefix_and_never_under_reserved_ones() {
+        assert_eq!(
+            business_pattern("order.created").as_deref(),
+            Some("order.created")
+        );
+        assert_eq!(business_pattern("order.*").as_deref(), Some("order."));
+        assert_eq!(
+            business_pattern("order.line.*").as_deref(),
+            Some("order.line.")
+        );
+        assert_eq!(business_pattern("message.exploded"), None);
+        assert_eq!(business_pattern("message.*"), None);
+        assert_eq!(business_pattern("Order.created"), None);
+        assert_eq!(business_pattern("order"), None);
     }
 }

@@ -8,6 +8,7 @@
 mod admin;
 mod deliveries;
 mod log;
+mod outbox;
 mod reads;
 mod rows;
 #[cfg(test)]
@@ -53,6 +54,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         4,
         "generation",
         include_str!("../../../migrations/sqlite/0004_generation.sql"),
+    ),
+    (
+        8,
+        "events",
+        include_str!("../../../migrations/sqlite/0008_events.sql"),
     ),
 ];
 

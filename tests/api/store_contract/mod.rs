@@ -115,6 +115,7 @@ pub fn done(id: MessageId, attempt: u32, status: MessageStatus, blocking: bool) 
         trace: "[]".into(),
         error: (status != MessageStatus::Succeeded).then(|| "boom".to_owned()),
         error_code: (status != MessageStatus::Succeeded).then_some("flow_failed"),
+        events: Vec::new(),
     }
 }
 

@@ -164,7 +164,15 @@ impl From<&flow::Subscription> for Subscription {
         Self {
             name: s.name.clone(),
             url: s.url.clone(),
-            events: s.events.iter().map(|e| e.as_str().to_owned()).collect(),
+            events: s
+                .events
+                .iter()
+                .map(|e| e.as_str().to_owned())
+                .chain(s.business.iter().map(|b| match b.strip_suffix('.') {
+                    Some(prefix) => format!("{prefix}.*"),
+                    None => b.clone(),
+                }))
+                .collect(),
             enabled: s.enabled,
             basic_auth: s.basic_auth.is_some(),
             signed: s.secret.is_some(),
