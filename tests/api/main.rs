@@ -9,6 +9,7 @@ mod check;
 mod cli;
 mod contract;
 mod crash;
+mod emit;
 mod fairness;
 mod fence;
 mod helpers;
