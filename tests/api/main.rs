@@ -10,6 +10,7 @@ mod cli;
 mod contract;
 mod crash;
 mod emit;
+mod emit_crash;
 mod fairness;
 mod fence;
 mod helpers;
