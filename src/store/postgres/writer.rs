@@ -125,9 +125,10 @@ async fn apply(
         .iter()
         .all(|op| matches!(op, Op::Finished(c, ..) if quiet(c)))
     {
-        // Only attempts' ends (flushes are answered by `run`, never written):
-        // one statement, a transaction of its own, with no BEGIN and COMMIT
-        // round trips.
+        // Only attempts' ends without events (flushes are answered by `run`,
+        // never written): one statement, a transaction of its own, with no
+        // BEGIN and COMMIT round trips. Ends with events take the transaction
+        // below, which writes their events beside them.
         let finished: Vec<_> = ops
             .iter()
             .filter_map(|op| match op {
@@ -156,10 +157,12 @@ async fn apply(
         apply_starts(&tx, store, &started).await?;
     }
     if !executed.is_empty() {
-        let inserted = insert_executed(&tx, &executed).await?;
+        let mut inserted = insert_executed(&tx, &executed).await?;
+        // A row inserted once: the events of its first record only (a repeat
+        // in the same batch was not inserted).
         let events: Vec<&OutboxEvent> = executed
             .iter()
-            .filter(|(m, _)| inserted.contains(&m.id.as_uuid()))
+            .filter(|(m, _)| inserted.remove(&m.id.as_uuid()))
             .flat_map(|(_, c)| c.events.iter())
             .collect();
         insert_events(&tx, &events).await?;

@@ -17,6 +17,7 @@ use flowgate::store::{
 use crate::pg::{PgSchema, schema};
 
 mod fencing;
+mod outbox;
 mod upgrade;
 
 /// Claims that leave no tenant out, as most tests here want them.
