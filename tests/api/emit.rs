@@ -386,3 +386,36 @@ steps:
     assert!(err.contains("more than 100 events"), "{err}");
     assert_eq!(ex.emitted.len(), 100);
 }
+
+#[tokio::test]
+async fn an_execution_emits_at_most_a_mebibyte_of_data() {
+    let dir = tempfile::tempdir().unwrap();
+    write_flow(
+        dir.path(),
+        "t/Heavy.yaml",
+        "auth: { none: true }
+steps:
+  - emit: { event: blob.stored, data: .body.big }
+  - name: second
+    emit: { event: blob.stored, data: .body.big }
+",
+    );
+    let report = flowgate::flow::check_dir(dir.path());
+    assert!(report.diagnostics.is_empty(), "{:?}", report.diagnostics);
+    let trigger = report.catalog.trigger("t", "Heavy").unwrap().clone();
+    let big = "x".repeat(600 * 1024);
+    let ex = crate::helpers::executor()
+        .execute(
+            &trigger,
+            &json!({"message_id": flowgate::domain::MessageId::new().to_string(), "body": {"big": big}}),
+            None,
+            None,
+            &flowgate::engine::Stop::new(),
+            None,
+        )
+        .await;
+    let err = ex.result.unwrap_err().to_string();
+    assert!(err.contains("step `second`"), "{err}");
+    assert!(err.contains("hold more than 1 MiB"), "{err}");
+    assert_eq!(ex.emitted.len(), 1);
+}

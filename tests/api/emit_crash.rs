@@ -49,6 +49,19 @@ async fn receiver() -> (String, Seen) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_while_events_are_produced_loses_none() {
+    kill_9_while_events_are_produced(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_while_events_are_produced_loses_none_on_postgres() {
+    let Some(pg) = crate::pg::schema("emit_crash").await else {
+        return;
+    };
+    kill_9_while_events_are_produced(Some(pg.url.clone())).await;
+}
+
+/// On `store` (PostgreSQL), else on a SQLite file of the test's own.
+async fn kill_9_while_events_are_produced(store: Option<String>) {
     let (base, seen) = receiver().await;
     let dir = tempfile::tempdir().unwrap();
     let flows = dir.path().join("flows");
@@ -64,7 +77,8 @@ async fn kill_9_while_events_are_produced_loses_none() {
         "t/Work.yaml",
         "auth: { none: true }\ndelivery: { concurrency: 4, retry: [100ms] }\nresponse: { mode: async }\nsteps:\n  - set: { w: '[range(5000)] | length' }\n  - emit: { event: work.done, data: '{n: .body.n}' }\n",
     );
-    let store = format!("sqlite://{}", dir.path().join("flowgate.db").display());
+    let store =
+        store.unwrap_or_else(|| format!("sqlite://{}", dir.path().join("flowgate.db").display()));
     let env = [
         ("FLOWGATE_SUBSCRIPTIONS_ALLOW_HTTP", "true"),
         ("FLOWGATE_SUBSCRIPTIONS_DENY_PRIVATE", "false"),
