@@ -41,8 +41,9 @@
 //!   sync waiters, recovery and retention (`queue/claimer/`: the shared store's
 //!   claims).
 //! - [`config`]: settings from defaults, `flowgate.toml` and `FLOWGATE_*`.
-//! - [`events`]: outbound event webhooks: deliveries stored, signed, sent on a
-//!   schedule.
+//! - [`events`]: outbound event webhooks: which events to write with a change
+//!   (the store's outbox), the fan-out of outbox events into deliveries for the
+//!   subscriptions that want them, bodies, and the signed sends on a schedule.
 //! - [`engine`]: runs one flow over one input document under its budgets;
 //!   knows nothing of HTTP or queues. [`engine::sandbox`]: jq in worker
 //!   processes that can be killed. `engine/tx.rs`: the database transactions

@@ -64,6 +64,9 @@ pub struct Expect {
     pub body: Option<Value>,
     pub error: Option<String>,
     pub vars: Option<Value>,
+    /// The events the flow emitted, in order: `[{event, data}]`, each `data`
+    /// compared as `body` is (the fields named).
+    pub emitted: Option<Vec<Value>>,
 }
 
 /// A case's answer.
@@ -73,6 +76,16 @@ pub struct Answer {
     pub body: Value,
     pub error: Option<String>,
     pub vars: Value,
+    /// What the flow emitted (`[{event, data}]`), delivered only on success.
+    pub emitted: Vec<Value>,
+}
+
+/// Emitted events as `flowgate run` and `flowgate test` show them.
+pub fn emitted_json(emitted: &[crate::domain::Emitted]) -> Vec<Value> {
+    emitted
+        .iter()
+        .map(|e| json!({"event": e.event, "data": e.data}))
+        .collect()
 }
 
 /// Why a test file, or one of its cases, cannot be run.
@@ -85,7 +98,7 @@ pub enum TestFileError {
     #[error("no cases: the file is a list of cases, each with `name` and `expect`")]
     NoCases,
     /// The case named has nothing under `expect`.
-    #[error("case `{0}`: `expect` names nothing to check (status, body, error, vars)")]
+    #[error("case `{0}`: `expect` names nothing to check (status, body, error, vars, emitted)")]
     NothingExpected(String),
     #[error("no trigger {tenant}/{trigger} for this test file")]
     NoTrigger { tenant: String, trigger: String },
@@ -114,7 +127,12 @@ pub fn parse(source: &str) -> Result<Vec<Case>, TestFileError> {
     }
     for c in &cases {
         let e = &c.expect;
-        if e.status.is_none() && e.body.is_none() && e.error.is_none() && e.vars.is_none() {
+        if e.status.is_none()
+            && e.body.is_none()
+            && e.error.is_none()
+            && e.vars.is_none()
+            && e.emitted.is_none()
+        {
             return Err(TestFileError::NothingExpected(c.name.clone()));
         }
     }
@@ -279,6 +297,7 @@ pub async fn answer(
                 body: input_errors_body(&errors),
                 error: Some(messages.join("; ")),
                 vars: json!({}),
+                emitted: Vec::new(),
             });
         }
     };
@@ -297,6 +316,7 @@ pub async fn answer(
             other => other.to_string(),
         }),
         vars: ex.vars(),
+        emitted: emitted_json(&ex.emitted),
     })
 }
 
@@ -320,6 +340,27 @@ pub fn differences(expect: &Expect, got: &Answer) -> Vec<String> {
     }
     if let Some(v) = &expect.vars {
         compare(v, &got.vars, "vars", &mut out);
+    }
+    if let Some(expected) = &expect.emitted {
+        if expected.len() != got.emitted.len() {
+            let names = |l: &[Value]| {
+                l.iter()
+                    .map(|e| e["event"].as_str().unwrap_or("?").to_owned())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            out.push(format!(
+                "emitted: expected {} event(s) [{}], got {} [{}]",
+                expected.len(),
+                names(expected),
+                got.emitted.len(),
+                names(&got.emitted)
+            ));
+        } else {
+            for (i, (e, g)) in expected.iter().zip(&got.emitted).enumerate() {
+                compare(e, g, &format!("emitted[{i}]"), &mut out);
+            }
+        }
     }
     out
 }
@@ -352,6 +393,7 @@ mod tests {
             body,
             error: None,
             vars: json!({}),
+            emitted: Vec::new(),
         }
     }
 
@@ -402,13 +444,34 @@ mod tests {
         let err = parse("- name: one\n  expect: {}\n").unwrap_err();
         assert_eq!(
             err.to_string(),
-            "case `one`: `expect` names nothing to check (status, body, error, vars)"
+            "case `one`: `expect` names nothing to check (status, body, error, vars, emitted)"
         );
         let err = parse("- name: one\n  expect: {status: 200}\n  bdy: {}\n")
             .unwrap_err()
             .to_string();
         assert!(err.contains("bdy"), "{err}");
         assert!(parse("[]").unwrap_err().to_string().starts_with("no cases"));
+    }
+
+    #[test]
+    fn emitted_events_are_compared_in_order_by_the_fields_named() {
+        let expect = Expect {
+            emitted: Some(vec![json!({"event": "order.created", "data": {"id": 7}})]),
+            ..Default::default()
+        };
+        let mut got = answer_of(json!({}));
+        got.emitted = vec![json!({"event": "order.created", "data": {"id": 7, "n": 1}})];
+        assert!(differences(&expect, &got).is_empty());
+        got.emitted = vec![json!({"event": "order.created", "data": {"id": 8}})];
+        assert_eq!(
+            differences(&expect, &got),
+            ["emitted[0].data.id: expected 7, got 8"]
+        );
+        got.emitted.clear();
+        assert_eq!(
+            differences(&expect, &got),
+            ["emitted: expected 1 event(s) [order.created], got 0 []"]
+        );
     }
 
     #[test]

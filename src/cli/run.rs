@@ -115,6 +115,8 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         // What a caller waiting for the flow would be answered.
         "response": ex.answer(id),
         "vars": ex.vars(),
+        // Delivered to the tenant's subscribers only when the run succeeds.
+        "emitted": flowtest::emitted_json(&ex.emitted),
         "trace": ex.trace_json(),
     });
     println!("{}", serde_json::to_string_pretty(&out)?);

@@ -17,7 +17,10 @@ mod subscription;
 mod time;
 
 pub use cidr::{Cidr, CidrError};
-pub use event::EventKind;
+pub use event::{
+    Emitted, EventKind, EventNameError, MAX_EMITS, MAX_EMITTED_BYTES, RESERVED_PREFIXES,
+    business_event_name,
+};
 pub use headers::{REDACTED, SECRET_HEADERS, header_pairs};
 pub use message::{
     AttemptRecord, MessageHead, MessageId, MessageStatus, MessageView, Mode, NewMessage, Outcome,

@@ -102,6 +102,14 @@ impl EventPattern {
         Ok(Self::Exact(s.to_owned()))
     }
 
+    /// Whether it can match a business event (one a flow emits): it names no
+    /// reserved prefix and is not `ping`.
+    pub fn may_match_business(&self) -> bool {
+        let (Self::Exact(name) | Self::Prefix(name)) = self;
+        let first = name.split('.').next().unwrap_or_default();
+        name != "ping" && !RESERVED_PREFIXES.contains(&first)
+    }
+
     pub fn matches(&self, event: &str) -> bool {
         match self {
             Self::Exact(name) => name == event,

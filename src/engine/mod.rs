@@ -28,7 +28,7 @@ use jaq_json::Val;
 use serde_json::Value;
 use tokio::sync::oneshot;
 
-use crate::domain::{RunMeta, StoredResponse};
+use crate::domain::{Emitted, RunMeta, StoredResponse};
 use crate::flow::fast::Fuel;
 use crate::flow::value::{Bound, TooBig, from_json, string, to_json};
 use crate::flow::{Expr, Step, Trigger};
@@ -61,6 +61,9 @@ pub struct Execution {
     /// The first `respond` of the flow, if any.
     pub response: Option<StoredResponse>,
     pub trace: Vec<TraceEntry>,
+    /// The business events its `emit` steps made, in order (delivered only
+    /// when it succeeded).
+    pub emitted: Vec<Emitted>,
     vars: jaq_json::Map<Val, Val>,
     /// The budgets it ran under.
     pub limits: Limits,
@@ -131,6 +134,9 @@ struct Run<'a> {
     local: Option<&'a Local>,
     /// The database transactions open now.
     sessions: Vec<tx::Session>,
+    /// What `emit` steps made so far, and their data's size as JSON text.
+    emitted: Vec<Emitted>,
+    emitted_bytes: usize,
 }
 
 /// How long an execution may hold its thread before it yields between steps, so
@@ -193,6 +199,8 @@ impl Executor {
             trigger,
             local,
             sessions: Vec::new(),
+            emitted: Vec::new(),
+            emitted_bytes: 0,
         };
         let result = match base(trigger, input, meta) {
             Ok(base) => {
@@ -246,6 +254,7 @@ impl Executor {
             result,
             response: run.response,
             trace: run.trace,
+            emitted: run.emitted,
             vars: run.vars,
             limits: run.budget.limits,
         }

@@ -6,7 +6,7 @@ use serde_json::Value;
 use super::budget::BudgetKind;
 use super::{ExecError, MAX_ITERATIONS, Run, http_step, sql_step};
 use crate::connect::effects::OnceKey;
-use crate::domain::StoredResponse;
+use crate::domain::{Emitted, MAX_EMITS, MAX_EMITTED_BYTES, StoredResponse};
 use crate::flow::model::SetValue;
 use crate::flow::value::{VALUE_BYTES, measure, string, truthy};
 use crate::flow::{Step, StepKind};
@@ -254,6 +254,41 @@ impl<'a> Run<'a> {
             }
             StepKind::Transaction { connection, steps } => {
                 self.transaction(step, connection, steps).await
+            }
+            StepKind::Emit { event, data } => {
+                if self.emitted.len() >= MAX_EMITS {
+                    return Err(ExecError::Refused {
+                        step: step.label().to_owned(),
+                        message: format!("more than {MAX_EMITS} events emitted by one execution"),
+                    });
+                }
+                let data = match data {
+                    Some(expr) => {
+                        let v = self.eval(step, expr).await?;
+                        self.json(step, &v)?
+                    }
+                    None => Value::Null,
+                };
+                let size = data.to_string().len();
+                self.emitted_bytes += size;
+                if self.emitted_bytes > MAX_EMITTED_BYTES {
+                    return Err(ExecError::Refused {
+                        step: step.label().to_owned(),
+                        message: format!(
+                            "the events emitted by one execution hold more than {}",
+                            super::budget::show_size(MAX_EMITTED_BYTES as u64)
+                        ),
+                    });
+                }
+                // Held until the execution ends: counted in its memory budget.
+                if !self.budget.hold("(emitted)", self.emitted_bytes as u64, 0) {
+                    return Err(self.over(step, BudgetKind::Memory));
+                }
+                self.emitted.push(Emitted {
+                    event: event.to_string(),
+                    data,
+                });
+                Ok(Some(event.to_string()))
             }
         }
     }

@@ -1,76 +1,72 @@
-//! Outbound event webhooks ("ping then pull"): when something a tenant subscribed
-//! to happens, a small signed payload naming it is stored as a delivery for each
-//! enabled subscription, then sent by [`sender`] on the retry schedule. Receivers
-//! pull the details through the admin API.
+//! Outbound event webhooks. An event (flowgate's own: a message ended, a lane
+//! was blocked or let go, a flow file failed to load; or a business event a
+//! flow emitted) is written to the store's outbox in the same transaction as
+//! the change that causes it, [`fanout`] turns it into one delivery per
+//! subscription that wants it ([`Subscribers`]), with its body ([`payload`]),
+//! and [`sender`] posts the deliveries on the retry schedule.
 //!
-//! Emitting is on the execution path: with no subscriber it costs one catalog read
-//! and two bit tests; otherwise a channel send. Storing happens in a task, in
-//! batches. Who receives an event is [`Subscribers`]' one decision.
+//! Deciding which events to write is on the execution path: with no
+//! subscriber it costs one catalog read and a bit test, and nothing is written.
 
+pub mod fanout;
 pub mod outcome;
+pub mod payload;
 pub mod sender;
 mod subscribers;
 
-pub use subscribers::{Subscribers, WATCH};
+use std::sync::Arc;
 
-use std::time::Duration;
+use tokio::sync::Notify;
 
 use serde_json::json;
-use tokio::sync::{Notify, mpsc};
 
-use crate::domain::Subscription;
 use crate::domain::{
-    EventKind, MessageId, MessageStatus, Micros, TenantName, TriggerKey, format_rfc3339, now_micros,
+    Emitted, EventKind, MessageId, MessageStatus, Micros, Subscription, TenantName, TriggerKey,
+    format_rfc3339, now_micros,
 };
 use crate::flow::SharedCatalog;
-use crate::store::{NewDelivery, Store, StoreError};
+use crate::store::{NewDelivery, OutboxEvent, Store, StoreError};
 
-/// Events waiting to be stored; past this they are dropped (and logged) rather
-/// than held in memory without bound while the store is away.
-const QUEUE: usize = 65_536;
+pub use subscribers::{Subscribers, WATCH};
 
-struct Pending {
-    tenant: TenantName,
-    trigger: Option<String>,
-    kind: EventKind,
-    message: Option<MessageId>,
-    at: Micros,
-}
-
-/// Where events are emitted. Cheap to clone.
+/// Where events are made. Cheap to clone.
 #[derive(Clone)]
 pub struct Events {
     subscribers: Subscribers,
     store: Store,
-    tx: mpsc::Sender<Pending>,
+    /// Wakes the fan-out when events were sent to the store.
+    fanout: Arc<Notify>,
     /// Wakes the sender when new deliveries are stored.
-    pub(crate) stored: std::sync::Arc<Notify>,
+    pub(crate) stored: Arc<Notify>,
+    /// Where events told from outside the runtime (a reload's thread) are written.
+    runtime: tokio::runtime::Handle,
 }
 
 impl Events {
-    /// Starts the task that turns events into stored deliveries.
-    /// Starts the task that turns events into stored deliveries, and the one
-    /// that keeps the stored subscriptions read.
+    /// Starts the task that fans the outbox's events out into deliveries, and
+    /// the one that keeps the stored subscriptions read (on the runtime this
+    /// is called in).
     pub fn start(store: Store, catalog: SharedCatalog) -> Self {
-        let (tx, rx) = mpsc::channel(QUEUE);
-        let stored = std::sync::Arc::new(Notify::new());
         let subscribers = Subscribers::new(catalog, store.clone());
         subscribers.watch();
-        tokio::spawn(record(
-            rx,
+        let stored = Arc::new(Notify::new());
+        let fanout = Arc::new(Notify::new());
+        fanout::start(
             store.clone(),
             subscribers.clone(),
+            fanout.clone(),
             stored.clone(),
-        ));
+        );
         Self {
             subscribers,
             store,
-            tx,
+            fanout,
             stored,
+            runtime: tokio::runtime::Handle::current(),
         }
     }
 
-    /// Who receives which event.
+    /// Which subscriptions want which events.
     pub fn subscribers(&self) -> &Subscribers {
         &self.subscribers
     }
@@ -89,78 +85,118 @@ impl Events {
     }
 
     /// What the sender waits on between polls.
-    pub fn sender_wake(&self) -> std::sync::Arc<Notify> {
+    pub fn sender_wake(&self) -> Arc<Notify> {
         self.stored.clone()
     }
 
-    fn emit(
-        &self,
-        tenant: &TenantName,
-        trigger: Option<&str>,
-        kind: EventKind,
-        id: Option<MessageId>,
-    ) {
-        if self.subscribers.wants(tenant, kind) {
-            let sent = self.tx.try_send(Pending {
-                tenant: tenant.clone(),
-                trigger: trigger.map(str::to_owned),
-                kind,
-                message: id,
-                at: now_micros(),
-            });
-            if sent.is_err() {
-                tracing::warn!(tenant = %tenant, event = kind.as_str(), "event dropped: too many events waiting to be stored");
-            }
+    /// Events were sent to the store (with an execution's end): the fan-out
+    /// takes them once they are committed.
+    pub fn sent(&self) {
+        self.fanout.notify_one();
+    }
+
+    fn event(
+        key: &TriggerKey,
+        event: &str,
+        message: MessageId,
+        at: Micros,
+        data: Option<String>,
+    ) -> OutboxEvent {
+        OutboxEvent {
+            id: MessageId::new(),
+            tenant: key.tenant.clone(),
+            trigger: Some(key.trigger.as_str().to_owned()),
+            event: event.to_owned(),
+            message_id: Some(message),
+            created_at: at,
+            data,
         }
     }
 
-    /// A message reached a final status.
-    pub fn message_finished(&self, key: &TriggerKey, id: MessageId, status: MessageStatus) {
+    /// The events an execution's end causes, for the subscriptions that want
+    /// them: `message.<status>` when it is final, `lane.blocked` when it holds
+    /// its lane, and what the flow emitted when it succeeded. Written with the
+    /// end (`Completion::events`).
+    pub fn of_end(
+        &self,
+        key: &TriggerKey,
+        id: MessageId,
+        status: MessageStatus,
+        blocking: bool,
+        emitted: &[Emitted],
+        at: Micros,
+    ) -> Vec<OutboxEvent> {
+        let mut out = Vec::new();
+        let (tenant, trigger) = (key.tenant.as_str(), Some(key.trigger.as_str()));
         let kind = match status {
-            MessageStatus::Succeeded => EventKind::MessageSucceeded,
-            MessageStatus::Failed => EventKind::MessageFailed,
-            MessageStatus::Dead => EventKind::MessageDead,
-            MessageStatus::Rejected => EventKind::MessageRejected,
-            MessageStatus::Cancelled => EventKind::MessageCancelled,
-            _ => return,
+            MessageStatus::Succeeded => Some(EventKind::MessageSucceeded),
+            MessageStatus::Failed => Some(EventKind::MessageFailed),
+            MessageStatus::Dead => Some(EventKind::MessageDead),
+            MessageStatus::Rejected => Some(EventKind::MessageRejected),
+            MessageStatus::Cancelled => Some(EventKind::MessageCancelled),
+            _ => None,
         };
-        self.emit(&key.tenant, Some(key.trigger.as_str()), kind, Some(id));
+        if let Some(kind) = kind
+            && self.subscribers.wants(tenant, kind, trigger)
+        {
+            out.push(Self::event(key, kind.as_str(), id, at, None));
+        }
+        if blocking
+            && status.is_final()
+            && self
+                .subscribers
+                .wants(tenant, EventKind::LaneBlocked, trigger)
+        {
+            let kind = EventKind::LaneBlocked;
+            out.push(Self::event(key, kind.as_str(), id, at, None));
+        }
+        if status == MessageStatus::Succeeded {
+            for e in emitted {
+                if self.subscribers.wants_business(tenant, &e.event, trigger) {
+                    let data = Some(e.data.to_string());
+                    out.push(Self::event(key, &e.event, id, at, data));
+                }
+            }
+        }
+        out
     }
 
-    pub fn lane_blocked(&self, key: &TriggerKey, id: MessageId) {
-        self.emit(
-            &key.tenant,
-            Some(key.trigger.as_str()),
-            EventKind::LaneBlocked,
-            Some(id),
-        );
-    }
-
-    pub fn lane_unblocked(&self, key: &TriggerKey, id: MessageId) {
+    /// `lane.unblocked` for the message `id` that held its lane, if wanted:
+    /// written as the lane is let go (`Store::release_lane_with`).
+    pub fn of_unblock(&self, key: &TriggerKey, id: MessageId) -> Vec<OutboxEvent> {
         let kind = EventKind::LaneUnblocked;
-        self.emit(&key.tenant, Some(key.trigger.as_str()), kind, Some(id));
+        let (tenant, trigger) = (key.tenant.as_str(), Some(key.trigger.as_str()));
+        if !self.subscribers.wants(tenant, kind, trigger) {
+            return Vec::new();
+        }
+        vec![Self::event(key, kind.as_str(), id, now_micros(), None)]
     }
 
     /// A flow file of `tenant` failed to load (`trigger`: the file's stem).
+    /// Tied to no other change: written on its own.
     pub fn flow_load_failed(&self, tenant: &TenantName, trigger: Option<&str>) {
-        self.emit(tenant, trigger, EventKind::FlowLoadFailed, None);
+        let kind = EventKind::FlowLoadFailed;
+        if !self.subscribers.wants(tenant.as_str(), kind, trigger) {
+            return;
+        }
+        let at = now_micros();
+        let event = OutboxEvent {
+            id: MessageId::new(),
+            tenant: tenant.clone(),
+            trigger: trigger.map(str::to_owned),
+            event: kind.as_str().to_owned(),
+            message_id: None,
+            created_at: at,
+            data: None,
+        };
+        let (store, fanout) = (self.store.clone(), self.fanout.clone());
+        self.runtime.spawn(async move {
+            match store.add_events(vec![event]).await {
+                Ok(()) => fanout.notify_one(),
+                Err(e) => tracing::warn!(error = %e, "cannot store a flow.load_failed event"),
+            }
+        });
     }
-}
-
-/// The body sent (and signed) for one event and one subscription.
-pub fn payload(id: MessageId, subscription: &str, p: &PendingRef<'_>) -> String {
-    json!({
-        "id": id.to_string(),
-        "subscription": subscription,
-        "event": p.kind.as_str(),
-        "created_at": format_rfc3339(p.at),
-        "data": {
-            "message_id": p.message.map(|m| m.to_string()),
-            "tenant": p.tenant.as_str(),
-            "trigger": p.trigger,
-        },
-    })
-    .to_string()
 }
 
 /// A `ping` delivery for `sub`: the test payload, `data` naming the tenant.
@@ -182,68 +218,5 @@ pub fn ping(sub: &Subscription) -> NewDelivery {
         message_id: None,
         created_at: at,
         payload: body.to_string(),
-    }
-}
-
-/// The parts of an event a payload shows.
-pub struct PendingRef<'a> {
-    pub tenant: &'a TenantName,
-    pub trigger: Option<&'a str>,
-    pub kind: EventKind,
-    pub message: Option<MessageId>,
-    pub at: Micros,
-}
-
-async fn record(
-    mut rx: mpsc::Receiver<Pending>,
-    store: Store,
-    subscribers: Subscribers,
-    stored: std::sync::Arc<Notify>,
-) {
-    while let Some(first) = rx.recv().await {
-        let mut events = vec![first];
-        while let Ok(e) = rx.try_recv() {
-            events.push(e);
-        }
-        let mut batch = Vec::new();
-        for e in &events {
-            let event = e.kind.as_str();
-            for s in subscribers.matching(&e.tenant, event, e.trigger.as_deref()) {
-                let id = MessageId::new();
-                let view = PendingRef {
-                    tenant: &e.tenant,
-                    trigger: e.trigger.as_deref(),
-                    kind: e.kind,
-                    message: e.message,
-                    at: e.at,
-                };
-                batch.push(NewDelivery {
-                    id,
-                    tenant: e.tenant.clone(),
-                    subscription: s.name.clone(),
-                    event: event.to_owned(),
-                    message_id: e.message,
-                    created_at: e.at,
-                    payload: payload(id, &s.name, &view),
-                });
-            }
-        }
-        if batch.is_empty() {
-            continue;
-        }
-        let n = batch.len();
-        // A store that is away now may be back in a moment: a few tries.
-        for wait in [0u64, 100, 1000, 5000] {
-            tokio::time::sleep(Duration::from_millis(wait)).await;
-            match store.add_deliveries(batch.clone()).await {
-                Ok(()) => {
-                    stored.notify_one();
-                    break;
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, deliveries = n, "cannot store event deliveries")
-                }
-            }
-        }
     }
 }

@@ -7,11 +7,11 @@
 //! once on the node that made the change (`refresh`), within `WATCH` on the
 //! others.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use crate::domain::{EventKind, Subscription, TenantName};
+use crate::domain::{EventKind, Subscription};
 use crate::flow::SharedCatalog;
 use crate::store::{Store, StoreError};
 
@@ -25,6 +25,9 @@ struct Cached {
     by_tenant: HashMap<String, Vec<Arc<Subscription>>>,
     /// Per tenant, the [`EventKind`]s some enabled stored subscription wants.
     masks: HashMap<String, u8>,
+    /// The tenants with an enabled stored subscription that may want a
+    /// business event.
+    business: HashSet<String>,
 }
 
 /// The subscriptions of every tenant. Cheap to clone.
@@ -51,30 +54,45 @@ impl Subscribers {
         self.api.read().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Whether some enabled subscription of `tenant` wants `kind`: one catalog
-    /// read and two bit tests, for the execution path.
-    pub fn wants(&self, tenant: &TenantName, kind: EventKind) -> bool {
+    /// Whether some enabled subscription of `tenant` wants flowgate's own event
+    /// `kind` (of `trigger`): on the execution path, where nobody listening
+    /// costs one catalog read and two bit tests.
+    pub fn wants(&self, tenant: &str, kind: EventKind, trigger: Option<&str>) -> bool {
         let file = self
             .catalog
             .get()
-            .tenant(tenant.as_str())
+            .tenant(tenant)
             .is_some_and(|e| e.tenant.wants(kind));
-        file || self
-            .cached()
-            .masks
-            .get(tenant.as_str())
-            .is_some_and(|m| m & kind.bit() != 0)
+        let stored = || {
+            self.cached()
+                .masks
+                .get(tenant)
+                .is_some_and(|m| m & kind.bit() != 0)
+        };
+        (file || stored()) && !self.matching(tenant, kind.as_str(), trigger).is_empty()
+    }
+
+    /// Whether some enabled subscription of `tenant` wants the business event
+    /// `name` a flow emitted (of `trigger`).
+    pub fn wants_business(&self, tenant: &str, name: &str, trigger: Option<&str>) -> bool {
+        let file = self
+            .catalog
+            .get()
+            .tenant(tenant)
+            .is_some_and(|e| e.tenant.wants_business);
+        let stored = || self.cached().business.contains(tenant);
+        (file || stored()) && !self.matching(tenant, name, trigger).is_empty()
     }
 
     /// The subscriptions of `tenant` that want `event` (of `trigger`): the one
     /// place that decides who receives an event.
     pub fn matching(
         &self,
-        tenant: &TenantName,
+        tenant: &str,
         event: &str,
         trigger: Option<&str>,
     ) -> Vec<Arc<Subscription>> {
-        self.of_tenant(tenant.as_str())
+        self.of_tenant(tenant)
             .into_iter()
             .filter(|s| s.wants(event, trigger))
             .collect()
@@ -159,6 +177,9 @@ impl Subscribers {
                 .filter(|k| s.enabled && s.events.iter().any(|p| p.matches(k.as_str())))
                 .fold(0, |m, k| m | k.bit());
             *next.masks.entry(tenant.clone()).or_default() |= mask;
+            if s.enabled && s.events.iter().any(|p| p.may_match_business()) {
+                next.business.insert(tenant.clone());
+            }
             next.by_tenant.entry(tenant).or_default().push(Arc::new(s));
         }
         *self.api.write().unwrap_or_else(|p| p.into_inner()) = next;

@@ -40,6 +40,8 @@ pub struct Tenant {
     pub subscriptions: Vec<Subscription>,
     /// The events some enabled subscription wants (`EventKind::bit`).
     pub events_mask: u8,
+    /// Whether some enabled subscription lists business events.
+    pub wants_business: bool,
 }
 
 /// A key of `_tenant.yaml` with a public id: looked up by its id, so that only
@@ -111,6 +113,7 @@ impl Tenant {
             outbound: Arc::new(Outbound::new(Default::default())),
             subscriptions: Vec::new(),
             events_mask: 0,
+            wants_business: false,
         }
     }
 
@@ -131,6 +134,9 @@ impl Tenant {
                     .any(|s| s.enabled && s.events.iter().any(|p| p.matches(k.as_str())))
             })
             .fold(0, |m, k| m | k.bit());
+        self.wants_business = subscriptions
+            .iter()
+            .any(|s| s.enabled && s.events.iter().any(|p| p.may_match_business()));
         self.subscriptions = subscriptions;
         self
     }
@@ -384,6 +390,12 @@ pub enum StepKind {
         connection: Arc<PgConnection>,
         steps: Vec<Step>,
     },
+    /// A business event, delivered to the tenant's subscribers once the
+    /// execution succeeds.
+    Emit {
+        event: Arc<str>,
+        data: Option<Expr>,
+    },
 }
 
 /// How an `http` step encodes its `body`.
@@ -469,6 +481,7 @@ pub fn input_reads(steps: &[Step]) -> Option<Arc<[String]>> {
             }
             StepKind::Sql(q) => q.params.iter().all(|e| e.root_keys(keys)),
             StepKind::Transaction { steps, .. } => walk(steps, keys),
+            StepKind::Emit { data, .. } => data.as_ref().is_none_or(|e| e.root_keys(keys)),
         })
     }
     let mut keys = BTreeSet::new();
@@ -488,6 +501,7 @@ impl StepKind {
             Self::Http(_) => "http",
             Self::Sql(_) => "sql",
             Self::Transaction { .. } => "transaction",
+            Self::Emit { .. } => "emit",
         }
     }
 }

@@ -94,7 +94,7 @@ pub struct RawSubscription {
     pub triggers: Option<Vec<Spanned<String>>>,
     pub basic_auth: Option<RawBasicAuth>,
     pub secret: Option<Spanned<String>>,
-    /// `ids` (default) or `full`.
+    /// `ids` (default: ping then pull) or `full` (the event's data in the body).
     pub include: Option<Spanned<String>>,
     /// The waits between attempts, like `[5s, 30s, 2m]`.
     pub retry: Option<Vec<Spanned<String>>>,
@@ -289,6 +289,8 @@ pub struct RawStep {
     pub sql: Option<Spanned<RawSqlStep>>,
     #[serde(default)]
     pub transaction: Option<Spanned<RawTransaction>>,
+    /// `emit: { event, data }`: a business event for the tenant's subscribers.
+    pub emit: Option<Spanned<RawEmit>>,
     /// For `http` and `sql`: waits before each new try of a transient failure.
     pub retry: Option<Spanned<Vec<Spanned<String>>>>,
 }
@@ -302,6 +304,14 @@ pub struct RawRespond {
     pub body: Option<Spanned<ExprText>>,
     /// XML text to send instead of `body` when the caller's Accept asks for XML.
     pub xml: Option<Spanned<ExprText>>,
+}
+
+/// `emit: { event: order.created, data: expr }`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawEmit {
+    pub event: Spanned<String>,
+    pub data: Option<Spanned<ExprText>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -94,7 +94,11 @@ impl Queue {
             let held = match &original.head.lane {
                 Some(_) => self
                     .store()
-                    .release_lane(original.head.id, Release::Unblock)
+                    .release_lane_with(
+                        original.head.id,
+                        Release::Unblock,
+                        dispatcher.events().of_unblock(&key, original.head.id),
+                    )
                     .await
                     .unwrap_or_else(|e| {
                         tracing::warn!(error = %e, message = %original.head.id, "cannot release the lane for a replay");
@@ -105,7 +109,7 @@ impl Queue {
             if held {
                 let lane = original.head.lane.clone().unwrap_or_default();
                 dispatcher.unblock(&key, &lane, Some(Job::new(message)));
-                dispatcher.events().lane_unblocked(&key, original.head.id);
+                dispatcher.events().sent();
             } else {
                 dispatcher.push(Job::new(message));
             }
@@ -120,14 +124,17 @@ impl Queue {
             .lane
             .clone()
             .ok_or(LaneError::NotBlocking(message.head.id))?;
-        if !self.store().release_lane(message.head.id, how).await? {
+        let key = key_of(message);
+        let events = self.dispatcher().events().of_unblock(&key, message.head.id);
+        if !self
+            .store()
+            .release_lane_with(message.head.id, how, events)
+            .await?
+        {
             return Err(LaneError::NotBlocking(message.head.id));
         }
-        let key = key_of(message);
         self.dispatcher().unblock(&key, &lane, None);
-        self.dispatcher()
-            .events()
-            .lane_unblocked(&key, message.head.id);
+        self.dispatcher().events().sent();
         Ok(())
     }
 }

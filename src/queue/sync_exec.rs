@@ -11,6 +11,7 @@ use tokio::sync::oneshot;
 
 use crate::domain::{MessageId, MessageStatus, NewMessage, Outcome, TriggerKey, now_micros};
 use crate::engine::{self, ExecError, Execution};
+use crate::events::Events;
 use crate::flow::Trigger;
 use crate::store::{Completion, Store};
 
@@ -41,7 +42,13 @@ fn unwrap_input(input: Arc<serde_json::Value>) -> serde_json::Value {
     Arc::try_unwrap(input).unwrap_or_else(|shared| (*shared).clone())
 }
 
-fn completion(id: MessageId, started_at: i64, ex: &Execution) -> Completion {
+fn completion(
+    key: &TriggerKey,
+    events: &Events,
+    id: MessageId,
+    started_at: i64,
+    ex: &Execution,
+) -> Completion {
     let finished_at = now_micros();
     let status = match &ex.result {
         Ok(()) => MessageStatus::Succeeded,
@@ -68,6 +75,7 @@ fn completion(id: MessageId, started_at: i64, ex: &Execution) -> Completion {
         trace: ex.trace_text(),
         error: ex.result.as_ref().err().map(ToString::to_string),
         error_code: ex.result.as_ref().err().map(ExecError::code),
+        events: events.of_end(key, id, status, false, &ex.emitted, finished_at),
     }
 }
 
@@ -129,13 +137,15 @@ impl Queue {
                     return;
                 }
                 message.input = unwrap_input(input);
-                let c = completion(message.id, started_at, &ex);
+                let c = completion(&key, dispatcher.events(), message.id, started_at, &ex);
                 dispatcher.executed_sync(&key, &c);
+                let eventful = !c.events.is_empty();
                 if durable {
                     store.finished(c).await;
                 } else {
                     store.record_executed(message, c).await;
                 }
+                dispatcher.announce(eventful);
                 dispatcher.release(&key);
             });
         };
@@ -166,9 +176,11 @@ impl Queue {
             Step::Done(ex) => {
                 drop(exec);
                 message.input = unwrap_input(input);
-                let c = completion(id, started_at, &ex);
+                let c = completion(&key, dispatcher.events(), id, started_at, &ex);
                 dispatcher.executed_sync(&key, &c);
+                let eventful = !c.events.is_empty();
                 store.record_executed(message, c).await;
+                dispatcher.announce(eventful);
                 dispatcher.release(&key);
                 Ok(SyncResult::Finished {
                     result: ex.result,

@@ -188,7 +188,7 @@ impl Store {
 
     /// Lets go of a lane held by message `id`; false when it held none.
     pub async fn release_lane(&self, id: MessageId, how: Release) -> Result<bool, StoreError> {
-        each!(self, s => s.release_lane(id, how).await)
+        self.release_lane_with(id, how, Vec::new()).await
     }
 
     /// Records that each message `.0` replays `.1`, in one transaction.

@@ -17,6 +17,7 @@ macro_rules! each {
 
 mod admin;
 mod error;
+mod outbox;
 mod postgres;
 mod shared;
 mod sqlite;
@@ -28,6 +29,7 @@ pub use admin::{
     MessageSummary, NewDelivery, Release, StatusCount,
 };
 pub use error::{Cause, retryable_sqlstate};
+pub use outbox::{FanOut, OutboxEvent};
 pub use postgres::{
     Claim, ClaimedMessage, Ended, LaneClaim, LaneMessage, PgOptions, PgStats, PgStore,
     TenantShares, Wakeup,

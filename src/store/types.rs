@@ -135,6 +135,10 @@ pub struct Completion {
     pub error: Option<String>,
     /// The failure's code (`ExecError::code`), kept with the attempt.
     pub error_code: Option<&'static str>,
+    /// Events this end causes (`message.succeeded`, `lane.blocked`, what the
+    /// flow emitted), written to the outbox in the same transaction, and only
+    /// if the end is taken. Empty when no subscription wants them.
+    pub events: Vec<super::OutboxEvent>,
 }
 
 impl Completion {

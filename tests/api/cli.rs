@@ -219,7 +219,7 @@ steps:
   FAIL   a parameter missing
          error: expected \"nope\", got \"{missing}\"
 {d}/t/Echo.test.yml
-  BROKEN case `x`: `expect` names nothing to check (status, body, error, vars)
+  BROKEN case `x`: `expect` names nothing to check (status, body, error, vars, emitted)
 {d}/t/Gone.test.yaml
   BROKEN no trigger t/Gone for this test file
 2 passed, 2 failed, 2 test file(s) broken

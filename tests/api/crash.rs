@@ -99,7 +99,7 @@ pub async fn spawn_server_in(
 
 /// Posts `bodies` from 16 tasks; once `kill_after` were acknowledged the server is
 /// killed. Returns the acknowledged (id, body) pairs.
-async fn load_then_kill(
+pub async fn load_then_kill(
     server: &mut Server,
     path: &str,
     bodies: Vec<Value>,
@@ -153,7 +153,7 @@ async fn load_then_kill(
     acked.clone()
 }
 
-async fn final_doc(base: &str, path: &str, id: &str) -> Value {
+pub async fn final_doc(base: &str, path: &str, id: &str) -> Value {
     let client = reqwest::Client::new();
     for _ in 0..1200 {
         let res = client

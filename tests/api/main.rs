@@ -9,6 +9,8 @@ mod check;
 mod cli;
 mod contract;
 mod crash;
+mod emit;
+mod emit_crash;
 mod fairness;
 mod fence;
 mod helpers;

@@ -56,6 +56,7 @@ async fn seed(store: &Store) {
             trace: "[]".into(),
             error: None,
             error_code: None,
+            events: Vec::new(),
         };
         store.record_executed(m, c).await;
     }

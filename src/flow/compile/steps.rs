@@ -1,11 +1,12 @@
 //! `steps:` of a trigger: one of set, if, for_each, respond, fail, log, http,
-//! sql or transaction each, nested steps by their path (`steps[2].then[0]`).
+//! sql, transaction or emit each, nested steps by their path (`steps[2].then[0]`).
 //! The http and sql steps, which reach other systems, are in `io_steps.rs`;
 //! what a transaction may hold is checked in `transaction.rs`.
 
 use indexmap::IndexMap;
 use serde_saphyr::{Location, Spanned};
 
+use crate::domain::business_event_name;
 use crate::flow::model::{SetValue, Step, StepKind, Tenant};
 use crate::flow::raw::{RawStep, SetValue as RawSetValue};
 use crate::flow::template::Template;
@@ -15,7 +16,7 @@ use super::cx::{FileCx, is_variable_name};
 use super::io_steps::{compile_http_step, compile_retry, compile_sql_step, pg_connection};
 use super::transaction::refuse_inside;
 
-const STEP_KEYS: &str = "set, if, for_each, respond, fail, log, http, sql, transaction";
+const STEP_KEYS: &str = "set, if, for_each, respond, fail, log, http, sql, transaction, emit";
 
 pub(super) fn compile_steps(
     cx: &mut FileCx<'_>,
@@ -47,6 +48,7 @@ fn compile_step(
         ("http", s.http.is_some()),
         ("sql", s.sql.is_some()),
         ("transaction", s.transaction.is_some()),
+        ("emit", s.emit.is_some()),
     ]
     .into_iter()
     .filter_map(|(k, p)| p.then_some(k))
@@ -243,6 +245,16 @@ fn compile_step(
             StepKind::Transaction {
                 connection: connection?,
                 steps,
+            }
+        }
+        "emit" => {
+            let e = s.emit?.value;
+            if let Err(why) = business_event_name(&e.event.value) {
+                cx.error(e.event.referenced, format!("`emit`: {why}"));
+            }
+            StepKind::Emit {
+                event: e.event.value.as_str().into(),
+                data: e.data.as_ref().and_then(|d| cx.expr(d, "data")),
             }
         }
         _ => return None,

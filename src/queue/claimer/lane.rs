@@ -81,9 +81,7 @@ impl Claimer {
             }
             let mut release = batch.is_empty().then_some(0);
             let mut done = Vec::new();
-            let mut finals = Vec::new();
             let mut wakes = Vec::new();
-            let mut blocked = None;
             let round = Instant::now();
             for m in batch {
                 let now = self.store.now();
@@ -122,7 +120,6 @@ impl Claimer {
                 }
                 let fail = fail_status_of(&a);
                 let end = a.end;
-                finals.push((m.id, a.completion.status));
                 done.push((a.completion, fail));
                 if let Some(w) = a.wake {
                     wakes.push((m.id, w));
@@ -133,7 +130,6 @@ impl Claimer {
                     AttemptEnd::Done { blocking: true } => {
                         tracing::warn!(trigger = %key, lane = lane.lane, message = %m.id, "ordered lane blocked by a failed message");
                         release = Some(0);
-                        blocked = Some(m.id);
                         break;
                     }
                     AttemptEnd::RetryAt(at) => {
@@ -146,6 +142,7 @@ impl Claimer {
                 }
             }
             ran += done.len();
+            let eventful = done.iter().any(|(c, _)| !c.events.is_empty());
             if release.is_none() && (ran >= LANE_TURN || turn.elapsed() >= LANE_TURN_TIME) {
                 // Back in line: other nodes and lanes get a turn.
                 release = Some(self.store.now());
@@ -168,14 +165,9 @@ impl Claimer {
                     return;
                 }
             }
-            for (id, status) in finals {
-                self.dispatcher.announce(&key, id, status);
-            }
+            self.dispatcher.announce(eventful);
             for (id, w) in wakes {
                 self.dispatcher.waiters().notify(id, w);
-            }
-            if let Some(id) = blocked {
-                self.dispatcher.events().lane_blocked(&key, id);
             }
             if let Some(at) = release {
                 if at > self.store.now() {

@@ -86,14 +86,14 @@ impl Claimer {
             return;
         }
         let fail = fail_status(&done);
-        let status = done.completion.status;
+        let eventful = !done.completion.events.is_empty();
         let written = self.store.end_attempt(done.completion, fail).await;
         self.wake.end();
         // A discarded end (logged by the store) is no result: nobody hears of it.
         if !written.await.unwrap_or(false) {
             return;
         }
-        self.dispatcher.announce(&job.key, job.id, status);
+        self.dispatcher.announce(eventful);
         if let Some(w) = done.wake {
             self.dispatcher.waiters().notify(job.id, w);
         }

@@ -62,7 +62,7 @@ impl Dispatcher {
             // A lane changes hands on the embedded store only when it restarts.
             lane: job.lane.clone().map(|lane| (lane, job.lane_epoch)),
         };
-        let (result, response, trace) = match (&trigger, &job.input) {
+        let (result, response, trace, emitted) = match (&trigger, &job.input) {
             (Some(t), Ok(input)) => {
                 // A stop while waiting for a place: the engine answers it at once.
                 let _running = match slot {
@@ -78,7 +78,7 @@ impl Dispatcher {
                     .execute(t, input, Some(&meta), None, stop, None)
                     .await;
                 let trace = ex.trace_text();
-                (ex.result, ex.response, trace)
+                (ex.result, ex.response, trace, ex.emitted)
             }
             // Running it on anything but its input would be wrong, and so
             // would every later attempt.
@@ -89,6 +89,7 @@ impl Dispatcher {
                 }),
                 None,
                 "[]".to_owned(),
+                Vec::new(),
             ),
             (None, _) => (
                 Err(ExecError::Step {
@@ -97,6 +98,7 @@ impl Dispatcher {
                 }),
                 None,
                 "[]".to_owned(),
+                Vec::new(),
             ),
         };
         let stopped = match &result {
@@ -166,6 +168,12 @@ impl Dispatcher {
             trace,
             error: result.as_ref().err().map(ToString::to_string),
             error_code: result.as_ref().err().map(ExecError::code),
+            events: if stopped.is_some() {
+                Vec::new()
+            } else {
+                self.events
+                    .of_end(&job.key, job.id, status, blocking, &emitted, finished_at)
+            },
         };
         if let Some(reason) = stopped {
             Attempted {
@@ -196,6 +204,10 @@ impl Dispatcher {
     fn cancelled(&self, job: &mut Job, started_at: Micros) -> Attempted {
         job.attempts += 1;
         let finished_at = self.now();
+        let status = MessageStatus::Cancelled;
+        let events = self
+            .events
+            .of_end(&job.key, job.id, status, false, &[], finished_at);
         tracing::info!(trigger = %job.key, message = %job.id, "not run: its caller was answered at the timeout and the trigger cancels on timeout");
         Attempted {
             completion: Completion {
@@ -204,7 +216,7 @@ impl Dispatcher {
                 started_at,
                 finished_at,
                 outcome: Outcome::Cancelled,
-                status: MessageStatus::Cancelled,
+                status,
                 run_at: finished_at,
                 blocking: false,
                 response: None,
@@ -214,6 +226,7 @@ impl Dispatcher {
                         .to_owned(),
                 ),
                 error_code: Some("cancelled"),
+                events,
             },
             end: AttemptEnd::Done { blocking: false },
             wake: None,

@@ -161,7 +161,6 @@ impl Dispatcher {
                     l.active = false;
                 }
                 tracing::warn!(trigger = %key, lane, message = %job.id, "ordered lane blocked by a failed message");
-                self.events.lane_blocked(&key, job.id);
                 return;
             }
         }
@@ -194,9 +193,9 @@ impl Dispatcher {
             // Left running: recovery at the next start runs it again.
             return done.end;
         }
-        let (id, status) = (done.completion.id, done.completion.status);
+        let eventful = !done.completion.events.is_empty();
         self.store.finished(done.completion).await;
-        self.announce(&job.key, id, status);
+        self.announce(eventful);
         if let Some(w) = done.wake {
             self.waiters.notify(job.id, w);
         }

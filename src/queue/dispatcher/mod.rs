@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use crate::domain::{MessageId, MessageStatus, NewMessage, TriggerKey};
+use crate::domain::{NewMessage, TriggerKey};
 use crate::engine::Executor;
 use crate::events::Events;
 use crate::flow::{SharedCatalog, Trigger};
@@ -172,12 +172,11 @@ impl Dispatcher {
             .collect()
     }
 
-    /// Metrics and events of an execution that did not go through the queue.
+    /// Metrics of an execution that did not go through the queue.
     pub fn executed_sync(&self, key: &TriggerKey, c: &Completion) {
         self.metrics
             .trigger(key.tenant.as_str(), key.trigger.as_str())
             .executed(ExecOutcome::of(c.status), c.finished_at - c.started_at);
-        self.events.message_finished(key, c.id, c.status);
     }
 
     pub fn waiters(&self) -> &Waiters {
@@ -311,10 +310,11 @@ impl Dispatcher {
             .cloned()
     }
 
-    /// Tells the subscribers that a message finished, once its end was written.
-    pub(crate) fn announce(&self, key: &TriggerKey, id: MessageId, status: MessageStatus) {
-        if status.is_final() {
-            self.events.message_finished(key, id, status);
+    /// After an end was sent to the store: when it carried events, the
+    /// fan-out takes them once they are committed.
+    pub(crate) fn announce(&self, eventful: bool) {
+        if eventful {
+            self.events.sent();
         }
     }
 

@@ -11,10 +11,10 @@ use tokio_postgres::types::ToSql;
 
 use crate::domain::{MessageId, MessageStatus, MessageView, Micros, TenantName, TriggerKey};
 use crate::store::StoreError;
-use crate::store::admin::{BlockedLane, MessageQuery, MessageSummary, Release, StatusCount};
+use crate::store::admin::{BlockedLane, MessageQuery, MessageSummary, StatusCount};
 
 use super::rows::{head, message_id, names, status};
-use super::{PgStore, db, notify_work};
+use super::{PgStore, db};
 
 const SUMMARY_COLUMNS: &str =
     "id, tenant, trigger, lane, mode, status, received_at, finished_at, attempts,
@@ -180,7 +180,7 @@ fn tenant_list(tenants: Option<Vec<TenantName>>) -> Option<Vec<String>> {
 
 impl PgStore {
     /// Waits (bounded) until the records this process sent before are written.
-    async fn settle(&self) {
+    pub(super) async fn settle(&self) {
         let _ = tokio::time::timeout(self.timeout, self.flush()).await;
     }
 
@@ -290,45 +290,6 @@ impl PgStore {
     /// Lets go of the lane message `id` holds, in one transaction: the message
     /// stops blocking (skipped, or as it is), its lane row is no longer blocked,
     /// and the claimers of every node are woken to take the lane up again.
-    pub async fn release_lane(&self, id: MessageId, how: Release) -> Result<bool, StoreError> {
-        self.settle().await;
-        let skip = how == Release::Skip;
-        self.with(move |_, mut client| async move {
-            let tx = client.transaction().await.map_err(db)?;
-            // Served by the UNIQUE index on id; guarded: only a blocking message.
-            let held = tx
-                .query_opt(
-                    "UPDATE messages SET blocking = FALSE,
-                            status = CASE WHEN $2 THEN 'skipped' ELSE status END
-                     WHERE id = $1 AND blocking AND lane IS NOT NULL
-                     RETURNING tenant, trigger, lane",
-                    &[&id.as_uuid(), &skip],
-                )
-                .await
-                .map_err(db)?;
-            let Some(lane) = held else {
-                return Ok(false);
-            };
-            // Served by the lanes primary key.
-            tx.execute(
-                "UPDATE lanes SET blocked_by = NULL
-                 WHERE tenant = $1 AND trigger = $2 AND lane = $3 AND blocked_by = $4",
-                &[
-                    &lane.get::<_, &str>(0),
-                    &lane.get::<_, &str>(1),
-                    &lane.get::<_, &str>(2),
-                    &id.as_uuid(),
-                ],
-            )
-            .await
-            .map_err(db)?;
-            notify_work(&tx).await?;
-            tx.commit().await.map_err(db)?;
-            Ok(true)
-        })
-        .await
-    }
-
     /// Links each replay `.0` to its original `.1`, in one transaction. A replay of
     /// a message that holds its lane takes that message's place (its `seq`), so it
     /// is the lane's head when the lane is let go; the original, finished, moves

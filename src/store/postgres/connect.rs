@@ -71,6 +71,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "subscriptions",
         include_str!("../../../migrations/postgres/0013_subscriptions.sql"),
     ),
+    (
+        14,
+        "events",
+        include_str!("../../../migrations/postgres/0014_events.sql"),
+    ),
 ];
 
 /// Set on each of the store's connections as it is made (with the lock and

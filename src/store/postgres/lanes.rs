@@ -9,7 +9,7 @@ use tokio_postgres::Row;
 
 use super::claims::{Claim, LaneClaim, LaneMessage};
 use super::rows::{message_id, mode, names, status};
-use super::writer::apply_completions;
+use super::writer::write_ends;
 use super::{PgStore, db};
 
 /// Claims ordered lanes. Served by lanes_ready (same predicate); the parameters
@@ -192,7 +192,7 @@ impl PgStore {
             if !done.is_empty() {
                 let refs: Vec<(&Completion, Option<u16>)> =
                     done.iter().map(|(c, f)| (c, *f)).collect();
-                apply_completions(&tx, &store, &refs).await?;
+                write_ends(&tx, &store, &refs).await?;
             }
             tx.commit().await.map_err(db)?;
             Ok(true)

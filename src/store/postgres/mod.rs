@@ -18,6 +18,7 @@ mod deliveries;
 mod enqueue;
 mod lanes;
 mod leases;
+mod outbox;
 mod plans;
 mod rows;
 mod subscriptions;

@@ -12,8 +12,10 @@ use tokio::sync::{mpsc, oneshot};
 use crate::domain::{AttemptRecord, MessageId, NewMessage};
 use crate::store::types::{Completion, StoreError};
 
+use super::outbox::insert_events;
 use super::rows::attempt_json;
 use super::{PgStore, db};
+use crate::store::OutboxEvent;
 
 pub const CHANNEL: usize = 65_536;
 const MAX_BATCH: usize = 2048;
@@ -118,10 +120,15 @@ async fn apply(
     client: &mut deadpool_postgres::Object,
     ops: &[Op],
 ) -> Result<Discarded, StoreError> {
-    if ops.iter().all(|op| matches!(op, Op::Finished(..))) {
-        // Only attempts' ends (flushes are answered by `run`, never written):
-        // one statement, a transaction of its own, with no BEGIN and COMMIT
-        // round trips.
+    let quiet = |c: &Completion| c.events.is_empty();
+    if ops
+        .iter()
+        .all(|op| matches!(op, Op::Finished(c, ..) if quiet(c)))
+    {
+        // Only attempts' ends without events (flushes are answered by `run`,
+        // never written): one statement, a transaction of its own, with no
+        // BEGIN and COMMIT round trips. Ends with events take the transaction
+        // below, which writes their events beside them.
         let finished: Vec<_> = ops
             .iter()
             .filter_map(|op| match op {
@@ -150,12 +157,20 @@ async fn apply(
         apply_starts(&tx, store, &started).await?;
     }
     if !executed.is_empty() {
-        insert_executed(&tx, &executed).await?;
+        let mut inserted = insert_executed(&tx, &executed).await?;
+        // A row inserted once: the events of its first record only (a repeat
+        // in the same batch was not inserted).
+        let events: Vec<&OutboxEvent> = executed
+            .iter()
+            .filter(|(m, _)| inserted.remove(&m.id.as_uuid()))
+            .flat_map(|(_, c)| c.events.iter())
+            .collect();
+        insert_events(&tx, &events).await?;
     }
     let discarded = if finished.is_empty() {
         Discarded::new()
     } else {
-        apply_completions(&tx, store, &finished).await?
+        write_ends(&tx, store, &finished).await?
     };
     tx.commit().await.map_err(db)?;
     Ok(discarded)
@@ -224,10 +239,12 @@ async fn apply_starts<C: GenericClient>(
 }
 
 /// Messages executed before they were stored (sync requests answered in time).
+/// Returns the ids inserted when some of them carry events (else none: the
+/// statement returns nothing it need not).
 async fn insert_executed<C: GenericClient>(
     tx: &C,
     rows: &[(&NewMessage, &Completion)],
-) -> Result<(), StoreError> {
+) -> Result<std::collections::HashSet<uuid::Uuid>, StoreError> {
     let n = rows.len();
     let (mut id, mut tenant, mut trigger, mut mode, mut status) = (
         Vec::with_capacity(n),
@@ -266,8 +283,7 @@ async fn insert_executed<C: GenericClient>(
         error.push(c.error.as_deref());
     }
     // Served by the UNIQUE index on id.
-    let stmt = tx
-        .prepare_cached(
+    const INSERT_EXECUTED: &str =
             "INSERT INTO messages (id, tenant, trigger, mode, status, received_at, run_at, attempts,
                                    attempt_log, finished_at, idempotency_key, input, response, trace, error)
              SELECT id, tenant, trigger, mode, status, received_at, received_at, attempts, log,
@@ -277,32 +293,37 @@ async fn insert_executed<C: GenericClient>(
                          $13::text[], $14::text[])
                   AS u(id, tenant, trigger, mode, status, received_at, attempts, log, finished_at, ikey,
                        input, response, trace, error)
-             ON CONFLICT DO NOTHING",
-        )
-        .await
-        .map_err(db)?;
-    tx.execute(
-        &stmt,
-        &[
-            &id,
-            &tenant,
-            &trigger,
-            &mode,
-            &status,
-            &received,
-            &attempts,
-            &log,
-            &finished_at,
-            &ikey,
-            &input,
-            &response,
-            &trace,
-            &error,
-        ],
-    )
-    .await
+             ON CONFLICT DO NOTHING";
+    let with_events = rows.iter().any(|(_, c)| !c.events.is_empty());
+    let stmt = if with_events {
+        tx.prepare_cached(&format!("{INSERT_EXECUTED} RETURNING id"))
+            .await
+    } else {
+        tx.prepare_cached(INSERT_EXECUTED).await
+    }
     .map_err(db)?;
-    Ok(())
+    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 14] = [
+        &id,
+        &tenant,
+        &trigger,
+        &mode,
+        &status,
+        &received,
+        &attempts,
+        &log,
+        &finished_at,
+        &ikey,
+        &input,
+        &response,
+        &trace,
+        &error,
+    ];
+    if !with_events {
+        tx.execute(&stmt, &params).await.map_err(db)?;
+        return Ok(Default::default());
+    }
+    let inserted = tx.query(&stmt, &params).await.map_err(db)?;
+    Ok(inserted.iter().map(|r| r.get(0)).collect())
 }
 
 /// The ends of a batch of attempts (see `apply_completions`). Served by the
@@ -347,6 +368,23 @@ pub(super) const END_ATTEMPTS: &str = "WITH u AS (
     GROUP BY n / 200)
  SELECT (SELECT count(*) FROM done), (SELECT count(*) FROM notified),
         (SELECT array_agg(u.id) FROM u WHERE NOT EXISTS (SELECT 1 FROM done d WHERE d.id = u.id))";
+
+/// Writes the ends of attempts (see `apply_completions`) and, in the same
+/// transaction, the events of the ends taken.
+pub async fn write_ends<C: GenericClient>(
+    tx: &C,
+    store: &PgStore,
+    done: &[(&Completion, Option<u16>)],
+) -> Result<Discarded, StoreError> {
+    let discarded = apply_completions(tx, store, done).await?;
+    let events: Vec<&OutboxEvent> = done
+        .iter()
+        .filter(|(c, _)| !discarded.contains(&c.id.as_uuid()))
+        .flat_map(|(c, _)| c.events.iter())
+        .collect();
+    insert_events(tx, &events).await?;
+    Ok(discarded)
+}
 
 /// Writes the ends of attempts, fenced (see `END_ATTEMPTS`). Finished lane
 /// messages leave their lane's count, and a blocking one blocks the lane. One

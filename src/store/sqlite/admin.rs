@@ -10,7 +10,7 @@ use crate::domain::{MessageId, MessageStatus, MessageView, TenantName, TriggerNa
 
 use crate::domain::TriggerKey;
 use crate::store::StoreError;
-use crate::store::admin::{BlockedLane, MessageQuery, MessageSummary, Release, StatusCount};
+use crate::store::admin::{BlockedLane, MessageQuery, MessageSummary, StatusCount};
 use crate::store::error::sqlite;
 
 use super::SqliteStore;
@@ -256,22 +256,6 @@ impl SqliteStore {
         tenants: Option<Vec<TenantName>>,
     ) -> Result<Vec<BlockedLane>, StoreError> {
         self.run_admin(move |c| blocked_lanes(c, &tenants)).await
-    }
-
-    pub async fn release_lane(&self, id: MessageId, how: Release) -> Result<bool, StoreError> {
-        let skip = how == Release::Skip;
-        self.run_admin(move |c| {
-            // Served by the UNIQUE index on id; guarded: only a blocking message.
-            c.execute(
-                "UPDATE messages SET blocking = 0, open = 0,
-                        status = CASE WHEN ?2 THEN 'skipped' ELSE status END
-                 WHERE id = ?1 AND blocking = 1",
-                params![id.to_string(), skip],
-            )
-            .map(|n| n == 1)
-            .map_err(sqlite)
-        })
-        .await
     }
 
     pub async fn link_replays(&self, links: Vec<(MessageId, MessageId)>) -> Result<(), StoreError> {

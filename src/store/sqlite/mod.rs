@@ -8,6 +8,7 @@
 mod admin;
 mod deliveries;
 mod log;
+mod outbox;
 mod reads;
 mod rows;
 mod subscriptions;
@@ -59,6 +60,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         7,
         "subscriptions",
         include_str!("../../../migrations/sqlite/0007_subscriptions.sql"),
+    ),
+    (
+        8,
+        "events",
+        include_str!("../../../migrations/sqlite/0008_events.sql"),
     ),
 ];
 

@@ -5,9 +5,11 @@ use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
 use crate::domain::{MessageId, Micros, NewMessage};
 use crate::store::error::sqlite;
+use crate::store::outbox::OutboxEvent;
 use crate::store::types::{Completion, EnqueueOutcome, StoreError};
 
 use super::log::{attempt_json, json_text};
+use super::outbox::insert_events;
 use super::reads::get;
 
 /// A message about to be inserted, as text.
@@ -55,6 +57,8 @@ pub(super) struct FinishRow {
     pub(super) trace: String,
     pub(super) error: Option<String>,
     pub(super) attempt: String,
+    /// Written to the outbox with the end, if it is taken.
+    pub(super) events: Vec<OutboxEvent>,
 }
 
 impl From<&Completion> for FinishRow {
@@ -71,6 +75,7 @@ impl From<&Completion> for FinishRow {
             trace: c.trace.clone(),
             error: c.error.clone(),
             attempt: attempt_json(&attempt),
+            events: c.events.clone(),
         }
     }
 }
@@ -172,6 +177,8 @@ pub(super) fn finished(tx: &Transaction<'_>, r: &FinishRow) -> Result<(), StoreE
             attempt = r.number,
             "a late result was discarded: the attempt is no longer the message's current one"
         );
+    } else {
+        insert_events(tx, &r.events)?;
     }
     Ok(())
 }
@@ -196,6 +203,7 @@ pub(super) fn record_executed(
     .map_err(sqlite)?;
     if n == 1 {
         insert_input(tx, &m.input)?;
+        insert_events(tx, &r.events)?;
     }
     Ok(())
 }

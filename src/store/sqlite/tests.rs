@@ -30,6 +30,7 @@ fn executed(n: i64) -> (NewMessage, Completion) {
         trace: "[]".into(),
         error: None,
         error_code: None,
+        events: Vec::new(),
     };
     (m, c)
 }

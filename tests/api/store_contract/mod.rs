@@ -17,6 +17,7 @@ use flowgate::store::{
 use crate::pg::{PgSchema, schema};
 
 mod fencing;
+mod outbox;
 mod upgrade;
 
 /// Claims that leave no tenant out, as most tests here want them.
@@ -115,6 +116,7 @@ pub fn done(id: MessageId, attempt: u32, status: MessageStatus, blocking: bool) 
         trace: "[]".into(),
         error: (status != MessageStatus::Succeeded).then(|| "boom".to_owned()),
         error_code: (status != MessageStatus::Succeeded).then_some("flow_failed"),
+        events: Vec::new(),
     }
 }
 
