@@ -19,8 +19,8 @@ pub use cidr::{Cidr, CidrError};
 pub use event::EventKind;
 pub use headers::{REDACTED, SECRET_HEADERS, header_pairs};
 pub use message::{
-    AttemptRecord, MessageHead, MessageId, MessageStatus, MessageView, Mode, NewMessage, Outcome,
-    StoredResponse,
+    AttemptRecord, Consumer, MessageHead, MessageId, MessageStatus, MessageView, Mode, NewMessage,
+    Outcome, OwnedConsumer, StoredResponse,
 };
 pub use meta::RunMeta;
 pub use names::{NameError, TenantName, TriggerKey, TriggerName};

@@ -621,7 +621,7 @@ async fn a_broken_trigger_file_shows_its_load_error() {
 
 /// `flowgate messages` as a separate process against the running server, with a
 /// token from the environment as an operator would set it.
-async fn messages_command(
+pub async fn messages_command(
     app: &TestApp,
     args: &[&str],
     token: Option<&str>,

@@ -36,7 +36,15 @@ async fn seed(store: &Store) {
             mode: Mode::Async,
             received_at: at,
             idempotency_key: None,
-            input: json!({"body": {"n": i}}),
+            // A consumer that sends few of the messages, one that sends most,
+            // and open calls.
+            input: match i % 97 {
+                0 => {
+                    json!({"body": {"n": i}, "auth": {"method": "api_key", "label": "partner", "key_id": "k3q7x2ab"}})
+                }
+                n if n % 3 == 0 => json!({"body": {"n": i}, "auth": {"method": "none"}}),
+                _ => json!({"body": {"n": i}, "auth": {"method": "api_key", "label": "webshop"}}),
+            },
             body_json: None,
         };
         let c = Completion {
@@ -315,6 +323,23 @@ async fn check(store: &Store, assert: fn(&str, &str)) {
             page(MessageQuery {
                 triggers: vec![key("Orders"), key("Prices"), key("Stock")],
                 status: Some(MessageStatus::Failed),
+                ..Default::default()
+            }),
+        ),
+        (
+            "by consumer",
+            page(MessageQuery {
+                triggers: vec![key("Orders")],
+                consumer: Some("partner".into()),
+                ..Default::default()
+            }),
+        ),
+        (
+            "by consumer and status",
+            page(MessageQuery {
+                triggers: vec![key("Stock")],
+                consumer: Some("webshop".into()),
+                status: Some(MessageStatus::Succeeded),
                 ..Default::default()
             }),
         ),

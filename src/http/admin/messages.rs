@@ -28,6 +28,10 @@ pub struct Filter {
     trigger: Option<String>,
     status: Option<String>,
     lane: Option<String>,
+    /// The consumer's label (an API key's, or the HTTP Basic user).
+    consumer: Option<String>,
+    /// The id of the key of the form `fg_<id>_<secret>` that sent it.
+    key_id: Option<String>,
     #[schema(format = DateTime)]
     from: Option<String>,
     #[schema(format = DateTime)]
@@ -45,6 +49,10 @@ pub struct ListQuery {
     status: Option<String>,
     /// Ordered lane (the ordering key's value)
     lane: Option<String>,
+    /// The consumer that sent it: an API key's label, or the HTTP Basic user
+    consumer: Option<String>,
+    /// The id of the key (`fg_<id>_<secret>`) that sent it
+    key_id: Option<String>,
     /// Received at or after (RFC 3339)
     #[param(format = DateTime)]
     from: Option<String>,
@@ -64,6 +72,8 @@ impl ListQuery {
             trigger: self.trigger.clone(),
             status: self.status.clone(),
             lane: self.lane.clone(),
+            consumer: self.consumer.clone(),
+            key_id: self.key_id.clone(),
             from: self.from.clone(),
             to: self.to.clone(),
         }
@@ -114,7 +124,14 @@ fn to_query(who: &Admin, f: &Filter, state: &AppState) -> Result<Option<MessageQ
             keys
         }
         // A global view without filters reads the id index directly.
-        (None, None) if who.tenants.is_none() && status.is_none() && f.lane.is_none() => Vec::new(),
+        (None, None)
+            if who.tenants.is_none()
+                && status.is_none()
+                && f.lane.is_none()
+                && f.consumer.is_none() =>
+        {
+            Vec::new()
+        }
         (None, None) => {
             let mut keys: Vec<TriggerKey> = catalog
                 .triggers()
@@ -132,6 +149,8 @@ fn to_query(who: &Admin, f: &Filter, state: &AppState) -> Result<Option<MessageQ
         triggers,
         status,
         lane: f.lane.clone(),
+        consumer: f.consumer.clone(),
+        key_id: f.key_id.clone(),
         from: f
             .from
             .as_deref()

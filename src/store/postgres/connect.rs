@@ -66,6 +66,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "lane_epochs",
         include_str!("../../../migrations/postgres/0010_lane_epochs.sql"),
     ),
+    (
+        12,
+        "consumers",
+        include_str!("../../../migrations/postgres/0012_consumers.sql"),
+    ),
 ];
 
 /// Set on each of the store's connections as it is made (with the lock and

@@ -54,6 +54,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "generation",
         include_str!("../../../migrations/sqlite/0004_generation.sql"),
     ),
+    (
+        6,
+        "consumers",
+        include_str!("../../../migrations/sqlite/0006_consumers.sql"),
+    ),
 ];
 
 #[derive(Clone)]
