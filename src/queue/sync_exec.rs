@@ -71,6 +71,15 @@ fn completion(id: MessageId, started_at: i64, ex: &Execution) -> Completion {
     }
 }
 
+/// The log line of a sync execution that failed, as the dispatcher writes one
+/// for the attempts it runs: which message, who sent it, and why.
+fn log_failure(message: &NewMessage, c: &Completion) {
+    if let Some(error) = &c.error {
+        let who = message.consumer();
+        tracing::info!(trigger = %message.trigger, tenant = %message.tenant, message = %message.id, consumer = who.label, key_id = who.key_id, attempt = c.attempt, status = c.status.as_str(), error, "execution failed");
+    }
+}
+
 impl Queue {
     /// Runs `message` now. Its id is the one the caller sees in `X-Message-Id`.
     pub async fn execute_sync(
@@ -130,6 +139,7 @@ impl Queue {
                 }
                 message.input = unwrap_input(input);
                 let c = completion(message.id, started_at, &ex);
+                log_failure(&message, &c);
                 dispatcher.executed_sync(&key, &c);
                 if durable {
                     store.finished(c).await;
@@ -167,6 +177,7 @@ impl Queue {
                 drop(exec);
                 message.input = unwrap_input(input);
                 let c = completion(id, started_at, &ex);
+                log_failure(&message, &c);
                 dispatcher.executed_sync(&key, &c);
                 store.record_executed(message, c).await;
                 dispatcher.release(&key);
