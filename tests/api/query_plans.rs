@@ -130,6 +130,15 @@ async fn log_history_queries_use_indexes_at_100k_messages() {
     let store = Store::open(&url).unwrap();
     seed(&store).await;
     check(&store, assert_indexed).await;
+    let by_consumer = MessageQuery {
+        triggers: vec![key("Orders")],
+        consumer: Some("partner".into()),
+        limit: 50,
+        ..Default::default()
+    };
+    for plan in store.explain_list(by_consumer).await.unwrap() {
+        assert!(plan.contains("messages_trigger_consumer"), "{plan}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -200,6 +209,35 @@ async fn running_messages_are_read_from_the_unfinished(store: &Store, url: &str)
         "newest first"
     );
     assert_eq!(store.count_messages(only).await.unwrap(), 120);
+    // One consumer's messages: its running ones too (left out of the index by
+    // consumer as from the index by status).
+    let theirs = MessageQuery {
+        consumer: Some("webshop".into()),
+        ..all.clone()
+    };
+    for plan in store.explain_list(theirs.clone()).await.unwrap() {
+        assert_pg_indexed(&plan, "one consumer's messages");
+        assert!(plan.contains("using messages_lane"), "{plan}");
+    }
+    let page = store.list_messages(theirs.clone()).await.unwrap();
+    assert_eq!(page.len(), 50);
+    assert!(
+        page.iter()
+            .all(|m| m.consumer.label.as_deref() == Some("webshop"))
+    );
+    assert!(page.windows(2).all(|w| w[0].head.id > w[1].head.id));
+    assert!(
+        page.iter().any(|m| m.head.status == MessageStatus::Running),
+        "running messages are found"
+    );
+    let running_theirs = store
+        .count_messages(MessageQuery {
+            status: Some(MessageStatus::Running),
+            ..theirs
+        })
+        .await
+        .unwrap();
+    assert!(running_theirs > 0 && running_theirs < 120);
     let counts = store.status_counts(None).await.unwrap();
     let orders_running = counts
         .iter()

@@ -48,10 +48,12 @@ impl Values {
 }
 
 /// Whether a query is read one status at a time, merged: a trigger's history
-/// with neither status, lane nor consumer named (no index leads with tenant,
-/// trigger, id).
+/// with neither status nor lane named (no index leads with tenant, trigger, id),
+/// also when a consumer is named: `messages_trigger_consumer`, as the index by
+/// status, leaves running messages out, and a status other than running lets
+/// the planner use it.
 fn per_status(q: &MessageQuery, key: Option<&TriggerKey>) -> bool {
-    key.is_some() && q.status.is_none() && q.lane.is_none() && q.consumer.is_none()
+    key.is_some() && q.status.is_none() && q.lane.is_none()
 }
 
 /// Where a `per_status` query's clause names the status each read takes.
@@ -129,8 +131,8 @@ fn conditions(q: &MessageQuery, key: Option<&TriggerKey>, values: &mut Values) -
 }
 
 /// The log history query for one trigger (or every trigger). With a trigger it
-/// is served by `messages_trigger_status`, `messages_trigger_lane` or
-/// `messages_trigger_consumer`, read
+/// is served by `messages_trigger_status`, `messages_trigger_lane` or (a
+/// consumer named, any status but running) `messages_trigger_consumer`, read
 /// backwards from the cursor; without, by the UNIQUE index on id. With neither
 /// status nor lane named, each status is read from `messages_trigger_status` on
 /// its own and the reads are merged (a Merge Append: each read stops once the
