@@ -119,6 +119,22 @@ async fn records_and_filters_by_consumer(s: Shop) {
     assert_eq!(detail["key_id"], Value::Null);
     let detail = app.admin_wait(&open, "succeeded").await;
     assert_eq!(detail["consumer"], Value::Null);
+    // A replay is the same request again: it keeps who sent it.
+    let (status, replay) = app
+        .admin(
+            "POST",
+            &format!("/messages/{erp}/replay"),
+            GLOBAL_TOKEN,
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{replay}");
+    let replay = replay["message_id"].as_str().unwrap().to_owned();
+    let detail = app.admin_wait(&replay, "succeeded").await;
+    assert_eq!(
+        (&detail["consumer"], &detail["key_id"]),
+        (&json!("erp"), &Value::Null)
+    );
 
     // The list shows it on each line and filters by it: one trigger, a tenant,
     // every tenant.
@@ -134,7 +150,7 @@ async fn records_and_filters_by_consumer(s: Shop) {
         sorted(vec![shop1.clone(), shop2.clone(), price.clone()])
     );
     let (ids, _) = list(app, "consumer=erp").await;
-    assert_eq!(ids, vec![erp.clone()]);
+    assert_eq!(ids, vec![replay.clone(), erp.clone()]);
     let (ids, _) = list(app, &format!("tenant=shop&key_id={}", s.key_id)).await;
     assert_eq!(ids.len(), 3);
     let (ids, _) = list(
@@ -150,7 +166,7 @@ async fn records_and_filters_by_consumer(s: Shop) {
         "tenant=shop&trigger=Order&status=succeeded&consumer=erp",
     )
     .await;
-    assert_eq!(ids, vec![erp.clone()]);
+    assert_eq!(ids, vec![replay.clone(), erp.clone()]);
     let (ids, page) = list(app, "tenant=shop&trigger=Open").await;
     assert_eq!(ids, vec![open.clone()]);
     assert_eq!(page["messages"][0]["consumer"], Value::Null);
@@ -183,7 +199,8 @@ async fn records_and_filters_by_consumer(s: Shop) {
         table.lines().next().unwrap().contains("CONSUMER"),
         "{table}"
     );
-    assert!(table.contains(&erp) && table.contains(" erp "), "{table}");
+    assert!(table.contains(&erp) && table.contains(&replay), "{table}");
+    assert!(table.contains(" erp "), "{table}");
     assert!(!table.contains(&shop1), "{table}");
 
     // `/_metrics` counts each consumer's calls.
