@@ -27,6 +27,7 @@ pub(super) struct NewRow {
 
 impl From<&NewMessage> for NewRow {
     fn from(m: &NewMessage) -> Self {
+        let who = m.consumer();
         Self {
             id: m.id.to_string(),
             tenant: m.tenant.as_str().to_owned(),
@@ -36,8 +37,8 @@ impl From<&NewMessage> for NewRow {
             received_at: m.received_at,
             idempotency_key: m.idempotency_key.clone(),
             input: m.input_text(),
-            consumer: m.consumer().label.map(str::to_owned),
-            key_id: m.consumer().key_id.map(str::to_owned),
+            consumer: who.label.map(str::to_owned),
+            key_id: who.key_id.map(str::to_owned),
         }
     }
 }
