@@ -144,7 +144,10 @@ enum TokenCommand {
         /// Hash this token instead of generating one.
         #[arg(long)]
         token: Option<String>,
-        /// Print {"label","token","hash","tenants"}.
+        /// What it may do: `operate` (replay, skip, unblock, redeliver) or only `read`.
+        #[arg(long, default_value = "operate", value_parser = ["read", "operate"])]
+        role: String,
+        /// Print {"label","token","hash","tenants","role"}.
         #[arg(long)]
         json: bool,
     },
@@ -172,9 +175,10 @@ fn main() -> ExitCode {
                     label,
                     tenants,
                     token,
+                    role,
                     json,
                 },
-        } => cli::key::new_token(&label, token, tenants, json),
+        } => cli::key::new_token(&label, token, tenants, &role, json),
         Command::Run(args) => cli::run::run(args),
         Command::Migrate { store } => cli::migrate::migrate(&store),
     };

@@ -10,7 +10,7 @@ use quick_cache::sync::Cache;
 use sha2::{Digest, Sha256};
 
 use crate::auth::gate::{Client, Gate, KeyStats, Refused};
-use crate::config::AdminToken;
+use crate::config::{AdminRole, AdminToken};
 use crate::domain::TenantName;
 
 /// Who an admin request is, and what it may see.
@@ -19,9 +19,17 @@ pub struct AdminIdentity {
     pub label: String,
     /// `None`: every tenant.
     pub tenants: Option<Vec<TenantName>>,
+    /// Whether it may change things or only look.
+    pub role: AdminRole,
 }
 
 impl AdminIdentity {
+    /// Whether it may act (replay, skip, unblock, redeliver, change
+    /// subscriptions), not only look.
+    pub fn operates(&self) -> bool {
+        self.role == AdminRole::Operate
+    }
+
     pub fn sees(&self, tenant: &str) -> bool {
         self.tenants
             .as_ref()
@@ -58,6 +66,7 @@ impl AdminTokens {
                     AdminIdentity {
                         label: t.label.clone(),
                         tenants,
+                        role: t.role,
                     },
                     t.hash.clone(),
                 )
@@ -113,11 +122,13 @@ mod tests {
                     label: "all".into(),
                     hash: crate::auth::keys::hash("global-secret").unwrap(),
                     tenants: None,
+                    role: AdminRole::Read,
                 },
                 AdminToken {
                     label: "acme-ops".into(),
                     hash: crate::auth::keys::hash("acme-secret").unwrap(),
                     tenants: Some(vec!["acme".into()]),
+                    role: AdminRole::Operate,
                 },
             ],
             Gate::new(2, 1000),
@@ -125,6 +136,7 @@ mod tests {
         let me = Client::LOCAL;
         let acme = tokens.identify("acme-secret", me).await.unwrap().unwrap();
         assert_eq!(acme.label, "acme-ops");
+        assert!(acme.operates());
         assert!(acme.sees("acme") && !acme.sees("other"));
         assert!(
             tokens

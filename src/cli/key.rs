@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, bail};
 use serde_json::json;
 
+use crate::config::AdminRole;
 use crate::domain::TenantName;
 
 /// A key for consumer `label`: a new one `fg_<id>_<secret>`, or the one given
@@ -55,13 +56,18 @@ fn api_keys_entry(label: &str, id: Option<&str>, hash: &str) -> String {
     }
 }
 
-/// An admin token for `/_admin`, seeing `tenants` only when given.
+/// An admin token for `/_admin`, seeing `tenants` only when given, of `role`
+/// (`read` or `operate`).
 pub fn new_token(
     label: &str,
     token: Option<String>,
     tenants: Option<Vec<String>>,
+    role: &str,
     as_json: bool,
 ) -> Result<ExitCode> {
+    let Some(role) = AdminRole::parse(role) else {
+        bail!("--role is `read` or `operate`, not `{role}`");
+    };
     let tenants = tenants
         .map(|names| {
             names
@@ -78,7 +84,7 @@ pub fn new_token(
     if as_json {
         println!(
             "{}",
-            json!({"label": label, "token": token, "hash": hash, "tenants": tenants})
+            json!({"label": label, "token": token, "hash": hash, "tenants": tenants, "role": role.as_str()})
         );
         return Ok(ExitCode::SUCCESS);
     }
@@ -87,14 +93,25 @@ pub fn new_token(
     println!();
     println!("add to flowgate.toml:");
     println!();
-    print!("{}", admin_token_toml(label, &hash, tenants.as_deref()));
+    print!(
+        "{}",
+        admin_token_toml(label, &hash, tenants.as_deref(), role)
+    );
     Ok(ExitCode::SUCCESS)
 }
 
 /// The `[[admin_tokens]]` entry (labels, hashes and tenant names need no escaping:
 /// all are checked to be plain).
-fn admin_token_toml(label: &str, hash: &str, tenants: Option<&[String]>) -> String {
-    let mut toml = format!("[[admin_tokens]]\nlabel = \"{label}\"\nhash = \"{hash}\"\n");
+fn admin_token_toml(
+    label: &str,
+    hash: &str,
+    tenants: Option<&[String]>,
+    role: AdminRole,
+) -> String {
+    let mut toml = format!(
+        "[[admin_tokens]]\nlabel = \"{label}\"\nhash = \"{hash}\"\nrole = \"{}\"\n",
+        role.as_str()
+    );
     match tenants {
         Some(names) => {
             let quoted: Vec<String> = names.iter().map(|t| format!("\"{t}\"")).collect();
@@ -153,8 +170,14 @@ mod tests {
 
     #[test]
     fn the_admin_token_entry_reads_back_as_settings() {
-        for tenants in [None, Some(vec!["acme".to_owned(), "beta".to_owned()])] {
-            let text = admin_token_toml("ops", "$argon2id$v=19$x", tenants.as_deref());
+        for (tenants, role) in [
+            (None, AdminRole::Operate),
+            (
+                Some(vec!["acme".to_owned(), "beta".to_owned()]),
+                AdminRole::Read,
+            ),
+        ] {
+            let text = admin_token_toml("ops", "$argon2id$v=19$x", tenants.as_deref(), role);
             #[derive(serde::Deserialize)]
             struct File {
                 admin_tokens: Vec<crate::config::AdminToken>,
@@ -163,6 +186,7 @@ mod tests {
             assert_eq!(file.admin_tokens[0].label, "ops");
             assert_eq!(file.admin_tokens[0].hash, "$argon2id$v=19$x");
             assert_eq!(file.admin_tokens[0].tenants, tenants);
+            assert_eq!(file.admin_tokens[0].role, role);
         }
     }
 }

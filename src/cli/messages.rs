@@ -26,6 +26,12 @@ pub struct ListFilter {
     pub status: Option<String>,
     #[arg(long)]
     pub lane: Option<String>,
+    /// Sent by this consumer: an API key's label, or the HTTP Basic user.
+    #[arg(long)]
+    pub consumer: Option<String>,
+    /// Sent with the key of this id (keys of the form `fg_<id>_<secret>`).
+    #[arg(long)]
+    pub key_id: Option<String>,
     /// Received at or after (RFC 3339).
     #[arg(long)]
     pub from: Option<String>,
@@ -179,12 +185,22 @@ fn columns<const N: usize>(rows: &[[String; N]]) -> String {
     out
 }
 
+/// Who sent a message: its consumer's label, with the key id after a `/`
+/// when it has one (`webshop/k3q7x2ab`); `-` for nobody.
+fn consumer_cell(m: &Value) -> String {
+    match (m["consumer"].as_str(), m["key_id"].as_str()) {
+        (Some(label), Some(id)) => format!("{label}/{id}"),
+        (Some(label), None) => label.to_owned(),
+        _ => "-".to_owned(),
+    }
+}
+
 /// A page of the log history as a table, one message a line, and where the next
 /// page starts.
 pub fn table(page: &Value) -> String {
     let mut rows = vec![
         [
-            "MESSAGE", "TRIGGER", "LANE", "STATUS", "ATTEMPTS", "RESPONSE", "RECEIVED",
+            "MESSAGE", "TRIGGER", "CONSUMER", "LANE", "STATUS", "ATTEMPTS", "RESPONSE", "RECEIVED",
         ]
         .map(str::to_owned),
     ];
@@ -192,6 +208,7 @@ pub fn table(page: &Value) -> String {
         rows.push([
             cell(&m["message_id"]),
             format!("{}/{}", cell(&m["tenant"]), cell(&m["trigger"])),
+            consumer_cell(m),
             cell(&m["lane"]),
             cell(&m["status"]),
             cell(&m["attempts"]),
@@ -327,11 +344,12 @@ mod tests {
         let f = ListFilter {
             tenant: Some("acme".into()),
             lane: Some("c 1".into()),
+            consumer: Some("webshop".into()),
             limit: Some(5),
             ..ListFilter::default()
         };
         let query = serde_urlencoded::to_string(&f).unwrap();
-        assert_eq!(query, "tenant=acme&lane=c+1&limit=5");
+        assert_eq!(query, "tenant=acme&lane=c+1&consumer=webshop&limit=5");
         assert_eq!(
             serde_urlencoded::to_string(ListFilter::default()).unwrap(),
             ""
@@ -344,18 +362,19 @@ mod tests {
             "messages": [
                 {"message_id": "0190-a", "tenant": "acme", "trigger": "Orders", "lane": null,
                  "status": "succeeded", "attempts": 1, "response_status": 201,
-                 "received_at": "2026-12-01T10:00:00.000000Z"},
+                 "received_at": "2026-12-01T10:00:00.000000Z", "consumer": "webshop",
+                 "key_id": "k3q7x2ab"},
                 {"message_id": "0190-b", "tenant": "acme", "trigger": "Lanes", "lane": "c-1",
                  "status": "failed", "attempts": 3, "response_status": null,
-                 "received_at": "2026-12-01T09:00:00.000000Z"}
+                 "received_at": "2026-12-01T09:00:00.000000Z", "consumer": null, "key_id": null}
             ],
             "next_cursor": "0190-b"
         });
         assert_eq!(
             table(&page),
-            "MESSAGE  TRIGGER      LANE  STATUS     ATTEMPTS  RESPONSE  RECEIVED\n\
-             0190-a   acme/Orders  -     succeeded  1         201       2026-12-01T10:00:00.000000Z\n\
-             0190-b   acme/Lanes   c-1   failed     3         -         2026-12-01T09:00:00.000000Z\n\
+            "MESSAGE  TRIGGER      CONSUMER          LANE  STATUS     ATTEMPTS  RESPONSE  RECEIVED\n\
+             0190-a   acme/Orders  webshop/k3q7x2ab  -     succeeded  1         201       2026-12-01T10:00:00.000000Z\n\
+             0190-b   acme/Lanes   -                 c-1   failed     3         -         2026-12-01T09:00:00.000000Z\n\
              next page: --cursor 0190-b\n"
         );
         let last = json!({"messages": [], "next_cursor": null});
@@ -371,7 +390,7 @@ mod tests {
         assert_eq!(lane_table(&json!({"lanes": []})), "no blocked lanes\n");
         assert_eq!(
             table(&last),
-            "MESSAGE  TRIGGER  LANE  STATUS  ATTEMPTS  RESPONSE  RECEIVED\n(end)\n"
+            "MESSAGE  TRIGGER  CONSUMER  LANE  STATUS  ATTEMPTS  RESPONSE  RECEIVED\n(end)\n"
         );
     }
 }

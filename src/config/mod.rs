@@ -125,6 +125,37 @@ pub struct AdminToken {
     /// The tenants it may see; absent means every tenant.
     #[serde(default)]
     pub tenants: Option<Vec<String>>,
+    /// What it may do there: `operate` (the default) or only `read`.
+    #[serde(default)]
+    pub role: AdminRole,
+}
+
+/// What an admin token may do with what it sees. A `read` token sees everything
+/// its tenants allow (the log history, messages, deliveries, lanes) but changes
+/// nothing: no replay, skip, unblock or redelivery, no change to subscriptions.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AdminRole {
+    Read,
+    #[default]
+    Operate,
+}
+
+impl AdminRole {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Read => "read",
+            Self::Operate => "operate",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "read" => Some(Self::Read),
+            "operate" => Some(Self::Operate),
+            _ => None,
+        }
+    }
 }
 
 /// The default retry schedule of event deliveries.

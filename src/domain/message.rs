@@ -200,6 +200,11 @@ impl NewMessage {
 }
 
 impl NewMessage {
+    /// Who sent it, as its input document's `.auth` says.
+    pub fn consumer(&self) -> Consumer<'_> {
+        Consumer::of_auth(&self.input["auth"])
+    }
+
     /// The input document as stored: JSON text. (`Value`'s `Display` goes through
     /// `fmt::Write` and checks every piece it writes; this writes bytes once.)
     pub fn input_text(&self) -> String {
@@ -234,6 +239,50 @@ fn with_raw_body(doc: &serde_json::Map<String, serde_json::Value>, raw: &[u8]) -
     }
     out.push(b'}');
     String::from_utf8(out).ok()
+}
+
+/// Who sent a message: the consumer's `label` and, for a key of the form
+/// `fg_<id>_<secret>`, its `key_id`. An API key's label is the one it has in
+/// `_tenant.yaml`; an HTTP Basic caller's is its user name (the name the tenant
+/// gave that caller, as a label is for a key). Open triggers and HMAC-signed
+/// calls name nobody: both are absent.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Consumer<'a> {
+    pub label: Option<&'a str>,
+    pub key_id: Option<&'a str>,
+}
+
+impl<'a> Consumer<'a> {
+    /// The consumer an input document's `.auth` names (`{"method": "api_key",
+    /// "label", "key_id"}` or `{"method": "basic", "user"}`).
+    pub fn of_auth(auth: &'a serde_json::Value) -> Self {
+        match auth["method"].as_str() {
+            Some("api_key") => Self {
+                label: auth["label"].as_str(),
+                key_id: auth["key_id"].as_str(),
+            },
+            Some("basic") => Self {
+                label: auth["user"].as_str(),
+                key_id: None,
+            },
+            _ => Self::default(),
+        }
+    }
+
+    /// The same, owning its text (to keep beside a stored message).
+    pub fn owned(self) -> OwnedConsumer {
+        OwnedConsumer {
+            label: self.label.map(str::to_owned),
+            key_id: self.key_id.map(str::to_owned),
+        }
+    }
+}
+
+/// A [`Consumer`] read back from a store.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OwnedConsumer {
+    pub label: Option<String>,
+    pub key_id: Option<String>,
 }
 
 /// How one attempt ended.
@@ -325,6 +374,8 @@ pub struct MessageHead {
 #[derive(Debug, Clone)]
 pub struct MessageView {
     pub head: MessageHead,
+    /// Who sent it.
+    pub consumer: OwnedConsumer,
     pub finished_at: Option<Micros>,
     pub attempts: Vec<AttemptRecord>,
     pub response: Option<StoredResponse>,
@@ -377,6 +428,32 @@ mod tests {
             body_json: body_json.map(bytes::Bytes::from_static),
             ..NewMessage::example(input)
         }
+    }
+
+    #[test]
+    fn the_consumer_is_the_key_label_and_id_or_the_basic_user() {
+        let of = |auth: serde_json::Value| Consumer::of_auth(&auth).owned();
+        let c =
+            of(serde_json::json!({"method": "api_key", "label": "webshop", "key_id": "k3q7x2ab"}));
+        assert_eq!(c.label.as_deref(), Some("webshop"));
+        assert_eq!(c.key_id.as_deref(), Some("k3q7x2ab"));
+        let c = of(serde_json::json!({"method": "api_key", "label": "erp"}));
+        assert_eq!((c.label.as_deref(), c.key_id), (Some("erp"), None));
+        let c = of(serde_json::json!({"method": "basic", "user": "duro"}));
+        assert_eq!((c.label.as_deref(), c.key_id), (Some("duro"), None));
+        for nobody in [
+            serde_json::json!({"method": "none"}),
+            serde_json::json!({"method": "hmac", "header": "x-signature", "label": "x"}),
+            serde_json::Value::Null,
+        ] {
+            assert_eq!(of(nobody), OwnedConsumer::default());
+        }
+        let m = NewMessage::example(serde_json::json!({"auth": {"method": "basic", "user": "u"}}));
+        assert_eq!(m.consumer().label, Some("u"));
+        assert_eq!(
+            NewMessage::example(serde_json::json!([1])).consumer(),
+            Consumer::default()
+        );
     }
 
     #[test]

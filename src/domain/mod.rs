@@ -23,8 +23,8 @@ pub use event::{
 };
 pub use headers::{REDACTED, SECRET_HEADERS, header_pairs};
 pub use message::{
-    AttemptRecord, MessageHead, MessageId, MessageStatus, MessageView, Mode, NewMessage, Outcome,
-    StoredResponse,
+    AttemptRecord, Consumer, MessageHead, MessageId, MessageStatus, MessageView, Mode, NewMessage,
+    Outcome, OwnedConsumer, StoredResponse,
 };
 pub use meta::RunMeta;
 pub use names::{NameError, TenantName, TriggerKey, TriggerName};

@@ -351,4 +351,31 @@ mod tests {
         assert_ne!(s, signature("key", "2", "{}"));
         assert_ne!(s, signature("other", "1", "{}"));
     }
+
+    /// docs/events.md gives receivers a worked example: its numbers are what
+    /// this code signs, read from the page itself, so an edit that breaks them
+    /// fails here.
+    #[test]
+    fn the_worked_example_for_receivers_is_what_is_signed() {
+        let page = include_str!("../../docs/events.md");
+        let block = page
+            .split("```text worked-example\n")
+            .nth(1)
+            .and_then(|rest| rest.split("\n```").next())
+            .expect("docs/events.md has a ```text worked-example block");
+        let field = |name: &str| {
+            block
+                .lines()
+                .find_map(|l| l.strip_prefix(name)?.strip_prefix(": "))
+                .unwrap_or_else(|| panic!("the worked example has no `{name}:` line"))
+        };
+        let (secret, timestamp, body) = (field("secret"), field("timestamp"), field("body"));
+        assert_eq!(signature(secret, timestamp, body), field("signature"));
+        // The body is one a subscription could be sent, at that timestamp.
+        let doc: serde_json::Value = serde_json::from_str(body).expect("the body is JSON");
+        let at = crate::domain::format_rfc3339(timestamp.parse::<i64>().unwrap() * 1_000_000);
+        assert_eq!(doc["created_at"], at.as_str());
+        // The signed string the page spells out.
+        assert!(page.contains(&format!("`{timestamp}.` followed by the body")));
+    }
 }

@@ -48,6 +48,9 @@ pub enum ApiError {
     /// The caller's address is not allowed (`allow_ips`).
     #[error("forbidden")]
     Forbidden(String),
+    /// An admin token of role `read` asked to change something (`read_only_token`).
+    #[error("read-only token")]
+    ReadOnlyToken { label: String },
     #[error("payload too large")]
     PayloadTooLarge(usize),
     /// The body did not arrive within `body_timeout` (the connection is closed).
@@ -103,7 +106,7 @@ impl ResponseError for ApiError {
             Self::Unauthorized(_) | Self::KeyExpired(_) | Self::Challenge { .. } => {
                 StatusCode::UNAUTHORIZED
             }
-            Self::Forbidden(_) => StatusCode::FORBIDDEN,
+            Self::Forbidden(_) | Self::ReadOnlyToken { .. } => StatusCode::FORBIDDEN,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
@@ -154,6 +157,12 @@ impl ResponseError for ApiError {
                 body("unauthorized", why.clone())
             }
             Self::Forbidden(why) => body("forbidden", why.clone()),
+            Self::ReadOnlyToken { label } => body(
+                "read_only_token",
+                format!(
+                    "admin token `{label}` has role `read`: it may look, but not replay, skip, unblock, redeliver or change subscriptions (that takes a token of role `operate`)"
+                ),
+            ),
             Self::PayloadTooLarge(limit) => body(
                 "payload_too_large",
                 format!("the body is larger than the limit of {limit} bytes"),

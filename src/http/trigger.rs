@@ -12,10 +12,11 @@ use serde_json::{Value, json};
 use crate::auth::signature::Signed;
 use crate::codec::input::{self, InputError};
 use crate::domain::{
-    MessageId, MessageStatus, MessageView, Mode, NewMessage, StoredResponse, now_micros,
+    Consumer, MessageId, MessageStatus, MessageView, Mode, NewMessage, StoredResponse, now_micros,
 };
 use crate::engine::{EvalError, ExecError, FailedAnswer};
 use crate::flow::{Method, OnTimeout, Tenant, Trigger};
+use crate::ops::metrics::{ConsumerSlot, TriggerMetrics};
 use crate::queue::{SyncResult, WaitOutcome};
 use crate::store::{EnqueueOutcome, StoreError};
 
@@ -218,14 +219,26 @@ pub async fn dispatch(
                     .map(|_| metrics.trigger(tenant, trigger))
             });
             let names = (tenant.to_owned(), trigger.to_owned());
-            let out = call(&req, names, payload, &state).await;
-            if let Some(c) = counters {
-                let status = match &out {
-                    Ok(r) => r.status(),
-                    Err(e) => actix_web::ResponseError::status_code(e),
-                };
-                c.request(status.as_u16());
+            let mut caller = Caller {
+                counters: counters.as_deref(),
+                ..Caller::default()
+            };
+            let out = call(&req, names, payload, &state, &mut caller).await;
+            let status = match &out {
+                Ok(r) => r.status(),
+                Err(e) => actix_web::ResponseError::status_code(e),
+            };
+            if let Some(c) = caller.counters {
+                c.request(caller.slot, status.as_u16());
             }
+            tracing::debug!(
+                tenant,
+                trigger,
+                consumer = caller.label.as_deref(),
+                key_id = caller.key_id.as_deref(),
+                status = status.as_u16(),
+                "trigger call answered"
+            );
             out
         }
         (Some(tenant), Some(trigger), Some("messages"), Some(id), None) => {
@@ -241,11 +254,36 @@ pub async fn dispatch(
     }
 }
 
+/// Who made a call, once its credentials are checked: the consumer's row of
+/// the trigger's request counters (found without allocating), and for the
+/// request's log line, only when debug lines are written, its label and key id.
+#[derive(Default)]
+struct Caller<'m> {
+    counters: Option<&'m TriggerMetrics>,
+    slot: ConsumerSlot,
+    label: Option<String>,
+    key_id: Option<String>,
+}
+
+impl Caller<'_> {
+    fn identified(&mut self, auth: &Value) {
+        let who = Consumer::of_auth(auth);
+        if let Some(c) = self.counters {
+            self.slot = c.consumer(who.label);
+        }
+        if tracing::enabled!(tracing::Level::DEBUG) {
+            self.label = who.label.map(str::to_owned);
+            self.key_id = who.key_id.map(str::to_owned);
+        }
+    }
+}
+
 async fn call(
     req: &HttpRequest,
     (tenant_name, trigger_name): (String, String),
     payload: web::Payload,
     state: &AppState,
+    caller: &mut Caller<'_>,
 ) -> Result<HttpResponse, ApiError> {
     let received_at = now_micros();
     let (tenant, trigger) = find(state, &tenant_name, &trigger_name)?;
@@ -263,6 +301,7 @@ async fn call(
     let admitted = callers::admit(req, state, &tenant, &trigger).await?;
     let body = read_body(req, payload, state.settings.body_limit).await?;
     let auth = callers::verify_signed(req, admitted, Signed::Body(&body))?;
+    caller.identified(&auth);
     let idempotency_key = match req.headers().get(IDEMPOTENCY_KEY).map(|v| v.to_str()) {
         None => None,
         Some(Ok(k)) if !k.trim().is_empty() && k.len() <= MAX_IDEMPOTENCY_KEY => {

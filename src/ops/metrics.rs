@@ -70,10 +70,43 @@ impl ExecOutcome {
 
 const OUTCOMES: [&str; 3] = ["succeeded", "failed", "rejected"];
 
+/// Answers by status code (index: code - 100).
+type ByStatus = [AtomicU64; 500];
+
+/// The consumer labels a trigger counts its requests under, each its own row of
+/// counters. Labels come from `_tenant.yaml` (a key's label, a Basic user), so
+/// they are few; past this many on one trigger, calls are counted under
+/// `OTHER_CONSUMERS`.
+pub const MAX_CONSUMERS: usize = 64;
+/// The `consumer` label of calls by a consumer past `MAX_CONSUMERS`.
+pub const OTHER_CONSUMERS: &str = "_other";
+
+/// One consumer's answers.
+struct ConsumerRequests {
+    label: Box<str>,
+    by_status: Box<ByStatus>,
+}
+
+/// Where a trigger counts one call's answer: the row of the consumer that made
+/// it, found once per request by [`TriggerMetrics::consumer`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ConsumerSlot(usize);
+
+impl ConsumerSlot {
+    /// Calls that name no consumer: open triggers, HMAC signatures, refused keys.
+    pub const NOBODY: Self = Self(0);
+    const OTHER: Self = Self(MAX_CONSUMERS + 1);
+}
+
 /// One trigger's atomics.
 pub struct TriggerMetrics {
-    /// Answers by status code (index: code - 100).
-    requests: [AtomicU64; 500],
+    /// Answers to calls that name no consumer.
+    requests: ByStatus,
+    /// Answers to each consumer's calls, in the order the labels were first
+    /// seen: claimed once, then only read, so that finding a row takes no lock.
+    consumers: [std::sync::OnceLock<ConsumerRequests>; MAX_CONSUMERS],
+    /// Answers to consumers past `MAX_CONSUMERS`.
+    others: ByStatus,
     executions: [AtomicU64; 3],
     pub execution: Histogram,
     pub queue_wait: Histogram,
@@ -83,16 +116,60 @@ impl TriggerMetrics {
     fn new() -> Self {
         Self {
             requests: std::array::from_fn(|_| AtomicU64::new(0)),
+            consumers: std::array::from_fn(|_| std::sync::OnceLock::new()),
+            others: std::array::from_fn(|_| AtomicU64::new(0)),
             executions: Default::default(),
             execution: Histogram::default(),
             queue_wait: Histogram::default(),
         }
     }
 
-    pub fn request(&self, status: u16) {
-        if let Some(c) = self.requests.get(usize::from(status).wrapping_sub(100)) {
+    /// The row of the consumer `label` (`None`: nobody). A label seen before
+    /// is found by comparing it with the few this trigger has; a new one takes
+    /// the next free row (one allocation, the first time only).
+    pub fn consumer(&self, label: Option<&str>) -> ConsumerSlot {
+        let Some(label) = label else {
+            return ConsumerSlot::NOBODY;
+        };
+        for (i, row) in self.consumers.iter().enumerate() {
+            let taken = row.get_or_init(|| ConsumerRequests {
+                label: label.into(),
+                by_status: Box::new(std::array::from_fn(|_| AtomicU64::new(0))),
+            });
+            // Another label may have taken the row first: then look further.
+            if &*taken.label == label {
+                return ConsumerSlot(i + 1);
+            }
+        }
+        ConsumerSlot::OTHER
+    }
+
+    /// Counts an answer with `status` to a call of `consumer`.
+    pub fn request(&self, consumer: ConsumerSlot, status: u16) {
+        let row = match consumer.0 {
+            0 => &self.requests,
+            i if i <= MAX_CONSUMERS => match self.consumers[i - 1].get() {
+                Some(c) => &c.by_status,
+                None => return,
+            },
+            _ => &self.others,
+        };
+        if let Some(c) = row.get(usize::from(status).wrapping_sub(100)) {
             c.fetch_add(1, Ordering::Relaxed);
         }
+    }
+
+    /// Every consumer's row with its label: nobody's first (`""`), then in the
+    /// order they were first seen, then the others'.
+    fn request_rows(&self) -> impl Iterator<Item = (&str, &ByStatus)> {
+        std::iter::once(("", &self.requests))
+            .chain(
+                self.consumers
+                    .iter()
+                    .map_while(|row| row.get())
+                    .map(|c| (&*c.label, &*c.by_status)),
+            )
+            .chain(std::iter::once((OTHER_CONSUMERS, &self.others)))
     }
 
     pub fn executed(&self, outcome: ExecOutcome, took_us: i64) {
@@ -147,17 +224,20 @@ impl Metrics {
             out,
             "flowgate_requests_total",
             "counter",
-            "Trigger calls answered, by status code",
+            "Trigger calls answered, by consumer (label of the key or Basic user; empty for none) and status code",
         );
         for (t, g, m) in &rows {
-            for (i, c) in m.requests.iter().enumerate() {
-                let n = c.load(Ordering::Relaxed);
-                if n > 0 {
-                    let code = i + 100;
-                    let _ = writeln!(
-                        out,
-                        "flowgate_requests_total{{tenant=\"{t}\",trigger=\"{g}\",status=\"{code}\"}} {n}"
-                    );
+            for (consumer, by_status) in m.request_rows() {
+                let consumer = escape(consumer);
+                for (i, c) in by_status.iter().enumerate() {
+                    let n = c.load(Ordering::Relaxed);
+                    if n > 0 {
+                        let code = i + 100;
+                        let _ = writeln!(
+                            out,
+                            "flowgate_requests_total{{tenant=\"{t}\",trigger=\"{g}\",consumer=\"{consumer}\",status=\"{code}\"}} {n}"
+                        );
+                    }
                 }
             }
         }
@@ -211,6 +291,24 @@ impl Metrics {
     }
 }
 
+/// A label's value as Prometheus' text format writes it: `\\`, `"` and line
+/// breaks escaped.
+pub fn escape(value: &str) -> std::borrow::Cow<'_, str> {
+    if !value.contains(['\\', '"', '\n']) {
+        return std::borrow::Cow::Borrowed(value);
+    }
+    let mut out = String::with_capacity(value.len() + 2);
+    for ch in value.chars() {
+        match ch {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            ch => out.push(ch),
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 /// A metric's `# HELP` and `# TYPE` lines (`kind`: counter, gauge, histogram).
 pub fn help(out: &mut String, name: &str, kind: &str, text: &str) {
     let _ = writeln!(out, "# HELP {name} {text}\n# TYPE {name} {kind}");
@@ -254,16 +352,35 @@ mod tests {
     fn renders_counters_and_cumulative_buckets() {
         let m = Metrics::default();
         let t = m.trigger("acme", "X");
-        t.request(200);
-        t.request(200);
-        t.request(404);
+        let nobody = t.consumer(None);
+        t.request(nobody, 200);
+        t.request(nobody, 200);
+        t.request(nobody, 404);
+        let shop = t.consumer(Some("webshop"));
+        assert_eq!(t.consumer(Some("erp")), t.consumer(Some("erp")));
+        assert_ne!(t.consumer(Some("erp")), shop);
+        t.request(shop, 200);
+        t.request(t.consumer(Some("webshop")), 429);
+        t.request(t.consumer(Some("a \"quoted\" label")), 200);
         t.executed(ExecOutcome::Succeeded, 700);
         t.executed(ExecOutcome::Failed, 3_000_000);
         let mut out = String::new();
         m.render(&mut out);
-        assert!(
-            out.contains("flowgate_requests_total{tenant=\"acme\",trigger=\"X\",status=\"200\"} 2")
+        let has = |line: &str| assert!(out.contains(line), "{line} not in\n{out}");
+        has(
+            "flowgate_requests_total{tenant=\"acme\",trigger=\"X\",consumer=\"\",status=\"200\"} 2",
         );
+        has(
+            "flowgate_requests_total{tenant=\"acme\",trigger=\"X\",consumer=\"\",status=\"404\"} 1",
+        );
+        has(
+            "flowgate_requests_total{tenant=\"acme\",trigger=\"X\",consumer=\"webshop\",status=\"200\"} 1",
+        );
+        has(
+            "flowgate_requests_total{tenant=\"acme\",trigger=\"X\",consumer=\"webshop\",status=\"429\"} 1",
+        );
+        has(r#"consumer="a \"quoted\" label",status="200"} 1"#);
+        assert!(!out.contains("consumer=\"erp\""), "no calls, no samples");
         assert!(out.contains(
             "flowgate_executions_total{tenant=\"acme\",trigger=\"X\",outcome=\"failed\"} 1"
         ));
@@ -274,5 +391,22 @@ mod tests {
             "flowgate_execution_seconds_bucket{tenant=\"acme\",trigger=\"X\",le=\"10\"} 2"
         ));
         assert!(out.contains("flowgate_execution_seconds_count{tenant=\"acme\",trigger=\"X\"} 2"));
+    }
+
+    #[test]
+    fn consumers_past_the_limit_are_counted_together() {
+        let m = Metrics::default();
+        let t = m.trigger("acme", "X");
+        for i in 0..MAX_CONSUMERS + 3 {
+            t.request(t.consumer(Some(&format!("c{i}"))), 200);
+        }
+        let mut out = String::new();
+        m.render(&mut out);
+        assert!(out.contains("consumer=\"c63\",status=\"200\"} 1"), "{out}");
+        assert!(!out.contains("consumer=\"c64\""), "{out}");
+        assert!(
+            out.contains("consumer=\"_other\",status=\"200\"} 3"),
+            "{out}"
+        );
     }
 }

@@ -79,6 +79,15 @@ fn completion(
     }
 }
 
+/// The log line of a sync execution that failed, as the dispatcher writes one
+/// for the attempts it runs: which message, who sent it, and why.
+fn log_failure(message: &NewMessage, c: &Completion) {
+    if let Some(error) = &c.error {
+        let who = message.consumer();
+        tracing::info!(trigger = %message.trigger, tenant = %message.tenant, message = %message.id, consumer = who.label, key_id = who.key_id, attempt = c.attempt, status = c.status.as_str(), error, "execution failed");
+    }
+}
+
 impl Queue {
     /// Runs `message` now. Its id is the one the caller sees in `X-Message-Id`.
     pub async fn execute_sync(
@@ -138,6 +147,7 @@ impl Queue {
                 }
                 message.input = unwrap_input(input);
                 let c = completion(&key, dispatcher.events(), message.id, started_at, &ex);
+                log_failure(&message, &c);
                 dispatcher.executed_sync(&key, &c);
                 let eventful = !c.events.is_empty();
                 if durable {
@@ -177,6 +187,7 @@ impl Queue {
                 drop(exec);
                 message.input = unwrap_input(input);
                 let c = completion(&key, dispatcher.events(), id, started_at, &ex);
+                log_failure(&message, &c);
                 dispatcher.executed_sync(&key, &c);
                 let eventful = !c.events.is_empty();
                 store.record_executed(message, c).await;

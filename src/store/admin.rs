@@ -6,7 +6,8 @@
 //! "older than the last id on this page" is the next page, newest first.
 
 use crate::domain::{
-    MessageHead, MessageId, MessageStatus, MessageView, Micros, TenantName, TriggerKey,
+    MessageHead, MessageId, MessageStatus, MessageView, Micros, OwnedConsumer, TenantName,
+    TriggerKey,
 };
 
 use super::{Store, StoreError};
@@ -17,6 +18,10 @@ pub struct MessageQuery {
     pub triggers: Vec<TriggerKey>,
     pub status: Option<MessageStatus>,
     pub lane: Option<String>,
+    /// Sent by the consumer of this label (served by `messages_trigger_consumer`).
+    pub consumer: Option<String>,
+    /// Sent with the key of this id (a condition on what the other filters read).
+    pub key_id: Option<String>,
     /// Received at or after (microseconds).
     pub from: Option<Micros>,
     /// Received before (microseconds).
@@ -41,6 +46,8 @@ impl MessageQuery {
 #[derive(Debug, Clone, PartialEq)]
 pub struct MessageSummary {
     pub head: MessageHead,
+    /// Who sent it.
+    pub consumer: OwnedConsumer,
     pub finished_at: Option<Micros>,
     pub attempts: u32,
     pub response_status: Option<u16>,

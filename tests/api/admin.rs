@@ -11,19 +11,31 @@ use crate::helpers::{ERP_KEY, TestApp, write_flow};
 
 pub const GLOBAL_TOKEN: &str = "fg_admin_global_test";
 pub const ACME_TOKEN: &str = "fg_admin_acme_test";
+/// A global token of role `read`: it sees everything and changes nothing.
+pub const READ_TOKEN: &str = "fg_admin_read_test";
 
-/// Admin tokens for the settings: a global one and one for tenant acme.
+/// Admin tokens for the settings: a global one and one for tenant acme (both
+/// of role `operate`, the default), and a global `read` one.
 pub fn admin_tokens() -> Vec<flowgate::config::AdminToken> {
+    use flowgate::config::AdminRole;
     vec![
         flowgate::config::AdminToken {
             label: "ops".into(),
             hash: flowgate::auth::keys::hash(GLOBAL_TOKEN).unwrap(),
             tenants: None,
+            role: AdminRole::default(),
         },
         flowgate::config::AdminToken {
             label: "acme-ops".into(),
             hash: flowgate::auth::keys::hash(ACME_TOKEN).unwrap(),
             tenants: Some(vec!["acme".into()]),
+            role: AdminRole::Operate,
+        },
+        flowgate::config::AdminToken {
+            label: "auditor".into(),
+            hash: flowgate::auth::keys::hash(READ_TOKEN).unwrap(),
+            tenants: None,
+            role: AdminRole::Read,
         },
     ]
 }
@@ -623,7 +635,7 @@ async fn a_broken_trigger_file_shows_its_load_error() {
 
 /// `flowgate messages` as a separate process against the running server, with a
 /// token from the environment as an operator would set it.
-async fn messages_command(
+pub async fn messages_command(
     app: &TestApp,
     args: &[&str],
     token: Option<&str>,
@@ -679,7 +691,7 @@ async fn the_messages_command_lists_shows_replays_and_releases_lanes() {
     assert!(lines[0].starts_with("MESSAGE  "), "{text}");
     assert!(
         lines[1].starts_with(&format!(
-            "{bad}  acme/CreateCustomerRecord  -     rejected "
+            "{bad}  acme/CreateCustomerRecord  erp       -     rejected "
         )),
         "{text}"
     );

@@ -4,6 +4,8 @@
 //! the new execution succeed; see each line's lane and error, filter by lane;
 //! then open a delivery in the event delivery log. And a subscription made in
 //! the UI: switched on, its ping seen in its delivery log, its secret rotated.
+//! With a `read` token: each line's consumer, the consumer filter, and no
+//! button that changes anything.
 //! Screenshots go to target/test-output/.
 //!
 //! Without chromium the test is skipped with a notice, unless `CI` is set.
@@ -14,7 +16,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::admin::{GLOBAL_TOKEN, LANE_FLOW_FIXED, admin_app};
+use crate::admin::{GLOBAL_TOKEN, LANE_FLOW_FIXED, READ_TOKEN, admin_app, one_good_one_bad};
 
 const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
 
@@ -224,13 +226,80 @@ impl Driver {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn log_in_expand_a_failed_message_and_replay_it() {
+/// Chromium and chromedriver, or `None` (the test is then skipped, unless CI is set).
+fn browser() -> Option<(PathBuf, PathBuf)> {
     let (Some(chromium), Some(chromedriver)) = (which("chromium"), which("chromedriver")) else {
         if std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0") {
             panic!("chromium and chromedriver are needed for the browser test (CI is set)");
         }
         crate::skips::skipped("browser", "chromium / chromedriver not installed");
+        return None;
+    };
+    Some((chromium, chromedriver))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_token_sees_who_sent_each_message_and_no_buttons() {
+    let Some((chromium, chromedriver)) = browser() else {
+        return;
+    };
+    let app = admin_app().await;
+    let (ok, bad) = one_good_one_bad(&app).await;
+    app.admin_wait(&ok, "succeeded").await;
+    app.admin_wait(&bad, "rejected").await;
+    let failed = app
+        .post_async("/acme/Lanes", None, json!({"lane": "ro", "n": 1}))
+        .await;
+    app.admin_wait(&failed, "dead").await;
+
+    let driver = Driver::start(chromium, chromedriver).await;
+    driver.goto(&app.url("/_admin")).await;
+    driver.type_into("#token", READ_TOKEN).await;
+    driver.click("#login").await;
+    driver.find("body.read-only").await;
+    assert!(driver.text("#role").await.contains("read-only"));
+    driver
+        .click("tr[data-trigger=\"acme/CreateCustomerRecord\"] a.open-log")
+        .await;
+    let head = driver.text("#messages thead").await.to_lowercase();
+    assert!(head.contains("consumer"), "{head}");
+    let line = driver
+        .text(&format!("tr.msg[data-id=\"{ok}\"] td.consumer"))
+        .await;
+    assert_eq!(line, "erp");
+    driver.click(&format!("tr.msg[data-id=\"{bad}\"]")).await;
+    let detail = driver.text(&format!("tr.detail[data-id=\"{bad}\"]")).await;
+    assert!(detail.contains("Sent by erp"), "{detail}");
+    assert!(
+        driver
+            .elements(&format!("tr.detail[data-id=\"{bad}\"] button"))
+            .await
+            .is_empty(),
+        "a read token is shown no Replay"
+    );
+    // The consumer filter: nobody else sent these, then erp's two again.
+    driver.fill("#consumer-filter", "webshop").await;
+    driver.gone(&format!("tr.msg[data-id=\"{ok}\"]")).await;
+    driver.fill("#consumer-filter", "erp").await;
+    driver.find(&format!("tr.msg[data-id=\"{ok}\"]")).await;
+    driver.screenshot("admin-ui-read-only.png").await;
+    // A blocked lane's message offers neither Skip nor Unblock.
+    driver.goto(&app.url("/_admin#/log/acme/Lanes")).await;
+    driver.click(&format!("tr.msg[data-id=\"{failed}\"]")).await;
+    driver
+        .find(&format!("tr.detail[data-id=\"{failed}\"] .attempts"))
+        .await;
+    assert!(
+        driver
+            .elements(&format!("tr.detail[data-id=\"{failed}\"] button"))
+            .await
+            .is_empty()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_in_expand_a_failed_message_and_replay_it() {
+    let Some((chromium, chromedriver)) = browser() else {
         return;
     };
     let app = admin_app().await;

@@ -458,6 +458,8 @@ fn token_new_prints_an_admin_token_entry_for_flowgate_toml() {
             "support",
             "--tenants",
             "acme,beta",
+            "--role",
+            "read",
         ])
         .output()
         .unwrap();
@@ -478,6 +480,7 @@ fn token_new_prints_an_admin_token_entry_for_flowgate_toml() {
     let t = &settings.admin_tokens[0];
     assert_eq!(t.label, "support");
     assert_eq!(t.tenants, Some(vec!["acme".to_owned(), "beta".to_owned()]));
+    assert_eq!(t.role, flowgate::config::AdminRole::Read);
     assert!(flowgate::auth::keys::verify(token, &t.hash));
 
     // Without --tenants it sees every tenant; --json for scripts.
@@ -489,8 +492,9 @@ fn token_new_prints_an_admin_token_entry_for_flowgate_toml() {
         .unwrap();
     let v: Value = serde_json::from_slice(&succeeded(out)).unwrap();
     assert_eq!(
-        (&v["label"], &v["tenants"]),
-        (&Value::from("ops"), &Value::Null)
+        (&v["label"], &v["tenants"], &v["role"]),
+        (&Value::from("ops"), &Value::Null, &Value::from("operate")),
+        "operate unless told"
     );
     assert!(flowgate::auth::keys::verify(
         "given",

@@ -7,6 +7,7 @@ mod callers;
 mod chaos;
 mod check;
 mod cli;
+mod consumers;
 mod contract;
 mod crash;
 mod emit;

@@ -38,10 +38,20 @@ async fn metrics_count_requests_executions_and_blocked_lanes() {
             "missing `{line}` in:\n{text}"
         )
     };
-    has("flowgate_requests_total{tenant=\"acme\",trigger=\"ItemPrice\",status=\"200\"} 3");
-    has("flowgate_requests_total{tenant=\"acme\",trigger=\"ItemPrice\",status=\"404\"} 1");
-    has("flowgate_requests_total{tenant=\"acme\",trigger=\"ItemPrice\",status=\"401\"} 1");
-    has("flowgate_requests_total{tenant=\"acme\",trigger=\"Lanes\",status=\"202\"} 1");
+    // Counted by consumer: the key's label, none for a call without a key or an
+    // open trigger.
+    has(
+        "flowgate_requests_total{tenant=\"acme\",trigger=\"ItemPrice\",consumer=\"webshop\",status=\"200\"} 3",
+    );
+    has(
+        "flowgate_requests_total{tenant=\"acme\",trigger=\"ItemPrice\",consumer=\"webshop\",status=\"404\"} 1",
+    );
+    has(
+        "flowgate_requests_total{tenant=\"acme\",trigger=\"ItemPrice\",consumer=\"\",status=\"401\"} 1",
+    );
+    has(
+        "flowgate_requests_total{tenant=\"acme\",trigger=\"Lanes\",consumer=\"\",status=\"202\"} 1",
+    );
     assert!(
         !text.contains("NoSuchTrigger"),
         "unknown names make no series"

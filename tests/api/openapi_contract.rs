@@ -12,7 +12,9 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::admin::{ACME_TOKEN, GLOBAL_TOKEN, admin_app, admin_app_with, one_good_one_bad};
+use crate::admin::{
+    ACME_TOKEN, GLOBAL_TOKEN, READ_TOKEN, admin_app, admin_app_with, one_good_one_bad,
+};
 use crate::helpers::TestApp;
 
 mod subscriptions;
@@ -200,6 +202,7 @@ async fn make(app: &TestApp) -> Made {
 const OK: StatusCode = StatusCode::OK;
 const ACCEPTED: StatusCode = StatusCode::ACCEPTED;
 const NOT_FOUND: StatusCode = StatusCode::NOT_FOUND;
+const FORBIDDEN: StatusCode = StatusCode::FORBIDDEN;
 const CONFLICT: StatusCode = StatusCode::CONFLICT;
 const BAD: StatusCode = StatusCode::BAD_REQUEST;
 
@@ -213,7 +216,7 @@ async fn every_endpoint_answers_as_documented(app: &TestApp) {
     let act = |id: &str, what: &str| format!("/messages/{id}/{what}");
     let delivery = format!("/deliveries/{}", m.delivery);
     let redeliver = format!("{delivery}/redeliver");
-    let (g, a) = (GLOBAL_TOKEN, ACME_TOKEN);
+    let (g, a, r) = (GLOBAL_TOKEN, ACME_TOKEN, READ_TOKEN);
 
     // Reads with either token, and the errors of reads: (status, template, url, token).
     let mut reads = vec![
@@ -243,7 +246,11 @@ async fn every_endpoint_answers_as_documented(app: &TestApp) {
         (NOT_FOUND, "/deliveries/{id}", delivery.clone(), a),
         (OK, "/deliveries/{id}", delivery.clone(), g),
     ];
-    for token in [g, a] {
+    for (token, role) in [(g, "operate"), (a, "operate"), (r, "read")] {
+        let me = c.want(app, OK, ("GET", "/me"), "/me", token, None).await;
+        assert_eq!(me["role"], role, "{me}");
+    }
+    for token in [g, a, r] {
         for (path, url) in [
             ("/triggers", "/triggers".to_owned()),
             ("/tenants", "/tenants".into()),
@@ -277,6 +284,20 @@ async fn every_endpoint_answers_as_documented(app: &TestApp) {
     let unblock = ("POST", "/messages/{id}/unblock");
     let replay = ("POST", "/messages/{id}/replay");
     let again = ("POST", "/deliveries/{id}/redeliver");
+    let bulk = ("POST", "/replay");
+    // A `read` token may do none of it (and nothing is done: the lane it
+    // asked to skip is skipped by an operator below).
+    let count = json!({"tenant": "acme", "trigger": "CreateCustomerRecord", "dry_run": true});
+    for (endpoint, url, body) in [
+        (again, redeliver.clone(), None),
+        (skip, act(&m.held, "skip"), None),
+        (unblock, act(&m.other_lane, "unblock"), None),
+        (replay, act(&m.bad, "replay"), None),
+        (bulk, "/replay".to_owned(), Some(count)),
+    ] {
+        let refused = c.want(app, FORBIDDEN, endpoint, &url, r, body).await;
+        assert_eq!(refused["errors"][0]["code"], "read_only_token", "{refused}");
+    }
     for (status, endpoint, url, token) in [
         (NOT_FOUND, again, redeliver.clone(), a),
         (ACCEPTED, again, redeliver.clone(), g),

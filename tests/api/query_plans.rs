@@ -36,7 +36,15 @@ async fn seed(store: &Store) {
             mode: Mode::Async,
             received_at: at,
             idempotency_key: None,
-            input: json!({"body": {"n": i}}),
+            // A consumer that sends few of the messages, one that sends most,
+            // and open calls.
+            input: match i % 97 {
+                0 => {
+                    json!({"body": {"n": i}, "auth": {"method": "api_key", "label": "partner", "key_id": "k3q7x2ab"}})
+                }
+                n if n % 3 == 0 => json!({"body": {"n": i}, "auth": {"method": "none"}}),
+                _ => json!({"body": {"n": i}, "auth": {"method": "api_key", "label": "webshop"}}),
+            },
             body_json: None,
         };
         let c = Completion {
@@ -123,6 +131,15 @@ async fn log_history_queries_use_indexes_at_100k_messages() {
     let store = Store::open(&url).unwrap();
     seed(&store).await;
     check(&store, assert_indexed).await;
+    let by_consumer = MessageQuery {
+        triggers: vec![key("Orders")],
+        consumer: Some("partner".into()),
+        limit: 50,
+        ..Default::default()
+    };
+    for plan in store.explain_list(by_consumer).await.unwrap() {
+        assert!(plan.contains("messages_trigger_consumer"), "{plan}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -193,6 +210,35 @@ async fn running_messages_are_read_from_the_unfinished(store: &Store, url: &str)
         "newest first"
     );
     assert_eq!(store.count_messages(only).await.unwrap(), 120);
+    // One consumer's messages: its running ones too (left out of the index by
+    // consumer as from the index by status).
+    let theirs = MessageQuery {
+        consumer: Some("webshop".into()),
+        ..all.clone()
+    };
+    for plan in store.explain_list(theirs.clone()).await.unwrap() {
+        assert_pg_indexed(&plan, "one consumer's messages");
+        assert!(plan.contains("using messages_lane"), "{plan}");
+    }
+    let page = store.list_messages(theirs.clone()).await.unwrap();
+    assert_eq!(page.len(), 50);
+    assert!(
+        page.iter()
+            .all(|m| m.consumer.label.as_deref() == Some("webshop"))
+    );
+    assert!(page.windows(2).all(|w| w[0].head.id > w[1].head.id));
+    assert!(
+        page.iter().any(|m| m.head.status == MessageStatus::Running),
+        "running messages are found"
+    );
+    let running_theirs = store
+        .count_messages(MessageQuery {
+            status: Some(MessageStatus::Running),
+            ..theirs
+        })
+        .await
+        .unwrap();
+    assert!(running_theirs > 0 && running_theirs < 120);
     let counts = store.status_counts(None).await.unwrap();
     let orders_running = counts
         .iter()
@@ -316,6 +362,23 @@ async fn check(store: &Store, assert: fn(&str, &str)) {
             page(MessageQuery {
                 triggers: vec![key("Orders"), key("Prices"), key("Stock")],
                 status: Some(MessageStatus::Failed),
+                ..Default::default()
+            }),
+        ),
+        (
+            "by consumer",
+            page(MessageQuery {
+                triggers: vec![key("Orders")],
+                consumer: Some("partner".into()),
+                ..Default::default()
+            }),
+        ),
+        (
+            "by consumer and status",
+            page(MessageQuery {
+                triggers: vec![key("Stock")],
+                consumer: Some("webshop".into()),
+                status: Some(MessageStatus::Succeeded),
                 ..Default::default()
             }),
         ),

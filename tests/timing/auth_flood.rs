@@ -18,6 +18,7 @@ fn admin_tokens() -> Vec<flowgate::config::AdminToken> {
         label: "ops".into(),
         hash: flowgate::auth::keys::hash(GLOBAL_TOKEN).unwrap(),
         tenants: None,
+        role: flowgate::config::AdminRole::Operate,
     }]
 }
 

@@ -7,7 +7,7 @@ use crate::domain::now_micros;
 use crate::store::{DeliveryQuery, DeliveryView};
 
 use super::answers::{Delivery, DeliveryPage, Errors, Redelivered};
-use super::extract::{Admin, Found};
+use super::extract::{Admin, Found, Operate};
 use super::{ApiError, AppState, Json, next_cursor, parse_cursor};
 
 #[derive(Deserialize, utoipa::IntoParams)]
@@ -64,11 +64,14 @@ pub async fn detail(found: Found<DeliveryView>) -> Result<Json<Delivery>, ApiErr
 /// Send the delivery again now.
 #[utoipa::path(
     operation_id = "redeliver",
-    responses((status = 202, description = "Queued for sending", body = Redelivered))
+    responses(
+        (status = 202, description = "Queued for sending", body = Redelivered),
+        (status = 403, description = "The token has role `read` (`read_only_token`)", body = Errors),
+    )
 )]
 #[post("/deliveries/{id}/redeliver")]
 pub async fn redeliver(
-    found: Found<DeliveryView>,
+    found: Operate<DeliveryView>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let d = found.it;

@@ -1,7 +1,9 @@
 //! What every admin handler needs before it acts: the token's identity (401
-//! without one) and, for `/{id}` paths, the message or delivery it names as the
-//! token may see it (404 for another tenant's, exactly as for none). Handlers
-//! take these as arguments and are left with the act.
+//! without one), for a handler that changes something the token's role (403
+//! `read_only_token` for a `read` token: [`Operator`], [`Operate`]), and for
+//! `/{id}` paths the message or delivery it names as the token may see it (404
+//! for another tenant's, exactly as for none). Handlers take these as arguments
+//! and are left with the act.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -17,13 +19,22 @@ use super::{ApiError, AppState, authorize, parse_id};
 
 type Extracted<T> = Pin<Box<dyn Future<Output = Result<T, ApiError>>>>;
 
-/// The app's state and the request's admin token, checked.
-async fn authorized(req: &HttpRequest) -> Result<(web::Data<AppState>, Admin), ApiError> {
+/// The app's state and the request's admin token, checked; `operate`: the
+/// handler changes something, which a token of role `read` may not.
+async fn authorized(
+    req: &HttpRequest,
+    operate: bool,
+) -> Result<(web::Data<AppState>, Admin), ApiError> {
     let state = req
         .app_data::<web::Data<AppState>>()
         .cloned()
         .ok_or_else(|| ApiError::Internal("the admin API has no state".into()))?;
     let who = authorize(req, &state).await?;
+    if operate && !who.operates() {
+        return Err(ApiError::ReadOnlyToken {
+            label: who.label.clone(),
+        });
+    }
     Ok((state, Admin(who)))
 }
 
@@ -63,7 +74,31 @@ impl FromRequest for Admin {
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         let req = req.clone();
-        Box::pin(async move { Ok(authorized(&req).await?.1) })
+        Box::pin(async move { Ok(authorized(&req, false).await?.1) })
+    }
+}
+
+/// An authorized admin token of role `operate`: the argument of every handler
+/// that changes something without naming an `{id}` (those take [`Operate`]).
+/// A token of role `read` is answered 403 `read_only_token` before the handler
+/// runs.
+pub struct Operator(pub Admin);
+
+impl std::ops::Deref for Operator {
+    type Target = Admin;
+
+    fn deref(&self) -> &Admin {
+        &self.0
+    }
+}
+
+impl FromRequest for Operator {
+    type Error = ApiError;
+    type Future = Extracted<Self>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let req = req.clone();
+        Box::pin(async move { Ok(Operator(authorized(&req, true).await?.1)) })
     }
 }
 
@@ -83,20 +118,26 @@ pub trait Lookup: Sized + 'static {
     fn tenant(&self) -> &str;
 }
 
-/// The path's `{id}` found (`T`) with the token that asked for it.
-pub struct Found<T> {
+/// The path's `{id}` found (`T`) with the token that asked for it. `OPERATE`:
+/// the handler changes it, which takes a token of role `operate` (see
+/// [`Operate`]).
+pub struct Found<T, const OPERATE: bool = false> {
     pub who: Admin,
     pub it: T,
 }
 
-impl<T: Lookup> FromRequest for Found<T> {
+/// The path's `{id}` found for a handler that changes it: a token of role
+/// `read` is answered 403 `read_only_token` before anything is looked up.
+pub type Operate<T> = Found<T, true>;
+
+impl<T: Lookup, const OPERATE: bool> FromRequest for Found<T, OPERATE> {
     type Error = ApiError;
     type Future = Extracted<Self>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         let req = req.clone();
         Box::pin(async move {
-            let (state, who) = authorized(&req).await?;
+            let (state, who) = authorized(&req, OPERATE).await?;
             let raw = req.match_info().get("id").unwrap_or_default();
             let not_found = || ApiError::NotFound(format!("no {} `{raw}`", T::WHAT));
             let id = parse_id(raw, T::WHAT)?;

@@ -12,7 +12,7 @@ use super::answers::{
     BulkAnswer, BulkCount, BulkReplayed, Errors, MessageDetail, MessagePage, MessageSummary,
     Released, Replayed,
 };
-use super::extract::{Admin, Found, Message, ToReplay, unusable};
+use super::extract::{Admin, Found, Message, Operate, Operator, ToReplay, unusable};
 use super::{ApiError, AppState, Json, bad, next_cursor, parse_cursor, parse_time};
 
 const DEFAULT_LIMIT: u32 = 50;
@@ -28,6 +28,10 @@ pub struct Filter {
     trigger: Option<String>,
     status: Option<String>,
     lane: Option<String>,
+    /// The consumer's label (an API key's, or the HTTP Basic user).
+    consumer: Option<String>,
+    /// The id of the key of the form `fg_<id>_<secret>` that sent it.
+    key_id: Option<String>,
     #[schema(format = DateTime)]
     from: Option<String>,
     #[schema(format = DateTime)]
@@ -45,6 +49,10 @@ pub struct ListQuery {
     status: Option<String>,
     /// Ordered lane (the ordering key's value)
     lane: Option<String>,
+    /// The consumer that sent it: an API key's label, or the HTTP Basic user
+    consumer: Option<String>,
+    /// The id of the key (`fg_<id>_<secret>`) that sent it
+    key_id: Option<String>,
     /// Received at or after (RFC 3339)
     #[param(format = DateTime)]
     from: Option<String>,
@@ -64,6 +72,8 @@ impl ListQuery {
             trigger: self.trigger.clone(),
             status: self.status.clone(),
             lane: self.lane.clone(),
+            consumer: self.consumer.clone(),
+            key_id: self.key_id.clone(),
             from: self.from.clone(),
             to: self.to.clone(),
         }
@@ -114,7 +124,14 @@ fn to_query(who: &Admin, f: &Filter, state: &AppState) -> Result<Option<MessageQ
             keys
         }
         // A global view without filters reads the id index directly.
-        (None, None) if who.tenants.is_none() && status.is_none() && f.lane.is_none() => Vec::new(),
+        (None, None)
+            if who.tenants.is_none()
+                && status.is_none()
+                && f.lane.is_none()
+                && f.consumer.is_none() =>
+        {
+            Vec::new()
+        }
         (None, None) => {
             let mut keys: Vec<TriggerKey> = catalog
                 .triggers()
@@ -132,6 +149,8 @@ fn to_query(who: &Admin, f: &Filter, state: &AppState) -> Result<Option<MessageQ
         triggers,
         status,
         lane: f.lane.clone(),
+        consumer: f.consumer.clone(),
+        key_id: f.key_id.clone(),
         from: f
             .from
             .as_deref()
@@ -220,12 +239,13 @@ pub async fn detail(
     operation_id = "replay_message",
     responses(
         (status = 202, description = "The new message", body = Replayed),
+        (status = 403, description = "The token has role `read` (`read_only_token`)", body = Errors),
         (status = 409, description = "The message's stored input cannot be read back", body = Errors),
     )
 )]
 #[post("/messages/{id}/replay")]
 pub async fn replay(
-    found: Found<ToReplay>,
+    found: Operate<ToReplay>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let (who, view) = (found.who, found.it.view);
@@ -239,7 +259,7 @@ pub async fn replay(
 }
 
 async fn release(
-    found: Found<Message>,
+    found: Operate<Message>,
     state: &AppState,
     how: Release,
 ) -> Result<Json<Released>, ApiError> {
@@ -275,12 +295,13 @@ macro_rules! release_endpoint {
             operation_id = $op,
             responses(
                 (status = 200, description = $done, body = Released),
+                (status = 403, description = "The token has role `read` (`read_only_token`)", body = Errors),
                 (status = 409, description = "The message does not hold an ordered lane", body = Errors),
             )
         )]
         #[post($path)]
         pub async fn $name(
-            found: Found<Message>,
+            found: Operate<Message>,
             state: web::Data<AppState>,
         ) -> Result<Json<Released>, ApiError> {
             release(found, &state, $how).await
@@ -315,6 +336,7 @@ pub struct BulkReplay {
     responses(
         (status = 200, description = "The count (dry run), or nothing matched", body = BulkAnswer),
         (status = 202, description = "Replayed", body = BulkReplayed),
+        (status = 403, description = "The token has role `read` (`read_only_token`)", body = Errors),
         (status = 400, description = "A bad parameter or body", body = Errors),
         (status = 409, description = "The count is not `expect`, or too many match", body = Errors),
         (status = 408, description = "The body did not arrive in time", body = Errors),
@@ -324,7 +346,7 @@ pub struct BulkReplay {
 #[post("/replay")]
 pub async fn bulk_replay(
     body: web::Json<BulkReplay>,
-    who: Admin,
+    who: Operator,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner();

@@ -5,6 +5,7 @@
 mod answers;
 mod deliveries;
 mod extract;
+mod me;
 mod messages;
 mod openapi;
 mod subscriptions;
@@ -43,6 +44,7 @@ macro_rules! endpoints {
 }
 
 endpoints!(
+    me::me,
     triggers::list,
     triggers::tenants,
     triggers::lanes,

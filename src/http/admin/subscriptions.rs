@@ -19,14 +19,8 @@ use super::answers::{
     DeletedSubscription, Errors, RotatedSecret, SubscriptionList, SubscriptionView,
     TestedSubscription, ms,
 };
-use super::extract::{Admin, Found, Lookup};
+use super::extract::{Admin, Found, Lookup, Operate, Operator};
 use super::{ApiError, AppState, Json, bad};
-
-/// Whether this token may change subscriptions. Every handler here that
-/// changes something asks this first, and only this.
-fn may_change(_who: &AdminIdentity) -> Result<(), ApiError> {
-    Ok(())
-}
 
 /// A subscription the path's `{id}` names, of a tenant the token sees.
 pub struct Sub(Arc<Subscription>);
@@ -239,6 +233,7 @@ pub async fn list(
     operation_id = "create_subscription",
     request_body = NewSubscription,
     responses(
+        (status = 403, description = "The token has role `read` (`read_only_token`)", body = Errors),
         (status = 201, description = "Made, with its secret", body = SubscriptionView),
         (status = 400, description = "A field is wrong (named)", body = Errors),
         (status = 409, description = "The name is taken", body = Errors),
@@ -247,10 +242,9 @@ pub async fn list(
 #[post("/subscriptions")]
 pub async fn create(
     body: web::Json<NewSubscription>,
-    who: Admin,
+    who: Operator,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    may_change(&who)?;
     let b = body.into_inner();
     let tenant = who.tenant(&b.tenant)?;
     domain::check_name(&b.name).map_err(invalid)?;
@@ -304,6 +298,7 @@ pub async fn detail(found: Found<Sub>) -> Result<Json<SubscriptionView>, ApiErro
     operation_id = "update_subscription",
     request_body = SubscriptionChange,
     responses(
+        (status = 403, description = "The token has role `read` (`read_only_token`)", body = Errors),
         (status = 200, description = "Changed", body = SubscriptionView),
         (status = 400, description = "A field is wrong (named)", body = Errors),
         (status = 409, description = "Declared in _tenant.yaml, or the name is taken", body = Errors),
@@ -312,10 +307,9 @@ pub async fn detail(found: Found<Sub>) -> Result<Json<SubscriptionView>, ApiErro
 #[patch("/subscriptions/{id}")]
 pub async fn update(
     body: web::Json<SubscriptionChange>,
-    found: Found<Sub>,
+    found: Operate<Sub>,
     state: web::Data<AppState>,
 ) -> Result<Json<SubscriptionView>, ApiError> {
-    may_change(&found.who)?;
     let old = found.it.0;
     editable(&old)?;
     let c = body.into_inner();
@@ -368,16 +362,16 @@ pub async fn update(
 #[utoipa::path(
     operation_id = "delete_subscription",
     responses(
+        (status = 403, description = "The token has role `read` (`read_only_token`)", body = Errors),
         (status = 200, description = "Deleted", body = DeletedSubscription),
         (status = 409, description = "Declared in _tenant.yaml", body = Errors),
     )
 )]
 #[delete("/subscriptions/{id}")]
 pub async fn remove(
-    found: Found<Sub>,
+    found: Operate<Sub>,
     state: web::Data<AppState>,
 ) -> Result<Json<DeletedSubscription>, ApiError> {
-    may_change(&found.who)?;
     let sub = found.it.0;
     editable(&sub)?;
     let id = MessageId::from_uuid(sub.id);
@@ -396,16 +390,16 @@ pub async fn remove(
 #[utoipa::path(
     operation_id = "rotate_subscription_secret",
     responses(
+        (status = 403, description = "The token has role `read` (`read_only_token`)", body = Errors),
         (status = 200, description = "The new secret", body = RotatedSecret),
         (status = 409, description = "Declared in _tenant.yaml", body = Errors),
     )
 )]
 #[post("/subscriptions/{id}/rotate-secret")]
 pub async fn rotate_secret(
-    found: Found<Sub>,
+    found: Operate<Sub>,
     state: web::Data<AppState>,
 ) -> Result<Json<RotatedSecret>, ApiError> {
-    may_change(&found.who)?;
     let old = found.it.0;
     editable(&old)?;
     let secret = domain::new_secret();
@@ -426,14 +420,16 @@ pub async fn rotate_secret(
 /// the delivery log too.
 #[utoipa::path(
     operation_id = "test_subscription",
-    responses((status = 200, description = "The attempt", body = TestedSubscription))
+    responses(
+        (status = 200, description = "The attempt", body = TestedSubscription),
+        (status = 403, description = "The token has role `read` (`read_only_token`)", body = Errors),
+    )
 )]
 #[post("/subscriptions/{id}/test")]
 pub async fn send_test(
-    found: Found<Sub>,
+    found: Operate<Sub>,
     state: web::Data<AppState>,
 ) -> Result<Json<TestedSubscription>, ApiError> {
-    may_change(&found.who)?;
     let (id, a) = state.hooks.test(&found.it.0).await?;
     Ok(Json(TestedSubscription {
         delivery_id: id.to_string(),

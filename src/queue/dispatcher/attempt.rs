@@ -146,7 +146,12 @@ impl Dispatcher {
         if let Err(e) = &result
             && stopped.is_none()
         {
-            tracing::info!(trigger = %job.key, message = %job.id, attempt = number, status = status.as_str(), error = %e, "execution failed");
+            let who = job
+                .input
+                .as_ref()
+                .map(|input| crate::domain::Consumer::of_auth(&input["auth"]))
+                .unwrap_or_default();
+            tracing::info!(trigger = %job.key, message = %job.id, consumer = who.label, key_id = who.key_id, attempt = number, status = status.as_str(), error = %e, "execution failed");
         }
         let completion = Completion {
             id: job.id,

@@ -9,7 +9,9 @@
 
 use tokio_postgres::types::ToSql;
 
-use crate::domain::{MessageId, MessageStatus, MessageView, Micros, TenantName, TriggerKey};
+use crate::domain::{
+    MessageId, MessageStatus, MessageView, Micros, OwnedConsumer, TenantName, TriggerKey,
+};
 use crate::store::StoreError;
 use crate::store::admin::{BlockedLane, MessageQuery, MessageSummary, StatusCount};
 
@@ -18,7 +20,7 @@ use super::{PgStore, db};
 
 const SUMMARY_COLUMNS: &str =
     "id, tenant, trigger, lane, mode, status, received_at, finished_at, attempts,
-     (response::jsonb ->> 'status')::int, replay_of, blocking, error";
+     (response::jsonb ->> 'status')::int, replay_of, blocking, error, consumer, key_id";
 
 /// The smallest UUIDv7 of the millisecond of `us`: time bounds become id bounds.
 pub(super) fn id_floor(us: Micros) -> uuid::Uuid {
@@ -46,7 +48,10 @@ impl Values {
 }
 
 /// Whether a query is read one status at a time, merged: a trigger's history
-/// with neither status nor lane named (no index leads with tenant, trigger, id).
+/// with neither status nor lane named (no index leads with tenant, trigger, id),
+/// also when a consumer is named: `messages_trigger_consumer`, as the index by
+/// status, leaves running messages out, and a status other than running lets
+/// the planner use it.
 fn per_status(q: &MessageQuery, key: Option<&TriggerKey>) -> bool {
     key.is_some() && q.status.is_none() && q.lane.is_none()
 }
@@ -94,6 +99,12 @@ fn conditions(q: &MessageQuery, key: Option<&TriggerKey>, values: &mut Values) -
     if let Some(l) = &q.lane {
         sql.push(format!("lane = {}", values.push(l.clone())));
     }
+    if let Some(c) = &q.consumer {
+        sql.push(format!("consumer = {}", values.push(c.clone())));
+    }
+    if let Some(k) = &q.key_id {
+        sql.push(format!("key_id = {}", values.push(k.clone())));
+    }
     // Time bounds become id bounds (UUIDv7 sorts by its millisecond), so the
     // range is read from the index; received_at makes them exact.
     let mut upper = q.before.map(|b| b.as_uuid());
@@ -120,7 +131,8 @@ fn conditions(q: &MessageQuery, key: Option<&TriggerKey>, values: &mut Values) -
 }
 
 /// The log history query for one trigger (or every trigger). With a trigger it
-/// is served by `messages_trigger_status` or `messages_trigger_lane`, read
+/// is served by `messages_trigger_status`, `messages_trigger_lane` or (a
+/// consumer named, any status but running) `messages_trigger_consumer`, read
 /// backwards from the cursor; without, by the UNIQUE index on id. With neither
 /// status nor lane named, each status is read from `messages_trigger_status` on
 /// its own and the reads are merged (a Merge Append: each read stops once the
@@ -162,6 +174,10 @@ fn count_sql(q: &MessageQuery, key: Option<&TriggerKey>) -> (String, Values) {
 fn summary(r: &tokio_postgres::Row) -> Result<MessageSummary, StoreError> {
     Ok(MessageSummary {
         head: head(r)?,
+        consumer: OwnedConsumer {
+            label: r.get(13),
+            key_id: r.get(14),
+        },
         finished_at: r.get(7),
         attempts: r.get::<_, i32>(8) as u32,
         response_status: r

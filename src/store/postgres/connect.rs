@@ -67,6 +67,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("../../../migrations/postgres/0010_lane_epochs.sql"),
     ),
     (
+        12,
+        "consumers",
+        include_str!("../../../migrations/postgres/0012_consumers.sql"),
+    ),
+    (
         13,
         "subscriptions",
         include_str!("../../../migrations/postgres/0013_subscriptions.sql"),

@@ -81,7 +81,7 @@ impl PgStore {
     }
 }
 
-/// The insert of a batch's messages (`$1`-`$9` arrays, one element a message;
+/// The insert of a batch's messages (`$1`-`$9`, `$14`, `$15` arrays, one element a message;
 /// those marked `mine` stored running under this node's lease, `$13` their attempt
 /// log), and what it does on a conflict: `ON CONFLICT DO NOTHING` where the batch
 /// has an Idempotency-Key (the partial unique index rejects a repeated one), nothing
@@ -94,15 +94,17 @@ macro_rules! insert_messages {
     };
     () => {
         "INSERT INTO messages (id, tenant, trigger, lane, mode, status, received_at, run_at,
-                               idempotency_key, input, holder, lease_until, attempts, attempt_log)
+                               idempotency_key, input, holder, lease_until, attempts, attempt_log,
+                               consumer, key_id)
          SELECT id, tenant, trigger, lane, mode, CASE WHEN mine THEN 'running' ELSE 'queued' END,
                 received_at, received_at, ikey, input,
                 CASE WHEN mine THEN $10::text END, CASE WHEN mine THEN $11::int8 + $12::int8 END,
                 CASE WHEN mine THEN 1 ELSE 0 END,
-                CASE WHEN mine THEN $13::jsonb ELSE '[]'::jsonb END
+                CASE WHEN mine THEN $13::jsonb ELSE '[]'::jsonb END,
+                consumer, key_id
          FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::int8[],
-                     $7::text[], $8::text[], $9::bool[])
-              AS u(id, tenant, trigger, lane, mode, received_at, ikey, input, mine)"
+                     $7::text[], $8::text[], $9::bool[], $14::text[], $15::text[])
+              AS u(id, tenant, trigger, lane, mode, received_at, ikey, input, mine, consumer, key_id)"
     };
 }
 
@@ -169,7 +171,7 @@ async fn insert_batch<C: deadpool_postgres::GenericClient>(
         })
         .await
         .map_err(db)?;
-    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 13] = [
+    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 15] = [
         &rows.id,
         &rows.tenant,
         &rows.trigger,
@@ -183,6 +185,8 @@ async fn insert_batch<C: deadpool_postgres::GenericClient>(
         &now,
         &store.lease_us(),
         &claimed_log,
+        &rows.consumer,
+        &rows.key_id,
     ];
     // Which messages went in: every one of a batch without keys (its count says
     // so, with no ids sent back), else those the insert returns.

@@ -8,7 +8,7 @@ use tokio_postgres::Row;
 
 use crate::domain::{
     AttemptRecord, MessageHead, MessageId, MessageStatus, MessageView, Mode, NewMessage,
-    TenantName, TriggerName,
+    OwnedConsumer, TenantName, TriggerName,
 };
 use crate::store::types::{PendingMessage, StoreError};
 
@@ -24,6 +24,9 @@ pub struct NewRows {
     pub received_at: Vec<i64>,
     pub ikey: Vec<Option<String>>,
     pub input: Vec<String>,
+    /// Who sent each: the consumer's label and key id.
+    pub consumer: Vec<Option<String>>,
+    pub key_id: Vec<Option<String>>,
 }
 
 impl From<&[NewMessage]> for NewRows {
@@ -37,6 +40,8 @@ impl From<&[NewMessage]> for NewRows {
             received_at: Vec::with_capacity(batch.len()),
             ikey: Vec::with_capacity(batch.len()),
             input: Vec::with_capacity(batch.len()),
+            consumer: Vec::with_capacity(batch.len()),
+            key_id: Vec::with_capacity(batch.len()),
         };
         for m in batch {
             r.id.push(m.id.as_uuid());
@@ -47,6 +52,9 @@ impl From<&[NewMessage]> for NewRows {
             r.received_at.push(m.received_at);
             r.ikey.push(m.idempotency_key.clone());
             r.input.push(m.input_text());
+            let who = m.consumer();
+            r.consumer.push(who.label.map(str::to_owned));
+            r.key_id.push(who.key_id.map(str::to_owned));
         }
         r
     }
@@ -121,7 +129,7 @@ pub async fn get<C: GenericClient>(
     let stmt = client
         .prepare_cached(
             "SELECT id, tenant, trigger, lane, mode, status, received_at, finished_at, response,
-                    error, input, trace, attempt_log
+                    error, input, trace, attempt_log, consumer, key_id
              FROM messages WHERE id = $1",
         )
         .await
@@ -135,6 +143,10 @@ pub async fn get<C: GenericClient>(
     };
     let view = MessageView {
         head: head(&r)?,
+        consumer: OwnedConsumer {
+            label: r.get(13),
+            key_id: r.get(14),
+        },
         finished_at: r.get(7),
         response: None,
         error: r.get(9),

@@ -266,6 +266,7 @@ async fn insert_executed<C: GenericClient>(
         Vec::with_capacity(n),
         Vec::with_capacity(n),
     );
+    let (mut consumer, mut key_id) = (Vec::with_capacity(n), Vec::with_capacity(n));
     for (m, c) in rows {
         id.push(m.id.as_uuid());
         tenant.push(m.tenant.as_str());
@@ -281,18 +282,22 @@ async fn insert_executed<C: GenericClient>(
         response.push(response_text(c));
         trace.push(c.trace.as_str());
         error.push(c.error.as_deref());
+        let who = m.consumer();
+        consumer.push(who.label);
+        key_id.push(who.key_id);
     }
     // Served by the UNIQUE index on id.
     const INSERT_EXECUTED: &str =
             "INSERT INTO messages (id, tenant, trigger, mode, status, received_at, run_at, attempts,
-                                   attempt_log, finished_at, idempotency_key, input, response, trace, error)
+                                   attempt_log, finished_at, idempotency_key, input, response, trace, error,
+                                   consumer, key_id)
              SELECT id, tenant, trigger, mode, status, received_at, received_at, attempts, log,
-                    finished_at, ikey, input, response, trace, error
+                    finished_at, ikey, input, response, trace, error, consumer, key_id
              FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::int8[],
                          $7::int4[], $8::jsonb[], $9::int8[], $10::text[], $11::text[], $12::text[],
-                         $13::text[], $14::text[])
+                         $13::text[], $14::text[], $15::text[], $16::text[])
                   AS u(id, tenant, trigger, mode, status, received_at, attempts, log, finished_at, ikey,
-                       input, response, trace, error)
+                       input, response, trace, error, consumer, key_id)
              ON CONFLICT DO NOTHING";
     let with_events = rows.iter().any(|(_, c)| !c.events.is_empty());
     let stmt = if with_events {
@@ -302,7 +307,7 @@ async fn insert_executed<C: GenericClient>(
         tx.prepare_cached(INSERT_EXECUTED).await
     }
     .map_err(db)?;
-    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 14] = [
+    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 16] = [
         &id,
         &tenant,
         &trigger,
@@ -317,6 +322,8 @@ async fn insert_executed<C: GenericClient>(
         &response,
         &trace,
         &error,
+        &consumer,
+        &key_id,
     ];
     if !with_events {
         tx.execute(&stmt, &params).await.map_err(db)?;

@@ -6,7 +6,9 @@
 use rusqlite::types::Value as Sql;
 use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
 
-use crate::domain::{MessageId, MessageStatus, MessageView, TenantName, TriggerName};
+use crate::domain::{
+    MessageId, MessageStatus, MessageView, OwnedConsumer, TenantName, TriggerName,
+};
 
 use crate::domain::TriggerKey;
 use crate::store::StoreError;
@@ -18,7 +20,7 @@ use super::reads::{HeadRow, corrupt, get, head, head_row, id_floor};
 
 const SUMMARY_COLUMNS: &str =
     "id, tenant, trigger, lane, mode, status, received_at, finished_at, attempts,
-     json_extract(response, '$.status'), replay_of, blocking, error";
+     json_extract(response, '$.status'), replay_of, blocking, error, consumer, key_id";
 
 /// The WHERE clause of a query for one trigger (or none: every trigger) and its values.
 fn conditions(q: &MessageQuery, key: Option<&TriggerKey>) -> (String, Vec<Sql>) {
@@ -36,6 +38,14 @@ fn conditions(q: &MessageQuery, key: Option<&TriggerKey>) -> (String, Vec<Sql>) 
     if let Some(l) = &q.lane {
         sql.push("lane = ?");
         values.push(Sql::Text(l.clone()));
+    }
+    if let Some(c) = &q.consumer {
+        sql.push("consumer = ?");
+        values.push(Sql::Text(c.clone()));
+    }
+    if let Some(k) = &q.key_id {
+        sql.push("key_id = ?");
+        values.push(Sql::Text(k.clone()));
     }
     // Time bounds become id bounds (UUIDv7 sorts by its millisecond), so the
     // range is read from the index; received_at makes them exact.
@@ -66,8 +76,9 @@ fn conditions(q: &MessageQuery, key: Option<&TriggerKey>) -> (String, Vec<Sql>) 
 }
 
 /// The log history query for one trigger (or every trigger), as SQL and values.
-/// With a trigger it is served by `messages_trigger`, `messages_trigger_status`
-/// or `messages_trigger_lane`; without, by the UNIQUE index on id.
+/// With a trigger it is served by `messages_trigger`, `messages_trigger_status`,
+/// `messages_trigger_lane` or `messages_trigger_consumer`; without, by the
+/// UNIQUE index on id.
 pub fn list_sql(q: &MessageQuery, key: Option<&TriggerKey>) -> (String, Vec<Sql>) {
     let (clause, mut values) = conditions(q, key);
     values.push(Sql::Integer(i64::from(q.limit)));
@@ -93,16 +104,18 @@ fn status(s: &str) -> Result<MessageStatus, StoreError> {
 }
 
 /// What a log history line reads after its head: finished_at, attempts, the
-/// response's status, replay_of, blocking and error.
+/// response's status, replay_of, blocking, error, and who sent it.
 type SummaryRest = (
     (Option<i64>, u32, Option<i64>),
     (Option<String>, bool, Option<String>),
+    OwnedConsumer,
 );
 
 fn summary((first, rest): (HeadRow, SummaryRest)) -> Result<MessageSummary, StoreError> {
-    let ((finished_at, attempts, code), (replay, blocking, error)) = rest;
+    let ((finished_at, attempts, code), (replay, blocking, error), consumer) = rest;
     Ok(MessageSummary {
         head: head(first)?,
+        consumer,
         finished_at,
         attempts,
         response_status: code.and_then(|c| u16::try_from(c).ok()),
@@ -121,7 +134,14 @@ fn list(conn: &Connection, q: &MessageQuery) -> Result<Vec<MessageSummary>, Stor
         let rows = stmt
             .query_map(params_from_iter(values), |r| {
                 let rest = (r.get(7)?, r.get(8)?, r.get(9)?);
-                Ok((head_row(r)?, (rest, (r.get(10)?, r.get(11)?, r.get(12)?))))
+                let consumer = OwnedConsumer {
+                    label: r.get(13)?,
+                    key_id: r.get(14)?,
+                };
+                Ok((
+                    head_row(r)?,
+                    (rest, (r.get(10)?, r.get(11)?, r.get(12)?), consumer),
+                ))
             })
             .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
             .map_err(sqlite)?;

@@ -57,6 +57,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("../../../migrations/sqlite/0004_generation.sql"),
     ),
     (
+        6,
+        "consumers",
+        include_str!("../../../migrations/sqlite/0006_consumers.sql"),
+    ),
+    (
         7,
         "subscriptions",
         include_str!("../../../migrations/sqlite/0007_subscriptions.sql"),

@@ -4,8 +4,8 @@
 use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::domain::{
-    MessageHead, MessageId, MessageStatus, MessageView, Micros, Mode, Outcome, TenantName,
-    TriggerName,
+    MessageHead, MessageId, MessageStatus, MessageView, Micros, Mode, Outcome, OwnedConsumer,
+    TenantName, TriggerName,
 };
 use crate::store::error::sqlite;
 use crate::store::types::{PendingMessage, StoreError};
@@ -23,22 +23,28 @@ pub(super) fn get(conn: &Connection, id: MessageId) -> Result<Option<MessageView
     let row: Option<(HeadRow, ViewRest)> = conn
         .prepare_cached(
             "SELECT m.id, m.tenant, m.trigger, m.lane, m.mode, m.status, m.received_at,
-                    m.finished_at, m.response, m.error, i.input, m.trace, m.attempt_log
+                    m.finished_at, m.response, m.error, i.input, m.trace, m.attempt_log,
+                    m.consumer, m.key_id
              FROM messages m LEFT JOIN message_inputs i ON i.seq = m.seq WHERE m.id = ?1",
         )
         .and_then(|mut s| {
             s.query_row([id.to_string()], |r| {
                 let rest = (r.get(7)?, r.get(8)?, r.get(9)?, r.get(10)?, r.get(11)?);
-                Ok((head_row(r)?, (rest, r.get(12)?)))
+                let consumer = OwnedConsumer {
+                    label: r.get(13)?,
+                    key_id: r.get(14)?,
+                };
+                Ok((head_row(r)?, (rest, r.get(12)?, consumer)))
             })
             .optional()
         })
         .map_err(sqlite)?;
-    let Some((first, ((finished_at, response, error, input, trace), log))) = row else {
+    let Some((first, ((finished_at, response, error, input, trace), log, consumer))) = row else {
         return Ok(None);
     };
     let view = MessageView {
         head: head(first)?,
+        consumer,
         finished_at,
         attempts: parse_attempts(&log),
         response: None,
@@ -95,7 +101,7 @@ pub(super) fn head_row(r: &rusqlite::Row) -> rusqlite::Result<HeadRow> {
 }
 
 /// What `get` reads after the head: finished_at, response, error, input, trace,
-/// then attempt_log.
+/// then attempt_log, and who sent it.
 type ViewRest = (
     (
         Option<i64>,
@@ -105,6 +111,7 @@ type ViewRest = (
         Option<String>,
     ),
     String,
+    OwnedConsumer,
 );
 
 /// What recovery reads after the head: run_at, attempts, blocking and input.

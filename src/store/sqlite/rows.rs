@@ -22,10 +22,14 @@ pub(super) struct NewRow {
     pub(super) received_at: Micros,
     pub(super) idempotency_key: Option<String>,
     pub(super) input: String,
+    /// Who sent it: the consumer's label and key id.
+    pub(super) consumer: Option<String>,
+    pub(super) key_id: Option<String>,
 }
 
 impl From<&NewMessage> for NewRow {
     fn from(m: &NewMessage) -> Self {
+        let who = m.consumer();
         Self {
             id: m.id.to_string(),
             tenant: m.tenant.as_str().to_owned(),
@@ -35,6 +39,8 @@ impl From<&NewMessage> for NewRow {
             received_at: m.received_at,
             idempotency_key: m.idempotency_key.clone(),
             input: m.input_text(),
+            consumer: who.label.map(str::to_owned),
+            key_id: who.key_id.map(str::to_owned),
         }
     }
 }
@@ -84,12 +90,14 @@ pub(super) fn insert_new(tx: &Connection, m: &NewRow) -> Result<EnqueueOutcome, 
     // Served by the primary key; the partial unique index rejects a repeated Idempotency-Key.
     let n = tx
         .prepare_cached(
-            "INSERT INTO messages (id, tenant, trigger, lane, mode, status, received_at, run_at, idempotency_key)
-             VALUES (?1, ?2, ?3, ?4, ?5, 'queued', ?6, ?6, ?7) ON CONFLICT DO NOTHING",
+            "INSERT INTO messages (id, tenant, trigger, lane, mode, status, received_at, run_at, idempotency_key,
+                                   consumer, key_id)
+             VALUES (?1, ?2, ?3, ?4, ?5, 'queued', ?6, ?6, ?7, ?8, ?9) ON CONFLICT DO NOTHING",
         )
         .and_then(|mut s| {
             s.execute(params![
                 m.id, m.tenant, m.trigger, m.lane, m.mode, m.received_at, m.idempotency_key,
+                m.consumer, m.key_id,
             ])
         })
         .map_err(sqlite)?;
@@ -190,14 +198,16 @@ pub(super) fn record_executed(
 ) -> Result<(), StoreError> {
     let n = tx.prepare_cached(
         "INSERT INTO messages (id, tenant, trigger, lane, mode, status, received_at, run_at, attempts,
-                               attempt_log, finished_at, idempotency_key, response, trace, error, open)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?8, '[' || ?9 || ']', ?10, ?11, ?12, ?13, ?14, ?10 IS NULL)
+                               attempt_log, finished_at, idempotency_key, response, trace, error, open,
+                               consumer, key_id)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?8, '[' || ?9 || ']', ?10, ?11, ?12, ?13, ?14, ?10 IS NULL,
+                 ?15, ?16)
          ON CONFLICT DO NOTHING",
     )
     .and_then(|mut s| {
         s.execute(params![
             m.id, m.tenant, m.trigger, m.lane, m.mode, r.status, m.received_at, r.number, r.attempt,
-            r.finished_at, m.idempotency_key, r.response, r.trace, r.error,
+            r.finished_at, m.idempotency_key, r.response, r.trace, r.error, m.consumer, m.key_id,
         ])
     })
     .map_err(sqlite)?;

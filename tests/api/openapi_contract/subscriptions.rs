@@ -3,8 +3,8 @@
 use reqwest::StatusCode;
 use serde_json::json;
 
-use super::{BAD, CONFLICT, Contract, NOT_FOUND, OK};
-use crate::admin::{ACME_TOKEN, GLOBAL_TOKEN};
+use super::{BAD, CONFLICT, Contract, FORBIDDEN, NOT_FOUND, OK};
+use crate::admin::{ACME_TOKEN, GLOBAL_TOKEN, READ_TOKEN};
 use crate::helpers::TestApp;
 
 /// The subscription endpoints: the file's (read-only) and one made here.
@@ -54,6 +54,32 @@ pub(super) async fn subscriptions(app: &TestApp, c: &Contract) {
         ("GET", "/subscriptions/{id}"),
         ("PATCH", "/subscriptions/{id}"),
     );
+    // A `read` token sees a subscription and may change none of it.
+    let r = READ_TOKEN;
+    c.want(app, OK, get, &one, r, None).await;
+    let read_only = [
+        (
+            create,
+            "/subscriptions".to_owned(),
+            Some(new("acme", "r", "https://127.0.0.1:9/")),
+        ),
+        (change, one.clone(), Some(json!({"enabled": true}))),
+        (("DELETE", "/subscriptions/{id}"), one.clone(), None),
+        (
+            ("POST", "/subscriptions/{id}/rotate-secret"),
+            format!("{one}/rotate-secret"),
+            None,
+        ),
+        (
+            ("POST", "/subscriptions/{id}/test"),
+            format!("{one}/test"),
+            None,
+        ),
+    ];
+    for (endpoint, url, body) in read_only {
+        let refused = c.want(app, FORBIDDEN, endpoint, &url, r, body).await;
+        assert_eq!(refused["errors"][0]["code"], "read_only_token", "{refused}");
+    }
     let shown = c.want(app, OK, get, &one, a, None).await;
     assert!(shown.get("secret").is_none(), "shown once only: {shown}");
     c.want(app, NOT_FOUND, get, &theirs, a, None).await;

@@ -55,6 +55,13 @@ pub struct MessageSummary {
     /// Why its last attempt failed (the whole text is in the message's detail).
     #[schema(required = true)]
     pub error: Option<String>,
+    /// Who sent it: an API key's label, or the HTTP Basic user; none for open
+    /// triggers and HMAC-signed calls.
+    #[schema(required = true)]
+    pub consumer: Option<String>,
+    /// The id of the key that sent it, for keys of the form `fg_<id>_<secret>`.
+    #[schema(required = true)]
+    pub key_id: Option<String>,
 }
 
 impl From<&Summary> for MessageSummary {
@@ -74,6 +81,8 @@ impl From<&Summary> for MessageSummary {
             replay_of: m.replay_of.map(|r| r.to_string()),
             blocking: m.blocking,
             error: m.error.clone(),
+            consumer: m.consumer.label.clone(),
+            key_id: m.consumer.key_id.clone(),
         }
     }
 }
@@ -99,6 +108,13 @@ pub struct MessageDetail {
     #[schema(required = true)]
     pub replay_of: Option<String>,
     pub blocking: bool,
+    /// Who sent it: an API key's label, or the HTTP Basic user; none for open
+    /// triggers and HMAC-signed calls.
+    #[schema(required = true)]
+    pub consumer: Option<String>,
+    /// The id of the key that sent it, for keys of the form `fg_<id>_<secret>`.
+    #[schema(required = true)]
+    pub key_id: Option<String>,
     /// The input document, secrets redacted.
     #[schema(value_type = Object)]
     pub input: Value,
@@ -172,6 +188,8 @@ impl MessageDetail {
             duration_ms: v.finished_at.map(|f| ms(f - h.received_at)),
             replay_of: replay_of.map(|r| r.to_string()),
             blocking,
+            consumer: v.consumer.label.clone(),
+            key_id: v.consumer.key_id.clone(),
             input: v.input.clone(),
             trace: v.trace.clone(),
             attempts,

@@ -6,6 +6,7 @@
 //! field that may be null is still always there: `required = true`.
 
 mod deliveries;
+mod me;
 mod messages;
 mod subscriptions;
 mod triggers;
@@ -14,6 +15,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 pub use deliveries::{Delivery, DeliveryPage, Redelivered};
+pub use me::Me;
 pub use messages::{
     BulkAnswer, BulkCount, BulkReplayed, MessageDetail, MessagePage, MessageSummary, Released,
     Replayed,

@@ -4,7 +4,7 @@
 
 const API = "/_admin/api";
 const REFRESH_MS = 3000;
-const state = { view: null, tenant: null, trigger: null, cursor: null, next: null, open: new Set(), openDeliveries: new Set(), timer: null, subLog: null };
+const state = { view: null, tenant: null, trigger: null, cursor: null, next: null, open: new Set(), openDeliveries: new Set(), timer: null, subLog: null, role: null };
 
 const $ = (sel) => document.querySelector(sel);
 
@@ -55,8 +55,20 @@ function show(view) {
 
 function logout() {
   sessionStorage.removeItem("flowgate-admin-token");
+  state.role = null;
   show("login");
 }
+
+// What the token may do: a `read` token is shown no button that changes anything
+// (the API would refuse it with 403 read_only_token).
+async function whoAmI() {
+  if (state.role) return;
+  const me = await api("/me");
+  state.role = me.role;
+  $("#role").textContent = me.role === "read" ? me.label + " (read-only)" : me.label;
+  document.body.classList.toggle("read-only", me.role === "read");
+}
+function operates() { return state.role === "operate"; }
 
 async function login(ev) {
   ev.preventDefault();
@@ -122,6 +134,8 @@ function query() {
   if (s) p.set("status", s);
   const lane = $("#lane-filter").value;
   if (lane) p.set("lane", lane);
+  const consumer = $("#consumer-filter").value.trim();
+  if (consumer) p.set("consumer", consumer);
   if (state.cursor) p.set("cursor", state.cursor);
   return p.toString();
 }
@@ -142,6 +156,8 @@ async function loadLog() {
     rows.push(el("tr", { class: "msg", "data-id": m.message_id, "data-status": m.status, on: { click: () => toggle(m.message_id) } },
       el("td", { class: "id" }, m.message_id, m.replay_of ? el("div", { class: "muted" }, "replay of " + m.replay_of) : null),
       el("td", {}, time(m.received_at)),
+      el("td", { class: "consumer" }, m.consumer === null ? "" : m.consumer,
+        m.key_id === null ? null : el("div", { class: "muted" }, "key " + m.key_id)),
       el("td", { class: "lane" }, m.lane === null ? "" : el("code", {}, m.lane)),
       el("td", {}, status(m.status), m.blocking ? el("span", { class: "badge" }, "blocks its lane") : null),
       el("td", {}, m.attempts),
@@ -183,12 +199,14 @@ async function detailRow(id) {
       el("td", {}, s.name || s.step), el("td", {}, s.kind), el("td", {}, ms(s.offset_us / 1000)), el("td", {}, ms(s.duration_us / 1000)),
       el("td", {}, s.outcome), el("td", {}, s.error || s.detail || "",
         s.vars_after ? el("details", {}, el("summary", {}, "variables"), pretty({ before: s.vars_before, after: s.vars_after })) : null))));
+  const act = operates();
   const buttons = el("div", { class: "actions" },
-    el("button", { type: "button", class: "replay primary", on: { click: (e) => { e.stopPropagation(); action(id, "replay"); } } }, "Replay"),
-    d.blocking ? el("button", { type: "button", class: "skip", on: { click: (e) => { e.stopPropagation(); action(id, "skip"); } } }, "Skip") : null,
-    d.blocking ? el("button", { type: "button", class: "unblock", on: { click: (e) => { e.stopPropagation(); action(id, "unblock"); } } }, "Unblock") : null);
-  const cell = el("td", { colSpan: 8 },
+    act ? el("button", { type: "button", class: "replay primary", on: { click: (e) => { e.stopPropagation(); action(id, "replay"); } } }, "Replay") : null,
+    act && d.blocking ? el("button", { type: "button", class: "skip", on: { click: (e) => { e.stopPropagation(); action(id, "skip"); } } }, "Skip") : null,
+    act && d.blocking ? el("button", { type: "button", class: "unblock", on: { click: (e) => { e.stopPropagation(); action(id, "unblock"); } } }, "Unblock") : null);
+  const cell = el("td", { colSpan: 9 },
     buttons,
+    d.consumer === null ? null : el("p", { class: "consumer" }, "Sent by " + d.consumer + (d.key_id === null ? "" : " with key " + d.key_id)),
     d.error ? el("p", { class: "error" }, d.error) : null,
     el("h4", {}, "Attempts"), attempts,
     el("h4", {}, "Trace"), trace,
@@ -210,10 +228,10 @@ async function loadDeliveries() {
   const page = await api("/deliveries?tenant=" + encodeURIComponent(current));
   const rows = [];
   for (const d of page.deliveries) {
-    const redeliver = el("button", { type: "button", class: "redeliver", on: { click: (e) => {
+    const redeliver = operates() ? el("button", { type: "button", class: "redeliver", on: { click: (e) => {
       e.stopPropagation();
       api("/deliveries/" + d.delivery_id + "/redeliver", { method: "POST" }).then(loadDeliveries).catch(showError);
-    } } }, "Redeliver");
+    } } }, "Redeliver") : null;
     rows.push(el("tr", { class: "msg", "data-id": d.delivery_id, "data-status": d.status, on: { click: () => toggleDelivery(d.delivery_id) } },
       el("td", { class: "id" }, d.delivery_id), el("td", {}, time(d.created_at)), el("td", {}, d.subscription),
       el("td", {}, d.event), el("td", {}, status(d.status)),
@@ -249,6 +267,7 @@ async function loadSubscriptions() {
   const newest = newestLoad();
   const tenants = (await api("/tenants")).tenants.map((t) => t.tenant);
   if (!newest()) return;
+  $("#sub-new").hidden = !operates();
   const select = $("#subscription-tenant");
   const current = select.value || tenants[0];
   select.replaceChildren(...tenants.map((t) => el("option", { value: t, selected: t === current }, t)));
@@ -260,7 +279,7 @@ async function loadSubscriptions() {
   if (!newest()) return;
   const button = (cls, text, f) => el("button", { type: "button", class: cls, on: { click: (e) => { e.stopPropagation(); f(); } } }, text);
   $("#subscriptions tbody").replaceChildren(...doc.subscriptions.map((s) => {
-    const api_ = s.source === "api";
+    const api_ = s.source === "api" && operates();
     const one = "/subscriptions/" + s.subscription_id;
     return el("tr", { class: "sub", "data-name": s.name, "data-enabled": String(s.enabled), "data-source": s.source },
       el("td", {}, s.name, s.description ? el("div", { class: "muted" }, s.description) : null),
@@ -272,7 +291,7 @@ async function loadSubscriptions() {
         api_ ? button("toggle", s.enabled ? "Switch off" : "Switch on", () => subAct(api(one, { method: "PATCH", body: JSON.stringify({ enabled: !s.enabled }) }))) : null,
         api_ ? button("edit", "Edit", () => editSubscription(s)) : null,
         api_ ? button("rotate", "Rotate secret", () => subAct(api(one + "/rotate-secret", { method: "POST" }).then((r) => showSecret(s.name, r.secret)))) : null,
-        button("test", "Send test", () => subAct(api(one + "/test", { method: "POST" }).then(showTest))),
+        operates() ? button("test", "Send test", () => subAct(api(one + "/test", { method: "POST" }).then(showTest))) : null,
         button("log", "Delivery log", () => { state.subLog = s.name; refresh(); }),
         api_ ? button("delete", "Delete", () => confirm("Delete " + s.name + "?") && subAct(api(one, { method: "DELETE" }))) : null));
   }));
@@ -353,6 +372,7 @@ async function saveSubscription(ev) {
 
 async function refresh() {
   try {
+    if (state.view !== "login") await whoAmI();
     if (state.view === "triggers") await loadTriggers();
     else if (state.view === "log") await loadLog();
     else if (state.view === "deliveries") await loadDeliveries();
@@ -370,6 +390,7 @@ function route() {
       state.open.clear();
       state.cursor = null;
       $("#lane-filter").value = "";
+      $("#consumer-filter").value = "";
     }
     state.tenant = parts[1];
     state.trigger = parts[2];
@@ -397,6 +418,7 @@ document.addEventListener("DOMContentLoaded", () => {
   $("#logout").addEventListener("click", logout);
   $("#status-filter").addEventListener("change", () => { state.cursor = null; refresh(); });
   $("#lane-filter").addEventListener("change", () => { state.cursor = null; refresh(); });
+  $("#consumer-filter").addEventListener("change", () => { state.cursor = null; refresh(); });
   $("#newest").addEventListener("click", () => { state.cursor = null; refresh(); });
   $("#older").addEventListener("click", () => { state.cursor = state.next; refresh(); });
   $("#delivery-tenant").addEventListener("change", refresh);
