@@ -8,6 +8,7 @@ mod event;
 mod headers;
 mod json_iter;
 pub mod key_id;
+mod limits;
 mod message;
 mod meta;
 mod names;
@@ -18,6 +19,7 @@ mod time;
 pub use cidr::{Cidr, CidrError};
 pub use event::EventKind;
 pub use headers::{REDACTED, SECRET_HEADERS, header_pairs};
+pub use limits::{DAY_MICROS, LimitError, Limits, Per, Rate, parse_quota, utc_day};
 pub use message::{
     AttemptRecord, MessageHead, MessageId, MessageStatus, MessageView, Mode, NewMessage, Outcome,
     StoredResponse,

@@ -29,6 +29,8 @@ struct Pending {
     kind: EventKind,
     message: Option<MessageId>,
     at: Micros,
+    /// More of `data`, for events about something other than a message.
+    detail: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 /// Where events are emitted. Cheap to clone.
@@ -70,6 +72,17 @@ impl Events {
         kind: EventKind,
         id: Option<MessageId>,
     ) {
+        self.emit_with(tenant, trigger, kind, id, None);
+    }
+
+    fn emit_with(
+        &self,
+        tenant: &TenantName,
+        trigger: Option<&str>,
+        kind: EventKind,
+        id: Option<MessageId>,
+        detail: Option<serde_json::Map<String, serde_json::Value>>,
+    ) {
         let wanted = self
             .catalog
             .get()
@@ -82,6 +95,7 @@ impl Events {
                 kind,
                 message: id,
                 at: now_micros(),
+                detail,
             });
             if sent.is_err() {
                 tracing::warn!(tenant = %tenant, event = kind.as_str(), "event dropped: too many events waiting to be stored");
@@ -120,11 +134,20 @@ impl Events {
     pub fn flow_load_failed(&self, tenant: &TenantName, trigger: Option<&str>) {
         self.emit(tenant, trigger, EventKind::FlowLoadFailed, None);
     }
+
+    /// Key `key_id` of consumer `label` expires at `expires` (within seven
+    /// days); `data` names the key.
+    pub fn key_expiring(&self, tenant: &TenantName, label: &str, key_id: &str, expires: Micros) {
+        let detail =
+            json!({"label": label, "key_id": key_id, "expires_at": format_rfc3339(expires)});
+        let detail = detail.as_object().cloned();
+        self.emit_with(tenant, None, EventKind::KeyExpiring, None, detail);
+    }
 }
 
 /// The body sent (and signed) for one event and one subscription.
 pub fn payload(id: MessageId, subscription: &str, p: &PendingRef<'_>) -> String {
-    json!({
+    let mut doc = json!({
         "id": id.to_string(),
         "subscription": subscription,
         "event": p.kind.as_str(),
@@ -134,8 +157,11 @@ pub fn payload(id: MessageId, subscription: &str, p: &PendingRef<'_>) -> String 
             "tenant": p.tenant.as_str(),
             "trigger": p.trigger,
         },
-    })
-    .to_string()
+    });
+    if let (Some(detail), Some(data)) = (p.detail, doc["data"].as_object_mut()) {
+        data.extend(detail.iter().map(|(k, v)| (k.clone(), v.clone())));
+    }
+    doc.to_string()
 }
 
 /// The parts of an event a payload shows.
@@ -145,6 +171,7 @@ pub struct PendingRef<'a> {
     pub kind: EventKind,
     pub message: Option<MessageId>,
     pub at: Micros,
+    pub detail: Option<&'a serde_json::Map<String, serde_json::Value>>,
 }
 
 async fn record(
@@ -175,6 +202,7 @@ async fn record(
                     kind: e.kind,
                     message: e.message,
                     at: e.at,
+                    detail: e.detail.as_ref(),
                 };
                 batch.push(NewDelivery {
                     id,

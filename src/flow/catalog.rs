@@ -45,6 +45,10 @@ impl Catalog {
         self.tenants.get(tenant)?.triggers.get(trigger)
     }
 
+    pub fn tenants(&self) -> impl Iterator<Item = &TenantEntry> {
+        self.tenants.values()
+    }
+
     pub fn triggers(&self) -> impl Iterator<Item = &Arc<Trigger>> {
         self.tenants.values().flat_map(|t| t.triggers.values())
     }

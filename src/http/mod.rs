@@ -31,6 +31,8 @@ pub struct AppState {
     pub catalog: SharedCatalog,
     pub queue: Queue,
     pub keys: Arc<KeyVerifier>,
+    /// Consumers' counts and limits.
+    pub usage: Arc<crate::auth::usage::Usage>,
     pub reload_errors: Arc<std::sync::atomic::AtomicUsize>,
     pub admin: Arc<AdminTokens>,
     /// The problems of the last load of the flow files.

@@ -21,6 +21,7 @@ mod postgres;
 mod shared;
 mod sqlite;
 mod types;
+mod usage;
 
 pub use admin::{
     BlockedLane, DeliveryAttempt, DeliveryQuery, DeliveryStatus, DeliveryView, MessageQuery,
@@ -37,6 +38,7 @@ pub use types::{
     Completion, EnqueueOutcome, PendingMessage, StoreError, StoredInput, Submitted, Unreadable,
     read_document, read_documents, read_input, read_response,
 };
+pub use usage::{KeyUse, UsageDelta, UsageRow};
 
 use crate::domain::{AttemptRecord, MessageId, MessageView, Micros, NewMessage};
 

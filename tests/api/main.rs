@@ -18,6 +18,8 @@ mod http_steps;
 mod https;
 mod inputs;
 mod key_ids;
+mod key_usage;
+mod limits;
 mod meta;
 mod metrics;
 mod multinode;

@@ -5,6 +5,7 @@
 mod answers;
 mod deliveries;
 mod extract;
+mod keys;
 mod messages;
 mod openapi;
 mod triggers;
@@ -54,6 +55,7 @@ endpoints!(
     deliveries::list,
     deliveries::detail,
     deliveries::redeliver,
+    keys::list,
 );
 
 pub fn routes(cfg: &mut web::ServiceConfig) {

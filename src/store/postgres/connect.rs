@@ -66,6 +66,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "lane_epochs",
         include_str!("../../../migrations/postgres/0010_lane_epochs.sql"),
     ),
+    (
+        11,
+        "consumer_usage",
+        include_str!("../../../migrations/postgres/0011_consumer_usage.sql"),
+    ),
 ];
 
 /// Set on each of the store's connections as it is made (with the lock and

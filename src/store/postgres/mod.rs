@@ -20,6 +20,7 @@ mod lanes;
 mod leases;
 mod plans;
 mod rows;
+mod usage;
 mod writer;
 
 use std::future::Future;

@@ -12,6 +12,7 @@ mod reads;
 mod rows;
 #[cfg(test)]
 mod tests;
+mod usage;
 mod writer;
 
 use std::future::Future;
@@ -53,6 +54,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         4,
         "generation",
         include_str!("../../../migrations/sqlite/0004_generation.sql"),
+    ),
+    (
+        5,
+        "consumer_usage",
+        include_str!("../../../migrations/sqlite/0005_consumer_usage.sql"),
     ),
 ];
 
