@@ -329,3 +329,57 @@ async fn pg_usage_and_notices_on_postgres() {
         .unwrap();
     usage_contract(&store).await;
 }
+
+/// A store that cannot be written does not fail requests: the counts wait
+/// (and still hold the quota on this node) until a flush succeeds.
+#[tokio::test]
+async fn counts_wait_for_a_store_that_is_away() {
+    use flowgate::auth::usage::Usage;
+    use flowgate::domain::{Limits, TenantName};
+
+    let mut tenant = flowgate::flow::Tenant::empty(TenantName::parse("t").unwrap());
+    tenant.limits.insert(
+        "shop".into(),
+        Limits {
+            rate: None,
+            quota: Some(3),
+        },
+    );
+    let usage = Usage::new();
+    for _ in 0..2 {
+        assert_eq!(usage.admit(&tenant, "shop", Some("abcdefgh")).refused, None);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let open =
+        |name: &str| Store::open(&format!("sqlite://{}", dir.path().join(name).display())).unwrap();
+    let away = open("away.db");
+    away.close().await.unwrap();
+    assert!(usage.flush(&away).await.is_err());
+    let stats = &usage.stats;
+    let errors = stats
+        .flush_errors
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(errors, 1);
+    let day = utc_day(now_micros());
+    assert_eq!(
+        usage.pending("t", day)["shop"],
+        (2, 0, 0),
+        "kept for the next flush"
+    );
+    // Still held against the quota meanwhile.
+    assert_eq!(usage.admit(&tenant, "shop", None).refused, None);
+    assert!(usage.admit(&tenant, "shop", None).refused.is_some());
+
+    let back = open("back.db");
+    usage.flush(&back).await.unwrap();
+    assert_eq!(usage.pending("t", day)["shop"], (0, 0, 0));
+    let (rows, uses) = back.usage_of("t", day).await.unwrap();
+    assert_eq!((rows[0].requests, rows[0].limited), (3, 1));
+    assert_eq!(
+        uses.len(),
+        2,
+        "the key with an id and the one without: {uses:?}"
+    );
+    // After the flush the quota is held against the store's total.
+    assert!(usage.admit(&tenant, "shop", None).refused.is_some());
+}
