@@ -19,8 +19,20 @@
 //! tables of examples/sql/acme.sql are created in `ACME_DATABASE_URL`, default
 //! the local `postgres` database), `accept` (durable async accept of a 1 KB JSON
 //! body; every accepted message is also executed during the run, and `backlog`
-//! counts those not yet executed when the window closed). The server and the
-//! client run on separate runtimes; on a 2-core machine they share the cores.
+//! counts those not yet executed when the window closed). `itemprice-keyed` and
+//! `itemprice-limited` are ItemPrice with a key with an id (`fg_<id>_<secret>`),
+//! its consumer without limits and with a `rate` and a `quota` too high to be
+//! hit: the cost of holding a request against its limits and counting it
+//! (tenants `keyed` and `limited`, written at start). Run them in one run,
+//! interleaved:
+//!
+//! ```sh
+//! cargo run --release --example loadgen -- \
+//!     --scenario itemprice-keyed,itemprice-limited,itemprice-keyed,itemprice-limited
+//! ```
+//!
+//! The server and the client run on separate runtimes; on a 2-core machine they
+//! share the cores.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -45,7 +57,8 @@ struct Args {
     /// Concurrent keep-alive connections.
     #[arg(long, default_value_t = 32)]
     connections: usize,
-    /// Scenarios to run, comma separated: health, itemprice, itemprice-db, accept.
+    /// Scenarios to run, comma separated (one may come again): health, itemprice,
+    /// itemprice-keyed, itemprice-limited, itemprice-db, accept.
     #[arg(long, default_value = "health,itemprice,accept")]
     scenario: String,
     /// Client runtime threads.
@@ -148,7 +161,48 @@ struct Scenario {
     expect: u16,
 }
 
-fn scenario(name: &str, addr: SocketAddr) -> Result<Scenario> {
+/// The keys of the `keyed` and `limited` tenants' consumer `webshop`.
+struct Keys {
+    keyed: String,
+    limited: String,
+}
+
+/// Tenant `tenant`: ItemPrice as acme has it, its consumers' keys with ids,
+/// `limits` added to `webshop`'s entry. Returns `webshop`'s key.
+fn keyed_tenant(flows: &std::path::Path, tenant: &str, limits: &[&str]) -> Result<String> {
+    let dir = flows.join(tenant);
+    std::fs::create_dir_all(&dir)?;
+    std::fs::copy(
+        flows.join("acme/ItemPrice.yaml"),
+        dir.join("ItemPrice.yaml"),
+    )?;
+    let mut yaml = String::from("api_keys:\n");
+    let mut webshop = String::new();
+    for label in ["webshop", "erp"] {
+        let (id, key) = flowgate::auth::keys::generate();
+        let hash = flowgate::auth::keys::hash(&key).context("hashing a key")?;
+        yaml.push_str(&format!(
+            "  {label}:\n    keys:\n      - id: {id}\n        hash: \"{hash}\"\n"
+        ));
+        if label == "webshop" {
+            for line in limits {
+                yaml.push_str(&format!("    {line}\n"));
+            }
+            webshop = key;
+        }
+    }
+    std::fs::write(dir.join("_tenant.yaml"), yaml)?;
+    Ok(webshop)
+}
+
+fn item_price(host: &str, tenant: &str, key: &str) -> Vec<u8> {
+    format!(
+        "GET /{tenant}/ItemPrice?itemId=A-100&currency=SEK&qty=3 HTTP/1.1\r\nHost: {host}\r\nX-Api-Key: {key}\r\n\r\n"
+    )
+    .into_bytes()
+}
+
+fn scenario(name: &str, addr: SocketAddr, keys: &Keys) -> Result<Scenario> {
     let host = addr.to_string();
     Ok(match name {
         "health" => Scenario {
@@ -162,6 +216,16 @@ fn scenario(name: &str, addr: SocketAddr) -> Result<Scenario> {
                 "GET /acme/ItemPrice?itemId=A-100&currency=SEK&qty=3 HTTP/1.1\r\nHost: {host}\r\nX-Api-Key: fg_acme_webshop_example\r\n\r\n"
             )
             .into_bytes(),
+            expect: 200,
+        },
+        "itemprice-keyed" => Scenario {
+            name: "itemprice-keyed",
+            request: item_price(&host, "keyed", &keys.keyed),
+            expect: 200,
+        },
+        "itemprice-limited" => Scenario {
+            name: "itemprice-limited",
+            request: item_price(&host, "limited", &keys.limited),
             expect: 200,
         },
         "itemprice-db" => Scenario {
@@ -186,7 +250,9 @@ fn scenario(name: &str, addr: SocketAddr) -> Result<Scenario> {
                 expect: 202,
             }
         }
-        other => bail!("unknown scenario `{other}` (health, itemprice, itemprice-db, accept)"),
+        other => bail!(
+            "unknown scenario `{other}` (health, itemprice, itemprice-keyed, itemprice-limited, itemprice-db, accept)"
+        ),
     })
 }
 
@@ -515,6 +581,15 @@ fn main() -> Result<()> {
         &flows,
     )?;
     std::fs::write(flows.join("acme").join("Drain.yaml"), DRAIN_FLOW)?;
+    // Limits far above what one machine sends: held against, never hit.
+    let keys = Keys {
+        keyed: keyed_tenant(&flows, "keyed", &[])?,
+        limited: keyed_tenant(
+            &flows,
+            "limited",
+            &["rate: 10000000/s", "quota: 100000000000/day"],
+        )?,
+    };
     let schema = format!("flowgate_loadgen_{}", std::process::id());
     let (store, kind) = match &args.store {
         Some(url) if flowgate::store::is_postgres(url) => {
@@ -595,7 +670,7 @@ fn main() -> Result<()> {
         .map(str::trim)
         .filter(|s| !s.is_empty())
     {
-        let s = scenario(name, addr)?;
+        let s = scenario(name, addr, &keys)?;
         let counted = (name == "accept").then_some(&queue);
         let f = client_rt.block_on(run(addr, &s, &args, counted));
         if f.name == "health" {

@@ -37,6 +37,9 @@
 //!     failure budgets.
 //!   - [`auth::signature`]: HMAC signatures over the raw body and status URLs.
 //!   - [`auth::admin`]: admin tokens for `/_admin` (global or tenant-scoped).
+//!   - [`auth::usage`], [`auth::limits`]: consumers' counts (requests, 429s,
+//!     401s per UTC day, keys' last use) and their `rate`/`quota`, in atomics;
+//!     [`auth::upkeep`]: their flush to the store and `key.expiring`.
 //! - [`queue`]: group commit of accepted messages, lanes, concurrency, retries,
 //!   sync waiters, recovery and retention (`queue/claimer/`: the shared store's
 //!   claims).

@@ -12,6 +12,8 @@ use actix_web::{App, HttpServer, web};
 use crate::auth::admin::AdminTokens;
 use crate::auth::gate::Gate;
 use crate::auth::key_cache::KeyVerifier;
+use crate::auth::upkeep;
+use crate::auth::usage::Usage;
 use crate::config::Settings;
 use crate::connect::Registry;
 use crate::engine::{Executor, Sandbox};
@@ -24,6 +26,10 @@ use crate::store::{Store, StoreError};
 
 /// How long a stopping node waits for the attempts it runs (shared store).
 const STOP_WAIT: Duration = Duration::from_secs(10);
+
+/// How often consumers' counts go to the store (and daily quotas are read
+/// back from it): how far a quota may lag across nodes.
+const USAGE_FLUSH: Duration = Duration::from_secs(1);
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
@@ -48,6 +54,7 @@ pub struct Application {
     server: actix_web::dev::Server,
     addr: SocketAddr,
     queue: Queue,
+    usage: Arc<Usage>,
     stop_reload: Arc<AtomicBool>,
 }
 
@@ -149,12 +156,22 @@ impl Application {
         } else {
             settings.workers
         };
+        let usage = Arc::new(Usage::new());
+        tokio::spawn(upkeep::run(
+            usage.clone(),
+            queue.store().clone(),
+            catalog.clone(),
+            queue.dispatcher().events().clone(),
+            USAGE_FLUSH,
+            stop_reload.clone(),
+        ));
         let (every_tls, tls_on) = (settings.tls_reload_interval, tls.is_some());
         let gate = Gate::new(settings.key_verify_parallel, settings.auth_failure_budget);
         let state = web::Data::new(AppState {
             admin: Arc::new(AdminTokens::new(&settings.admin_tokens, gate.clone())),
             problems,
             keys: Arc::new(KeyVerifier::new(settings.key_cache_size, gate)),
+            usage: usage.clone(),
             settings: Arc::new(settings),
             catalog,
             queue: queue.clone(),
@@ -196,6 +213,7 @@ impl Application {
             server,
             addr,
             queue,
+            usage,
             stop_reload,
         })
     }
@@ -227,6 +245,9 @@ impl Application {
         let result = self.server.await;
         self.stop_reload.store(true, Ordering::Relaxed);
         self.queue.stop(STOP_WAIT).await;
+        if let Err(e) = self.usage.flush(self.queue.store()).await {
+            tracing::warn!(error = %crate::domain::chain::describe(&e), "the last consumer counts were not written");
+        }
         if let Err(e) = self.queue.store().flush().await {
             tracing::error!(error = %e, "final store flush failed");
         }

@@ -11,10 +11,12 @@ pub enum EventKind {
     LaneBlocked,
     LaneUnblocked,
     FlowLoadFailed,
+    /// A key with an id expires within seven days (sent once per key).
+    KeyExpiring,
 }
 
 impl EventKind {
-    pub const ALL: [Self; 8] = [
+    pub const ALL: [Self; 9] = [
         Self::MessageSucceeded,
         Self::MessageFailed,
         Self::MessageDead,
@@ -23,6 +25,7 @@ impl EventKind {
         Self::LaneBlocked,
         Self::LaneUnblocked,
         Self::FlowLoadFailed,
+        Self::KeyExpiring,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -35,6 +38,7 @@ impl EventKind {
             Self::LaneBlocked => "lane.blocked",
             Self::LaneUnblocked => "lane.unblocked",
             Self::FlowLoadFailed => "flow.load_failed",
+            Self::KeyExpiring => "key.expiring",
         }
     }
 
@@ -44,7 +48,7 @@ impl EventKind {
 
     /// One bit per kind: a tenant's subscriptions are summed up in a mask, so
     /// deciding that nobody listens costs one AND.
-    pub fn bit(self) -> u8 {
+    pub fn bit(self) -> u16 {
         1 << (self as u8)
     }
 }

@@ -8,6 +8,7 @@ mod event;
 mod headers;
 mod json_iter;
 pub mod key_id;
+mod limits;
 mod message;
 mod meta;
 mod names;
@@ -22,6 +23,7 @@ pub use event::{
     business_event_name,
 };
 pub use headers::{REDACTED, SECRET_HEADERS, header_pairs};
+pub use limits::{DAY_MICROS, LimitError, Limits, Per, Rate, parse_quota, utc_day};
 pub use message::{
     AttemptRecord, Consumer, MessageHead, MessageId, MessageStatus, MessageView, Mode, NewMessage,
     Outcome, OwnedConsumer, StoredResponse,

@@ -103,7 +103,11 @@ async fn full_data(
     e: &OutboxEvent,
     messages: &mut HashMap<MessageId, Option<Full>>,
 ) -> Result<Option<Full>, crate::store::StoreError> {
-    if let Some(text) = &e.data {
+    if let Some(text) = e
+        .data
+        .as_ref()
+        .filter(|_| crate::domain::business_event_name(&e.event).is_ok())
+    {
         let data: Value = serde_json::from_str(text).unwrap_or(Value::Null);
         let mut full = Full::new();
         full.insert("data".into(), data);

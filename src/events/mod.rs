@@ -197,6 +197,37 @@ impl Events {
             }
         });
     }
+
+    /// Whether some subscription of `tenant` wants `key.expiring`.
+    pub fn wants_key_expiring(&self, tenant: &TenantName) -> bool {
+        self.subscribers
+            .wants(tenant.as_str(), EventKind::KeyExpiring, None)
+    }
+
+    /// Key `key_id` of consumer `label` expires at `expires`: written to the
+    /// outbox with those three in its `data` (see [`payload::body`]).
+    pub async fn key_expiring(
+        &self,
+        tenant: &TenantName,
+        label: &str,
+        key_id: &str,
+        expires: Micros,
+    ) -> Result<(), StoreError> {
+        let detail =
+            json!({"label": label, "key_id": key_id, "expires_at": format_rfc3339(expires)});
+        let event = OutboxEvent {
+            id: MessageId::new(),
+            tenant: tenant.clone(),
+            trigger: None,
+            event: EventKind::KeyExpiring.as_str().to_owned(),
+            message_id: None,
+            created_at: now_micros(),
+            data: Some(detail.to_string()),
+        };
+        self.store.add_events(vec![event]).await?;
+        self.fanout.notify_one();
+        Ok(())
+    }
 }
 
 /// A `ping` delivery for `sub`: the test payload, `data` naming the tenant.

@@ -26,6 +26,13 @@ pub fn body(id: MessageId, subscription: &str, e: &OutboxEvent, full: Option<&Fu
         "tenant": e.tenant.as_str(),
         "trigger": e.trigger,
     });
+    // flowgate's own events about something other than a message (a key
+    // expiring) carry what they are about in every body.
+    if let Some(detail) = own_detail(e)
+        && let Some(obj) = data.as_object_mut()
+    {
+        obj.extend(detail);
+    }
     let mut doc = json!({
         "id": id.to_string(),
         "subscription": subscription,
@@ -51,6 +58,17 @@ pub fn body(id: MessageId, subscription: &str, e: &OutboxEvent, full: Option<&Fu
     });
     doc["truncated"] = Value::Bool(true);
     doc.to_string()
+}
+
+/// The members an own (not business) event's stored data adds to `data`.
+pub fn own_detail(e: &OutboxEvent) -> Option<Map<String, Value>> {
+    if crate::domain::business_event_name(&e.event).is_ok() {
+        return None;
+    }
+    match serde_json::from_str(e.data.as_deref()?) {
+        Ok(Value::Object(m)) => Some(m),
+        _ => None,
+    }
 }
 
 #[cfg(test)]

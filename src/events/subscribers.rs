@@ -24,7 +24,7 @@ struct Cached {
     version: Option<i64>,
     by_tenant: HashMap<String, Vec<Arc<Subscription>>>,
     /// Per tenant, the [`EventKind`]s some enabled stored subscription wants.
-    masks: HashMap<String, u8>,
+    masks: HashMap<String, u16>,
     /// The tenants with an enabled stored subscription that may want a
     /// business event.
     business: HashSet<String>,

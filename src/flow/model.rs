@@ -9,7 +9,7 @@ use std::time::Duration;
 use indexmap::IndexMap;
 
 use crate::connect::{Connection, HttpConnection, Outbound, PgConnection, Secrets};
-use crate::domain::{Cidr, EventKind, HmacRule, Mode, TenantName, TriggerKey};
+use crate::domain::{Cidr, EventKind, HmacRule, Limits, Mode, TenantName, TriggerKey};
 
 use super::expr::Expr;
 use super::schema::BodySchema;
@@ -26,6 +26,8 @@ pub struct Tenant {
     pub keys_fingerprint: [u8; 32],
     /// The keys with a public id (`keys:` of a label), by id.
     pub key_ids: IndexMap<String, KeyWithId>,
+    /// label -> its `rate:`/`quota:`, for the labels that have any.
+    pub limits: IndexMap<String, Limits>,
     /// user -> argon2id PHC string, for HTTP Basic callers
     pub basic_users: Vec<(String, String)>,
     /// Named connections, in file order.
@@ -39,7 +41,7 @@ pub struct Tenant {
     /// Outbound event webhooks (`subscriptions:`).
     pub subscriptions: Vec<Subscription>,
     /// The events some enabled subscription wants (`EventKind::bit`).
-    pub events_mask: u8,
+    pub events_mask: u16,
     /// Whether some enabled subscription lists business events.
     pub wants_business: bool,
 }
@@ -106,6 +108,7 @@ impl Tenant {
             api_keys,
             keys_fingerprint: h.finalize().into(),
             key_ids: IndexMap::new(),
+            limits: IndexMap::new(),
             basic_users: Vec::new(),
             connections: IndexMap::new(),
             secret_headers: Arc::from(Vec::new()),

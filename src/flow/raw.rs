@@ -67,9 +67,12 @@ impl<'de> Deserialize<'de> for RawApiKey {
 #[serde(deny_unknown_fields)]
 pub struct RawConsumer {
     pub keys: Spanned<Vec<Spanned<RawKeyWithId>>>,
-    /// Limits to come: refused with a diagnostic until they are supported.
+    /// `100/s`, `/min` or `/h`: per node. Read as any value, so that a
+    /// number or a typo is a diagnostic that says what is expected.
     pub rate: Option<Spanned<serde_json::Value>>,
+    /// Requests at once (default: one second of `rate`).
     pub burst: Option<Spanned<serde_json::Value>>,
+    /// `N/day`: a UTC day, counted in the store.
     pub quota: Option<Spanned<serde_json::Value>>,
 }
 

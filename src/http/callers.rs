@@ -1,6 +1,7 @@
 //! Who may call a trigger: the caller's address against `allow_ips` (through
 //! trusted proxies only), then its credentials — an API key, HTTP Basic, or an
-//! HMAC signature of the raw body, which can only be checked once the body is read.
+//! HMAC signature of the raw body, which can only be checked once the body is
+//! read. An API key's consumer is counted and held against its limits here.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -11,6 +12,7 @@ use serde_json::{Value, json};
 
 use crate::auth::gate::Client;
 use crate::auth::key_cache::Verdict;
+use crate::auth::limits::RateLimitHeaders;
 use crate::domain::{Cidr, HmacRule};
 use crate::flow::{Auth, Tenant, Trigger};
 
@@ -82,12 +84,15 @@ fn basic_credentials(req: &HttpRequest) -> Option<(String, String)> {
     Some((user.to_owned(), password.to_owned()))
 }
 
-/// Address and credential checks that need no body.
+/// Address and credential checks that need no body, and an API key's
+/// consumer held against its limits: `limits` is set to what the answer's
+/// `RateLimit-*` headers say (whatever the answer is) for a consumer with any.
 pub async fn admit(
     req: &HttpRequest,
     state: &AppState,
     tenant: &Tenant,
     trigger: &Trigger,
+    limits: &mut Option<RateLimitHeaders>,
 ) -> Result<Admitted, ApiError> {
     let ip = client_ip(req, &state.settings.trusted_proxies);
     let client = Client::new(ip);
@@ -102,25 +107,44 @@ pub async fn admit(
     match &trigger.auth {
         Auth::None => Ok(Admitted::Done(json!({"method": "none"}))),
         Auth::ApiKeys(labels) => {
-            let key = presented(req, "x-api-key").ok_or_else(|| {
-                ApiError::Unauthorized(
+            let usage = &state.usage;
+            let Some(key) = presented(req, "x-api-key") else {
+                usage.unauthorized(tenant, None);
+                return Err(ApiError::Unauthorized(
                     "missing API key: send it in the X-Api-Key header or as Authorization: Bearer <key>"
                         .into(),
-                )
-            })?;
+                ));
+            };
             match state.keys.identify(tenant, key, client).await? {
                 Verdict::Known { label, id } if labels.contains(&label) => {
+                    let admission = usage.admit(tenant, &label, id.as_deref());
+                    *limits = admission.headers;
+                    if let Some(why) = admission.refused {
+                        return Err(ApiError::Limited(why));
+                    }
                     let mut auth = json!({"method": "api_key", "label": label});
                     if let Some(id) = id {
                         auth["key_id"] = json!(id);
                     }
                     Ok(Admitted::Done(auth))
                 }
-                Verdict::Known { .. } => Err(ApiError::Unauthorized(
-                    "this API key may not call this trigger".into(),
-                )),
-                Verdict::Expired { id, .. } => Err(ApiError::KeyExpired(id)),
-                Verdict::Unknown => Err(ApiError::Unauthorized("invalid API key".into())),
+                Verdict::Known { label, .. } => {
+                    usage.unauthorized(tenant, Some(&label));
+                    Err(ApiError::Unauthorized(
+                        "this API key may not call this trigger".into(),
+                    ))
+                }
+                Verdict::Expired { id, label } => {
+                    usage.unauthorized(tenant, Some(&label));
+                    Err(ApiError::KeyExpired(id))
+                }
+                Verdict::Unknown => {
+                    // A declared id with a wrong secret is its consumer's 401.
+                    let declared =
+                        crate::auth::keys::key_id(key).and_then(|id| tenant.key_ids.get(id));
+                    usage.unauthorized(tenant, declared.map(|k| k.label.as_str()));
+                    Err(ApiError::Unauthorized("invalid API key".into()))
+                }
             }
         }
         Auth::Basic(users) => {

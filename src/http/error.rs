@@ -5,6 +5,7 @@ use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpResponse, ResponseError};
 
+use crate::auth::limits::Refusal;
 use crate::codec::input::InputError;
 use crate::domain::MessageId;
 use crate::engine::FailedAnswer;
@@ -66,6 +67,10 @@ pub enum ApiError {
     /// Too many verifications are waiting already.
     #[error("verifications busy")]
     AuthBusy,
+    /// The consumer's rate or daily quota is spent (`rate_limited`,
+    /// `quota_exceeded`).
+    #[error("limited")]
+    Limited(crate::auth::limits::Refusal),
     /// The store failed: away or busy (503 + `Retry-After`), or it refused a
     /// statement, which is a bug (500). The whole chain is logged. A node
     /// stopping an execution as it shuts down answers as an unavailable store.
@@ -110,7 +115,9 @@ impl ResponseError for ApiError {
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
-            Self::BacklogFull | Self::Throttled { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::BacklogFull | Self::Throttled { .. } | Self::Limited(_) => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             Self::AuthBusy => StatusCode::SERVICE_UNAVAILABLE,
             Self::Conflict(_)
             | Self::ConflictCode { .. }
@@ -186,6 +193,20 @@ impl ResponseError for ApiError {
                 body(
                     "too_many_failures",
                     "too many failed credentials from this address; retry later",
+                )
+            }
+            Self::Limited(Refusal::Rate { retry_after }) => {
+                res.insert_header((header::RETRY_AFTER, retry_after.to_string()));
+                body(
+                    "rate_limited",
+                    format!("this API key's consumer is over its rate; retry in {retry_after} s"),
+                )
+            }
+            Self::Limited(Refusal::Quota { retry_after }) => {
+                res.insert_header((header::RETRY_AFTER, retry_after.to_string()));
+                body(
+                    "quota_exceeded",
+                    "this API key's consumer has used its daily quota; it starts again at 00:00 UTC",
                 )
             }
             Self::AuthBusy => {

@@ -33,6 +33,8 @@ pub struct AppState {
     /// Sends event deliveries (`POST /subscriptions/{id}/test` sends at once).
     pub hooks: crate::events::sender::Sender,
     pub keys: Arc<KeyVerifier>,
+    /// Consumers' counts and limits.
+    pub usage: Arc<crate::auth::usage::Usage>,
     pub reload_errors: Arc<std::sync::atomic::AtomicUsize>,
     pub admin: Arc<AdminTokens>,
     /// The problems of the last load of the flow files.

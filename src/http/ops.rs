@@ -42,6 +42,22 @@ fn cache_counters(prefix: &str, checks: &str, s: &KeyStats) -> [(String, String,
     ]
 }
 
+/// Writes of consumers' counts to the store, and those that failed.
+fn usage_counters(s: &crate::auth::usage::UsageStats) -> [(String, String, u64); 2] {
+    [
+        (
+            "flowgate_usage_flushes_total".to_owned(),
+            "Consumers' counts written to the store (about once a second)".to_owned(),
+            s.flushes.load(Ordering::Relaxed),
+        ),
+        (
+            "flowgate_usage_flush_errors_total".to_owned(),
+            "Writes of consumers' counts that failed (the counts wait for the next)".to_owned(),
+            s.flush_errors.load(Ordering::Relaxed),
+        ),
+    ]
+}
+
 /// Prometheus text format.
 pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     let mut out = String::new();
@@ -58,7 +74,8 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
             "flowgate_admin_token",
             "Admin token checks",
             a,
-        ));
+        ))
+        .chain(usage_counters(&state.usage.stats));
     for (name, text, v) in counters {
         single(&mut out, &name, "counter", &text, v);
     }

@@ -9,6 +9,7 @@ use bytes::BytesMut;
 use futures_util::StreamExt;
 use serde_json::{Value, json};
 
+use crate::auth::limits::RateLimitHeaders;
 use crate::auth::signature::Signed;
 use crate::codec::input::{self, InputError};
 use crate::domain::{
@@ -239,7 +240,7 @@ pub async fn dispatch(
                 status = status.as_u16(),
                 "trigger call answered"
             );
-            out
+            with_limits(out, caller.limits)
         }
         (Some(tenant), Some(trigger), Some("messages"), Some(id), None) => {
             if req.method() != actix_web::http::Method::GET {
@@ -248,7 +249,9 @@ pub async fn dispatch(
                 });
             }
             let names = (tenant.to_owned(), trigger.to_owned(), id.to_owned());
-            message_status(&req, names, &state).await
+            let mut limits = None;
+            let out = message_status(&req, names, &state, &mut limits).await;
+            with_limits(out, limits)
         }
         _ => Err(ApiError::NotFound("no such tenant or trigger".into())),
     }
@@ -263,6 +266,8 @@ struct Caller<'m> {
     slot: ConsumerSlot,
     label: Option<String>,
     key_id: Option<String>,
+    /// The `RateLimit-*` headers of a consumer with limits.
+    limits: Option<RateLimitHeaders>,
 }
 
 impl Caller<'_> {
@@ -276,6 +281,26 @@ impl Caller<'_> {
             self.key_id = who.key_id.map(str::to_owned);
         }
     }
+}
+
+const RATELIMIT_LIMIT: header::HeaderName = header::HeaderName::from_static("ratelimit-limit");
+const RATELIMIT_REMAINING: header::HeaderName =
+    header::HeaderName::from_static("ratelimit-remaining");
+const RATELIMIT_RESET: header::HeaderName = header::HeaderName::from_static("ratelimit-reset");
+
+/// The answer to a consumer with limits, whatever it is, with the
+/// `RateLimit-*` headers; any other answer as it is.
+fn with_limits(
+    out: Result<HttpResponse, ApiError>,
+    limits: Option<RateLimitHeaders>,
+) -> Result<HttpResponse, ApiError> {
+    let Some(h) = limits else { return out };
+    let mut res = out.unwrap_or_else(HttpResponse::from_error);
+    let headers = res.headers_mut();
+    headers.insert(RATELIMIT_LIMIT, h.limit.into());
+    headers.insert(RATELIMIT_REMAINING, h.remaining.into());
+    headers.insert(RATELIMIT_RESET, h.reset.into());
+    Ok(res)
 }
 
 async fn call(
@@ -298,7 +323,7 @@ async fn call(
             .ok_or_else(|| ApiError::MethodNotAllowed {
                 allow: trigger.allow_header(),
             })?;
-    let admitted = callers::admit(req, state, &tenant, &trigger).await?;
+    let admitted = callers::admit(req, state, &tenant, &trigger, &mut caller.limits).await?;
     let body = read_body(req, payload, state.settings.body_limit).await?;
     let auth = callers::verify_signed(req, admitted, Signed::Body(&body))?;
     caller.identified(&auth);
@@ -429,12 +454,13 @@ async fn message_status(
     req: &HttpRequest,
     (tenant_name, trigger_name, id): (String, String, String),
     state: &AppState,
+    limits: &mut Option<RateLimitHeaders>,
 ) -> Result<HttpResponse, ApiError> {
     let (tenant, trigger) = find(state, &tenant_name, &trigger_name)?;
     // A GET has no body: a signing caller signs the path instead (after a
     // context of its own, so that it never stands for a body), and a signature
     // seen once reads that one message, never the trigger's others.
-    let admitted = callers::admit(req, state, &tenant, &trigger).await?;
+    let admitted = callers::admit(req, state, &tenant, &trigger, limits).await?;
     callers::verify_signed(req, admitted, Signed::StatusUrl(req.path()))?;
     let not_found = || ApiError::NotFound(format!("no message `{id}` for this trigger"));
     let parsed: MessageId = id.parse().map_err(|_| not_found())?;

@@ -23,6 +23,7 @@ mod shared;
 mod sqlite;
 mod subscriptions;
 mod types;
+mod usage;
 
 pub use admin::{
     BlockedLane, DeliveryAttempt, DeliveryQuery, DeliveryStatus, DeliveryView, MessageQuery,
@@ -40,6 +41,7 @@ pub use types::{
     Completion, EnqueueOutcome, PendingMessage, StoreError, StoredInput, Submitted, Unreadable,
     read_document, read_documents, read_input, read_response,
 };
+pub use usage::{KeyUse, UsageDelta, UsageRow};
 
 use crate::domain::{AttemptRecord, MessageId, MessageView, Micros, NewMessage};
 

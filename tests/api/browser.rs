@@ -406,6 +406,33 @@ async fn log_in_expand_a_failed_message_and_replay_it() {
         .await;
     assert!(attempt.contains("refused the connection"), "{attempt}");
     driver.screenshot("admin-ui-deliveries.png").await;
+
+    // The keys page: a consumer's keys and what it used today.
+    let price = app
+        .get(
+            "/acme/ItemPrice?itemId=A-100",
+            Some(crate::helpers::WEBSHOP_KEY),
+        )
+        .await;
+    assert_eq!(price.status(), 200);
+    driver.click("#nav-keys").await;
+    driver.click("#keys-tenant option[value=\"acme\"]").await;
+    let row = driver
+        .text("#keys tr[data-consumer=\"webshop\"] td.requests")
+        .await;
+    assert_eq!(row.trim(), "1", "{row}");
+    let keys = driver.text("#keys tr[data-consumer=\"webshop\"]").await;
+    assert!(
+        keys.contains("(no id)") && !keys.contains("never"),
+        "{keys}"
+    );
+    assert!(
+        driver
+            .text("#keys tr[data-consumer=\"erp\"]")
+            .await
+            .contains("never")
+    );
+    driver.screenshot("admin-ui-keys.png").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

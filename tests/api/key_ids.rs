@@ -173,18 +173,19 @@ fn check_names_each_key_that_is_wrong() {
     let dir = tempfile::tempdir().unwrap();
     let hash = "$argon2id$v=19$m=19456,t=2,p=1$yDec7/LCqk4YkPJ/Ut1n1Q$22eAS/r9D0iiP9nwgdMYVs2awa/63PUplsyW8Z7Vrfk";
     let tenant = format!(
-        "api_keys:\n  webshop:\n    keys:\n{}{}{}  erp:\n    keys:\n{}{}    rate: 100/s\n",
+        "api_keys:\n  webshop:\n    keys:\n{}{}{}  erp:\n    keys:\n{}{}    rate: 100/day\n    burst: 0\n    quota: 5/h\n  cart:\n    keys:\n{}    burst: 10\n",
         item("k3q7x2ab", hash, None),
         item("K3Q7X2AB", hash, None),
         item("m4d2ffqa", hash, Some("30 June 2027")),
         item("k3q7x2ab", hash, None),
         item("p2p2p2p2", "not-a-hash", None),
+        item("c4c4c4c4", hash, None),
     );
     write_flow(dir.path(), "t/_tenant.yaml", &tenant);
     write_flow(
         dir.path(),
         "t/Echo.yaml",
-        "auth:\n  api_keys: [webshop, erp]\nsteps:\n  - respond: { body: '{}' }\n",
+        "auth:\n  api_keys: [webshop, erp, cart]\nsteps:\n  - respond: { body: '{}' }\n",
     );
     let (ok, stdout, stderr) = crate::check::check(dir.path());
     assert!(!ok);
@@ -194,7 +195,10 @@ fn check_names_each_key_that_is_wrong() {
         "_tenant.yaml:10:18: api key `webshop` id `m4d2ffqa`: `expires`: `30 June 2027` is not an RFC 3339 time",
         "_tenant.yaml:13:13: api key `erp` id `k3q7x2ab`: the id is declared already (under `webshop`)",
         "_tenant.yaml:16:15: api key `erp` id `p2p2p2p2`: not a PHC hash string",
-        "_tenant.yaml:17:11: api key `erp`: `rate` is not supported yet",
+        "_tenant.yaml:17:11: api key `erp`: `rate`: `100/day` is not a rate like 100/s, 600/min or 1000/h",
+        "_tenant.yaml:18:12: api key `erp`: `burst` is a whole number of requests, at least 1",
+        "_tenant.yaml:19:12: api key `erp`: `quota`: `5/h` is not a quota like 1000000/day",
+        "_tenant.yaml:24:12: api key `cart`: `burst` needs a `rate`",
     ] {
         assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
     }

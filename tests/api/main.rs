@@ -21,6 +21,8 @@ mod http_steps;
 mod https;
 mod inputs;
 mod key_ids;
+mod key_usage;
+mod limits;
 mod managed_subscriptions;
 mod meta;
 mod metrics;

@@ -245,6 +245,11 @@ async fn every_endpoint_answers_as_documented(app: &TestApp) {
         (OK, "/deliveries", "/deliveries?tenant=other".into(), g),
         (NOT_FOUND, "/deliveries/{id}", delivery.clone(), a),
         (OK, "/deliveries/{id}", delivery.clone(), g),
+        (NOT_FOUND, "/keys", "/keys?tenant=other".into(), a),
+        (NOT_FOUND, "/keys", "/keys?tenant=nobody".into(), g),
+        (OK, "/keys", "/keys?tenant=other".into(), g),
+        (OK, "/keys", "/keys?tenant=acme".into(), a),
+        (OK, "/keys", "/keys?tenant=shop".into(), g),
     ];
     for (token, role) in [(g, "operate"), (a, "operate"), (r, "read")] {
         let me = c.want(app, OK, ("GET", "/me"), "/me", token, None).await;
@@ -348,9 +353,24 @@ async fn every_endpoint_answers_as_documented(app: &TestApp) {
     assert_eq!(c.uncalled(), Vec::new(), "endpoints the test never called");
 }
 
+/// A tenant whose consumer has every field of the keys page: a key with an
+/// id, its expiry, a rate and a quota.
+fn with_shop(flows: &std::path::Path) {
+    let key = crate::limits::Key::new("partner");
+    let tenant = format!(
+        "api_keys:\n{}",
+        key.entry(
+            Some("2099-01-01T00:00:00Z"),
+            &["rate: 10/s", "quota: 100/day"]
+        )
+    );
+    crate::helpers::write_flow(flows, "shop/_tenant.yaml", &tenant);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_endpoint_answers_as_documented_on_sqlite() {
-    every_endpoint_answers_as_documented(&admin_app().await).await;
+    let app = admin_app_with(with_shop, |_| {}).await;
+    every_endpoint_answers_as_documented(&app).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -358,7 +378,7 @@ async fn every_endpoint_answers_as_documented_on_postgres() {
     let Some(pg) = crate::pg::schema("openapi_contract").await else {
         return;
     };
-    let app = admin_app_with(|_| {}, |s| s.store = pg.url.clone()).await;
+    let app = admin_app_with(with_shop, |s| s.store = pg.url.clone()).await;
     every_endpoint_answers_as_documented(&app).await;
 }
 

@@ -1,6 +1,6 @@
 //! `api_keys:` of `_tenant.yaml`: pasted keys (`label: "<hash>"`) and keys with
-//! public ids (`label: { keys: [{id, hash, expires}] }`), each checked here so
-//! that `flowgate check` names the key that is wrong.
+//! public ids (`label: { keys: [{id, hash, expires}], rate, burst, quota }`),
+//! each checked here so that `flowgate check` names the key that is wrong.
 
 use std::collections::HashMap;
 
@@ -9,19 +9,28 @@ use serde_saphyr::{Location, Spanned};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
+use crate::domain::{Limits, Rate, parse_quota};
 use crate::flow::model::KeyWithId;
 use crate::flow::raw::{RawApiKey, RawConsumer};
 
 use super::cx::FileCx;
 
-/// The keys without ids (label, hash) and those with ids. Problems are
-/// reported as diagnostics, each naming its key.
-pub fn compile_api_keys(
-    cx: &mut FileCx<'_>,
-    raw: IndexMap<String, Spanned<RawApiKey>>,
-) -> (Vec<(String, String)>, Vec<KeyWithId>) {
+/// `api_keys:` compiled.
+#[derive(Default)]
+pub struct ApiKeys {
+    /// The keys without ids: (label, hash).
+    pub pasted: Vec<(String, String)>,
+    pub with_ids: Vec<KeyWithId>,
+    /// label -> its limits, for the labels that have any.
+    pub limits: IndexMap<String, Limits>,
+}
+
+/// The keys without ids (label, hash), those with ids, and the consumers'
+/// limits. Problems are reported as diagnostics, each naming its key.
+pub fn compile_api_keys(cx: &mut FileCx<'_>, raw: IndexMap<String, Spanned<RawApiKey>>) -> ApiKeys {
     let mut pasted = Vec::new();
     let mut with_ids: Vec<KeyWithId> = Vec::new();
+    let mut limits = IndexMap::new();
     // id -> the label that declared it first
     let mut seen: HashMap<String, String> = HashMap::new();
     for (label, entry) in raw {
@@ -47,12 +56,69 @@ pub fn compile_api_keys(
                 pasted.push((label, hash));
             }
             RawApiKey::Consumer(consumer) => {
-                let keys = compile_consumer(cx, &label, *consumer, entry.referenced, &mut seen);
+                let consumer = *consumer;
+                if let Some(l) = compile_limits(cx, &label, &consumer) {
+                    limits.insert(label.clone(), l);
+                }
+                let keys = compile_consumer(cx, &label, consumer, entry.referenced, &mut seen);
                 with_ids.extend(keys);
             }
         }
     }
-    (pasted, with_ids)
+    ApiKeys {
+        pasted,
+        with_ids,
+        limits,
+    }
+}
+
+/// `rate:` (with `burst:`) and `quota:` of a consumer; `None` when it has
+/// neither (or they are wrong, which is said).
+fn compile_limits(cx: &mut FileCx<'_>, label: &str, consumer: &RawConsumer) -> Option<Limits> {
+    let text = |v: &Spanned<serde_json::Value>| match &v.value {
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    let rate = consumer
+        .rate
+        .as_ref()
+        .and_then(|r| match Rate::parse(&text(r)) {
+            Ok(rate) => Some(rate),
+            Err(e) => {
+                cx.error(r.referenced, format!("api key `{label}`: `rate`: {e}"));
+                None
+            }
+        });
+    let burst = consumer.burst.as_ref().and_then(|b| {
+        let n = b
+            .value
+            .as_u64()
+            .filter(|n| (1..=u64::from(u32::MAX)).contains(n));
+        if n.is_none() {
+            cx.error(
+                b.referenced,
+                format!("api key `{label}`: `burst` is a whole number of requests, at least 1"),
+            );
+        } else if consumer.rate.is_none() {
+            cx.error(
+                b.referenced,
+                format!("api key `{label}`: `burst` needs a `rate`"),
+            );
+        }
+        n.map(|n| n as u32)
+    });
+    let quota = consumer
+        .quota
+        .as_ref()
+        .and_then(|q| match parse_quota(&text(q)) {
+            Ok(n) => Some(n),
+            Err(e) => {
+                cx.error(q.referenced, format!("api key `{label}`: `quota`: {e}"));
+                None
+            }
+        });
+    let rate = rate.map(|r| (r, burst.unwrap_or_else(|| r.one_second())));
+    (rate.is_some() || quota.is_some()).then_some(Limits { rate, quota })
 }
 
 fn compile_consumer(
@@ -62,18 +128,6 @@ fn compile_consumer(
     at: Location,
     seen: &mut HashMap<String, String>,
 ) -> Vec<KeyWithId> {
-    for (name, given) in [
-        ("rate", &consumer.rate),
-        ("burst", &consumer.burst),
-        ("quota", &consumer.quota),
-    ] {
-        if let Some(v) = given {
-            cx.error(
-                v.referenced,
-                format!("api key `{label}`: `{name}` is not supported yet"),
-            );
-        }
-    }
     if consumer.keys.value.is_empty() {
         cx.error(
             at,

@@ -19,7 +19,7 @@ pub fn compile_tenant(
     raw: RawTenant,
     registry: &Registry,
 ) -> Tenant {
-    let (api_keys, key_ids) = super::keys::compile_api_keys(cx, raw.api_keys);
+    let keys = super::keys::compile_api_keys(cx, raw.api_keys);
     let mut basic_users = Vec::new();
     for (user, hash) in raw.basic_users {
         if user.is_empty() || user.contains(':') {
@@ -55,7 +55,8 @@ pub fn compile_tenant(
         raw.subscriptions,
         registry.subscriptions_allow_http(),
     );
-    let mut tenant = Tenant::new(name, api_keys).with_key_ids(key_ids);
+    let mut tenant = Tenant::new(name, keys.pasted).with_key_ids(keys.with_ids);
+    tenant.limits = keys.limits;
     tenant.basic_users = basic_users;
     tenant.connections = connections;
     tenant.secret_headers = secret_headers.into();

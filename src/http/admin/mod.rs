@@ -5,6 +5,7 @@
 mod answers;
 mod deliveries;
 mod extract;
+mod keys;
 mod me;
 mod messages;
 mod openapi;
@@ -64,6 +65,7 @@ endpoints!(
     subscriptions::remove,
     subscriptions::rotate_secret,
     subscriptions::send_test,
+    keys::list,
 );
 
 pub fn routes(cfg: &mut web::ServiceConfig) {

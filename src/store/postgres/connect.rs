@@ -67,6 +67,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("../../../migrations/postgres/0010_lane_epochs.sql"),
     ),
     (
+        11,
+        "consumer_usage",
+        include_str!("../../../migrations/postgres/0011_consumer_usage.sql"),
+    ),
+    (
         12,
         "consumers",
         include_str!("../../../migrations/postgres/0012_consumers.sql"),

@@ -22,6 +22,7 @@ mod outbox;
 mod plans;
 mod rows;
 mod subscriptions;
+mod usage;
 mod writer;
 
 use std::future::Future;

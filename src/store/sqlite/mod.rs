@@ -14,6 +14,7 @@ mod rows;
 mod subscriptions;
 #[cfg(test)]
 mod tests;
+mod usage;
 mod writer;
 
 use std::future::Future;
@@ -55,6 +56,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         4,
         "generation",
         include_str!("../../../migrations/sqlite/0004_generation.sql"),
+    ),
+    (
+        5,
+        "consumer_usage",
+        include_str!("../../../migrations/sqlite/0005_consumer_usage.sql"),
     ),
     (
         6,

@@ -6,6 +6,7 @@
 //! field that may be null is still always there: `required = true`.
 
 mod deliveries;
+mod keys;
 mod me;
 mod messages;
 mod subscriptions;
@@ -15,6 +16,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 pub use deliveries::{Delivery, DeliveryPage, Redelivered};
+pub use keys::{ApiKey, ConsumerQuota, ConsumerRate, KeyConsumer, KeyList};
 pub use me::Me;
 pub use messages::{
     BulkAnswer, BulkCount, BulkReplayed, MessageDetail, MessagePage, MessageSummary, Released,

@@ -48,7 +48,7 @@ function status(s) { return el("span", { class: "status status-" + s }, s); }
 function pretty(v) { return el("pre", {}, JSON.stringify(v, null, 2)); }
 
 function show(view) {
-  for (const v of ["login", "triggers", "log", "deliveries", "subscriptions"]) $("#" + v + "-view").hidden = v !== view;
+  for (const v of ["login", "triggers", "log", "deliveries", "subscriptions", "keys"]) $("#" + v + "-view").hidden = v !== view;
   $("#nav").hidden = view === "login";
   state.view = view;
 }
@@ -267,7 +267,7 @@ async function loadSubscriptions() {
   const newest = newestLoad();
   const tenants = (await api("/tenants")).tenants.map((t) => t.tenant);
   if (!newest()) return;
-  $("#sub-new").hidden = !operates();
+  $("#subscription-form").hidden = !operates();
   const select = $("#subscription-tenant");
   const current = select.value || tenants[0];
   select.replaceChildren(...tenants.map((t) => el("option", { value: t, selected: t === current }, t)));
@@ -368,6 +368,33 @@ async function saveSubscription(ev) {
   } catch (e) { showError(e); }
 }
 
+// ---- consumers and their keys ----
+
+async function loadKeys() {
+  const newest = newestLoad();
+  const tenants = (await api("/tenants")).tenants.map((t) => t.tenant);
+  if (!newest()) return;
+  const select = $("#keys-tenant");
+  const current = select.value || tenants[0];
+  select.replaceChildren(...tenants.map((t) => el("option", { value: t, selected: t === current }, t)));
+  if (!current) return;
+  const doc = await api("/keys?tenant=" + encodeURIComponent(current));
+  if (!newest()) return;
+  $("#keys-day").textContent = "Counts of " + doc.day + " (UTC); 401s naming no consumer: " + doc.unattributed_unauthorized_today;
+  $("#keys tbody").replaceChildren(...doc.consumers.map((c) => {
+    const keys = c.keys.map((k) => el("div", { class: "key" + (k.expired ? " expired" : ""), "data-key": k.id || "" },
+      el("code", {}, k.id || "(no id)"),
+      k.expires_at ? " expires " + time(k.expires_at) + (k.expired ? " (expired)" : "") : "",
+      el("span", { class: "muted" }, " last used " + (k.last_used_at ? time(k.last_used_at) : "never"))));
+    const rate = c.rate ? c.rate.limit + ", burst " + c.rate.burst : el("span", { class: "muted" }, "none");
+    const quota = c.quota ? c.quota.used_today + " of " + c.quota.limit + " (" + c.quota.remaining + " left)" : el("span", { class: "muted" }, "none");
+    return el("tr", { "data-consumer": c.label },
+      el("td", {}, c.label), el("td", {}, keys), el("td", { class: "requests" }, c.requests_today),
+      el("td", {}, c.limited_today), el("td", { class: "unauthorized" }, c.unauthorized_today),
+      el("td", { class: "rate" }, rate), el("td", { class: "quota" }, quota));
+  }));
+}
+
 // ---- routing and refresh ----
 
 async function refresh() {
@@ -377,6 +404,7 @@ async function refresh() {
     else if (state.view === "log") await loadLog();
     else if (state.view === "deliveries") await loadDeliveries();
     else if (state.view === "subscriptions") await loadSubscriptions();
+    else if (state.view === "keys") await loadKeys();
     showError(null);
   } catch (e) { showError(e); }
 }
@@ -399,6 +427,8 @@ function route() {
     show("deliveries");
   } else if (parts[0] === "subscriptions") {
     show("subscriptions");
+  } else if (parts[0] === "keys") {
+    show("keys");
   } else {
     show("triggers");
   }
@@ -425,6 +455,7 @@ document.addEventListener("DOMContentLoaded", () => {
   $("#subscription-tenant").addEventListener("change", () => { state.subLog = null; refresh(); });
   $("#subscription-form").addEventListener("submit", saveSubscription);
   $("#sub-new").addEventListener("click", () => editSubscription(null));
+  $("#keys-tenant").addEventListener("change", refresh);
   window.addEventListener("hashchange", route);
   schedule();
   route();
