@@ -73,6 +73,9 @@ pub struct Answer {
     pub body: Value,
     pub error: Option<String>,
     pub vars: Value,
+    /// How a `respond` answer with a 2xx status does not match the trigger's
+    /// `response_schema` (what the consumer document promises callers).
+    pub off_schema: Vec<String>,
 }
 
 /// Why a test file, or one of its cases, cannot be run.
@@ -279,6 +282,7 @@ pub async fn answer(
                 body: input_errors_body(&errors),
                 error: Some(messages.join("; ")),
                 vars: json!({}),
+                off_schema: Vec::new(),
             });
         }
     };
@@ -289,6 +293,17 @@ pub async fn answer(
         .unwrap_or_else(|| MessageId::at(now_micros()));
     // What a caller would be answered; the whole error is for the report.
     let answer = ex.answer(id);
+    let off_schema = match (&trigger.response_schema, &ex.response) {
+        (Some(schema), Some(r)) if (200..300).contains(&r.status) => {
+            let v = schema.check(&r.body);
+            let mut lines: Vec<String> = v.first.iter().map(ToString::to_string).collect();
+            if v.more > 0 {
+                lines.push(format!("{} more", v.more));
+            }
+            lines
+        }
+        _ => Vec::new(),
+    };
     Ok(Answer {
         status: answer.status,
         body: answer.body,
@@ -297,6 +312,7 @@ pub async fn answer(
             other => other.to_string(),
         }),
         vars: ex.vars(),
+        off_schema,
     })
 }
 
@@ -320,6 +336,9 @@ pub fn differences(expect: &Expect, got: &Answer) -> Vec<String> {
     }
     if let Some(v) = &expect.vars {
         compare(v, &got.vars, "vars", &mut out);
+    }
+    for why in &got.off_schema {
+        out.push(format!("body does not match `response_schema`: {why}"));
     }
     out
 }
@@ -352,6 +371,7 @@ mod tests {
             body,
             error: None,
             vars: json!({}),
+            off_schema: Vec::new(),
         }
     }
 

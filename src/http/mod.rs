@@ -3,6 +3,7 @@
 mod admin;
 pub mod body;
 mod callers;
+mod consumer_doc;
 mod error;
 mod ops;
 pub mod tls;

@@ -7,6 +7,7 @@ mod callers;
 mod chaos;
 mod check;
 mod cli;
+mod consumer_doc;
 mod contract;
 mod crash;
 mod fairness;
