@@ -155,6 +155,7 @@ impl Application {
             catalog,
             queue: queue.clone(),
             reload_errors,
+            consumer_docs: Default::default(),
         });
         let body_timeout = state.settings.body_timeout;
         let tls_config = match &tls {

@@ -471,3 +471,27 @@ async fn the_docs_page_shows_the_triggers_of_the_key_typed_in() {
             .is_empty()
     );
 }
+
+#[tokio::test]
+async fn a_reload_changes_the_document() {
+    let app = app().await;
+    let before = document(&app, WEBSHOP_KEY).await;
+    assert!(before["paths"]["/acme/Later"].is_null());
+    // (A document built before is served again, until the files change.)
+    assert_eq!(document(&app, WEBSHOP_KEY).await, before);
+    write_flow(
+        &app.flows_dir(),
+        "acme/Later.yaml",
+        "description: Added while serving\nauth: { api_keys: [webshop] }\nsteps:\n  - log: .body\n",
+    );
+    let listed = crate::helpers::eventually(Duration::from_secs(10), || async {
+        document(&app, WEBSHOP_KEY).await["paths"]["/acme/Later"]["post"]["description"]
+            == "Added while serving"
+    })
+    .await;
+    assert!(listed, "the new trigger is listed after the reload");
+    assert_ne!(
+        document(&app, WEBSHOP_KEY).await["info"]["version"],
+        before["info"]["version"]
+    );
+}

@@ -12,11 +12,10 @@
 //! it from the URL's `#key=` fragment, which is never sent to the server) and
 //! fetches the document with `X-Api-Key`.
 //!
-//! The document is built on each request: a few microseconds a trigger, less
-//! than the key's check, so nothing is cached that a reload would have to
-//! invalidate.
+//! A document is built once per consumer and catalog (`cache.rs`).
 
 mod answers;
+mod cache;
 mod codes;
 mod document;
 mod embed;
@@ -28,6 +27,8 @@ use actix_web::{HttpRequest, HttpResponse};
 use crate::auth::gate::Client;
 use crate::auth::key_cache::Verdict;
 use crate::flow::{Tenant, Trigger};
+
+pub use cache::DocCache;
 
 use super::{ApiError, AppState};
 
@@ -70,14 +71,18 @@ pub async fn serve(
         return Ok(static_file(content_type, body));
     }
     let label = consumer(req, state, &entry.tenant).await?;
-    let triggers: Vec<&Trigger> = entry
-        .triggers
-        .values()
-        .map(AsRef::as_ref)
-        .filter(|t| document::may_call(t, &label))
-        .collect();
-    let doc = document::document(tenant, &label, triggers)
-        .and_then(|d| serde_json::to_vec_pretty(&d))
+    let build = || {
+        let triggers: Vec<&Trigger> = entry
+            .triggers
+            .values()
+            .map(AsRef::as_ref)
+            .filter(|t| document::may_call(t, &label))
+            .collect();
+        document::document(tenant, &label, triggers).and_then(|d| serde_json::to_vec_pretty(&d))
+    };
+    let doc = state
+        .consumer_docs
+        .get_or_build(&catalog, tenant, &label, build)
         .map_err(|e| ApiError::Internal(format!("the consumer document: {e}")))?;
     Ok(HttpResponse::Ok()
         .content_type("application/json")
