@@ -94,6 +94,16 @@ impl BodySchema {
             })
     }
 
+    /// The schema as the file wrote it.
+    pub fn source(&self) -> &Value {
+        &self.source
+    }
+
+    /// Whether `value` matches (nothing is collected).
+    pub fn matches(&self, value: &Value) -> bool {
+        self.validator.is_valid(value)
+    }
+
     /// Every way `body` does not match, the first [`MAX_VIOLATIONS`] in full.
     pub fn check(&self, body: &Value) -> Violations {
         let mut out = Violations::default();
@@ -115,18 +125,6 @@ impl BodySchema {
             }
         }
         out
-    }
-}
-
-impl BodySchema {
-    /// The schema as the file wrote it.
-    pub fn source(&self) -> &Value {
-        &self.source
-    }
-
-    /// Whether `value` matches (nothing is collected).
-    pub fn matches(&self, value: &Value) -> bool {
-        self.validator.is_valid(value)
     }
 }
 

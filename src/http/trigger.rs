@@ -191,7 +191,8 @@ async fn lane(
 }
 
 /// Every path that is not one of flowgate's own: `/<tenant>/<trigger>` and its
-/// status URL, and a tenant's consumer document and page, split by hand (a pattern route costs a regex match per request).
+/// status URL, and a tenant's consumer document and page, split by hand (a
+/// pattern route costs a regex match per request).
 /// Trigger calls are counted by answer status for `/_metrics`; only loaded
 /// triggers get counters (names from a URL must not create series).
 pub async fn dispatch(

@@ -495,3 +495,33 @@ async fn a_reload_changes_the_document() {
         before["info"]["version"]
     );
 }
+
+#[tokio::test]
+async fn keys_with_ids_and_expired_ones_are_answered_as_calls_are() {
+    let keys: Vec<(String, String)> = (0..2).map(|_| flowgate::auth::keys::generate()).collect();
+    let entry = |(id, key): &(String, String), expires: &str| {
+        let hash = flowgate::auth::keys::hash(key).unwrap();
+        format!("      - id: {id}\n        hash: \"{hash}\"\n        expires: {expires}\n")
+    };
+    let tenant = format!(
+        "api_keys:\n  webshop:\n    keys:\n{}{}",
+        entry(&keys[0], "2999-01-01T00:00:00Z"),
+        entry(&keys[1], "2001-01-01T00:00:00Z")
+    );
+    let echo = "methods: [GET]\nauth: { api_keys: [webshop] }\nsteps:\n  - respond: { body: '{auth: .auth}' }\n";
+    let app = crate::helpers::spawn_tenant("shop", tenant, &[("Echo", echo)]).await;
+    let (valid, expired) = (&keys[0].1, &keys[1].1);
+    let res = app.get("/shop/_openapi.json", Some(valid)).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let doc: Value = res.json().await.unwrap();
+    assert_eq!(triggers(&doc), BTreeSet::from(["/shop/Echo".to_owned()]));
+    assert_valid(&doc);
+    let (status, _, body) = answer(app.get("/shop/_openapi.json", Some(expired)).await).await;
+    let (_, _, call) = answer(app.get("/shop/Echo", Some(expired)).await).await;
+    assert_eq!(
+        (status, body["errors"][0]["code"].as_str()),
+        (401, Some("key_expired"))
+    );
+    assert_eq!(body, call);
+    check(&doc, "get", "/shop/Echo", 401, &call).unwrap();
+}
