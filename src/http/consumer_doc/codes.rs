@@ -168,3 +168,71 @@ fn auth_codes(trigger: &Trigger) -> Vec<Code> {
     codes.push(NOT_FOUND);
     codes
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::domain::{TenantName, TriggerName};
+    use crate::flow::Tenant;
+    use crate::flow::loader::compile_trigger_source;
+
+    fn trigger(yaml: &str) -> Trigger {
+        let tenant = Tenant::empty(TenantName::parse("t").unwrap());
+        compile_trigger_source(
+            &tenant,
+            TriggerName::parse("x").unwrap(),
+            Path::new("x.yaml"),
+            yaml,
+        )
+        .unwrap_or_else(|d| panic!("{d:?}"))
+    }
+
+    fn call(yaml: &str, method: Method) -> Vec<(u16, &'static str)> {
+        let t = trigger(yaml);
+        call_codes(&t, method, &AnswerStatuses::of(&t.steps))
+            .into_iter()
+            .map(|c| (c.status, c.code))
+            .collect()
+    }
+
+    #[test]
+    fn each_trigger_lists_the_codes_it_can_meet() {
+        // Open, GET, async, no params: no key, body or flow codes.
+        let open = "auth: { none: true }\nmethods: [GET]\nresponse: { mode: async }\nsteps: [ { log: '1' } ]\n";
+        assert_eq!(
+            call(open, Method::Get),
+            [
+                (400, "invalid_query"),
+                (400, "invalid_header"),
+                (404, "not_found"),
+                (429, "backlog_full"),
+                (500, "internal"),
+                (503, "store_unavailable"),
+            ]
+        );
+        // Sync, ordered by a key, POST, with a `fail` step: all of those.
+        let busy = "auth: { none: true }\ndelivery: { ordered: true, ordering_key: .body.k }\nsteps:\n  - if: .body.k == 0\n    then: [ { fail: { status: 422, message: '\"no\"' } } ]\n";
+        let codes = call(busy, Method::Post);
+        for want in [
+            (400, "too_deep"),
+            (400, "invalid_body"),
+            (400, "invalid_ordering_key"),
+            (408, "body_timeout"),
+            (409, "lane_blocked"),
+            (413, "payload_too_large"),
+            (422, "rejected"),
+            (500, "flow_failed"),
+            (500, "budget_exceeded"),
+        ] {
+            assert!(codes.contains(&want), "{want:?} in {codes:?}");
+        }
+        assert!(!codes.iter().any(|(s, _)| *s == 401 || *s == 403));
+        let statuses: Vec<u16> = codes.iter().map(|c| c.0).collect();
+        assert!(statuses.is_sorted(), "{statuses:?}");
+        // Addresses limited: 403 too.
+        let limited = busy.replace("{ none: true }", "{ none: true, allow_ips: [10.0.0.0/8] }");
+        assert!(call(&limited, Method::Post).contains(&(403, "forbidden")));
+    }
+}
