@@ -3,7 +3,7 @@
 //! reference resolved and every schema compiled; real answers of each kind
 //! (the flow's own, `200` without `respond`, `202`, the status URL's, errors)
 //! checked against the schema the document gives for their path, method and
-//! status; and `/<tenant>/_docs` in headless Chromium.
+//! status. The page `/<tenant>/_docs` is driven in `consumer_docs_page.rs`.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -11,7 +11,6 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::browser::{Driver, which};
 use crate::helpers::{ERP_KEY, TestApp, WEBSHOP_KEY, write_flow};
 
 /// Open to anyone, by GET and POST.
@@ -23,7 +22,7 @@ const OFF: &str =
 const QUIET: &str = "methods: [POST]\nauth: { api_keys: [webshop] }\nsteps:\n  - log: .body\n";
 
 /// The shipped flows, and the three triggers above in `acme`.
-async fn app() -> TestApp {
+pub(crate) async fn app() -> TestApp {
     TestApp::spawn_with(
         |flows| {
             write_flow(flows, "acme/Open.yaml", OPEN);
@@ -407,69 +406,6 @@ async fn real_answers_match_the_document() {
 /// An id no message has.
 fn uuid_like() -> &'static str {
     "0193f8a0-5c4e-7b21-9a3d-2f1e0c4b5a69"
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_docs_page_shows_the_triggers_of_the_key_typed_in() {
-    let (Some(chromium), Some(chromedriver)) = (which("chromium"), which("chromedriver")) else {
-        if std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0") {
-            panic!("chromium and chromedriver are needed for the browser test (CI is set)");
-        }
-        crate::skips::skipped(
-            "consumer docs page",
-            "chromium / chromedriver not installed",
-        );
-        return;
-    };
-    let app = app().await;
-    let driver = Driver::start(chromium, chromedriver).await;
-    driver.goto(&app.url("/acme/_docs")).await;
-    driver.type_into("#key", "fg_wrong").await;
-    driver.click("#show").await;
-    driver.find("#problem:not(:empty)").await;
-    assert!(driver.text("#problem").await.contains("401"));
-
-    driver.fill("#key", WEBSHOP_KEY).await;
-    let section = "section[data-trigger=\"ItemPrice\"]";
-    driver.find(section).await;
-    let title = driver.text("#title").await;
-    assert!(
-        title.contains("acme") && title.contains("webshop"),
-        "{title}"
-    );
-    let toc = driver.text("#toc").await;
-    assert!(
-        toc.contains("ItemPrice") && toc.contains("StockReservation"),
-        "{toc}"
-    );
-    assert!(!toc.contains("CreateCustomerRecord"), "{toc}");
-    let described = driver
-        .text(&format!(
-            "{section} tr[data-param=\"itemId\"] .param-description"
-        ))
-        .await;
-    assert!(described.contains("catalogue"), "{described}");
-    let about = driver.text(&format!("{section} .description")).await;
-    assert!(about.contains("price table"), "{about}");
-    let example = driver.text(&format!("{section} pre.curl")).await;
-    assert!(example.contains("/acme/ItemPrice?itemId="), "{example}");
-    let shot = driver.screenshot("consumer-docs.png").await;
-    eprintln!("screenshot: {}", shot.display());
-
-    // Another key, given in the URL's fragment: its own triggers.
-    driver.click("#forget").await;
-    driver
-        .goto(&app.url(&format!("/acme/_docs#key={ERP_KEY}")))
-        .await;
-    driver
-        .find("section[data-trigger=\"CreateCustomerRecord\"]")
-        .await;
-    assert!(
-        driver
-            .elements("section[data-trigger=\"StockReservation\"]")
-            .await
-            .is_empty()
-    );
 }
 
 #[tokio::test]

@@ -8,6 +8,7 @@ mod chaos;
 mod check;
 mod cli;
 mod consumer_doc;
+mod consumer_docs_page;
 mod contract;
 mod crash;
 mod fairness;

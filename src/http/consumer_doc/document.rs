@@ -5,8 +5,6 @@
 //! every trigger gives are described by the types of `answers.rs`, the error
 //! codes by `codes.rs`.
 
-use std::collections::BTreeMap;
-
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use utoipa::ToSchema;
@@ -14,16 +12,11 @@ use utoipa::openapi::path::{
     HttpMethod, Operation, OperationBuilder, Parameter, ParameterBuilder, ParameterIn, PathItem,
 };
 use utoipa::openapi::request_body::RequestBodyBuilder;
-use utoipa::openapi::schema::{
-    AllOfBuilder, AnyOfBuilder, ArrayBuilder, ComponentsBuilder, ObjectBuilder, Schema, Type,
-};
+use utoipa::openapi::schema::{ComponentsBuilder, ObjectBuilder, Schema, Type};
 use utoipa::openapi::security::{
     ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme,
 };
-use utoipa::openapi::{
-    ContentBuilder, HeaderBuilder, InfoBuilder, OpenApiBuilder, Paths, Ref, RefOr, Required,
-    ResponseBuilder, Responses, ResponsesBuilder,
-};
+use utoipa::openapi::{ContentBuilder, InfoBuilder, OpenApiBuilder, Paths, Ref, RefOr, Required};
 
 use crate::domain::Mode;
 use crate::flow::model::{Param, ParamType};
@@ -31,8 +24,9 @@ use crate::flow::statuses::AnswerStatuses;
 use crate::flow::{Auth, Method, Trigger};
 
 use super::answers;
-use super::codes::{self, Code};
+use super::codes;
 use super::embed;
+use super::responses::Answers;
 
 const API_KEY: &str = "apiKey";
 const BEARER: &str = "bearer";
@@ -379,128 +373,4 @@ fn request_body(t: &Trigger, schema: Option<&str>) -> utoipa::openapi::request_b
         .content("application/xml", text().build())
         .content("text/plain", text().build())
         .build()
-}
-
-/// The answers of one operation, by status, gathered before they are built.
-#[derive(Default)]
-struct Answers(BTreeMap<u16, Answer>);
-
-#[derive(Default)]
-struct Answer {
-    said: Vec<String>,
-    bodies: Vec<RefOr<Schema>>,
-    codes: Vec<Code>,
-    xml: bool,
-    message_id: bool,
-    location: bool,
-}
-
-impl Answer {
-    fn say(&mut self, what: &str) {
-        self.said.push(what.to_owned());
-    }
-}
-
-impl Answers {
-    fn at(&mut self, status: u16) -> &mut Answer {
-        self.0.entry(status).or_default()
-    }
-
-    fn error(&mut self, code: Code) {
-        let a = self.at(code.status);
-        a.message_id |= matches!(code.code, "flow_failed" | "budget_exceeded" | "rejected");
-        a.codes.push(code);
-    }
-
-    fn build(self) -> Responses {
-        let mut responses = ResponsesBuilder::new();
-        for (status, a) in self.0 {
-            let mut said = a.said.join("; ");
-            if !a.codes.is_empty() {
-                if !said.is_empty() {
-                    said.push_str(". ");
-                }
-                said.push_str("Errors:");
-                for c in &a.codes {
-                    said.push_str(&format!("\n- `{}`: {}", c.code, c.when));
-                }
-            }
-            let mut bodies = a.bodies;
-            if !a.codes.is_empty() {
-                let mut names: Vec<&str> = a.codes.iter().map(|c| c.code).collect();
-                names.dedup();
-                bodies.push(RefOr::T(errors_with(&names)));
-            }
-            let schema = if bodies.len() == 1 {
-                bodies.remove(0)
-            } else {
-                let any_of = bodies
-                    .into_iter()
-                    .fold(AnyOfBuilder::new(), AnyOfBuilder::item);
-                RefOr::T(Schema::AnyOf(any_of.build()))
-            };
-            let mut r = ResponseBuilder::new().description(said).content(
-                "application/json",
-                ContentBuilder::new().schema(Some(schema)).build(),
-            );
-            if a.xml {
-                r = r.content(
-                    "application/xml",
-                    ContentBuilder::new()
-                        .schema(Some(ObjectBuilder::new().schema_type(Type::String)))
-                        .build(),
-                );
-            }
-            let string = || ObjectBuilder::new().schema_type(Type::String);
-            let header = |what: &str, schema: ObjectBuilder| {
-                HeaderBuilder::new()
-                    .schema(Some(schema))
-                    .description(Some(what))
-                    .build()
-            };
-            if a.message_id {
-                r = r.header("X-Message-Id", header("The message's id", string()));
-            }
-            if a.location {
-                r = r.header("Location", header("The message's status URL", string()));
-            }
-            if status == 401 {
-                r = r.header(
-                    "WWW-Authenticate",
-                    header(
-                        "The credential expected: `Bearer realm=\"flowgate\"`",
-                        string(),
-                    ),
-                );
-            }
-            if matches!(status, 429 | 503) && !a.codes.is_empty() {
-                r = r.header(
-                    "Retry-After",
-                    header(
-                        "Seconds to wait before trying again",
-                        ObjectBuilder::new()
-                            .schema_type(Type::Integer)
-                            .minimum(Some(0)),
-                    ),
-                );
-            }
-            responses = responses.response(status.to_string(), r.build());
-        }
-        responses.build()
-    }
-}
-
-/// The error body, with `code` one of `codes`.
-fn errors_with(codes: &[&str]) -> Schema {
-    let code = ObjectBuilder::new()
-        .schema_type(Type::String)
-        .enum_values(Some(codes.iter().copied()));
-    let item = ObjectBuilder::new().property("code", code);
-    let narrowed = ObjectBuilder::new().property("errors", ArrayBuilder::new().items(item));
-    Schema::AllOf(
-        AllOfBuilder::new()
-            .item(Ref::from_schema_name(answers::Errors::name()))
-            .item(narrowed)
-            .build(),
-    )
 }

@@ -19,6 +19,7 @@ mod cache;
 mod codes;
 mod document;
 mod embed;
+mod responses;
 
 use actix_web::http::Method as HttpMethod;
 use actix_web::http::header::{self, HeaderValue};
