@@ -30,6 +30,9 @@
 //!     `tls_key`, the pair swapped in when its files change.
 //!   - `http/admin/`: the operators' API and web UI under `/_admin`; its
 //!     answers are typed and its OpenAPI document generated from them.
+//!   - `http/consumer_doc/`: each consumer's OpenAPI document of the triggers
+//!     its key may call (`/<tenant>/_openapi.json`) and the page that renders
+//!     it (`/<tenant>/_docs`).
 //! - [`auth`]: who may call.
 //!   - [`auth::keys`]: generating and hashing API keys.
 //!   - [`auth::key_cache`]: API key and Basic verification with a bounded cache.

@@ -177,6 +177,7 @@ impl Application {
             queue: queue.clone(),
             hooks,
             reload_errors,
+            consumer_docs: Default::default(),
         });
         let body_timeout = state.settings.body_timeout;
         let tls_config = match &tls {

@@ -78,6 +78,9 @@ pub struct Answer {
     pub vars: Value,
     /// What the flow emitted (`[{event, data}]`), delivered only on success.
     pub emitted: Vec<Value>,
+    /// How a `respond` answer with a 2xx status does not match the trigger's
+    /// `response_schema` (what the consumer document promises callers).
+    pub off_schema: Vec<String>,
 }
 
 /// Emitted events as `flowgate run` and `flowgate test` show them.
@@ -298,6 +301,7 @@ pub async fn answer(
                 error: Some(messages.join("; ")),
                 vars: json!({}),
                 emitted: Vec::new(),
+                off_schema: Vec::new(),
             });
         }
     };
@@ -308,6 +312,17 @@ pub async fn answer(
         .unwrap_or_else(|| MessageId::at(now_micros()));
     // What a caller would be answered; the whole error is for the report.
     let answer = ex.answer(id);
+    let off_schema = match (&trigger.response_schema, &ex.response) {
+        (Some(schema), Some(r)) if (200..300).contains(&r.status) => {
+            let v = schema.check(&r.body);
+            let mut lines: Vec<String> = v.first.iter().map(ToString::to_string).collect();
+            if v.more > 0 {
+                lines.push(format!("{} more", v.more));
+            }
+            lines
+        }
+        _ => Vec::new(),
+    };
     Ok(Answer {
         status: answer.status,
         body: answer.body,
@@ -317,6 +332,7 @@ pub async fn answer(
         }),
         vars: ex.vars(),
         emitted: emitted_json(&ex.emitted),
+        off_schema,
     })
 }
 
@@ -340,6 +356,9 @@ pub fn differences(expect: &Expect, got: &Answer) -> Vec<String> {
     }
     if let Some(v) = &expect.vars {
         compare(v, &got.vars, "vars", &mut out);
+    }
+    for why in &got.off_schema {
+        out.push(format!("body does not match `response_schema`: {why}"));
     }
     if let Some(expected) = &expect.emitted {
         if expected.len() != got.emitted.len() {
@@ -394,6 +413,7 @@ mod tests {
             error: None,
             vars: json!({}),
             emitted: Vec::new(),
+            off_schema: Vec::new(),
         }
     }
 

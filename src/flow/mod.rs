@@ -12,6 +12,7 @@ pub mod model;
 pub mod params;
 pub mod raw;
 pub mod schema;
+pub mod statuses;
 pub mod template;
 pub mod value;
 

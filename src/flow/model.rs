@@ -235,6 +235,8 @@ pub struct Param {
     pub allowed: Option<Vec<serde_json::Value>>,
     pub min: Option<f64>,
     pub max: Option<f64>,
+    /// For the consumer document: what the parameter means to a caller.
+    pub description: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -306,6 +308,10 @@ pub struct Trigger {
     pub params: Vec<Param>,
     /// `body:`: the schema a request's decoded body must match before it is queued.
     pub body_schema: Option<BodySchema>,
+    /// `response_schema:`: the body of the flow's 2xx `respond` answers, for the
+    /// consumer document (answers are not checked against it at run time;
+    /// `flowgate test` checks them).
+    pub response_schema: Option<BodySchema>,
     pub delivery: Delivery,
     pub response: ResponseSettings,
     pub limits: TriggerLimits,

@@ -223,6 +223,7 @@ mod tests {
             allowed: None,
             min: None,
             max: None,
+            description: None,
         }
     }
 

@@ -124,6 +124,8 @@ pub struct RawTrigger {
     pub params: IndexMap<String, Spanned<RawParam>>,
     /// A JSON Schema (2020-12) the decoded request body must match.
     pub body: Option<Spanned<serde_json::Value>>,
+    /// A JSON Schema (2020-12) of the body of the flow's 2xx `respond` answers.
+    pub response_schema: Option<Spanned<serde_json::Value>>,
     pub delivery: Option<RawDelivery>,
     pub response: Option<RawResponse>,
     pub limits: Option<Spanned<RawLimits>>,

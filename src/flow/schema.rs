@@ -1,5 +1,7 @@
 //! A trigger's `body:` schema: JSON Schema 2020-12, compiled when the flow loads
 //! and checked against each request's decoded body before anything is queued.
+//! Its `response_schema:` is compiled the same way; both are kept as written too,
+//! for the consumer document (`http/consumer_doc/`).
 //!
 //! Hostile schemas and bodies are bounded: `pattern`s run on the `regex` engine
 //! (linear time, no backtracking) with a size limit, no `$ref` is fetched from
@@ -21,9 +23,12 @@ const MAX_REASON: usize = 200;
 /// Bytes a compiled `pattern` may take.
 const PATTERN_SIZE_LIMIT: usize = 1 << 20;
 
-/// A compiled `body:` schema.
+/// A compiled `body:` (or `response_schema:`) schema, with the schema as written.
 #[derive(Clone)]
-pub struct BodySchema(Arc<jsonschema::Validator>);
+pub struct BodySchema {
+    validator: Arc<jsonschema::Validator>,
+    source: Arc<Value>,
+}
 
 impl fmt::Debug for BodySchema {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -71,7 +76,10 @@ impl BodySchema {
                 jsonschema::PatternOptions::regex().size_limit(PATTERN_SIZE_LIMIT),
             )
             .build(schema)
-            .map(|v| Self(Arc::new(v)))
+            .map(|v| Self {
+                validator: Arc::new(v),
+                source: Arc::new(schema.clone()),
+            })
             .map_err(|e| {
                 let at = e.instance_path().as_str();
                 let mut why = cut(&e.to_string());
@@ -86,14 +94,24 @@ impl BodySchema {
             })
     }
 
+    /// The schema as the file wrote it.
+    pub fn source(&self) -> &Value {
+        &self.source
+    }
+
+    /// Whether `value` matches (nothing is collected).
+    pub fn matches(&self, value: &Value) -> bool {
+        self.validator.is_valid(value)
+    }
+
     /// Every way `body` does not match, the first [`MAX_VIOLATIONS`] in full.
     pub fn check(&self, body: &Value) -> Violations {
         let mut out = Violations::default();
         // Most bodies match: answering that stops at nothing and builds no errors.
-        if self.0.is_valid(body) {
+        if self.validator.is_valid(body) {
             return out;
         }
-        for e in self.0.iter_errors(body) {
+        for e in self.validator.iter_errors(body) {
             if out.first.len() < MAX_VIOLATIONS {
                 out.first.push(Violation {
                     pointer: e.instance_path().as_str().to_owned(),

@@ -3,6 +3,7 @@
 mod admin;
 pub mod body;
 mod callers;
+mod consumer_doc;
 mod error;
 mod ops;
 pub mod tls;
@@ -39,6 +40,8 @@ pub struct AppState {
     pub admin: Arc<AdminTokens>,
     /// The problems of the last load of the flow files.
     pub problems: Arc<std::sync::RwLock<Vec<Diagnostic>>>,
+    /// Consumer documents built for the catalog in use.
+    pub consumer_docs: consumer_doc::DocCache,
 }
 
 /// JSON bodies read by extractors (the admin API) fail as the trigger routes'

@@ -193,7 +193,8 @@ async fn lane(
 }
 
 /// Every path that is not one of flowgate's own: `/<tenant>/<trigger>` and its
-/// status URL, split by hand (a pattern route costs a regex match per request).
+/// status URL, and a tenant's consumer document and page, split by hand (a
+/// pattern route costs a regex match per request).
 /// Trigger calls are counted by answer status for `/_metrics`; only loaded
 /// triggers get counters (names from a URL must not create series).
 pub async fn dispatch(
@@ -210,6 +211,10 @@ pub async fn dispatch(
         parts.next(),
     );
     match segments {
+        // `/<tenant>/_openapi.json`, `/<tenant>/_docs`: no trigger name starts with `_`.
+        (Some(tenant), Some(own), file, None, None) if own.starts_with('_') => {
+            super::consumer_doc::serve(&req, &state, tenant, own, file).await
+        }
         (Some(tenant), Some(trigger), None, None, None) => {
             let metrics = state.queue.dispatcher().metrics();
             let counters = metrics.find(tenant, trigger).or_else(|| {

@@ -6,7 +6,8 @@
 //! the UI: switched on, its ping seen in its delivery log, its secret rotated.
 //! With a `read` token: each line's consumer, the consumer filter, and no
 //! button that changes anything.
-//! Screenshots go to target/test-output/.
+//! Screenshots go to target/test-output/. The driver is shared with the other
+//! browser tests (`consumer_doc.rs`).
 //!
 //! Without chromium the test is skipped with a notice, unless `CI` is set.
 
@@ -20,7 +21,7 @@ use crate::admin::{GLOBAL_TOKEN, LANE_FLOW_FIXED, READ_TOKEN, admin_app, one_goo
 
 const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
 
-fn which(name: &str) -> Option<PathBuf> {
+pub(crate) fn which(name: &str) -> Option<PathBuf> {
     std::env::var_os("PATH")?
         .to_str()?
         .split(':')
@@ -28,7 +29,7 @@ fn which(name: &str) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-struct Driver {
+pub(crate) struct Driver {
     child: Child,
     client: reqwest::Client,
     session: String,
@@ -56,7 +57,7 @@ impl Drop for Driver {
 }
 
 impl Driver {
-    async fn start(chromium: PathBuf, chromedriver: PathBuf) -> Self {
+    pub(crate) async fn start(chromium: PathBuf, chromedriver: PathBuf) -> Self {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -119,12 +120,12 @@ impl Driver {
         self.call(method, &path, body).await
     }
 
-    async fn goto(&self, url: &str) {
+    pub(crate) async fn goto(&self, url: &str) {
         self.session("POST", "/url", json!({"url": url})).await;
     }
 
     /// The elements matching `css` now.
-    async fn elements(&self, css: &str) -> Vec<String> {
+    pub(crate) async fn elements(&self, css: &str) -> Vec<String> {
         let r = self
             .session(
                 "POST",
@@ -141,7 +142,7 @@ impl Driver {
     }
 
     /// Waits (up to 15 s) for an element matching `css`.
-    async fn find(&self, css: &str) -> String {
+    pub(crate) async fn find(&self, css: &str) -> String {
         for _ in 0..300 {
             if let Some(id) = self.elements(css).await.into_iter().next() {
                 return id;
@@ -151,13 +152,13 @@ impl Driver {
         panic!("no element `{css}` appeared");
     }
 
-    async fn click(&self, css: &str) {
+    pub(crate) async fn click(&self, css: &str) {
         let id = self.find(css).await;
         self.session("POST", &format!("/element/{id}/click"), json!({}))
             .await;
     }
 
-    async fn type_into(&self, css: &str, text: &str) {
+    pub(crate) async fn type_into(&self, css: &str, text: &str) {
         let id = self.find(css).await;
         self.session(
             "POST",
@@ -168,7 +169,7 @@ impl Driver {
     }
 
     /// Waits (up to 15 s) until no element matches `css`.
-    async fn gone(&self, css: &str) {
+    pub(crate) async fn gone(&self, css: &str) {
         for _ in 0..300 {
             if self.elements(css).await.is_empty() {
                 return;
@@ -179,14 +180,14 @@ impl Driver {
     }
 
     /// Replaces the text of the input `css` and commits it (Enter).
-    async fn fill(&self, css: &str, text: &str) {
+    pub(crate) async fn fill(&self, css: &str, text: &str) {
         let id = self.find(css).await;
         self.session("POST", &format!("/element/{id}/clear"), json!({}))
             .await;
         self.type_into(css, &format!("{text}\u{e007}")).await;
     }
 
-    async fn text(&self, css: &str) -> String {
+    pub(crate) async fn text(&self, css: &str) -> String {
         let id = self.find(css).await;
         let r = self
             .session("GET", &format!("/element/{id}/text"), json!({}))
@@ -208,7 +209,7 @@ impl Driver {
         last
     }
 
-    async fn screenshot(&self, name: &str) -> PathBuf {
+    pub(crate) async fn screenshot(&self, name: &str) -> PathBuf {
         let r = self.session("GET", "/screenshot", json!({})).await;
         let png = base64::Engine::decode(
             &base64::engine::general_purpose::STANDARD,

@@ -81,7 +81,7 @@ fn broken_fixtures_report_every_problem_with_its_position() {
         "{D}/shop/Syntax.yaml:2:5: illegal placement of ':' indicator",
         "{D}/shop/TopLevel.yaml:1:16: unknown method `PATCH`: use GET or POST",
         "{D}/shop/TopLevel.yaml:2:29: unknown api key label `partner` (labels in shop/_tenant.yaml: webshop, legacy)",
-        "{D}/shop/TopLevel.yaml:3:1: unknown field `timeout`, expected one of description, methods, enabled, auth, params, body, delivery, response, limits, trace, steps",
+        "{D}/shop/TopLevel.yaml:3:1: unknown field `timeout`, expected one of description, methods, enabled, auth, params, body, response_schema, delivery, response, limits, trace, steps",
         "{D}/shop/_Hidden.yaml:1:1: trigger file name: name `_Hidden` starts with `_`, which is reserved for flowgate",
         "{D}/shop/_tenant.yaml:3:11: api key `legacy`: not a PHC hash string (password hash string missing field); make one with `flowgate key new --label legacy`",
     ]

@@ -7,6 +7,8 @@ mod callers;
 mod chaos;
 mod check;
 mod cli;
+mod consumer_doc;
+mod consumer_docs_page;
 mod consumers;
 mod contract;
 mod crash;

@@ -34,6 +34,7 @@ pub(super) fn compile_param(
         allowed: raw.allowed.as_ref().map(|a| a.value.clone()),
         min: raw.min.as_ref().map(|m| m.value),
         max: raw.max.as_ref().map(|m| m.value),
+        description: raw.description,
     };
     if matches!(ty, ParamType::String | ParamType::Boolean) {
         for bound in [&raw.min, &raw.max].into_iter().flatten() {

@@ -11,6 +11,7 @@ use crate::flow::model::{
 };
 use crate::flow::raw::{RawDelivery, RawLimits, RawResponse, RawTrigger};
 use crate::flow::schema::BodySchema;
+use crate::flow::statuses::AnswerStatuses;
 
 use super::auth::compile_auth;
 use super::cx::FileCx;
@@ -34,6 +35,10 @@ pub fn compile_trigger(
         .filter_map(|(n, p)| compile_param(cx, n, p))
         .collect();
     let body_schema = raw.body.and_then(|s| compile_body_schema(cx, &methods, s));
+    let response_schema = raw
+        .response_schema
+        .as_ref()
+        .and_then(|s| compile_response_schema(cx, s));
     let delivery = compile_delivery(cx, raw.delivery);
     let response = compile_response(cx, raw.response);
     let limits = compile_limits(cx, raw.limits);
@@ -47,6 +52,14 @@ pub fn compile_trigger(
         );
     }
     let steps = compile_steps(cx, tenant, raw.steps.value, "steps");
+    if let Some(s) = &raw.response_schema
+        && AnswerStatuses::of(&steps).respond.is_empty()
+    {
+        cx.error(
+            s.referenced,
+            "`response_schema` describes the body of the flow's `respond` answers, and this flow has no `respond` step",
+        );
+    }
     let trace_full = match raw.trace {
         None => false,
         Some(t) if t.value == "full" => true,
@@ -71,6 +84,7 @@ pub fn compile_trigger(
         secret_headers: tenant.secret_headers.clone(),
         params,
         body_schema,
+        response_schema,
         delivery,
         response,
         limits,
@@ -99,6 +113,24 @@ fn compile_body_schema(
             cx.error(
                 raw.referenced,
                 format!("`body` is not a valid JSON Schema (2020-12): {e}"),
+            );
+            None
+        }
+    }
+}
+
+/// `response_schema:`: a JSON Schema of the flow's answers, for the consumer
+/// document.
+fn compile_response_schema(
+    cx: &mut FileCx<'_>,
+    raw: &Spanned<serde_json::Value>,
+) -> Option<BodySchema> {
+    match BodySchema::compile(&raw.value) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            cx.error(
+                raw.referenced,
+                format!("`response_schema` is not a valid JSON Schema (2020-12): {e}"),
             );
             None
         }
