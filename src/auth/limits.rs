@@ -211,13 +211,20 @@ impl DayTotal {
         self.0.store(pack(day, n), Ordering::Relaxed);
     }
 
-    /// Adds `n` (negative: takes it off) when the total is `day`'s.
+    /// Adds `n` (negative: takes it off) to `day`'s total. A total of an
+    /// earlier day (none read yet, or yesterday's before the first flush of
+    /// the day) becomes `day`'s, starting from nothing: what this node counts
+    /// is held against the quota while it is on its way to the store.
     pub fn adjust(&self, day: u32, n: i64) {
         let _ = self
             .0
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| {
                 let (d, c) = unpack(v);
-                (d == day).then(|| pack(d, c.saturating_add_signed(n)))
+                match d.cmp(&day) {
+                    std::cmp::Ordering::Equal => Some(pack(d, c.saturating_add_signed(n))),
+                    std::cmp::Ordering::Less => Some(pack(day, 0u64.saturating_add_signed(n))),
+                    std::cmp::Ordering::Greater => None,
+                }
             });
     }
 }
@@ -332,10 +339,19 @@ mod tests {
         let t = DayTotal::default();
         t.set(3, 10);
         t.adjust(3, 5);
-        t.adjust(4, 100);
         assert_eq!((t.get(3), t.get(4)), (15, 0));
         t.adjust(3, -20);
         assert_eq!(t.get(3), 0);
+        // Counted on a later day (after midnight, or before any reading): the
+        // total becomes that day's, so the count is held against its quota.
+        t.set(3, 10);
+        t.adjust(4, 100);
+        assert_eq!((t.get(3), t.get(4)), (0, 100));
+        t.adjust(3, 7);
+        assert_eq!(t.get(4), 100, "an earlier day's count leaves today's alone");
+        let fresh = DayTotal::default();
+        fresh.adjust(9, 2);
+        assert_eq!(fresh.get(9), 2);
     }
 
     #[test]

@@ -63,14 +63,14 @@ impl Notices {
                 if self.recorded.contains(&seen) {
                     continue;
                 }
-                match store.claim_key_notice(&seen.0, &seen.1, expires, now).await {
+                let event = Events::key_expiring(&tenant.name, &key.label, &key.id, expires);
+                match store
+                    .claim_key_notice(&seen.0, &seen.1, expires, now, event)
+                    .await
+                {
                     Ok(first) => {
-                        if first
-                            && let Err(e) = events
-                                .key_expiring(&tenant.name, &key.label, &key.id, expires)
-                                .await
-                        {
-                            tracing::warn!(error = %crate::domain::chain::describe(&e), tenant = %tenant.name, key_id = %key.id, "cannot store key.expiring");
+                        if first {
+                            events.written();
                         }
                         self.recorded.insert(seen);
                     }

@@ -20,6 +20,9 @@ pub const OTHER_EVENTS: [&str; 2] = ["ping", "key.expiring"];
 /// A retry schedule longer than this is a mistake, not a plan.
 pub const MAX_RETRIES: usize = 32;
 /// Nor is a wait between two attempts longer than a week.
+/// The shortest wait in a `retry` schedule: a receiver down for a moment must
+/// not use up the whole schedule.
+pub const MIN_RETRY_WAIT: Duration = Duration::from_secs(1);
 pub const MAX_RETRY_WAIT: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// What a payload carries besides the ids.
@@ -167,7 +170,7 @@ pub enum SubscriptionError {
     Include(String),
     #[error("retry `{0}` is not a duration like 5s, 30s, 2m or 1h")]
     Retry(String),
-    #[error("retry: waits must be between 1ms and 7 days, at most {MAX_RETRIES} of them")]
+    #[error("retry: waits must be between 1s and 7 days, at most {MAX_RETRIES} of them")]
     RetryBounds,
     #[error("description: at most 1000 characters")]
     Description,
@@ -252,7 +255,7 @@ pub fn parse_retry<'a>(
     for w in waits {
         let d = humantime::parse_duration(w.trim())
             .map_err(|_| SubscriptionError::Retry(w.to_owned()))?;
-        if d < Duration::from_millis(1) || d > MAX_RETRY_WAIT {
+        if d < MIN_RETRY_WAIT || d > MAX_RETRY_WAIT {
             return Err(SubscriptionError::RetryBounds);
         }
         out.push(d);

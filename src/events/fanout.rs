@@ -61,6 +61,11 @@ async fn round(
     store: &Store,
     subscribers: &Subscribers,
 ) -> Result<(usize, usize), crate::store::StoreError> {
+    if !subscribers.loaded() {
+        // Not knowing the stored subscriptions yet, an event would go to the
+        // file's only: it waits for the first reading.
+        return Ok((0, 0));
+    }
     let events = store.outbox(BATCH).await?;
     if events.is_empty() {
         return Ok((0, 0));
@@ -73,7 +78,20 @@ async fn round(
         for s in subs {
             let full = match s.include {
                 Include::Ids => None,
-                Include::Full => full_data(store, e, &mut messages).await?,
+                Include::Full => match full_data(store, e, &mut messages).await {
+                    Ok(full) => full,
+                    // A store that is away fails the round (tried again); a
+                    // message that cannot be read back sends the ids only
+                    // rather than holding up every event behind it.
+                    Err(err) if err.is_unavailable() => return Err(err),
+                    Err(err) => {
+                        tracing::warn!(error = %crate::domain::chain::describe(&err), event = %e.id, "event data unreadable: sending the ids only");
+                        if let Some(m) = e.message_id {
+                            messages.insert(m, None);
+                        }
+                        None
+                    }
+                },
             };
             let id = MessageId::new();
             deliveries.push(NewDelivery {

@@ -204,18 +204,18 @@ impl Events {
             .wants(tenant.as_str(), EventKind::KeyExpiring, None)
     }
 
-    /// Key `key_id` of consumer `label` expires at `expires`: written to the
-    /// outbox with those three in its `data` (see [`payload::body`]).
-    pub async fn key_expiring(
-        &self,
+    /// The outbox row of `key.expiring` for key `key_id` of consumer `label`,
+    /// expiring at `expires` (its `data` is in every body, see
+    /// [`payload::body`]); the store writes it with the notice's record.
+    pub fn key_expiring(
         tenant: &TenantName,
         label: &str,
         key_id: &str,
         expires: Micros,
-    ) -> Result<(), StoreError> {
+    ) -> OutboxEvent {
         let detail =
             json!({"label": label, "key_id": key_id, "expires_at": format_rfc3339(expires)});
-        let event = OutboxEvent {
+        OutboxEvent {
             id: MessageId::new(),
             tenant: tenant.clone(),
             trigger: None,
@@ -223,10 +223,12 @@ impl Events {
             message_id: None,
             created_at: now_micros(),
             data: Some(detail.to_string()),
-        };
-        self.store.add_events(vec![event]).await?;
+        }
+    }
+
+    /// Events were written to the outbox outside an execution's end.
+    pub fn written(&self) {
         self.fanout.notify_one();
-        Ok(())
     }
 }
 

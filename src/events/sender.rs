@@ -243,12 +243,10 @@ impl Sender {
     }
 }
 
+/// The start of a receiver's answer, as stored: NUL characters, which a
+/// PostgreSQL JSON document cannot hold, are dropped.
 fn excerpt(s: &str) -> String {
-    let mut end = s.len().min(BODY_EXCERPT);
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    s[..end].to_owned()
+    s[..s.floor_char_boundary(BODY_EXCERPT)].replace('\0', "")
 }
 
 fn policy(why: &str) -> Failure {

@@ -54,6 +54,13 @@ impl Subscribers {
         self.api.read().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Whether the stored subscriptions have been read once. Until then every
+    /// event is written (the stored ones may want it) and the fan-out waits,
+    /// so that nothing wanted by a stored subscription is lost at a start.
+    pub fn loaded(&self) -> bool {
+        self.cached().version.is_some()
+    }
+
     /// Whether some enabled subscription of `tenant` wants flowgate's own event
     /// `kind` (of `trigger`): on the execution path, where nobody listening
     /// costs one catalog read and two bit tests.
@@ -64,12 +71,10 @@ impl Subscribers {
             .tenant(tenant)
             .is_some_and(|e| e.tenant.wants(kind));
         let stored = || {
-            self.cached()
-                .masks
-                .get(tenant)
-                .is_some_and(|m| m & kind.bit() != 0)
+            let c = self.cached();
+            c.version.is_none() || c.masks.get(tenant).is_some_and(|m| m & kind.bit() != 0)
         };
-        (file || stored()) && !self.matching(tenant, kind.as_str(), trigger).is_empty()
+        (file || stored()) && self.any_wants(tenant, kind.as_str(), trigger)
     }
 
     /// Whether some enabled subscription of `tenant` wants the business event
@@ -80,8 +85,29 @@ impl Subscribers {
             .get()
             .tenant(tenant)
             .is_some_and(|e| e.tenant.wants_business);
-        let stored = || self.cached().business.contains(tenant);
-        (file || stored()) && !self.matching(tenant, name, trigger).is_empty()
+        let stored = || {
+            let c = self.cached();
+            c.version.is_none() || c.business.contains(tenant)
+        };
+        (file || stored()) && self.any_wants(tenant, name, trigger)
+    }
+
+    /// [`Self::matching`] is not empty (or the stored subscriptions are not
+    /// read yet), without copying a subscription.
+    fn any_wants(&self, tenant: &str, event: &str, trigger: Option<&str>) -> bool {
+        let in_file = self.catalog.get().tenant(tenant).is_some_and(|e| {
+            e.tenant
+                .subscriptions
+                .iter()
+                .any(|s| s.wants(event, trigger))
+        });
+        in_file || {
+            let c = self.cached();
+            c.version.is_none()
+                || c.by_tenant
+                    .get(tenant)
+                    .is_some_and(|l| l.iter().any(|s| s.wants(event, trigger)))
+        }
     }
 
     /// The subscriptions of `tenant` that want `event` (of `trigger`): the one

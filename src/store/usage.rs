@@ -112,17 +112,19 @@ impl Store {
     }
 
     /// Records that `key.expiring` is sent for key `key_id` of `tenant`
-    /// expiring at `expires`: true for the one caller (of every node) that
-    /// records it first, false once it is recorded.
+    /// expiring at `expires`, and writes `event` (its outbox row) in the same
+    /// transaction: true for the one caller (of every node) that records it
+    /// first, false once it is recorded (and `event` is not written).
     pub async fn claim_key_notice(
         &self,
         tenant: &str,
         key_id: &str,
         expires: Micros,
         now: Micros,
+        event: crate::store::OutboxEvent,
     ) -> Result<bool, StoreError> {
         let (tenant, key_id) = (tenant.to_owned(), key_id.to_owned());
-        each!(self, s => s.claim_key_notice(tenant, key_id, expires, now).await)
+        each!(self, s => s.claim_key_notice(tenant, key_id, expires, now, event).await)
     }
 
     /// Deletes the counts of days before `day`, and notices of keys that

@@ -291,22 +291,32 @@ async fn usage_contract(store: &Store) {
         store.usage_of("other", day).await.unwrap(),
         (vec![], vec![])
     );
-    // A notice is recorded once per key and expiry.
+    // A notice is recorded once per key and expiry, with its event in the
+    // outbox: written with the record, and only by the claim that made it.
+    let ev = |tenant: &str, at: i64| {
+        let tenant = flowgate::domain::TenantName::parse(tenant).unwrap();
+        flowgate::events::Events::key_expiring(&tenant, "webshop", "k1", at)
+    };
+    let notices = || async {
+        let out = store.outbox(100).await.unwrap();
+        out.iter().filter(|e| e.event == "key.expiring").count()
+    };
+    let before = notices().await;
     let expires = now_micros() + DAY_MICROS;
-    assert!(store.claim_key_notice("t", "k1", expires, 1).await.unwrap());
-    assert!(!store.claim_key_notice("t", "k1", expires, 2).await.unwrap());
-    assert!(
-        store
-            .claim_key_notice("t", "k1", expires + 1, 3)
-            .await
-            .unwrap(),
-        "a new expiry"
-    );
-    assert!(store.claim_key_notice("u", "k1", expires, 4).await.unwrap());
+    let claim = |tenant: &'static str, at: i64, now: i64| {
+        store.claim_key_notice(tenant, "k1", at, now, ev(tenant, at))
+    };
+    assert!(claim("t", expires, 1).await.unwrap());
+    assert_eq!(notices().await, before + 1, "the event is written with it");
+    assert!(!claim("t", expires, 2).await.unwrap());
+    assert_eq!(notices().await, before + 1, "a refused claim writes none");
+    assert!(claim("t", expires + 1, 3).await.unwrap(), "a new expiry");
+    assert!(claim("u", expires, 4).await.unwrap());
+    assert_eq!(notices().await, before + 3);
     // Purged: days before today, notices of keys already expired.
     let purged = store.purge_usage(day, expires + 2).await.unwrap();
     assert_eq!(purged, 1 + 3);
-    assert!(store.claim_key_notice("t", "k1", expires, 5).await.unwrap());
+    assert!(claim("t", expires, 5).await.unwrap());
     assert_eq!(store.usage_of("t", day).await.unwrap().0.len(), 2);
 }
 

@@ -217,6 +217,24 @@ async fn lifecycle(app: &TestApp) {
         assert!(!verify(&secret, headers, sent));
     }
 
+    // The name stays: its deliveries are filed under it.
+    let (code, refused) = app
+        .admin("PATCH", &one, ACME_TOKEN, Some(json!({"name": "crm2"})))
+        .await;
+    assert_eq!(code, StatusCode::BAD_REQUEST, "{refused}");
+    assert!(
+        refused["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("`name`"),
+        "{refused}"
+    );
+    let same = json!({"name": "crm"});
+    assert_eq!(
+        app.admin("PATCH", &one, ACME_TOKEN, Some(same)).await.0,
+        StatusCode::OK
+    );
+
     // A refused port reads as `connect`; its ping waits the subscription's hour.
     let (code, _) = app
         .admin(

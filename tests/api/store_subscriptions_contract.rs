@@ -133,3 +133,50 @@ async fn a_sent_test_delivery_is_stored_with_its_attempt_and_not_claimed() {
         assert!(due.unwrap().is_empty(), "{name}: no sender takes it");
     }
 }
+
+/// Until the stored subscriptions are read once (at a start, or while the
+/// store cannot be read), every event may be wanted by one of them: it is
+/// written, and the fan-out waits, rather than dropped.
+#[tokio::test]
+async fn events_are_kept_until_the_stored_subscriptions_are_read() {
+    use flowgate::domain::EventKind;
+    use flowgate::events::Subscribers;
+    use flowgate::flow::{Catalog, SharedCatalog};
+
+    for (name, s) in stores("subscribers").await {
+        let store = s.store;
+        let subs = Subscribers::new(SharedCatalog::new(Catalog::default()), store.clone());
+        assert!(!subs.loaded(), "{name}");
+        let failed = EventKind::MessageFailed;
+        assert!(
+            subs.wants("t", failed, Some("Orders")),
+            "{name}: not read yet"
+        );
+        assert!(subs.wants_business("t", "order.created", None), "{name}");
+        subs.refresh().await.unwrap();
+        assert!(subs.loaded(), "{name}");
+        assert!(
+            !subs.wants("t", failed, Some("Orders")),
+            "{name}: nobody listens"
+        );
+        assert!(!subs.wants_business("t", "order.created", None), "{name}");
+        store
+            .add_subscription(&subscription("t", "crm"))
+            .await
+            .unwrap();
+        subs.refresh().await.unwrap();
+        assert!(subs.wants("t", failed, Some("Orders")), "{name}");
+        assert!(
+            !subs.wants("t", failed, Some("Other")),
+            "{name}: its triggers filter"
+        );
+        assert!(
+            subs.wants_business("t", "order.created", Some("Orders")),
+            "{name}"
+        );
+        assert!(
+            !subs.wants("u", failed, Some("Orders")),
+            "{name}: another tenant"
+        );
+    }
+}

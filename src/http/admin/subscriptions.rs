@@ -35,6 +35,9 @@ impl Lookup for Sub {
         _: &str,
     ) -> Result<Option<Self>, ApiError> {
         let subscribers = state.queue.dispatcher().events().subscribers();
+        // What another node changed within the last second is read first, so
+        // a change never starts from a copy older than the store's.
+        subscribers.refresh().await?;
         Ok(subscribers.by_id(id.as_uuid()).map(Sub))
     }
 
@@ -314,9 +317,17 @@ pub async fn update(
     editable(&old)?;
     let c = body.into_inner();
     let mut sub = (*old).clone();
-    if let Some(name) = c.name {
-        domain::check_name(&name).map_err(invalid)?;
-        sub.name = name;
+    if let Some(name) = c.name
+        && name != sub.name
+    {
+        // Deliveries (pending ones and the log) are filed under the name.
+        return Err(bad(
+            "invalid_field",
+            format!(
+                "`name`: a subscription's name cannot change (its deliveries are filed under `{}`); make a new subscription and delete this one",
+                sub.name
+            ),
+        ));
     }
     if let Some(d) = c.description {
         sub.description = description(d)?;

@@ -128,10 +128,12 @@ impl PgStore {
         key_id: String,
         expires: Micros,
         now: Micros,
+        event: crate::store::OutboxEvent,
     ) -> Result<bool, StoreError> {
-        self.with(move |_, client| async move {
+        self.with(move |_, mut client| async move {
+            let tx = client.transaction().await.map_err(db)?;
             // The primary key decides, whichever node inserts first.
-            let inserted = client
+            let inserted = tx
                 .execute(
                     "INSERT INTO key_notices (tenant, key_id, expires_at, sent_at)
                      VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
@@ -139,6 +141,10 @@ impl PgStore {
                 )
                 .await
                 .map_err(db)?;
+            if inserted == 1 {
+                super::outbox::insert_events(&tx, &[&event]).await?;
+            }
+            tx.commit().await.map_err(db)?;
             Ok(inserted == 1)
         })
         .await

@@ -116,10 +116,12 @@ impl SqliteStore {
         key_id: String,
         expires: Micros,
         now: Micros,
+        event: crate::store::OutboxEvent,
     ) -> Result<bool, StoreError> {
         self.run_admin(move |c| {
+            let tx = c.transaction().map_err(sqlite)?;
             // The primary key decides: a second insert does nothing.
-            let inserted = c
+            let inserted = tx
                 .query_row(
                     "INSERT INTO key_notices (tenant, key_id, expires_at, sent_at)
                      VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO NOTHING RETURNING 1",
@@ -128,6 +130,10 @@ impl SqliteStore {
                 )
                 .optional()
                 .map_err(sqlite)?;
+            if inserted.is_some() {
+                super::outbox::insert_events(&tx, std::slice::from_ref(&event))?;
+            }
+            tx.commit().map_err(sqlite)?;
             Ok(inserted.is_some())
         })
         .await

@@ -4,7 +4,8 @@
 // is put in as text, never as markup.
 "use strict";
 
-const KEY = "flowgate-docs-key";
+// One saved key per tenant: a key is never sent to another tenant's document.
+const KEY = "flowgate-docs-key:" + location.pathname.split("/")[1];
 const $ = (id) => document.getElementById(id);
 
 function el(tag, attrs, ...children) {
