@@ -18,6 +18,8 @@ pub const RESERVED_PREFIXES: [&str; 4] = ["message", "lane", "flow", "key"];
 pub const OTHER_EVENTS: [&str; 2] = ["ping", "key.expiring"];
 
 /// A retry schedule longer than this is a mistake, not a plan.
+/// The most subscriptions a tenant may make through the admin API.
+pub const MAX_API_SUBSCRIPTIONS: usize = 100;
 pub const MAX_RETRIES: usize = 32;
 /// Nor is a wait between two attempts longer than a week.
 /// The shortest wait in a `retry` schedule: a receiver down for a moment must

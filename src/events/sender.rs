@@ -26,6 +26,8 @@ use super::{Events, Subscribers};
 /// How much of a receiver's answer is kept.
 const BODY_EXCERPT: usize = 1024;
 const PARALLEL: usize = 8;
+/// Deliveries claimed at a time.
+const BATCH: usize = 100;
 
 /// How the sender behaves (from the settings).
 #[derive(Debug, Clone)]
@@ -112,14 +114,17 @@ impl Sender {
             let me = &this.inner;
             loop {
                 let now = me.store.now();
-                let lease = now + 2 * me.settings.timeout.as_micros() as i64 + 1_000_000;
-                match me.store.claim_deliveries(now, lease, 100).await {
+                // Long enough for the whole batch, sent PARALLEL at a time, each
+                // at most `timeout`: another node takes none of it back meanwhile.
+                let rounds = BATCH.div_ceil(PARALLEL) as i64 + 1;
+                let lease = now + rounds * me.settings.timeout.as_micros() as i64 + 1_000_000;
+                match me.store.claim_deliveries(now, lease, BATCH as u32).await {
                     Ok(due) if !due.is_empty() => {
                         let n = due.len();
                         futures_util::stream::iter(due)
                             .for_each_concurrent(PARALLEL, |d| this.send_one(d))
                             .await;
-                        if n == 100 {
+                        if n == BATCH {
                             continue;
                         }
                     }

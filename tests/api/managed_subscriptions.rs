@@ -469,3 +469,45 @@ fn tenant_file_subscriptions_take_the_new_fields_and_are_checked() {
         "{text:#?}"
     );
 }
+
+/// A tenant makes at most `MAX_API_SUBSCRIPTIONS` subscriptions through the API (every
+/// matching event goes to each); another tenant is not held back by it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_makes_at_most_a_hundred_subscriptions() {
+    let app = app(None).await;
+    let max = flowgate::domain::MAX_API_SUBSCRIPTIONS;
+    let make = |tenant: &str, n: usize| json!({"tenant": tenant, "name": format!("s{n}"), "url": "https://example.com/", "events": ["lane.*"]});
+    for n in 0..max {
+        let (code, body) = app
+            .admin(
+                "POST",
+                "/subscriptions",
+                GLOBAL_TOKEN,
+                Some(make("acme", n)),
+            )
+            .await;
+        assert_eq!(code, StatusCode::CREATED, "{n}: {body}");
+    }
+    let (code, body) = app
+        .admin(
+            "POST",
+            "/subscriptions",
+            GLOBAL_TOKEN,
+            Some(make("acme", max)),
+        )
+        .await;
+    assert_eq!(code, StatusCode::CONFLICT, "{body}");
+    assert_eq!(
+        body["errors"][0]["code"], "too_many_subscriptions",
+        "{body}"
+    );
+    let (code, body) = app
+        .admin(
+            "POST",
+            "/subscriptions",
+            GLOBAL_TOKEN,
+            Some(make("other", 0)),
+        )
+        .await;
+    assert_eq!(code, StatusCode::CREATED, "another tenant: {body}");
+}

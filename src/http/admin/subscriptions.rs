@@ -175,6 +175,28 @@ fn name_free(state: &AppState, s: &Subscription) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// At most [`domain::MAX_API_SUBSCRIPTIONS`] subscriptions a tenant makes through the API: every
+/// matching event is fanned out to each, so one tenant may not make thousands.
+async fn room_for_one_more(state: &AppState, s: &Subscription) -> Result<(), ApiError> {
+    let subscribers = state.queue.dispatcher().events().subscribers();
+    subscribers.refresh().await?;
+    let made = subscribers
+        .of_tenant(s.tenant.as_str())
+        .iter()
+        .filter(|o| o.source == SubscriptionSource::Api)
+        .count();
+    if made >= domain::MAX_API_SUBSCRIPTIONS {
+        return Err(ApiError::ConflictCode {
+            code: "too_many_subscriptions",
+            why: format!(
+                "tenant `{}` has {made} subscriptions made through the API, the most there may be; delete one first",
+                s.tenant
+            ),
+        });
+    }
+    Ok(())
+}
+
 fn name_taken(s: &Subscription) -> ApiError {
     ApiError::ConflictCode {
         code: "subscription_exists",
@@ -239,7 +261,7 @@ pub async fn list(
         (status = 403, description = "The token has role `read` (`read_only_token`)", body = Errors),
         (status = 201, description = "Made, with its secret", body = SubscriptionView),
         (status = 400, description = "A field is wrong (named)", body = Errors),
-        (status = 409, description = "The name is taken", body = Errors),
+        (status = 409, description = "The name is taken (`subscription_exists`), or the tenant has the most subscriptions there may be (`too_many_subscriptions`)", body = Errors),
     )
 )]
 #[post("/subscriptions")]
@@ -279,6 +301,7 @@ pub async fn create(
         updated_at: now,
     };
     name_free(&state, &sub)?;
+    room_for_one_more(&state, &sub).await?;
     if !state.queue.store().add_subscription(&sub).await? {
         return Err(name_taken(&sub));
     }
