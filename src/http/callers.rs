@@ -119,12 +119,12 @@ pub async fn admit(
                 Verdict::Known { label, id } if labels.contains(&label) => {
                     let admission = usage.admit(tenant, &label, id.as_deref());
                     *limits = admission.headers;
-                    if let Some(why) = admission.refused {
-                        return Err(ApiError::Limited(why));
-                    }
                     let mut auth = json!({"method": "api_key", "label": label});
                     if let Some(id) = id {
                         auth["key_id"] = json!(id);
+                    }
+                    if let Some(why) = admission.refused {
+                        return Err(ApiError::Limited(why, Box::new(auth)));
                     }
                     Ok(Admitted::Done(auth))
                 }

@@ -70,7 +70,12 @@ pub enum ApiError {
     /// The consumer's rate or daily quota is spent (`rate_limited`,
     /// `quota_exceeded`).
     #[error("limited")]
-    Limited(crate::auth::limits::Refusal),
+    Limited(
+        crate::auth::limits::Refusal,
+        /// Who was refused (`.auth` of the input it would have had), for the
+        /// request's metrics and log line.
+        Box<serde_json::Value>,
+    ),
     /// The store failed: away or busy (503 + `Retry-After`), or it refused a
     /// statement, which is a bug (500). The whole chain is logged. A node
     /// stopping an execution as it shuts down answers as an unavailable store.
@@ -115,7 +120,7 @@ impl ResponseError for ApiError {
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
-            Self::BacklogFull | Self::Throttled { .. } | Self::Limited(_) => {
+            Self::BacklogFull | Self::Throttled { .. } | Self::Limited(..) => {
                 StatusCode::TOO_MANY_REQUESTS
             }
             Self::AuthBusy => StatusCode::SERVICE_UNAVAILABLE,
@@ -195,14 +200,14 @@ impl ResponseError for ApiError {
                     "too many failed credentials from this address; retry later",
                 )
             }
-            Self::Limited(Refusal::Rate { retry_after }) => {
+            Self::Limited(Refusal::Rate { retry_after }, _) => {
                 res.insert_header((header::RETRY_AFTER, retry_after.to_string()));
                 body(
                     "rate_limited",
                     format!("this API key's consumer is over its rate; retry in {retry_after} s"),
                 )
             }
-            Self::Limited(Refusal::Quota { retry_after }) => {
+            Self::Limited(Refusal::Quota { retry_after }, _) => {
                 res.insert_header((header::RETRY_AFTER, retry_after.to_string()));
                 body(
                     "quota_exceeded",

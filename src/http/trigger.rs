@@ -328,7 +328,14 @@ async fn call(
             .ok_or_else(|| ApiError::MethodNotAllowed {
                 allow: trigger.allow_header(),
             })?;
-    let admitted = callers::admit(req, state, &tenant, &trigger, &mut caller.limits).await?;
+    let admitted = match callers::admit(req, state, &tenant, &trigger, &mut caller.limits).await {
+        // Refused by its limits: counted under its consumer all the same.
+        Err(ApiError::Limited(why, auth)) => {
+            caller.identified(&auth);
+            return Err(ApiError::Limited(why, auth));
+        }
+        other => other?,
+    };
     let body = read_body(req, payload, state.settings.body_limit).await?;
     let auth = callers::verify_signed(req, admitted, Signed::Body(&body))?;
     caller.identified(&auth);

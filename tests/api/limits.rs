@@ -193,6 +193,15 @@ async fn a_rate_refuses_past_its_burst_with_headers_on_every_answer() {
     assert_eq!(b["rate"], serde_json::json!({"limit": "1/h", "burst": 2}));
     assert_eq!(of("once")["rate"]["burst"], 1);
     assert_eq!(of("free")["rate"], Value::Null);
+
+    // `/_metrics` counts the refusals under their consumer.
+    let text = app.get("/_metrics", None).await.text().await.unwrap();
+    for line in [
+        "flowgate_requests_total{tenant=\"shop\",trigger=\"Echo\",consumer=\"burst\",status=\"429\"} 1",
+        "flowgate_requests_total{tenant=\"shop\",trigger=\"Echo\",consumer=\"once\",status=\"429\"} 1",
+    ] {
+        assert!(text.lines().any(|l| l == line), "{line} in\n{text}");
+    }
 }
 
 /// Up to the quota, then `quota_exceeded` until midnight UTC; the headers
