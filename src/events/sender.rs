@@ -26,8 +26,8 @@ use super::{Events, Subscribers};
 /// How much of a receiver's answer is kept.
 const BODY_EXCERPT: usize = 1024;
 const PARALLEL: usize = 8;
-/// Deliveries claimed at a time.
-const BATCH: usize = 100;
+/// Deliveries claimed at a time: as many as are sent at once.
+const BATCH: usize = PARALLEL;
 
 /// How the sender behaves (from the settings).
 #[derive(Debug, Clone)]
@@ -114,10 +114,10 @@ impl Sender {
             let me = &this.inner;
             loop {
                 let now = me.store.now();
-                // Long enough for the whole batch, sent PARALLEL at a time, each
-                // at most `timeout`: another node takes none of it back meanwhile.
-                let rounds = BATCH.div_ceil(PARALLEL) as i64 + 1;
-                let lease = now + rounds * me.settings.timeout.as_micros() as i64 + 1_000_000;
+                // A batch is sent at once (BATCH = PARALLEL), each attempt within
+                // `timeout`: the lease outlasts it, so another node takes none of
+                // it back meanwhile, and a crashed node's are taken back soon.
+                let lease = now + 2 * me.settings.timeout.as_micros() as i64 + 1_000_000;
                 match me.store.claim_deliveries(now, lease, BATCH as u32).await {
                     Ok(due) if !due.is_empty() => {
                         let n = due.len();
