@@ -511,3 +511,38 @@ async fn a_tenant_makes_at_most_a_hundred_subscriptions() {
         .await;
     assert_eq!(code, StatusCode::CREATED, "another tenant: {body}");
 }
+
+/// With `subscriptions_deny_private` (the default), a receiver written as a
+/// non-public address is refused when it is given, not at every attempt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn private_receivers_are_refused_when_given() {
+    let app = admin_app_with(|_| {}, |s| s.subscriptions_deny_private = true).await;
+    let made = |url: &str| json!({"tenant": "acme", "name": "inside", "url": url, "events": ["message.failed"]});
+    for url in [
+        "https://127.0.0.1:9/",
+        "https://10.1.2.3/hook",
+        "https://[::1]/",
+        "https://localhost:8443/",
+    ] {
+        let (code, e) = app
+            .admin("POST", "/subscriptions", GLOBAL_TOKEN, Some(made(url)))
+            .await;
+        assert_eq!(code, StatusCode::BAD_REQUEST, "{url}: {e}");
+        let said = e["errors"][0]["message"].as_str().unwrap();
+        assert!(said.starts_with("`url`"), "{said}");
+        assert!(said.contains("subscriptions_deny_private"), "{said}");
+    }
+    let (code, e) = app
+        .admin(
+            "POST",
+            "/subscriptions",
+            GLOBAL_TOKEN,
+            Some(made("https://8.8.8.8/hook")),
+        )
+        .await;
+    assert_eq!(code, StatusCode::CREATED, "a public address: {e}");
+    let one = format!("/subscriptions/{}", e["subscription_id"].as_str().unwrap());
+    let change = json!({"url": "https://192.168.1.1/"});
+    let (code, e) = app.admin("PATCH", &one, GLOBAL_TOKEN, Some(change)).await;
+    assert_eq!(code, StatusCode::BAD_REQUEST, "{e}");
+}

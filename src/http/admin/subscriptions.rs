@@ -46,6 +46,34 @@ impl Lookup for Sub {
     }
 }
 
+/// With `subscriptions_deny_private` (the default), a receiver written as a
+/// loopback, private or other non-public address is refused when it is given,
+/// rather than failing every attempt later (a name is checked as it resolves,
+/// at each attempt).
+fn public_receiver(state: &AppState, url: &str) -> Result<(), ApiError> {
+    if !state.settings.subscriptions_deny_private {
+        return Ok(());
+    }
+    let policy = crate::connect::http::OutboundPolicy {
+        allow_hosts: Vec::new(),
+        deny_private: true,
+    };
+    let refused = match reqwest::Url::parse(url) {
+        Ok(u) if u.host_str() == Some("localhost") => {
+            Some("`localhost` is this machine".to_owned())
+        }
+        Ok(u) => policy.check(&u).err().map(|e| e.to_string()),
+        Err(e) => Some(e.to_string()),
+    };
+    match refused {
+        None => Ok(()),
+        Some(why) => Err(bad(
+            "invalid_field",
+            format!("`url`: {why} (the setting subscriptions_deny_private)"),
+        )),
+    }
+}
+
 /// 409 for a subscription of `_tenant.yaml`.
 fn editable(s: &Subscription) -> Result<(), ApiError> {
     match s.source {
@@ -274,6 +302,7 @@ pub async fn create(
     let tenant = who.tenant(&b.tenant)?;
     domain::check_name(&b.name).map_err(invalid)?;
     domain::check_url(&b.url, state.settings.subscriptions_allow_http).map_err(invalid)?;
+    public_receiver(&state, &b.url)?;
     let include = match &b.include {
         Some(i) => Include::parse(i).map_err(invalid)?,
         None => Include::Ids,
@@ -357,6 +386,7 @@ pub async fn update(
     }
     if let Some(url) = c.url {
         domain::check_url(&url, state.settings.subscriptions_allow_http).map_err(invalid)?;
+        public_receiver(&state, &url)?;
         sub.url = url;
     }
     if let Some(e) = c.events {
