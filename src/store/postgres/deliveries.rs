@@ -42,36 +42,52 @@ fn delivery(r: &Row) -> Result<DeliveryView, StoreError> {
     })
 }
 
+/// Stores `batch` as pending deliveries, due at once, in one statement (in the
+/// caller's transaction, if any); returns how many.
+pub(super) async fn insert_pending<'a, C: deadpool_postgres::GenericClient>(
+    client: &C,
+    batch: impl Iterator<Item = &'a NewDelivery>,
+) -> Result<usize, StoreError> {
+    let mut cols: (Vec<uuid::Uuid>, Vec<&str>, Vec<&str>, Vec<&str>) = Default::default();
+    let mut more: (Vec<Option<uuid::Uuid>>, Vec<i64>, Vec<&str>) = Default::default();
+    for d in batch {
+        cols.0.push(d.id.as_uuid());
+        cols.1.push(d.tenant.as_str());
+        cols.2.push(&d.subscription);
+        cols.3.push(&d.event);
+        more.0.push(d.message_id.map(|m| m.as_uuid()));
+        more.1.push(d.created_at);
+        more.2.push(&d.payload);
+    }
+    let n = cols.0.len();
+    if n == 0 {
+        return Ok(0);
+    }
+    // Served by the primary key.
+    client
+        .execute(
+            "INSERT INTO deliveries (id, tenant, subscription, event, message_id, created_at,
+                                     status, next_at, payload)
+             SELECT id, tenant, subscription, event, message_id, created_at, 'pending',
+                    created_at, payload
+             FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::uuid[],
+                         $6::int8[], $7::text[])
+                  AS u(id, tenant, subscription, event, message_id, created_at, payload)",
+            &[
+                &cols.0, &cols.1, &cols.2, &cols.3, &more.0, &more.1, &more.2,
+            ],
+        )
+        .await
+        .map_err(db)?;
+    Ok(n)
+}
+
 impl PgStore {
     pub async fn add_deliveries(&self, batch: Vec<NewDelivery>) -> Result<(), StoreError> {
-        let mut cols: (Vec<uuid::Uuid>, Vec<String>, Vec<String>, Vec<String>) = Default::default();
-        let mut more: (Vec<Option<uuid::Uuid>>, Vec<i64>, Vec<String>) = Default::default();
-        for d in batch {
-            cols.0.push(d.id.as_uuid());
-            cols.1.push(d.tenant.as_str().to_owned());
-            cols.2.push(d.subscription);
-            cols.3.push(d.event);
-            more.0.push(d.message_id.map(|m| m.as_uuid()));
-            more.1.push(d.created_at);
-            more.2.push(d.payload);
-        }
-        self.with(move |_, client| async move {
-            // One statement for the batch: committed together.
-            client
-                .execute(
-                    "INSERT INTO deliveries (id, tenant, subscription, event, message_id, created_at,
-                                             status, next_at, payload)
-                     SELECT id, tenant, subscription, event, message_id, created_at, 'pending',
-                            created_at, payload
-                     FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::uuid[],
-                                 $6::int8[], $7::text[])
-                          AS u(id, tenant, subscription, event, message_id, created_at, payload)",
-                    &[&cols.0, &cols.1, &cols.2, &cols.3, &more.0, &more.1, &more.2],
-                )
-                .await
-                .map_err(db)?;
-            Ok(())
-        })
+        // One statement for the batch: committed together.
+        self.with(
+            move |_, client| async move { insert_pending(&client, batch.iter()).await.map(drop) },
+        )
         .await
     }
 

@@ -117,35 +117,11 @@ impl PgStore {
                 .iter()
                 .map(|r| r.get(0))
                 .collect();
-            let mut cols: (Vec<uuid::Uuid>, Vec<&str>, Vec<&str>, Vec<&str>) = Default::default();
-            let mut more: (Vec<Option<uuid::Uuid>>, Vec<i64>, Vec<&str>) = Default::default();
-            for f in batch.iter().filter(|f| taken.contains(&f.event.as_uuid())) {
-                for d in &f.deliveries {
-                    cols.0.push(d.id.as_uuid());
-                    cols.1.push(d.tenant.as_str());
-                    cols.2.push(&d.subscription);
-                    cols.3.push(&d.event);
-                    more.0.push(d.message_id.map(|m| m.as_uuid()));
-                    more.1.push(d.created_at);
-                    more.2.push(&d.payload);
-                }
-            }
-            let stored = cols.0.len();
-            if stored > 0 {
-                // Served by the primary key.
-                tx.execute(
-                    "INSERT INTO deliveries (id, tenant, subscription, event, message_id, created_at,
-                                             status, next_at, payload)
-                     SELECT id, tenant, subscription, event, message_id, created_at, 'pending',
-                            created_at, payload
-                     FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::uuid[],
-                                 $6::int8[], $7::text[])
-                          AS u(id, tenant, subscription, event, message_id, created_at, payload)",
-                    &[&cols.0, &cols.1, &cols.2, &cols.3, &more.0, &more.1, &more.2],
-                )
-                .await
-                .map_err(db)?;
-            }
+            let taken_ones = batch
+                .iter()
+                .filter(|f| taken.contains(&f.event.as_uuid()))
+                .flat_map(|f| f.deliveries.iter());
+            let stored = super::deliveries::insert_pending(&tx, taken_ones).await?;
             tx.commit().await.map_err(db)?;
             Ok(stored)
         })

@@ -63,27 +63,36 @@ fn deliveries(
     rows.into_iter().map(delivery).collect()
 }
 
+/// Stores `batch` as pending deliveries, due at once (in the caller's
+/// transaction).
+pub(super) fn insert_pending(conn: &Connection, batch: &[NewDelivery]) -> Result<(), StoreError> {
+    for d in batch {
+        conn.prepare_cached(
+            "INSERT INTO deliveries (id, tenant, subscription, event, message_id, created_at,
+                                     status, next_at, payload)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'pending', ?6, ?7)",
+        )
+        .and_then(|mut s| {
+            s.execute(params![
+                d.id.to_string(),
+                d.tenant.as_str(),
+                d.subscription,
+                d.event,
+                d.message_id.map(|m| m.to_string()),
+                d.created_at,
+                d.payload,
+            ])
+        })
+        .map_err(sqlite)?;
+    }
+    Ok(())
+}
+
 impl SqliteStore {
     pub async fn add_deliveries(&self, batch: Vec<NewDelivery>) -> Result<(), StoreError> {
         self.run_admin(move |c| {
             let tx = c.transaction().map_err(sqlite)?;
-            for d in &batch {
-                tx.execute(
-                    "INSERT INTO deliveries (id, tenant, subscription, event, message_id, created_at,
-                                             status, next_at, payload)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'pending', ?6, ?7)",
-                    params![
-                        d.id.to_string(),
-                        d.tenant.as_str(),
-                        d.subscription,
-                        d.event,
-                        d.message_id.map(|m| m.to_string()),
-                        d.created_at,
-                        d.payload,
-                    ],
-                )
-                .map_err(sqlite)?;
-            }
+            insert_pending(&tx, &batch)?;
             tx.commit().map_err(sqlite)
         })
         .await

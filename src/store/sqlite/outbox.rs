@@ -96,26 +96,8 @@ impl SqliteStore {
                 if taken == 0 {
                     continue;
                 }
-                for d in &f.deliveries {
-                    tx.prepare_cached(
-                        "INSERT INTO deliveries (id, tenant, subscription, event, message_id, created_at,
-                                                 status, next_at, payload)
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'pending', ?6, ?7)",
-                    )
-                    .and_then(|mut s| {
-                        s.execute(params![
-                            d.id.to_string(),
-                            d.tenant.as_str(),
-                            d.subscription,
-                            d.event,
-                            d.message_id.map(|m| m.to_string()),
-                            d.created_at,
-                            d.payload,
-                        ])
-                    })
-                    .map_err(sqlite)?;
-                    stored += 1;
-                }
+                super::deliveries::insert_pending(&tx, &f.deliveries)?;
+                stored += f.deliveries.len();
             }
             tx.commit().map_err(sqlite)?;
             Ok(stored)
