@@ -65,48 +65,52 @@ impl Subscribers {
     /// `kind` (of `trigger`): on the execution path, where nobody listening
     /// costs one catalog read and two bit tests.
     pub fn wants(&self, tenant: &str, kind: EventKind, trigger: Option<&str>) -> bool {
-        let file = self
-            .catalog
-            .get()
-            .tenant(tenant)
-            .is_some_and(|e| e.tenant.wants(kind));
-        let stored = || {
-            let c = self.cached();
-            c.version.is_none() || c.masks.get(tenant).is_some_and(|m| m & kind.bit() != 0)
-        };
-        (file || stored()) && self.any_wants(tenant, kind.as_str(), trigger)
+        self.wanted(
+            tenant,
+            kind.as_str(),
+            trigger,
+            |t| t.wants(kind),
+            |c| c.masks.get(tenant).is_some_and(|m| m & kind.bit() != 0),
+        )
     }
 
     /// Whether some enabled subscription of `tenant` wants the business event
     /// `name` a flow emitted (of `trigger`).
     pub fn wants_business(&self, tenant: &str, name: &str, trigger: Option<&str>) -> bool {
-        let file = self
-            .catalog
-            .get()
-            .tenant(tenant)
-            .is_some_and(|e| e.tenant.wants_business);
-        let stored = || {
-            let c = self.cached();
-            c.version.is_none() || c.business.contains(tenant)
-        };
-        (file || stored()) && self.any_wants(tenant, name, trigger)
+        self.wanted(
+            tenant,
+            name,
+            trigger,
+            |t| t.wants_business,
+            |c| c.business.contains(tenant),
+        )
     }
 
-    /// [`Self::matching`] is not empty (or the stored subscriptions are not
-    /// read yet), without copying a subscription.
-    fn any_wants(&self, tenant: &str, event: &str, trigger: Option<&str>) -> bool {
+    /// [`Self::matching`] is not empty, without copying a subscription; true
+    /// too while the stored subscriptions are not read yet. `file_may` and
+    /// `stored_may` are the bit tests that spare the walk over the lists.
+    fn wanted(
+        &self,
+        tenant: &str,
+        event: &str,
+        trigger: Option<&str>,
+        file_may: impl Fn(&crate::flow::Tenant) -> bool,
+        stored_may: impl Fn(&Cached) -> bool,
+    ) -> bool {
         let in_file = self.catalog.get().tenant(tenant).is_some_and(|e| {
-            e.tenant
-                .subscriptions
-                .iter()
-                .any(|s| s.wants(event, trigger))
+            file_may(&e.tenant)
+                && e.tenant
+                    .subscriptions
+                    .iter()
+                    .any(|s| s.wants(event, trigger))
         });
         in_file || {
             let c = self.cached();
             c.version.is_none()
-                || c.by_tenant
-                    .get(tenant)
-                    .is_some_and(|l| l.iter().any(|s| s.wants(event, trigger)))
+                || (stored_may(&c)
+                    && c.by_tenant
+                        .get(tenant)
+                        .is_some_and(|l| l.iter().any(|s| s.wants(event, trigger))))
         }
     }
 

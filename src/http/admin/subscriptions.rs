@@ -329,8 +329,8 @@ pub async fn create(
         created_at: now,
         updated_at: now,
     };
-    name_free(&state, &sub)?;
     room_for_one_more(&state, &sub).await?;
+    name_free(&state, &sub)?;
     if !state.queue.store().add_subscription(&sub).await? {
         return Err(name_taken(&sub));
     }
