@@ -13,6 +13,9 @@
 //!
 //! `--drain N` first stores N messages for one ordered trigger with a trivial flow,
 //! then starts the server and times how long their execution takes (messages/s).
+//! With `--lanes L` the trigger is ordered by key and the N messages are spread
+//! over L keys (lanes), interleaved as they would arrive: `--drain 100000
+//! --lanes 1000` is 1,000 lanes of 100 messages each.
 //!
 //! Scenarios: `health` (the in-run ceiling), `itemprice` (sync GET with an API key),
 //! `itemprice-db` (the same answer read from PostgreSQL by an `sql` step; the
@@ -76,6 +79,9 @@ struct Args {
     /// Messages drained through one ordered trigger before the scenarios (0: none).
     #[arg(long, default_value_t = 0)]
     drain: usize,
+    /// Lanes the drained messages are spread over (1: the trigger's one lane).
+    #[arg(long, default_value_t = 1)]
+    lanes: usize,
     /// HTTP worker threads of the server (0: one per core, as `flowgate serve`).
     #[arg(long, default_value_t = 0)]
     workers: usize,
@@ -83,6 +89,8 @@ struct Args {
 
 /// A flow that does almost nothing, for the drain rate.
 const DRAIN_FLOW: &str = "auth: { none: true }\ndelivery: { ordered: true }\nresponse: { mode: async }\nsteps:\n  - set: { n: .body.n }\n";
+/// The same, ordered per key: one lane per `.body.k`.
+const DRAIN_KEYED_FLOW: &str = "auth: { none: true }\ndelivery: { ordered: true, ordering_key: .body.k }\nresponse: { mode: async }\nsteps:\n  - set: { n: .body.n }\n";
 
 fn copy_dir(from: &std::path::Path, to: &std::path::Path) -> Result<()> {
     std::fs::create_dir_all(to)?;
@@ -108,46 +116,65 @@ async fn sql(url: &str, text: &str) -> Result<()> {
     Ok(())
 }
 
-/// Stores `n` messages for the drain trigger, starts a server and waits until
-/// the last one (so, in lane order, all) finished, then stops that server (the
-/// scenarios run on a node of their own, not beside it). Returns messages/s.
-async fn drain(settings: &flowgate::config::Settings, n: usize) -> Result<f64> {
+/// Stores `n` messages for the drain trigger (over `lanes` lanes), starts a
+/// server and waits until the last message of every lane (so, in lane order,
+/// all) finished, then stops that server (the scenarios run on a node of their
+/// own, not beside it). Returns messages/s.
+async fn drain(settings: &flowgate::config::Settings, n: usize, lanes: usize) -> Result<f64> {
     use flowgate::domain::{MessageId, Mode, NewMessage, TenantName, TriggerName, now_micros};
+    let lanes = lanes.max(1);
+    let trigger = if lanes == 1 { "Drain" } else { "DrainKeyed" };
     let store = flowgate::store::Store::connect(&settings.store, settings.pg_options()).await?;
-    let mut last = None;
+    let mut last = vec![None; lanes];
     for chunk in (0..n).collect::<Vec<_>>().chunks(1000) {
         let batch: Vec<NewMessage> = chunk
             .iter()
-            .map(|i| NewMessage {
-                id: MessageId::new(),
-                tenant: TenantName::parse("acme").expect("name"),
-                trigger: TriggerName::parse("Drain").expect("name"),
-                lane: Some(String::new()),
-                mode: Mode::Async,
-                received_at: now_micros(),
-                idempotency_key: None,
-                input: serde_json::json!({"body": {"n": i}}),
-                body_json: None,
+            .map(|i| {
+                let k = i % lanes;
+                NewMessage {
+                    id: MessageId::new(),
+                    tenant: TenantName::parse("acme").expect("name"),
+                    trigger: TriggerName::parse(trigger).expect("name"),
+                    // The lane as the enqueuer names it: the key's JSON text.
+                    lane: Some(if lanes == 1 {
+                        String::new()
+                    } else {
+                        k.to_string()
+                    }),
+                    mode: Mode::Async,
+                    received_at: now_micros(),
+                    idempotency_key: None,
+                    input: serde_json::json!({"body": {"n": i, "k": k}}),
+                    body_json: None,
+                }
             })
             .collect();
-        last = batch.last().map(|m| m.id);
+        for m in &batch {
+            let k = m.lane.as_deref().and_then(|l| l.parse().ok()).unwrap_or(0);
+            last[k] = Some(m.id);
+        }
         store.enqueue(&batch).await?;
     }
     store.close().await?;
-    let last = last.context("nothing to drain")?;
+    let last: Vec<MessageId> = last.into_iter().flatten().collect();
+    if last.is_empty() {
+        bail!("nothing to drain");
+    }
     let started = Instant::now();
     let mut s = settings.clone();
     s.listen = "127.0.0.1:0".into();
     let app = flowgate::startup::Application::build(s).await?;
     let (queue, handle) = (app.queue(), app.handle());
     let running = tokio::spawn(app.run_until_stopped());
-    loop {
-        if let Some(v) = queue.message(last).await?
-            && v.head.status.is_final()
-        {
-            break;
+    for id in last {
+        loop {
+            if let Some(v) = queue.message(id).await?
+                && v.head.status.is_final()
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let rate = n as f64 / started.elapsed().as_secs_f64();
     handle.stop(true).await;
@@ -581,6 +608,7 @@ fn main() -> Result<()> {
         &flows,
     )?;
     std::fs::write(flows.join("acme").join("Drain.yaml"), DRAIN_FLOW)?;
+    std::fs::write(flows.join("acme").join("DrainKeyed.yaml"), DRAIN_KEYED_FLOW)?;
     // Limits far above what one machine sends: held against, never hit.
     let keys = Keys {
         keyed: keyed_tenant(&flows, "keyed", &[])?,
@@ -625,7 +653,7 @@ fn main() -> Result<()> {
         server_rt.block_on(sql(&base_url, &format!("CREATE SCHEMA {schema}")))?;
     }
     let drained = if args.drain > 0 {
-        Some(server_rt.block_on(drain(&settings, args.drain))?)
+        Some(server_rt.block_on(drain(&settings, args.drain, args.lanes))?)
     } else {
         None
     };
@@ -654,12 +682,12 @@ fn main() -> Result<()> {
         if args.json {
             println!(
                 "{}",
-                serde_json::json!({"scenario": "drain", "messages": args.drain, "rps": rate})
+                serde_json::json!({"scenario": "drain", "messages": args.drain, "lanes": args.lanes, "rps": rate})
             );
         } else {
             println!(
-                "drain      messages={} through one ordered lane: {rate:.1} messages/s",
-                args.drain
+                "drain      messages={} through {} ordered lane(s): {rate:.1} messages/s",
+                args.drain, args.lanes
             );
         }
     }

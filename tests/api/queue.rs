@@ -536,6 +536,37 @@ async fn an_ordered_lane_is_stepped_past_a_retry_by_hand() {
     assert_eq!(seen(&store, next).await, (Succeeded, vec![later]));
 }
 
+/// Messages waiting behind a busy lane are held as their JSON text (so a
+/// backlog costs about what its bodies weigh): read back when they run, their
+/// input is what was accepted, to the last digit and character.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_held_behind_a_lane_run_with_the_input_they_were_accepted_with() {
+    use flowgate::domain::MessageStatus::{Dead, Succeeded};
+
+    let dir = tempfile::tempdir().unwrap();
+    let flow = "auth: { none: true }\ndelivery: { ordered: true, retry: [10m], on_exhausted: skip }\nresponse: { mode: async }\nsteps:\n  - if: .body.fail\n    then:\n      - fail: { status: 503, message: '\"downstream away\"' }\n  - respond: { body: .body }\n";
+    let (queue, store) = stepped_by_hand(dir.path(), &[("Lane", flow)]).await;
+    let t0 = flowgate::domain::now_micros();
+    let first = accept_at(&queue, "Lane", Some("k"), json!({"fail": true}), t0).await;
+    let bodies = [
+        json!({"fail": false, "n": 9007199254740993u64, "x": -0.1, "s": "é\u{1F600}\\\"", "deep": [[[{"a": null}]]]}),
+        json!({"fail": false, "lines": (0..40).map(|i| json!({"sku": format!("X-{i}"), "qty": i})).collect::<Vec<_>>()}),
+    ];
+    let mut held = Vec::new();
+    for b in &bodies {
+        held.push(accept_at(&queue, "Lane", Some("k"), b.clone(), t0).await);
+    }
+    assert_eq!(queue.run_due(t0).await, 1, "the lane runs one at a time");
+    let later = t0 + 10 * MINUTE;
+    assert_eq!(queue.run_due(later).await, 3);
+    assert_eq!(seen(&store, first).await.0, Dead);
+    for (id, body) in held.iter().zip(&bodies) {
+        let v = store.get(*id).await.unwrap().unwrap();
+        assert_eq!(v.head.status, Succeeded, "{v:?}");
+        assert_eq!(&v.response.expect("answered").body, body);
+    }
+}
+
 /// `response.on_timeout: cancel` holds where no caller waits on this node (it
 /// waited on another, or before a restart): a sync message that would start
 /// after its caller's timeout is cancelled by its time alone and never runs;

@@ -11,7 +11,7 @@ use crate::domain::TriggerKey;
 use crate::engine::{ExecError, Stop, StopReason};
 use crate::store::LaneClaim;
 
-use super::super::job::{AttemptEnd, Attempted, Job};
+use super::super::job::{AttemptEnd, Attempted, Job, JobInput};
 use super::super::waiters::WaitOutcome;
 use super::Claimer;
 
@@ -108,7 +108,7 @@ impl Claimer {
                     mode: m.mode,
                     attempts: m.attempts,
                     run_at: m.run_at,
-                    input: m.input.map(Arc::new),
+                    input: JobInput::from(m.input),
                     lane_epoch: lane.epoch,
                 };
                 let a = self.dispatcher.run_attempt(&mut job, now, &stop).await;

@@ -9,7 +9,7 @@ use crate::domain::{Micros, TriggerKey, now_micros};
 use crate::engine::{Stop, StopReason};
 use crate::store::ClaimedMessage;
 
-use super::super::job::{AttemptEnd, Job};
+use super::super::job::{AttemptEnd, Job, JobInput};
 use super::Claimer;
 use super::lane::fail_status_of as fail_status;
 
@@ -41,7 +41,7 @@ impl Claimer {
             mode: c.mode,
             attempts: c.attempt.saturating_sub(1),
             run_at: c.started_at,
-            input: c.input.map(Arc::new),
+            input: JobInput::from(c.input),
             lane_epoch: 0,
         };
         self.run_job(job, Some(c.started_at)).await

@@ -62,7 +62,8 @@ impl Dispatcher {
             // A lane changes hands on the embedded store only when it restarts.
             lane: job.lane.clone().map(|lane| (lane, job.lane_epoch)),
         };
-        let (result, response, trace, emitted) = match (&trigger, &job.input) {
+        let input = job.input.document();
+        let (result, response, trace, emitted) = match (&trigger, &input) {
             (Some(t), Ok(input)) => {
                 // A stop while waiting for a place: the engine answers it at once.
                 let _running = match slot {
@@ -146,8 +147,7 @@ impl Dispatcher {
         if let Err(e) = &result
             && stopped.is_none()
         {
-            let who = job
-                .input
+            let who = input
                 .as_ref()
                 .map(|input| crate::domain::Consumer::of_auth(&input["auth"]))
                 .unwrap_or_default();

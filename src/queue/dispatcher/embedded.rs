@@ -25,9 +25,15 @@ pub(super) struct Lane {
 
 impl Dispatcher {
     /// Runs a stored message here: at once if unordered, else in its lane.
-    pub(super) fn push_here(self: &Arc<Self>, job: Job) {
+    /// A job that will wait (behind its lane, or for a place its trigger has
+    /// none of) is parked: see `JobInput`.
+    pub(super) fn push_here(self: &Arc<Self>, mut job: Job) {
         match job.lane.clone() {
             None => {
+                let concurrency = self.trigger(&job.key).map_or(1, |t| t.delivery.concurrency);
+                if self.state(&job.key).backlog() > concurrency {
+                    job.input.park();
+                }
                 let this = self.clone();
                 let busy = self.busy();
                 self.runtime
@@ -35,11 +41,19 @@ impl Dispatcher {
             }
             Some(lane) => {
                 let s = self.state(&job.key);
+                // Parked outside the lock; a lane that frees meanwhile only
+                // reads the text back.
+                let waits = lock(&s.lanes)
+                    .get(&lane)
+                    .is_some_and(|l| l.active || l.blocked_by.is_some());
+                if waits {
+                    job.input.park();
+                }
                 let start = {
                     let mut lanes = lock(&s.lanes);
                     let l = lanes.entry(lane.clone()).or_default();
-                    l.queue.push_back(job.clone());
                     let start = !l.active && l.blocked_by.is_none();
+                    l.queue.push_back(job.clone());
                     if start {
                         l.active = true;
                     }
@@ -114,7 +128,10 @@ impl Dispatcher {
             drop(permit);
             match end {
                 AttemptEnd::Done { .. } | AttemptEnd::Stopped(_) => break,
-                AttemptEnd::RetryAt(at) => job.run_at = at,
+                AttemptEnd::RetryAt(at) => {
+                    job.run_at = at;
+                    job.input.park();
+                }
             }
         }
         self.release(&job.key);
@@ -148,7 +165,10 @@ impl Dispatcher {
                 drop(permit);
                 match end {
                     AttemptEnd::Done { blocking } => break blocking,
-                    AttemptEnd::RetryAt(at) => job.run_at = at,
+                    AttemptEnd::RetryAt(at) => {
+                        job.run_at = at;
+                        job.input.park();
+                    }
                     // The process is stopping: the lane waits for the next start.
                     AttemptEnd::Stopped(_) => return,
                 }
