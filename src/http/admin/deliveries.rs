@@ -66,7 +66,6 @@ pub async fn detail(found: Found<DeliveryView>) -> Result<Json<Delivery>, ApiErr
     operation_id = "redeliver",
     responses(
         (status = 202, description = "Queued for sending", body = Redelivered),
-        (status = 403, description = "The token has role `read` (`read_only_token`)", body = Errors),
     )
 )]
 #[post("/deliveries/{id}/redeliver")]

@@ -239,7 +239,6 @@ pub async fn detail(
     operation_id = "replay_message",
     responses(
         (status = 202, description = "The new message", body = Replayed),
-        (status = 403, description = "The token has role `read` (`read_only_token`)", body = Errors),
         (status = 409, description = "The message's stored input cannot be read back", body = Errors),
     )
 )]
@@ -295,7 +294,6 @@ macro_rules! release_endpoint {
             operation_id = $op,
             responses(
                 (status = 200, description = $done, body = Released),
-                (status = 403, description = "The token has role `read` (`read_only_token`)", body = Errors),
                 (status = 409, description = "The message does not hold an ordered lane", body = Errors),
             )
         )]
@@ -336,7 +334,6 @@ pub struct BulkReplay {
     responses(
         (status = 200, description = "The count (dry run), or nothing matched", body = BulkAnswer),
         (status = 202, description = "Replayed", body = BulkReplayed),
-        (status = 403, description = "The token has role `read` (`read_only_token`)", body = Errors),
         (status = 400, description = "A bad parameter or body", body = Errors),
         (status = 409, description = "The count is not `expect`, or too many match", body = Errors),
         (status = 408, description = "The body did not arrive in time", body = Errors),

@@ -286,7 +286,6 @@ pub async fn list(
     operation_id = "create_subscription",
     request_body = NewSubscription,
     responses(
-        (status = 403, description = "The token has role `read` (`read_only_token`)", body = Errors),
         (status = 201, description = "Made, with its secret", body = SubscriptionView),
         (status = 400, description = "A field is wrong (named)", body = Errors),
         (status = 409, description = "The name is taken (`subscription_exists`), or the tenant has the most subscriptions there may be (`too_many_subscriptions`)", body = Errors),
@@ -353,7 +352,6 @@ pub async fn detail(found: Found<Sub>) -> Result<Json<SubscriptionView>, ApiErro
     operation_id = "update_subscription",
     request_body = SubscriptionChange,
     responses(
-        (status = 403, description = "The token has role `read` (`read_only_token`)", body = Errors),
         (status = 200, description = "Changed", body = SubscriptionView),
         (status = 400, description = "A field is wrong (named)", body = Errors),
         (status = 409, description = "Declared in _tenant.yaml, or the name is taken", body = Errors),
@@ -426,7 +424,6 @@ pub async fn update(
 #[utoipa::path(
     operation_id = "delete_subscription",
     responses(
-        (status = 403, description = "The token has role `read` (`read_only_token`)", body = Errors),
         (status = 200, description = "Deleted", body = DeletedSubscription),
         (status = 409, description = "Declared in _tenant.yaml", body = Errors),
     )
@@ -454,7 +451,6 @@ pub async fn remove(
 #[utoipa::path(
     operation_id = "rotate_subscription_secret",
     responses(
-        (status = 403, description = "The token has role `read` (`read_only_token`)", body = Errors),
         (status = 200, description = "The new secret", body = RotatedSecret),
         (status = 409, description = "Declared in _tenant.yaml", body = Errors),
     )
@@ -486,7 +482,6 @@ pub async fn rotate_secret(
     operation_id = "test_subscription",
     responses(
         (status = 200, description = "The attempt", body = TestedSubscription),
-        (status = 403, description = "The token has role `read` (`read_only_token`)", body = Errors),
     )
 )]
 #[post("/subscriptions/{id}/test")]
