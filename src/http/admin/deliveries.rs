@@ -69,11 +69,8 @@ pub async fn detail(found: Found<DeliveryView>) -> Result<Json<Delivery>, ApiErr
     )
 )]
 #[post("/deliveries/{id}/redeliver")]
-pub async fn redeliver(
-    found: Operate<DeliveryView>,
-    state: web::Data<AppState>,
-) -> Result<HttpResponse, ApiError> {
-    let d = found.it;
+pub async fn redeliver(found: Operate<DeliveryView>) -> Result<HttpResponse, ApiError> {
+    let Found { it: d, state, .. } = found;
     state
         .queue
         .store()

@@ -107,23 +107,28 @@ pub trait Lookup: Sized + 'static {
     /// What a 404 calls it.
     const WHAT: &'static str;
 
-    /// `raw`: the id as the path spells it, for the answers that name it.
-    fn find(
-        state: &AppState,
-        who: &AdminIdentity,
-        id: MessageId,
-        raw: &str,
-    ) -> impl Future<Output = Result<Option<Self>, ApiError>>;
+    fn find(ask: Ask<'_>) -> impl Future<Output = Result<Option<Self>, ApiError>>;
 
     fn tenant(&self) -> &str;
 }
 
-/// The path's `{id}` found (`T`) with the token that asked for it. `OPERATE`:
+/// What a [`Lookup`] is asked for: the path's `{id}`, parsed and as the path
+/// spells it (`raw`, for the answers that name it), and by whom.
+pub struct Ask<'a> {
+    pub state: &'a AppState,
+    pub who: &'a AdminIdentity,
+    pub id: MessageId,
+    pub raw: &'a str,
+}
+
+/// The path's `{id}` found (`T`) with the token that asked for it and the
+/// app's state: the one argument of a handler of `/{id}` paths. `OPERATE`:
 /// the handler changes it, which takes a token of role `operate` (see
 /// [`Operate`]).
 pub struct Found<T, const OPERATE: bool = false> {
     pub who: Admin,
     pub it: T,
+    pub state: web::Data<AppState>,
 }
 
 /// The path's `{id}` found for a handler that changes it: a token of role
@@ -141,13 +146,17 @@ impl<T: Lookup, const OPERATE: bool> FromRequest for Found<T, OPERATE> {
             let raw = req.match_info().get("id").unwrap_or_default();
             let not_found = || ApiError::NotFound(format!("no {} `{raw}`", T::WHAT));
             let id = parse_id(raw, T::WHAT)?;
-            let it = T::find(&state, &who, id, raw)
-                .await?
-                .ok_or_else(not_found)?;
+            let ask = Ask {
+                state: &state,
+                who: &who,
+                id,
+                raw,
+            };
+            let it = T::find(ask).await?.ok_or_else(not_found)?;
             if !who.sees(it.tenant()) {
                 return Err(not_found());
             }
-            Ok(Found { who, it })
+            Ok(Found { who, it, state })
         })
     }
 }
@@ -177,14 +186,9 @@ pub type ToReplay = Message<true>;
 impl<const REPLAY: bool> Lookup for Message<REPLAY> {
     const WHAT: &'static str = "message";
 
-    async fn find(
-        state: &AppState,
-        who: &AdminIdentity,
-        id: MessageId,
-        raw: &str,
-    ) -> Result<Option<Self>, ApiError> {
-        let found = state.queue.store().message_detail(id).await;
-        let found = found.map_err(|e| unusable(who, raw, e, REPLAY))?;
+    async fn find(ask: Ask<'_>) -> Result<Option<Self>, ApiError> {
+        let found = ask.state.queue.store().message_detail(ask.id).await;
+        let found = found.map_err(|e| unusable(ask.who, ask.raw, e, REPLAY))?;
         Ok(found.map(|(view, replay_of)| Message { view, replay_of }))
     }
 
@@ -196,13 +200,8 @@ impl<const REPLAY: bool> Lookup for Message<REPLAY> {
 impl Lookup for DeliveryView {
     const WHAT: &'static str = "delivery";
 
-    async fn find(
-        state: &AppState,
-        _: &AdminIdentity,
-        id: MessageId,
-        _: &str,
-    ) -> Result<Option<Self>, ApiError> {
-        Ok(state.queue.store().get_delivery(id).await?)
+    async fn find(ask: Ask<'_>) -> Result<Option<Self>, ApiError> {
+        Ok(ask.state.queue.store().get_delivery(ask.id).await?)
     }
 
     fn tenant(&self) -> &str {

@@ -224,11 +224,9 @@ async fn blocking(state: &AppState, v: &MessageView) -> Result<bool, ApiError> {
     )
 )]
 #[get("/messages/{id}")]
-pub async fn detail(
-    found: Found<Message>,
-    state: web::Data<AppState>,
-) -> Result<Json<MessageDetail>, ApiError> {
-    let Message { view, replay_of } = found.it;
+pub async fn detail(found: Found<Message>) -> Result<Json<MessageDetail>, ApiError> {
+    let Found { it, state, .. } = found;
+    let Message { view, replay_of } = it;
     let blocking = blocking(&state, &view).await?;
     Ok(Json(MessageDetail::new(&view, replay_of, blocking)))
 }
@@ -243,11 +241,9 @@ pub async fn detail(
     )
 )]
 #[post("/messages/{id}/replay")]
-pub async fn replay(
-    found: Operate<ToReplay>,
-    state: web::Data<AppState>,
-) -> Result<HttpResponse, ApiError> {
-    let (who, view) = (found.who, found.it.view);
+pub async fn replay(found: Operate<ToReplay>) -> Result<HttpResponse, ApiError> {
+    let Found { who, it, state } = found;
+    let view = it.view;
     let new = state.queue.replay(&view).await?;
     tracing::info!(admin = who.label, original = %view.head.id, replay = %new, "message replayed");
     Ok(HttpResponse::Accepted().json(Replayed {
@@ -257,12 +253,9 @@ pub async fn replay(
     }))
 }
 
-async fn release(
-    found: Operate<Message>,
-    state: &AppState,
-    how: Release,
-) -> Result<Json<Released>, ApiError> {
-    let (who, view) = (found.who, found.it.view);
+async fn release(found: Operate<Message>, how: Release) -> Result<Json<Released>, ApiError> {
+    let Found { who, it, state } = found;
+    let view = it.view;
     match state.queue.release_lane(&view, how).await {
         Ok(()) => {
             tracing::info!(admin = who.label, message = %view.head.id, action = ?how, "ordered lane released");
@@ -298,11 +291,8 @@ macro_rules! release_endpoint {
             )
         )]
         #[post($path)]
-        pub async fn $name(
-            found: Operate<Message>,
-            state: web::Data<AppState>,
-        ) -> Result<Json<Released>, ApiError> {
-            release(found, &state, $how).await
+        pub async fn $name(found: Operate<Message>) -> Result<Json<Released>, ApiError> {
+            release(found, $how).await
         }
     };
 }

@@ -9,7 +9,6 @@ use std::sync::Arc;
 use actix_web::{HttpResponse, delete, get, patch, post, web};
 use serde::{Deserialize, Deserializer};
 
-use crate::auth::admin::AdminIdentity;
 use crate::domain::{
     self, EventPattern, Include, MessageId, Subscription, SubscriptionError, SubscriptionSource,
     TriggerName,
@@ -19,7 +18,7 @@ use super::answers::{
     DeletedSubscription, Errors, RotatedSecret, SubscriptionList, SubscriptionView,
     TestedSubscription, ms,
 };
-use super::extract::{Admin, Found, Lookup, Operate, Operator};
+use super::extract::{Admin, Ask, Found, Lookup, Operate, Operator};
 use super::{ApiError, AppState, Json, bad};
 
 /// A subscription the path's `{id}` names, of a tenant the token sees.
@@ -28,17 +27,12 @@ pub struct Sub(Arc<Subscription>);
 impl Lookup for Sub {
     const WHAT: &'static str = "subscription";
 
-    async fn find(
-        state: &AppState,
-        _: &AdminIdentity,
-        id: MessageId,
-        _: &str,
-    ) -> Result<Option<Self>, ApiError> {
-        let subscribers = state.queue.dispatcher().events().subscribers();
+    async fn find(ask: Ask<'_>) -> Result<Option<Self>, ApiError> {
+        let subscribers = ask.state.queue.dispatcher().events().subscribers();
         // What another node changed within the last second is read first, so
         // a change never starts from a copy older than the store's.
         subscribers.refresh().await?;
-        Ok(subscribers.by_id(id.as_uuid()).map(Sub))
+        Ok(subscribers.by_id(ask.id.as_uuid()).map(Sub))
     }
 
     fn tenant(&self) -> &str {
@@ -361,9 +355,12 @@ pub async fn detail(found: Found<Sub>) -> Result<Json<SubscriptionView>, ApiErro
 pub async fn update(
     body: web::Json<SubscriptionChange>,
     found: Operate<Sub>,
-    state: web::Data<AppState>,
 ) -> Result<Json<SubscriptionView>, ApiError> {
-    let old = found.it.0;
+    let Found {
+        it: Sub(old),
+        state,
+        ..
+    } = found;
     editable(&old)?;
     let c = body.into_inner();
     let mut sub = (*old).clone();
@@ -429,11 +426,12 @@ pub async fn update(
     )
 )]
 #[delete("/subscriptions/{id}")]
-pub async fn remove(
-    found: Operate<Sub>,
-    state: web::Data<AppState>,
-) -> Result<Json<DeletedSubscription>, ApiError> {
-    let sub = found.it.0;
+pub async fn remove(found: Operate<Sub>) -> Result<Json<DeletedSubscription>, ApiError> {
+    let Found {
+        it: Sub(sub),
+        state,
+        ..
+    } = found;
     editable(&sub)?;
     let id = MessageId::from_uuid(sub.id);
     if !state.queue.store().delete_subscription(id).await? {
@@ -456,11 +454,12 @@ pub async fn remove(
     )
 )]
 #[post("/subscriptions/{id}/rotate-secret")]
-pub async fn rotate_secret(
-    found: Operate<Sub>,
-    state: web::Data<AppState>,
-) -> Result<Json<RotatedSecret>, ApiError> {
-    let old = found.it.0;
+pub async fn rotate_secret(found: Operate<Sub>) -> Result<Json<RotatedSecret>, ApiError> {
+    let Found {
+        it: Sub(old),
+        state,
+        ..
+    } = found;
     editable(&old)?;
     let secret = domain::new_secret();
     let mut sub = (*old).clone();
@@ -485,11 +484,8 @@ pub async fn rotate_secret(
     )
 )]
 #[post("/subscriptions/{id}/test")]
-pub async fn send_test(
-    found: Operate<Sub>,
-    state: web::Data<AppState>,
-) -> Result<Json<TestedSubscription>, ApiError> {
-    let (id, a) = state.hooks.test(&found.it.0).await?;
+pub async fn send_test(found: Operate<Sub>) -> Result<Json<TestedSubscription>, ApiError> {
+    let (id, a) = found.state.hooks.test(&found.it.0).await?;
     Ok(Json(TestedSubscription {
         delivery_id: id.to_string(),
         ok: a.error.is_none(),
