@@ -87,17 +87,9 @@ pub(super) fn head(
     })
 }
 
-/// Reads a row's `HeadRow` columns.
+/// Reads a row's `HeadRow` columns (its first seven).
 pub(super) fn head_row(r: &rusqlite::Row) -> rusqlite::Result<HeadRow> {
-    Ok((
-        r.get(0)?,
-        r.get(1)?,
-        r.get(2)?,
-        r.get(3)?,
-        r.get(4)?,
-        r.get(5)?,
-        r.get(6)?,
-    ))
+    HeadRow::try_from(r)
 }
 
 /// What `get` reads after the head: finished_at, response, error, input, trace,

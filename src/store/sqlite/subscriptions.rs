@@ -45,19 +45,7 @@ impl SqliteStore {
                     "SELECT id, tenant, name, spec, created_at, updated_at FROM subscriptions
                      ORDER BY tenant, name",
                 )
-                .and_then(|mut s| {
-                    s.query_map([], |r| {
-                        Ok((
-                            r.get(0)?,
-                            r.get(1)?,
-                            r.get(2)?,
-                            r.get(3)?,
-                            r.get(4)?,
-                            r.get(5)?,
-                        ))
-                    })?
-                    .collect()
-                })
+                .and_then(|mut s| s.query_map([], |r| r.try_into())?.collect())
                 .map_err(sqlite)?;
             rows.into_iter()
                 .map(|(id, tenant, name, spec, created_at, updated_at)| {
