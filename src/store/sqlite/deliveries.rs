@@ -94,12 +94,8 @@ pub(super) fn insert_pending(conn: &Connection, batch: &[NewDelivery]) -> Result
 
 impl SqliteStore {
     pub async fn add_deliveries(&self, batch: Vec<NewDelivery>) -> Result<(), StoreError> {
-        self.run_admin(move |c| {
-            let tx = c.transaction().map_err(sqlite)?;
-            insert_pending(&tx, &batch)?;
-            tx.commit().map_err(sqlite)
-        })
-        .await
+        self.run_admin_tx(move |tx| insert_pending(tx, &batch))
+            .await
     }
 
     /// `entry`: the attempt as the log keeps it.
