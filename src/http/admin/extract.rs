@@ -19,12 +19,9 @@ use super::{ApiError, AppState, authorize, parse_id};
 
 type Extracted<T> = Pin<Box<dyn Future<Output = Result<T, ApiError>>>>;
 
-/// The app's state and the request's admin token, checked; `operate`: the
+/// The request's admin token, checked, with the app's state; `operate`: the
 /// handler changes something, which a token of role `read` may not.
-async fn authorized(
-    req: &HttpRequest,
-    operate: bool,
-) -> Result<(web::Data<AppState>, Admin), ApiError> {
+async fn authorized(req: &HttpRequest, operate: bool) -> Result<Admin, ApiError> {
     let state = req
         .app_data::<web::Data<AppState>>()
         .cloned()
@@ -35,19 +32,26 @@ async fn authorized(
             label: who.label.clone(),
         });
     }
-    Ok((state, Admin(who)))
+    Ok(Admin {
+        identity: who,
+        state,
+    })
 }
 
-/// An authorized admin token: an argument of every admin handler (after the
-/// query or body, so that a malformed request is a 400 before the token is
-/// checked, as it always was).
-pub struct Admin(pub Arc<AdminIdentity>);
+/// An authorized admin token, with the app's state it asks of (which the
+/// check read): an argument of every admin handler (after the query or body,
+/// so that a malformed request is a 400 before the token is checked, as it
+/// always was), which needs nothing else to act.
+pub struct Admin {
+    identity: Arc<AdminIdentity>,
+    pub state: web::Data<AppState>,
+}
 
 impl std::ops::Deref for Admin {
     type Target = AdminIdentity;
 
     fn deref(&self) -> &AdminIdentity {
-        &self.0
+        &self.identity
     }
 }
 
@@ -74,7 +78,7 @@ impl FromRequest for Admin {
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         let req = req.clone();
-        Box::pin(async move { Ok(authorized(&req, false).await?.1) })
+        Box::pin(async move { authorized(&req, false).await })
     }
 }
 
@@ -98,7 +102,7 @@ impl FromRequest for Operator {
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         let req = req.clone();
-        Box::pin(async move { Ok(Operator(authorized(&req, true).await?.1)) })
+        Box::pin(async move { Ok(Operator(authorized(&req, true).await?)) })
     }
 }
 
@@ -121,14 +125,13 @@ pub struct Ask<'a> {
     pub raw: &'a str,
 }
 
-/// The path's `{id}` found (`T`) with the token that asked for it and the
-/// app's state: the one argument of a handler of `/{id}` paths. `OPERATE`:
+/// The path's `{id}` found (`T`) with the token that asked for it: the one
+/// argument of a handler of `/{id}` paths. `OPERATE`:
 /// the handler changes it, which takes a token of role `operate` (see
 /// [`Operate`]).
 pub struct Found<T, const OPERATE: bool = false> {
     pub who: Admin,
     pub it: T,
-    pub state: web::Data<AppState>,
 }
 
 /// The path's `{id}` found for a handler that changes it: a token of role
@@ -142,12 +145,12 @@ impl<T: Lookup, const OPERATE: bool> FromRequest for Found<T, OPERATE> {
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         let req = req.clone();
         Box::pin(async move {
-            let (state, who) = authorized(&req, OPERATE).await?;
+            let who = authorized(&req, OPERATE).await?;
             let raw = req.match_info().get("id").unwrap_or_default();
             let not_found = || ApiError::NotFound(format!("no {} `{raw}`", T::WHAT));
             let id = parse_id(raw, T::WHAT)?;
             let ask = Ask {
-                state: &state,
+                state: &who.state,
                 who: &who,
                 id,
                 raw,
@@ -156,7 +159,7 @@ impl<T: Lookup, const OPERATE: bool> FromRequest for Found<T, OPERATE> {
             if !who.sees(it.tenant()) {
                 return Err(not_found());
             }
-            Ok(Found { who, it, state })
+            Ok(Found { who, it })
         })
     }
 }

@@ -172,12 +172,9 @@ fn to_query(who: &Admin, f: &Filter, state: &AppState) -> Result<Option<MessageQ
     )
 )]
 #[get("/messages")]
-pub async fn list(
-    q: web::Query<ListQuery>,
-    who: Admin,
-    state: web::Data<AppState>,
-) -> Result<Json<MessagePage>, ApiError> {
-    let Some(mut query) = to_query(&who, &q.filter(), &state)? else {
+pub async fn list(q: web::Query<ListQuery>, who: Admin) -> Result<Json<MessagePage>, ApiError> {
+    let state = &who.state;
+    let Some(mut query) = to_query(&who, &q.filter(), state)? else {
         return Ok(Json(MessagePage {
             messages: Vec::new(),
             next_cursor: None,
@@ -225,9 +222,9 @@ async fn blocking(state: &AppState, v: &MessageView) -> Result<bool, ApiError> {
 )]
 #[get("/messages/{id}")]
 pub async fn detail(found: Found<Message>) -> Result<Json<MessageDetail>, ApiError> {
-    let Found { it, state, .. } = found;
+    let Found { who, it } = found;
     let Message { view, replay_of } = it;
-    let blocking = blocking(&state, &view).await?;
+    let blocking = blocking(&who.state, &view).await?;
     Ok(Json(MessageDetail::new(&view, replay_of, blocking)))
 }
 
@@ -242,7 +239,8 @@ pub async fn detail(found: Found<Message>) -> Result<Json<MessageDetail>, ApiErr
 )]
 #[post("/messages/{id}/replay")]
 pub async fn replay(found: Operate<ToReplay>) -> Result<HttpResponse, ApiError> {
-    let Found { who, it, state } = found;
+    let Found { who, it } = found;
+    let state = &who.state;
     let view = it.view;
     let new = state.queue.replay(&view).await?;
     tracing::info!(admin = who.label, original = %view.head.id, replay = %new, "message replayed");
@@ -254,7 +252,8 @@ pub async fn replay(found: Operate<ToReplay>) -> Result<HttpResponse, ApiError> 
 }
 
 async fn release(found: Operate<Message>, how: Release) -> Result<Json<Released>, ApiError> {
-    let Found { who, it, state } = found;
+    let Found { who, it } = found;
+    let state = &who.state;
     let view = it.view;
     match state.queue.release_lane(&view, how).await {
         Ok(()) => {
@@ -334,8 +333,8 @@ pub struct BulkReplay {
 pub async fn bulk_replay(
     body: web::Json<BulkReplay>,
     who: Operator,
-    state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
+    let state = &who.state;
     let body = body.into_inner();
     if body.filter.tenant.is_none() || body.filter.trigger.is_none() {
         return Err(bad(
@@ -343,7 +342,7 @@ pub async fn bulk_replay(
             "bulk replay needs `tenant` and `trigger`".into(),
         ));
     }
-    let Some(mut query) = to_query(&who, &body.filter, &state)? else {
+    let Some(mut query) = to_query(&who, &body.filter, state)? else {
         return Ok(HttpResponse::Ok().json(BulkAnswer::Replayed(BulkReplayed {
             count: 0,
             replayed: 0,

@@ -256,8 +256,8 @@ pub struct ListQuery {
 pub async fn list(
     q: web::Query<ListQuery>,
     who: Admin,
-    state: web::Data<AppState>,
 ) -> Result<Json<SubscriptionList>, ApiError> {
+    let state = &who.state;
     let subscribers = state.queue.dispatcher().events().subscribers();
     let tenants = match &q.tenant {
         Some(t) => vec![who.tenant(t)?.to_string()],
@@ -289,13 +289,13 @@ pub async fn list(
 pub async fn create(
     body: web::Json<NewSubscription>,
     who: Operator,
-    state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
+    let state = &who.state;
     let b = body.into_inner();
     let tenant = who.tenant(&b.tenant)?;
     domain::check_name(&b.name).map_err(invalid)?;
     domain::check_url(&b.url, state.settings.subscriptions_allow_http).map_err(invalid)?;
-    public_receiver(&state, &b.url)?;
+    public_receiver(state, &b.url)?;
     let include = match &b.include {
         Some(i) => Include::parse(i).map_err(invalid)?,
         None => Include::Ids,
@@ -322,12 +322,12 @@ pub async fn create(
         created_at: now,
         updated_at: now,
     };
-    room_for_one_more(&state, &sub).await?;
-    name_free(&state, &sub)?;
+    room_for_one_more(state, &sub).await?;
+    name_free(state, &sub)?;
     if !state.queue.store().add_subscription(&sub).await? {
         return Err(name_taken(&sub));
     }
-    changed(&state, &sub, sub.enabled).await?;
+    changed(state, &sub, sub.enabled).await?;
     Ok(HttpResponse::Created().json(SubscriptionView::new(&sub, Some(secret))))
 }
 
@@ -356,11 +356,8 @@ pub async fn update(
     body: web::Json<SubscriptionChange>,
     found: Operate<Sub>,
 ) -> Result<Json<SubscriptionView>, ApiError> {
-    let Found {
-        it: Sub(old),
-        state,
-        ..
-    } = found;
+    let Found { who, it: Sub(old) } = found;
+    let state = &who.state;
     editable(&old)?;
     let c = body.into_inner();
     let mut sub = (*old).clone();
@@ -381,7 +378,7 @@ pub async fn update(
     }
     if let Some(url) = c.url {
         domain::check_url(&url, state.settings.subscriptions_allow_http).map_err(invalid)?;
-        public_receiver(&state, &url)?;
+        public_receiver(state, &url)?;
         sub.url = url;
     }
     if let Some(e) = c.events {
@@ -403,7 +400,7 @@ pub async fn update(
         sub.enabled = on;
     }
     sub.updated_at = state.queue.store().now();
-    name_free(&state, &sub)?;
+    name_free(state, &sub)?;
     if !state.queue.store().update_subscription(&sub).await? {
         return Err(ApiError::ConflictCode {
             code: "subscription_exists",
@@ -413,7 +410,7 @@ pub async fn update(
             ),
         });
     }
-    changed(&state, &sub, sub.enabled && !old.enabled).await?;
+    changed(state, &sub, sub.enabled && !old.enabled).await?;
     Ok(Json(SubscriptionView::new(&sub, None)))
 }
 
@@ -427,17 +424,14 @@ pub async fn update(
 )]
 #[delete("/subscriptions/{id}")]
 pub async fn remove(found: Operate<Sub>) -> Result<Json<DeletedSubscription>, ApiError> {
-    let Found {
-        it: Sub(sub),
-        state,
-        ..
-    } = found;
+    let Found { who, it: Sub(sub) } = found;
+    let state = &who.state;
     editable(&sub)?;
     let id = MessageId::from_uuid(sub.id);
     if !state.queue.store().delete_subscription(id).await? {
         return Err(ApiError::NotFound(format!("no subscription `{}`", sub.id)));
     }
-    changed(&state, &sub, false).await?;
+    changed(state, &sub, false).await?;
     Ok(Json(DeletedSubscription {
         subscription_id: sub.id.to_string(),
         deleted: true,
@@ -455,11 +449,8 @@ pub async fn remove(found: Operate<Sub>) -> Result<Json<DeletedSubscription>, Ap
 )]
 #[post("/subscriptions/{id}/rotate-secret")]
 pub async fn rotate_secret(found: Operate<Sub>) -> Result<Json<RotatedSecret>, ApiError> {
-    let Found {
-        it: Sub(old),
-        state,
-        ..
-    } = found;
+    let Found { who, it: Sub(old) } = found;
+    let state = &who.state;
     editable(&old)?;
     let secret = domain::new_secret();
     let mut sub = (*old).clone();
@@ -468,7 +459,7 @@ pub async fn rotate_secret(found: Operate<Sub>) -> Result<Json<RotatedSecret>, A
     if !state.queue.store().update_subscription(&sub).await? {
         return Err(ApiError::NotFound(format!("no subscription `{}`", sub.id)));
     }
-    changed(&state, &sub, false).await?;
+    changed(state, &sub, false).await?;
     Ok(Json(RotatedSecret {
         subscription_id: sub.id.to_string(),
         secret,
@@ -485,7 +476,7 @@ pub async fn rotate_secret(found: Operate<Sub>) -> Result<Json<RotatedSecret>, A
 )]
 #[post("/subscriptions/{id}/test")]
 pub async fn send_test(found: Operate<Sub>) -> Result<Json<TestedSubscription>, ApiError> {
-    let (id, a) = found.state.hooks.test(&found.it.0).await?;
+    let (id, a) = found.who.state.hooks.test(&found.it.0).await?;
     Ok(Json(TestedSubscription {
         delivery_id: id.to_string(),
         ok: a.error.is_none(),
