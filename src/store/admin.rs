@@ -147,6 +147,13 @@ pub struct DeliveryAttempt {
     pub error: Option<String>,
 }
 
+impl DeliveryAttempt {
+    /// The attempt as a delivery's log keeps it, one JSON text for both stores.
+    fn log_entry(&self) -> Result<serde_json::Value, StoreError> {
+        serde_json::to_value(self).map_err(|e| StoreError::Corrupt(format!("attempt `{e}`")))
+    }
+}
+
 /// A page of a tenant's deliveries (optionally of one subscription), newest first.
 #[derive(Debug, Clone)]
 pub struct DeliveryQuery {
@@ -224,8 +231,7 @@ impl Store {
         attempt: DeliveryAttempt,
         status: DeliveryStatus,
     ) -> Result<(), StoreError> {
-        let entry = serde_json::to_value(&attempt)
-            .map_err(|e| StoreError::Corrupt(format!("attempt `{e}`")))?;
+        let entry = attempt.log_entry()?;
         each!(self, s => s.add_sent_delivery(d, entry, status).await)
     }
 
@@ -251,9 +257,7 @@ impl Store {
         status: DeliveryStatus,
         next_at: Micros,
     ) -> Result<(), StoreError> {
-        // The attempt as its log keeps it, one JSON text for both stores.
-        let entry = serde_json::to_value(&attempt)
-            .map_err(|e| StoreError::Corrupt(format!("attempt `{e}`")))?;
+        let entry = attempt.log_entry()?;
         let next = (attempt.number, status, next_at);
         each!(self, s => s.record_delivery_attempt(id, entry, next).await)
     }

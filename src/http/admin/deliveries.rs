@@ -8,7 +8,7 @@ use crate::store::{DeliveryQuery, DeliveryView};
 
 use super::answers::{Delivery, DeliveryPage, Errors, Redelivered};
 use super::extract::{Admin, Found, Operate};
-use super::{ApiError, AppState, Json, next_cursor, parse_cursor};
+use super::{ApiError, Json, next_cursor, parse_cursor};
 
 #[derive(Deserialize, utoipa::IntoParams)]
 pub struct ListQuery {
@@ -32,11 +32,8 @@ pub struct ListQuery {
     )
 )]
 #[get("/deliveries")]
-pub async fn list(
-    q: web::Query<ListQuery>,
-    who: Admin,
-    state: web::Data<AppState>,
-) -> Result<Json<DeliveryPage>, ApiError> {
+pub async fn list(q: web::Query<ListQuery>, who: Admin) -> Result<Json<DeliveryPage>, ApiError> {
+    let state = &who.state;
     let query = DeliveryQuery {
         tenant: who.tenant(&q.tenant)?,
         subscription: q.subscription.clone(),
@@ -66,15 +63,12 @@ pub async fn detail(found: Found<DeliveryView>) -> Result<Json<Delivery>, ApiErr
     operation_id = "redeliver",
     responses(
         (status = 202, description = "Queued for sending", body = Redelivered),
-        (status = 403, description = "The token has role `read` (`read_only_token`)", body = Errors),
     )
 )]
 #[post("/deliveries/{id}/redeliver")]
-pub async fn redeliver(
-    found: Operate<DeliveryView>,
-    state: web::Data<AppState>,
-) -> Result<HttpResponse, ApiError> {
-    let d = found.it;
+pub async fn redeliver(found: Operate<DeliveryView>) -> Result<HttpResponse, ApiError> {
+    let Found { who, it: d } = found;
+    let state = &who.state;
     state
         .queue
         .store()

@@ -19,12 +19,9 @@ use super::{ApiError, AppState, authorize, parse_id};
 
 type Extracted<T> = Pin<Box<dyn Future<Output = Result<T, ApiError>>>>;
 
-/// The app's state and the request's admin token, checked; `operate`: the
+/// The request's admin token, checked, with the app's state; `operate`: the
 /// handler changes something, which a token of role `read` may not.
-async fn authorized(
-    req: &HttpRequest,
-    operate: bool,
-) -> Result<(web::Data<AppState>, Admin), ApiError> {
+async fn authorized(req: &HttpRequest, operate: bool) -> Result<Admin, ApiError> {
     let state = req
         .app_data::<web::Data<AppState>>()
         .cloned()
@@ -35,19 +32,26 @@ async fn authorized(
             label: who.label.clone(),
         });
     }
-    Ok((state, Admin(who)))
+    Ok(Admin {
+        identity: who,
+        state,
+    })
 }
 
-/// An authorized admin token: an argument of every admin handler (after the
-/// query or body, so that a malformed request is a 400 before the token is
-/// checked, as it always was).
-pub struct Admin(pub Arc<AdminIdentity>);
+/// An authorized admin token, with the app's state it asks of (which the
+/// check read): an argument of every admin handler (after the query or body,
+/// so that a malformed request is a 400 before the token is checked, as it
+/// always was), which needs nothing else to act.
+pub struct Admin {
+    identity: Arc<AdminIdentity>,
+    pub state: web::Data<AppState>,
+}
 
 impl std::ops::Deref for Admin {
     type Target = AdminIdentity;
 
     fn deref(&self) -> &AdminIdentity {
-        &self.0
+        &self.identity
     }
 }
 
@@ -74,7 +78,7 @@ impl FromRequest for Admin {
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         let req = req.clone();
-        Box::pin(async move { Ok(authorized(&req, false).await?.1) })
+        Box::pin(async move { authorized(&req, false).await })
     }
 }
 
@@ -98,7 +102,7 @@ impl FromRequest for Operator {
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         let req = req.clone();
-        Box::pin(async move { Ok(Operator(authorized(&req, true).await?.1)) })
+        Box::pin(async move { Ok(Operator(authorized(&req, true).await?)) })
     }
 }
 
@@ -107,18 +111,22 @@ pub trait Lookup: Sized + 'static {
     /// What a 404 calls it.
     const WHAT: &'static str;
 
-    /// `raw`: the id as the path spells it, for the answers that name it.
-    fn find(
-        state: &AppState,
-        who: &AdminIdentity,
-        id: MessageId,
-        raw: &str,
-    ) -> impl Future<Output = Result<Option<Self>, ApiError>>;
+    fn find(ask: Ask<'_>) -> impl Future<Output = Result<Option<Self>, ApiError>>;
 
     fn tenant(&self) -> &str;
 }
 
-/// The path's `{id}` found (`T`) with the token that asked for it. `OPERATE`:
+/// What a [`Lookup`] is asked for: the path's `{id}`, parsed and as the path
+/// spells it (`raw`, for the answers that name it), and by whom.
+pub struct Ask<'a> {
+    pub state: &'a AppState,
+    pub who: &'a AdminIdentity,
+    pub id: MessageId,
+    pub raw: &'a str,
+}
+
+/// The path's `{id}` found (`T`) with the token that asked for it: the one
+/// argument of a handler of `/{id}` paths. `OPERATE`:
 /// the handler changes it, which takes a token of role `operate` (see
 /// [`Operate`]).
 pub struct Found<T, const OPERATE: bool = false> {
@@ -137,13 +145,17 @@ impl<T: Lookup, const OPERATE: bool> FromRequest for Found<T, OPERATE> {
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         let req = req.clone();
         Box::pin(async move {
-            let (state, who) = authorized(&req, OPERATE).await?;
+            let who = authorized(&req, OPERATE).await?;
             let raw = req.match_info().get("id").unwrap_or_default();
             let not_found = || ApiError::NotFound(format!("no {} `{raw}`", T::WHAT));
             let id = parse_id(raw, T::WHAT)?;
-            let it = T::find(&state, &who, id, raw)
-                .await?
-                .ok_or_else(not_found)?;
+            let ask = Ask {
+                state: &who.state,
+                who: &who,
+                id,
+                raw,
+            };
+            let it = T::find(ask).await?.ok_or_else(not_found)?;
             if !who.sees(it.tenant()) {
                 return Err(not_found());
             }
@@ -177,14 +189,9 @@ pub type ToReplay = Message<true>;
 impl<const REPLAY: bool> Lookup for Message<REPLAY> {
     const WHAT: &'static str = "message";
 
-    async fn find(
-        state: &AppState,
-        who: &AdminIdentity,
-        id: MessageId,
-        raw: &str,
-    ) -> Result<Option<Self>, ApiError> {
-        let found = state.queue.store().message_detail(id).await;
-        let found = found.map_err(|e| unusable(who, raw, e, REPLAY))?;
+    async fn find(ask: Ask<'_>) -> Result<Option<Self>, ApiError> {
+        let found = ask.state.queue.store().message_detail(ask.id).await;
+        let found = found.map_err(|e| unusable(ask.who, ask.raw, e, REPLAY))?;
         Ok(found.map(|(view, replay_of)| Message { view, replay_of }))
     }
 
@@ -196,13 +203,8 @@ impl<const REPLAY: bool> Lookup for Message<REPLAY> {
 impl Lookup for DeliveryView {
     const WHAT: &'static str = "delivery";
 
-    async fn find(
-        state: &AppState,
-        _: &AdminIdentity,
-        id: MessageId,
-        _: &str,
-    ) -> Result<Option<Self>, ApiError> {
-        Ok(state.queue.store().get_delivery(id).await?)
+    async fn find(ask: Ask<'_>) -> Result<Option<Self>, ApiError> {
+        Ok(ask.state.queue.store().get_delivery(ask.id).await?)
     }
 
     fn tenant(&self) -> &str {

@@ -12,7 +12,7 @@ use crate::flow::Tenant;
 
 use super::answers::{ApiKey, ConsumerQuota, ConsumerRate, KeyConsumer, KeyList};
 use super::extract::Admin;
-use super::{ApiError, AppState, Json};
+use super::{ApiError, Json};
 
 #[derive(Deserialize, utoipa::IntoParams)]
 pub struct KeysQuery {
@@ -30,11 +30,8 @@ type Counts = (u64, u64, u64);
     responses((status = 200, description = "The tenant's consumers", body = KeyList))
 )]
 #[get("/keys")]
-pub async fn list(
-    q: web::Query<KeysQuery>,
-    who: Admin,
-    state: web::Data<AppState>,
-) -> Result<Json<KeyList>, ApiError> {
+pub async fn list(q: web::Query<KeysQuery>, who: Admin) -> Result<Json<KeyList>, ApiError> {
+    let state = &who.state;
     let name = who.tenant(&q.tenant)?;
     let catalog = state.catalog.get();
     let entry = catalog

@@ -172,12 +172,9 @@ fn to_query(who: &Admin, f: &Filter, state: &AppState) -> Result<Option<MessageQ
     )
 )]
 #[get("/messages")]
-pub async fn list(
-    q: web::Query<ListQuery>,
-    who: Admin,
-    state: web::Data<AppState>,
-) -> Result<Json<MessagePage>, ApiError> {
-    let Some(mut query) = to_query(&who, &q.filter(), &state)? else {
+pub async fn list(q: web::Query<ListQuery>, who: Admin) -> Result<Json<MessagePage>, ApiError> {
+    let state = &who.state;
+    let Some(mut query) = to_query(&who, &q.filter(), state)? else {
         return Ok(Json(MessagePage {
             messages: Vec::new(),
             next_cursor: None,
@@ -224,12 +221,10 @@ async fn blocking(state: &AppState, v: &MessageView) -> Result<bool, ApiError> {
     )
 )]
 #[get("/messages/{id}")]
-pub async fn detail(
-    found: Found<Message>,
-    state: web::Data<AppState>,
-) -> Result<Json<MessageDetail>, ApiError> {
-    let Message { view, replay_of } = found.it;
-    let blocking = blocking(&state, &view).await?;
+pub async fn detail(found: Found<Message>) -> Result<Json<MessageDetail>, ApiError> {
+    let Found { who, it } = found;
+    let Message { view, replay_of } = it;
+    let blocking = blocking(&who.state, &view).await?;
     Ok(Json(MessageDetail::new(&view, replay_of, blocking)))
 }
 
@@ -239,16 +234,14 @@ pub async fn detail(
     operation_id = "replay_message",
     responses(
         (status = 202, description = "The new message", body = Replayed),
-        (status = 403, description = "The token has role `read` (`read_only_token`)", body = Errors),
         (status = 409, description = "The message's stored input cannot be read back", body = Errors),
     )
 )]
 #[post("/messages/{id}/replay")]
-pub async fn replay(
-    found: Operate<ToReplay>,
-    state: web::Data<AppState>,
-) -> Result<HttpResponse, ApiError> {
-    let (who, view) = (found.who, found.it.view);
+pub async fn replay(found: Operate<ToReplay>) -> Result<HttpResponse, ApiError> {
+    let Found { who, it } = found;
+    let state = &who.state;
+    let view = it.view;
     let new = state.queue.replay(&view).await?;
     tracing::info!(admin = who.label, original = %view.head.id, replay = %new, "message replayed");
     Ok(HttpResponse::Accepted().json(Replayed {
@@ -258,12 +251,10 @@ pub async fn replay(
     }))
 }
 
-async fn release(
-    found: Operate<Message>,
-    state: &AppState,
-    how: Release,
-) -> Result<Json<Released>, ApiError> {
-    let (who, view) = (found.who, found.it.view);
+async fn release(found: Operate<Message>, how: Release) -> Result<Json<Released>, ApiError> {
+    let Found { who, it } = found;
+    let state = &who.state;
+    let view = it.view;
     match state.queue.release_lane(&view, how).await {
         Ok(()) => {
             tracing::info!(admin = who.label, message = %view.head.id, action = ?how, "ordered lane released");
@@ -295,16 +286,12 @@ macro_rules! release_endpoint {
             operation_id = $op,
             responses(
                 (status = 200, description = $done, body = Released),
-                (status = 403, description = "The token has role `read` (`read_only_token`)", body = Errors),
                 (status = 409, description = "The message does not hold an ordered lane", body = Errors),
             )
         )]
         #[post($path)]
-        pub async fn $name(
-            found: Operate<Message>,
-            state: web::Data<AppState>,
-        ) -> Result<Json<Released>, ApiError> {
-            release(found, &state, $how).await
+        pub async fn $name(found: Operate<Message>) -> Result<Json<Released>, ApiError> {
+            release(found, $how).await
         }
     };
 }
@@ -336,7 +323,6 @@ pub struct BulkReplay {
     responses(
         (status = 200, description = "The count (dry run), or nothing matched", body = BulkAnswer),
         (status = 202, description = "Replayed", body = BulkReplayed),
-        (status = 403, description = "The token has role `read` (`read_only_token`)", body = Errors),
         (status = 400, description = "A bad parameter or body", body = Errors),
         (status = 409, description = "The count is not `expect`, or too many match", body = Errors),
         (status = 408, description = "The body did not arrive in time", body = Errors),
@@ -347,8 +333,8 @@ pub struct BulkReplay {
 pub async fn bulk_replay(
     body: web::Json<BulkReplay>,
     who: Operator,
-    state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
+    let state = &who.state;
     let body = body.into_inner();
     if body.filter.tenant.is_none() || body.filter.trigger.is_none() {
         return Err(bad(
@@ -356,7 +342,7 @@ pub async fn bulk_replay(
             "bulk replay needs `tenant` and `trigger`".into(),
         ));
     }
-    let Some(mut query) = to_query(&who, &body.filter, &state)? else {
+    let Some(mut query) = to_query(&who, &body.filter, state)? else {
         return Ok(HttpResponse::Ok().json(BulkAnswer::Replayed(BulkReplayed {
             count: 0,
             replayed: 0,

@@ -50,6 +50,21 @@ const EVERY_ENDPOINT: [(&str, &str, &str); 5] = [
     ),
 ];
 
+/// What every endpoint that changes something (any method but GET) answers a
+/// token of role `read`, before it looks at anything else (`extract::Operator`).
+const READ_ONLY: (&str, &str) = ("403", "The token has role `read` (`read_only_token`)");
+
+/// An answer with the `Errors` body.
+fn errors_answer(description: &str) -> openapi::Response {
+    let errors = ContentBuilder::new()
+        .schema(Some(Ref::from_schema_name("Errors")))
+        .build();
+    ResponseBuilder::new()
+        .description(description)
+        .content("application/json", errors)
+        .build()
+}
+
 /// `{id}` in an admin path is always a message's or a delivery's id.
 fn id_parameter() -> Parameter {
     let uuid = ObjectBuilder::new()
@@ -78,26 +93,20 @@ pub fn document() -> openapi::OpenApi {
         ),
     );
     for (_, name, description) in EVERY_ENDPOINT {
-        let errors = ContentBuilder::new()
-            .schema(Some(Ref::from_schema_name("Errors")))
-            .build();
-        let response = ResponseBuilder::new()
-            .description(description)
-            .content("application/json", errors)
-            .build();
         components
             .responses
-            .insert(name.to_owned(), RefOr::T(response));
+            .insert(name.to_owned(), RefOr::T(errors_answer(description)));
     }
     for (path, item) in doc.paths.paths.iter_mut() {
         let operations = [
-            &mut item.get,
-            &mut item.post,
-            &mut item.put,
-            &mut item.delete,
-            &mut item.patch,
+            (&mut item.get, false),
+            (&mut item.post, true),
+            (&mut item.put, true),
+            (&mut item.delete, true),
+            (&mut item.patch, true),
         ];
-        for op in operations.into_iter().flatten() {
+        for (op, changes) in operations {
+            let Some(op) = op else { continue };
             let params = op.parameters.get_or_insert_with(Vec::new);
             let declared = params
                 .iter()
@@ -110,6 +119,12 @@ pub fn document() -> openapi::OpenApi {
                     .responses
                     .entry(status.to_owned())
                     .or_insert_with(|| RefOr::Ref(Ref::from_response_name(name)));
+            }
+            if changes {
+                let (status, description) = READ_ONLY;
+                op.responses
+                    .responses
+                    .insert(status.to_owned(), RefOr::T(errors_answer(description)));
             }
         }
     }

@@ -9,7 +9,6 @@ use std::sync::Arc;
 use actix_web::{HttpResponse, delete, get, patch, post, web};
 use serde::{Deserialize, Deserializer};
 
-use crate::auth::admin::AdminIdentity;
 use crate::domain::{
     self, EventPattern, Include, MessageId, Subscription, SubscriptionError, SubscriptionSource,
     TriggerName,
@@ -19,7 +18,7 @@ use super::answers::{
     DeletedSubscription, Errors, RotatedSecret, SubscriptionList, SubscriptionView,
     TestedSubscription, ms,
 };
-use super::extract::{Admin, Found, Lookup, Operate, Operator};
+use super::extract::{Admin, Ask, Found, Lookup, Operate, Operator};
 use super::{ApiError, AppState, Json, bad};
 
 /// A subscription the path's `{id}` names, of a tenant the token sees.
@@ -28,17 +27,12 @@ pub struct Sub(Arc<Subscription>);
 impl Lookup for Sub {
     const WHAT: &'static str = "subscription";
 
-    async fn find(
-        state: &AppState,
-        _: &AdminIdentity,
-        id: MessageId,
-        _: &str,
-    ) -> Result<Option<Self>, ApiError> {
-        let subscribers = state.queue.dispatcher().events().subscribers();
+    async fn find(ask: Ask<'_>) -> Result<Option<Self>, ApiError> {
+        let subscribers = ask.state.queue.dispatcher().events().subscribers();
         // What another node changed within the last second is read first, so
         // a change never starts from a copy older than the store's.
         subscribers.refresh().await?;
-        Ok(subscribers.by_id(id.as_uuid()).map(Sub))
+        Ok(subscribers.by_id(ask.id.as_uuid()).map(Sub))
     }
 
     fn tenant(&self) -> &str {
@@ -262,8 +256,8 @@ pub struct ListQuery {
 pub async fn list(
     q: web::Query<ListQuery>,
     who: Admin,
-    state: web::Data<AppState>,
 ) -> Result<Json<SubscriptionList>, ApiError> {
+    let state = &who.state;
     let subscribers = state.queue.dispatcher().events().subscribers();
     let tenants = match &q.tenant {
         Some(t) => vec![who.tenant(t)?.to_string()],
@@ -286,7 +280,6 @@ pub async fn list(
     operation_id = "create_subscription",
     request_body = NewSubscription,
     responses(
-        (status = 403, description = "The token has role `read` (`read_only_token`)", body = Errors),
         (status = 201, description = "Made, with its secret", body = SubscriptionView),
         (status = 400, description = "A field is wrong (named)", body = Errors),
         (status = 409, description = "The name is taken (`subscription_exists`), or the tenant has the most subscriptions there may be (`too_many_subscriptions`)", body = Errors),
@@ -296,13 +289,13 @@ pub async fn list(
 pub async fn create(
     body: web::Json<NewSubscription>,
     who: Operator,
-    state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
+    let state = &who.state;
     let b = body.into_inner();
     let tenant = who.tenant(&b.tenant)?;
     domain::check_name(&b.name).map_err(invalid)?;
     domain::check_url(&b.url, state.settings.subscriptions_allow_http).map_err(invalid)?;
-    public_receiver(&state, &b.url)?;
+    public_receiver(state, &b.url)?;
     let include = match &b.include {
         Some(i) => Include::parse(i).map_err(invalid)?,
         None => Include::Ids,
@@ -329,12 +322,12 @@ pub async fn create(
         created_at: now,
         updated_at: now,
     };
-    room_for_one_more(&state, &sub).await?;
-    name_free(&state, &sub)?;
+    room_for_one_more(state, &sub).await?;
+    name_free(state, &sub)?;
     if !state.queue.store().add_subscription(&sub).await? {
         return Err(name_taken(&sub));
     }
-    changed(&state, &sub, sub.enabled).await?;
+    changed(state, &sub, sub.enabled).await?;
     Ok(HttpResponse::Created().json(SubscriptionView::new(&sub, Some(secret))))
 }
 
@@ -353,7 +346,6 @@ pub async fn detail(found: Found<Sub>) -> Result<Json<SubscriptionView>, ApiErro
     operation_id = "update_subscription",
     request_body = SubscriptionChange,
     responses(
-        (status = 403, description = "The token has role `read` (`read_only_token`)", body = Errors),
         (status = 200, description = "Changed", body = SubscriptionView),
         (status = 400, description = "A field is wrong (named)", body = Errors),
         (status = 409, description = "Declared in _tenant.yaml, or the name is taken", body = Errors),
@@ -363,9 +355,9 @@ pub async fn detail(found: Found<Sub>) -> Result<Json<SubscriptionView>, ApiErro
 pub async fn update(
     body: web::Json<SubscriptionChange>,
     found: Operate<Sub>,
-    state: web::Data<AppState>,
 ) -> Result<Json<SubscriptionView>, ApiError> {
-    let old = found.it.0;
+    let Found { who, it: Sub(old) } = found;
+    let state = &who.state;
     editable(&old)?;
     let c = body.into_inner();
     let mut sub = (*old).clone();
@@ -386,7 +378,7 @@ pub async fn update(
     }
     if let Some(url) = c.url {
         domain::check_url(&url, state.settings.subscriptions_allow_http).map_err(invalid)?;
-        public_receiver(&state, &url)?;
+        public_receiver(state, &url)?;
         sub.url = url;
     }
     if let Some(e) = c.events {
@@ -408,7 +400,7 @@ pub async fn update(
         sub.enabled = on;
     }
     sub.updated_at = state.queue.store().now();
-    name_free(&state, &sub)?;
+    name_free(state, &sub)?;
     if !state.queue.store().update_subscription(&sub).await? {
         return Err(ApiError::ConflictCode {
             code: "subscription_exists",
@@ -418,7 +410,7 @@ pub async fn update(
             ),
         });
     }
-    changed(&state, &sub, sub.enabled && !old.enabled).await?;
+    changed(state, &sub, sub.enabled && !old.enabled).await?;
     Ok(Json(SubscriptionView::new(&sub, None)))
 }
 
@@ -426,23 +418,20 @@ pub async fn update(
 #[utoipa::path(
     operation_id = "delete_subscription",
     responses(
-        (status = 403, description = "The token has role `read` (`read_only_token`)", body = Errors),
         (status = 200, description = "Deleted", body = DeletedSubscription),
         (status = 409, description = "Declared in _tenant.yaml", body = Errors),
     )
 )]
 #[delete("/subscriptions/{id}")]
-pub async fn remove(
-    found: Operate<Sub>,
-    state: web::Data<AppState>,
-) -> Result<Json<DeletedSubscription>, ApiError> {
-    let sub = found.it.0;
+pub async fn remove(found: Operate<Sub>) -> Result<Json<DeletedSubscription>, ApiError> {
+    let Found { who, it: Sub(sub) } = found;
+    let state = &who.state;
     editable(&sub)?;
     let id = MessageId::from_uuid(sub.id);
     if !state.queue.store().delete_subscription(id).await? {
         return Err(ApiError::NotFound(format!("no subscription `{}`", sub.id)));
     }
-    changed(&state, &sub, false).await?;
+    changed(state, &sub, false).await?;
     Ok(Json(DeletedSubscription {
         subscription_id: sub.id.to_string(),
         deleted: true,
@@ -454,17 +443,14 @@ pub async fn remove(
 #[utoipa::path(
     operation_id = "rotate_subscription_secret",
     responses(
-        (status = 403, description = "The token has role `read` (`read_only_token`)", body = Errors),
         (status = 200, description = "The new secret", body = RotatedSecret),
         (status = 409, description = "Declared in _tenant.yaml", body = Errors),
     )
 )]
 #[post("/subscriptions/{id}/rotate-secret")]
-pub async fn rotate_secret(
-    found: Operate<Sub>,
-    state: web::Data<AppState>,
-) -> Result<Json<RotatedSecret>, ApiError> {
-    let old = found.it.0;
+pub async fn rotate_secret(found: Operate<Sub>) -> Result<Json<RotatedSecret>, ApiError> {
+    let Found { who, it: Sub(old) } = found;
+    let state = &who.state;
     editable(&old)?;
     let secret = domain::new_secret();
     let mut sub = (*old).clone();
@@ -473,7 +459,7 @@ pub async fn rotate_secret(
     if !state.queue.store().update_subscription(&sub).await? {
         return Err(ApiError::NotFound(format!("no subscription `{}`", sub.id)));
     }
-    changed(&state, &sub, false).await?;
+    changed(state, &sub, false).await?;
     Ok(Json(RotatedSecret {
         subscription_id: sub.id.to_string(),
         secret,
@@ -486,15 +472,11 @@ pub async fn rotate_secret(
     operation_id = "test_subscription",
     responses(
         (status = 200, description = "The attempt", body = TestedSubscription),
-        (status = 403, description = "The token has role `read` (`read_only_token`)", body = Errors),
     )
 )]
 #[post("/subscriptions/{id}/test")]
-pub async fn send_test(
-    found: Operate<Sub>,
-    state: web::Data<AppState>,
-) -> Result<Json<TestedSubscription>, ApiError> {
-    let (id, a) = state.hooks.test(&found.it.0).await?;
+pub async fn send_test(found: Operate<Sub>) -> Result<Json<TestedSubscription>, ApiError> {
+    let (id, a) = found.who.state.hooks.test(&found.it.0).await?;
     Ok(Json(TestedSubscription {
         delivery_id: id.to_string(),
         ok: a.error.is_none(),

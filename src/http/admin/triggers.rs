@@ -12,7 +12,7 @@ use crate::flow::Diagnostic;
 
 use super::answers::{Lane, LaneList, Tenant, TenantList, Trigger, TriggerList};
 use super::extract::Admin;
-use super::{ApiError, AppState, Json};
+use super::{ApiError, Json};
 
 /// The tenants a token may see, as a store filter (`None`: all).
 pub fn scope(who: &Admin) -> Option<Vec<TenantName>> {
@@ -30,11 +30,8 @@ fn tenant_of(file: &Path, flows: &Path) -> Option<String> {
 /// Every loaded trigger the token may see, with counts by status, blocked lanes and load errors.
 #[utoipa::path(operation_id = "list_triggers", responses((status = 200, description = "The trigger table", body = TriggerList)))]
 #[get("/triggers")]
-pub async fn list(
-    who: Admin,
-    req: HttpRequest,
-    state: web::Data<AppState>,
-) -> Result<Json<TriggerList>, ApiError> {
+pub async fn list(who: Admin, req: HttpRequest) -> Result<Json<TriggerList>, ApiError> {
+    let state = &who.state;
     let store = state.queue.store();
     let counts = store.status_counts(scope(&who)).await?;
     let blocked = store.blocked_lanes(scope(&who)).await?;
@@ -93,7 +90,8 @@ pub async fn list(
 /// Tenants with their API key labels and subscriptions (never hashes or secrets).
 #[utoipa::path(operation_id = "list_tenants", responses((status = 200, description = "Tenants", body = TenantList)))]
 #[get("/tenants")]
-pub async fn tenants(who: Admin, state: web::Data<AppState>) -> Result<Json<TenantList>, ApiError> {
+pub async fn tenants(who: Admin) -> Result<Json<TenantList>, ApiError> {
+    let state = &who.state;
     let catalog = state.catalog.get();
     let mut names: Vec<String> = catalog
         .triggers()
@@ -121,11 +119,8 @@ pub struct LaneQuery {
 /// Ordered lanes held by a failed message.
 #[utoipa::path(operation_id = "list_lanes", params(LaneQuery), responses((status = 200, description = "Blocked lanes", body = LaneList)))]
 #[get("/lanes")]
-pub async fn lanes(
-    q: web::Query<LaneQuery>,
-    who: Admin,
-    state: web::Data<AppState>,
-) -> Result<Json<LaneList>, ApiError> {
+pub async fn lanes(q: web::Query<LaneQuery>, who: Admin) -> Result<Json<LaneList>, ApiError> {
+    let state = &who.state;
     if let Some(t) = &q.tenant {
         who.visible(t)?;
     }

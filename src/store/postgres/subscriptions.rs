@@ -8,9 +8,16 @@ use crate::store::subscriptions::Row;
 
 use super::{PgStore, db};
 
-/// The unique (tenant, name) index refused the row.
-fn taken(e: &tokio_postgres::Error) -> bool {
-    e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION)
+/// Whether a statement answering `count(*)` of the rows it changed changed
+/// one; `Ok(false)` when the unique (tenant, name) index refused the row.
+fn changed_unless_taken(
+    answer: Result<tokio_postgres::Row, tokio_postgres::Error>,
+) -> Result<bool, StoreError> {
+    match answer {
+        Ok(row) => Ok(row.get::<_, i64>(0) == 1),
+        Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) => Ok(false),
+        Err(e) => Err(db(e)),
+    }
 }
 
 impl PgStore {
@@ -76,11 +83,7 @@ impl PgStore {
                     &[&id, &tenant, &name, &spec, &created, &updated],
                 )
                 .await;
-            match added {
-                Ok(row) => Ok(row.get::<_, i64>(0) == 1),
-                Err(e) if taken(&e) => Ok(false),
-                Err(e) => Err(db(e)),
-            }
+            changed_unless_taken(added)
         })
         .await
     }
@@ -105,11 +108,7 @@ impl PgStore {
                     &[&id, &name, &spec, &updated],
                 )
                 .await;
-            match changed {
-                Ok(row) => Ok(row.get::<_, i64>(0) == 1),
-                Err(e) if taken(&e) => Ok(false),
-                Err(e) => Err(db(e)),
-            }
+            changed_unless_taken(changed)
         })
         .await
     }

@@ -63,6 +63,20 @@ fn deliveries(
     rows.into_iter().map(delivery).collect()
 }
 
+/// A delivery's own columns, `?1` to `?7` of both INSERTs: id, tenant,
+/// subscription, event, message_id, created_at and payload.
+fn own_columns(d: &NewDelivery) -> [Sql; 7] {
+    [
+        d.id.to_string().into(),
+        d.tenant.to_string().into(),
+        d.subscription.clone().into(),
+        d.event.clone().into(),
+        d.message_id.map(|m| m.to_string()).into(),
+        d.created_at.into(),
+        d.payload.clone().into(),
+    ]
+}
+
 /// Stores `batch` as pending deliveries, due at once (in the caller's
 /// transaction).
 pub(super) fn insert_pending(conn: &Connection, batch: &[NewDelivery]) -> Result<(), StoreError> {
@@ -72,17 +86,7 @@ pub(super) fn insert_pending(conn: &Connection, batch: &[NewDelivery]) -> Result
                                      status, next_at, payload)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'pending', ?6, ?7)",
         )
-        .and_then(|mut s| {
-            s.execute(params![
-                d.id.to_string(),
-                d.tenant.as_str(),
-                d.subscription,
-                d.event,
-                d.message_id.map(|m| m.to_string()),
-                d.created_at,
-                d.payload,
-            ])
-        })
+        .and_then(|mut s| s.execute(params_from_iter(own_columns(d))))
         .map_err(sqlite)?;
     }
     Ok(())
@@ -90,12 +94,8 @@ pub(super) fn insert_pending(conn: &Connection, batch: &[NewDelivery]) -> Result
 
 impl SqliteStore {
     pub async fn add_deliveries(&self, batch: Vec<NewDelivery>) -> Result<(), StoreError> {
-        self.run_admin(move |c| {
-            let tx = c.transaction().map_err(sqlite)?;
-            insert_pending(&tx, &batch)?;
-            tx.commit().map_err(sqlite)
-        })
-        .await
+        self.run_admin_tx(move |tx| insert_pending(tx, &batch))
+            .await
     }
 
     /// `entry`: the attempt as the log keeps it.
@@ -109,18 +109,12 @@ impl SqliteStore {
             c.execute(
                 "INSERT INTO deliveries (id, tenant, subscription, event, message_id, created_at,
                                          status, next_at, attempts, attempt_log, payload)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?6, 1, json_array(json(?8)), ?9)",
-                params![
-                    d.id.to_string(),
-                    d.tenant.as_str(),
-                    d.subscription,
-                    d.event,
-                    d.message_id.map(|m| m.to_string()),
-                    d.created_at,
-                    status.as_str(),
-                    entry.to_string(),
-                    d.payload,
-                ],
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?8, ?6, 1, json_array(json(?9)), ?7)",
+                params_from_iter(
+                    own_columns(&d)
+                        .into_iter()
+                        .chain([status.as_str().to_owned().into(), entry.to_string().into()]),
+                ),
             )
             .map(drop)
             .map_err(sqlite)

@@ -48,12 +48,8 @@ type EventRow = (
 
 impl SqliteStore {
     pub async fn add_events(&self, events: Vec<OutboxEvent>) -> Result<(), StoreError> {
-        self.run_admin(move |c| {
-            let tx = c.transaction().map_err(sqlite)?;
-            insert_events(&tx, &events)?;
-            tx.commit().map_err(sqlite)
-        })
-        .await
+        self.run_admin_tx(move |tx| insert_events(tx, &events))
+            .await
     }
 
     pub async fn outbox(&self, limit: u32) -> Result<Vec<OutboxEvent>, StoreError> {
@@ -84,8 +80,7 @@ impl SqliteStore {
     }
 
     pub async fn fan_out(&self, batch: Vec<FanOut>) -> Result<usize, StoreError> {
-        self.run_admin(move |c| {
-            let tx = c.transaction().map_err(sqlite)?;
+        self.run_admin_tx(move |tx| {
             let mut stored = 0;
             for f in &batch {
                 // Served by the primary key.
@@ -96,10 +91,9 @@ impl SqliteStore {
                 if taken == 0 {
                     continue;
                 }
-                super::deliveries::insert_pending(&tx, &f.deliveries)?;
+                super::deliveries::insert_pending(tx, &f.deliveries)?;
                 stored += f.deliveries.len();
             }
-            tx.commit().map_err(sqlite)?;
             Ok(stored)
         })
         .await
@@ -112,8 +106,7 @@ impl SqliteStore {
         events: Vec<OutboxEvent>,
     ) -> Result<bool, StoreError> {
         let skip = how == Release::Skip;
-        self.run_admin(move |c| {
-            let tx = c.transaction().map_err(sqlite)?;
+        self.run_admin_tx(move |tx| {
             // Served by the UNIQUE index on id; guarded: only a blocking message.
             let released = tx
                 .execute(
@@ -125,9 +118,8 @@ impl SqliteStore {
                 .map_err(sqlite)?
                 == 1;
             if released {
-                insert_events(&tx, &events)?;
+                insert_events(tx, &events)?;
             }
-            tx.commit().map_err(sqlite)?;
             Ok(released)
         })
         .await

@@ -1,7 +1,7 @@
 //! Reads of messages (one, or every open one at recovery) and retention's
 //! deletes, on the writer thread after every write sent before them.
 
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
 use crate::domain::{
     MessageHead, MessageId, MessageStatus, MessageView, Micros, Mode, Outcome, OwnedConsumer,
@@ -13,6 +13,24 @@ use crate::store::types::{PendingMessage, StoreError};
 use super::log::{attempt_json, parse_attempts};
 
 const PURGE_CHUNK: usize = 5_000;
+
+impl super::SqliteStore {
+    /// `run_admin` in one transaction, committed once `f` succeeds (rolled
+    /// back, by dropping it, when `f` fails): the admin-side writes of
+    /// deliveries, the outbox, subscriptions and usage.
+    pub(super) async fn run_admin_tx<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Transaction) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        self.run_admin(move |c| {
+            let tx = c.transaction().map_err(sqlite)?;
+            let done = f(&tx)?;
+            tx.commit().map_err(sqlite)?;
+            Ok(done)
+        })
+        .await
+    }
+}
 
 pub(super) fn corrupt(what: &str, v: &str) -> StoreError {
     StoreError::Corrupt(format!("{what} `{v}`"))
@@ -87,17 +105,9 @@ pub(super) fn head(
     })
 }
 
-/// Reads a row's `HeadRow` columns.
+/// Reads a row's `HeadRow` columns (its first seven).
 pub(super) fn head_row(r: &rusqlite::Row) -> rusqlite::Result<HeadRow> {
-    Ok((
-        r.get(0)?,
-        r.get(1)?,
-        r.get(2)?,
-        r.get(3)?,
-        r.get(4)?,
-        r.get(5)?,
-        r.get(6)?,
-    ))
+    HeadRow::try_from(r)
 }
 
 /// What `get` reads after the head: finished_at, response, error, input, trace,

@@ -1,7 +1,7 @@
 //! Stored event subscriptions on SQLite (see `store::subscriptions`). Every
 //! change bumps `subscription_version` in its transaction.
 
-use rusqlite::{OptionalExtension, params};
+use rusqlite::{OptionalExtension, Transaction, params};
 
 use crate::domain::{MessageId, Subscription};
 use crate::store::StoreError;
@@ -25,6 +25,15 @@ fn taken(r: rusqlite::Result<usize>) -> Result<bool, StoreError> {
     }
 }
 
+/// Bumps `subscription_version` in the change's transaction when it
+/// `changed` a row; answers whether it did.
+fn bumped(tx: &Transaction, changed: bool) -> Result<bool, StoreError> {
+    if changed {
+        tx.execute(BUMP, []).map_err(sqlite)?;
+    }
+    Ok(changed)
+}
+
 impl SqliteStore {
     pub(in crate::store) async fn subscriptions_version(&self) -> Result<i64, StoreError> {
         self.run_admin(|c| {
@@ -45,19 +54,7 @@ impl SqliteStore {
                     "SELECT id, tenant, name, spec, created_at, updated_at FROM subscriptions
                      ORDER BY tenant, name",
                 )
-                .and_then(|mut s| {
-                    s.query_map([], |r| {
-                        Ok((
-                            r.get(0)?,
-                            r.get(1)?,
-                            r.get(2)?,
-                            r.get(3)?,
-                            r.get(4)?,
-                            r.get(5)?,
-                        ))
-                    })?
-                    .collect()
-                })
+                .and_then(|mut s| s.query_map([], |r| r.try_into())?.collect())
                 .map_err(sqlite)?;
             rows.into_iter()
                 .map(|(id, tenant, name, spec, created_at, updated_at)| {
@@ -84,18 +81,13 @@ impl SqliteStore {
     ) -> Result<bool, StoreError> {
         let (id, tenant, name) = (sub.id.to_string(), sub.tenant.to_string(), sub.name.clone());
         let (created, updated) = (sub.created_at, sub.updated_at);
-        self.run_admin(move |c| {
-            let tx = c.transaction().map_err(sqlite)?;
+        self.run_admin_tx(move |tx| {
             let added = taken(tx.execute(
                 "INSERT INTO subscriptions (id, tenant, name, spec, created_at, updated_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                 params![id, tenant, name, spec.to_string(), created, updated],
             ))?;
-            if added {
-                tx.execute(BUMP, []).map_err(sqlite)?;
-            }
-            tx.commit().map_err(sqlite)?;
-            Ok(added)
+            bumped(tx, added)
         })
         .await
     }
@@ -106,18 +98,13 @@ impl SqliteStore {
         spec: serde_json::Value,
     ) -> Result<bool, StoreError> {
         let (id, name, updated) = (sub.id.to_string(), sub.name.clone(), sub.updated_at);
-        self.run_admin(move |c| {
-            let tx = c.transaction().map_err(sqlite)?;
+        self.run_admin_tx(move |tx| {
             // Served by the primary key.
             let changed = taken(tx.execute(
                 "UPDATE subscriptions SET name = ?2, spec = ?3, updated_at = ?4 WHERE id = ?1",
                 params![id, name, spec.to_string(), updated],
             ))?;
-            if changed {
-                tx.execute(BUMP, []).map_err(sqlite)?;
-            }
-            tx.commit().map_err(sqlite)?;
-            Ok(changed)
+            bumped(tx, changed)
         })
         .await
     }
@@ -126,8 +113,7 @@ impl SqliteStore {
         &self,
         id: MessageId,
     ) -> Result<bool, StoreError> {
-        self.run_admin(move |c| {
-            let tx = c.transaction().map_err(sqlite)?;
+        self.run_admin_tx(move |tx| {
             // Served by the primary key.
             let gone = tx
                 .query_row(
@@ -136,13 +122,8 @@ impl SqliteStore {
                     |_| Ok(()),
                 )
                 .optional()
-                .map_err(sqlite)?
-                .is_some();
-            if gone {
-                tx.execute(BUMP, []).map_err(sqlite)?;
-            }
-            tx.commit().map_err(sqlite)?;
-            Ok(gone)
+                .map_err(sqlite)?;
+            bumped(tx, gone.is_some())
         })
         .await
     }

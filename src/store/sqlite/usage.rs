@@ -40,8 +40,7 @@ impl SqliteStore {
         uses: Vec<KeyUse>,
         day: i64,
     ) -> Result<Vec<UsageRow>, StoreError> {
-        self.run_admin(move |c| {
-            let tx = c.transaction().map_err(sqlite)?;
+        self.run_admin_tx(move |tx| {
             for d in &deltas {
                 // The primary key finds the row to add to.
                 tx.prepare_cached(
@@ -74,9 +73,7 @@ impl SqliteStore {
                 .and_then(|mut s| s.execute(params![u.tenant, u.label, u.key_id, u.last_used]))
                 .map_err(sqlite)?;
             }
-            let rows = rows_of(&tx, day, None)?;
-            tx.commit().map_err(sqlite)?;
-            Ok(rows)
+            rows_of(tx, day, None)
         })
         .await
     }
@@ -118,8 +115,7 @@ impl SqliteStore {
         now: Micros,
         event: crate::store::OutboxEvent,
     ) -> Result<bool, StoreError> {
-        self.run_admin(move |c| {
-            let tx = c.transaction().map_err(sqlite)?;
+        self.run_admin_tx(move |tx| {
             // The primary key decides: a second insert does nothing.
             let inserted = tx
                 .query_row(
@@ -131,9 +127,8 @@ impl SqliteStore {
                 .optional()
                 .map_err(sqlite)?;
             if inserted.is_some() {
-                super::outbox::insert_events(&tx, std::slice::from_ref(&event))?;
+                super::outbox::insert_events(tx, std::slice::from_ref(&event))?;
             }
-            tx.commit().map_err(sqlite)?;
             Ok(inserted.is_some())
         })
         .await
@@ -144,8 +139,7 @@ impl SqliteStore {
         day: i64,
         before: Micros,
     ) -> Result<u64, StoreError> {
-        self.run_admin(move |c| {
-            let tx = c.transaction().map_err(sqlite)?;
+        self.run_admin_tx(move |tx| {
             // The primary key's prefix (day); key_notices is small (a row per
             // key that came near its expiry) and read whole.
             let days = tx
@@ -157,7 +151,6 @@ impl SqliteStore {
                     params![before],
                 )
                 .map_err(sqlite)?;
-            tx.commit().map_err(sqlite)?;
             Ok((days + notices) as u64)
         })
         .await

@@ -4,10 +4,10 @@ use serde::Serialize;
 use serde_json::Value;
 use utoipa::ToSchema;
 
-use crate::domain::{MessageId, MessageStatus, MessageView, Outcome, format_rfc3339};
+use crate::domain::{MessageId, MessageStatus, MessageView, Outcome};
 use crate::store::MessageSummary as Summary;
 
-use super::ms;
+use super::span;
 
 /// A message's status in the document: a string, one of every status there is.
 fn status_schema() -> utoipa::openapi::schema::Object {
@@ -67,15 +67,16 @@ pub struct MessageSummary {
 impl From<&Summary> for MessageSummary {
     fn from(m: &Summary) -> Self {
         let h = &m.head;
+        let (received_at, finished_at, duration_ms) = span(h.received_at, m.finished_at);
         Self {
             message_id: h.id.to_string(),
             tenant: h.tenant.to_string(),
             trigger: h.trigger.to_string(),
             lane: h.lane.clone(),
             status: h.status.as_str().to_owned(),
-            received_at: format_rfc3339(h.received_at),
-            finished_at: m.finished_at.map(format_rfc3339),
-            duration_ms: m.finished_at.map(|f| ms(f - h.received_at)),
+            received_at,
+            finished_at,
+            duration_ms,
             attempts: m.attempts,
             response_status: m.response_status,
             replay_of: m.replay_of.map(|r| r.to_string()),
@@ -165,17 +166,21 @@ impl MessageDetail {
         let attempts = v
             .attempts
             .iter()
-            .map(|a| Attempt {
-                number: a.number,
-                started_at: format_rfc3339(a.started_at),
-                finished_at: a.finished_at.map(format_rfc3339),
-                duration_ms: a.finished_at.map(|f| ms(f - a.started_at)),
-                outcome: a.outcome.map(|o| Outcome::as_str(o).to_owned()),
-                error: a.error.clone(),
-                error_code: a.error_code.clone(),
+            .map(|a| {
+                let (started_at, finished_at, duration_ms) = span(a.started_at, a.finished_at);
+                Attempt {
+                    number: a.number,
+                    started_at,
+                    finished_at,
+                    duration_ms,
+                    outcome: a.outcome.map(|o| Outcome::as_str(o).to_owned()),
+                    error: a.error.clone(),
+                    error_code: a.error_code.clone(),
+                }
             })
             .collect();
         let h = &v.head;
+        let (received_at, finished_at, duration_ms) = span(h.received_at, v.finished_at);
         Self {
             message_id: h.id.to_string(),
             tenant: h.tenant.to_string(),
@@ -183,9 +188,9 @@ impl MessageDetail {
             lane: h.lane.clone(),
             mode: h.mode.as_str().to_owned(),
             status: h.status.as_str().to_owned(),
-            received_at: format_rfc3339(h.received_at),
-            finished_at: v.finished_at.map(format_rfc3339),
-            duration_ms: v.finished_at.map(|f| ms(f - h.received_at)),
+            received_at,
+            finished_at,
+            duration_ms,
             replay_of: replay_of.map(|r| r.to_string()),
             blocking,
             consumer: v.consumer.label.clone(),

@@ -15,6 +15,8 @@ mod triggers;
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use crate::domain::{Micros, format_rfc3339};
+
 pub use deliveries::{Delivery, DeliveryPage, Redelivered};
 pub use keys::{ApiKey, ConsumerQuota, ConsumerRate, KeyConsumer, KeyList};
 pub use me::Me;
@@ -30,6 +32,16 @@ pub use triggers::{Lane, LaneList, Tenant, TenantList, Trigger, TriggerList};
 /// Microseconds as the milliseconds of a `duration_ms`.
 pub fn ms(us: i64) -> f64 {
     us as f64 / 1000.0
+}
+
+/// Something that started and may have finished (a message, an attempt), as
+/// answers write it: the start, `finished_at` and `duration_ms`.
+fn span(start: Micros, finished: Option<Micros>) -> (String, Option<String>, Option<f64>) {
+    (
+        format_rfc3339(start),
+        finished.map(format_rfc3339),
+        finished.map(|f| ms(f - start)),
+    )
 }
 
 /// Every error answer: `{"errors": [{"code", "message"}]}`. Built by

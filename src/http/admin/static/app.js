@@ -215,15 +215,23 @@ async function detailRow(id) {
   return el("tr", { class: "detail", "data-id": id }, cell);
 }
 
+// Fills the tenant picker `sel` with the tenants the token sees, keeping the
+// one chosen (the first at first), and answers it: null when a newer load
+// started meanwhile (see newestLoad) or when there is no tenant.
+async function pickTenant(newest, sel) {
+  const tenants = (await api("/tenants")).tenants.map((t) => t.tenant);
+  if (!newest()) return null;
+  const select = $(sel);
+  const current = select.value || tenants[0];
+  select.replaceChildren(...tenants.map((t) => el("option", { value: t, selected: t === current }, t)));
+  return current || null;
+}
+
 // ---- event deliveries ----
 
 async function loadDeliveries() {
   const newest = newestLoad();
-  const tenants = (await api("/tenants")).tenants.map((t) => t.tenant);
-  if (!newest()) return;
-  const select = $("#delivery-tenant");
-  const current = select.value || tenants[0];
-  select.replaceChildren(...tenants.map((t) => el("option", { value: t, selected: t === current }, t)));
+  const current = await pickTenant(newest, "#delivery-tenant");
   if (!current) return;
   const page = await api("/deliveries?tenant=" + encodeURIComponent(current));
   const rows = [];
@@ -265,12 +273,9 @@ const list = (s) => s.split(",").map((x) => x.trim()).filter((x) => x);
 
 async function loadSubscriptions() {
   const newest = newestLoad();
-  const tenants = (await api("/tenants")).tenants.map((t) => t.tenant);
+  const current = await pickTenant(newest, "#subscription-tenant");
   if (!newest()) return;
   $("#subscription-form").hidden = !operates();
-  const select = $("#subscription-tenant");
-  const current = select.value || tenants[0];
-  select.replaceChildren(...tenants.map((t) => el("option", { value: t, selected: t === current }, t)));
   if (!current) return;
   const [doc, log] = await Promise.all([
     api("/subscriptions?tenant=" + encodeURIComponent(current)),
@@ -372,11 +377,7 @@ async function saveSubscription(ev) {
 
 async function loadKeys() {
   const newest = newestLoad();
-  const tenants = (await api("/tenants")).tenants.map((t) => t.tenant);
-  if (!newest()) return;
-  const select = $("#keys-tenant");
-  const current = select.value || tenants[0];
-  select.replaceChildren(...tenants.map((t) => el("option", { value: t, selected: t === current }, t)));
+  const current = await pickTenant(newest, "#keys-tenant");
   if (!current) return;
   const doc = await api("/keys?tenant=" + encodeURIComponent(current));
   if (!newest()) return;
