@@ -30,6 +30,7 @@
 mod agree;
 mod builtins;
 mod eval;
+mod fold;
 mod fuel;
 #[cfg(test)]
 mod generate;
@@ -62,7 +63,7 @@ impl Fast {
     /// than [`MAX_NODE_DEPTH`].
     pub fn compile(source: &str) -> Option<Self> {
         let node = compile_node(source)?;
-        (depth(&node) <= MAX_NODE_DEPTH).then(|| Self(Arc::new(node)))
+        (depth(&node) <= MAX_NODE_DEPTH).then(|| Self(Arc::new(fold::fold(node))))
     }
 
     /// The value jaq would give, or `None` to let jaq answer (errors included,
@@ -118,12 +119,10 @@ fn root_keys(node: &Node, keys: &mut BTreeSet<String>) -> bool {
     }
 }
 
-/// How deep a program nests (a leaf is 1; a literal array or object as deep as
-/// the nodes it was built from).
+/// How deep a program nests (a leaf is 1), before its constants are built.
 fn depth(node: &Node) -> usize {
     1 + match node {
-        Node::Identity | Node::Var(_) | Node::Call(_) => 0,
-        Node::Lit(v) => lit_depth(v),
+        Node::Identity | Node::Lit(_) | Node::Var(_) | Node::Call(_) => 0,
         Node::Neg(a) | Node::Apply(_, a) => depth(a),
         Node::Index(a, b) | Node::Bin(a, _, b) | Node::Pipe(a, b) | Node::Bind(a, b) => {
             depth(a).max(depth(b))
@@ -142,14 +141,5 @@ fn depth(node: &Node) -> usize {
             })
             .max()
             .unwrap_or(0),
-    }
-}
-
-/// How many arrays and objects `v` nests (a scalar is 0).
-fn lit_depth(v: &Val) -> usize {
-    match v {
-        Val::Arr(items) => 1 + items.iter().map(lit_depth).max().unwrap_or(0),
-        Val::Obj(fields) => 1 + fields.values().map(lit_depth).max().unwrap_or(0),
-        _ => 0,
     }
 }

@@ -7,8 +7,6 @@ use jaq_core::ValT;
 use jaq_json::Val;
 
 use super::builtins::Builtin;
-use super::eval::eval;
-use super::fuel::Fuel;
 use super::lex::{Piece, Tok, lex};
 
 /// A program of the subset, as `eval` walks it.
@@ -16,7 +14,7 @@ use super::lex::{Piece, Tok, lex};
 pub(super) enum Node {
     Identity,
     /// A literal, or an array or object of literals built once when the
-    /// program is compiled.
+    /// program is compiled (`fold.rs`).
     Lit(Val),
     /// `$name`: the value of the binding at this position of the bound values
     /// (the outermost binding is 0).
@@ -41,6 +39,12 @@ pub(super) enum Node {
     /// `"text \(expr) text"`
     Format(Vec<Part>),
 }
+
+/// Most terms and binding bodies open at once while parsing: the parser
+/// recurses on them, on the calling thread, with a dozen frames a level. Past
+/// it the source is left to jaq; a program nested that deep would be anyway
+/// (`MAX_NODE_DEPTH`), but for plain parentheses.
+const MAX_NESTING: usize = 64;
 
 /// Names jaq gives a meaning of its own (`$__loc__`, `$ENV`): left to jaq,
 /// bound or not.
@@ -76,6 +80,8 @@ struct Parser {
     pos: usize,
     /// The names bound where the parser is, outermost first.
     scope: Vec<String>,
+    /// Terms and binding bodies open where the parser is.
+    nesting: usize,
 }
 
 impl Parser {
@@ -129,9 +135,20 @@ impl Parser {
             return None;
         }
         self.scope.push(name);
-        let body = self.pipe();
+        let body = self.nested(Self::pipe);
         self.scope.pop();
         Some(Node::Bind(Box::new(value), Box::new(body?)))
+    }
+
+    /// `parse`, one level deeper; `None` past [`MAX_NESTING`].
+    fn nested(&mut self, parse: fn(&mut Self) -> Option<Node>) -> Option<Node> {
+        if self.nesting >= MAX_NESTING {
+            return None;
+        }
+        self.nesting += 1;
+        let node = parse(self);
+        self.nesting -= 1;
+        node
     }
 
     /// `a // b` binds loosest after `|`, and to the right.
@@ -206,6 +223,10 @@ impl Parser {
 
     /// An atom and the paths that follow it (`$x.a`, `{...}[.k]`).
     fn term(&mut self) -> Option<Node> {
+        self.nested(Self::atom_path)
+    }
+
+    fn atom_path(&mut self) -> Option<Node> {
         let atom = match self.next()? {
             Tok::Dot => match self.peek() {
                 Some(Tok::Str(name)) => {
@@ -217,7 +238,7 @@ impl Parser {
             },
             Tok::Field(name) => key(Node::Identity, name),
             Tok::Var(name) => Node::Var(self.scope.iter().rposition(|n| *n == name)?),
-            Tok::Op("-") => fold(Node::Neg(Box::new(self.term()?))),
+            Tok::Op("-") => Node::Neg(Box::new(self.term()?)),
             Tok::Num(n) => Node::Lit(Val::from_num(&n).ok()?),
             Tok::Str(s) => Node::Lit(Val::utf8_str(s.into_bytes())),
             Tok::Template(pieces) => {
@@ -225,7 +246,9 @@ impl Parser {
                     .into_iter()
                     .map(|p| match p {
                         Piece::Text(t) => Some(Part::Text(t)),
-                        Piece::Source(src) => Some(Part::Expr(compile_in(&src, &self.scope)?)),
+                        Piece::Source(src) => {
+                            Some(Part::Expr(compile_in(&src, &self.scope, self.nesting)?))
+                        }
                     })
                     .collect::<Option<Vec<_>>>()?;
                 Node::Format(parts)
@@ -266,9 +289,9 @@ impl Parser {
                         }
                     }
                 }
-                fold(Node::Array(items))
+                Node::Array(items)
             }
-            Tok::Open('{') => fold(self.object()?),
+            Tok::Open('{') => self.object()?,
             _ => return None,
         };
         self.path(atom)
@@ -368,32 +391,18 @@ fn key(node: Node, name: String) -> Node {
     Node::Index(Box::new(node), Box::new(Node::Lit(key)))
 }
 
-/// An array, object or negation of literals, built now: a table written in
-/// the program (`{"A-100": 12.5, ...}[.k]`) is not built again on each run.
-/// Built as `eval` builds it; what `eval` would not build stays a node.
-fn fold(node: Node) -> Node {
-    let constant = match &node {
-        Node::Array(items) => items.iter().all(|i| matches!(i, Node::Lit(_))),
-        Node::Object(fields) => fields.iter().all(|(_, v)| matches!(v, Node::Lit(_))),
-        Node::Neg(inner) => matches!(inner.as_ref(), Node::Lit(_)),
-        _ => false,
-    };
-    let built = constant
-        .then(|| eval(&node, &Val::Null, &mut Vec::new(), &mut Fuel::default()))
-        .flatten();
-    built.map_or(node, Node::Lit)
-}
-
 pub(super) fn compile_node(source: &str) -> Option<Node> {
-    compile_in(source, &[])
+    compile_in(source, &[], 0)
 }
 
-/// `source` where the names of `scope` are bound (an interpolation's).
-fn compile_in(source: &str, scope: &[String]) -> Option<Node> {
+/// `source` where the names of `scope` are bound and `nesting` terms are open
+/// (an interpolation's).
+fn compile_in(source: &str, scope: &[String], nesting: usize) -> Option<Node> {
     let mut p = Parser {
         toks: lex(source)?,
         pos: 0,
         scope: scope.to_vec(),
+        nesting,
     };
     let node = p.pipe()?;
     (p.pos == p.toks.len()).then_some(node)

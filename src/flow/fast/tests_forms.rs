@@ -315,6 +315,19 @@ fn deep_bindings_are_left_to_jaq() {
     assert!(Fast::compile(&deep).is_none());
     let short = format!("{}$x", ". as $x | ".repeat(MAX_NODE_DEPTH / 2));
     assert!(Fast::compile(&short).is_some());
+    // The deepest sources `Expr` loads are left to jaq before the parser's
+    // recursion runs out of stack.
+    for deepest in [
+        format!("{}1{}", "if . then ".repeat(600), " else 2 end".repeat(600)),
+        format!("{}1", "-".repeat(crate::flow::expr::MAX_TOKENS - 1)),
+        format!(
+            "{}.",
+            ". as $x | ".repeat(crate::flow::expr::MAX_TOKENS / 5)
+        ),
+        format!("{}1{}", "(".repeat(256), ")".repeat(256)),
+    ] {
+        assert!(Fast::compile(&deepest).is_none(), "{}", &deepest[..20]);
+    }
     // A bound value shared many times is weighed before it is walked.
     let mut src = String::from(".d as $x | ");
     for _ in 0..50 {
