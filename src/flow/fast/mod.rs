@@ -15,8 +15,10 @@
 //! (`agree.rs`) runs programs generated from this grammar (`generate.rs`) with
 //! both evaluators and holds the native answers to jaq's.
 //!
-//! Files: `lex` (tokens), `parse` (the grammar, to a `Node` tree), `eval` (the
-//! tree on a value), `builtins`, `fuel` (the bounds).
+//! Files: `lex` (tokens), `parse` (the grammar, to a `Node` tree; `$name`
+//! resolved to the binding it names), `fold` (constants built once), `eval`
+//! (the tree on a value, with the bound values), `builtins`, `fuel` (the
+//! bounds).
 //!
 //! It runs on the calling thread (a lookup pays no hop to a worker process), so
 //! it is bounded: programs nest at most [`MAX_NODE_DEPTH`] deep, and each
