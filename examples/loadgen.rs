@@ -26,12 +26,16 @@
 //! `itemprice-limited` are ItemPrice with a key with an id (`fg_<id>_<secret>`),
 //! its consumer without limits and with a `rate` and a `quota` too high to be
 //! hit: the cost of holding a request against its limits and counting it
-//! (tenants `keyed` and `limited`, written at start). Run them in one run,
-//! interleaved:
+//! (tenants `keyed` and `limited`, written at start). `itemprice-expr` asks
+//! tenant `keyed` for the same price from ItemPriceExpr, a flow written as one
+//! expression (a table in the expression, `as $p`, `if`, `error`). Run them in
+//! one run, interleaved:
 //!
 //! ```sh
 //! cargo run --release --example loadgen -- \
 //!     --scenario itemprice-keyed,itemprice-limited,itemprice-keyed,itemprice-limited
+//! cargo run --release --example loadgen -- \
+//!     --scenario itemprice-keyed,itemprice-expr,itemprice-keyed,itemprice-expr
 //! ```
 //!
 //! The server and the client run on separate runtimes; on a 2-core machine they
@@ -61,7 +65,7 @@ struct Args {
     #[arg(long, default_value_t = 32)]
     connections: usize,
     /// Scenarios to run, comma separated (one may come again): health, itemprice,
-    /// itemprice-keyed, itemprice-limited, itemprice-db, accept.
+    /// itemprice-keyed, itemprice-limited, itemprice-expr, itemprice-db, accept.
     #[arg(long, default_value = "health,itemprice,accept")]
     scenario: String,
     /// Client runtime threads.
@@ -86,6 +90,20 @@ struct Args {
     #[arg(long, default_value_t = 0)]
     workers: usize,
 }
+
+/// ItemPrice written as one expression, as many integrators would.
+const ITEM_PRICE_EXPR_FLOW: &str = r#"methods: [GET]
+auth: { api_keys: [webshop] }
+params:
+  itemId:   { type: string, required: true }
+  currency: { type: string, default: EUR }
+response: { mode: sync, timeout: 5s }
+steps:
+  - respond:
+      body: |
+        {"A-100": 12.5, "A-200": 7.25, "B-300": 99.0}[.params.itemId] as $p
+        | if $p == null then error("unknown item") else {item: .params.itemId, price: $p, currency: .params.currency} end
+"#;
 
 /// A flow that does almost nothing, for the drain rate.
 const DRAIN_FLOW: &str = "auth: { none: true }\ndelivery: { ordered: true }\nresponse: { mode: async }\nsteps:\n  - set: { n: .body.n }\n";
@@ -250,6 +268,15 @@ fn scenario(name: &str, addr: SocketAddr, keys: &Keys) -> Result<Scenario> {
             request: item_price(&host, "keyed", &keys.keyed),
             expect: 200,
         },
+        "itemprice-expr" => Scenario {
+            name: "itemprice-expr",
+            request: format!(
+                "GET /keyed/ItemPriceExpr?itemId=A-100&currency=SEK&qty=3 HTTP/1.1\r\nHost: {host}\r\nX-Api-Key: {}\r\n\r\n",
+                keys.keyed
+            )
+            .into_bytes(),
+            expect: 200,
+        },
         "itemprice-limited" => Scenario {
             name: "itemprice-limited",
             request: item_price(&host, "limited", &keys.limited),
@@ -278,7 +305,7 @@ fn scenario(name: &str, addr: SocketAddr, keys: &Keys) -> Result<Scenario> {
             }
         }
         other => bail!(
-            "unknown scenario `{other}` (health, itemprice, itemprice-keyed, itemprice-limited, itemprice-db, accept)"
+            "unknown scenario `{other}` (health, itemprice, itemprice-keyed, itemprice-limited, itemprice-expr, itemprice-db, accept)"
         ),
     })
 }
@@ -618,6 +645,10 @@ fn main() -> Result<()> {
             &["rate: 10000000/s", "quota: 100000000000/day"],
         )?,
     };
+    std::fs::write(
+        flows.join("keyed").join("ItemPriceExpr.yaml"),
+        ITEM_PRICE_EXPR_FLOW,
+    )?;
     let schema = format!("flowgate_loadgen_{}", std::process::id());
     let (store, kind) = match &args.store {
         Some(url) if flowgate::store::is_postgres(url) => {

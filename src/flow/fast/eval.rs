@@ -1,10 +1,12 @@
 //! Evaluation of the subset with jaq's own value operations (indexing,
-//! arithmetic, ordering, truthiness), under fuel.
+//! arithmetic, ordering, truthiness), under fuel. The values bound by
+//! `as $name` are a stack (`env`): a binding pushes its value while its body
+//! runs, and `$name` reads the position the parser gave it.
 
 use jaq_core::ValT;
 use jaq_json::Val;
 
-use super::builtins::{call, push_string};
+use super::builtins::{Builtin, apply, call, push_string};
 use super::fuel::Fuel;
 use super::parse::{Node, Op, Part};
 
@@ -14,16 +16,19 @@ enum Found<'a> {
     Null,
 }
 
-/// Follows `.a.b.c` without copying what it passes through; `None` for any other
-/// form, and where jq would fail (indexing a string, say), to let `eval` decide.
-fn lookup<'a>(node: &Node, input: &'a Val) -> Option<Found<'a>> {
+/// Follows `.a.b.c` (from the input, a literal or a bound value) without
+/// copying what it passes through; `None` for any other form, and where jq
+/// would fail (indexing a string, say), to let `eval` decide.
+fn lookup<'a>(node: &'a Node, input: &'a Val, env: &'a [Val]) -> Option<Found<'a>> {
     match node {
         Node::Identity => Some(Found::Val(input)),
+        Node::Lit(v) => Some(Found::Val(v)),
+        Node::Var(i) => env.get(*i).map(Found::Val),
         Node::Index(base, key) => {
             let Node::Lit(key @ Val::TStr(_)) = key.as_ref() else {
                 return None;
             };
-            match lookup(base, input)? {
+            match lookup(base, input, env)? {
                 Found::Null | Found::Val(Val::Null) => Some(Found::Null),
                 Found::Val(Val::Obj(o)) => Some(o.get(key).map_or(Found::Null, Found::Val)),
                 Found::Val(_) => None,
@@ -60,35 +65,48 @@ fn charge(op: Op, left: &Val, right: &Val, fuel: &mut Fuel) -> Option<()> {
     }
 }
 
-pub(super) fn eval(node: &Node, input: &Val, fuel: &mut Fuel) -> Option<Val> {
+pub(super) fn eval(node: &Node, input: &Val, env: &mut Vec<Val>, fuel: &mut Fuel) -> Option<Val> {
     fuel.burn(1)?;
     Some(match node {
         Node::Identity => input.clone(),
         Node::Lit(v) => v.clone(),
-        Node::Index(..) if let Some(found) = lookup(node, input) => match found {
+        Node::Var(i) => env.get(*i)?.clone(),
+        Node::Index(..) if let Some(found) = lookup(node, input, env) => match found {
             Found::Val(v) => v.clone(),
             Found::Null => Val::Null,
         },
         Node::Index(base, index) => {
-            let b = eval(base, input, fuel)?;
-            let i = eval(index, input, fuel)?;
+            let i = eval(index, input, env, fuel)?;
             // Integer indices may be negative or fractional in jq; leave those to jaq.
-            if matches!(i, Val::Num(_)) && !matches!(b, Val::Null) {
+            let integer = matches!(i, Val::Num(_));
+            if let (Val::TStr(_), Some(Found::Val(Val::Obj(o)))) = (&i, lookup(base, input, env)) {
+                // A table: `{...}[.k]`, `$t[.k]`, `.vars.t[.k]`.
+                return Some(o.get(&i).cloned().unwrap_or(Val::Null));
+            }
+            let b = eval(base, input, env, fuel)?;
+            if integer && !matches!(b, Val::Null) {
                 return None;
             }
             b.index(&i).ok()?
         }
+        Node::Neg(inner) => {
+            let v = eval(inner, input, env, fuel)?;
+            if !matches!(v, Val::Num(_)) {
+                return None;
+            }
+            (-v).ok()?
+        }
         Node::Bin(l, op, r) => {
-            let left = eval(l, input, fuel)?;
+            let left = eval(l, input, env, fuel)?;
             match op {
                 Op::Alt if left.as_bool() => left,
-                Op::Alt => eval(r, input, fuel)?,
+                Op::Alt => eval(r, input, env, fuel)?,
                 Op::And if !left.as_bool() => Val::Bool(false),
-                Op::And => Val::Bool(eval(r, input, fuel)?.as_bool()),
+                Op::And => Val::Bool(eval(r, input, env, fuel)?.as_bool()),
                 Op::Or if left.as_bool() => Val::Bool(true),
-                Op::Or => Val::Bool(eval(r, input, fuel)?.as_bool()),
+                Op::Or => Val::Bool(eval(r, input, env, fuel)?.as_bool()),
                 _ => {
-                    let right = eval(r, input, fuel)?;
+                    let right = eval(r, input, env, fuel)?;
                     charge(*op, &left, &right, fuel)?;
                     match op {
                         Op::Eq => Val::Bool(left == right),
@@ -110,14 +128,39 @@ pub(super) fn eval(node: &Node, input: &Val, fuel: &mut Fuel) -> Option<Val> {
             fuel.build(48 * fields.len() as u64)?;
             let mut map = jaq_json::Map::default();
             for (k, v) in fields {
-                let v = eval(v, input, fuel)?;
+                let v = eval(v, input, env, fuel)?;
                 fuel.nest(&v)?;
                 map.insert(k.clone(), v);
             }
             Val::obj(map)
         }
-        Node::Pipe(l, r) => eval(r, &eval(l, input, fuel)?, fuel)?,
+        Node::Pipe(l, r) => {
+            let mid = eval(l, input, env, fuel)?;
+            eval(r, &mid, env, fuel)?
+        }
+        Node::Bind(value, body) => {
+            let v = eval(value, input, env, fuel)?;
+            let depth = env.len();
+            env.push(v);
+            let out = eval(body, input, env, fuel);
+            env.truncate(depth);
+            out?
+        }
+        Node::If(branches, otherwise) => {
+            for (cond, then) in branches {
+                if eval(cond, input, env, fuel)?.as_bool() {
+                    return eval(then, input, env, fuel);
+                }
+            }
+            eval(otherwise, input, env, fuel)?
+        }
         Node::Call(f) => call(*f, input, fuel)?,
+        // An error is jaq's to report, with its message.
+        Node::Apply(Builtin::Error, _) => return None,
+        Node::Apply(f, arg) => {
+            let arg = eval(arg, input, env, fuel)?;
+            apply(*f, input, &arg, fuel)?
+        }
         Node::Format(parts) => {
             let mut out = Vec::new();
             for part in parts {
@@ -126,7 +169,7 @@ pub(super) fn eval(node: &Node, input: &Val, fuel: &mut Fuel) -> Option<Val> {
                         fuel.build(t.len() as u64)?;
                         out.extend_from_slice(t.as_bytes())
                     }
-                    Part::Expr(e) => push_string(&mut out, &eval(e, input, fuel)?, fuel)?,
+                    Part::Expr(e) => push_string(&mut out, &eval(e, input, env, fuel)?, fuel)?,
                 }
             }
             Val::utf8_str(out)
@@ -135,7 +178,7 @@ pub(super) fn eval(node: &Node, input: &Val, fuel: &mut Fuel) -> Option<Val> {
             fuel.build(16 * items.len() as u64)?;
             let mut out = Vec::with_capacity(items.len());
             for i in items {
-                let v = eval(i, input, fuel)?;
+                let v = eval(i, input, env, fuel)?;
                 fuel.nest(&v)?;
                 out.push(v);
             }

@@ -1,4 +1,4 @@
-//! The subset's tokens. Anything the lexer does not know (`?`, `$`, `\u`
+//! The subset's tokens. Anything the lexer does not know (`?`, `;`, `\u`
 //! escapes, ...) makes the whole source fall back to jaq.
 
 /// A piece of a string literal: text, or the source of an interpolation.
@@ -15,6 +15,8 @@ pub(super) enum Tok {
     /// `.name`: one token, as in jaq, so that `.and` is a field, not `. and`.
     Field(String),
     Ident(String),
+    /// `$name`, without the `$`.
+    Var(String),
     Str(String),
     /// A string literal with escapes or interpolations.
     Template(Vec<Piece>),
@@ -62,6 +64,14 @@ pub(super) fn lex(src: &str) -> Option<Vec<Tok>> {
             '0'..='9' => {
                 let end = number_end(b, i)?;
                 out.push(Tok::Num(src[i..end].to_owned()));
+                i = end;
+            }
+            '$' if b
+                .get(i + 1)
+                .is_some_and(|c| c.is_ascii_alphabetic() || *c == b'_') =>
+            {
+                let end = word_end(src, i + 1);
+                out.push(Tok::Var(src[i + 1..end].to_owned()));
                 i = end;
             }
             c if c.is_ascii_alphabetic() || c == '_' => {

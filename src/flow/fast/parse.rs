@@ -1,6 +1,7 @@
 //! The subset's grammar: a recursive-descent parser over the tokens of
 //! `lex`, building the program tree `eval` walks. Where the source leaves the
-//! subset, parsing gives `None` and jaq answers.
+//! subset, parsing gives `None` and jaq answers. A `$name` no binding encloses
+//! leaves it too.
 
 use jaq_core::ValT;
 use jaq_json::Val;
@@ -12,18 +13,42 @@ use super::lex::{Piece, Tok, lex};
 #[derive(Debug)]
 pub(super) enum Node {
     Identity,
+    /// A literal, or an array or object of literals built once when the
+    /// program is compiled (`fold.rs`).
     Lit(Val),
+    /// `$name`: the value of the binding at this position of the bound values
+    /// (the outermost binding is 0).
+    Var(usize),
     /// `base[index]`, the index evaluated against the same input as the base.
     Index(Box<Node>, Box<Node>),
+    /// `-e`
+    Neg(Box<Node>),
     Bin(Box<Node>, Op, Box<Node>),
     Object(Vec<(Val, Node)>),
     Array(Vec<Node>),
     /// `left | right`: `right` runs on the output of `left`.
     Pipe(Box<Node>, Box<Node>),
+    /// `value as $name | body`: `body` runs on the same input, with `value`'s
+    /// output bound.
+    Bind(Box<Node>, Box<Node>),
+    /// `if c then a elif c2 then b else d end`; a missing `else` is `.`.
+    If(Vec<(Node, Node)>, Box<Node>),
     Call(Builtin),
+    /// `name(arg)`: a builtin of one argument, evaluated on the same input.
+    Apply(Builtin, Box<Node>),
     /// `"text \(expr) text"`
     Format(Vec<Part>),
 }
+
+/// Most terms and binding bodies open at once while parsing: the parser
+/// recurses on them, on the calling thread, with a dozen frames a level. Past
+/// it the source is left to jaq; a program nested that deep would be anyway
+/// (`MAX_NODE_DEPTH`), but for plain parentheses.
+const MAX_NESTING: usize = 64;
+
+/// Names jaq gives a meaning of its own (`$__loc__`, `$ENV`): left to jaq,
+/// bound or not.
+const SPECIAL_VARS: &[&str] = &["__loc__", "ENV"];
 
 /// A piece of an interpolated string.
 #[derive(Debug)]
@@ -53,6 +78,10 @@ pub(super) enum Op {
 struct Parser {
     toks: Vec<Tok>,
     pos: usize,
+    /// The names bound where the parser is, outermost first.
+    scope: Vec<String>,
+    /// Terms and binding bodies open where the parser is.
+    nesting: usize,
 }
 
 impl Parser {
@@ -73,13 +102,53 @@ impl Parser {
         }
     }
 
+    fn word(&mut self, w: &str) -> bool {
+        if matches!(self.peek(), Some(Tok::Ident(x)) if x == w) {
+            self.pos += 1;
+            true
+        } else {
+            false
+        }
+    }
+
     /// `a | b` binds loosest.
     fn pipe(&mut self) -> Option<Node> {
-        let mut left = self.alt()?;
+        let mut left = self.bound()?;
         while self.eat(&Tok::Op("|")) {
-            left = Node::Pipe(Box::new(left), Box::new(self.alt()?));
+            left = Node::Pipe(Box::new(left), Box::new(self.bound()?));
         }
         Some(left)
+    }
+
+    /// `value as $name | body`, read as jaq reads it: `as` binds looser than
+    /// `//` and tighter than `|` on its left (`.a // .b as $x` binds `.a // .b`),
+    /// and its body runs to the end of the enclosing pipe.
+    fn bound(&mut self) -> Option<Node> {
+        let value = self.alt()?;
+        if !self.word("as") {
+            return Some(value);
+        }
+        let Some(Tok::Var(name)) = self.next() else {
+            return None; // destructuring patterns are left to jaq
+        };
+        if SPECIAL_VARS.contains(&name.as_str()) || !self.eat(&Tok::Op("|")) {
+            return None;
+        }
+        self.scope.push(name);
+        let body = self.nested(Self::pipe);
+        self.scope.pop();
+        Some(Node::Bind(Box::new(value), Box::new(body?)))
+    }
+
+    /// `parse`, one level deeper; `None` past [`MAX_NESTING`].
+    fn nested(&mut self, parse: fn(&mut Self) -> Option<Node>) -> Option<Node> {
+        if self.nesting >= MAX_NESTING {
+            return None;
+        }
+        self.nesting += 1;
+        let node = parse(self);
+        self.nesting -= 1;
+        node
     }
 
     /// `a // b` binds loosest after `|`, and to the right.
@@ -152,31 +221,60 @@ impl Parser {
         }
     }
 
+    /// An atom and the paths that follow it (`$x.a`, `{...}[.k]`).
     fn term(&mut self) -> Option<Node> {
-        match self.next()? {
-            Tok::Dot => self.path(None),
-            Tok::Field(name) => self.path(Some(name)),
-            Tok::Num(n) => Some(Node::Lit(Val::from_num(&n).ok()?)),
-            Tok::Str(s) => Some(Node::Lit(Val::utf8_str(s.into_bytes()))),
+        self.nested(Self::atom_path)
+    }
+
+    fn atom_path(&mut self) -> Option<Node> {
+        let atom = match self.next()? {
+            Tok::Dot => match self.peek() {
+                Some(Tok::Str(name)) => {
+                    let name = name.clone();
+                    self.pos += 1;
+                    key(Node::Identity, name)
+                }
+                _ => Node::Identity,
+            },
+            Tok::Field(name) => key(Node::Identity, name),
+            Tok::Var(name) => Node::Var(self.scope.iter().rposition(|n| *n == name)?),
+            Tok::Op("-") => Node::Neg(Box::new(self.term()?)),
+            Tok::Num(n) => Node::Lit(Val::from_num(&n).ok()?),
+            Tok::Str(s) => Node::Lit(Val::utf8_str(s.into_bytes())),
             Tok::Template(pieces) => {
                 let parts = pieces
                     .into_iter()
                     .map(|p| match p {
                         Piece::Text(t) => Some(Part::Text(t)),
-                        Piece::Source(src) => Some(Part::Expr(compile_node(&src)?)),
+                        Piece::Source(src) => {
+                            Some(Part::Expr(compile_in(&src, &self.scope, self.nesting)?))
+                        }
                     })
                     .collect::<Option<Vec<_>>>()?;
-                Some(Node::Format(parts))
+                Node::Format(parts)
             }
             Tok::Ident(w) => match w.as_str() {
-                "null" => Some(Node::Lit(Val::Null)),
-                "true" => Some(Node::Lit(Val::Bool(true))),
-                "false" => Some(Node::Lit(Val::Bool(false))),
-                name => Builtin::named(name).map(Node::Call),
+                "null" => Node::Lit(Val::Null),
+                "true" => Node::Lit(Val::Bool(true)),
+                "false" => Node::Lit(Val::Bool(false)),
+                "if" => self.if_then()?,
+                name if self.peek() == Some(&Tok::Open('(')) => {
+                    let f = Builtin::with_arg(name)?;
+                    self.pos += 1;
+                    let arg = self.pipe()?;
+                    if !self.eat(&Tok::Close(')')) {
+                        return None; // more arguments
+                    }
+                    Node::Apply(f, Box::new(arg))
+                }
+                name => Node::Call(Builtin::named(name)?),
             },
             Tok::Open('(') => {
                 let inner = self.pipe()?;
-                self.eat(&Tok::Close(')')).then_some(inner)
+                if !self.eat(&Tok::Close(')')) {
+                    return None;
+                }
+                inner
             }
             Tok::Open('[') => {
                 let mut items = Vec::new();
@@ -191,30 +289,42 @@ impl Parser {
                         }
                     }
                 }
-                Some(Node::Array(items))
+                Node::Array(items)
             }
-            Tok::Open('{') => self.object(),
-            _ => None,
+            Tok::Open('{') => self.object()?,
+            _ => return None,
+        };
+        self.path(atom)
+    }
+
+    /// `if c then a (elif c then b)* (else d)? end`, after the `if`.
+    fn if_then(&mut self) -> Option<Node> {
+        let mut branches = Vec::new();
+        loop {
+            let cond = self.pipe()?;
+            if !self.word("then") {
+                return None;
+            }
+            branches.push((cond, self.pipe()?));
+            match self.next()? {
+                Tok::Ident(w) if w == "elif" => {}
+                Tok::Ident(w) if w == "else" => {
+                    let otherwise = self.pipe()?;
+                    return self
+                        .word("end")
+                        .then(|| Node::If(branches, Box::new(otherwise)));
+                }
+                Tok::Ident(w) if w == "end" => {
+                    return Some(Node::If(branches, Box::new(Node::Identity)));
+                }
+                _ => return None,
+            }
         }
     }
 
-    /// A path, as jaq reads one: `.` or `.name`, then `[e]`, `.name`,
-    /// `."name"` and `.[e]` in any order (`."a"` also right after the `.`).
-    fn path(&mut self, first: Option<String>) -> Option<Node> {
-        let key = |node, name: String| {
-            let key = Val::utf8_str(name.into_bytes());
-            Node::Index(Box::new(node), Box::new(Node::Lit(key)))
-        };
-        let mut node = Node::Identity;
-        match first {
-            Some(name) => node = key(node, name),
-            None => {
-                if let Some(Tok::Str(name)) = self.peek() {
-                    node = key(node, name.clone());
-                    self.pos += 1;
-                }
-            }
-        }
+    /// The paths after an atom, as jaq reads them: `[e]`, `.name`, `."name"`
+    /// and `.[e]` in any order.
+    fn path(&mut self, mut node: Node) -> Option<Node> {
         loop {
             match self.next() {
                 Some(Tok::Open('[')) => {
@@ -275,10 +385,24 @@ impl Parser {
     }
 }
 
+/// `node[name]`
+fn key(node: Node, name: String) -> Node {
+    let key = Val::utf8_str(name.into_bytes());
+    Node::Index(Box::new(node), Box::new(Node::Lit(key)))
+}
+
 pub(super) fn compile_node(source: &str) -> Option<Node> {
+    compile_in(source, &[], 0)
+}
+
+/// `source` where the names of `scope` are bound and `nesting` terms are open
+/// (an interpolation's).
+fn compile_in(source: &str, scope: &[String], nesting: usize) -> Option<Node> {
     let mut p = Parser {
         toks: lex(source)?,
         pos: 0,
+        scope: scope.to_vec(),
+        nesting,
     };
     let node = p.pipe()?;
     (p.pos == p.toks.len()).then_some(node)

@@ -1,10 +1,15 @@
 //! Programs of the native subset and JSON inputs of every shape, generated for
 //! the property test in `agree.rs`. Programs are built as trees and written out
-//! with the parentheses their operators' levels need (`parse.rs`) and with
-//! generated whitespace, so that each one is in the subset by construction.
+//! (`write.rs`) with the parentheses their operators' levels need (`parse.rs`)
+//! and with generated whitespace, so that each one is in the subset by
+//! construction (but for a `$name` outside any binding, now and then).
+
+mod write;
 
 use proptest::prelude::*;
 use serde_json::Value;
+
+pub(super) use write::source;
 
 /// The field names most programs read and most inputs hold.
 const CORE: &[&str] = &["a", "b", "n", "s"];
@@ -26,7 +31,25 @@ const WORDS: &[&str] = &[
     "tostring",
     "ascii_downcase",
     "ascii_upcase",
+    "tojson",
+    "tonumber",
+    "keys",
+    "keys_unsorted",
+    "utf8bytelength",
 ];
+
+/// The subset's builtins of one argument.
+const CALLS: &[&str] = &[
+    "has",
+    "select",
+    "startswith",
+    "endswith",
+    "ltrimstr",
+    "rtrimstr",
+];
+
+/// Names bound with `as`, words jq reserves among them.
+const VARS: &[&str] = &["x", "y", "p", "as", "end"];
 
 /// Number literals: small, with leading zeros, fractional, and past `i64`.
 const NUMBERS: &[&str] = &[
@@ -104,6 +127,21 @@ pub(super) enum Ex {
     Obj(Vec<(Key, Option<Ex>)>),
     /// Parentheses the precedence does not need.
     Paren(Box<Ex>),
+    /// `$name`: the (n mod bound)-th innermost binding (`write.rs` says what
+    /// it is outside any).
+    Var(u8),
+    /// `value as $name | body`
+    Bind(Box<Ex>, &'static str, Box<Ex>),
+    /// `if c then a (elif c then b)* (else d)? end`
+    If(Vec<(Ex, Ex)>, Option<Box<Ex>>),
+    /// `error`, `error(m)`
+    Error(Option<Box<Ex>>),
+    /// `-e`
+    Neg(Box<Ex>),
+    /// `name(arg)`
+    Call(&'static str, Box<Ex>),
+    /// An atom, then paths: `$x.a`, `{...}[.k]`, `(e).a[0]`
+    Post(Box<Ex>, Vec<Seg>),
 }
 
 #[derive(Debug, Clone)]
@@ -130,185 +168,6 @@ pub(super) enum Piece {
 /// other spelling where there are two (`\/` for `/`, a raw newline for `\n`).
 #[derive(Debug, Clone)]
 pub(super) struct Lit(Vec<(char, bool)>);
-
-impl Lit {
-    fn write(&self, out: &mut String) {
-        for &(c, alt) in &self.0 {
-            match c {
-                '"' => out.push_str("\\\""),
-                '\\' => out.push_str("\\\\"),
-                '/' if alt => out.push_str("\\/"),
-                '\n' if !alt => out.push_str("\\n"),
-                '\t' if !alt => out.push_str("\\t"),
-                '\r' if !alt => out.push_str("\\r"),
-                c => out.push(c),
-            }
-        }
-    }
-}
-
-/// Writes a program token by token, with generated whitespace between tokens
-/// (a space where two words would otherwise run together).
-struct Writer {
-    out: String,
-    seed: u64,
-}
-
-impl Writer {
-    fn space(&mut self) -> &'static str {
-        // xorshift: whitespace is part of the case, so it shrinks with it.
-        self.seed ^= self.seed << 13;
-        self.seed ^= self.seed >> 7;
-        self.seed ^= self.seed << 17;
-        match self.seed % 16 {
-            0..=7 => "",
-            8..=12 => " ",
-            13 => "\n",
-            14 => "\t",
-            _ => "  ",
-        }
-    }
-
-    fn tok(&mut self, t: &str) {
-        let word = |c: char| c.is_ascii_alphanumeric() || c == '_';
-        let joined = self.out.ends_with(|c: char| word(c) || c == '.') && t.starts_with(word)
-            || self.out.ends_with(word) && t.starts_with('.');
-        let space = self.space();
-        if !self.out.is_empty() {
-            self.out.push_str(if joined && space.is_empty() {
-                " "
-            } else {
-                space
-            });
-        }
-        self.out.push_str(t);
-    }
-
-    fn lit(&mut self, l: &Lit) {
-        let mut s = String::from("\"");
-        l.write(&mut s);
-        s.push('"');
-        self.tok(&s);
-    }
-
-    /// Writes `e`, in parentheses when its level is below `min`.
-    fn ex(&mut self, e: &Ex, min: u8) {
-        let paren = level(e) < min;
-        if paren {
-            self.tok("(");
-        }
-        match e {
-            Ex::Path(segs) => self.path(segs),
-            Ex::Num(n) => self.tok(n),
-            Ex::Str(l) => self.lit(l),
-            Ex::Interp(pieces) => {
-                // The string is one token; what is interpolated gets its own spaces.
-                let mut s = String::from("\"");
-                for p in pieces {
-                    match p {
-                        Piece::Text(l) => l.write(&mut s),
-                        Piece::Expr(e) => {
-                            let mut inner = Writer {
-                                out: String::new(),
-                                seed: self.seed,
-                            };
-                            inner.ex(e, 0);
-                            self.seed = inner.seed;
-                            s.push_str("\\(");
-                            s.push_str(&inner.out);
-                            s.push(')');
-                        }
-                    }
-                }
-                s.push('"');
-                self.tok(&s);
-            }
-            Ex::Word(w) => self.tok(w),
-            Ex::Bin(l, op, r) => {
-                let (_, left, right) = op.levels();
-                self.ex(l, left);
-                self.tok(op.text());
-                self.ex(r, right);
-            }
-            Ex::Arr(items) => {
-                self.tok("[");
-                for (i, item) in items.iter().enumerate() {
-                    if i > 0 {
-                        self.tok(",");
-                    }
-                    self.ex(item, 1);
-                }
-                self.tok("]");
-            }
-            Ex::Obj(fields) => {
-                self.tok("{");
-                for (i, (k, v)) in fields.iter().enumerate() {
-                    if i > 0 {
-                        self.tok(",");
-                    }
-                    match k {
-                        Key::Word(w) => self.tok(w),
-                        Key::Quoted(l) => self.lit(l),
-                    }
-                    if let Some(v) = v {
-                        self.tok(":");
-                        self.ex(v, 7);
-                    }
-                }
-                self.tok("}");
-            }
-            Ex::Paren(inner) => {
-                self.tok("(");
-                self.ex(inner, 0);
-                self.tok(")");
-            }
-        }
-        if paren {
-            self.tok(")");
-        }
-    }
-
-    fn path(&mut self, segs: &[Seg]) {
-        if segs.is_empty() {
-            return self.tok(".");
-        }
-        for (i, seg) in segs.iter().enumerate() {
-            match seg {
-                Seg::Field(name) => self.tok(&format!(".{name}")),
-                Seg::Quoted(l) => {
-                    self.tok(".");
-                    self.lit(l);
-                }
-                Seg::Index(e, dot) => {
-                    if i == 0 || *dot {
-                        self.tok(".");
-                    }
-                    self.tok("[");
-                    self.ex(e, 1);
-                    self.tok("]");
-                }
-            }
-        }
-    }
-}
-
-/// The level of `e` as written (7: an atom).
-fn level(e: &Ex) -> u8 {
-    match e {
-        Ex::Bin(_, op, _) => op.levels().0,
-        _ => 7,
-    }
-}
-
-/// `e` written out, with whitespace from `seed`.
-pub(super) fn source(e: &Ex, seed: u64) -> String {
-    let mut w = Writer {
-        out: String::new(),
-        seed: seed | 1,
-    };
-    w.ex(e, 0);
-    w.out
-}
 
 /// A field name, mostly one of [`CORE`].
 fn name() -> impl Strategy<Value = &'static str> {
@@ -375,7 +234,25 @@ fn leaf() -> impl Strategy<Value = Ex> {
         3 => (simple_path(), prop::sample::select(&WORDS[3..])).prop_map(|(p, w)| {
             Ex::Bin(Box::new(p), Op::Pipe, Box::new(Ex::Word(w)))
         }),
+        2 => any::<u8>().prop_map(Ex::Var),
     ]
+}
+
+/// A literal: what a table in a program holds.
+fn constant() -> impl Strategy<Value = Ex> {
+    prop_oneof![
+        3 => prop::sample::select(NUMBERS).prop_map(Ex::Num),
+        2 => lit().prop_map(Ex::Str),
+        1 => prop::sample::select(&WORDS[..3]).prop_map(Ex::Word),
+        1 => prop::sample::select(NUMBERS).prop_map(|n| Ex::Neg(Box::new(Ex::Num(n)))),
+    ]
+}
+
+/// `{"k": literal, ...}[e]`: a table written in the program, looked up.
+fn table(index: impl Strategy<Value = Ex>) -> impl Strategy<Value = Ex> {
+    let fields = prop::collection::vec((key(), constant().prop_map(Some)), 0..5);
+    (fields, index, any::<bool>())
+        .prop_map(|(fields, i, dot)| Ex::Post(Box::new(Ex::Obj(fields)), vec![Seg::Index(i, dot)]))
 }
 
 pub(super) fn expression() -> impl Strategy<Value = Ex> {
@@ -389,9 +266,28 @@ pub(super) fn expression() -> impl Strategy<Value = Ex> {
             lit().prop_map(Piece::Text),
             inner.clone().prop_map(Piece::Expr),
         ];
+        // A body that mostly reads what was bound.
+        let body = prop_oneof![
+            2 => inner.clone(),
+            1 => any::<u8>().prop_map(Ex::Var),
+            2 => (any::<u8>(), op(), inner.clone())
+                .prop_map(|(k, op, r)| Ex::Bin(Box::new(Ex::Var(k)), op, Box::new(r))),
+        ];
+        let branch = (inner.clone(), inner.clone());
         prop_oneof![
             8 => (inner.clone(), op(), inner.clone())
                 .prop_map(|(l, op, r)| Ex::Bin(Box::new(l), op, Box::new(r))),
+            3 => (inner.clone(), prop::sample::select(VARS), body)
+                .prop_map(|(v, name, b)| Ex::Bind(Box::new(v), name, Box::new(b))),
+            2 => (prop::collection::vec(branch, 1..3), prop::option::of(inner.clone()))
+                .prop_map(|(b, e)| Ex::If(b, e.map(Box::new))),
+            1 => prop::option::of(inner.clone()).prop_map(|m| Ex::Error(m.map(Box::new))),
+            1 => inner.clone().prop_map(|e| Ex::Neg(Box::new(e))),
+            2 => (prop::sample::select(CALLS), inner.clone())
+                .prop_map(|(f, a)| Ex::Call(f, Box::new(a))),
+            2 => (inner.clone(), prop::collection::vec(seg.clone(), 1..3))
+                .prop_map(|(b, s)| Ex::Post(Box::new(b), s)),
+            1 => table(inner.clone()),
             2 => prop::collection::vec(seg, 1..4).prop_map(Ex::Path),
             2 => prop::collection::vec(inner.clone(), 0..4).prop_map(Ex::Arr),
             2 => prop::collection::vec((key(), prop::option::weighted(0.8, inner.clone())), 0..4)
