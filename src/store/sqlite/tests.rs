@@ -151,3 +151,35 @@ async fn upgrading_moves_inputs_to_their_table() {
     assert_eq!(pending[0].input, Ok(serde_json::json!({"order": 7})));
     store.close().await.unwrap();
 }
+
+/// A new file gets small pages (each commit writes the pages it touched whole);
+/// a file made with other pages keeps them and is still read and written.
+#[tokio::test]
+async fn a_new_file_gets_small_pages_and_an_old_one_keeps_its_own() {
+    let page_size = |path: &std::path::Path| -> i64 {
+        Connection::open(path)
+            .unwrap()
+            .query_row("PRAGMA page_size", [], |r| r.get(0))
+            .unwrap()
+    };
+    let (_dir, path, store) = store_waiting(Duration::from_millis(1));
+    let (m, c) = executed(0);
+    store.record_executed(m, c).await;
+    store.close().await.unwrap();
+    assert_eq!(page_size(&path), super::PAGE_SIZE);
+
+    let dir = tempfile::tempdir().unwrap();
+    let old = dir.path().join("old.db");
+    Connection::open(&old)
+        .unwrap()
+        .execute_batch("PRAGMA page_size = 4096; CREATE TABLE made_before (x INTEGER);")
+        .unwrap();
+    let store = SqliteStore::open(old.to_str().unwrap()).unwrap();
+    let (m, c) = executed(1);
+    let id = m.id;
+    store.record_executed(m, c).await;
+    assert!(store.get(id).await.unwrap().is_some());
+    store.close().await.unwrap();
+    assert_eq!(page_size(&old), 4096);
+    assert_eq!(committed(&old), 1);
+}
