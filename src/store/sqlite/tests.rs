@@ -152,6 +152,24 @@ async fn upgrading_moves_inputs_to_their_table() {
     store.close().await.unwrap();
 }
 
+/// Accepted messages and the execution records that arrive with them are one
+/// transaction: as two, every tail page both write went to the WAL twice.
+#[tokio::test]
+async fn accepts_and_the_records_beside_them_share_one_commit() {
+    // Records wait far longer than the test: only the accept ends the wait.
+    let (_dir, path, store) = store_waiting(Duration::from_secs(3600));
+    let before = store.commits();
+    let (m, c) = executed(0);
+    store.record_executed(m, c).await;
+    let accepted = NewMessage::example(serde_json::json!({"n": 1}));
+    let out = store.enqueue(std::slice::from_ref(&accepted)).await.unwrap();
+    assert_eq!(out.len(), 1);
+    // Closing commits nothing more and answers after the writer counted.
+    store.close().await.unwrap();
+    assert_eq!(committed(&path), 2);
+    assert_eq!(store.commits() - before, 1, "the accept and the record in one commit");
+}
+
 /// A new file gets small pages (each commit writes the pages it touched whole);
 /// a file made with other pages keeps them and is still read and written.
 #[tokio::test]
