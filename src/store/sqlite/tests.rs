@@ -162,12 +162,19 @@ async fn accepts_and_the_records_beside_them_share_one_commit() {
     let (m, c) = executed(0);
     store.record_executed(m, c).await;
     let accepted = NewMessage::example(serde_json::json!({"n": 1}));
-    let out = store.enqueue(std::slice::from_ref(&accepted)).await.unwrap();
+    let out = store
+        .enqueue(std::slice::from_ref(&accepted))
+        .await
+        .unwrap();
     assert_eq!(out.len(), 1);
     // Closing commits nothing more and answers after the writer counted.
     store.close().await.unwrap();
     assert_eq!(committed(&path), 2);
-    assert_eq!(store.commits() - before, 1, "the accept and the record in one commit");
+    assert_eq!(
+        store.commits() - before,
+        1,
+        "the accept and the record in one commit"
+    );
 }
 
 /// A new file gets small pages (each commit writes the pages it touched whole);
