@@ -39,7 +39,6 @@ for run in $(seq "$RUNS"); do
   [ -z "${PRE:-}" ] || sqlite3 "$WORK/fg.db" "$PRE" >/dev/null
   "$FG" serve --listen "127.0.0.1:$PORT" --flows "$WORK/flows" --store "sqlite://$WORK/fg.db" >"$WORK/fg.log" 2>&1 &
   PID=$!
-  # shellcheck disable=SC2034
   for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$PORT/_health" && break; sleep 0.1; done
   sleep 1
   w0=$(wb); c0=$(cpu)
