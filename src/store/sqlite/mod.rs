@@ -35,6 +35,10 @@ use rows::{FinishRow, NewRow, StartRow};
 use writer::{Op, RECORDS_LINGER, Reply, Wake, writer};
 
 const CHANNEL: usize = 65_536;
+/// The page size of a new database file, see `open_with`.
+const PAGE_SIZE: i64 = 1024;
+/// The WAL's size at which it is checkpointed, see `open_with`.
+const WAL_BYTES: i64 = 4 << 20;
 
 const MIGRATIONS: &[(i64, &str, &str)] = &[
     (
@@ -109,7 +113,24 @@ impl SqliteStore {
         }
         let mut conn = Connection::open(path)
             .map_err(|e| StoreError::Config(format!("cannot open {}: {e}", path.display())))?;
+        // A new file gets 1 KiB pages (an existing one keeps its size: SQLite only
+        // changes it by rebuilding the file). Every commit writes each page it
+        // touched whole to the WAL, and a group commit touches the tail page of
+        // `messages`, `message_inputs` and each index: with 4 KiB pages that was
+        // ~14 KB written per accepted 1 KB message, ~9 KB with 1 KiB pages (and a
+        // 1.4 KB input left a third of each 4 KiB page empty). Must come first.
+        conn.pragma_update(None, "page_size", PAGE_SIZE)
+            .map_err(sqlite)?;
         conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(sqlite)?;
+        // Checkpoint when the WAL holds ~4 MiB whatever the page size (SQLite's
+        // default is 1,000 pages): each checkpoint writes every page changed since
+        // the last one once more, so the tail pages that every commit rewrites are
+        // written to the file once per 4 MiB of WAL, as with 4 KiB pages.
+        let page_size: i64 = conn
+            .query_row("PRAGMA page_size", [], |r| r.get(0))
+            .map_err(sqlite)?;
+        conn.pragma_update(None, "wal_autocheckpoint", WAL_BYTES / page_size.max(512))
             .map_err(sqlite)?;
         conn.pragma_update(None, "synchronous", "FULL")
             .map_err(sqlite)?;

@@ -151,3 +151,60 @@ async fn upgrading_moves_inputs_to_their_table() {
     assert_eq!(pending[0].input, Ok(serde_json::json!({"order": 7})));
     store.close().await.unwrap();
 }
+
+/// Accepted messages and the execution records that arrive with them are one
+/// transaction: as two, every tail page both write went to the WAL twice.
+#[tokio::test]
+async fn accepts_and_the_records_beside_them_share_one_commit() {
+    // Records wait far longer than the test: only the accept ends the wait.
+    let (_dir, path, store) = store_waiting(Duration::from_secs(3600));
+    let before = store.commits();
+    let (m, c) = executed(0);
+    store.record_executed(m, c).await;
+    let accepted = NewMessage::example(serde_json::json!({"n": 1}));
+    let out = store
+        .enqueue(std::slice::from_ref(&accepted))
+        .await
+        .unwrap();
+    assert_eq!(out.len(), 1);
+    // Closing commits nothing more and answers after the writer counted.
+    store.close().await.unwrap();
+    assert_eq!(committed(&path), 2);
+    assert_eq!(
+        store.commits() - before,
+        1,
+        "the accept and the record in one commit"
+    );
+}
+
+/// A new file gets small pages (each commit writes the pages it touched whole);
+/// a file made with other pages keeps them and is still read and written.
+#[tokio::test]
+async fn a_new_file_gets_small_pages_and_an_old_one_keeps_its_own() {
+    let page_size = |path: &std::path::Path| -> i64 {
+        Connection::open(path)
+            .unwrap()
+            .query_row("PRAGMA page_size", [], |r| r.get(0))
+            .unwrap()
+    };
+    let (_dir, path, store) = store_waiting(Duration::from_millis(1));
+    let (m, c) = executed(0);
+    store.record_executed(m, c).await;
+    store.close().await.unwrap();
+    assert_eq!(page_size(&path), super::PAGE_SIZE);
+
+    let dir = tempfile::tempdir().unwrap();
+    let old = dir.path().join("old.db");
+    Connection::open(&old)
+        .unwrap()
+        .execute_batch("PRAGMA page_size = 4096; CREATE TABLE made_before (x INTEGER);")
+        .unwrap();
+    let store = SqliteStore::open(old.to_str().unwrap()).unwrap();
+    let (m, c) = executed(1);
+    let id = m.id;
+    store.record_executed(m, c).await;
+    assert!(store.get(id).await.unwrap().is_some());
+    store.close().await.unwrap();
+    assert_eq!(page_size(&old), 4096);
+    assert_eq!(committed(&old), 1);
+}

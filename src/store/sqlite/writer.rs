@@ -148,36 +148,23 @@ pub(super) fn writer(
         }
         let Batch { ops, close, .. } = batch;
         if !ops.is_empty() {
-            // Accepted messages must survive power loss: their commit fsyncs the
-            // WAL (and with it every earlier commit), and it comes first, so that
-            // callers waiting for a 202 do not also wait for execution records.
-            // Those only need to survive the process, which WAL without fsync gives.
-            // A repeated Idempotency-Key reads the first message's state, so a
-            // batch with keys keeps its order (one transaction).
-            let reads_state = ops.iter().any(|op| match op {
-                Op::Enqueue(batch, _) => batch.iter().any(|m| m.idempotency_key.is_some()),
-                _ => false,
-            });
-            let (accepts, records): (Vec<Op>, Vec<Op>) = if reads_state {
-                (ops, Vec::new())
-            } else {
-                ops.into_iter()
-                    .partition(|op| matches!(op, Op::Enqueue(..)))
-            };
-            for (ops, accepting) in [(accepts, true), (records, false)] {
-                if ops.is_empty() {
-                    continue;
+            // Accepted messages must survive power loss: a batch with any commits
+            // with an fsync of the WAL (and with it every earlier commit). Execution
+            // records only need to survive the process, which WAL without fsync
+            // gives, so a batch of records alone commits without one. Accepts and
+            // the records that arrived with them share one transaction: both write
+            // the tail pages of `messages` and of its indexes, and as two commits
+            // each of those pages went to the WAL (and to disk) twice.
+            let accepting = ops.iter().any(|op| matches!(op, Op::Enqueue(..)));
+            if accepting != full_sync {
+                let level = if accepting { "FULL" } else { "NORMAL" };
+                match conn.pragma_update(None, "synchronous", level) {
+                    Ok(()) => full_sync = accepting,
+                    Err(e) => tracing::error!(error = %e, "cannot set synchronous={level}"),
                 }
-                if accepting != full_sync {
-                    let level = if accepting { "FULL" } else { "NORMAL" };
-                    match conn.pragma_update(None, "synchronous", level) {
-                        Ok(()) => full_sync = accepting,
-                        Err(e) => tracing::error!(error = %e, "cannot set synchronous={level}"),
-                    }
-                }
-                apply_batch(&mut conn, ops);
-                commits.fetch_add(1, Ordering::Relaxed);
             }
+            apply_batch(&mut conn, ops);
+            commits.fetch_add(1, Ordering::Relaxed);
         }
         if let Some(reply) = close {
             rx.close();
