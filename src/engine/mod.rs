@@ -117,8 +117,10 @@ struct Run<'a> {
     /// The message's id from `.meta` (else the document's).
     message_id: Option<String>,
     vars: jaq_json::Map<Val, Val>,
-    /// `base` with `vars`, rebuilt only after `vars` changed.
+    /// `base` with `vars`, brought up to date only after `vars` changed.
     context: Option<Val>,
+    /// Whether `context` holds the current `vars`.
+    context_current: bool,
     trace: Vec<TraceEntry>,
     response: Option<StoredResponse>,
     responder: Option<Responder>,
@@ -188,6 +190,7 @@ impl Executor {
             message_id: meta.map(|m| m.message_id.to_string()),
             vars: jaq_json::Map::default(),
             context: None,
+            context_current: false,
             trace: Vec::new(),
             response: None,
             responder,
@@ -369,14 +372,28 @@ fn base(
 
 impl<'a> Run<'a> {
     fn context(&mut self) -> Val {
-        if let Some(c) = &self.context {
+        if self.context_current
+            && let Some(c) = &self.context
+        {
             return c.clone();
         }
-        let mut m = self.base.clone();
-        m.insert(string("vars"), Val::obj(self.vars.clone()));
-        let c = Val::obj(m);
-        self.context = Some(c.clone());
-        c
+        self.context_current = true;
+        let vars = Val::obj(self.vars.clone());
+        // The context of the last evaluation is held here alone by now: its
+        // `vars` (the entry after `base`'s) is replaced in place instead of
+        // copying `base` again after each assignment.
+        let index = self.base.len();
+        if let Some(Val::Obj(m)) = &mut self.context
+            && let Some(m) = jaq_json::Rc::get_mut(m)
+            && let Some((_, v)) = m.get_index_mut(index)
+        {
+            *v = vars;
+        } else {
+            let mut m = self.base.clone();
+            m.insert(string("vars"), vars);
+            self.context = Some(Val::obj(m));
+        }
+        self.context.clone().unwrap_or(Val::Null)
     }
 
     fn vars_json(&self) -> Value {
@@ -388,7 +405,7 @@ impl<'a> Run<'a> {
     /// variables then hold more than the memory budget.
     fn set_var(&mut self, step: &Step, name: &'a str, v: Val, size: u64) -> Result<(), ExecError> {
         self.vars.insert(string(name), v);
-        self.context = None;
+        self.context_current = false;
         if self.budget.hold(name, size, 0) {
             Ok(())
         } else {

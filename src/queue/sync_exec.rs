@@ -48,6 +48,7 @@ fn completion(
     id: MessageId,
     started_at: i64,
     ex: &Execution,
+    response: Option<crate::domain::StoredResponse>,
 ) -> Completion {
     let finished_at = now_micros();
     let status = match &ex.result {
@@ -68,7 +69,7 @@ fn completion(
         status,
         run_at: finished_at,
         blocking: false,
-        response: ex.response.clone().or_else(|| {
+        response: response.or_else(|| {
             let e = ex.result.as_ref().err()?;
             engine::rejection_response(id, e)
         }),
@@ -146,7 +147,15 @@ impl Queue {
                     return;
                 }
                 message.input = unwrap_input(input);
-                let c = completion(&key, dispatcher.events(), message.id, started_at, &ex);
+                let response = ex.response.clone();
+                let c = completion(
+                    &key,
+                    dispatcher.events(),
+                    message.id,
+                    started_at,
+                    &ex,
+                    response,
+                );
                 log_failure(&message, &c);
                 dispatcher.executed_sync(&key, &c);
                 let eventful = !c.events.is_empty();
@@ -183,10 +192,17 @@ impl Queue {
         .await;
         drop(permit);
         match step {
-            Step::Done(ex) => {
+            Step::Done(mut ex) => {
                 drop(exec);
                 message.input = unwrap_input(input);
-                let c = completion(&key, dispatcher.events(), id, started_at, &ex);
+                // A flow that responded and finished in one poll: the caller gets
+                // the copy the responder holds, the record the execution's own.
+                let answer = rrx.try_recv().ok();
+                let recorded = match answer {
+                    Some(_) => ex.response.take(),
+                    None => ex.response.clone(),
+                };
+                let c = completion(&key, dispatcher.events(), id, started_at, &ex, recorded);
                 log_failure(&message, &c);
                 dispatcher.executed_sync(&key, &c);
                 let eventful = !c.events.is_empty();
@@ -195,7 +211,7 @@ impl Queue {
                 dispatcher.release(&key);
                 Ok(SyncResult::Finished {
                     result: ex.result,
-                    response: ex.response,
+                    response: answer.or(ex.response),
                 })
             }
             Step::Responded(r) => {
