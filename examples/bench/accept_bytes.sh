@@ -14,7 +14,7 @@
 set -euo pipefail
 RUNS="${1:-3}"; SECS="${2:-8}"; FG="${3:-target/release/flowgate}"
 BENCH="${BENCH:-$(cd "$(dirname "$0")/../../.." && pwd)/shared/bench}"
-[ -d "$BENCH/flows" ] || BENCH=/work/shared/bench
+[ -d "$BENCH/flows" ] || { echo "no bench kit at $BENCH (set BENCH)" >&2; exit 2; }
 PORT="${PORT:-8111}"; KEY=s3cr3t-key
 command -v wrk >/dev/null || { echo "wrk is needed" >&2; exit 2; }
 HASH="$("$FG" key new --label bench --key "$KEY" --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["hash"])')"
