@@ -161,24 +161,29 @@ async fn complete(mut stored: mpsc::Receiver<InFlight>, dispatcher: Arc<Dispatch
         let is_mine = |i: usize| mine.get(i).copied().unwrap_or(false);
         match submitted.await {
             Ok(outcomes) => {
+                // Every caller is answered before the jobs are handed over: a
+                // job that will wait is parked (its input written out as text),
+                // which no caller's 202 should wait for. Handed over in order.
+                let mut jobs = Vec::with_capacity(messages.len());
                 for (i, ((message, reply), outcome)) in
                     messages.into_iter().zip(replies).zip(outcomes).enumerate()
                 {
                     let id = message.id;
                     match &outcome {
-                        EnqueueOutcome::Inserted => {
-                            if is_mine(i) {
-                                dispatcher.push_claimed(Job::new(message));
-                            } else {
-                                dispatcher.push(Job::new(message));
-                            }
-                        }
+                        EnqueueOutcome::Inserted => jobs.push((is_mine(i), Job::new(message))),
                         EnqueueOutcome::Duplicate(_) => {
                             dispatcher.waiters().forget(id);
                             dispatcher.unclaim(usize::from(is_mine(i)));
                         }
                     }
                     let _ = reply.send(Ok((id, outcome)));
+                }
+                for (mine, job) in jobs {
+                    if mine {
+                        dispatcher.push_claimed(job);
+                    } else {
+                        dispatcher.push(job);
+                    }
                 }
             }
             Err(e) => {

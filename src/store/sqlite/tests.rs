@@ -177,6 +177,37 @@ async fn accepts_and_the_records_beside_them_share_one_commit() {
     );
 }
 
+/// When SQLite rolls the whole transaction back under a record (as a full disk
+/// or an I/O error may), an accept later in the same batch is refused and not
+/// stored: run on, its savepoint would have begun and committed a transaction
+/// of its own, storing a message whose caller is told it was not.
+#[tokio::test]
+async fn an_accept_after_a_rolled_back_record_is_refused_and_not_stored() {
+    let (_dir, path, store) = store_waiting(Duration::from_secs(3600));
+    let (m, c) = executed(0);
+    Connection::open(&path)
+        .unwrap()
+        .execute_batch(&format!(
+            "CREATE TRIGGER roll_back BEFORE INSERT ON messages WHEN NEW.id = '{}' \
+             BEGIN SELECT RAISE(ROLLBACK, 'as a full disk would'); END;",
+            m.id
+        ))
+        .unwrap();
+    store.record_executed(m, c).await;
+    let accepted = NewMessage::example(serde_json::json!({"n": 1}));
+    let refused = store.enqueue(std::slice::from_ref(&accepted)).await;
+    assert!(refused.is_err(), "{refused:?}");
+    assert!(
+        store.get(accepted.id).await.unwrap().is_none(),
+        "refused, so not stored"
+    );
+    // The next batch is a transaction of its own again.
+    let next = NewMessage::example(serde_json::json!({"n": 2}));
+    store.enqueue(std::slice::from_ref(&next)).await.unwrap();
+    assert!(store.get(next.id).await.unwrap().is_some());
+    store.close().await.unwrap();
+}
+
 /// A new file gets small pages (each commit writes the pages it touched whole);
 /// a file made with other pages keeps them and is still read and written.
 #[tokio::test]

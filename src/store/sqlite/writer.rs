@@ -193,9 +193,23 @@ fn apply_batch(conn: &mut Connection, ops: Vec<Op>) {
             _ => None,
         })
         .collect();
+    // Set when SQLite has rolled the whole transaction back (a full disk, an
+    // I/O error): nothing more runs in it, and nothing in it is answered as
+    // stored. (A later savepoint would otherwise start and commit a
+    // transaction of its own, storing messages whose callers are told no.)
+    let mut rolled_back: Option<StoreError> = None;
     for op in ops {
-        match op {
-            Op::Started(r) if finishing.contains(&(r.id.clone(), r.number)) => {}
+        if let Some(why) = &rolled_back {
+            match op {
+                Op::Enqueue(_, reply) => drop(reply.send(Err(why.clone()))),
+                Op::Flush(reply) | Op::Close(reply) => flushes.push(reply),
+                Op::Started(_) | Op::Finished(_) | Op::RecordExecuted(_) => {}
+                read => reads.push(read),
+            }
+            continue;
+        }
+        let failed = match op {
+            Op::Started(r) if finishing.contains(&(r.id.clone(), r.number)) => None,
             Op::Enqueue(batch, reply) => {
                 // All of a batch or none of it: a savepoint per batch.
                 let r = tx.savepoint().map_err(sqlite).and_then(|sp| {
@@ -206,16 +220,41 @@ fn apply_batch(conn: &mut Connection, ops: Vec<Op>) {
                     sp.commit().map_err(sqlite)?;
                     Ok(out)
                 });
+                let failed = r.as_ref().err().cloned();
                 waiting.push((reply, r));
+                failed
             }
             Op::Started(r) => log_err(started(&tx, &r), "record attempt start"),
             Op::Finished(r) => log_err(finished(&tx, &r), "record attempt end"),
             Op::RecordExecuted(b) => log_err(record_executed(&tx, &b.0, &b.1), "record execution"),
-            Op::Flush(reply) | Op::Close(reply) => flushes.push(reply),
-            read => reads.push(read),
+            Op::Flush(reply) | Op::Close(reply) => {
+                flushes.push(reply);
+                None
+            }
+            read => {
+                reads.push(read);
+                None
+            }
+        };
+        if let Some(e) = failed
+            && tx.is_autocommit()
+        {
+            tracing::error!(error = %e, "the store's transaction was rolled back; the rest of its batch is refused");
+            rolled_back = Some(e);
         }
     }
-    match tx.commit() {
+    let committed = match rolled_back {
+        Some(e) => {
+            // Already rolled back by SQLite; dropping it sends nothing that matters.
+            drop(tx);
+            Err(e)
+        }
+        None => tx.commit().map_err(|e| {
+            tracing::error!(error = %e, "store commit failed");
+            sqlite(e)
+        }),
+    };
+    match committed {
         Ok(()) => {
             for (reply, r) in waiting {
                 let _ = reply.send(r);
@@ -225,8 +264,6 @@ fn apply_batch(conn: &mut Connection, ops: Vec<Op>) {
             }
         }
         Err(e) => {
-            tracing::error!(error = %e, "store commit failed");
-            let e = sqlite(e);
             for (reply, _) in waiting {
                 let _ = reply.send(Err(e.clone()));
             }
@@ -266,8 +303,10 @@ fn fail_all(ops: Vec<Op>, why: &StoreError) {
     }
 }
 
-fn log_err(r: Result<(), StoreError>, what: &str) {
-    if let Err(e) = r {
-        tracing::error!(error = %e, "{what}");
-    }
+/// Logs a record's failure; the error, for the batch to see whether it ended
+/// the transaction.
+fn log_err(r: Result<(), StoreError>, what: &str) -> Option<StoreError> {
+    let e = r.err()?;
+    tracing::error!(error = %e, "{what}");
+    Some(e)
 }
