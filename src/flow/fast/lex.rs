@@ -40,12 +40,14 @@ pub(super) fn lex(src: &str) -> Option<Vec<Tok>> {
                 out.push(Tok::Op("..")); // recursion, left to jaq
                 i += 2;
             }
-            '.' if b
-                .get(i + 1)
-                .is_some_and(|c| c.is_ascii_alphabetic() || *c == b'_') =>
-            {
+            '.' | '$' if starts_name(b, i + 1) => {
                 let end = word_end(src, i + 1);
-                out.push(Tok::Field(src[i + 1..end].to_owned()));
+                let name = src[i + 1..end].to_owned();
+                out.push(if c == '.' {
+                    Tok::Field(name)
+                } else {
+                    Tok::Var(name)
+                });
                 i = end;
             }
             '.' => {
@@ -64,14 +66,6 @@ pub(super) fn lex(src: &str) -> Option<Vec<Tok>> {
             '0'..='9' => {
                 let end = number_end(b, i)?;
                 out.push(Tok::Num(src[i..end].to_owned()));
-                i = end;
-            }
-            '$' if b
-                .get(i + 1)
-                .is_some_and(|c| c.is_ascii_alphabetic() || *c == b'_') =>
-            {
-                let end = word_end(src, i + 1);
-                out.push(Tok::Var(src[i + 1..end].to_owned()));
                 i = end;
             }
             c if c.is_ascii_alphabetic() || c == '_' => {
@@ -118,6 +112,12 @@ pub(super) fn lex(src: &str) -> Option<Vec<Tok>> {
 }
 
 /// The end of the name (`[a-zA-Z0-9_]*`) starting at `start`.
+/// Whether a name (`.name`, `$name`) starts at `at`: a letter or `_`.
+fn starts_name(b: &[u8], at: usize) -> bool {
+    b.get(at)
+        .is_some_and(|c| c.is_ascii_alphabetic() || *c == b'_')
+}
+
 fn word_end(src: &str, start: usize) -> usize {
     src[start..]
         .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))

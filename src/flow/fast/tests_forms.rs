@@ -32,6 +32,14 @@ fn keys_of(src: &str) -> Option<Vec<String>> {
         .then(|| keys.into_iter().collect())
 }
 
+/// Each program reads the top-level fields given (`None`: the whole input).
+fn assert_reads(cases: &[(&str, Option<&[&str]>)]) {
+    for (src, want) in cases {
+        let want = want.map(|w| w.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+        assert_eq!(keys_of(src), want, "`{src}`");
+    }
+}
+
 /// The native answer for `src` on `input`, held to jaq's wherever it answers:
 /// the same value, written the same.
 fn native(src: &str, input: &serde_json::Value) -> Option<serde_json::Value> {
@@ -168,10 +176,7 @@ fn bindings_scope_and_shadow_as_in_jaq() {
         ("error", None),
         ("select(.a)", None),
     ];
-    for (src, want) in cases {
-        let want = want.map(|w| w.iter().map(|s| s.to_string()).collect::<Vec<_>>());
-        assert_eq!(keys_of(src), want, "`{src}`");
-    }
+    assert_reads(cases);
 }
 
 #[test]
@@ -213,10 +218,7 @@ fn conditionals_as_in_jaq() {
         ),
         ("if .a then .b end", None),
     ];
-    for (src, want) in cases {
-        let want = want.map(|w| w.iter().map(|s| s.to_string()).collect::<Vec<_>>());
-        assert_eq!(keys_of(src), want, "`{src}`");
-    }
+    assert_reads(cases);
 }
 
 #[test]
