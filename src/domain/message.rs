@@ -213,7 +213,7 @@ impl NewMessage {
         {
             return text;
         }
-        serde_json::to_string(&self.input).unwrap_or_else(|_| "null".into())
+        super::json_text::to_string(&self.input)
     }
 }
 
@@ -229,12 +229,12 @@ fn with_raw_body(doc: &serde_json::Map<String, serde_json::Value>, raw: &[u8]) -
         if i > 0 {
             out.push(b',');
         }
-        serde_json::to_writer(&mut out, key).ok()?;
+        super::json_text::write_str(&mut out, key);
         out.push(b':');
         if key == "body" {
             out.extend_from_slice(raw);
         } else {
-            serde_json::to_writer(&mut out, value).ok()?;
+            super::json_text::write_json(&mut out, value);
         }
     }
     out.push(b'}');
@@ -355,6 +355,34 @@ pub struct StoredResponse {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub headers: Vec<(String, String)>,
     pub body: serde_json::Value,
+}
+
+impl StoredResponse {
+    /// Its JSON text, as serde_json writes it (see [`super::json_text`]).
+    pub fn text(&self) -> String {
+        let mut out = Vec::with_capacity(128);
+        out.extend_from_slice(b"{\"status\":");
+        out.extend_from_slice(self.status.to_string().as_bytes());
+        if !self.headers.is_empty() {
+            out.extend_from_slice(b",\"headers\":[");
+            for (i, (name, value)) in self.headers.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                out.push(b'[');
+                super::json_text::write_str(&mut out, name);
+                out.push(b',');
+                super::json_text::write_str(&mut out, value);
+                out.push(b']');
+            }
+            out.push(b']');
+        }
+        out.extend_from_slice(b",\"body\":");
+        super::json_text::write_json(&mut out, &self.body);
+        out.push(b'}');
+        // Only valid UTF-8 is written.
+        String::from_utf8(out).unwrap_or_default()
+    }
 }
 
 /// What every stored message has, whatever else is read with it: which it is,

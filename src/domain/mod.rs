@@ -7,6 +7,7 @@ pub mod depth;
 mod event;
 mod headers;
 mod json_iter;
+pub mod json_text;
 pub mod key_id;
 mod limits;
 mod message;

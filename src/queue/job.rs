@@ -89,10 +89,8 @@ impl From<Result<Value, Unreadable>> for JobInput {
 impl JobInput {
     /// Holds the document as text until [`JobInput::document`] is asked for.
     pub fn park(&mut self) {
-        if let Held::Doc(doc) = &self.0
-            && let Ok(text) = serde_json::to_string(&**doc)
-        {
-            self.0 = Held::Parked(text.into());
+        if let Held::Doc(doc) = &self.0 {
+            self.0 = Held::Parked(crate::domain::json_text::to_string(doc).into());
         }
     }
 

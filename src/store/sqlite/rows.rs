@@ -3,8 +3,6 @@
 
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
-use serde_json::Value;
-
 use crate::domain::{MessageId, Micros, NewMessage, StoredResponse};
 use crate::store::error::sqlite;
 use crate::store::outbox::OutboxEvent;
@@ -40,7 +38,7 @@ impl From<&NewMessage> for NewRow {
             mode: m.mode.as_str(),
             received_at: m.received_at,
             idempotency_key: m.idempotency_key.clone(),
-            input: input_text(m),
+            input: m.input_text(),
             consumer: who.label.map(str::to_owned),
             key_id: who.key_id.map(str::to_owned),
         }
@@ -79,7 +77,7 @@ impl From<&Completion> for FinishRow {
             run_at: c.run_at,
             finished_at: c.status.is_final().then_some(c.finished_at),
             blocking: c.blocking,
-            response: c.response.as_ref().map(response_text),
+            response: c.response.as_ref().map(StoredResponse::text),
             trace: c.trace.clone(),
             error: c.error.clone(),
             attempt: attempt_json(&attempt),
@@ -218,216 +216,4 @@ pub(super) fn record_executed(
         insert_events(tx, &r.events)?;
     }
     Ok(())
-}
-
-/// The input document as stored: the text `NewMessage::input_text` makes (a
-/// JSON body as the caller's own bytes), written by [`write_json`].
-fn input_text(m: &NewMessage) -> String {
-    let mut out = Vec::with_capacity(512 + m.body_json.as_ref().map_or(0, |b| b.len()));
-    match (&m.body_json, &m.input) {
-        (Some(raw), Value::Object(doc)) => {
-            out.push(b'{');
-            for (i, (key, value)) in doc.iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                write_str(&mut out, key);
-                out.push(b':');
-                if key == "body" {
-                    out.extend_from_slice(raw.trim_ascii());
-                } else {
-                    write_json(&mut out, value);
-                }
-            }
-            out.push(b'}');
-        }
-        (_, doc) => write_json(&mut out, doc),
-    }
-    String::from_utf8(out).unwrap_or_else(|_| m.input_text())
-}
-
-/// A response as serde_json writes `StoredResponse`.
-fn response_text(r: &StoredResponse) -> String {
-    let mut out = Vec::with_capacity(128);
-    out.extend_from_slice(b"{\"status\":");
-    out.extend_from_slice(r.status.to_string().as_bytes());
-    if !r.headers.is_empty() {
-        out.extend_from_slice(b",\"headers\":[");
-        for (i, (name, value)) in r.headers.iter().enumerate() {
-            if i > 0 {
-                out.push(b',');
-            }
-            out.push(b'[');
-            write_str(&mut out, name);
-            out.push(b',');
-            write_str(&mut out, value);
-            out.push(b']');
-        }
-        out.push(b']');
-    }
-    out.extend_from_slice(b",\"body\":");
-    write_json(&mut out, &r.body);
-    out.push(b'}');
-    // Only valid UTF-8 is written.
-    String::from_utf8(out).unwrap_or_default()
-}
-
-/// `v` as compact JSON text, byte for byte what `serde_json::to_writer` writes
-/// (numbers are written by it). A string is checked eight bytes at a time for
-/// anything to escape and, most often without any, copied as it is.
-fn write_json(out: &mut Vec<u8>, v: &Value) {
-    match v {
-        Value::Null => out.extend_from_slice(b"null"),
-        Value::Bool(true) => out.extend_from_slice(b"true"),
-        Value::Bool(false) => out.extend_from_slice(b"false"),
-        Value::Number(n) => {
-            // Writing to a Vec cannot fail.
-            let _ = serde_json::to_writer(&mut *out, n);
-        }
-        Value::String(s) => write_str(out, s),
-        Value::Array(items) => {
-            out.push(b'[');
-            for (i, item) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                write_json(out, item);
-            }
-            out.push(b']');
-        }
-        Value::Object(map) => {
-            out.push(b'{');
-            for (i, (key, value)) in map.iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                write_str(out, key);
-                out.push(b':');
-                write_json(out, value);
-            }
-            out.push(b'}');
-        }
-    }
-}
-
-/// Whether any of the eight bytes of `w` is a control character, `"` or `\\`.
-fn needs_escape(w: u64) -> bool {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGH: u64 = 0x8080_8080_8080_8080;
-    let below = |x: u64, n: u64| x.wrapping_sub(ONES * n) & !x & HIGH;
-    let zero = |x: u64| x.wrapping_sub(ONES) & !x & HIGH;
-    (below(w, 0x20) | zero(w ^ (ONES * 0x22)) | zero(w ^ (ONES * 0x5c))) != 0
-}
-
-/// Whether `bytes` hold a control character, `"` or `\\`.
-fn any_escape(bytes: &[u8]) -> bool {
-    let mut chunks = bytes.chunks_exact(8);
-    for chunk in &mut chunks {
-        if needs_escape(u64::from_le_bytes(chunk.try_into().unwrap_or([0; 8]))) {
-            return true;
-        }
-    }
-    let rest = chunks.remainder();
-    let mut last = [b'a'; 8];
-    last[..rest.len()].copy_from_slice(rest);
-    needs_escape(u64::from_le_bytes(last))
-}
-
-fn write_str(out: &mut Vec<u8>, s: &str) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let bytes = s.as_bytes();
-    out.reserve(bytes.len() + 2);
-    out.push(b'"');
-    if !any_escape(bytes) {
-        out.extend_from_slice(bytes);
-        out.push(b'"');
-        return;
-    }
-    let mut start = 0;
-    for (i, &b) in bytes.iter().enumerate() {
-        let short: &[u8] = match b {
-            b'"' => b"\\\"",
-            b'\\' => b"\\\\",
-            0x08 => b"\\b",
-            0x0c => b"\\f",
-            b'\n' => b"\\n",
-            b'\r' => b"\\r",
-            b'\t' => b"\\t",
-            0..=0x1f => &[
-                b'\\',
-                b'u',
-                b'0',
-                b'0',
-                HEX[(b >> 4) as usize],
-                HEX[(b & 0xf) as usize],
-            ],
-            _ => continue,
-        };
-        out.extend_from_slice(&bytes[start..i]);
-        out.extend_from_slice(short);
-        start = i + 1;
-    }
-    out.extend_from_slice(&bytes[start..]);
-    out.push(b'"');
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use proptest::prelude::*;
-
-    fn text(v: &Value) -> String {
-        let mut out = Vec::new();
-        write_json(&mut out, v);
-        String::from_utf8(out).unwrap()
-    }
-
-    fn any_json() -> impl Strategy<Value = Value> {
-        let leaf = prop_oneof![
-            Just(Value::Null),
-            any::<bool>().prop_map(Value::Bool),
-            any::<i64>().prop_map(Value::from),
-            any::<f64>().prop_map(Value::from),
-            any::<String>().prop_map(Value::String),
-            "[\\x00-\\x1f\"\\\\a-z\\x7f\u{e9}\u{1f600}]{0,40}".prop_map(Value::String),
-        ];
-        leaf.prop_recursive(4, 64, 8, |inner| {
-            prop_oneof![
-                prop::collection::vec(inner.clone(), 0..8).prop_map(Value::Array),
-                prop::collection::vec(("[a-z\"\\\\\\x01]{0,12}", inner), 0..8)
-                    .prop_map(|kv| Value::Object(kv.into_iter().collect())),
-            ]
-        })
-    }
-
-    proptest! {
-        #[test]
-        fn records_are_written_as_serde_json_writes_them(v in any_json()) {
-            prop_assert_eq!(text(&v), serde_json::to_string(&v).unwrap());
-            let r = StoredResponse {
-                status: 201,
-                headers: vec![("x-a".into(), "\"q\"\n".into())],
-                body: v.clone(),
-            };
-            prop_assert_eq!(response_text(&r), serde_json::to_string(&r).unwrap());
-            let r = StoredResponse { headers: Vec::new(), ..r };
-            prop_assert_eq!(response_text(&r), serde_json::to_string(&r).unwrap());
-        }
-    }
-
-    #[test]
-    fn every_byte_that_needs_escaping_is_found_at_every_offset() {
-        for b in 0u8..=0x7f {
-            for at in 0..20 {
-                let mut s = "a".repeat(20);
-                s.replace_range(at..=at, &char::from(b).to_string());
-                let v = Value::String(s);
-                assert_eq!(
-                    text(&v),
-                    serde_json::to_string(&v).unwrap(),
-                    "byte {b} at {at}"
-                );
-            }
-        }
-    }
 }
