@@ -35,7 +35,7 @@ pub use signature::{HmacAlgorithm, HmacRule, SignatureEncoding, SignatureScheme}
 pub use size::{SizeError, parse_size};
 pub use subscription::{
     EventPattern, Include, MAX_API_SUBSCRIPTIONS, Subscription, SubscriptionError,
-    SubscriptionSource, check_name, check_url, file_subscription_id, format_retry, new_secret,
-    parse_events, parse_retry,
+    SubscriptionSource, check_description, check_name, check_url, file_subscription_id,
+    format_retry, new_secret, parse_events, parse_retry,
 };
 pub use time::{Micros, format_rfc3339, now_micros};

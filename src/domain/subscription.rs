@@ -174,7 +174,7 @@ pub enum SubscriptionError {
     Retry(String),
     #[error("retry: waits must be between 1s and 7 days, at most {MAX_RETRIES} of them")]
     RetryBounds,
-    #[error("description: at most 1000 characters")]
+    #[error("description: at most {MAX_DESCRIPTION} characters")]
     Description,
 }
 
@@ -200,6 +200,16 @@ fn known_events() -> String {
         .chain(OTHER_EVENTS)
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// The longest a subscription's description may be, in characters.
+pub const MAX_DESCRIPTION: usize = 1000;
+
+pub fn check_description(description: &str) -> Result<(), SubscriptionError> {
+    if description.chars().count() > MAX_DESCRIPTION {
+        return Err(SubscriptionError::Description);
+    }
+    Ok(())
 }
 
 pub fn check_name(name: &str) -> Result<(), SubscriptionError> {

@@ -122,14 +122,18 @@ impl Subscribers {
         event: &str,
         trigger: Option<&str>,
     ) -> Vec<Arc<Subscription>> {
-        self.of_tenant(tenant)
-            .into_iter()
-            .filter(|s| s.wants(event, trigger))
-            .collect()
+        self.select(tenant, |s| s.wants(event, trigger))
     }
 
     /// Every subscription of a tenant: the file's first, then the stored ones.
     pub fn of_tenant(&self, tenant: &str) -> Vec<Arc<Subscription>> {
+        self.select(tenant, |_| true)
+    }
+
+    /// The subscriptions of a tenant that `keep` keeps, in `of_tenant`'s
+    /// order; a file's subscription is copied only when kept (this runs per
+    /// event and per delivery).
+    fn select(&self, tenant: &str, keep: impl Fn(&Subscription) -> bool) -> Vec<Arc<Subscription>> {
         let mut all: Vec<Arc<Subscription>> = self
             .catalog
             .get()
@@ -138,13 +142,14 @@ impl Subscribers {
                 e.tenant
                     .subscriptions
                     .iter()
+                    .filter(|s| keep(s))
                     .cloned()
                     .map(Arc::new)
                     .collect()
             })
             .unwrap_or_default();
         if let Some(api) = self.cached().by_tenant.get(tenant) {
-            all.extend(api.iter().cloned());
+            all.extend(api.iter().filter(|s| keep(s)).cloned());
         }
         all
     }
@@ -166,7 +171,7 @@ impl Subscribers {
 
     /// A subscription by tenant and name (what a delivery names).
     pub fn named(&self, tenant: &str, name: &str) -> Option<Arc<Subscription>> {
-        self.of_tenant(tenant).into_iter().find(|s| s.name == name)
+        self.select(tenant, |s| s.name == name).into_iter().next()
     }
 
     /// A subscription by id, of any tenant.

@@ -115,9 +115,9 @@ pub(super) fn compile(
             }
         }
         if let Some(d) = &s.description
-            && d.value.chars().count() > 1000
+            && let Err(e) = crate::domain::check_description(&d.value)
         {
-            cx.error(d.referenced, SubscriptionError::Description.to_string());
+            cx.error(d.referenced, e.to_string());
         }
         let basic_auth = s.basic_auth.and_then(|b| {
             let password = expand(cx, &b.password, &what)?;

@@ -168,9 +168,12 @@ fn retry(waits: Option<Vec<String>>) -> Result<Option<Vec<std::time::Duration>>,
 
 fn description(d: Option<String>) -> Result<Option<String>, ApiError> {
     match d {
-        Some(d) if d.chars().count() > 1000 => Err(invalid(SubscriptionError::Description)),
         Some(d) if d.is_empty() => Ok(None),
-        other => Ok(other),
+        Some(d) => {
+            domain::check_description(&d).map_err(invalid)?;
+            Ok(Some(d))
+        }
+        None => Ok(None),
     }
 }
 
@@ -348,7 +351,7 @@ pub async fn detail(found: Found<Sub>) -> Result<Json<SubscriptionView>, ApiErro
     responses(
         (status = 200, description = "Changed", body = SubscriptionView),
         (status = 400, description = "A field is wrong (named)", body = Errors),
-        (status = 409, description = "Declared in _tenant.yaml, or the name is taken", body = Errors),
+        (status = 409, description = "Declared in _tenant.yaml", body = Errors),
     )
 )]
 #[patch("/subscriptions/{id}")]
@@ -400,15 +403,8 @@ pub async fn update(
         sub.enabled = on;
     }
     sub.updated_at = state.queue.store().now();
-    name_free(state, &sub)?;
     if !state.queue.store().update_subscription(&sub).await? {
-        return Err(ApiError::ConflictCode {
-            code: "subscription_exists",
-            why: format!(
-                "subscription `{}` was deleted, or its new name is taken",
-                old.name
-            ),
-        });
+        return Err(ApiError::NotFound(format!("no subscription `{}`", sub.id)));
     }
     changed(state, &sub, sub.enabled && !old.enabled).await?;
     Ok(Json(SubscriptionView::new(&sub, None)))
